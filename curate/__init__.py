@@ -1,0 +1,10 @@
+"""curate: build multimodal pre-training datasets you can trust.
+
+Importing curate is cheap; Ray, torch and img2dataset are imported only by the modules that need them.
+"""
+import os as _os
+
+# img2dataset imports albumentations, which phones home for updates on import; curate runs offline.
+_os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+__version__ = "0.1.0"

@@ -1,0 +1,216 @@
+"""The `curate` command line: run recipes, generate the demo, query and check run directories.
+
+Every user error ends as one line on stderr and a non-zero exit; set CURATE_DEBUG=1 for tracebacks.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Build multimodal pre-training datasets: download, dedup, filter, shard, validate.")
+err_console = Console(stderr=True)
+out_console = Console()
+
+
+class UserError(Exception):
+    """An error whose message is the whole story for the user."""
+
+
+def _fail(message: str, code: int = 2):
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _progress():
+    """A rich progress display on stderr fed by Runner.on_progress(label, done, total)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err_console, transient=False, disable=not err_console.is_terminal)
+    tasks: dict[str, int] = {}
+
+    def update(label: str, done: int, total: int):
+        if label not in tasks:
+            tasks[label] = progress.add_task(label, total=total)
+        progress.update(tasks[label], completed=done, total=total)
+        if not err_console.is_terminal and done == total:
+            err_console.print(f"{label}: {done}/{total} parts", highlight=False)
+
+    return progress, update
+
+
+def print_funnel(manifest: dict, console: Console = out_console) -> None:
+    """Rows in, kept, and dropped/failed per stage and reason."""
+    c = manifest.get("counts") or {}
+    rows = c.get("rows", 0)
+    table = Table(title=f"funnel: {manifest.get('name', '')}", show_lines=False)
+    table.add_column("outcome")
+    table.add_column("stage/reason")
+    table.add_column("rows", justify="right")
+    table.add_column("%", justify="right")
+
+    def pct(n):
+        return f"{100 * n / rows:.1f}" if rows else "-"
+
+    table.add_row("input", "", str(rows), "100.0")
+    table.add_row("[green]kept[/]", "", str(c.get("kept", 0)), pct(c.get("kept", 0)))
+    for status in ("dropped", "failed"):
+        for key, n in sorted((c.get(status) or {}).items(), key=lambda kv: -kv[1]):
+            table.add_row(status, key, str(n), pct(n))
+    console.print(table)
+
+
+@app.command()
+def run(
+    recipe: str = typer.Argument(..., help="Recipe YAML file, or the name of a shipped recipe (e.g. image_text)."),
+    input: Optional[str] = typer.Option(None, "--input", "-i", help="URL list (parquet, csv, jsonl); overrides input.path."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Run directory; overrides output.path."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe value: stage.field=value (repeatable)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Existing Ray cluster (default: RAY_ADDRESS or local)."),
+    resume: bool = typer.Option(False, "--resume", help="Finish an interrupted run in --output."),
+    retry_failed: Optional[str] = typer.Option(None, "--retry-failed", help="Re-run only the failed rows of this run directory."),
+):
+    """Run a recipe into a run directory (shards/, meta/, manifest.json)."""
+    from curate.recipe import load_recipe
+    from curate.runner import Runner
+
+    if retry_failed:
+        if output and Path(output).resolve() != Path(retry_failed).resolve():
+            _fail("--retry-failed writes into the run it retries; drop --output or make it the same folder")
+        output = retry_failed
+    rec = load_recipe(recipe, set_, input_path=input, output_path=output)
+    progress, update = _progress()
+    runner = Runner(rec, ray_address=ray_address, on_progress=update)
+    with progress:
+        manifest = runner.retry_failed() if retry_failed else runner.start(resume=resume)
+    print_funnel(manifest)
+    out_console.print(f"run directory: {runner.run.root}", highlight=False)
+
+
+@app.command()
+def query(
+    out: str = typer.Argument(..., help="Run directory."),
+    sql: str = typer.Argument(..., help="SQL over views samples, kept, dropped, failed, shards."),
+    format: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
+):
+    """Query a run's metadata with DuckDB."""
+    from curate.catalog import query as run_query
+
+    if format not in ("table", "csv", "json"):
+        _fail(f"--format must be table, csv or json, not {format!r}")
+    cols, rows = run_query(out, sql)
+    _emit(cols, rows, format)
+
+
+def _emit(cols, rows, format: str) -> None:
+    if format == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(cols)
+        w.writerows(rows)
+    elif format == "json":
+        sys.stdout.write(json.dumps([dict(zip(cols, r)) for r in rows], default=str, ensure_ascii=False) + "\n")
+    else:
+        table = Table(show_lines=False)
+        for c in cols:
+            table.add_column(c, overflow="fold")
+        for r in rows:
+            table.add_row(*["" if v is None else str(v) for v in r])
+        out_console.print(table)
+
+
+@app.command()
+def inspect(
+    out: str = typer.Argument(..., help="Run directory."),
+    uid: Optional[str] = typer.Option(None, "--uid", help="Show this sample."),
+    where: Optional[str] = typer.Option(None, "--where", help="SQL condition over `samples`."),
+    limit: int = typer.Option(10, "--limit", "-n", min=1),
+    format: str = typer.Option("table", "--format", "-f", help="table or json."),
+):
+    """Show samples (every column, including why they were dropped) by uid or condition."""
+    from curate.catalog import query as run_query
+
+    if uid and where:
+        _fail("use --uid or --where, not both")
+    cond = "uid = '" + uid.replace("'", "''") + "'" if uid else (where or "true")
+    cols, rows = run_query(out, f"SELECT * FROM samples WHERE {cond} ORDER BY row LIMIT {int(limit)}")
+    if uid and not rows:
+        _fail(f"no sample with uid {uid!r} in {out}")
+    if format == "json":
+        _emit(cols, rows, "json")
+        return
+    for r in rows:
+        t = Table(show_header=False, box=None)
+        t.add_column(style="bold cyan")
+        t.add_column(overflow="fold")
+        for c, v in zip(cols, r):
+            if v is not None:
+                t.add_row(c, str(v))
+        out_console.print(t)
+        out_console.rule()
+    out_console.print(f"{len(rows)} sample(s)")
+
+
+@app.command()
+def validate(
+    out: str = typer.Argument(..., help="Run directory."),
+    no_decode: bool = typer.Option(False, "--no-decode", help="Skip decoding images (faster)."),
+):
+    """Check that every shard member decodes and matches its metadata row."""
+    from curate.validate import validate as check
+
+    problems, stats = check(out, decode=not no_decode)
+    if problems:
+        err_console.print(f"[bold red]{len(problems)} problem(s)[/] in {out}:", highlight=False)
+        for p in problems:
+            err_console.print(f"  - {p}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    out_console.print(f"ok: {stats['rows']} rows, {stats['kept']} kept samples in {stats['shards']} shards, "
+                      f"{stats['members']} members checked", highlight=False)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line and exit code 2."""
+    from curate.catalog import CatalogError
+    from curate.io.reader import InputError
+    from curate.recipe import RecipeError
+    from curate.runner import RunError
+
+    known = (RecipeError, RunError, InputError, CatalogError, UserError)
+    try:
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except known as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; finish with --resume", highlight=False)
+        sys.exit(130)
+    except Exception as err:  # noqa: BLE001 - the last line of defence against tracebacks
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        if isinstance(err, click.exceptions.Abort):
+            sys.exit(1)
+        if os.environ.get("CURATE_DEBUG"):
+            raise
+        err_console.print(f"[bold red]error:[/] {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                          " (set CURATE_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""`exact_dedup`: keep one sample per identical image (sha256 of downloaded bytes), text, or pair.
+
+A Job: every active row maps to one record keyed by its hash; each group keeps its smallest uid (or a
+sample already kept by an earlier run of the same output) and drops the rest with the keeper's uid in
+`dup_of`. The grouping is a shuffle on Ray, so no single process holds the corpus' hashes.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import ClassVar, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate import schema
+from curate.filters.caption_text import normalise
+from curate.stage import Job, register
+
+_REASON = {"image": "duplicate_image", "text": "duplicate_text", "pair": "duplicate_pair"}
+
+
+def text_hash(text: str | None) -> str:
+    return hashlib.sha1(normalise(text or "").encode("utf-8")).hexdigest()
+
+
+@register
+class ExactDedup(Job):
+    name: ClassVar[str] = "exact_dedup"
+    reads: ClassVar[tuple[str, ...]] = ("sha256",)
+    writes: ClassVar[dict[str, pa.DataType]] = {"dup_of": pa.string()}
+    reasons: ClassVar[dict[str, str]] = {r: schema.REASONS[r] for r in _REASON.values()}
+
+    by: Literal["image", "text", "pair"] = "image"
+
+    def needs(self) -> tuple[str, ...]:
+        return {"image": ("sha256",), "text": ("text",), "pair": ("sha256", "text")}[self.by]
+
+    def prepare(self, table: pa.Table) -> pa.Table:
+        if self.by == "image":
+            keys = table.column("sha256").to_pylist()
+        else:
+            th = [text_hash(t) for t in table.column("text").to_pylist()]
+            keys = th if self.by == "text" else [f"{s}:{t}" for s, t in zip(table.column("sha256").to_pylist(), th)]
+        out = pa.table({"key": pa.array(keys, pa.string()), "uid": table.column("uid"), "part": table.column("part")})
+        return out.filter(pc.is_valid(out.column("key")))
+
+    def reduce(self, group: pa.Table) -> pa.Table:
+        if group.num_rows < 2:
+            return self.decision_schema().empty_table()
+        rows = group.select(["uid", "part"]).to_pylist()
+        prior = [r for r in rows if r["part"] == -1]
+        keeper = min(prior or rows, key=lambda r: r["uid"])["uid"]
+        losers = [r for r in rows if r["uid"] != keeper and r["part"] != -1]
+        return pa.table(
+            {
+                "uid": [r["uid"] for r in losers],
+                "part": pa.array([r["part"] for r in losers], pa.int32()),
+                "status": [schema.DROPPED] * len(losers),
+                "reason": [_REASON[self.by]] * len(losers),
+                "dup_of": [keeper] * len(losers),
+            },
+            schema=self.decision_schema(),
+        )

@@ -1,0 +1,1 @@
+"""Readers, the shard writer and the run directory: everything that touches files."""

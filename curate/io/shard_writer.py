@@ -1,0 +1,78 @@
+"""Write one finished part: its kept samples as a WebDataset tar and every row as a metadata Parquet part.
+
+The tar is written first and the Parquet part second, each atomically; the Parquet part is the commit
+marker, so a part counts as done exactly when meta/part-k.parquet exists.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import tarfile
+import time
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate import schema
+from curate.io import atomic
+from curate.io.rundir import RunDir
+
+# columns that never go into the per-sample json (payload, bookkeeping that the tar name already says)
+_JSON_SKIP = schema.PAYLOAD_COLUMNS | {"status", "stage", "reason", "error", "shard", "key", "part", "modality"}
+_TEXT_MEMBERS = {"recaption": "recap.txt"}
+
+
+def _jsonable(v):
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    if isinstance(v, bytes):
+        return None
+    return v
+
+
+def sample_members(row: dict) -> list[tuple[str, bytes]]:
+    """The tar members of one kept sample: image, caption, json (and extra text members if present)."""
+    key = row["key"]
+    members = []
+    if row.get("image") is not None:
+        members.append((f"{key}.{row.get('image_format') or 'jpg'}", row["image"]))
+    members.append((f"{key}.txt", (row.get("text") or "").encode("utf-8")))
+    for col, ext in _TEXT_MEMBERS.items():
+        if row.get(col) is not None:
+            members.append((f"{key}.{ext}", row[col].encode("utf-8")))
+    info = {k: _jsonable(v) for k, v in row.items() if k not in _JSON_SKIP}
+    members.append((f"{key}.json", json.dumps(info, ensure_ascii=False, default=str).encode("utf-8")))
+    return members
+
+
+def write_tar(path, samples: list[dict]) -> None:
+    now = int(time.time())
+    with atomic.atomic_path(path) as tmp:
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+            for row in samples:
+                for name, data in sample_members(row):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    info.mtime = now
+                    info.mode = 0o644
+                    info.uname = info.gname = "curate"
+                    tar.addfile(info, io.BytesIO(data))
+
+
+def place(table: pa.Table, part: int) -> pa.Table:
+    """Assign shard and key to the kept rows of a part (key = uid: unique, stable, joinable)."""
+    kept = schema.active_mask(table)
+    table = schema.set_rows(table, kept, {"shard": RunDir.shard_name(part), "key": table.column("uid")})
+    return table
+
+
+def write_part(run: RunDir, part: int, table: pa.Table, run_schema: pa.Schema) -> dict:
+    """Commit a finished part; returns its summary (rows, kept, funnel counts)."""
+    table = place(schema.conform(table, run_schema), part)
+    kept = table.filter(schema.active_mask(table))
+    write_tar(run.shard(part), kept.to_pylist())
+    meta = table.select(schema.meta_schema(run_schema).names)
+    atomic.write_parquet(meta, run.meta_part(part))
+    return {"part": part, "rows": table.num_rows, "kept": kept.num_rows,
+            "failed": int(pc.sum(pc.equal(table.column("status"), schema.FAILED)).as_py() or 0)}

@@ -1,0 +1,233 @@
+"""Load a YAML recipe into validated step objects before any work starts.
+
+Everything a user can get wrong (unknown stage, unknown or mistyped field, a stage that needs a column no
+earlier stage writes) is reported here as one line, so a run never dies halfway on a typo.
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from curate import schema
+from curate.io.reader import InputSpec
+from curate.stage import Job, Step, load_builtin_steps
+
+SCHEDULING_KEYS = ("num_cpus", "num_gpus", "concurrency")
+
+
+class RecipeError(Exception):
+    """A recipe problem; the message is one line meant for the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputConfig(_Strict):
+    path: str | None = None
+    format: str = Field("auto", pattern="^(auto|parquet|csv|jsonl|json)$")
+    url_col: str = "url"
+    text_col: str = "caption"
+    id_col: str | None = None
+    source: str | None = None
+
+
+class OutputConfig(_Strict):
+    path: str | None = None
+    samples_per_shard: int = Field(10000, ge=1, le=10_000_000)
+    keep_work: bool = False
+
+
+class RayConfig(_Strict):
+    num_cpus: int | None = Field(None, ge=1)
+    object_store_memory_mb: int | None = Field(None, ge=64)
+
+
+class Scheduling(_Strict):
+    num_cpus: float | None = Field(None, ge=0)
+    num_gpus: float | None = Field(None, ge=0)
+    concurrency: int | None = Field(None, ge=1)
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str
+    modality: str = "image-text"
+    input: InputConfig
+    output: OutputConfig
+    ray: RayConfig
+    steps: list[Step]
+    scheduling: list[Scheduling]
+    source: str = ""  # where the recipe came from
+
+    def input_spec(self) -> InputSpec:
+        return InputSpec(path=self.input.path or "", format=self.input.format, url_col=self.input.url_col,
+                         text_col=self.input.text_col, id_col=self.input.id_col, source=self.input.source,
+                         modality=self.modality)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe (all defaults filled in), as saved into the run directory."""
+        stages = []
+        for step, sched in zip(self.steps, self.scheduling):
+            cfg = step.model_dump(mode="json")
+            cfg.update(sched.model_dump(exclude_none=True))
+            stages.append({step.name: cfg})
+        return {"name": self.name, "modality": self.modality, "input": self.input.model_dump(),
+                "output": self.output.model_dump(), "ray": self.ray.model_dump(exclude_none=True), "stages": stages}
+
+    def stage_columns(self) -> dict:
+        cols: dict = {}
+        for step in self.steps:
+            cols.update(step.writes)
+        return cols
+
+
+def shipped_recipes() -> dict[str, Path]:
+    """Recipes that ship with curate (pipelines/*.yaml), by name."""
+    folder = resources.files("curate.pipelines")
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith((".yaml", ".yml"))}
+
+
+def find_recipe(ref: str) -> Path:
+    path = Path(ref)
+    if path.exists():
+        return path
+    shipped = shipped_recipes()
+    if ref in shipped:
+        return shipped[ref]
+    raise RecipeError(f"no recipe file {ref!r} and no shipped recipe of that name (shipped: {', '.join(sorted(shipped))})")
+
+
+def _one_line(err: ValidationError, where: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(x) for x in first["loc"])
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{where}.{loc}: {msg}{more}" if loc else f"{where}: {msg}{more}"
+
+
+def _apply_override(data: dict, item: str) -> None:
+    """--set a.b=value: value parsed as YAML; `stage.field` addresses the first stage of that name."""
+    if "=" not in item:
+        raise RecipeError(f"--set expects key=value, got {item!r}")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    if len(parts) < 2:
+        raise RecipeError(f"--set key must look like section.field or stage.field, got {key!r}")
+    head, rest = parts[0], parts[1:]
+    if head in ("input", "output", "ray"):
+        target = data.setdefault(head, {}) or {}
+        data[head] = target
+    else:
+        target = None
+        for entry in data.get("stages") or []:
+            if isinstance(entry, dict) and head in entry:
+                if entry[head] is None:
+                    entry[head] = {}
+                target = entry[head]
+                break
+        if target is None:
+            raise RecipeError(f"--set {key}: the recipe has no stage {head!r}")
+    for p in rest[:-1]:
+        target = target.setdefault(p, {})
+    target[rest[-1]] = value
+
+
+def load_recipe(ref: str, overrides: list[str] | tuple[str, ...] = (), input_path: str | None = None,
+                output_path: str | None = None) -> Recipe:
+    path = find_recipe(ref)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as err:
+        raise RecipeError(f"cannot read recipe {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"recipe {path} is not valid YAML{at}: {getattr(err, 'problem', err)}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe {path} must be a YAML mapping with name, input, output and stages")
+    for item in overrides:
+        _apply_override(data, item)
+    if input_path is not None:
+        data.setdefault("input", {})
+        data["input"] = {**(data["input"] or {}), "path": input_path}
+    if output_path is not None:
+        data["output"] = {**(data.get("output") or {}), "path": output_path}
+    return build_recipe(data, source=str(path))
+
+
+def build_recipe(data: dict, source: str = "<dict>") -> Recipe:
+    unknown = set(data) - {"name", "modality", "input", "output", "ray", "stages", "description"}
+    if unknown:
+        raise RecipeError(f"recipe: unknown section {sorted(unknown)[0]!r} (allowed: name, description, modality, input, output, ray, stages)")
+    sections = {}
+    for key, cls in (("input", InputConfig), ("output", OutputConfig), ("ray", RayConfig)):
+        value = data.get(key) or {}
+        if not isinstance(value, dict):
+            raise RecipeError(f"recipe: `{key}` must be a mapping")
+        try:
+            sections[key] = cls(**value)
+        except ValidationError as err:
+            raise RecipeError(_one_line(err, key)) from None
+    inp, out, ray_cfg = sections["input"], sections["output"], sections["ray"]
+    registry = load_builtin_steps()
+    entries = data.get("stages")
+    if not isinstance(entries, list) or not entries:
+        raise RecipeError("recipe: `stages` must be a non-empty list")
+    steps, scheds = [], []
+    available = set(schema.CORE_COLUMNS)
+    for i, entry in enumerate(entries):
+        if isinstance(entry, str):
+            entry = {entry: {}}
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise RecipeError(f"stages[{i}]: each stage is a one-key mapping like `- download: {{timeout_s: 10}}`")
+        (name, cfg), = entry.items()
+        if cfg is not None and not isinstance(cfg, dict):
+            raise RecipeError(f"stages[{i}] {name}: its settings must be a mapping, got {cfg!r}")
+        cfg = dict(cfg or {})
+        bad = [k for k in cfg if not isinstance(k, str)]
+        if bad:
+            raise RecipeError(f"stages[{i}] {name}: setting name {bad[0]!r} is not a string (quote YAML words like on/off/yes/no)")
+        if name not in registry:
+            raise RecipeError(f"stages[{i}]: unknown stage {name!r} (known: {', '.join(sorted(registry))})")
+        sched = {k: cfg.pop(k) for k in SCHEDULING_KEYS if k in cfg}
+        try:
+            step = registry[name](**cfg)
+            sch = Scheduling(**sched)
+        except ValidationError as err:
+            raise RecipeError(_one_line(err, f"stages[{i}] {name}")) from None
+        missing = [c for c in step.needs() if c not in available]
+        if missing:
+            writers = [n for n, c in registry.items() if missing[0] in c.writes]
+            hint = f" (add {' or '.join(repr(w) for w in writers)} before it)" if writers else ""
+            raise RecipeError(f"stages[{i}] {name}: needs column {missing[0]!r}, which no earlier stage writes{hint}")
+        available |= set(step.writes)
+        steps.append(step)
+        scheds.append(sch)
+    name = data.get("name") or Path(source).stem
+    return Recipe(name=str(name), modality=data.get("modality", "image-text"), input=inp, output=out, ray=ray_cfg,
+                  steps=steps, scheduling=scheds, source=source)
+
+
+def segments(recipe: Recipe) -> tuple[list[list[int]], list[int]]:
+    """Split step indices into streaming segments separated by jobs: ([[0,1],[3,4]], [2])."""
+    segs: list[list[int]] = [[]]
+    jobs: list[int] = []
+    for i, step in enumerate(recipe.steps):
+        if isinstance(step, Job):
+            jobs.append(i)
+            segs.append([])
+        else:
+            segs[-1].append(i)
+    return segs, jobs

@@ -1,0 +1,455 @@
+"""The only module that imports Ray: turns a recipe into Ray Data pipelines over input parts.
+
+Shape of a run:
+  input list --split--> _work/input/part-k  (one part = samples_per_shard input rows)
+  segment 0: load part -> stage -> stage ... -> checkpoint _work/segment0/part-k   (map_batches, streaming)
+  job:       read the columns it needs from every part -> map -> group by key (Ray shuffle) -> decisions
+  segment 1: load part + apply decisions -> stage ... -> commit shards/k.tar + meta/part-k.parquet
+One Ray block carries one whole part, so each part is committed atomically and exactly once, and
+--resume redoes only parts whose commit marker (the meta part) is missing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import yaml
+
+from curate import schema
+from curate.io import atomic, reader
+from curate.io.rundir import MANIFEST_FORMAT, RunDir, versions
+from curate.io.shard_writer import write_part
+from curate.recipe import Recipe, Scheduling, segments
+from curate.stage import Job, Stage, apply_decisions, prepare_records, reduce_records
+
+log = logging.getLogger("curate")
+
+
+class RunError(Exception):
+    """A problem that stops a run before or between parts; the message is one line for the user."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# worker-side functions (module level so Ray can pickle them by reference)
+
+
+def _parts_of(table: pa.Table) -> list[tuple[int, pa.Table]]:
+    """Split a block into its parts (Ray may hand one task several parts' blocks at once)."""
+    parts = pc.unique(table.column("part")).to_pylist()
+    if len(parts) == 1:
+        return [(parts[0], table)]
+    return [(k, table.filter(pc.equal(table.column("part"), k))) for k in sorted(parts)]
+
+
+def _load_parts(batch: pa.Table, *, root: str, seg: int, job: Job | None, job_index: int | None,
+                run_schema: pa.Schema) -> pa.Table:
+    run = RunDir(root)
+    out = []
+    for k in batch.column("part").to_pylist():
+        if seg == 0:
+            t = pq.read_table(run.input_part(k))
+        else:
+            t = pq.read_table(run.segment_part(seg - 1, k))
+        t = schema.conform(t, run_schema)
+        if seg == 0:  # every input row starts in play
+            t = t.set_column(t.column_names.index("status"), "status", pc.fill_null(t.column("status"), schema.OK))
+        if job is not None:
+            t = apply_decisions(t, job, pq.read_table(run.job_part(job_index, k)))
+        out.append(t)
+    return pa.concat_tables(out)
+
+
+def _process(stage: Stage, batch: pa.Table, run_schema: pa.Schema) -> pa.Table:
+    out = []
+    for _, part in _parts_of(batch):
+        try:
+            result = stage.process(part)
+        except Exception as err:  # a per-batch failure becomes rows, not a dead run
+            log.exception("stage %s failed on a batch", stage.name)
+            result = schema.mark(part, schema.active_mask(part), schema.FAILED, stage.name, "stage_error",
+                                 error=f"{type(err).__name__}: {err}"[:500])
+        if result.num_rows != part.num_rows:
+            raise RuntimeError(f"stage {stage.name} returned {result.num_rows} rows for {part.num_rows}")
+        out.append(schema.conform(result, run_schema))
+    return pa.concat_tables(out)
+
+
+_SETUP_DONE: dict[int, Stage] = {}
+
+
+def _run_stage_task(batch: pa.Table, *, stage: Stage, run_schema: pa.Schema) -> pa.Table:
+    key = id(stage)
+    if key not in _SETUP_DONE:
+        stage.setup()
+        _SETUP_DONE[key] = stage
+    return _process(stage, batch, run_schema)
+
+
+class _StageActor:
+    """Long-lived worker for model stages: setup (model load) happens once per actor."""
+
+    def __init__(self, stage: Stage, run_schema: pa.Schema):
+        self.stage, self.run_schema = stage, run_schema
+        stage.setup()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return _process(self.stage, batch, self.run_schema)
+
+
+def _commit_parts(batch: pa.Table, *, root: str, seg: int, final: bool, run_schema: pa.Schema,
+                  expected: dict[int, int]) -> pa.Table:
+    run = RunDir(root)
+    rows = []
+    for k, part in _parts_of(batch):
+        if part.num_rows != expected[k]:
+            raise RuntimeError(f"part {k} arrived with {part.num_rows} rows, expected {expected[k]}")
+        part = part.take(pc.sort_indices(part, sort_keys=[("row", "ascending")]))
+        if final:
+            rows.append(write_part(run, k, part, run_schema))
+        else:
+            atomic.write_parquet(schema.conform(part, run_schema), run.segment_part(seg, k))
+            rows.append({"part": k, "rows": part.num_rows, "kept": 0, "failed": 0})
+    return pa.Table.from_pylist(rows, schema=pa.schema([("part", pa.int64()), ("rows", pa.int64()),
+                                                       ("kept", pa.int64()), ("failed", pa.int64())]))
+
+
+def _job_prepare(batch: pa.Table, *, job: Job, buckets: int, root: str, seg: int, columns: list[str]) -> pa.Table:
+    """Map side of a job: read only the columns it needs from each part's checkpoint, emit keyed records."""
+    run = RunDir(root)
+    out = [prepare_records(job, pq.read_table(run.segment_part(seg, k), columns=columns))
+           for k in batch.column("part").to_pylist()]
+    return _bucketed(pa.concat_tables(out), buckets)
+
+
+def _bucketed(records: pa.Table, buckets: int) -> pa.Table:
+    # crc32 is stable across processes (Python's hash() is salted per process)
+    b = [zlib.crc32(str(k).encode()) % buckets for k in records.column("key").to_pylist()]
+    return records.append_column("bucket", pa.array(b, pa.int32()))
+
+
+def _job_reduce(group: pa.Table, *, job: Job) -> pa.Table:
+    return reduce_records(job, group.drop_columns(["bucket"]))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# driver side
+
+
+@contextmanager
+def ray_session(address: str | None, num_cpus: int | None = None, object_store_mb: int | None = None):
+    """Connect to `address` (or RAY_ADDRESS), reuse an initialised Ray, or start a local one."""
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        kwargs = dict(include_dashboard=False, logging_level=logging.WARNING,
+                      log_to_driver=bool(os.environ.get("CURATE_RAY_LOGS")), configure_logging=True)
+        try:
+            if address:
+                ray.init(address=address, **kwargs)
+            else:
+                if object_store_mb:
+                    kwargs["object_store_memory"] = object_store_mb * 1024 * 1024
+                ray.init(num_cpus=num_cpus, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            where = address or "a local Ray instance"
+            raise RunError(f"cannot start or reach Ray at {where}: {str(err).splitlines()[0]}") from None
+        started = True
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    # one block = one whole part: never split a part's rows across blocks
+    ctx.target_max_block_size = None
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+class Runner:
+    """Executes a validated recipe into a run directory, resumably."""
+
+    def __init__(self, recipe: Recipe, *, ray_address: str | None = None,
+                 on_progress: Callable[[str, int, int], None] | None = None):
+        self.recipe = recipe
+        if not recipe.output.path:
+            raise RunError("no output folder: pass --output DIR or set output.path in the recipe")
+        self.run = RunDir(recipe.output.path)
+        self.ray_address = ray_address
+        self.on_progress = on_progress or (lambda label, done, total: None)
+        self.segs, self.jobs = segments(recipe)
+
+    # -- preflight ------------------------------------------------------------------------------------
+    def _check_input(self) -> reader.InputSpec:
+        spec = self.recipe.input_spec()
+        if not spec.path:
+            raise RunError("no input: pass --input PATH or set input.path in the recipe")
+        try:
+            ds = reader.open_dataset(spec)
+            reader.check_columns(spec, ds)
+            if ds.count_rows() == 0:
+                raise reader.InputError(f"input {spec.path} has no rows")
+        except reader.InputError as err:
+            raise RunError(str(err)) from None
+        return spec
+
+    def _saved_recipe_matches(self) -> None:
+        saved = yaml.safe_load(self.run.recipe.read_text())
+        now = self.recipe.to_dict()
+        for d in (saved, now):
+            d.get("input", {}).pop("path", None)
+            d.get("output", {}).pop("path", None)
+        if saved != now:
+            raise RunError(f"the recipe differs from the one this run started with ({self.run.recipe}); "
+                           "resume with the same recipe or start a new --output")
+
+    # -- entry points -----------------------------------------------------------------------------------
+    def start(self, resume: bool = False) -> dict:
+        run = self.run
+        if run.exists():
+            manifest = run.load_manifest()
+            if not resume:
+                raise RunError(f"{run.root} already holds a run ({manifest.get('status')}); pass --resume to "
+                               "finish it, or choose another --output")
+            self._saved_recipe_matches()
+            if manifest.get("status") == "complete":
+                return manifest
+            return self._execute(manifest)
+        if resume:
+            raise RunError(f"nothing to resume: {run.root} holds no run")
+        if run.root.exists() and any(run.root.iterdir()):
+            raise RunError(f"output folder {run.root} is not empty and holds no run; choose another --output")
+        spec = self._check_input()
+        manifest = {
+            "format": MANIFEST_FORMAT, "status": "running", "name": self.recipe.name,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(),
+            "input": reader.fingerprint(Path(spec.path)), "batches": [], "parts": {}, "timings": {},
+        }
+        run.root.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(run.recipe, yaml.safe_dump(self.recipe.to_dict(), sort_keys=False).encode())
+        manifest["batches"].append({"kind": "run", "status": "splitting"})
+        run.save_manifest(manifest)
+        return self._execute(manifest)
+
+    def retry_failed(self) -> dict:
+        """Re-run the rows of an existing run whose status is failed, as new parts of the same run."""
+        run = self.run
+        if not run.exists():
+            raise RunError(f"--retry-failed: {run.root} holds no run")
+        manifest = run.load_manifest()
+        if manifest.get("status") != "complete":
+            raise RunError(f"--retry-failed: the run in {run.root} is not complete; finish it with --resume first")
+        meta = self._meta_dataset()
+        failed = meta.to_table(filter=pads.field("status") == schema.FAILED)
+        if failed.num_rows == 0:
+            manifest["note"] = "retry-failed: no failed rows"
+            return manifest
+        keep = [c for c in failed.column_names if c in schema.CORE_COLUMNS and c not in
+                ("status", "stage", "reason", "error", "shard", "key", "part")]
+        keep += [c for c in manifest.get("extra_columns", {}) if c in failed.column_names]
+        failed = failed.select(keep).sort_by([("row", "ascending"), ("uid", "ascending")])
+        first = max(int(k) for k in manifest["parts"]) + 1
+        per = self.recipe.output.samples_per_shard
+        sizes = []
+        for i in range(0, failed.num_rows, per):
+            chunk = failed.slice(i, per)
+            k = first + len(sizes)
+            chunk = chunk.append_column("part", pa.array([k] * chunk.num_rows, pa.int32()))
+            atomic.write_parquet(chunk, run.input_part(k))
+            sizes.append(chunk.num_rows)
+        batch_no = len(manifest["batches"])
+        for j, n in enumerate(sizes):
+            manifest["parts"][str(first + j)] = {"rows": n, "batch": batch_no}
+        manifest["batches"].append({"kind": "retry-failed", "status": "running", "parts": [first, first + len(sizes) - 1],
+                                    "rows": failed.num_rows, "recipe": self.recipe.to_dict()})
+        manifest["status"] = "running"
+        atomic.write_bytes(run.work / "input" / "_SUCCESS", b"")
+        run.save_manifest(manifest)
+        return self._execute(manifest)
+
+    # -- execution ----------------------------------------------------------------------------------------
+    def _run_schema(self, manifest: dict) -> pa.Schema:
+        cols = dict(self.recipe.stage_columns())
+        for name, typ in manifest.get("extra_columns", {}).items():
+            cols.setdefault(name, _type_from_str(typ))
+        return schema.run_schema(cols)
+
+    def _execute(self, manifest: dict) -> dict:
+        run = self.run
+        atomic.remove_stale_tmp(run.root)
+        batch = manifest["batches"][-1]
+        with ray_session(self.ray_address, self.recipe.ray.num_cpus, self.recipe.ray.object_store_memory_mb) as ray:
+            if batch["status"] == "splitting":
+                t0 = time.time()
+                spec = self.recipe.input_spec()
+                try:
+                    sizes, extras = reader.split_parts(spec, self.recipe.output.samples_per_shard, run.input_part)
+                except reader.InputError as err:
+                    shutil.rmtree(run.root)  # nothing was produced yet: leave no half-made run behind
+                    raise RunError(str(err)) from None
+                manifest["parts"] = {str(k): {"rows": n, "batch": 0} for k, n in enumerate(sizes)}
+                manifest["extra_columns"] = {n: str(t) for n, t in extras.items()}
+                manifest["input"]["rows"] = sum(sizes)
+                batch.update(status="running", parts=[0, len(sizes) - 1], rows=sum(sizes))
+                manifest["timings"]["split"] = round(time.time() - t0, 3)
+                atomic.write_bytes(run.work / "input" / "_SUCCESS", b"")
+                run.save_manifest(manifest)
+            run_schema = self._run_schema(manifest)
+            lo, hi = batch["parts"]
+            parts = {k: manifest["parts"][str(k)]["rows"] for k in range(lo, hi + 1)}
+            prior = self._prior(lo)
+            for s, seg in enumerate(self.segs):
+                final = s == len(self.segs) - 1
+                t0 = time.time()
+                self._run_segment(ray, s, seg, final, parts, run_schema, manifest)
+                manifest["timings"][f"segment{s}"] = round(manifest["timings"].get(f"segment{s}", 0) + time.time() - t0, 3)
+                if not final:
+                    t0 = time.time()
+                    self._run_job(ray, s, parts, prior)
+                    manifest["timings"][f"job{s}:{self.recipe.steps[self.jobs[s]].name}"] = round(time.time() - t0, 3)
+                run.save_manifest(manifest)
+        self._reconcile()
+        batch["status"] = "complete"
+        manifest["status"] = "complete"
+        manifest["counts"] = self.counts()
+        run.save_manifest(manifest)
+        if not self.recipe.output.keep_work:
+            shutil.rmtree(run.work, ignore_errors=True)
+        return manifest
+
+    def _run_segment(self, ray, s: int, seg: list[int], final: bool, parts: dict[int, int],
+                     run_schema: pa.Schema, manifest: dict) -> None:
+        run = self.run
+        done_path = run.meta_part if final else (lambda k: run.segment_part(s, k))
+        pending = [k for k in parts if not done_path(k).exists()]
+        label = "commit" if final else f"segment {s}"
+        names = [self.recipe.steps[i].name for i in seg]
+        label = f"{' → '.join(names) or 'load'}{' → write' if final else ''}"
+        total = len(parts)
+        self.on_progress(label, total - len(pending), total)
+        if not pending:
+            return
+        job = self.recipe.steps[self.jobs[s - 1]] if s > 0 else None
+        ds = ray.data.from_items([{"part": k} for k in pending], override_num_blocks=len(pending))
+        ds = ds.map_batches(_load_parts, batch_size=None, batch_format="pyarrow",
+                            fn_kwargs=dict(root=str(run.root), seg=s, job=job, job_index=s - 1,
+                                           run_schema=run_schema))
+        for i in seg:
+            stage, sched = self.recipe.steps[i], self.recipe.scheduling[i]
+            ds = self._map_stage(ray, ds, stage, sched, run_schema)
+        ds = ds.map_batches(_commit_parts, batch_size=None, batch_format="pyarrow",
+                            fn_kwargs=dict(root=str(run.root), seg=s, final=final, run_schema=run_schema,
+                                           expected=parts))
+        done = total - len(pending)
+        last_save = time.time()
+        for row in ds.iter_rows():
+            done += 1
+            if final:
+                manifest["parts"][str(row["part"])].update(kept=row["kept"], failed=row["failed"], committed=True)
+                if time.time() - last_save > 2:
+                    run.save_manifest(manifest)
+                    last_save = time.time()
+            self.on_progress(label, done, total)
+
+    @staticmethod
+    def _map_stage(ray, ds, stage: Stage, sched: Scheduling, run_schema: pa.Schema):
+        res = {}
+        if sched.num_cpus is not None:
+            res["num_cpus"] = sched.num_cpus
+        if sched.num_gpus:
+            res["num_gpus"] = sched.num_gpus
+        if stage.uses_model or sched.num_gpus:
+            return ds.map_batches(_StageActor, batch_size=None, batch_format="pyarrow",
+                                  fn_constructor_kwargs=dict(stage=stage, run_schema=run_schema),
+                                  concurrency=sched.concurrency or 1, **res)
+        if sched.concurrency:
+            res["concurrency"] = sched.concurrency
+        return ds.map_batches(_run_stage_task, batch_size=None, batch_format="pyarrow",
+                              fn_kwargs=dict(stage=stage, run_schema=run_schema), **res)
+
+    def _prior(self, first_part: int) -> pa.Table | None:
+        """Kept rows of earlier batches of this run (a retry dedups against what is already kept)."""
+        done = [k for k in self.run.done_meta_parts() if k < first_part]
+        if not done:
+            return None
+        t = pads.dataset([str(self.run.meta_part(k)) for k in done], format="parquet").to_table(
+            filter=pads.field("status") == schema.OK)
+        return t.set_column(t.column_names.index("part"), "part", pa.array([-1] * t.num_rows, pa.int32()))
+
+    def _run_job(self, ray, s: int, parts: dict[int, int], prior: pa.Table | None) -> None:
+        run = self.run
+        j_step = self.jobs[s]
+        job: Job = self.recipe.steps[j_step]
+        marker = run.job_dir(s) / "_SUCCESS"
+        self.on_progress(job.name, 0, 1)
+        if marker.exists():
+            self.on_progress(job.name, 1, 1)
+            return
+        cols = list(dict.fromkeys(["uid", "part", "status", *job.needs()]))
+        buckets = max(1, min(4096, sum(parts.values()) // 20000 + 1))
+        ds = ray.data.from_items([{"part": k} for k in parts], override_num_blocks=len(parts))
+        ds = ds.map_batches(_job_prepare, batch_size=None, batch_format="pyarrow",
+                            fn_kwargs=dict(job=job, buckets=buckets, root=str(run.root), seg=s, columns=cols))
+        if prior is not None and prior.num_rows:
+            prior_records = _bucketed(prepare_records(job, prior), buckets)
+            ds = ds.union(ray.data.from_arrow(prior_records))
+        out = ds.groupby("bucket").map_groups(_job_reduce, batch_format="pyarrow", fn_kwargs=dict(job=job))
+        tables = [t for t in ray.get(out.to_arrow_refs()) if t.num_rows]
+        decisions = pa.concat_tables(tables) if tables else job.decision_schema().empty_table()
+        decisions = decisions.select(job.decision_schema().names).cast(job.decision_schema())
+        for k in parts:
+            atomic.write_parquet(decisions.filter(pc.equal(decisions.column("part"), k)), run.job_part(s, k))
+        atomic.write_bytes(marker, json.dumps({"decisions": decisions.num_rows}).encode())
+        self.on_progress(job.name, 1, 1)
+
+    # -- after ------------------------------------------------------------------------------------------
+    def _meta_dataset(self) -> pads.Dataset:
+        return pads.dataset(sorted(str(p) for p in self.run.meta.glob("part-*.parquet")), format="parquet")
+
+    def _reconcile(self) -> None:
+        """Keep one row per uid: a retried row replaces its earlier failed row (idempotent, atomic per part)."""
+        ds = self._meta_dataset()
+        t = ds.to_table(columns=["uid", "part"])
+        if t.num_rows == 0:
+            return
+        latest = t.group_by("uid").aggregate([("part", "max"), ("part", "count")])
+        dup = latest.filter(pc.greater(latest.column("part_count"), 1))
+        if dup.num_rows == 0:
+            return
+        newest = dict(zip(dup.column("uid").to_pylist(), dup.column("part_max").to_pylist()))
+        stale = t.filter(pc.is_in(t.column("uid"), value_set=dup.column("uid").combine_chunks()))
+        for k in sorted(set(stale.column("part").to_pylist())):
+            part = pq.read_table(self.run.meta_part(k))
+            drop = [newest.get(u, k) > k for u in part.column("uid").to_pylist()]
+            if any(drop):
+                if any(s == schema.OK for s, d in zip(part.column("status").to_pylist(), drop) if d):
+                    raise RunError(f"part {k} holds a kept sample that a later part also holds; run `curate validate`")
+                atomic.write_parquet(part.filter(pa.array([not d for d in drop])), self.run.meta_part(k))
+
+    def counts(self) -> dict:
+        ds = self._meta_dataset()
+        t = ds.to_table(columns=["status", "stage", "reason"])
+        c = schema.counts(t)
+        return {"rows": t.num_rows, "kept": sum(c[schema.OK].values()),
+                "dropped": c[schema.DROPPED], "failed": c[schema.FAILED]}
+
+
+def _type_from_str(name: str) -> pa.DataType:
+    simple = {"string": pa.string(), "large_string": pa.large_string(), "int64": pa.int64(), "int32": pa.int32(),
+              "double": pa.float64(), "float": pa.float32(), "bool": pa.bool_(), "binary": pa.binary(),
+              "null": pa.string()}
+    return simple.get(name, pa.string())

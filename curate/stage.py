@@ -1,0 +1,194 @@
+"""Stage, Filter and Job: the three kinds of pipeline step, and the registry of their public names.
+
+A Stage sees one batch (a pyarrow Table holding one input part) and returns it with columns added or
+rows marked. A Filter is a pure per-row keep/drop check. A Job sees the whole dataset (dedup clustering,
+global quantiles): it maps rows to keyed records, reduces each key group to decisions, and the runner
+applies the decisions between streaming segments. None of these import Ray: they run in a plain loop in
+tests and inside Ray workers in runs.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict
+
+from curate import schema
+
+REGISTRY: dict[str, type["Step"]] = {}
+
+
+def register(cls: type["Step"]) -> type["Step"]:
+    """Class decorator: make a step available to recipes under `cls.name`."""
+    if not getattr(cls, "name", None):
+        raise TypeError(f"{cls.__name__} has no name")
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise TypeError(f"step name {cls.name!r} is already registered by {REGISTRY[cls.name].__name__}")
+    REGISTRY[cls.name] = cls
+    schema.declare_reasons(cls.reasons)
+    return cls
+
+
+def load_builtin_steps() -> dict[str, type["Step"]]:
+    """Import the modules that register the shipped steps (kept lazy so `import curate` stays cheap)."""
+    import curate.filters  # noqa: F401
+    import curate.download.image  # noqa: F401
+    import curate.dedup.exact  # noqa: F401
+
+    return REGISTRY
+
+
+class Step(BaseModel):
+    """Common base: the pydantic fields are the step's config; unknown fields are an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = "stage"
+    # columns this step needs to exist before it runs (from the input or an earlier step)
+    reads: ClassVar[tuple[str, ...]] = ()
+    # columns it adds, with their Arrow types
+    writes: ClassVar[dict[str, pa.DataType]] = {}
+    # reason codes it may set, with a one-line description each
+    reasons: ClassVar[dict[str, str]] = {}
+    # True for steps that load a model: the runner gives them a long-lived actor pool
+    uses_model: ClassVar[bool] = False
+
+    def needs(self) -> tuple[str, ...]:
+        """Columns this configured step reads (defaults to `reads`; config may change it)."""
+        return self.reads
+
+
+class Stage(Step):
+    """Per-batch step. `process` gets every row of a part and may only change rows with status ok."""
+
+    def setup(self) -> None:
+        """Load heavy state (models, clients) once per worker."""
+
+    def process(self, table: pa.Table) -> pa.Table:
+        raise NotImplementedError
+
+
+class Filter(Stage):
+    """Pure per-row decision. Subclasses implement `check(table)` over the active rows only.
+
+    `check` returns a list with one entry per row: None to keep, or a reason code (from `reasons`) to drop.
+    Rows are marked, never deleted.
+    """
+
+    def check(self, table: pa.Table) -> list[str | None]:
+        raise NotImplementedError
+
+    def process(self, table: pa.Table) -> pa.Table:
+        active = schema.active_mask(table)
+        idx = np.flatnonzero(active.to_numpy(zero_copy_only=False))
+        if len(idx) == 0:
+            return table
+        verdicts = self.check(table.take(pa.array(idx)))
+        if len(verdicts) != len(idx):
+            raise RuntimeError(f"{self.name}: check returned {len(verdicts)} verdicts for {len(idx)} rows")
+        reasons: list[str | None] = [None] * table.num_rows
+        for i, verdict in zip(idx, verdicts):
+            if verdict is not None:
+                if verdict not in self.reasons:
+                    raise RuntimeError(f"{self.name}: undeclared reason code {verdict!r}")
+                reasons[i] = verdict
+        drop = pa.array([r is not None for r in reasons])
+        if not pc.any(drop).as_py():
+            return table
+        return schema.mark(table, drop, schema.DROPPED, self.name, reasons)
+
+
+class Job(Step):
+    """Whole-dataset step, shaped as map -> group by key -> reduce -> decisions.
+
+    `prepare` turns a batch of active rows (only the `reads` columns plus uid and part) into keyed records
+    (zero or more per row) with a column named `key`; the runner groups all records of the dataset by key
+    (a Ray shuffle in runs) and calls `reduce` on each group, which returns decision rows with columns
+    uid, part, status, reason plus any of the job's `writes` columns. Rows without a decision are unchanged.
+    `prior` records (from samples already kept by an earlier run of the same output, e.g. --retry-failed)
+    take part in grouping with part = -1 and are never themselves changed.
+    """
+
+    kind: ClassVar[str] = "job"
+    # False: groups with a single record cannot produce a decision and are skipped before reduce
+    singletons_matter: ClassVar[bool] = False
+
+    def prepare(self, table: pa.Table) -> pa.Table:
+        raise NotImplementedError
+
+    def reduce(self, group: pa.Table) -> pa.Table:
+        raise NotImplementedError
+
+    def decision_schema(self) -> pa.Schema:
+        fields = [("uid", pa.string()), ("part", pa.int32()), ("status", pa.string()), ("reason", pa.string())]
+        fields += list(self.writes.items())
+        return pa.schema(fields)
+
+
+def apply_decisions(table: pa.Table, job: Job, decisions: pa.Table) -> pa.Table:
+    """Write a job's decisions into a part's rows (matched on uid)."""
+    if decisions.num_rows == 0:
+        return table
+    by_uid = {u: i for i, u in enumerate(decisions.column("uid").to_pylist())}
+    uids = table.column("uid").to_pylist()
+    hit = [u in by_uid for u in uids]
+    if not any(hit):
+        return table
+    pick = [by_uid.get(u, 0) for u in uids]
+    taken = decisions.take(pa.array(pick))
+    values: dict[str, Any] = {"status": taken.column("status"), "reason": taken.column("reason"), "stage": job.name}
+    for col in job.writes:
+        values[col] = taken.column(col)
+    # only rows still active can be decided on
+    mask = pc.and_(pa.array(hit), schema.active_mask(table))
+    return schema.set_rows(table, mask, values)
+
+
+def reduce_records(job: Job, records: pa.Table) -> pa.Table:
+    """Group keyed records by `key` and reduce each group to decisions (groups of one only if the job asks)."""
+    out = []
+    if records.num_rows:
+        if not job.singletons_matter:
+            sizes = records.group_by("key").aggregate([("key", "count")])
+            multi = sizes.filter(pc.greater(sizes.column("key_count"), 1)).column("key")
+            records = records.filter(pc.is_in(records.column("key"), value_set=multi.combine_chunks()))
+        records = records.take(pc.sort_indices(records, sort_keys=[("key", "ascending"), ("uid", "ascending")]))
+        keys = records.column("key").to_pylist()
+        start = 0
+        for i in range(1, len(keys) + 1):
+            if i == len(keys) or keys[i] != keys[start]:
+                out.append(job.reduce(records.slice(start, i - start)))
+                start = i
+    if not out:
+        return job.decision_schema().empty_table()
+    return pa.concat_tables([t.select(job.decision_schema().names).cast(job.decision_schema()) for t in out])
+
+
+def prepare_records(job: Job, table: pa.Table) -> pa.Table:
+    """The map side of a job: active rows only, the columns it needs, then the job's own prepare."""
+    active = table.filter(schema.active_mask(table))
+    return job.prepare(active.select(list(dict.fromkeys(["uid", "part", *job.needs()]))))
+
+
+def run_job_local(job: Job, table: pa.Table, prior: pa.Table | None = None) -> pa.Table:
+    """Execute a Job in-process (tests, tiny inputs): the same map/group/reduce the runner does on Ray."""
+    records = prepare_records(job, table)
+    if prior is not None and prior.num_rows:
+        records = pa.concat_tables([prepare_records(job, prior), records], promote_options="default")
+    return reduce_records(job, records)
+
+
+def run_local(steps: list[Step], table: pa.Table, run_schema: pa.Schema | None = None) -> pa.Table:
+    """Run a list of steps over one table in a plain loop: the reference semantics of a pipeline."""
+    for step in steps:
+        if run_schema is not None:
+            table = schema.conform(table, run_schema)
+        if isinstance(step, Job):
+            table = apply_decisions(table, step, run_job_local(step, table))
+        else:
+            step.setup()
+            table = step.process(table)
+    return table

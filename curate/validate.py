@@ -1,0 +1,110 @@
+"""`curate validate`: prove a run directory is internally consistent.
+
+Checks what readers silently get wrong elsewhere: every tar member decodes and matches its metadata row,
+every kept row has its members, nothing is in a tar that the metadata does not know, uids are unique,
+and the row count equals the input's.
+"""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow.dataset as pads
+from PIL import Image
+
+from curate.io.rundir import RunDir
+
+IMAGE_EXTS = {"jpg", "jpeg", "png", "webp", "gif"}
+
+
+def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tuple[list[str], dict]:
+    """Return (problems, stats); no problems means the run is consistent."""
+    run = RunDir(out)
+    problems: list[str] = []
+    if not run.exists():
+        return [f"{run.root}: no manifest.json (not a curate run directory)"], {}
+    manifest = run.load_manifest()
+    if manifest.get("status") != "complete":
+        problems.append(f"run status is {manifest.get('status')!r}, not 'complete' (finish it with --resume)")
+    parts = sorted(run.meta.glob("part-*.parquet"))
+    if not parts:
+        return problems + ["no metadata parts"], {}
+    meta = pads.dataset([str(p) for p in parts], format="parquet").to_table()
+    rows = meta.to_pylist()
+    stats = {"rows": len(rows), "kept": 0, "shards": 0, "members": 0}
+    uids = defaultdict(int)
+    for r in rows:
+        uids[r["uid"]] += 1
+    dups = [u for u, n in uids.items() if n > 1]
+    if dups:
+        problems.append(f"{len(dups)} uids appear more than once in meta (e.g. {dups[0]})")
+    expected_rows = manifest.get("input", {}).get("rows")
+    if expected_rows is not None and expected_rows != len(rows):
+        problems.append(f"meta holds {len(rows)} rows but the input had {expected_rows}")
+    kept_by_shard: dict[str, dict[str, dict]] = defaultdict(dict)
+    for r in rows:
+        if r["status"] == "ok":
+            stats["kept"] += 1
+            if not r.get("shard") or not r.get("key"):
+                problems.append(f"kept row {r['uid']} has no shard/key")
+                continue
+            kept_by_shard[r["shard"]][r["key"]] = r
+        elif r.get("shard"):
+            problems.append(f"{r['status']} row {r['uid']} claims shard {r['shard']}")
+    tars = {f"shards/{p.name}": p for p in sorted(run.shards.glob("*.tar"))} if run.shards.exists() else {}
+    stats["shards"] = len(tars)
+    for shard in sorted(set(kept_by_shard) - set(tars)):
+        problems.append(f"{shard}: listed in meta but missing")
+    for shard, path in tars.items():
+        expect = kept_by_shard.get(shard, {})
+        seen: dict[str, dict[str, bytes]] = defaultdict(dict)
+        try:
+            with tarfile.open(path) as tar:
+                for m in tar:
+                    if not m.isfile():
+                        continue
+                    base = m.name.rsplit("/", 1)[-1]
+                    key, _, ext = base.partition(".")
+                    seen[key][ext] = tar.extractfile(m).read()
+                    stats["members"] += 1
+        except (tarfile.TarError, OSError, EOFError) as err:
+            problems.append(f"{shard}: unreadable tar ({err})")
+            continue
+        for key in sorted(set(seen) - set(expect)):
+            problems.append(f"{shard}: member {key} has no kept metadata row")
+        for key, row in expect.items():
+            members = seen.get(key)
+            if not members:
+                problems.append(f"{shard}: kept sample {key} is missing from the tar")
+                continue
+            img_ext = [e for e in members if e in IMAGE_EXTS]
+            if row.get("image_format") and not img_ext:
+                problems.append(f"{shard}/{key}: no image member")
+            if "txt" not in members:
+                problems.append(f"{shard}/{key}: no .txt member")
+            elif members["txt"].decode("utf-8", "replace") != (row.get("text") or ""):
+                problems.append(f"{shard}/{key}: .txt differs from meta text")
+            if "json" not in members:
+                problems.append(f"{shard}/{key}: no .json member")
+            else:
+                try:
+                    info = json.loads(members["json"])
+                    if info.get("uid") != row["uid"]:
+                        problems.append(f"{shard}/{key}: json uid {info.get('uid')} != meta uid {row['uid']}")
+                except ValueError:
+                    problems.append(f"{shard}/{key}: .json is not valid JSON")
+            if decode:
+                for e in img_ext:
+                    try:
+                        with Image.open(io.BytesIO(members[e])) as im:
+                            im.load()
+                            if row.get("width") and im.size != (row["width"], row["height"]):
+                                problems.append(f"{shard}/{key}: image is {im.size[0]}x{im.size[1]}, meta says {row['width']}x{row['height']}")
+                    except Exception as err:  # noqa: BLE001 - any decode failure is a finding
+                        problems.append(f"{shard}/{key}.{e}: does not decode ({err})")
+        if len(problems) > max_problems:
+            break
+    return problems, stats

@@ -1,0 +1,69 @@
+"""`caption_text`: drop captions that carry no description: empty, too short/long, or boilerplate alt-text."""
+from __future__ import annotations
+
+import re
+from typing import ClassVar
+
+import pyarrow as pa
+from pydantic import Field, field_validator
+
+from curate.stage import Filter, register
+
+# Whole-caption patterns (matched against the lower-cased, whitespace-collapsed text) for alt-text that
+# describes nothing: file names, camera defaults, UI words.
+DEFAULT_BOILERPLATE = [
+    r"[\w\-. ]*\.(jpe?g|png|gif|webp|bmp|tiff?|svg)",
+    r"(img|dsc|dscn|dscf|pic|pict|image|photo|screenshot|untitled|scan)[_\- ]?\d*",
+    r"(click|tap) (here|to enlarge|to zoom|for more)",
+    r"(download|download now|read more|learn more|see more|view more|more info|buy now|shop now)",
+    r"(image|photo|picture|thumbnail|placeholder|logo|icon|banner|untitled|no image|null|none|n/?a|alt|default)",
+]
+
+
+def normalise(text: str) -> str:
+    """Lower-case and collapse white space (shared with exact text dedup)."""
+    return " ".join(text.lower().split())
+
+
+@register
+class CaptionText(Filter):
+    name: ClassVar[str] = "caption_text"
+    reads: ClassVar[tuple[str, ...]] = ("text",)
+    reasons: ClassVar[dict[str, str]] = {
+        "caption_empty": "no text, or only white space",
+        "caption_boilerplate": "the whole caption matches a boilerplate pattern (file name, 'click here', ...)",
+        "caption_too_short": "fewer than min_words words",
+        "caption_too_long": "more than max_words words",
+    }
+
+    min_words: int = Field(2, ge=0)
+    max_words: int = Field(256, ge=1)
+    boilerplate: list[str] = Field(default_factory=lambda: list(DEFAULT_BOILERPLATE))
+
+    @field_validator("boilerplate")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as err:
+                raise ValueError(f"bad regular expression {p!r}: {err}") from None
+        return patterns
+
+    def check(self, table: pa.Table) -> list[str | None]:
+        patterns = [re.compile(p) for p in self.boilerplate]
+        out: list[str | None] = []
+        for text in table.column("text").to_pylist():
+            t = normalise(text or "")
+            words = len(t.split())
+            if not t:
+                out.append("caption_empty")
+            elif any(p.fullmatch(t) for p in patterns):
+                out.append("caption_boilerplate")
+            elif words < self.min_words:
+                out.append("caption_too_short")
+            elif words > self.max_words:
+                out.append("caption_too_long")
+            else:
+                out.append(None)
+        return out
