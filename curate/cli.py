@@ -177,6 +177,53 @@ def validate(
                       f"{stats['members']} members checked", highlight=False)
 
 
+@app.command()
+def demo(
+    output: str = typer.Option("demo-out", "--output", "-o", help="Run directory to write (replaced if it holds an earlier demo)."),
+    samples: int = typer.Option(3000, "--samples", "-n", min=200, help="Corpus size."),
+    seed: int = typer.Option(0, "--seed"),
+    modality: str = typer.Option("image", "--modality", help="image (video and interleaved come later)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address"),
+    set_: list[str] = typer.Option([], "--set", help="Override a value of pipelines/image_text.yaml."),
+):
+    """Generate a synthetic corpus with planted noise, serve it on 127.0.0.1, curate it, check the ground truth."""
+    import tempfile
+
+    from curate.demo.corpus import write_url_list
+    from curate.demo.run import ensure_corpus, prepare_run_dir, truth_table
+    from curate.demo.server import DemoServer
+    from curate.recipe import load_recipe
+    from curate.runner import Runner
+
+    if modality != "image":
+        _fail(f"--modality {modality!r} is not available yet; use image")
+    out = Path(output)
+    try:
+        prepare_run_dir(out)
+    except FileExistsError as err:
+        _fail(str(err))
+    corpus = ensure_corpus(samples, seed, log=lambda m: err_console.print(m, highlight=False))
+    progress, update = _progress()
+    with DemoServer(corpus) as server, tempfile.TemporaryDirectory() as tmp:
+        urls = write_url_list(corpus, server.url, Path(tmp) / "urls.parquet")
+        err_console.print(f"serving {samples} samples at {server.url}", highlight=False)
+        rec = load_recipe("image_text", set_, input_path=str(urls), output_path=str(out))
+        runner = Runner(rec, ray_address=ray_address, on_progress=update)
+        with progress:
+            manifest = runner.start()
+    print_funnel(manifest)
+    table = Table(title="ground truth: planted noise vs outcome")
+    for col in ("noise", "rows", "expected", "as expected", "outcomes"):
+        table.add_column(col, justify="right" if col in ("rows", "as expected") else "left")
+    for r in truth_table(out, corpus):
+        pct = f"{100 * r['as_expected'] / r['rows']:.0f}%"
+        outcomes = ", ".join(f"{k} {v}" for k, v in r["outcomes"].most_common(3))
+        table.add_row(r["noise"], str(r["rows"]), r["expected"], pct, outcomes)
+    out_console.print(table)
+    out_console.print(f"run directory: {out}   corpus (eval/ and seed/ splits): {corpus}", highlight=False)
+    out_console.print(f'next: curate query {out} "SELECT reason, count(*) FROM dropped GROUP BY reason"', highlight=False)
+
+
 def main() -> None:
     """Console entry point: user errors become one line and exit code 2."""
     from curate.catalog import CatalogError

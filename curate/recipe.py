@@ -45,6 +45,9 @@ class OutputConfig(_Strict):
 class RayConfig(_Strict):
     num_cpus: int | None = Field(None, ge=1)
     object_store_memory_mb: int | None = Field(None, ge=64)
+    # jobs over at most this many rows run in the driver (a Ray shuffle costs seconds of start-up);
+    # larger ones run as a distributed group-by so no process holds the whole corpus
+    job_local_max_rows: int = Field(100_000, ge=0)
 
 
 class Scheduling(_Strict):

@@ -400,6 +400,25 @@ class Runner:
             self.on_progress(job.name, 1, 1)
             return
         cols = list(dict.fromkeys(["uid", "part", "status", *job.needs()]))
+        rows = sum(parts.values()) + (prior.num_rows if prior is not None else 0)
+        if rows <= self.recipe.ray.job_local_max_rows:
+            decisions = self._job_local(job, s, parts, cols, prior)
+        else:
+            decisions = self._job_ray(ray, job, s, parts, cols, prior)
+        decisions = decisions.select(job.decision_schema().names).cast(job.decision_schema())
+        for k in parts:
+            atomic.write_parquet(decisions.filter(pc.equal(decisions.column("part"), k)), run.job_part(s, k))
+        atomic.write_bytes(marker, json.dumps({"decisions": decisions.num_rows, "rows": rows}).encode())
+        self.on_progress(job.name, 1, 1)
+
+    def _job_local(self, job: Job, s: int, parts: dict[int, int], cols: list[str], prior) -> pa.Table:
+        records = [prepare_records(job, pq.read_table(self.run.segment_part(s, k), columns=cols)) for k in parts]
+        if prior is not None and prior.num_rows:
+            records.append(prepare_records(job, prior))
+        return reduce_records(job, pa.concat_tables(records, promote_options="default"))
+
+    def _job_ray(self, ray, job: Job, s: int, parts: dict[int, int], cols: list[str], prior) -> pa.Table:
+        run = self.run
         buckets = max(1, min(4096, sum(parts.values()) // 20000 + 1))
         ds = ray.data.from_items([{"part": k} for k in parts], override_num_blocks=len(parts))
         ds = ds.map_batches(_job_prepare, batch_size=None, batch_format="pyarrow",
@@ -409,12 +428,7 @@ class Runner:
             ds = ds.union(ray.data.from_arrow(prior_records))
         out = ds.groupby("bucket").map_groups(_job_reduce, batch_format="pyarrow", fn_kwargs=dict(job=job))
         tables = [t for t in ray.get(out.to_arrow_refs()) if t.num_rows]
-        decisions = pa.concat_tables(tables) if tables else job.decision_schema().empty_table()
-        decisions = decisions.select(job.decision_schema().names).cast(job.decision_schema())
-        for k in parts:
-            atomic.write_parquet(decisions.filter(pc.equal(decisions.column("part"), k)), run.job_part(s, k))
-        atomic.write_bytes(marker, json.dumps({"decisions": decisions.num_rows}).encode())
-        self.on_progress(job.name, 1, 1)
+        return pa.concat_tables(tables) if tables else job.decision_schema().empty_table()
 
     # -- after ------------------------------------------------------------------------------------------
     def _meta_dataset(self) -> pads.Dataset:

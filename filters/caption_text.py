@@ -17,6 +17,9 @@ DEFAULT_BOILERPLATE = [
     r"(click|tap) (here|to enlarge|to zoom|for more)",
     r"(download|download now|read more|learn more|see more|view more|more info|buy now|shop now)",
     r"(image|photo|picture|thumbnail|placeholder|logo|icon|banner|untitled|no image|null|none|n/?a|alt|default)",
+    # any run of UI/camera words, numbers and dates: "default image", "image not found", "screenshot 2016-02-26"
+    r"((default|view|no|missing|placeholder|full|large|small|thumbnail|thumb|image|images|photo|photos|picture|pic|"
+    r"img|not|found|available|description|stock|click|here|to|enlarge|zoom|untitled|screenshot|scan|logo|icon|banner|[\d\-_:./]+)\s*)+",
 ]
 
 

@@ -80,7 +80,7 @@ class Download(Stage):
     reject_truncated: bool = True
 
     def _resizer(self):
-        from img2dataset.resizer import Resizer, ResizeMode
+        from curate.download.i2d import Resizer, ResizeMode
 
         return Resizer(
             image_size=self.image_size,
@@ -91,7 +91,7 @@ class Download(Stage):
         )
 
     def _fetch(self, item):
-        from img2dataset.downloader import download_image_with_retry
+        from curate.download.i2d import download_image_with_retry
 
         directives = {d.strip().lower() for d in self.disallowed_header_directives} or None
         token = self.user_agent_token.strip().lower() if self.user_agent_token else None

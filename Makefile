@@ -1,0 +1,35 @@
+# The README's two commands: `make demo` and `make test`. Each creates .venv if missing and installs
+# what it needs (uv when it can be had, pip otherwise); re-installs only when pyproject.toml changes.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+install = if [ -x $(BIN)/uv ]; then $(BIN)/uv pip install --python $(BIN)/python $(1); \
+          else $(BIN)/python -m pip install $(1); fi
+
+.PHONY: demo test setup setup-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	-$(BIN)/python -m pip install -q uv
+
+$(VENV)/.deps-run: pyproject.toml | $(BIN)/python
+	$(call install,-e .)
+	touch $@
+
+$(VENV)/.deps-dev: pyproject.toml | $(BIN)/python
+	$(call install,-e ".[dev]")
+	touch $@ $(VENV)/.deps-run
+
+setup: $(VENV)/.deps-run
+setup-dev: $(VENV)/.deps-dev
+
+demo: $(VENV)/.deps-run
+	$(BIN)/curate demo
+
+test: $(VENV)/.deps-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf demo-out .pytest_cache

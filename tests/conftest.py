@@ -1,0 +1,42 @@
+"""Shared fixtures: one local Ray instance per test session, reachable by in-process runs and by `curate`
+subprocesses (through RAY_ADDRESS), plus small corpora served from a real loopback HTTP server."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """Start the session's Ray (2 CPUs, small object store) and export its address for subprocesses."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, object_store_memory=400 * 1024 * 1024, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    address = ray.get_runtime_context().gcs_address
+    os.environ["RAY_ADDRESS"] = address
+    yield address
+
+
+def curate_cli(*args: str, env: dict | None = None, timeout: float = 300, check: bool | None = None) -> subprocess.CompletedProcess:
+    """Run the real `curate` console entry point in a subprocess; returns the completed process."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "curate.cli", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"curate {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def cli():
+    return curate_cli

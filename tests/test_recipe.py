@@ -1,0 +1,75 @@
+"""Recipe loading rejects every user mistake with one line, before any work starts."""
+import pytest
+
+from curate.recipe import RecipeError, build_recipe, load_recipe, segments
+from curate.stage import Job
+
+
+def base(**stages):
+    return {"name": "t", "input": {"path": "x.parquet"}, "output": {"path": "o"},
+            "stages": stages.get("stages", [{"download": {}}, {"caption_text": {}}, {"exact_dedup": {}}, {"image_size": {}}])}
+
+
+def test_shipped_recipe_loads_with_overrides():
+    r = load_recipe("image_text", ["download.timeout_s=7", "output.samples_per_shard=5"], input_path="u.parquet",
+                    output_path="out")
+    d = r.to_dict()
+    assert d["stages"][0]["download"]["timeout_s"] == 7.0
+    assert d["output"]["samples_per_shard"] == 5
+    assert d["input"]["path"] == "u.parquet"
+
+
+def test_segments_split_at_jobs():
+    r = build_recipe(base())
+    segs, jobs = segments(r)
+    assert jobs == [2]
+    assert segs == [[0, 1], [3]]
+    assert isinstance(r.steps[2], Job)
+
+
+@pytest.mark.parametrize("stages, message", [
+    ([{"donwload": {}}], "unknown stage 'donwload'"),
+    ([{"download": {"tmeout_s": 3}}], "download.tmeout_s: unknown field"),
+    ([{"download": {"timeout_s": "soon"}}], "download.timeout_s"),
+    ([{"download": {"retries": -1}}], "download.retries"),
+    ([{"image_size": {}}], "needs column 'width'"),
+    ([{"exact_dedup": {}}], "needs column 'sha256'"),
+    ([{"download": {}}, {"exact_dedup": {"by": "pixels"}}], "exact_dedup.by"),
+    ([{"caption_text": {"boilerplate": ["(unclosed"]}}], "bad regular expression"),
+    ([], "non-empty list"),
+    ([{"download": 3}], "must be a mapping"),
+    ([{"download": {True: 1}}], "not a string"),
+])
+def test_bad_stage_config_is_one_line(stages, message):
+    with pytest.raises(RecipeError) as err:
+        build_recipe(base(stages=stages))
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_sections():
+    with pytest.raises(RecipeError, match="unknown section 'stagess'"):
+        build_recipe({"name": "t", "stagess": []})
+    with pytest.raises(RecipeError, match="output.samples_per_shard"):
+        build_recipe({**base(), "output": {"samples_per_shard": 0}})
+    with pytest.raises(RecipeError, match="input.colour: unknown field"):
+        build_recipe({**base(), "input": {"colour": "red"}})
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(RecipeError, match="no recipe file"):
+        load_recipe(str(tmp_path / "nope.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stages: [download: {\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(str(bad))
+    bad.write_text("- just a list\n")
+    with pytest.raises(RecipeError, match="YAML mapping"):
+        load_recipe(str(bad))
+
+
+def test_override_errors():
+    with pytest.raises(RecipeError, match="no stage 'clip'"):
+        load_recipe("image_text", ["clip.min=3"])
+    with pytest.raises(RecipeError, match="key=value"):
+        load_recipe("image_text", ["download.timeout_s"])
