@@ -17,8 +17,9 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Build multimodal pre-training datasets: download, dedup, filter, shard, validate.")
-err_console = Console(stderr=True)
-out_console = Console()
+# wide enough not to fold tables when output goes to a file or CI log
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+out_console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 class UserError(Exception):
@@ -175,6 +176,27 @@ def validate(
         raise typer.Exit(1)
     out_console.print(f"ok: {stats['rows']} rows, {stats['kept']} kept samples in {stats['shards']} shards, "
                       f"{stats['members']} members checked", highlight=False)
+
+
+@app.command()
+def stages(name: Optional[str] = typer.Argument(None, help="Show one stage in detail.")):
+    """List the stages recipes can use, with their settings and the reason codes they set."""
+    from curate.stage import load_builtin_steps
+
+    registry = load_builtin_steps()
+    if name and name not in registry:
+        _fail(f"unknown stage {name!r} (known: {', '.join(sorted(registry))})")
+    for key in [name] if name else sorted(registry):
+        cls = registry[key]
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        out_console.print(f"[bold]{key}[/] ({cls.kind}) {doc}", highlight=False)
+        for field, info in cls.model_fields.items():
+            default = info.get_default(call_default_factory=True)
+            out_console.print(f"    {field} = {default!r}", highlight=False)
+        if cls.writes:
+            out_console.print(f"    writes: {', '.join(cls.writes)}", highlight=False)
+        for code, why in cls.reasons.items():
+            out_console.print(f"    reason [cyan]{code}[/]: {why}", highlight=False)
 
 
 @app.command()

@@ -30,6 +30,8 @@ def normalise(text: str) -> str:
 
 @register
 class CaptionText(Filter):
+    """Drop empty, too short/long and boilerplate captions (file names, 'click here', 'image not found')."""
+
     name: ClassVar[str] = "caption_text"
     reads: ClassVar[tuple[str, ...]] = ("text",)
     reasons: ClassVar[dict[str, str]] = {

@@ -25,6 +25,8 @@ def text_hash(text: str | None) -> str:
 
 @register
 class ExactDedup(Job):
+    """Drop exact duplicates (by image bytes, normalised text, or both), keeping the smallest uid."""
+
     name: ClassVar[str] = "exact_dedup"
     reads: ClassVar[tuple[str, ...]] = ("sha256",)
     writes: ClassVar[dict[str, pa.DataType]] = {"dup_of": pa.string()}

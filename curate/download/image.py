@@ -52,7 +52,7 @@ def is_truncated(data: bytes) -> bool:
 
 @register
 class Download(Stage):
-    """Fetch each row's `url`, resize like img2dataset, and record bytes, sizes and sha256."""
+    """Fetch each row's url with img2dataset's downloader, resize with its Resizer, record bytes, sizes, sha256."""
 
     name: ClassVar[str] = "download"
     reads: ClassVar[tuple[str, ...]] = ("url",)

@@ -1,0 +1,144 @@
+"""Faults: SIGKILL mid-run then --resume, --retry-failed, and bad input that must fail cleanly."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from curate.validate import validate
+
+
+def meta(out):
+    return pads.dataset(str(out / "meta"), format="parquet").to_table().to_pylist()
+
+
+def test_sigkill_then_resume_has_every_row_once(ray_address, demo_urls, tmp_path, cli):
+    out = tmp_path / "out"
+    # small parts and few threads so the run takes long enough to be killed in the middle
+    args = ["run", "image_text", "--input", str(demo_urls), "--output", str(out),
+            "--set", "output.samples_per_shard=12", "--set", "download.threads=2"]
+    proc = subprocess.Popen([sys.executable, "-m", "curate.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env={**os.environ, "RAY_ADDRESS": ray_address})
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        done = list((out / "_work" / "segment0").glob("part-*.parquet")) if out.exists() else []
+        if len(done) >= 3:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "run finished before it could be killed: " + proc.stdout.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.json").exists() or '"complete"' not in (out / "manifest.json").read_text()
+    for tar in out.glob("shards/*.tar"):  # whatever is under a final name is complete
+        with tarfile.open(tar) as tf:
+            tf.getmembers()
+    time.sleep(1)  # let Ray reap the dead driver's workers
+
+    res = cli("run", "image_text", "--input", str(demo_urls), "--output", str(out), "--resume",
+              "--set", "output.samples_per_shard=12", "--set", "download.threads=2", timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = meta(out)
+    assert len(rows) == 300 and len({r["uid"] for r in rows}) == 300
+    problems, stats = validate(out)
+    assert problems == []
+    assert stats["members"] == 3 * stats["kept"]
+    assert not list(out.rglob(".*.tmp-*")) and not (out / "_work").exists()
+
+    # the recipe must match on resume; a finished run resumes to a no-op
+    res = cli("run", "image_text", "--input", str(demo_urls), "--output", str(out), "--resume")
+    assert res.returncode == 2 and "recipe differs" in res.stderr
+
+
+def test_retry_failed_reruns_only_failed_rows(ray_address, demo_corpus, tmp_path, cli):
+    from curate.demo.corpus import write_url_list
+    from curate.demo.server import DemoServer
+
+    out = tmp_path / "out"
+    server = DemoServer(demo_corpus).start()  # fresh server: its flaky paths have not been asked yet
+    demo_urls = write_url_list(demo_corpus, server.url, tmp_path / "urls.parquet")
+    res = cli("run", "image_text", "--input", str(demo_urls), "--output", str(out), "--set", "output.samples_per_shard=100")
+    assert res.returncode == 0, res.stderr
+    before = {r["uid"]: r for r in meta(out)}
+    truth = {r["id"]: r["noise"] for r in pq.read_table(demo_corpus / "corpus.parquet").to_pylist()}
+    flaky = [u for u, r in before.items() if truth[r["id"]] == "flaky"]
+    assert flaky and all(before[u]["reason"] == "download_http_500" for u in flaky)
+    n_failed = sum(r["status"] == "failed" for r in before.values())
+    kept_before = {u for u, r in before.items() if r["status"] == "ok"}
+
+    # retries=1 gets past the flaky server; dedup runs as a distributed Ray job against kept samples
+    res = cli("run", "image_text", "--retry-failed", str(out), "--set", "download.retries=1",
+              "--set", "output.samples_per_shard=100", "--set", "ray.job_local_max_rows=0")
+    assert res.returncode == 0, res.stdout + res.stderr
+    after = {r["uid"]: r for r in meta(out)}
+    assert set(after) == set(before)
+    assert all(after[u]["status"] == "ok" for u in flaky)
+    assert {u for u, r in after.items() if r["status"] == "ok"} >= kept_before
+    assert sum(r["status"] == "failed" for r in after.values()) == n_failed - len(flaky)
+    assert all(after[u]["part"] >= 3 for u, r in before.items() if r["status"] == "failed")
+    problems, _ = validate(out)
+    assert problems == []
+    # a second retry finds only permanent failures and leaves kept samples alone
+    res = cli("run", "image_text", "--retry-failed", str(out), "--set", "output.samples_per_shard=100")
+    assert res.returncode == 0
+    final = meta(out)
+    assert len(final) == 300 and validate(out)[0] == []
+    assert {r["uid"] for r in final if r["status"] == "ok"} == {u for u, r in after.items() if r["status"] == "ok"}
+    server.stop()
+
+
+def one_line_error(res):
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr and "Traceback" not in res.stdout
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
+    return lines[0]
+
+
+def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path, cli):
+    out = tmp_path / "out"
+    good = tmp_path / "urls.parquet"
+    pq.write_table(pa.table({"url": ["http://127.0.0.1:9/a.jpg"], "caption": ["a red circle"]}), good)
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"url": pa.array([], pa.string()), "caption": pa.array([], pa.string())}), empty)
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("name: x\nstages: [download: {\n")
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("name: x\nstages:\n  - download: {}\n  - sharpen: {}\n")
+    field = tmp_path / "field.yaml"
+    field.write_text("name: x\nstages:\n  - download: {timeout: 3}\n")
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"this is not parquet")
+    cases = [
+        (["run", "image_text", "--input", str(tmp_path / "missing.parquet"), "--output", str(out)], "input not found"),
+        (["run", str(bad_yaml), "--input", str(good), "--output", str(out)], "not valid YAML"),
+        (["run", str(tmp_path / "nope.yaml"), "--input", str(good), "--output", str(out)], "no recipe file"),
+        (["run", str(unknown), "--input", str(good), "--output", str(out)], "unknown stage 'sharpen'"),
+        (["run", str(field), "--input", str(good), "--output", str(out)], "download.timeout: unknown field"),
+        (["run", "image_text", "--input", str(good), "--output", str(out), "--set", "input.url_col=link"], "no column 'link'"),
+        (["run", "image_text", "--input", str(empty), "--output", str(out)], "has no rows"),
+        (["run", "image_text", "--input", str(garbage), "--output", str(out)], "cannot read"),
+        (["run", "image_text", "--input", str(good), "--output", str(out), "--resume"], "nothing to resume"),
+        (["run", "image_text", "--input", str(good)], "no output folder"),
+        (["query", str(tmp_path), "SELECT 1"], "no metadata parts"),
+        (["validate", str(tmp_path / "nowhere")], ""),
+    ]
+    for args, message in cases:
+        res = cli(*args)
+        if args[0] == "validate":
+            assert res.returncode != 0 and "Traceback" not in res.stderr
+            continue
+        line = one_line_error(res)
+        assert message in line, (args, line)
+        assert not out.exists(), args
+    # an output folder with unrelated content is refused, and left as it was
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    line = one_line_error(cli("run", "image_text", "--input", str(good), "--output", str(out)))
+    assert "not empty" in line and (out / "precious.txt").read_text() == "keep me"

@@ -1,0 +1,131 @@
+"""The image-text spine end to end: real loopback HTTP, local Ray, real tars, DuckDB, ground truth."""
+from __future__ import annotations
+
+import json
+import tarfile
+
+import pyarrow.dataset as pads
+import pytest
+
+from curate.demo.run import truth_table
+from curate.recipe import load_recipe
+from curate.runner import Runner
+from curate.validate import validate
+
+
+def meta_rows(out):
+    return pads.dataset(str(out / "meta"), format="parquet").to_table().to_pylist()
+
+
+def run_recipe(urls, out, *overrides, ray_address=None):
+    rec = load_recipe("image_text", ["output.samples_per_shard=64", *overrides], input_path=str(urls),
+                      output_path=str(out))
+    return Runner(rec, ray_address=ray_address).start()
+
+
+@pytest.fixture(scope="module")
+def demo_run(ray_address, demo_urls, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "out"
+    manifest = run_recipe(demo_urls, out, ray_address=ray_address)
+    return out, manifest
+
+
+def test_every_input_row_is_accounted_for(demo_run):
+    out, manifest = demo_run
+    rows = meta_rows(out)
+    assert len(rows) == 300 == manifest["input"]["rows"] == manifest["counts"]["rows"]
+    assert len({r["uid"] for r in rows}) == 300
+    assert all(r["status"] in ("ok", "dropped", "failed") for r in rows)
+    assert all(r["reason"] for r in rows if r["status"] != "ok")
+    assert all(r["reason"] is None and r["shard"] and r["key"] for r in rows if r["status"] == "ok")
+    kept = sum(1 for r in rows if r["status"] == "ok")
+    assert kept == manifest["counts"]["kept"]
+    assert sorted(manifest["parts"]) == [str(k) for k in range(5)]  # 300 rows / 64 per part
+
+
+def test_funnel_matches_ground_truth(demo_run, demo_corpus):
+    out, _ = demo_run
+    table = {r["noise"]: r for r in truth_table(out, demo_corpus)}
+    for kind in ("http_404", "http_500", "corrupt_bytes", "truncated_bytes", "tiny_image", "extreme_aspect",
+                 "boilerplate_caption", "timeout", "flaky", "exact_duplicate", "slow_ok", "clean"):
+        assert kind in table, kind
+    for kind, r in table.items():
+        assert r["as_expected"] == r["rows"], (kind, r)
+    rows = {r["id"]: r for r in meta_rows(out)}
+    truth = pads.dataset(str(demo_corpus / "corpus.parquet")).to_table().to_pylist()
+    for t in truth:
+        if t["noise"] == "http_404":
+            assert (rows[t["id"]]["status"], rows[t["id"]]["reason"]) == ("failed", "download_http_404")
+    # every planted exact duplicate group keeps exactly one member
+    dups = [r for r in rows.values() if r["reason"] == "duplicate_image"]
+    assert dups and all(rows_by_uid_status(rows, d["dup_of"]) == "ok" for d in dups)
+
+
+def rows_by_uid_status(rows, uid):
+    return next(r["status"] for r in rows.values() if r["uid"] == uid)
+
+
+def test_shards_match_metadata(demo_run):
+    out, _ = demo_run
+    problems, stats = validate(out)
+    assert problems == []
+    assert stats["kept"] > 150 and stats["members"] == 3 * stats["kept"]
+    kept = {r["uid"]: r for r in meta_rows(out) if r["status"] == "ok"}
+    seen = set()
+    for tar in sorted((out / "shards").glob("*.tar")):
+        with tarfile.open(tar) as tf:
+            for m in tf:
+                key, ext = m.name.split(".", 1)
+                if ext == "json":
+                    info = json.loads(tf.extractfile(m).read())
+                    assert info["uid"] == key and key in kept and key not in seen
+                    assert info["sha256"] == kept[key]["sha256"]
+                    seen.add(key)
+    assert seen == set(kept)
+    assert (out / "recipe.yaml").exists() and not (out / "_work").exists()
+
+
+def test_query_inspect_validate_cli(demo_run, cli):
+    out, manifest = demo_run
+    proc = cli("query", str(out), "SELECT status, count(*) AS n FROM samples GROUP BY status ORDER BY status",
+               "--format", "json", check=True)
+    got = {r["status"]: r["n"] for r in json.loads(proc.stdout)}
+    assert got["ok"] == manifest["counts"]["kept"] and sum(got.values()) == 300
+    proc = cli("query", str(out), "SELECT sum(samples) AS s, count(*) AS n FROM shards", "--format", "csv", check=True)
+    assert proc.stdout.splitlines()[1] == f"{manifest['counts']['kept']},5"
+    proc = cli("query", str(out), "SELECT reason, count(*) FROM dropped GROUP BY reason", check=True)
+    assert "duplicate_image" in proc.stdout
+    uid = next(r["uid"] for r in meta_rows(out) if r["reason"] == "download_http_404")
+    proc = cli("inspect", str(out), "--uid", uid, check=True)
+    assert "download_http_404" in proc.stdout and uid in proc.stdout
+    proc = cli("inspect", str(out), "--where", "reason = 'image_too_small'", "--format", "json", check=True)
+    assert all(r["reason"] == "image_too_small" for r in json.loads(proc.stdout))
+    assert cli("validate", str(out), check=True).stdout.startswith("ok:")
+    bad = cli("query", str(out), "SELECT nope FROM samples")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "query failed" in bad.stderr
+
+
+def test_validate_catches_tampering(demo_run, tmp_path):
+    import shutil
+
+    out, _ = demo_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    tar = sorted((copy / "shards").glob("*.tar"))[0]
+    with tarfile.open(tar) as tf:
+        members = [(m, tf.extractfile(m).read()) for m in tf]
+    with tarfile.open(tar, "w") as tf:  # corrupt one image, drop one sample's txt
+        import io
+
+        corrupted = dropped = False
+        for m, data in members:
+            if m.name.endswith(".jpg") and not corrupted:
+                data, corrupted = b"not a jpeg", True
+                m.size = len(data)
+            elif m.name.endswith(".txt") and not dropped:
+                dropped = True
+                continue
+            tf.addfile(m, io.BytesIO(data))
+    problems, _ = validate(copy)
+    assert any("does not decode" in p for p in problems)
+    assert any("no .txt member" in p for p in problems)

@@ -1,0 +1,54 @@
+"""URL lists in Parquet, CSV and JSONL split into the same parts with the same stable uids."""
+import json
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+
+from curate.io import reader
+
+
+def write_all(tmp_path, table):
+    pq.write_table(table, tmp_path / "u.parquet")
+    pcsv.write_csv(table, tmp_path / "u.csv")
+    with open(tmp_path / "u.jsonl", "w") as f:
+        for r in table.to_pylist():
+            f.write(json.dumps(r) + "\n")
+    return [tmp_path / "u.parquet", tmp_path / "u.csv", tmp_path / "u.jsonl"]
+
+
+def split(path, tmp_path, per=4, **kw):
+    out = tmp_path / f"parts-{path.suffix[1:]}"
+    spec = reader.InputSpec(path=str(path), source="s", **kw)
+    sizes, extras = reader.split_parts(spec, per, lambda k: out / f"part-{k:06d}.parquet")
+    return sizes, extras, pa.concat_tables([pq.read_table(out / f"part-{k:06d}.parquet") for k in range(len(sizes))])
+
+
+def test_formats_agree_and_duplicates_get_distinct_uids(tmp_path):
+    t = pa.table({"url": [f"http://h/{i % 7}.jpg" for i in range(10)], "caption": [f"c{i % 7}" for i in range(10)],
+                  "extra": list(range(10))})
+    results = [split(p, tmp_path) for p in write_all(tmp_path, t)]
+    for sizes, extras, parts in results:
+        assert sizes == [4, 4, 2]
+        assert parts.column("row").to_pylist() == list(range(10))
+        assert len(set(parts.column("uid").to_pylist())) == 10  # rows 7-9 repeat rows 0-2: still unique
+        assert "extra" in extras
+    assert results[0][2].column("uid") == results[1][2].column("uid") == results[2][2].column("uid")
+
+
+def test_id_column_and_clashing_names(tmp_path):
+    t = pa.table({"link": ["http://h/1", "http://h/2"], "alt": ["a", "b"], "key": ["k1", "k2"], "status": [1, 2]})
+    pq.write_table(t, tmp_path / "x.parquet")
+    sizes, extras, parts = split(tmp_path / "x.parquet", tmp_path, url_col="link", text_col="alt", id_col="key")
+    assert parts.column("uid").to_pylist() == ["k1", "k2"]
+    assert "input_status" in extras and "status" not in parts.column_names
+    pq.write_table(pa.table({"url": ["a", "b"], "caption": ["x", "y"], "id": [1, 1]}), tmp_path / "d.parquet")
+    with pytest.raises(reader.InputError, match="repeated value"):
+        split(tmp_path / "d.parquet", tmp_path, id_col="id")
+
+
+def test_missing_column_message(tmp_path):
+    pq.write_table(pa.table({"u": ["a"]}), tmp_path / "x.parquet")
+    with pytest.raises(reader.InputError, match="no column 'url'.*columns are: u"):
+        split(tmp_path / "x.parquet", tmp_path)
