@@ -179,6 +179,18 @@ def validate(
 
 
 @app.command()
+def report(out: str = typer.Argument(..., help="Run directory.")):
+    """(Re)write OUT/report.html: funnel, score and size distributions, duplicates, sample grids."""
+    from curate.report import ReportError, report_main
+
+    try:
+        path = report_main(out)
+    except ReportError as err:
+        _fail(str(err))
+    out_console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
 def stages(name: Optional[str] = typer.Argument(None, help="Show one stage in detail.")):
     """List the stages recipes can use, with their settings and the reason codes they set."""
     from curate.stage import load_builtin_steps
@@ -197,6 +209,19 @@ def stages(name: Optional[str] = typer.Argument(None, help="Show one stage in de
             out_console.print(f"    writes: {', '.join(cls.writes)}", highlight=False)
         for code, why in cls.reasons.items():
             out_console.print(f"    reason [cyan]{code}[/]: {why}", highlight=False)
+
+
+def _truth_html(truth: list[dict]) -> str:
+    import html
+
+    rows = "".join(
+        f"<tr><td>{html.escape(r['noise'])}</td><td>{r['rows']}</td><td>{html.escape(r['expected'])}</td>"
+        f"<td>{100 * r['as_expected'] / r['rows']:.0f}%</td>"
+        f"<td>{html.escape(', '.join(f'{k} {v}' for k, v in r['outcomes'].most_common()))}</td></tr>"
+        for r in truth)
+    return ("<p>Each planted noise kind, what the reference pipeline should do with it, and what this run did.</p>"
+            "<table><tr><th>noise</th><th>rows</th><th>expected</th><th>as expected</th><th>outcomes</th></tr>"
+            f"{rows}</table>")
 
 
 @app.command()
@@ -234,10 +259,12 @@ def demo(
         with progress:
             manifest = runner.start()
     print_funnel(manifest)
+    truth = truth_table(out, corpus)
+    runner.write_report([("Ground truth (demo)", _truth_html(truth))])
     table = Table(title="ground truth: planted noise vs outcome")
     for col in ("noise", "rows", "expected", "as expected", "outcomes"):
         table.add_column(col, justify="right" if col in ("rows", "as expected") else "left")
-    for r in truth_table(out, corpus):
+    for r in truth:
         pct = f"{100 * r['as_expected'] / r['rows']:.0f}%"
         outcomes = ", ".join(f"{k} {v}" for k, v in r["outcomes"].most_common(3))
         table.add_row(r["noise"], str(r["rows"]), r["expected"], pct, outcomes)

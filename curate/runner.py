@@ -329,7 +329,18 @@ class Runner:
         run.save_manifest(manifest)
         if not self.recipe.output.keep_work:
             shutil.rmtree(run.work, ignore_errors=True)
+        self.write_report()
         return manifest
+
+    def write_report(self, extra_sections: list | None = None) -> Path | None:
+        """The HTML report is a view of finished data: failing to draw it never fails the run."""
+        try:
+            from curate.report import write_report
+
+            return write_report(self.run.root, extra_sections)
+        except Exception as err:  # noqa: BLE001
+            log.warning("could not write %s: %s", self.run.report, err)
+            return None
 
     def _run_segment(self, ray, s: int, seg: list[int], final: bool, parts: dict[int, int],
                      run_schema: pa.Schema, manifest: dict) -> None:
