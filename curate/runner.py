@@ -326,6 +326,7 @@ class Runner:
         batch["status"] = "complete"
         manifest["status"] = "complete"
         manifest["counts"] = self.counts()
+        self._write_sizes()
         run.save_manifest(manifest)
         if not self.recipe.output.keep_work:
             shutil.rmtree(run.work, ignore_errors=True)
@@ -464,6 +465,14 @@ class Runner:
                 if any(s == schema.OK for s, d in zip(part.column("status").to_pylist(), drop) if d):
                     raise RunError(f"part {k} holds a kept sample that a later part also holds; run `curate validate`")
                 atomic.write_parquet(part.filter(pa.array([not d for d in drop])), self.run.meta_part(k))
+
+    def _write_sizes(self) -> None:
+        """shards/sizes.json ({"000000.tar": n}): lets WebDataset trainers (open_clip_train) count samples."""
+        t = self._meta_dataset().to_table(columns=["shard"], filter=pads.field("status") == schema.OK)
+        sizes = {Path(p).name: 0 for p in sorted(str(x) for x in self.run.shards.glob("*.tar"))}
+        for row in t.group_by("shard").aggregate([("shard", "count")]).to_pylist():
+            sizes[Path(row["shard"]).name] = row["shard_count"]
+        atomic.write_bytes(self.run.shards / "sizes.json", json.dumps(dict(sorted(sizes.items())), indent=1).encode())
 
     def counts(self) -> dict:
         ds = self._meta_dataset()

@@ -41,3 +41,13 @@ def test_filters_leave_decided_rows_alone():
     out = CaptionText().process(t)
     assert out.column("status").to_pylist() == ["failed", "ok"]
     assert out.column("reason").to_pylist() == ["download_http_404", None]
+
+
+def test_unsafe_uids_get_safe_stable_keys():
+    from curate.io.shard_writer import key_for
+
+    assert key_for("3ffd15d56cade49f2ce2") == "3ffd15d56cade49f2ce2"
+    for uid in ("img.001", "a/b", "x y", "ü"):
+        k = key_for(uid)
+        assert k == key_for(uid) and "." not in k and "/" not in k
+    assert key_for("img.001") != key_for("img_001")

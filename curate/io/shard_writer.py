@@ -5,8 +5,10 @@ marker, so a part counts as done exactly when meta/part-k.parquet exists.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import re
 import math
 import tarfile
 import time
@@ -60,11 +62,23 @@ def write_tar(path, samples: list[dict]) -> None:
                     tar.addfile(info, io.BytesIO(data))
 
 
+_SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{1,120}")
+
+
+def key_for(uid: str) -> str:
+    """The tar member basename for a uid: the uid itself when it is safe, else a stable hash of it.
+
+    WebDataset splits a member name at its first dot and treats slashes as folders, so a corpus id like
+    `img.001` would silently become another sample's key.
+    """
+    return uid if _SAFE_KEY.fullmatch(uid) else "h" + hashlib.sha1(uid.encode("utf-8")).hexdigest()[:24]
+
+
 def place(table: pa.Table, part: int) -> pa.Table:
-    """Assign shard and key to the kept rows of a part (key = uid: unique, stable, joinable)."""
+    """Assign shard and key to the kept rows of a part (key = uid when safe: unique, stable, joinable)."""
     kept = schema.active_mask(table)
-    table = schema.set_rows(table, kept, {"shard": RunDir.shard_name(part), "key": table.column("uid")})
-    return table
+    keys = pa.array([key_for(u) for u in table.column("uid").to_pylist()], pa.string())
+    return schema.set_rows(table, kept, {"shard": RunDir.shard_name(part), "key": keys})
 
 
 def write_part(run: RunDir, part: int, table: pa.Table, run_schema: pa.Schema) -> dict:
