@@ -3,7 +3,8 @@
 Shape of a run:
   input list --split--> _work/input/part-k  (one part = samples_per_shard input rows)
   segment 0: load part -> stage -> stage ... -> checkpoint _work/segment0/part-k   (map_batches, streaming)
-  job:       read the columns it needs from every part -> map -> group by key (Ray shuffle) -> decisions
+  job:       read the columns it needs from every part -> map -> group by key (Ray shuffle) -> reduce
+             -> [finalize in the driver, e.g. edges -> connected components] -> decisions
   segment 1: load part + apply decisions -> stage ... -> commit shards/k.tar + meta/part-k.parquet
 One Ray block carries one whole part, so each part is committed atomically and exactly once, and
 --resume redoes only parts whose commit marker (the meta part) is missing.
@@ -133,8 +134,13 @@ def _job_prepare(batch: pa.Table, *, job: Job, buckets: int, root: str, seg: int
 
 
 def _bucketed(records: pa.Table, buckets: int) -> pa.Table:
+    key = records.column("key")
+    if pa.types.is_integer(key.type) and key.null_count == 0:
+        # integer keys (already hashes, e.g. LSH band keys): vectorised and stable
+        b = (key.to_numpy().astype("int64").view("uint64") % buckets).astype("int32")
+        return records.append_column("bucket", pa.array(b, pa.int32()))
     # crc32 is stable across processes (Python's hash() is salted per process)
-    b = [zlib.crc32(str(k).encode()) % buckets for k in records.column("key").to_pylist()]
+    b = [zlib.crc32(str(k).encode()) % buckets for k in key.to_pylist()]
     return records.append_column("bucket", pa.array(b, pa.int32()))
 
 
@@ -417,6 +423,8 @@ class Runner:
             decisions = self._job_local(job, s, parts, cols, prior)
         else:
             decisions = self._job_ray(ray, job, s, parts, cols, prior)
+        # graph-shaped jobs turn the reduce output (edges) into decisions here, in the driver
+        decisions = job.finalize(decisions)
         decisions = decisions.select(job.decision_schema().names).cast(job.decision_schema())
         for k in parts:
             atomic.write_parquet(decisions.filter(pc.equal(decisions.column("part"), k)), run.job_part(s, k))
@@ -440,7 +448,7 @@ class Runner:
             ds = ds.union(ray.data.from_arrow(prior_records))
         out = ds.groupby("bucket").map_groups(_job_reduce, batch_format="pyarrow", fn_kwargs=dict(job=job))
         tables = [t for t in ray.get(out.to_arrow_refs()) if t.num_rows]
-        return pa.concat_tables(tables) if tables else job.decision_schema().empty_table()
+        return pa.concat_tables(tables) if tables else job.reduce_schema().empty_table()
 
     # -- after ------------------------------------------------------------------------------------------
     def _meta_dataset(self) -> pads.Dataset:

@@ -36,6 +36,8 @@ def load_builtin_steps() -> dict[str, type["Step"]]:
     import curate.filters  # noqa: F401
     import curate.download.image  # noqa: F401
     import curate.dedup.exact  # noqa: F401
+    import curate.dedup.minhash  # noqa: F401
+    import curate.dedup.phash  # noqa: F401
 
     return REGISTRY
 
@@ -110,6 +112,16 @@ class Job(Step):
     uid, part, status, reason plus any of the job's `writes` columns. Rows without a decision are unchanged.
     `prior` records (from samples already kept by an earlier run of the same output, e.g. --retry-failed)
     take part in grouping with part = -1 and are never themselves changed.
+
+    Two optional steps make graph-shaped jobs (near-dup clustering) fit the same shape:
+    - `finalize(reduced)` runs once, in the driver, on everything `reduce` returned (rows of
+      `reduce_schema()`, e.g. candidate-pair edges) and turns it into decisions. The default returns
+      `reduced` unchanged (reduce already returned decisions). Its memory is bounded by the size of the
+      reduce output (for dedup: the duplicate edges), never by the corpus.
+    - `complete(table)` runs per part, after the decisions are applied, on the part's full rows: for
+      per-row outcomes that need no global view (a default cluster id, an "empty text" drop). Default:
+      identity.
+    Decisions with status ok only write the job's `writes` columns: the row's stage/reason stay as they are.
     """
 
     kind: ClassVar[str] = "job"
@@ -122,6 +134,16 @@ class Job(Step):
     def reduce(self, group: pa.Table) -> pa.Table:
         raise NotImplementedError
 
+    def reduce_schema(self) -> pa.Schema:
+        """What `reduce` returns: decisions, unless the job has its own `finalize`."""
+        return self.decision_schema()
+
+    def finalize(self, reduced: pa.Table) -> pa.Table:
+        return reduced
+
+    def complete(self, table: pa.Table) -> pa.Table:
+        return table
+
     def decision_schema(self) -> pa.Schema:
         fields = [("uid", pa.string()), ("part", pa.int32()), ("status", pa.string()), ("reason", pa.string())]
         fields += list(self.writes.items())
@@ -129,22 +151,28 @@ class Job(Step):
 
 
 def apply_decisions(table: pa.Table, job: Job, decisions: pa.Table) -> pa.Table:
-    """Write a job's decisions into a part's rows (matched on uid)."""
+    """Write a job's decisions into a part's rows (matched on uid), then let the job `complete` the part."""
     if decisions.num_rows == 0:
-        return table
+        return job.complete(table)
     by_uid = {u: i for i, u in enumerate(decisions.column("uid").to_pylist())}
     uids = table.column("uid").to_pylist()
     hit = [u in by_uid for u in uids]
     if not any(hit):
-        return table
+        return job.complete(table)
     pick = [by_uid.get(u, 0) for u in uids]
     taken = decisions.take(pa.array(pick))
-    values: dict[str, Any] = {"status": taken.column("status"), "reason": taken.column("reason"), "stage": job.name}
+    # an ok decision (e.g. a cluster's representative) sets the job's columns, not who decided or why
+    decided = pc.fill_null(pc.not_equal(taken.column("status"), schema.OK), False)
+    values: dict[str, Any] = {
+        "status": taken.column("status"),
+        "reason": pc.if_else(decided, taken.column("reason"), table.column("reason")),
+        "stage": pc.if_else(decided, pa.scalar(job.name), table.column("stage")),
+    }
     for col in job.writes:
         values[col] = taken.column(col)
     # only rows still active can be decided on
     mask = pc.and_(pa.array(hit), schema.active_mask(table))
-    return schema.set_rows(table, mask, values)
+    return job.complete(schema.set_rows(table, mask, values))
 
 
 def reduce_records(job: Job, records: pa.Table) -> pa.Table:
@@ -162,9 +190,10 @@ def reduce_records(job: Job, records: pa.Table) -> pa.Table:
             if i == len(keys) or keys[i] != keys[start]:
                 out.append(job.reduce(records.slice(start, i - start)))
                 start = i
+    rs = job.reduce_schema()
     if not out:
-        return job.decision_schema().empty_table()
-    return pa.concat_tables([t.select(job.decision_schema().names).cast(job.decision_schema()) for t in out])
+        return rs.empty_table()
+    return pa.concat_tables([t.select(rs.names).cast(rs) for t in out])
 
 
 def prepare_records(job: Job, table: pa.Table) -> pa.Table:
@@ -178,7 +207,7 @@ def run_job_local(job: Job, table: pa.Table, prior: pa.Table | None = None) -> p
     records = prepare_records(job, table)
     if prior is not None and prior.num_rows:
         records = pa.concat_tables([prepare_records(job, prior), records], promote_options="default")
-    return reduce_records(job, records)
+    return job.finalize(reduce_records(job, records))
 
 
 def run_local(steps: list[Step], table: pa.Table, run_schema: pa.Schema | None = None) -> pa.Table:

@@ -1,0 +1,141 @@
+"""minhash_dedup: datasketch-exact signatures, accuracy against brute-force Jaccard, policies, bad input."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from datasketch import MinHash
+
+from curate import schema
+from curate.dedup.graph import clusters
+from curate.dedup.minhash import MinHashDedup, lsh_params, normalise_text, shingles, signatures
+from curate.stage import apply_decisions, prepare_records, reduce_records, run_job_local
+
+from ._corpus import planted_corpus, true_pairs
+
+
+def table(texts, uids=None, status=None, extra=None):
+    n = len(texts)
+    cols = {"uid": uids or [f"u{i:06d}" for i in range(n)], "part": pa.array([i % 3 for i in range(n)], pa.int32()),
+            "text": pa.array(texts, pa.string()), "status": status or ["ok"] * n, **(extra or {})}
+    t = pa.table(cols)
+    extra_types = {k: v.type for k, v in t.schema.to_dict().items()} if False else {}
+    return schema.conform(t, schema.run_schema({**MinHashDedup.writes,
+                                                **{k: t.schema.field(k).type for k in (extra or {})}}))
+
+
+def run(job, t, prior=None):
+    return apply_decisions(t, job, run_job_local(job, t, prior))
+
+
+def by_uid(out):
+    return {r["uid"]: r for r in out.to_pylist()}
+
+
+@pytest.mark.parametrize("kind,n,num_perm,seed", [("word", 3, 128, 1), ("char", 5, 64, 7), ("word", 1, 256, 42)])
+def test_signatures_equal_datasketch(kind, n, num_perm, seed):
+    texts = ["A red circle on a blue background.", "a red circle on blue background", "", "x",
+             "Ünïcödé  text — with punctuation!!", "one two three four five six seven eight nine ten"] * 3
+    sh = [shingles(normalise_text(t), kind, n) for t in texts]
+    sigs = signatures(sh, num_perm, seed, chunk=7)  # tiny chunks exercise the chunking
+    for i, s in enumerate(sh):
+        m = MinHash(num_perm=num_perm, seed=seed)
+        m.update_batch(s)
+        assert np.array_equal(m.hashvalues, sigs[i])
+    bulk = MinHash.bulk(sh, num_perm=num_perm, seed=seed)
+    assert all(np.array_equal(m.hashvalues, sigs[i]) for i, m in enumerate(bulk))
+
+
+def test_lsh_params_follow_threshold():
+    assert lsh_params(0.8, 128) == (9, 13)
+    b5, r5 = lsh_params(0.5, 128)
+    assert r5 < 13  # a lower threshold means fewer rows per band
+
+
+def test_precision_and_recall_against_brute_force_jaccard():
+    texts = planted_corpus(300)
+    truth = true_pairs(texts, 0.8)
+    assert len(truth) > 300
+    job = MinHashDedup(threshold=0.8)
+    t = table(texts)
+    edges = reduce_records(job, prepare_records(job, t))
+    idx = {u: i for i, u in enumerate(t.column("uid").to_pylist())}
+    found = {tuple(sorted((idx[a], idx[b]))) for a, b in zip(edges.column("a").to_pylist(), edges.column("b").to_pylist())}
+    tp = len(found & truth)
+    precision, recall = tp / len(found), tp / len(truth)
+    assert precision >= 0.95 and recall >= 0.95, (precision, recall, len(found), len(truth))
+    # and the decisions: one kept per cluster, the rest dropped pointing at it
+    out = by_uid(run(job, t))
+    for r in out.values():
+        if r["reason"] == "near_duplicate":
+            assert out[r["dup_of"]]["status"] == "ok" and out[r["dup_of"]]["minhash_cluster"] == r["dup_of"]
+
+
+def test_keep_policies():
+    texts = ["the quick brown fox jumps over the lazy dog again and again",
+             "the quick brown fox jumps over the lazy dog again and again!",
+             "The quick brown fox jumps over the lazy dog again and again."]
+    out = by_uid(run(MinHashDedup(), table(texts)))
+    assert [out[u]["status"] for u in sorted(out)] == ["ok", "dropped", "dropped"]
+    longer = texts[:2] + ["the quick brown fox jumps over the lazy dog again and again and again"]
+    out = by_uid(run(MinHashDedup(keep="longest", threshold=0.7), table(longer)))
+    assert out["u000002"]["status"] == "ok" and out["u000000"]["dup_of"] == "u000002"
+    t = table(texts, extra={"clip_score": pa.array([0.1, 0.9, None], pa.float64())})
+    out = by_uid(run(MinHashDedup(keep="score", score_col="clip_score"), t))
+    assert out["u000001"]["status"] == "ok" and out["u000000"]["dup_of"] == "u000001"
+    assert out["u000002"]["dup_of"] == "u000001"
+    with pytest.raises(ValueError):
+        MinHashDedup(keep="score")
+
+
+def test_empty_and_whitespace_get_their_own_reason_not_a_cluster():
+    texts = ["", "   ", "\n\t", None, "!!!", "a real caption about a dog", "another caption about a cat"]
+    out = run(MinHashDedup(), table(texts))
+    rows = out.to_pylist()
+    assert [r["reason"] for r in rows[:5]] == ["near_dup_empty_text"] * 5
+    assert all(r["minhash_cluster"] is None and r["dup_of"] is None for r in rows[:5])
+    assert [r["status"] for r in rows[5:]] == ["ok", "ok"]
+    assert [r["minhash_cluster"] for r in rows[5:]] == ["u000005", "u000006"]
+
+
+def test_non_utf8_and_very_long_and_single_sample():
+    assert normalise_text(b"caf\xe9 \xff\xfe bytes") == "caf bytes"  # invalid bytes never raise
+    long = " ".join(f"w{i}" for i in range(300_000))
+    t0 = time.time()
+    out = run(MinHashDedup(max_chars=50_000), table([long, long + " tail", "short one here"]))
+    assert time.time() - t0 < 20
+    assert out.column("status").to_pylist() == ["ok", "dropped", "ok"]
+    single = run(MinHashDedup(), table(["only one sample"]))
+    assert single.column("status").to_pylist() == ["ok"] and single.column("minhash_cluster").to_pylist() == ["u000000"]
+
+
+def test_all_identical_corpus_is_one_cluster_fast():
+    t0 = time.time()
+    out = run(MinHashDedup(), table(["same caption for every sample here"] * 3000))
+    assert time.time() - t0 < 30
+    st = out.column("status").to_pylist()
+    assert st.count("ok") == 1 and st[0] == "ok"
+    assert set(out.column("minhash_cluster").to_pylist()) == {"u000000"}
+
+
+def test_inactive_rows_and_prior_kept_samples():
+    texts = ["a photo of a dog running on the beach", "a photo of a dog running on the beach!"]
+    out = run(MinHashDedup(), table(texts, status=["failed", "ok"]))
+    assert out.column("status").to_pylist() == ["failed", "ok"]
+    prior = table(["A photo of a dog running on the beach."], uids=["zzz"])
+    prior = prior.set_column(prior.column_names.index("part"), "part", pa.array([-1], pa.int32()))
+    out = run(MinHashDedup(), table(texts), prior)
+    assert out.column("status").to_pylist() == ["dropped", "dropped"]
+    assert out.column("dup_of").to_pylist() == ["zzz", "zzz"]
+
+
+def test_connected_components_chain():
+    from curate.dedup.graph import EDGE_SCHEMA
+
+    e = pa.table({"a": ["b", "c", "x"], "a_part": pa.array([0, 0, 1], pa.int32()), "a_rank": [0.0, 0.0, 0.0],
+                  "b": ["c", "d", "y"], "b_part": pa.array([0, 0, 1], pa.int32()), "b_rank": [0.0, 0.0, 0.0]},
+                 schema=EDGE_SCHEMA)
+    c = {r["uid"]: r["cluster"] for r in clusters(e).to_pylist()}
+    assert c == {"b": "b", "c": "b", "d": "b", "x": "x", "y": "x"}
