@@ -1,0 +1,57 @@
+"""Checkpoints that open_clip loads unchanged and `curate train --resume` continues from.
+
+Why this layout: `open_clip.create_model_and_transforms(NAME, pretrained=CKPT)` reads the "state_dict"
+key (stripping a DDP "module." prefix) with torch.load(weights_only=True), so everything else we keep
+(step, optimizer, config, the SigLIP bias) must be plain tensors and Python scalars beside it, and the
+model's own state_dict must hold exactly the keys a freshly created NAME model has. Files are written
+under a temporary name and renamed, so a killed run never leaves a truncated checkpoint.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not exist or is not one of ours / open_clip's."""
+
+
+def save(path: Path, payload: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load(path: str | Path) -> dict:
+    """The checkpoint dict, with a clear error for missing or unreadable files."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is not a checkpoint dict")
+    if "state_dict" not in ckpt:  # a bare state_dict, as some tools save
+        ckpt = {"state_dict": ckpt}
+    return ckpt
+
+
+def model_name_of(path: str | Path, default: str | None = None) -> str:
+    """The open_clip model name recorded in one of our checkpoints (else `default`)."""
+    name = (load(path).get("config") or {}).get("model") or default
+    if not name:
+        raise CheckpointError(f"{path} does not record its model; pass --model")
+    return name
+
+
+def strip_module(state_dict: dict) -> dict:
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}

@@ -1,0 +1,169 @@
+"""WebDataset loading for training and evaluation: any shards with an image (jpg/png/webp) and a text.
+
+Why a small own pipeline on top of the webdataset library: bad samples (a corrupt tar, a sample with
+no image or no text, an image that will not decode) must be *counted*, not silently dropped, and the
+counts must reach the training log from inside DataLoader worker processes. Each worker yields whole
+batches together with the skips it recorded since its previous batch, so the main process can sum
+them exactly. Shards are split per rank (wds.split_by_node) and per worker (wds.split_by_worker).
+"""
+from __future__ import annotations
+
+import glob
+import io
+import os
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+import webdataset as wds
+from PIL import Image
+
+IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+TEXT_KEYS = ("txt", "text", "caption")
+
+# Skip reasons recorded in logs and summaries (public vocabulary).
+SKIP_REASONS = ("shard_error", "missing_image", "missing_text", "image_decode_error")
+
+
+class DataError(ValueError):
+    """Shards that cannot be trained or evaluated on (none found, none readable)."""
+
+
+def expand_shards(specs: Sequence[str]) -> list[str]:
+    """Turn shard arguments (files, folders, globs, `{000000..000009}` brace ranges) into a sorted list of tars."""
+    import braceexpand
+
+    out: list[str] = []
+    for spec in specs:
+        for s in braceexpand.braceexpand(str(spec)):
+            p = Path(s)
+            if p.is_dir():
+                found = sorted(str(x) for x in p.glob("*.tar"))
+                if not found and (p / "shards").is_dir():  # a curate run directory
+                    found = sorted(str(x) for x in (p / "shards").glob("*.tar"))
+                if not found:
+                    raise DataError(f"no .tar shards in folder {s}")
+                out.extend(found)
+            elif any(c in s for c in "*?["):
+                found = sorted(glob.glob(s))
+                if not found:
+                    raise DataError(f"no shards match {s}")
+                out.extend(found)
+            elif p.is_file():
+                out.append(str(p))
+            else:
+                raise DataError(f"shard not found: {s}")
+    if not out:
+        raise DataError("no shards given")
+    return out
+
+
+class SkipCounter:
+    """A webdataset `handler` that records the exception kind and keeps going."""
+
+    def __init__(self):
+        self.counts: Counter = Counter()
+
+    def __call__(self, exn: BaseException) -> bool:
+        self.counts["shard_error"] += 1
+        return True  # continue with the next shard/sample
+
+
+def decode_sample(sample: dict, preprocess: Callable, skips: Counter):
+    """(image tensor, text) from one raw tar sample, or None with the reason counted."""
+    img_key = next((k for k in IMAGE_KEYS if k in sample), None)
+    if img_key is None:
+        skips["missing_image"] += 1
+        return None
+    txt_key = next((k for k in TEXT_KEYS if k in sample), None)
+    text = sample[txt_key].decode("utf-8", "replace").strip() if txt_key else ""
+    if not text:
+        skips["missing_text"] += 1
+        return None
+    try:
+        with Image.open(io.BytesIO(sample[img_key])) as im:
+            image = preprocess(im.convert("RGB"))
+    except Exception:  # noqa: BLE001 - any undecodable image is one counted skip
+        skips["image_decode_error"] += 1
+        return None
+    return image, text
+
+
+def raw_samples(shards: list[str], handler: SkipCounter, split: bool = True) -> Iterator[dict]:
+    """Raw sample dicts of these shards, this rank's and this worker's share when split."""
+    stages = [wds.SimpleShardList(shards)]
+    if split:
+        stages += [wds.split_by_node, wds.split_by_worker]
+    stages.append(wds.tarfile_to_samples(handler=handler))
+    return iter(wds.DataPipeline(*stages))
+
+
+class TrainBatches(torch.utils.data.IterableDataset):
+    """Endless (images, tokens, skips) batches: shards reshuffled every pass, samples shuffled in a buffer.
+
+    Every pass over the shards uses seed + pass as its shuffle seed, the same on every rank, so the
+    per-rank split is a partition. A pass that yields no sample at all ends the stream (the caller
+    reports it) instead of spinning forever on empty or corrupt shards.
+    """
+
+    def __init__(self, shards: list[str], preprocess: Callable, tokenizer: Callable, batch_size: int,
+                 seed: int = 0, shuffle_buffer: int = 1000, start_pass: int = 0):
+        super().__init__()
+        self.shards, self.preprocess, self.tokenizer = list(shards), preprocess, tokenizer
+        self.batch_size, self.seed, self.shuffle_buffer, self.start_pass = batch_size, seed, shuffle_buffer, start_pass
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid = info.id if info else 0
+        rank = int(os.environ.get("RANK", 0))
+        handler = SkipCounter()
+        skips = handler.counts
+        reported: Counter = Counter()
+        images: list = []
+        texts: list = []
+        p = self.start_pass
+        while True:
+            order = list(self.shards)
+            random.Random(self.seed * 1000003 + p).shuffle(order)
+            rng = random.Random((self.seed, p, rank, wid).__hash__())
+            buf: list = []
+            n_pass = 0
+            for sample in raw_samples(order, handler):
+                got = decode_sample(sample, self.preprocess, skips)
+                if got is None:
+                    continue
+                n_pass += 1
+                buf.append(got)
+                if len(buf) < self.shuffle_buffer:
+                    continue
+                i = rng.randrange(len(buf))
+                buf[i], buf[-1] = buf[-1], buf[i]
+                yield from self._add(buf.pop(), images, texts, skips, reported)
+            rng.shuffle(buf)
+            for got in buf:
+                yield from self._add(got, images, texts, skips, reported)
+            if n_pass == 0:
+                if skips != reported:  # hand the last skips to the caller before ending
+                    yield None, None, dict(skips - reported)
+                return
+            p += 1
+
+    def _add(self, got, images, texts, skips, reported):
+        images.append(got[0])
+        texts.append(got[1])
+        if len(images) == self.batch_size:
+            delta = dict(skips - reported)
+            reported.update(delta)
+            batch = (torch.stack(images), self.tokenizer(texts), delta)
+            images.clear()
+            texts.clear()
+            yield batch
+
+
+def make_loader(dataset: TrainBatches, workers: int) -> torch.utils.data.DataLoader:
+    """A DataLoader over pre-batched items (batch_size=None)."""
+    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers,
+                                       persistent_workers=False, pin_memory=torch.cuda.is_available(),
+                                       prefetch_factor=4 if workers else None)

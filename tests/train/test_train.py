@@ -1,0 +1,109 @@
+"""Training loop: learns, checkpoints load in open_clip unchanged, resume continues the same step, bad data is counted."""
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+
+import open_clip
+import pytest
+import torch
+
+from curate.train import configs  # noqa: F401  (registers curate-tiny)
+from curate.train.checkpoints import load
+from curate.train.loop import TrainConfig, TrainError, lr_at, train
+
+from .conftest import add, write_colour_shards
+
+
+def cfg(shards, out, **kw) -> TrainConfig:
+    base = dict(shards=[str(shards)], output=str(out), samples_seen=256, batch_size=32, lr=2e-3, warmup=2,
+                workers=0, log_every=1, shuffle_buffer=64)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def log_of(out):
+    return [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_loss_decreases_and_checkpoint_loads_in_open_clip(colour_shards, tmp_path):
+    out = tmp_path / "run"
+    s = train(cfg(colour_shards, out, samples_seen=32 * 24))
+    losses = [r["loss"] for r in log_of(out)]
+    assert s["steps"] == 24 and len(losses) == 24
+    assert sum(losses[-4:]) / 4 < 0.7 * sum(losses[:4]) / 4, losses
+    rec = log_of(out)[-1]
+    assert {"step", "loss", "samples_per_s", "data_wait_frac", "skipped", "lr"} <= set(rec)
+    assert s["skipped_total"] == 0
+
+    ckpt = out / "checkpoint.pt"
+    model, _, _ = open_clip.create_model_and_transforms("curate-tiny", pretrained=str(ckpt))
+    saved = load(ckpt)["state_dict"]
+    assert set(model.state_dict()) == set(saved)
+    assert all(torch.equal(model.state_dict()[k], saved[k]) for k in saved)
+
+
+def test_resume_continues_from_the_same_step(colour_shards, tmp_path):
+    full = tmp_path / "full"
+    train(cfg(colour_shards, full, samples_seen=32 * 6, checkpoint_every=3))
+    assert (full / "checkpoints" / "step_00000003.pt").is_file()
+    # a run killed after step 3: its folder holds the step-3 checkpoint as the latest
+    part = tmp_path / "part"
+    part.mkdir()
+    shutil.copy(full / "checkpoints" / "step_00000003.pt", part / "checkpoint.pt")
+    s = train(cfg(colour_shards, part, samples_seen=32 * 6), resume=True)
+    steps = [r["step"] for r in log_of(part)]
+    assert steps == [4, 5, 6] and s["steps"] == 6 and s["steps_this_run"] == 3
+    ck = load(part / "checkpoint.pt")
+    assert ck["step"] == 6 and ck["final"]
+    # the optimiser continued: Adam's step counter is the global step
+    assert int(next(iter(ck["optimizer"]["state"].values()))["step"]) == 6
+    # the resumed lr follows the same schedule
+    assert log_of(part)[0]["lr"] == pytest.approx(lr_at(3, 2e-3, 2, 6))
+
+    with pytest.raises(TrainError, match="different settings"):
+        train(cfg(colour_shards, part, samples_seen=32 * 6, lr=1e-4), resume=True)
+    with pytest.raises(TrainError, match="already holds"):
+        train(cfg(colour_shards, part, samples_seen=32 * 6))
+    with pytest.raises(TrainError, match="no checkpoint.pt"):
+        train(cfg(colour_shards, tmp_path / "none"), resume=True)
+
+
+def test_siglip_checkpoint_loads_unchanged(colour_shards, tmp_path):
+    out = tmp_path / "sig"
+    s = train(cfg(colour_shards, out, samples_seen=64, loss="siglip"))
+    assert s["steps"] == 2
+    model, _, _ = open_clip.create_model_and_transforms("curate-tiny", pretrained=str(out / "checkpoint.pt"))
+    assert "loss_state" in load(out / "checkpoint.pt") and "logit_bias" in load(out / "checkpoint.pt")["loss_state"]
+
+
+def test_bad_samples_are_counted_not_silent(tmp_path):
+    root = tmp_path / "bad"
+    write_colour_shards(root, 64, 2)
+    (root / "000002.tar").write_bytes(b"")                       # empty shard
+    (root / "000003.tar").write_bytes(b"not a tar at all" * 100)  # corrupt shard
+    with tarfile.open(root / "000004.tar", "w") as tf:
+        add(tf, "a.txt", b"caption without image")
+        add(tf, "b.jpg", (root / "000000.tar").read_bytes()[:0] or b"\xff\xd8 broken jpeg")
+        add(tf, "b.txt", b"a broken image")
+        with tarfile.open(root / "000000.tar") as src:
+            img = src.extractfile("000000.jpg").read()
+        add(tf, "c.jpg", img)                                    # image without text
+    s = train(cfg(root, tmp_path / "run", samples_seen=64, batch_size=16))
+    sk = s["skipped"]
+    assert sk.get("missing_image") == 1 and sk.get("missing_text") == 1 and sk.get("image_decode_error") == 1
+    assert sk.get("shard_error", 0) >= 1
+    assert log_of(tmp_path / "run")[-1]["skipped"] == sk
+
+
+def test_only_bad_shards_is_a_clear_error(tmp_path):
+    root = tmp_path / "allbad"
+    root.mkdir()
+    (root / "000000.tar").write_bytes(b"garbage" * 50)
+    with pytest.raises(TrainError, match="ran out of usable samples"):
+        train(cfg(root, tmp_path / "run", samples_seen=64))
+    with pytest.raises(TrainError, match="shard not found"):
+        train(cfg(tmp_path / "nope.tar", tmp_path / "run2"))
+    with pytest.raises(TrainError, match="unknown model"):
+        train(cfg(root, tmp_path / "run3", model="no-such-model"))
