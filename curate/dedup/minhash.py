@@ -36,6 +36,8 @@ from curate.stage import Job, register
 _M32 = np.uint32
 _FMIX = (_M32(16), _M32(0x85EBCA6B), _M32(13), _M32(0xC2B2AE35), _M32(16))
 _PUNCT = re.compile(r"[^\w\s]+", re.UNICODE)
+# ASCII fast path: the same mapping as _PUNCT for ASCII punctuation (\w keeps letters, digits and "_")
+_ASCII_PUNCT = str.maketrans({c: " " for c in map(chr, range(128)) if not (c.isalnum() or c == "_" or c.isspace())})
 # buckets larger than this are verified leader-by-leader instead of all pairs
 ALL_PAIRS_MAX = 64
 MAX_LEADERS = 64
@@ -48,6 +50,8 @@ def normalise_text(text: str | bytes | None) -> str:
         return ""
     if isinstance(text, (bytes, bytearray)):
         text = bytes(text).decode("utf-8", errors="replace")
+    if text.isascii():
+        return " ".join(text.lower().translate(_ASCII_PUNCT).split())
     text = unicodedata.normalize("NFKC", text).lower()
     return " ".join(_PUNCT.sub(" ", text).split())
 

@@ -1,0 +1,151 @@
+"""Near-dup dedup benchmark: signature throughput per core against datasketch, end-to-end minhash_dedup with
+peak RSS at two corpus sizes. Usage: python bench/dedup.py [--sizes 200000 1000000] [--skip-e2e]
+
+Throughput runs in this process on one core. End-to-end runs the real Runner (local Ray, 2 CPUs) in a
+subprocess per size and samples the RSS of that process tree (driver + Ray workers) every 0.5 s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def captions(n: int, seed: int = 0, dup_rate: float = 0.1) -> list[str]:
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(30000)]
+    out = []
+    for i in range(n):
+        if out and rng.random() < dup_rate:
+            words = rng.choice(out[-1000:]).split()
+            if rng.random() < 0.5:  # a light edit
+                words[rng.randrange(len(words))] = rng.choice(vocab)
+            out.append(" ".join(words) + rng.choice(["", ".", "!"]))
+        else:
+            out.append(" ".join(rng.choices(vocab, k=rng.randint(8, 16))))
+    return out
+
+
+def throughput(n: int = 20000) -> dict:
+    from datasketch import MinHash
+
+    from curate.dedup.minhash import normalise_text, shingles, signatures
+
+    texts = captions(n, seed=1)
+    t0 = time.perf_counter()
+    sh = [shingles(normalise_text(t)) for t in texts]
+    sigs = signatures(sh)
+    ours = n / (time.perf_counter() - t0)
+    # peers get the same shingles (their time excludes normalisation and shingling: favours them)
+    t0 = time.perf_counter()
+    bulk = MinHash.bulk(sh, num_perm=128)
+    bulk_rate = n / (time.perf_counter() - t0)
+    m = min(n, 5000)
+    t0 = time.perf_counter()
+    for s in sh[:m]:
+        mh = MinHash(num_perm=128)
+        for x in s:
+            mh.update(x)
+    loop_rate = m / (time.perf_counter() - t0)
+    assert all(np.array_equal(b.hashvalues, sigs[i]) for i, b in enumerate(bulk[:1000]))
+    return {"captions": n, "curate_per_s": round(ours), "datasketch_bulk_per_s": round(bulk_rate),
+            "datasketch_update_loop_per_s": round(loop_rate), "vs_bulk": round(ours / bulk_rate, 2),
+            "vs_update_loop": round(ours / loop_rate, 1)}
+
+
+def accuracy() -> dict:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from dedup._corpus import planted_corpus, true_pairs
+
+    from curate.dedup.minhash import MinHashDedup
+    from curate.stage import prepare_records, reduce_records
+    import pyarrow as pa
+
+    res = {}
+    for name, edits in (("planted", (0, 1, 3, 5, 20, 35)), ("crowded_at_threshold", (0, 2, 5, 8, 10, 12, 20))):
+        texts = planted_corpus(300, seed=5, edits=edits)
+        truth = true_pairs(texts, 0.8)
+        t = pa.table({"uid": [f"u{i:06d}" for i in range(len(texts))], "part": pa.array([0] * len(texts), pa.int32()),
+                      "text": texts})
+        job = MinHashDedup()
+        e = reduce_records(job, job.prepare(t))
+        idx = {u: i for i, u in enumerate(t.column("uid").to_pylist())}
+        found = {tuple(sorted((idx[a], idx[b]))) for a, b in zip(e.column("a").to_pylist(), e.column("b").to_pylist())}
+        tp = len(found & truth)
+        res[name] = {"true_pairs": len(truth), "found": len(found), "precision": round(tp / max(1, len(found)), 4),
+                     "recall": round(tp / max(1, len(truth)), 4)}
+    return res
+
+
+def e2e_child(src: str, out: str) -> None:
+    from curate.recipe import build_recipe
+    from curate.runner import Runner
+
+    recipe = build_recipe({"name": "bench-dedup", "input": {"path": src},
+                           "output": {"path": out, "samples_per_shard": 50000},
+                           "ray": {"num_cpus": 2, "job_local_max_rows": 0},
+                           "stages": [{"minhash_dedup": {}}]})
+    t0 = time.time()
+    m = Runner(recipe).start()
+    print(json.dumps({"seconds": round(time.time() - t0, 1), "counts": m["counts"], "timings": m["timings"]}))
+
+
+def e2e(n: int, work: Path) -> dict:
+    import psutil
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = work / f"captions-{n}.parquet"
+    if not src.exists():
+        texts = captions(n)
+        pq.write_table(pa.table({"url": [f"http://x/{i}" for i in range(n)], "caption": texts}), src)
+    out = work / f"out-{n}"
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    env.pop("RAY_ADDRESS")
+    proc = subprocess.Popen([sys.executable, __file__, "--child", str(src), str(out)], stdout=subprocess.PIPE,
+                            text=True, env=env, cwd=ROOT)
+    peak = 0
+    p = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            procs = [p] + p.children(recursive=True)
+            rss = sum(q.memory_info().rss for q in procs if q.is_running())
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.5)
+    line = [x for x in proc.stdout.read().splitlines() if x.startswith("{")]
+    res = json.loads(line[-1]) if line else {"error": f"exit {proc.returncode}"}
+    res.update(rows=n, peak_rss_mb=round(peak / 2**20))
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", type=int, nargs="*", default=[200_000, 1_000_000])
+    ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--child", nargs=2)
+    a = ap.parse_args()
+    if a.child:
+        return e2e_child(*a.child)
+    print(json.dumps({"throughput_1core": throughput()}), flush=True)
+    print(json.dumps({"accuracy_t0.8": accuracy()}), flush=True)
+    if not a.skip_e2e:
+        work = Path(tempfile.mkdtemp(prefix="dedup-", dir=ROOT / "bench" / "out"))
+        for n in a.sizes:
+            print(json.dumps({"e2e": e2e(n, work)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
