@@ -32,7 +32,7 @@ from curate.io import atomic, reader
 from curate.io.rundir import MANIFEST_FORMAT, RunDir, versions
 from curate.io.shard_writer import write_part
 from curate.recipe import Recipe, Scheduling, segments
-from curate.stage import Job, Stage, apply_decisions, prepare_records, reduce_records
+from curate.stage import Job, Stage, apply_decisions, fit_sample, prepare_records, reduce_records
 
 log = logging.getLogger("curate")
 
@@ -419,6 +419,8 @@ class Runner:
             return
         cols = list(dict.fromkeys(["uid", "part", "status", *job.needs()]))
         rows = sum(parts.values()) + (prior.num_rows if prior is not None else 0)
+        if job.fit_rows:  # a first round on a bounded sample (e.g. k-means centroids), then the fitted job
+            job = job.fit(self._fit_sample(job, s, parts, cols, prior, rows))
         if rows <= self.recipe.ray.job_local_max_rows:
             decisions = self._job_local(job, s, parts, cols, prior)
         else:
@@ -430,6 +432,17 @@ class Runner:
             atomic.write_parquet(decisions.filter(pc.equal(decisions.column("part"), k)), run.job_part(s, k))
         atomic.write_bytes(marker, json.dumps({"decisions": decisions.num_rows, "rows": rows}).encode())
         self.on_progress(job.name, 1, 1)
+
+    def _fit_sample(self, job: Job, s: int, parts: dict[int, int], cols: list[str], prior, rows: int) -> pa.Table:
+        """Every part contributes its share of `job.fit_rows` (read one part at a time)."""
+        tables = []
+        for k in parts:
+            t = pq.read_table(self.run.segment_part(s, k), columns=cols)
+            t = t.filter(schema.active_mask(t))
+            if t.num_rows:
+                step = max(1, t.num_rows // max(1, job.fit_rows * t.num_rows // max(1, rows)))
+                tables.append(t.take(pa.array(list(range(0, t.num_rows, step)))))
+        return fit_sample(job, tables + ([prior] if prior is not None else []))
 
     def _job_local(self, job: Job, s: int, parts: dict[int, int], cols: list[str], prior) -> pa.Table:
         records = [prepare_records(job, pq.read_table(self.run.segment_part(s, k), columns=cols)) for k in parts]

@@ -38,6 +38,7 @@ def load_builtin_steps() -> dict[str, type["Step"]]:
     import curate.dedup.exact  # noqa: F401
     import curate.dedup.minhash  # noqa: F401
     import curate.dedup.phash  # noqa: F401
+    import curate.dedup.semantic  # noqa: F401
 
     return REGISTRY
 
@@ -113,6 +114,11 @@ class Job(Step):
     `prior` records (from samples already kept by an earlier run of the same output, e.g. --retry-failed)
     take part in grouping with part = -1 and are never themselves changed.
 
+    An optional first round, for jobs that need a global model before they can key rows (k-means
+    centroids for semantic dedup): when `fit_rows` > 0 the runner reads a sample of at most `fit_rows`
+    active rows (the `needs()` columns, spread over all parts) and calls `fit(sample)`, which returns the
+    configured job used for everything after. Memory: the sample, never the corpus.
+
     Two optional steps make graph-shaped jobs (near-dup clustering) fit the same shape:
     - `finalize(reduced)` runs once, in the driver, on everything `reduce` returned (rows of
       `reduce_schema()`, e.g. candidate-pair edges) and turns it into decisions. The default returns
@@ -133,6 +139,12 @@ class Job(Step):
 
     def reduce(self, group: pa.Table) -> pa.Table:
         raise NotImplementedError
+
+    # > 0: call `fit` on a sample of at most this many active rows before the map side
+    fit_rows: ClassVar[int] = 0
+
+    def fit(self, sample: pa.Table) -> "Job":
+        return self
 
     def reduce_schema(self) -> pa.Schema:
         """What `reduce` returns: decisions, unless the job has its own `finalize`."""
@@ -202,8 +214,21 @@ def prepare_records(job: Job, table: pa.Table) -> pa.Table:
     return job.prepare(active.select(list(dict.fromkeys(["uid", "part", *job.needs()]))))
 
 
+def fit_sample(job: Job, tables: list[pa.Table]) -> pa.Table:
+    """At most `job.fit_rows` active rows (uid, part and the needed columns), evenly strided over `tables`."""
+    cols = list(dict.fromkeys(["uid", "part", *job.needs()]))
+    active = [t.filter(schema.active_mask(t)).select(cols) for t in tables if t is not None and t.num_rows]
+    total = sum(t.num_rows for t in active)
+    if total == 0:
+        return pa.concat_tables(active) if active else pa.table({c: [] for c in cols})
+    step = max(1, -(-total // job.fit_rows))
+    return pa.concat_tables([t.take(pa.array(np.arange(0, t.num_rows, step))) for t in active])
+
+
 def run_job_local(job: Job, table: pa.Table, prior: pa.Table | None = None) -> pa.Table:
     """Execute a Job in-process (tests, tiny inputs): the same map/group/reduce the runner does on Ray."""
+    if job.fit_rows:
+        job = job.fit(fit_sample(job, [table] + ([prior] if prior is not None else [])))
     records = prepare_records(job, table)
     if prior is not None and prior.num_rows:
         records = pa.concat_tables([prepare_records(job, prior), records], promote_options="default")
