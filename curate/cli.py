@@ -211,6 +211,133 @@ def stages(name: Optional[str] = typer.Argument(None, help="Show one stage in de
             out_console.print(f"    reason [cyan]{code}[/]: {why}", highlight=False)
 
 
+# --- validation loop: curate train / eval / experiment (curate/train/) ---------------------------------
+
+def _train_config(shards, output, model, samples_seen, batch_size, lr, warmup, weight_decay, seed, loss,
+                  workers, checkpoint_every, log_every, compile_, precision, threads):
+    from curate.train.loop import TrainConfig
+
+    return TrainConfig(shards=list(shards), output=output, model=model, samples_seen=samples_seen,
+                       batch_size=batch_size, lr=lr, warmup=warmup, weight_decay=weight_decay, seed=seed,
+                       loss=loss, workers=workers, checkpoint_every=checkpoint_every, log_every=log_every,
+                       compile=compile_, precision=precision, threads=threads)
+
+
+def _train_errors():
+    from curate.train.checkpoints import CheckpointError
+    from curate.train.data import DataError
+    from curate.train.evaluate import EvalError
+    from curate.train.loop import TrainError
+
+    return (TrainError, EvalError, DataError, CheckpointError)
+
+
+@app.command()
+def train(
+    shards: list[str] = typer.Argument(..., help="WebDataset shards: files, folders, globs or {000000..000009} ranges."),
+    output: str = typer.Option(..., "--output", "-o", help="Training folder: log.jsonl, checkpoint.pt, summary.json."),
+    model: str = typer.Option("curate-tiny", "--model", help="open_clip model name (curate-tiny ships with curate)."),
+    samples_seen: int = typer.Option(..., "--samples-seen", min=1, help="Training budget in samples (all ranks)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Per-rank batch size."),
+    lr: float = typer.Option(1e-3, "--lr"),
+    warmup: int = typer.Option(10, "--warmup", min=0, help="Linear warmup steps before the cosine decay."),
+    weight_decay: float = typer.Option(0.1, "--wd", "--weight-decay"),
+    seed: int = typer.Option(0, "--seed"),
+    loss: str = typer.Option("clip", "--loss", help="clip or siglip."),
+    workers: int = typer.Option(1, "--workers", min=0, help="Data loader worker processes per rank."),
+    checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0, help="Also keep checkpoints/step_N.pt every N steps."),
+    log_every: int = typer.Option(10, "--log-every", min=1),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the model."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 autocast on GPU), fp32 or bf16."),
+    threads: int = typer.Option(0, "--threads", min=0, help="torch CPU threads (0 = default)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT/checkpoint.pt."),
+):
+    """Contrastive image-text pretraining of an open_clip model on shards (DDP under torchrun)."""
+    from curate.train.loop import train as run_train
+
+    cfg = _train_config(shards, output, model, samples_seen, batch_size, lr, warmup, weight_decay, seed, loss,
+                        workers, checkpoint_every, log_every, compile_, precision, threads)
+
+    def show(rec):
+        err_console.print(f"step {rec['step']}  samples {rec['samples_seen']}  loss {rec['loss']:.4f}  "
+                          f"lr {rec['lr']:.2e}  {rec['samples_per_s']:.0f} samples/s  "
+                          f"data wait {100 * rec['data_wait_frac']:.0f}%", highlight=False)
+
+    try:
+        s = run_train(cfg, resume=resume, on_log=show)
+    except _train_errors() as err:
+        _fail(str(err))
+    skipped = ", ".join(f"{k} {v}" for k, v in s["skipped"].items()) or "none"
+    out_console.print(f"trained {s['steps']} steps ({s['samples_seen']} samples) in {s['seconds']:.0f} s, "
+                      f"{s['samples_per_s']:.0f} samples/s, data wait {100 * s['data_wait_frac']:.0f}%, "
+                      f"loss {s['first_loss']:.3f} -> {s['final_loss']:.3f}; skipped samples: {skipped}", highlight=False)
+    out_console.print(f"checkpoint: {s['checkpoint']}", highlight=False)
+
+
+@app.command("eval")
+def eval_(
+    ckpt: str = typer.Argument(..., help="Checkpoint (from curate train, or any open_clip checkpoint with --model)."),
+    eval_set: str = typer.Option(..., "--eval-set", help="Folder of labelled tars plus classes.json."),
+    model: Optional[str] = typer.Option(None, "--model", help="open_clip model name (default: recorded in CKPT)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Also write the metrics as JSON here."),
+):
+    """Zero-shot classification and image<->text retrieval R@1/R@5 on a held-out labelled set."""
+    from curate.train.evaluate import evaluate
+
+    try:
+        res = evaluate(ckpt, eval_set, model_name=model)
+    except _train_errors() as err:
+        _fail(str(err))
+    if output:
+        Path(output).write_text(json.dumps(res, indent=1))
+    table = Table(title=f"{res['model']} on {res['samples']} samples (skipped: {res['skipped'] or 'none'})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k in ("zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "image_to_text_R@5",
+              "text_to_image_R@1", "text_to_image_R@5"):
+        if res.get(k) is not None:
+            table.add_row(k, f"{res[k]:.4f}")
+    for a, v in res["attributes"].items():
+        if v["top1"] is not None:
+            table.add_row(f"zero-shot {a} (chance {v['chance']:.3f})", f"{v['top1']:.4f}")
+    out_console.print(table)
+
+
+@app.command()
+def experiment(
+    sets: list[str] = typer.Argument(..., help="NAME=SHARDS[,SHARDS] per data set; the first is compared with the rest."),
+    eval_set: str = typer.Option(..., "--eval-set", help="Folder of labelled tars plus classes.json."),
+    samples_seen: int = typer.Option(..., "--samples-seen", min=1),
+    seeds: int = typer.Option(3, "--seeds", min=1),
+    output: str = typer.Option("experiment-out", "--output", "-o"),
+    model: str = typer.Option("curate-tiny", "--model"),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    lr: float = typer.Option(1e-3, "--lr"),
+    warmup: int = typer.Option(10, "--warmup", min=0),
+    weight_decay: float = typer.Option(0.1, "--wd", "--weight-decay"),
+    loss: str = typer.Option("clip", "--loss"),
+    workers: int = typer.Option(1, "--workers", min=0),
+    threads: int = typer.Option(0, "--threads", min=0),
+):
+    """Train one model per data set and seed at identical settings, evaluate, write report.md/.html + results.json."""
+    from curate.train.experiment import parse_sets, run_experiment
+
+    try:
+        parsed = parse_sets(sets)
+        base = _train_config([], output, model, samples_seen, batch_size, lr, warmup, weight_decay, 0, loss,
+                             workers, 0, 10, False, "auto", threads)
+        res = run_experiment(parsed, eval_set, output, seeds, base,
+                             log=lambda m: err_console.print(m, highlight=False))
+    except _train_errors() as err:
+        _fail(str(err))
+    from curate.train.experiment import _table_md, _verdicts
+
+    out_console.print(_table_md(res), highlight=False)
+    for v in _verdicts(res):
+        out_console.print(v, highlight=False)
+    out_console.print(f"report: {Path(output) / 'report.html'}  results: {Path(output) / 'results.json'}", highlight=False)
+
+
 def _truth_html(truth: list[dict]) -> str:
     import html
 

@@ -196,7 +196,7 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps({**asdict(cfg), "world_size": world, "workers_used": workers,
                                                      "shards_resolved": len(shards)}, indent=1))
-        log_f = open(out / "log.jsonl", "a")
+        log_f = open(out / "log.jsonl", "a" if resume else "w")
 
     def payload(final: bool) -> dict:
         return {"step": step, "samples_seen": step * global_batch, "epoch": step, "name": cfg.model,

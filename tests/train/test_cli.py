@@ -1,0 +1,67 @@
+"""`curate train / eval / experiment` through the console entry point: outputs, reports, one-line errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import tempfile
+
+import pytest
+
+# Subprocesses keep compiled bytecode in a shared cache: with PYTHONDONTWRITEBYTECODE and no .pyc,
+# every `curate` process would compile torch from source (tens of seconds each on a busy 2-core box).
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+ENV.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
+           PYTHONPYCACHEPREFIX=os.path.join(tempfile.gettempdir(), "curate-test-pycache"))
+
+
+def curate(*args, timeout=300):
+    return subprocess.run([sys.executable, "-c", "from curate.cli import main; main()", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def test_experiment_end_to_end(colour_shards, colour_eval, tmp_path):
+    """Two data sets x two seeds, tiny budget: results.json, report.md/.html with plots, comparisons."""
+    out = tmp_path / "exp"
+    shards = sorted(colour_shards.glob("*.tar"))
+    p = curate("experiment", f"all={colour_shards}", f"half={shards[0]},{shards[1]}", "--eval-set", colour_eval,
+               "--samples-seen", 64, "--batch-size", 32, "--seeds", 2, "--workers", 0, "--output", out)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert [r["set"] for r in res["runs"]] == ["all", "all", "half", "half"]
+    assert {"mean", "std"} <= set(res["aggregate"]["all"]["zeroshot_top1"])
+    assert any(c["metric"] == "zeroshot_top1" for c in res["comparisons"])
+    for f in ("report.md", "report.html", "loss.png", "metrics.png"):
+        assert (out / f).stat().st_size > 100
+    assert "data:image/png;base64" in (out / "report.html").read_text()
+    # repeating reuses the finished runs
+    p2 = curate("experiment", f"all={colour_shards}", f"half={shards[0]},{shards[1]}", "--eval-set", colour_eval,
+                "--samples-seen", 64, "--batch-size", 32, "--seeds", 2, "--workers", 0, "--output", out)
+    assert p2.returncode == 0 and p2.stderr.count("reusing") == 4
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["train", "nowhere/*.tar", "--samples-seen", "10", "-o", "{tmp}/t"], "no shards match"),
+    (["train", "{shards}", "--samples-seen", "10", "-o", "{tmp}/t", "--loss", "hinge"], "--loss must be"),
+    (["eval", "{tmp}/missing.pt", "--eval-set", "{eval}"], "checkpoint not found"),
+    (["eval", "{tmp}/missing.pt", "--eval-set", "{tmp}"], "classes.json"),
+    (["experiment", "noequals", "--eval-set", "{eval}", "--samples-seen", "10"], "NAME=SHARDS"),
+])
+def test_user_errors_are_one_line(args, msg, colour_shards, colour_eval, tmp_path):
+    args = [a.format(tmp=tmp_path, shards=colour_shards, eval=colour_eval) for a in args]
+    p = curate(*args, timeout=120)
+    assert p.returncode != 0
+    lines = [x for x in p.stderr.splitlines() if x.strip() and not x.startswith("WARNING")]
+    assert len(lines) == 1 and msg in lines[0], p.stderr
+
+
+def test_train_then_eval_cli(colour_shards, colour_eval, tmp_path):
+    p = curate("train", colour_shards, "--samples-seen", 64, "--batch-size", 32, "--workers", 1, "-o", tmp_path / "r")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "skipped samples: none" in p.stdout
+    p = curate("eval", tmp_path / "r" / "checkpoint.pt", "--eval-set", colour_eval, "-o", tmp_path / "m.json")
+    assert p.returncode == 0, p.stderr[-2000:]
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["samples"] == 96 and 0 <= m["zeroshot_top1"] <= 1
