@@ -88,16 +88,16 @@ def accuracy() -> dict:
     return res
 
 
-def e2e_child(src: str, out: str) -> None:
+def e2e_child(src: str, out: str, local_max: int = 0, address: str | None = None) -> None:
     from curate.recipe import build_recipe
     from curate.runner import Runner
 
     recipe = build_recipe({"name": "bench-dedup", "input": {"path": src},
                            "output": {"path": out, "samples_per_shard": 50000},
-                           "ray": {"num_cpus": 2, "job_local_max_rows": 0},
+                           "ray": {"num_cpus": None if address else 2, "job_local_max_rows": local_max},
                            "stages": [{"minhash_dedup": {}}]})
     t0 = time.time()
-    m = Runner(recipe).start()
+    m = Runner(recipe, ray_address=address).start()
     print(json.dumps({"seconds": round(time.time() - t0, 1), "counts": m["counts"], "timings": m["timings"]}))
 
 
@@ -131,14 +131,57 @@ def e2e(n: int, work: Path) -> dict:
     return res
 
 
+def _clusters(out: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(str(out / "meta"), columns=["uid", "status", "reason", "dup_of", "minhash_cluster"])
+    return {r["uid"]: (r["status"], r["reason"], r["dup_of"], r["minhash_cluster"]) for r in t.to_pylist()}
+
+
+def two_node(n: int, work: Path) -> dict:
+    """The same recipe on a two-node Ray cluster (two raylets on this machine, 1 CPU each, started and torn
+    down by ray.cluster_utils.Cluster, which is what `ray start --head` + `ray start --address` set up)
+    against the in-driver path: the clusters must be identical."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from ray.cluster_utils import Cluster
+
+    src = work / f"captions-{n}.parquet"
+    if not src.exists():
+        pq.write_table(pa.table({"url": [f"http://x/{i}" for i in range(n)], "caption": captions(n)}), src)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    subprocess.run([sys.executable, __file__, "--child", str(src), str(work / f"local-{n}"), "--local-max",
+                    str(10**9)], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        subprocess.run([sys.executable, __file__, "--child", str(src), str(work / f"two-node-{n}"), "--address",
+                        cluster.address], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    finally:
+        cluster.shutdown()
+    a, b = _clusters(work / f"local-{n}"), _clusters(work / f"two-node-{n}")
+    dropped = sum(v[1] == "near_duplicate" for v in a.values())
+    return {"rows": n, "nodes": 2, "identical": a == b, "near_duplicates": dropped}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="*", default=[200_000, 1_000_000])
     ap.add_argument("--skip-e2e", action="store_true")
     ap.add_argument("--child", nargs=2)
+    ap.add_argument("--local-max", type=int, default=0)
+    ap.add_argument("--address")
+    ap.add_argument("--two-node", type=int, default=0, help="rows for the two-node identity check (0: skip)")
+    ap.add_argument("--skip-throughput", action="store_true")
     a = ap.parse_args()
     if a.child:
-        return e2e_child(*a.child)
+        return e2e_child(*a.child, local_max=a.local_max, address=a.address)
+    if a.two_node:
+        work = Path(tempfile.mkdtemp(prefix="dedup-2node-", dir=ROOT / "bench" / "out"))
+        print(json.dumps({"two_node": two_node(a.two_node, work)}), flush=True)
+        if a.skip_throughput:
+            return
     print(json.dumps({"throughput_1core": throughput()}), flush=True)
     print(json.dumps({"accuracy_t0.8": accuracy()}), flush=True)
     if not a.skip_e2e:
