@@ -33,5 +33,27 @@ def test_local_and_ray_paths_agree(tmp_path, ray_address):
     reasons = [v[1] for v in local.values()]
     assert reasons.count("near_dup_empty_text") == 2
     assert reasons.count("near_duplicate") > 50
-    kept = {u for u, v in local.values() and local.items() if v[0] == "ok"}
+    kept = {u for u, v in local.items() if v[0] == "ok"}
     assert all(v[2] in kept for v in local.values() if v[1] == "near_duplicate")
+
+
+def test_exact_then_near_dup_across_input_sources(tmp_path, ray_address):
+    """Two jobs in a row over an input folder of two files: exact text dups and near dups across files."""
+    src = tmp_path / "in"
+    src.mkdir()
+    a = ["a dog runs on the beach at sunset with a ball", "a cat sleeps on a red sofa in the afternoon sun",
+         "three birds sit on a wire above the old street"]
+    b = ["a dog runs on the beach at sunset with a ball",          # exact text dup of a[0], other file
+         "A cat sleeps on a red sofa in the afternoon sun!",       # near dup of a[1]: exact text dedup keeps the '!'
+         "three birds sit on a wire above the old street today"]   # near dup of a[2]
+    pq.write_table(pa.table({"url": [f"http://a/{i}" for i in range(3)], "caption": a}), src / "a.parquet")
+    pq.write_table(pa.table({"url": [f"http://b/{i}" for i in range(3)], "caption": b}), src / "b.parquet")
+    recipe = build_recipe({"name": "t", "input": {"path": str(src)}, "output": {"path": str(tmp_path / "out")},
+                           "stages": [{"exact_dedup": {"by": "text"}}, {"minhash_dedup": {"threshold": 0.7}}]})
+    Runner(recipe).start()
+    by_url = {r["url"]: r for r in pq.read_table(str(tmp_path / "out" / "meta")).to_pylist()}
+    assert {by_url["http://a/0"]["reason"], by_url["http://b/0"]["reason"]} == {None, "duplicate_text"}
+    assert {by_url["http://a/1"]["reason"], by_url["http://b/1"]["reason"]} == {None, "near_duplicate"}
+    assert {by_url["http://a/2"]["reason"], by_url["http://b/2"]["reason"]} == {None, "near_duplicate"}
+    kept = [r for r in by_url.values() if r["status"] == "ok"]
+    assert len(kept) == 3 and all(r["minhash_cluster"] for r in kept)
