@@ -48,6 +48,13 @@ def test_signatures_equal_datasketch(kind, n, num_perm, seed):
     assert all(np.array_equal(m.hashvalues, sigs[i]) for i, m in enumerate(bulk))
 
 
+@pytest.mark.parametrize("threshold,num_perm", [(0.5, 64), (0.8, 128), (0.9, 128)])
+def test_lsh_params_equal_datasketch(threshold, num_perm):
+    from datasketch.lsh import _optimal_param
+
+    assert lsh_params(threshold, num_perm) == tuple(_optimal_param(threshold, num_perm, 0.5, 0.5))
+
+
 def test_lsh_params_follow_threshold():
     assert lsh_params(0.8, 128) == (9, 13)
     b5, r5 = lsh_params(0.5, 128)
