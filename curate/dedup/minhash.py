@@ -111,26 +111,21 @@ def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
 
 
 def signatures(shingle_lists: list[list[bytes]], num_perm: int = 128, seed: int = 1,
-               chunk: int = 32768) -> np.ndarray:
+               chunk: int = 8192) -> np.ndarray:
     """(len(shingle_lists), num_perm) uint32 MinHash signatures, equal to datasketch's affine32 MinHash
     updated with each list. Empty lists give the empty signature (all 2**32-1)."""
     a, b = permutations(num_perm, seed)
     n = len(shingle_lists)
     out = np.full((n, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
-    cache: dict[bytes, int] = {}
     unpack = struct.Struct("<I").unpack_from
-    flat: list[int] = []
-    lens = np.zeros(n, np.int64)
-    for i, sh in enumerate(shingle_lists):
-        lens[i] = len(sh)
-        for s in sh:
-            h = cache.get(s)
-            if h is None:
-                h = cache[s] = unpack(sha1(s).digest())[0]
-            flat.append(h)
+    lens = np.fromiter(map(len, shingle_lists), np.int64, n)
+    flat = [s for sh in shingle_lists for s in sh]
     if not flat:
         return out
-    hv = _fmix32(np.array(flat, dtype=np.uint32))
+    # each distinct shingle of the batch is SHA1-hashed once (captions share many n-grams)
+    uniq = dict.fromkeys(flat)
+    hashes = dict(zip(uniq, [unpack(sha1(s).digest())[0] for s in uniq]))
+    hv = _fmix32(np.fromiter(map(hashes.__getitem__, flat), np.uint32, len(flat)))
     rows = np.flatnonzero(lens)
     starts = np.concatenate([[0], np.cumsum(lens[rows])[:-1]])
     # process whole rows in chunks of about `chunk` shingles to bound the (shingles x num_perm) array
@@ -143,8 +138,9 @@ def signatures(shingle_lists: list[list[bytes]], num_perm: int = 128, seed: int 
                 total += lens[rows[j]]
                 j += 1
             lo = starts[i]
-            phv = hv[lo:lo + total, None] * a[None, :] + b[None, :]
-            out[rows[i:j]] = np.minimum.reduceat(phv, starts[i:j] - lo, axis=0)
+            # (num_perm, shingles): each row's shingles are contiguous along the fast axis
+            phv = a[:, None] * hv[None, lo:lo + total] + b[:, None]
+            out[rows[i:j]] = np.minimum.reduceat(phv, starts[i:j] - lo, axis=1).T
             i = j
     return out
 
