@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+# Let Python cache compiled bytecode: with it off, every Ray worker and CLI subprocess recompiles
+# torch and ray from source (tens of seconds each on a small machine).
+unexport PYTHONDONTWRITEBYTECODE
 
 install = if [ -x $(BIN)/uv ]; then $(BIN)/uv pip install --python $(BIN)/python $(1); \
           else $(BIN)/python -m pip install $(1); fi

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Cache bytecode for this process, its subprocesses and Ray workers (see the Makefile).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
@@ -40,3 +43,27 @@ def curate_cli(*args: str, env: dict | None = None, timeout: float = 300, check:
 @pytest.fixture
 def cli():
     return curate_cli
+
+
+def curate_inprocess(*args: str, capsys) -> subprocess.CompletedProcess:
+    """Run `curate` through its real entry point (curate.cli.main) in this process: same error handling as
+    the console script, without paying a fresh interpreter's imports for every error-message test."""
+    from curate.cli import main
+
+    old = sys.argv
+    sys.argv = ["curate", *map(str, args)]
+    code = 0
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = old
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+@pytest.fixture
+def cli_inprocess(capsys):
+    """`curate` in this process (see curate_inprocess): cli_inprocess("eval", ...)."""
+    return lambda *args: curate_inprocess(*args, capsys=capsys)

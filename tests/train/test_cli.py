@@ -49,19 +49,20 @@ def test_experiment_end_to_end(colour_shards, colour_eval, tmp_path):
     (["eval", "{tmp}/missing.pt", "--eval-set", "{tmp}"], "classes.json"),
     (["experiment", "noequals", "--eval-set", "{eval}", "--samples-seen", "10"], "NAME=SHARDS"),
 ])
-def test_user_errors_are_one_line(args, msg, colour_shards, colour_eval, tmp_path):
+def test_user_errors_are_one_line(args, msg, colour_shards, colour_eval, tmp_path, cli_inprocess):
     args = [a.format(tmp=tmp_path, shards=colour_shards, eval=colour_eval) for a in args]
-    p = curate(*args, timeout=120)
+    p = cli_inprocess(*args)
     assert p.returncode != 0
     lines = [x for x in p.stderr.splitlines() if x.strip() and not x.startswith("WARNING")]
     assert len(lines) == 1 and msg in lines[0], p.stderr
 
 
-def test_train_then_eval_cli(colour_shards, colour_eval, tmp_path):
-    p = curate("train", colour_shards, "--samples-seen", 64, "--batch-size", 32, "--workers", 1, "-o", tmp_path / "r")
+def test_train_then_eval_cli(colour_shards, colour_eval, tmp_path, cli_inprocess):
+    p = cli_inprocess("train", colour_shards, "--samples-seen", 64, "--batch-size", 32, "--workers", 1,
+                      "-o", tmp_path / "r")
     assert p.returncode == 0, p.stderr[-2000:]
     assert "skipped samples: none" in p.stdout
-    p = curate("eval", tmp_path / "r" / "checkpoint.pt", "--eval-set", colour_eval, "-o", tmp_path / "m.json")
+    p = cli_inprocess("eval", tmp_path / "r" / "checkpoint.pt", "--eval-set", colour_eval, "-o", tmp_path / "m.json")
     assert p.returncode == 0, p.stderr[-2000:]
     m = json.loads((tmp_path / "m.json").read_text())
     assert m["samples"] == 96 and 0 <= m["zeroshot_top1"] <= 1
