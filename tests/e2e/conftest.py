@@ -14,12 +14,13 @@ def demo_corpus(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def demo_server(demo_corpus):
+    """One server per test module: its flaky paths fail once per server, so modules must not share one."""
     with DemoServer(demo_corpus) as server:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def demo_urls(demo_corpus, demo_server, tmp_path_factory):
     return write_url_list(demo_corpus, demo_server.url, tmp_path_factory.mktemp("urls") / "urls.parquet")

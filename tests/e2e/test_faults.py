@@ -101,7 +101,7 @@ def one_line_error(res):
     return lines[0]
 
 
-def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path, cli):
+def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path, cli, cli_inprocess):
     out = tmp_path / "out"
     good = tmp_path / "urls.parquet"
     pq.write_table(pa.table({"url": ["http://127.0.0.1:9/a.jpg"], "caption": ["a red circle"]}), good)
@@ -129,8 +129,11 @@ def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path, cli):
         (["query", str(tmp_path), "SELECT 1"], "no metadata parts"),
         (["validate", str(tmp_path / "nowhere")], ""),
     ]
+    # the console script itself, once, then the same entry point in-process for the rest
+    line = one_line_error(cli(*cases[0][0]))
+    assert cases[0][1] in line
     for args, message in cases:
-        res = cli(*args)
+        res = cli_inprocess(*args)
         if args[0] == "validate":
             assert res.returncode != 0 and "Traceback" not in res.stderr
             continue
@@ -140,5 +143,5 @@ def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path, cli):
     # an output folder with unrelated content is refused, and left as it was
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    line = one_line_error(cli("run", "image_text", "--input", str(good), "--output", str(out)))
+    line = one_line_error(cli_inprocess("run", "image_text", "--input", str(good), "--output", str(out)))
     assert "not empty" in line and (out / "precious.txt").read_text() == "keep me"
