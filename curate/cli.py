@@ -161,6 +161,32 @@ def inspect(
 
 
 @app.command()
+def clusters(
+    out: str = typer.Argument(..., help="Run directory."),
+    column: str = typer.Option("minhash_cluster", "--column", "-c", help="A *_cluster column, or dup_of."),
+    cluster: Optional[str] = typer.Option(None, "--cluster", help="List the members of this cluster."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1),
+    format: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
+):
+    """List duplicate clusters (largest first) or one cluster's members, from a dedup column."""
+    from curate.catalog import query as run_query
+
+    if not (column.endswith("_cluster") or column == "dup_of") or not column.replace("_", "").isalnum():
+        _fail(f"--column must be a *_cluster column or dup_of, not {column!r}")
+    # dup_of points at the kept sample: the cluster of a kept sample is its own uid
+    key = "coalesce(dup_of, uid)" if column == "dup_of" else column
+    if cluster:
+        sql = (f"SELECT {key} AS cluster, uid, status, stage, reason, text, url FROM samples "
+               f"WHERE {key} = '{cluster.replace(chr(39), chr(39) * 2)}' ORDER BY status = 'ok' DESC, uid")
+    else:
+        sql = (f"SELECT {key} AS cluster, count(*) AS size, count(*) FILTER (WHERE status = 'ok') AS kept, "
+               f"list(uid ORDER BY uid)[:5] AS members FROM samples WHERE {key} IS NOT NULL "
+               f"GROUP BY 1 HAVING count(*) > 1 ORDER BY size DESC, cluster LIMIT {int(limit)}")
+    cols, rows = run_query(out, sql)
+    _emit(cols, rows, format)
+
+
+@app.command()
 def validate(
     out: str = typer.Argument(..., help="Run directory."),
     no_decode: bool = typer.Option(False, "--no-decode", help="Skip decoding images (faster)."),

@@ -129,3 +129,16 @@ def test_validate_catches_tampering(demo_run, tmp_path):
     problems, _ = validate(copy)
     assert any("does not decode" in p for p in problems)
     assert any("no .txt member" in p for p in problems)
+
+
+def test_clusters_command(demo_run, cli_inprocess):
+    out, _ = demo_run
+    res = cli_inprocess("clusters", str(out), "--column", "dup_of", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    clusters = json.loads(res.stdout)
+    assert clusters and all(c["size"] >= 2 and c["kept"] == 1 for c in clusters)
+    members = cli_inprocess("clusters", str(out), "--column", "dup_of", "--cluster", clusters[0]["cluster"], "--format", "json")
+    rows = json.loads(members.stdout)
+    assert len(rows) == clusters[0]["size"] and rows[0]["status"] == "ok"
+    assert {r["reason"] for r in rows[1:]} == {"duplicate_image"}
+    assert cli_inprocess("clusters", str(out), "--column", "text").returncode == 2
