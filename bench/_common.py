@@ -239,7 +239,8 @@ def update_results(section: str, body: str, packages: list[str]) -> Path:
     new = f"## {section}\n\n{body.strip()}\n\n"
     if any(name == section for name, _ in sections):
         sections = [(n, new if n == section else s) for n, s in sections]
-    else:
-        sections.append((section, new))
+    else:  # a new "NAME-notes" section goes right after NAME's section
+        after = [i for i, (n, _) in enumerate(sections) if section.startswith(n + "-")]
+        sections.insert(after[-1] + 1 if after else len(sections), (section, new))
     RESULTS.write_text(HEADER.format(machine=machine) + "\n" + "".join(s for _, s in sections).rstrip() + "\n")
     return RESULTS

@@ -6,5 +6,7 @@ import os as _os
 
 # img2dataset imports albumentations, which phones home for updates on import; curate runs offline.
 _os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# Ray reports usage statistics to its developers unless told not to; curate sends nothing anywhere.
+_os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 __version__ = "0.1.0"

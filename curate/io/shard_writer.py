@@ -48,11 +48,21 @@ def sample_members(row: dict) -> list[tuple[str, bytes]]:
     return members
 
 
-def write_tar(path, samples: list[dict]) -> None:
+def _rows(samples):
+    """Rows of a list of dicts or of a table, a batch at a time (no whole-part Python copy of the images)."""
+    if isinstance(samples, pa.Table):
+        for batch in samples.to_batches(max_chunksize=256):
+            yield from batch.to_pylist()
+    else:
+        yield from samples
+
+
+def write_tar(path, samples) -> None:
+    """Write samples (dicts or a Table with key/image/text/... columns) as one WebDataset tar, atomically."""
     now = int(time.time())
     with atomic.atomic_path(path) as tmp:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-            for row in samples:
+            for row in _rows(samples):
                 for name, data in sample_members(row):
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
@@ -85,7 +95,7 @@ def write_part(run: RunDir, part: int, table: pa.Table, run_schema: pa.Schema) -
     """Commit a finished part; returns its summary (rows, kept, funnel counts)."""
     table = place(schema.conform(table, run_schema), part)
     kept = table.filter(schema.active_mask(table))
-    write_tar(run.shard(part), kept.to_pylist())
+    write_tar(run.shard(part), kept)
     meta = table.select(schema.meta_schema(run_schema).names)
     atomic.write_parquet(meta, run.meta_part(part))
     return {"part": part, "rows": table.num_rows, "kept": kept.num_rows,
