@@ -12,11 +12,14 @@ then the smallest uid. It is deterministic, so every execution path gives identi
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import schema
+from curate.stage import Job
 
 EDGE_SCHEMA = pa.schema([
     ("a", pa.string()), ("a_part", pa.int32()), ("a_rank", pa.float64()),
@@ -105,3 +108,23 @@ def cluster_decisions(edges: pa.Table, decision_schema: pa.Schema, *, reason: st
     for f in decision_schema:
         out[f.name] = cols[f.name] if f.name in cols else pa.nulls(n, f.type)
     return pa.table(out).cast(decision_schema)
+
+
+class ClusterJob(Job):
+    """Base of the near-duplicate jobs: reduce emits candidate edges, the driver turns them into clusters.
+
+    Subclasses name the cluster column and the drop reason; every active row ends with a cluster id (its
+    own uid when it has no near duplicate), so `curate clusters` and the report see singletons as such.
+    """
+
+    cluster_col: ClassVar[str] = ""
+    cluster_reason: ClassVar[str] = ""
+
+    def finalize(self, reduced: pa.Table) -> pa.Table:
+        return cluster_decisions(reduced, self.decision_schema(), reason=self.cluster_reason,
+                                 cluster_col=self.cluster_col)
+
+    def complete(self, table: pa.Table) -> pa.Table:
+        active = schema.active_mask(table)
+        return schema.set_rows(table, pc.and_(active, pc.is_null(table.column(self.cluster_col))),
+                               {self.cluster_col: table.column("uid")})

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from curate import schema
-from curate.dedup.graph import EDGE_SCHEMA, cluster_decisions, edges_table
+from curate.dedup.graph import EDGE_SCHEMA, ClusterJob, edges_table
 from curate.stage import Job, register
 
 _M32 = np.uint32
@@ -189,10 +189,12 @@ def verified_pairs(digests: np.ndarray, threshold: float) -> list[tuple[int, int
 
 
 @register
-class MinHashDedup(Job):
+class MinHashDedup(ClusterJob):
     """Drop text near-duplicates (MinHash LSH at a Jaccard threshold), keeping one sample per cluster."""
 
     name: ClassVar[str] = "minhash_dedup"
+    cluster_col: ClassVar[str] = "minhash_cluster"
+    cluster_reason: ClassVar[str] = "near_duplicate"
     reads: ClassVar[tuple[str, ...]] = ("text",)
     writes: ClassVar[dict[str, pa.DataType]] = {"dup_of": pa.string(), "minhash_cluster": pa.string()}
     reasons: ClassVar[dict[str, str]] = {
@@ -285,15 +287,9 @@ class MinHashDedup(Job):
                            group.column("rank").to_pylist(), pairs)
 
     # -- finalize (driver, edges only) and per-part completion ------------------------------------------
-    def finalize(self, reduced: pa.Table) -> pa.Table:
-        return cluster_decisions(reduced, self.decision_schema(), reason="near_duplicate",
-                                 cluster_col="minhash_cluster")
-
     def complete(self, table: pa.Table) -> pa.Table:
+        table = super().complete(table)
         active = schema.active_mask(table)
-        # every active row gets a cluster id: its own uid when it has no near duplicate
-        table = schema.set_rows(table, pc.and_(active, pc.is_null(table.column("minhash_cluster"))),
-                                {"minhash_cluster": table.column("uid")})
         empty = [not normalise_text(t[: self.max_chars] if t else t) for t in table.column("text").to_pylist()]
         mask = pc.and_(active, pa.array(empty))
         if pc.any(mask).as_py():

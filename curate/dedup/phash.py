@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from curate import schema
-from curate.dedup.graph import EDGE_SCHEMA, cluster_decisions, edges_table
+from curate.dedup.graph import EDGE_SCHEMA, ClusterJob, edges_table
 from curate.stage import Job, register
 
 _POP8 = np.array([bin(i).count("1") for i in range(256)], np.uint8)
@@ -54,10 +54,12 @@ def band_slices(max_distance: int, bits: int = 64) -> list[tuple[int, int]]:
 
 
 @register
-class PHashDedup(Job):
+class PHashDedup(ClusterJob):
     """Drop perceptual near-duplicate images (re-encoded, resized, slightly cropped copies)."""
 
     name: ClassVar[str] = "phash_dedup"
+    cluster_col: ClassVar[str] = "image_cluster"
+    cluster_reason: ClassVar[str] = "near_duplicate_image"
     reads: ClassVar[tuple[str, ...]] = ("image",)
     writes: ClassVar[dict[str, pa.DataType]] = {"dup_of": pa.string(), "image_cluster": pa.string()}
     reasons: ClassVar[dict[str, str]] = {
@@ -124,11 +126,3 @@ class PHashDedup(Job):
         return edges_table(group.column("uid").to_pylist(), group.column("part").to_pylist(),
                            group.column("rank").to_pylist(), pairs)
 
-    def finalize(self, reduced: pa.Table) -> pa.Table:
-        return cluster_decisions(reduced, self.decision_schema(), reason="near_duplicate_image",
-                                 cluster_col="image_cluster")
-
-    def complete(self, table: pa.Table) -> pa.Table:
-        active = schema.active_mask(table)
-        return schema.set_rows(table, pc.and_(active, pc.is_null(table.column("image_cluster"))),
-                               {"image_cluster": table.column("uid")})

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from pydantic import Field, PrivateAttr, model_validator
 
 from curate import schema
-from curate.dedup.graph import EDGE_SCHEMA, cluster_decisions, edges_table
+from curate.dedup.graph import EDGE_SCHEMA, ClusterJob, edges_table
 from curate.stage import Job, register
 
 
@@ -66,10 +66,12 @@ def spherical_kmeans(x: np.ndarray, k: int, iters: int = 25, seed: int = 0) -> n
 
 
 @register
-class SemanticDedup(Job):
+class SemanticDedup(ClusterJob):
     """Drop semantic near-duplicates: cosine similarity of embeddings within k-means clusters (SemDeDup)."""
 
     name: ClassVar[str] = "semantic_dedup"
+    cluster_col: ClassVar[str] = "semantic_cluster"
+    cluster_reason: ClassVar[str] = "semantic_duplicate"
     reads: ClassVar[tuple[str, ...]] = ("embedding",)
     writes: ClassVar[dict[str, pa.DataType]] = {"dup_of": pa.string(), "semantic_cluster": pa.string()}
     reasons: ClassVar[dict[str, str]] = {
@@ -147,11 +149,3 @@ class SemanticDedup(Job):
         return edges_table(group.column("uid").to_pylist(), group.column("part").to_pylist(),
                            group.column("rank").to_pylist(), pairs)
 
-    def finalize(self, reduced: pa.Table) -> pa.Table:
-        return cluster_decisions(reduced, self.decision_schema(), reason="semantic_duplicate",
-                                 cluster_col="semantic_cluster")
-
-    def complete(self, table: pa.Table) -> pa.Table:
-        active = schema.active_mask(table)
-        return schema.set_rows(table, pc.and_(active, pc.is_null(table.column("semantic_cluster"))),
-                               {"semantic_cluster": table.column("uid")})
