@@ -86,14 +86,10 @@ def _process(stage: Stage, batch: pa.Table, run_schema: pa.Schema) -> pa.Table:
     return pa.concat_tables(out)
 
 
-_SETUP_DONE: dict[int, Stage] = {}
-
-
 def _run_stage_task(batch: pa.Table, *, stage: Stage, run_schema: pa.Schema) -> pa.Table:
-    key = id(stage)
-    if key not in _SETUP_DONE:
-        stage.setup()
-        _SETUP_DONE[key] = stage
+    # task stages arrive freshly unpickled in every task, so their (cheap) setup runs per task;
+    # model stages run on _StageActor, which sets up once
+    stage.setup()
     return _process(stage, batch, run_schema)
 
 
@@ -356,7 +352,6 @@ class Runner:
         run = self.run
         done_path = run.meta_part if final else (lambda k: run.segment_part(s, k))
         pending = [k for k in parts if not done_path(k).exists()]
-        label = "commit" if final else f"segment {s}"
         names = [self.recipe.steps[i].name for i in seg]
         label = f"{' → '.join(names) or 'load'}{' → write' if final else ''}"
         total = len(parts)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 
 from curate import schema
@@ -55,18 +56,11 @@ def open_dataset(spec: InputSpec) -> pads.Dataset:
     try:
         if fmt == "csv":
             delim = "\t" if path.suffix.lower() == ".tsv" else ","
-            file_format = pads.CsvFileFormat(parse_options=pa.csv.ParseOptions(delimiter=delim, newlines_in_values=True))
+            file_format = pads.CsvFileFormat(parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=True))
             return pads.dataset(str(path), format=file_format)
         return pads.dataset(str(path), format=fmt)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:
         raise InputError(f"cannot read {path} as {fmt}: {str(err).splitlines()[0]}") from None
-
-
-def _import_csv():
-    import pyarrow.csv  # noqa: F401  (registers pa.csv)
-
-
-_import_csv()
 
 
 def check_columns(spec: InputSpec, ds: pads.Dataset) -> None:
