@@ -31,14 +31,27 @@ def register(cls: type["Step"]) -> type["Step"]:
     return cls
 
 
+# Packages whose modules register shipped steps. Every public module in them is imported, so a new
+# step needs no edit here; modules must keep heavy imports (torch, models) inside functions.
+STEP_PACKAGES = ("curate.filters", "curate.download", "curate.dedup", "curate.scorers", "curate.caption",
+                 "curate.video", "curate.interleaved", "curate.balance")
+
+
 def load_builtin_steps() -> dict[str, type["Step"]]:
     """Import the modules that register the shipped steps (kept lazy so `import curate` stays cheap)."""
-    import curate.filters  # noqa: F401
-    import curate.download.image  # noqa: F401
-    import curate.dedup.exact  # noqa: F401
-    import curate.dedup.minhash  # noqa: F401
-    import curate.dedup.phash  # noqa: F401
-    import curate.dedup.semantic  # noqa: F401
+    import importlib
+    import pkgutil
+
+    for package_name in STEP_PACKAGES:
+        try:
+            package = importlib.import_module(package_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != package_name:
+                raise
+            continue
+        for info in pkgutil.iter_modules(package.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{package_name}.{info.name}")
 
     return REGISTRY
 

@@ -1,8 +1,5 @@
 """Cheap per-row decisions (thresholds, heuristics), importable as `curate.filters`.
 
-Importing this package registers every shipped filter under its recipe name.
+`curate.stage.load_builtin_steps` imports every module here, which registers each filter under its
+recipe name; adding a filter is adding a module.
 """
-from curate.filters.caption_text import CaptionText
-from curate.filters.image_size import ImageSize
-
-__all__ = ["CaptionText", "ImageSize"]

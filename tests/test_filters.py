@@ -2,7 +2,8 @@
 import pyarrow as pa
 
 from curate import schema
-from curate.filters import CaptionText, ImageSize
+from curate.filters.caption_text import CaptionText
+from curate.filters.image_size import ImageSize
 
 
 def rows(**cols):
