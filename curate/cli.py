@@ -430,10 +430,11 @@ def main() -> None:
     """Console entry point: user errors become one line and exit code 2."""
     from curate.catalog import CatalogError
     from curate.io.reader import InputError
+    from curate.models.clip import ModelLoadError
     from curate.recipe import RecipeError
     from curate.runner import RunError
 
-    known = (RecipeError, RunError, InputError, CatalogError, UserError)
+    known = (RecipeError, RunError, InputError, CatalogError, ModelLoadError, UserError)
     try:
         rc = app(standalone_mode=False)
         if isinstance(rc, int) and rc:

@@ -1,0 +1,1 @@
+"""Model loaders shared by stages (CLIP today; captioners and VLMs load through their own modules)."""

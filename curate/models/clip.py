@@ -1,0 +1,138 @@
+"""One place that loads an open_clip model and embeds images and texts with it.
+
+Why shared: the CLIP-score stage, semantic dedup, interleaved image placement, video keyframe scoring
+and `curate eval` all need "model by name + pretrained tag (hub cache) or local checkpoint ->
+L2-normalised embeddings", with the same device and precision rules and the same one-line errors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+class ModelLoadError(ValueError):
+    """A model name, pretrained tag or checkpoint that cannot be loaded (reported as one line)."""
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} requested but no CUDA GPU is visible")
+    return device
+
+
+def autocast_dtype(precision: str, device: str):
+    """torch dtype for autocast, or None for full fp32 (CPU always runs fp32: bf16 matmuls are slow there)."""
+    import torch
+
+    if precision not in ("fp32", "bf16", "fp16", "auto"):
+        raise ModelLoadError(f"unknown precision {precision!r}: use fp32, bf16, fp16 or auto")
+    if not device.startswith("cuda") or precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+@dataclass
+class Clip:
+    """A loaded open_clip model with its eval preprocessing and tokenizer."""
+
+    model: Any
+    preprocess: Any
+    tokenizer: Any
+    name: str
+    source: str
+    device: str
+    dtype: Any = None  # autocast dtype or None
+
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.dtype)
+
+    def embed_image_tensors(self, pixels) -> np.ndarray:
+        """L2-normalised float32 embeddings of a preprocessed (N, 3, H, W) tensor."""
+        import torch
+
+        with torch.inference_mode(), self._autocast():
+            out = self.model.encode_image(pixels.to(self.device, non_blocking=True))
+        return torch.nn.functional.normalize(out.float(), dim=-1).cpu().numpy()
+
+    def embed_images(self, images: Sequence) -> np.ndarray:
+        """Embeddings of PIL images (preprocessed here; hot paths should preprocess off the model's thread)."""
+        import torch
+
+        if len(images) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return self.embed_image_tensors(torch.stack([self.preprocess(im) for im in images]))
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        with torch.inference_mode(), self._autocast():
+            out = self.model.encode_text(tokens)
+        return torch.nn.functional.normalize(out.float(), dim=-1).cpu().numpy()
+
+    @property
+    def dim(self) -> int:
+        import torch
+
+        proj = getattr(self.model, "text_projection", None)
+        if isinstance(proj, torch.Tensor):
+            return int(proj.shape[-1])
+        if isinstance(proj, torch.nn.Linear):
+            return int(proj.out_features)
+        return int(self.model.visual.output_dim)
+
+
+def load_clip(model: str | None = None, pretrained: str | None = None, checkpoint: str | None = None,
+              device: str = "auto", precision: str = "auto") -> Clip:
+    """Load `model` with a hub/pretrained tag (e.g. ViT-B-32 + laion2b_s34b_b79k, from the local hub cache)
+    or a local checkpoint file (ours from `curate train`, or any open_clip state dict).
+
+    With only `checkpoint`, the model name is read from the checkpoint (ours record it).
+    """
+    import open_clip
+
+    from curate.train import checkpoints, configs
+
+    configs.register()
+    if checkpoint and pretrained:
+        raise ModelLoadError("give either pretrained (a hub tag) or checkpoint (a local file), not both")
+    if checkpoint:
+        if not Path(checkpoint).is_file():
+            raise ModelLoadError(f"checkpoint not found: {checkpoint}")
+        try:
+            model = checkpoints.model_name_of(checkpoint, model)
+        except checkpoints.CheckpointError as err:
+            raise ModelLoadError(str(err)) from None
+    if not model:
+        raise ModelLoadError("no model name given (and no checkpoint that records one)")
+    if model not in open_clip.list_models() and not model.startswith(("hf-hub:", "local-dir:")):
+        raise ModelLoadError(f"unknown open_clip model {model!r} (see open_clip.list_models())")
+    dev = pick_device(device)
+    dtype = autocast_dtype(precision, dev)
+    source = checkpoint or pretrained or "random-init"
+    try:
+        net, _, preprocess = open_clip.create_model_and_transforms(
+            model, pretrained=str(checkpoint) if checkpoint else pretrained, device=dev)
+    except Exception as err:  # noqa: BLE001 - missing hub files, wrong keys/shapes: all "cannot load"
+        msg = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ModelLoadError(f"cannot load open_clip model {model} from {source}: {msg}") from None
+    net.eval()
+    return Clip(model=net, preprocess=preprocess, tokenizer=open_clip.get_tokenizer(model), name=model,
+                source=str(source), device=dev, dtype=dtype)
