@@ -91,13 +91,13 @@ class CocaCaptioner(Captioner):
                 raise ModelLoadError(str(err)) from None
         if not model:
             raise ModelLoadError("coca backend needs `model` (an open_clip CoCa name) or a checkpoint that records it")
-        if not checkpoint and not pretrained:
-            raise ModelLoadError(f"coca backend needs `checkpoint` (e.g. from `curate train --model {model} --loss coca`) "
-                                 "or `pretrained` (an open_clip tag): a random-init model writes noise")
         if model not in open_clip.list_models() and not model.startswith(("hf-hub:", "local-dir:")):
             raise ModelLoadError(f"unknown open_clip model {model!r} (see open_clip.list_models())")
         if not model.startswith(("hf-hub:", "local-dir:")) and "coca" not in model.lower():
             raise ModelLoadError(f"open_clip model {model!r} is not a CoCa model: it cannot generate captions")
+        if not checkpoint and not pretrained:
+            raise ModelLoadError(f"coca backend needs `checkpoint` (e.g. from `curate train --model {model} --loss coca`) "
+                                 "or `pretrained` (an open_clip tag): a random-init model writes noise")
 
     def load(self) -> "CocaCaptioner":
         from curate.models.clip import load_clip
