@@ -364,7 +364,7 @@ class Runner:
                             fn_kwargs=dict(root=str(run.root), seg=s, job=job, job_index=s - 1,
                                            run_schema=run_schema))
         for i in seg:
-            stage, sched = self.recipe.steps[i], self.recipe.scheduling[i]
+            stage, sched = self.recipe.steps[i].for_run(run.root), self.recipe.scheduling[i]
             ds = self._map_stage(ray, ds, stage, sched, run_schema)
         ds = ds.map_batches(_commit_parts, batch_size=None, batch_format="pyarrow",
                             fn_kwargs=dict(root=str(run.root), seg=s, final=final, run_schema=run_schema,
