@@ -76,6 +76,9 @@ class MllmScore(Stage):
     def _check(self):
         if self.backend == "endpoint" and not self.base_url:
             raise ValueError("backend endpoint needs base_url (e.g. http://127.0.0.1:8000/v1)")
+        local = self.model.startswith(("/", "./", "../", "~"))
+        if self.backend == "transformers" and local and not Path(self.model).expanduser().exists():
+            raise ValueError(f"model folder {self.model} does not exist")
         return self
 
     def for_run(self, root: Path) -> "MllmScore":

@@ -130,8 +130,11 @@ def test_threshold_filter_decides_on_the_score(chat_server):
 
 
 def test_a_model_that_cannot_load_is_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="cannot load VLM"):
-        MllmScore(model=str(tmp_path / "nope"), device="cpu").setup()
+        MllmScore(model=str(tmp_path / "empty"), device="cpu").setup()
+    with pytest.raises(ValueError, match="does not exist"):  # caught when the recipe is validated
+        MllmScore(model=str(tmp_path / "nope"))
 
 
 def test_recipe_rejects_endpoint_without_url(tmp_path):
