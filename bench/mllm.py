@@ -119,7 +119,11 @@ for a stage feeding that model); the stage adds JPEG decode, prompt templating a
 | mllm_score (transformers, in process) | {ip['stage_rows_s']:.1f} | {ip['ratio']:.2f} |
 | forward alone | {ip['forward_rows_s']:.1f} | 1.00 |
 """ + "".join(f"| mllm_score (endpoint, loopback server without a model, max_concurrency {e['max_concurrency']}) "
-              f"| {e['rows_s']:.0f} | - |\n" for e in eps)
+              f"| {e['rows_s']:.0f} | - |\n" for e in eps) + """
+The endpoint rows measure the client (data URLs, JSON, httpx, retries bookkeeping) against an aiohttp server
+that answers at once, both in one Python process on the 2 shared cores, so concurrency cannot help here; with a
+real server the bound is the server's throughput. Ran under the CPU lock (no other benchmark or test running).
+"""
     update_results("mllm", body, ["curate", "torch", "transformers", "httpx", "aiohttp"])
 
 

@@ -11,7 +11,7 @@ import pytest
 from curate.demo.corpus import generate_corpus, write_url_list
 from curate.demo.server import DemoServer
 from curate.recipe import load_recipe
-from curate.runner import Runner
+from curate.runner import Runner, RunError
 
 N = 48
 # deterministic noise only (no flaky or timing-dependent kinds), so two runs download the same rows
@@ -106,3 +106,9 @@ def test_transformers_backend_runs_in_an_actor_pool(urls, tiny_vlm, tmp_path, ra
     assert asked and all(0 < r["mllm_score"] < 1 for r in asked)
     assert all(r["status"] == ("ok" if r["mllm_score"] >= 0.5 else "dropped") for r in asked)
     assert not (out / "cache").exists()  # nothing to cache in process
+
+
+def test_a_model_that_cannot_load_stops_the_run_with_one_line(urls, tmp_path, ray_address):
+    with pytest.raises(RunError, match="cannot load VLM 'no-such-org/no-such-model'") as info:
+        run(urls, tmp_path / "out", recipe(tmp_path, "{model: no-such-org/no-such-model, device: cpu}"), ray_address)
+    assert "\n" not in str(info.value)
