@@ -6,8 +6,8 @@ generated, whether it hit the token limit), so the stage can flag empty and trun
 same way for every model. Models load once per worker in `load()`; `check()` runs at recipe time,
 before any work, and turns an unknown model name into one clear line.
 
-The endpoint backend (OpenAI-compatible chat API) belongs here too; it plugs in as another
-`Captioner` built on curate.endpoint's client once that lands.
+`EndpointCaptioner` sends each image to an OpenAI-compatible chat server (vLLM, SGLang, any hosted
+API) through curate.endpoint's ChatClient (concurrency bound, retries, optional answer cache).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ class Caption:
     text: str
     tokens: int  # tokens generated (excluding start/end markers)
     truncated: bool  # generation reached the token limit before its end-of-text
+    flag: str | None = None  # why there is no caption when the backend knows (endpoint_<reason>)
 
 
 class Captioner:
@@ -270,4 +271,66 @@ class TransformersCaptioner(Captioner):
             content = [t for t in (row if end is None else row[:end]) if t not in special]
             text = tok.decode(content, skip_special_tokens=True) if content else ""
             out.append(Caption(" ".join(text.split()), len(content), end is None and len(content) >= self.max_tokens))
+        return out
+
+
+class EndpointCaptioner(Captioner):
+    """An OpenAI-compatible chat server: one request per image (the image as a data URL, then `prompt`).
+
+    A request that still fails after the client's retries gives no caption and flag
+    `endpoint_<reason>` (http_error, rate_limited, timeout, ...); the sample itself is not dropped.
+    The chat API does not report tokens, so `tokens` counts words and `truncated` is not detected.
+    """
+
+    def __init__(self, url: str, model: str, prompt: str = "Describe this image in one sentence.",
+                 max_tokens: int = 60, temperature: float = 0.0, api_key_env: str | None = None,
+                 max_concurrency: int = 8, timeout_s: float = 60.0, retries: int = 3, seed: int = 0):
+        self.url, self.model_id, self.prompt = url, model, prompt
+        self.max_tokens, self.temperature, self.api_key_env = max_tokens, temperature, api_key_env
+        self.max_concurrency, self.timeout_s, self.retries, self.seed = max_concurrency, timeout_s, retries, seed
+        self.name = f"endpoint:{model}"
+        self.client = None
+
+    @staticmethod
+    def check(url: str | None, model: str | None) -> None:
+        if not url or not url.startswith(("http://", "https://")):
+            raise ModelLoadError(f"endpoint backend needs `url` (http(s)://host:port/v1), not {url!r}")
+        if not model:
+            raise ModelLoadError("endpoint backend needs `model` (the name the server serves)")
+
+    def load(self) -> "EndpointCaptioner":
+        import os
+
+        from curate.endpoint.client import ChatClient
+
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        self.client = ChatClient(self.url, self.model_id, api_key=key, max_concurrency=self.max_concurrency,
+                                 timeout_s=self.timeout_s, retries=self.retries, seed=self.seed)
+        return self
+
+    def preprocess(self, images: Sequence) -> list[bytes]:
+        import io
+
+        out = []
+        for im in images:
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=92)
+            out.append(buf.getvalue())
+        return out
+
+    def generate(self, inputs: list[bytes]):
+        from curate.endpoint.client import ChatRequest
+        from curate.endpoint.images import user_message
+
+        params = {"max_tokens": self.max_tokens, "temperature": self.temperature}
+        return self.client.chat_many([ChatRequest([user_message(self.prompt, [b])], None, params) for b in inputs])
+
+    def decode(self, inputs, output) -> list[Caption]:
+        out = []
+        for r in output:
+            if not r.ok:
+                out.append(Caption("", 0, False, flag=f"endpoint_{r.reason}"))
+                continue
+            text = " ".join((r.text or "").split())
+            out.append(Caption(text, len(text.split()), False))
         return out

@@ -41,7 +41,7 @@ class Recaption(Stage):
     }
     uses_model: ClassVar[bool] = True
 
-    backend: Literal["coca", "transformers"] = "coca"
+    backend: Literal["coca", "transformers", "endpoint"] = "coca"
     model: str | None = None  # open_clip name (coca) or hub id / local folder (transformers)
     pretrained: str | None = None  # coca: open_clip pretrained tag
     checkpoint: str | None = None  # coca: local checkpoint (e.g. from `curate train --loss coca`)
@@ -60,6 +60,12 @@ class Recaption(Stage):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     seed: int = 0
     trust_remote_code: bool = False
+    # endpoint backend: an OpenAI-compatible server (`model` is the served name)
+    url: str | None = None
+    api_key_env: str | None = None  # name of the environment variable holding the API key
+    max_concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(60.0, gt=0)
+    retries: int = Field(3, ge=0)
     check_model: bool = True  # resolve the model at recipe time (False: only when a worker starts)
     _captioner: Any = PrivateAttr(default=None)
 
@@ -73,11 +79,13 @@ class Recaption(Stage):
 
     def captioner_check(self) -> None:
         """Fail before any work starts on a model that cannot be found (one-line ModelLoadError)."""
-        from curate.caption.backends import CocaCaptioner, TransformersCaptioner
+        from curate.caption.backends import CocaCaptioner, EndpointCaptioner, TransformersCaptioner
         from curate.models.clip import ModelLoadError
 
         try:
-            if self.backend == "coca":
+            if self.backend == "endpoint":
+                EndpointCaptioner.check(self.url, self.model)
+            elif self.backend == "coca":
                 CocaCaptioner.check(self.model, self.pretrained, self.checkpoint)
             else:
                 TransformersCaptioner.check(self.model or "", self.trust_remote_code)
@@ -85,8 +93,13 @@ class Recaption(Stage):
             raise ValueError(str(err)) from None
 
     def make_captioner(self):
-        from curate.caption.backends import CocaCaptioner, TransformersCaptioner
+        from curate.caption.backends import CocaCaptioner, EndpointCaptioner, TransformersCaptioner
 
+        if self.backend == "endpoint":
+            return EndpointCaptioner(self.url or "", self.model or "", prompt=self.prompt or EndpointCaptioner(
+                "", "").prompt, max_tokens=self.max_tokens, temperature=self.temperature if self.decoding == "top_p"
+                else 0.0, api_key_env=self.api_key_env, max_concurrency=self.max_concurrency,
+                timeout_s=self.timeout_s, retries=self.retries, seed=self.seed)
         common = dict(decoding=self.decoding, num_beams=self.num_beams, top_p=self.top_p,
                       temperature=self.temperature, max_tokens=self.max_tokens, min_tokens=self.min_tokens,
                       device=self.device, precision=self.precision, seed=self.seed)
@@ -144,7 +157,9 @@ class Recaption(Stage):
                 continue
             for i, c in zip(idx, cap.caption(ims)):
                 models[i] = cap.name
-                if not c.text:
+                if c.flag:
+                    flags[i] = c.flag
+                elif not c.text:
                     flags[i] = "empty"
                 elif c.truncated:
                     flags[i] = "truncated"
