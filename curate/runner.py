@@ -11,6 +11,7 @@ One Ray block carries one whole part, so each part is committed atomically and e
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -307,6 +308,10 @@ class Runner:
     # -- execution ----------------------------------------------------------------------------------------
     def _run_schema(self, manifest: dict) -> pa.Schema:
         cols = dict(self.recipe.stage_columns())
+        if manifest.get("extra_schema"):
+            saved = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(manifest["extra_schema"])))
+            for field in saved:
+                cols.setdefault(field.name, field.type)
         for name, typ in manifest.get("extra_columns", {}).items():
             cols.setdefault(name, _type_from_str(typ))
         return schema.run_schema(cols)
@@ -326,6 +331,8 @@ class Runner:
                     raise RunError(str(err)) from None
                 manifest["parts"] = {str(k): {"rows": n, "batch": 0} for k, n in enumerate(sizes)}
                 manifest["extra_columns"] = {n: str(t) for n, t in extras.items()}
+                # nested types (document segments, OBELICS texts/images lists) do not survive str(type)
+                manifest["extra_schema"] = base64.b64encode(pa.schema(list(extras.items())).serialize().to_pybytes()).decode()
                 manifest["input"]["rows"] = sum(sizes)
                 batch.update(status="running", parts=[0, len(sizes) - 1], rows=sum(sizes))
                 manifest["timings"]["split"] = round(time.time() - t0, 3)

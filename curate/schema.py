@@ -29,7 +29,7 @@ CORE_COLUMNS: dict[str, pa.DataType] = {
 }
 
 # Binary payload columns travel between stages but never go into meta/*.parquet.
-PAYLOAD_COLUMNS = {"image", "video"}
+PAYLOAD_COLUMNS = {"image", "video", "doc_image_bytes"}  # doc_image_bytes: curate.interleaved
 
 # Reason codes are public API: every drop and failure carries one of these.
 REASONS: dict[str, str] = {}

@@ -27,7 +27,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
-                 ".gif": "image/gif", ".txt": "text/plain", ".json": "application/json"}
+                 ".gif": "image/gif", ".txt": "text/plain", ".json": "application/json",
+                 ".html": "text/html; charset=utf-8"}  # interleaved demo pages
 
 
 class Files:
