@@ -20,13 +20,16 @@ COUNTS_FILE = "balance_counts.parquet"
 
 def entry_counts(con) -> pa.Table:
     """entry, matched, balanced, kept for every entry that matched at least one row (most matched first)."""
-    return con.execute(
+    rows = con.execute(
         "SELECT entry, count(*) AS matched, "
         f"count(*) FILTER (WHERE NOT (status = 'dropped' AND stage = '{STAGE}')) AS balanced, "
         "count(*) FILTER (WHERE status = 'ok') AS kept "
         "FROM (SELECT unnest(balance_entries) AS entry, status, stage FROM samples "
         "      WHERE balance_entries IS NOT NULL) "
-        "GROUP BY entry ORDER BY matched DESC, entry").arrow()
+        "GROUP BY entry ORDER BY matched DESC, entry").fetchall()
+    cols = list(zip(*rows)) or [(), (), (), ()]
+    return pa.table({"entry": pa.array(cols[0], pa.string()), "matched": pa.array(cols[1], pa.int64()),
+                     "balanced": pa.array(cols[2], pa.int64()), "kept": pa.array(cols[3], pa.int64())})
 
 
 def _t_of(recipe: dict) -> int | None:
