@@ -17,7 +17,7 @@ lists each sample's entries in `balance_entries`; `complete` drops the unmatched
 Memory in the driver: the (sample, entry) match pairs as Arrow columns (~30 bytes each), not the corpus.
 
 Entries: `entries` is a file (one entry per line, or a JSON list of strings) or an inline list; without
-it the demo's concept vocabulary (colours, shapes, "colour shape" pairs) is used. MetaCLIP's own list
+it the demo's concept vocabulary (colour and shape words) is used. MetaCLIP's own list
 (~500k WordNet synsets and Wikipedia uni/bi-grams and titles) is never downloaded: save it as a file and
 pass its path. Per-entry counts before and after are in the run report and OUT/balance_counts.parquet.
 """
@@ -41,12 +41,12 @@ _AUTOMATA: dict[tuple, tuple[list[str], object]] = {}  # per-process cache: entr
 
 
 def demo_entries() -> list[str]:
-    """The default list: the demo corpus' concept vocabulary (colours, shapes, and colour-shape pairs)."""
+    """The default list: the demo corpus' concept vocabulary (colour and shape words). No colour-shape pairs:
+    each pair would be a tail entry that keeps all its samples, and balancing a demo would do nothing."""
     from curate.demo.captions import plural
     from curate.demo.images import COLOURS, SHAPES
 
-    shapes = [*SHAPES, *(plural(s) for s in SHAPES)]
-    return [*COLOURS, *shapes, *(f"{c} {s}" for c in COLOURS for s in shapes)]
+    return [*COLOURS, *SHAPES, *(plural(s) for s in SHAPES)]
 
 
 def read_entries(path: str | Path) -> list[str]:
