@@ -54,6 +54,8 @@ def plot(counts: pa.Table, t: int | None) -> str:
         ax.axhline(t, color="#555", ls="--", lw=1, label=f"t = {t:,}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(plots._PLAIN)
+    ax.yaxis.set_major_formatter(plots._PLAIN)
     ax.set_xlabel("entry rank (by matches)")
     ax.set_ylabel("samples")
     ax.set_title("samples per metadata entry: head vs tail", fontsize=10)
