@@ -138,11 +138,12 @@ class MetaClipBalance(Job):
             _AUTOMATA[key] = (entries, automaton)
         return _AUTOMATA[key]
 
-    def match(self, text: str | None) -> list[int]:
+    def match(self, text: str | None, automaton=None) -> list[int]:
         """Ids of the entries found in `text` (sorted, each once)."""
         if not text:
             return []
-        _, automaton = self.matcher()
+        if automaton is None:
+            _, automaton = self.matcher()
         if self.lowercase:
             text = text.lower()
         found = set()
@@ -160,8 +161,9 @@ class MetaClipBalance(Job):
     # -- job ----------------------------------------------------------------------------------------------
     def prepare(self, table: pa.Table) -> pa.Table:
         keys, rows = [], []
+        _, automaton = self.matcher()  # once per batch: the cache key of an inline list costs O(entries)
         for r, text in enumerate(table.column("text").to_pylist()):
-            for i in self.match(text):
+            for i in self.match(text, automaton):
                 keys.append(i)
                 rows.append(r)
         take = pa.array(rows, pa.int64())
@@ -172,7 +174,6 @@ class MetaClipBalance(Job):
         return pa.schema([("uid", pa.string()), ("part", pa.int32()), ("entry", pa.int64()), ("picked", pa.bool_())])
 
     def reduce(self, group: pa.Table) -> pa.Table:
-        entries, _ = self.matcher()
         n = group.num_rows
         entry_id = group.column("key")[0].as_py()
         uids = group.column("uid").to_pylist()
@@ -180,7 +181,7 @@ class MetaClipBalance(Job):
             picked = [True] * n  # a tail entry keeps all its samples
         else:
             p = self.t / n
-            e = entries[entry_id]
+            e = self.matcher()[0][entry_id]  # only head entries need their text (the draw hashes it)
             picked = [draw(self.seed, e, u) < p for u in uids]
         return pa.table({"uid": uids, "part": group.column("part").cast(pa.int32()),
                          "entry": pa.array([entry_id] * n, pa.int64()), "picked": picked}, schema=self.reduce_schema())
