@@ -496,6 +496,10 @@ def build_html(out_dir: Path | str, extra_sections: list | None = None, *, stric
                 add("Funnel", lambda: _funnel(r))
                 add("Distributions", lambda: _distributions(r))
                 add("Duplicates", lambda: _duplicates(r))
+                if "balance_entries" in r.cols:
+                    from curate.balance.counts import section as balance_section
+
+                    add("Balancing", lambda: balance_section(r.con, r.run.root, r.recipe))
                 add("Samples", lambda: _samples(r))
         finally:
             if r.con is not None:
