@@ -62,7 +62,13 @@ def print_funnel(manifest: dict, console: Console = out_console) -> None:
     def pct(n):
         return f"{100 * n / rows:.1f}" if rows else "-"
 
-    table.add_row("input", "", str(rows), "100.0")
+    derived = c.get("derived") or 0  # rows a stage derived from input rows (video clips)
+    if derived:
+        rows -= derived
+        table.add_row("input", "", str(rows), "100.0")
+        table.add_row("derived", "(clips: % of input rows)", str(derived), pct(derived))
+    else:
+        table.add_row("input", "", str(rows), "100.0")
     table.add_row("[green]kept[/]", "", str(c.get("kept", 0)), pct(c.get("kept", 0)))
     for status in ("dropped", "failed"):
         for key, n in sorted((c.get(status) or {}).items(), key=lambda kv: -kv[1]):
@@ -382,7 +388,7 @@ def demo(
     output: str = typer.Option("demo-out", "--output", "-o", help="Run directory to write (replaced if it holds an earlier demo)."),
     samples: int = typer.Option(3000, "--samples", "-n", min=200, help="Corpus size."),
     seed: int = typer.Option(0, "--seed"),
-    modality: str = typer.Option("image", "--modality", help="image (video and interleaved come later)."),
+    modality: str = typer.Option("image", "--modality", help="image or video (interleaved comes later)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address"),
     set_: list[str] = typer.Option([], "--set", help="Override a value of pipelines/image_text.yaml."),
 ):
@@ -395,8 +401,14 @@ def demo(
     from curate.recipe import load_recipe
     from curate.runner import Runner
 
+    if modality == "video":
+        from curate.demo.video_run import run_video_demo
+
+        return run_video_demo(Path(output), seed=seed, ray_address=ray_address, overrides=set_,
+                              out_console=out_console, err_console=err_console, progress=_progress,
+                              print_funnel=print_funnel, truth_html=_truth_html, fail=_fail)
     if modality != "image":
-        _fail(f"--modality {modality!r} is not available yet; use image")
+        _fail(f"--modality {modality!r} is not available yet; use image or video")
     out = Path(output)
     try:
         prepare_run_dir(out)

@@ -39,6 +39,8 @@ def sample_members(row: dict) -> list[tuple[str, bytes]]:
     members = []
     if row.get("image") is not None:
         members.append((f"{key}.{row.get('image_format') or 'jpg'}", row["image"]))
+    if row.get("video") is not None:
+        members.append((f"{key}.{row.get('video_format') or 'mp4'}", row["video"]))
     members.append((f"{key}.txt", (row.get("text") or "").encode("utf-8")))
     for col, ext in _TEXT_MEMBERS.items():
         if row.get(col) is not None:
