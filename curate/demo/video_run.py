@@ -36,6 +36,10 @@ def run_video_demo(out: Path, *, seed: int, ray_address, overrides, out_console,
     from curate.recipe import load_recipe
     from curate.runner import Runner
 
+    import importlib.util
+
+    if importlib.util.find_spec("av") is None or importlib.util.find_spec("webvtt") is None:
+        fail("the video demo needs PyAV and webvtt-py: pip install 'curate[video]'")
     try:
         prepare_run_dir(out)
     except FileExistsError as err:

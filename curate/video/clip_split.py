@@ -75,13 +75,15 @@ class ClipSplit(Stage):
         spans = split.boundaries(sc, mode=self.mode, clip_s=self.clip_s, min_clip_s=self.min_clip_s,
                                  max_clip_s=self.max_clip_s, scene_threshold=self.scene_threshold)
         clips = []
-        for span in spans:
+        copies = [self.cut == "copy" or (self.cut == "auto" and split.can_copy(sc, span)) for span in spans]
+        # clips cut without re-encoding share one demuxing pass over the file
+        copied = iter(split.remux_all(data, [s for s, c in zip(spans, copies) if c], sc.fps))
+        for span, copy in zip(spans, copies):
             clip = split.describe(sc, span, self.keyframes_per_clip)
-            copy = self.cut == "copy" or (self.cut == "auto" and split.can_copy(sc, span))
             clip.cut = "copy" if copy else "reencode"
             if self._codec is None:
                 self.setup()
-            clip.data = split.remux(data, span, sc.fps) if copy else split.reencode(data, span, sc.fps, self._codec)
+            clip.data = next(copied) if copy else split.reencode(data, span, sc.fps, self._codec)
             use_subs = self.text_from == "subtitles" or (self.text_from == "auto" and cues is not None)
             if use_subs:
                 cl_cues = subtitles.overlapping(cues, *span)

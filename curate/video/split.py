@@ -8,6 +8,7 @@ bytes; frames are never all held at once.
 """
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -21,7 +22,7 @@ MOVED = 12  # levels (of 255) in any channel: above compression noise, below any
 @dataclass
 class Scan:
     times: np.ndarray  # presentation time of each decoded frame, seconds
-    diffs: np.ndarray  # mean |thumb_i - thumb_{i-1}| / 255 (diffs[0] = 0): scene cuts
+    diffs: np.ndarray  # mean |thumb_i - thumb_{i-1}| / 255 of the busiest colour plane (diffs[0] = 0): scene cuts
     moved: np.ndarray  # fraction of thumb pixels with a channel that changed by > MOVED since the last frame
     keyframes: list[float]  # times of packets flagged as keyframes
     candidates: list[tuple[float, bytes]]  # (time, jpeg) sampled frames
@@ -40,13 +41,43 @@ class Clip:
     cut: str = "copy"
 
 
-def _jpeg(frame, size: int, quality: int) -> bytes:
+def _jpeg(frame, size: int, quality: int, reformatter=None) -> bytes:
     w, h = frame.width, frame.height
     scale = min(1.0, size / max(1, min(w, h)))
-    img = frame.to_image(width=max(2, int(round(w * scale))), height=max(2, int(round(h * scale))))
+    kw = dict(width=max(2, int(round(w * scale))), height=max(2, int(round(h * scale))), format="rgb24",
+              interpolation="FAST_BILINEAR")
+    # a reused reformatter keeps its scaling context: half the cost of a fresh one per frame
+    rgb = reformatter.reformat(frame, **kw) if reformatter is not None else frame.reformat(**kw)
+    img = rgb.to_image()
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
+
+
+@functools.lru_cache(maxsize=64)
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    ys = np.linspace(0, h - 1, 2 * THUMB).astype(np.intp)
+    xs = np.linspace(0, w - 1, 2 * THUMB).astype(np.intp)
+    return ys[:, None], xs[None, :]
+
+
+def _thumb(frame) -> np.ndarray:
+    """About THUMB x THUMB samples of each colour plane, int16, shaped (3, THUMB, THUMB).
+
+    For planar YUV (nearly every video) the decoder's own planes are strided in place: no colour
+    conversion or scaling per frame, which would cost about as much as decoding a small frame itself.
+    """
+    if frame.format.name in ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"):
+        out = []
+        for plane in frame.planes[:3]:
+            h, w = plane.height, plane.width
+            arr = np.frombuffer(plane, np.uint8).reshape(h, plane.line_size)
+            ys, xs = _grid(h, w)
+            # 2x2 block sums of a strided grid: averages away sensor and compression noise
+            out.append(arr[ys, xs].reshape(THUMB, 2, THUMB, 2).sum(axis=(1, 3), dtype=np.int16))
+        return np.stack(out) // 4
+    rgb = frame.to_ndarray(width=THUMB, height=THUMB, format="rgb24")
+    return np.moveaxis(rgb, 2, 0).astype(np.int16)
 
 
 def scan(data: bytes, *, sample_every_s: float, keyframe_size: int = 224, quality: int = 90,
@@ -64,6 +95,9 @@ def scan(data: bytes, *, sample_every_s: float, keyframe_size: int = 224, qualit
     prev = None
     next_sample = 0.0
     error = None
+    from av.video.reformatter import VideoReformatter
+
+    reformatter = VideoReformatter()
     with open_container(data) as c:
         vs = c.streams.video[0]
         vs.thread_type = "AUTO"
@@ -76,14 +110,15 @@ def scan(data: bytes, *, sample_every_s: float, keyframe_size: int = 224, qualit
                 for frame in packet.decode():
                     t = frame.time if frame.time is not None else (times[-1] + 1 / (fps or 25) if times else 0.0)
                     # colour thumbs: a shape of the background's brightness but another hue still moves
-                    thumb = frame.to_ndarray(width=THUMB, height=THUMB, format="rgb24").astype(np.int16)
-                    delta = np.abs(thumb - prev) if prev is not None else np.zeros_like(thumb)
-                    diffs.append(float(delta.mean() / 255.0))
-                    moved.append(float((delta.max(axis=2) > MOVED).mean()))
+                    thumb = _thumb(frame)
+                    delta = np.abs(thumb - prev) if prev is not None and prev.shape == thumb.shape \
+                        else np.zeros_like(thumb)
+                    diffs.append(float(delta.reshape(len(delta), -1).mean(axis=1).max() / 255.0))  # busiest plane
+                    moved.append(float((delta.max(axis=0) > MOVED).mean()))
                     prev = thumb
                     times.append(t)
                     if t + 1e-6 >= next_sample:
-                        cands.append((t, _jpeg(frame, keyframe_size, quality)))
+                        cands.append((t, _jpeg(frame, keyframe_size, quality, reformatter)))
                         next_sample = t + sample_every_s
                     if len(times) >= max_frames:
                         break
@@ -187,6 +222,45 @@ def remux(data: bytes, span: tuple[float, float], fps: float) -> bytes:
             pkt.stream = outs
             dst.mux(pkt)
     return buf.getvalue()
+
+
+def remux_all(data: bytes, spans: list[tuple[float, float]], fps: float) -> list[bytes]:
+    """`remux` for many sorted, non-overlapping spans in one demuxing pass (one open, no seeks)."""
+    from curate.video.probe import open_container
+    import av
+
+    tol = 0.5 / (fps or 25)
+    bufs = [io.BytesIO() for _ in spans]
+    outs: list = [None] * len(spans)
+    offsets: list = [None] * len(spans)
+    k = 0
+    try:
+        with open_container(data) as src:
+            ins = src.streams.video[0]
+            tb = ins.time_base
+            for pkt in src.demux(ins):
+                if pkt.dts is None or pkt.pts is None:
+                    continue
+                t = float(pkt.pts * tb)
+                while k < len(spans) and t >= spans[k][1] - tol:
+                    k += 1
+                if k == len(spans):
+                    break
+                if t < spans[k][0] - tol:
+                    continue
+                if outs[k] is None:
+                    outs[k] = av.open(bufs[k], "w", format="mp4")
+                    outs[k].add_stream_from_template(ins)
+                    offsets[k] = pkt.dts
+                pkt.pts -= offsets[k]
+                pkt.dts -= offsets[k]
+                pkt.stream = outs[k].streams.video[0]
+                outs[k].mux(pkt)
+    finally:
+        for o in outs:
+            if o is not None:
+                o.close()
+    return [b.getvalue() for b in bufs]
 
 
 def reencode(data: bytes, span: tuple[float, float], fps: float, codec: str, crf: int = 23) -> bytes:
