@@ -62,7 +62,13 @@ def print_funnel(manifest: dict, console: Console = out_console) -> None:
     def pct(n):
         return f"{100 * n / rows:.1f}" if rows else "-"
 
-    table.add_row("input", "", str(rows), "100.0")
+    derived = c.get("derived") or 0  # rows a stage derived from input rows (video clips)
+    if derived:
+        rows -= derived
+        table.add_row("input", "", str(rows), "100.0")
+        table.add_row("derived", "(clips: % of input rows)", str(derived), pct(derived))
+    else:
+        table.add_row("input", "", str(rows), "100.0")
     table.add_row("[green]kept[/]", "", str(c.get("kept", 0)), pct(c.get("kept", 0)))
     for status in ("dropped", "failed"):
         for key, n in sorted((c.get(status) or {}).items(), key=lambda kv: -kv[1]):
@@ -390,7 +396,7 @@ def demo(
     output: str = typer.Option("demo-out", "--output", "-o", help="Run directory to write (replaced if it holds an earlier demo)."),
     samples: Optional[int] = typer.Option(None, "--samples", "-n", min=40, help="Corpus size (default 3000 image-text samples; 120 interleaved documents)."),
     seed: int = typer.Option(0, "--seed"),
-    modality: str = typer.Option("image", "--modality", help="image or interleaved (video comes later)."),
+    modality: str = typer.Option("image", "--modality", help="image, video or interleaved."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address"),
     set_: list[str] = typer.Option([], "--set", help="Override a value of pipelines/image_text.yaml."),
 ):
@@ -405,8 +411,14 @@ def demo(
 
     if modality == "interleaved":
         return _demo_interleaved(Path(output), samples, seed, ray_address, set_)
+    if modality == "video":
+        from curate.demo.video_run import run_video_demo
+
+        return run_video_demo(Path(output), seed=seed, ray_address=ray_address, overrides=set_,
+                              out_console=out_console, err_console=err_console, progress=_progress,
+                              print_funnel=print_funnel, truth_html=_truth_html, fail=_fail)
     if modality != "image":
-        _fail(f"--modality {modality!r} is not available yet; use image or interleaved")
+        _fail(f"--modality {modality!r} is not available yet; use image, video or interleaved")
     samples = samples or 3000
     if samples < 200:
         _fail("--samples must be at least 200 for the image-text demo")

@@ -81,10 +81,23 @@ def _process(stage: Stage, batch: pa.Table, run_schema: pa.Schema) -> pa.Table:
             log.exception("stage %s failed on a batch", stage.name)
             result = schema.mark(part, schema.active_mask(part), schema.FAILED, stage.name, "stage_error",
                                  error=f"{type(err).__name__}: {err}"[:500])
-        if result.num_rows != part.num_rows:
+        if stage.adds_rows:
+            _check_derived(stage, part, result)
+        elif result.num_rows != part.num_rows:
             raise RuntimeError(f"stage {stage.name} returned {result.num_rows} rows for {part.num_rows}")
         out.append(schema.conform(result, run_schema))
     return pa.concat_tables(out)
+
+
+def _check_derived(stage: Stage, part: pa.Table, result: pa.Table) -> None:
+    """A row-adding stage keeps its input rows (same uids, same order) and appends rows that name a parent."""
+    n = part.num_rows
+    if result.num_rows < n or not result.column("uid").slice(0, n).equals(part.column("uid")):
+        raise RuntimeError(f"stage {stage.name} must return its {n} input rows first, in order")
+    if result.num_rows > n:
+        parents = result.column(schema.PARENT_COLUMN).slice(n)
+        if parents.null_count or not pc.all(pc.is_in(parents, value_set=part.column("uid").combine_chunks())).as_py():
+            raise RuntimeError(f"stage {stage.name} added rows without a parent_uid from this part")
 
 
 def _setup_error(err: BaseException) -> str | None:
@@ -129,8 +142,8 @@ def _commit_parts(batch: pa.Table, *, root: str, seg: int, final: bool, run_sche
     run = RunDir(root)
     rows = []
     for k, part in _parts_of(batch):
-        if part.num_rows != expected[k]:
-            raise RuntimeError(f"part {k} arrived with {part.num_rows} rows, expected {expected[k]}")
+        if schema.input_rows(part) != expected[k]:  # rows derived by a stage (clips) are on top
+            raise RuntimeError(f"part {k} arrived with {schema.input_rows(part)} input rows, expected {expected[k]}")
         order = part.column("row")
         if part.num_rows > 1 and not pc.all(pc.greater(order.slice(1), order.slice(0, part.num_rows - 1))).as_py():
             part = part.take(pc.sort_indices(part, sort_keys=[("row", "ascending")]))
@@ -279,6 +292,8 @@ class Runner:
             raise RunError(f"--retry-failed: the run in {run.root} is not complete; finish it with --resume first")
         meta = self._meta_dataset()
         failed = meta.to_table(filter=pads.field("status") == schema.FAILED)
+        if schema.PARENT_COLUMN in failed.column_names:  # derived rows (clips) come back only with their source
+            failed = failed.filter(pc.is_null(failed.column(schema.PARENT_COLUMN)))
         if failed.num_rows == 0:
             manifest["note"] = "retry-failed: no failed rows"
             return manifest
@@ -528,8 +543,11 @@ class Runner:
         ds = self._meta_dataset()
         t = ds.to_table(columns=["status", "stage", "reason"])
         c = schema.counts(t)
-        return {"rows": t.num_rows, "kept": sum(c[schema.OK].values()),
-                "dropped": c[schema.DROPPED], "failed": c[schema.FAILED]}
+        out = {"rows": t.num_rows, "kept": sum(c[schema.OK].values()),
+               "dropped": c[schema.DROPPED], "failed": c[schema.FAILED]}
+        if schema.PARENT_COLUMN in ds.schema.names:  # rows = input rows + rows derived from them (clips)
+            out["derived"] = t.num_rows - schema.input_rows(ds.to_table(columns=[schema.PARENT_COLUMN]))
+        return out
 
 
 def _type_from_str(name: str) -> pa.DataType:

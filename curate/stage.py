@@ -71,6 +71,10 @@ class Step(BaseModel):
     reasons: ClassVar[dict[str, str]] = {}
     # True for steps that load a model: the runner gives them a long-lived actor pool
     uses_model: ClassVar[bool] = False
+    # True for stages that derive new rows (clip_split: one row per clip). They return the input rows
+    # unchanged in number and order, followed by the new rows, each with `parent_uid` set to its source
+    # row's uid; the runner checks exactly that, so every input row is still accounted for once.
+    adds_rows: ClassVar[bool] = False
 
     def needs(self) -> tuple[str, ...]:
         """Columns this configured step reads (defaults to `reads`; config may change it)."""
