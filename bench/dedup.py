@@ -76,6 +76,7 @@ def accuracy() -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from dedup._corpus import planted_corpus, true_pairs
 
+    from curate.dedup.graph import edge_uids
     from curate.dedup.minhash import MinHashDedup
     from curate.stage import prepare_records, reduce_records
     import pyarrow as pa
@@ -89,7 +90,7 @@ def accuracy() -> dict:
         job = MinHashDedup()
         e = reduce_records(job, job.prepare(t))
         idx = {u: i for i, u in enumerate(t.column("uid").to_pylist())}
-        found = {tuple(sorted((idx[a], idx[b]))) for a, b in zip(e.column("a").to_pylist(), e.column("b").to_pylist())}
+        found = {tuple(sorted((idx[a], idx[b]))) for a, b in edge_uids(e)}
         tp = len(found & truth)
         res[name] = {"true_pairs": len(truth), "found": len(found), "precision": round(tp / max(1, len(found)), 4),
                      "recall": round(tp / max(1, len(truth)), 4)}
