@@ -73,6 +73,18 @@ def throughput(n: int = 20000, repeats: int = 3) -> dict:
             "vs_update_loop": round(best["curate"] / best["loop"], 1)}
 
 
+def shuffle_bytes(n: int = 20000) -> dict:
+    """What minhash_dedup's map side sends through the shuffle, per input row and per column."""
+    import pyarrow as pa
+
+    from curate.dedup.minhash import MinHashDedup
+
+    t = pa.table({"uid": [f"{i:016x}" for i in range(n)], "part": pa.array([0] * n, pa.int32()), "text": captions(n)})
+    r = MinHashDedup().prepare(t)
+    return {"records_per_row": r.num_rows / n, "total": round(r.nbytes / n),
+            **{c: round(r.column(c).nbytes / n) for c in r.column_names}}
+
+
 def accuracy() -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from dedup._corpus import planted_corpus, true_pairs
@@ -108,7 +120,8 @@ def e2e_child(src: str, out: str, local_max: int = 0, address: str | None = None
                            "stages": [{"minhash_dedup": {}}]})
     t0 = time.time()
     m = Runner(recipe, ray_address=address).start()
-    print(json.dumps({"seconds": round(time.time() - t0, 1), "counts": m["counts"], "timings": m["timings"]}))
+    print(json.dumps({"seconds": round(time.time() - t0, 1), "counts": m["counts"], "timings": m["timings"],
+                      "jobs": m.get("jobs")}))
 
 
 def e2e(n: int, work: Path) -> dict:
@@ -251,10 +264,10 @@ def main() -> None:
     if a.two_node:
         work = Path(tempfile.mkdtemp(prefix="dedup-2node-", dir=ROOT / "bench" / "out"))
         print(json.dumps({"two_node": two_node(a.two_node, work)}), flush=True)
-        if a.skip_throughput:
-            return
-    print(json.dumps({"throughput_1core": throughput()}), flush=True)
-    print(json.dumps({"accuracy_t0.8": accuracy()}), flush=True)
+    if not a.skip_throughput:
+        print(json.dumps({"throughput_1core": throughput()}), flush=True)
+        print(json.dumps({"shuffle_bytes_per_row": shuffle_bytes()}), flush=True)
+        print(json.dumps({"accuracy_t0.8": accuracy()}), flush=True)
     if not a.skip_e2e:
         work = Path(tempfile.mkdtemp(prefix="dedup-", dir=ROOT / "bench" / "out"))
         for n in a.sizes:
