@@ -1,0 +1,1 @@
+"""Model stages that add score columns (CLIP score, MLLM score, ...); they never decide."""
