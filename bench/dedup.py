@@ -200,11 +200,11 @@ def two_node(n: int, work: Path) -> dict:
     t0 = time.time()
     _curate_run(recipe, src, work / "one-node", env)
     one_node_s = time.time() - t0
-    ray_bin = str(Path(sys.executable).with_name("ray"))
+    ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]  # the `ray` command, from this interpreter
     port = _free_port()
     address = f"127.0.0.1:{port}"
     common = ["--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
-    procs = [subprocess.Popen([ray_bin, "start", "--head", "--port", str(port), "--include-dashboard", "false",
+    procs = [subprocess.Popen([*ray_cli, "start", "--head", "--port", str(port), "--include-dashboard", "false",
                                "--temp-dir", str(work / "ray-head"), *common], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)]
     nodes = 0
@@ -217,7 +217,7 @@ def two_node(n: int, work: Path) -> dict:
             if probe.returncode == 0 or time.time() > deadline:
                 break
             time.sleep(2)
-        procs.append(subprocess.Popen([ray_bin, "start", "--address", address, "--temp-dir",
+        procs.append(subprocess.Popen([*ray_cli, "start", "--address", address, "--temp-dir",
                                        str(work / "ray-node2"), *common], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
         while time.time() < deadline + 60:

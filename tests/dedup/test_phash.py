@@ -137,7 +137,7 @@ def test_colour_check_separates_same_layout_in_other_colours():
 def test_keep_earliest_and_hash_saved_on_dropped_rows():
     im = _synthetic(1, seed=3)[0]
     t = _table([_enc(im, 50), _enc(im, 95), _enc(_synthetic(1, seed=9)[0])])
-    t = t.append_column("row", pa.array([7, 2, 5], pa.int64()))
+    t = t.set_column(t.column_names.index("row"), "row", pa.array([7, 2, 5], pa.int64()))
     job = PHashDedup(keep="earliest")
     out = apply_decisions(t, job, run_job_local(job, t)).to_pylist()
     assert [r["status"] for r in out] == ["dropped", "ok", "ok"]  # row 2 came first in the input
