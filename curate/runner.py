@@ -162,8 +162,35 @@ def _read_part(run: RunDir, k: int, seg: int, columns: list[str], prior: bool) -
     """A job's input columns of one part: this batch's checkpoint, or an earlier batch's kept rows (part -1)."""
     if not prior:
         return pq.read_table(run.segment_part(seg, k), columns=columns)
-    t = pq.read_table(run.meta_part(k), columns=columns, filters=[("status", "=", schema.OK)])
+    # meta/ holds no payload (image bytes): a job that reads it gets it back from the part's shard
+    payload = [c for c in columns if c in schema.PAYLOAD_COLUMNS]
+    meta_cols = [c for c in columns if c not in payload]
+    if payload:
+        meta_cols += [c for c in ("key", "image_format") if c not in meta_cols]
+    t = pq.read_table(run.meta_part(k), columns=meta_cols, filters=[("status", "=", schema.OK)])
+    for c in payload:
+        t = t.append_column(c, _payload_from_shard(run.shard(k), t, c))
+    t = t.select(columns)
     return t.set_column(t.column_names.index("part"), "part", pa.array([-1] * t.num_rows, pa.int32()))
+
+
+def _payload_from_shard(tar_path, t: pa.Table, column: str) -> pa.Array:
+    """Column `column` (image bytes) of kept rows `t`, read from their committed WebDataset tar."""
+    import tarfile
+
+    if column != "image":
+        raise RunError(f"an earlier batch's {column!r} bytes are not kept in meta/; this job cannot be re-run "
+                       "against it with --retry-failed")
+    want = {f"{key}.{fmt or 'jpg'}": i for i, (key, fmt) in
+            enumerate(zip(t.column("key").to_pylist(), t.column("image_format").to_pylist()))}
+    out: list = [None] * t.num_rows
+    if want:
+        with tarfile.open(tar_path) as tar:
+            for member in tar:
+                i = want.get(member.name)
+                if i is not None:
+                    out[i] = tar.extractfile(member).read()
+    return pa.array(out, pa.binary())
 
 
 def _job_prepare(batch: pa.Table, *, job: Job, buckets: int, root: str, seg: int, columns: list[str]) -> pa.Table:
