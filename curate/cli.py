@@ -205,6 +205,26 @@ def validate(
 
 
 @app.command()
+def refilter(
+    out: str = typer.Argument(..., help="A finished run directory (only read)."),
+    where: str = typer.Option(..., "--where", help="SQL condition over `samples` that kept rows must meet, e.g. \"clip_score >= 0.3\"."),
+    output: str = typer.Option(..., "--output", "-o", help="New run directory to write."),
+):
+    """Re-decide an already-scored run with a new condition (no model runs): OUT -> OUT2."""
+    from curate.refilter import refilter as run_refilter
+
+    manifest = run_refilter(out, where, output)
+    print_funnel(manifest)
+    out_console.print(f"run directory: {output}", highlight=False)
+    try:
+        from curate.report import write_report
+
+        write_report(Path(output))
+    except Exception as err:  # noqa: BLE001 - the report is a view; the data is already written
+        err_console.print(f"could not write the report: {err}", highlight=False)
+
+
+@app.command()
 def report(out: str = typer.Argument(..., help="Run directory.")):
     """(Re)write OUT/report.html: funnel, score and size distributions, duplicates, sample grids."""
     from curate.report import ReportError, report_main
@@ -432,9 +452,10 @@ def main() -> None:
     from curate.io.reader import InputError
     from curate.models.clip import ModelLoadError
     from curate.recipe import RecipeError
+    from curate.refilter import RefilterError
     from curate.runner import RunError
 
-    known = (RecipeError, RunError, InputError, CatalogError, ModelLoadError, UserError)
+    known = (RecipeError, RunError, InputError, CatalogError, ModelLoadError, UserError, RefilterError)
     try:
         rc = app(standalone_mode=False)
         if isinstance(rc, int) and rc:

@@ -31,6 +31,10 @@ CORE_COLUMNS: dict[str, pa.DataType] = {
 # Binary payload columns travel between stages but never go into meta/*.parquet.
 PAYLOAD_COLUMNS = {"image", "video"}
 
+# Vector columns (CLIP embeddings) travel between stages but are written to the embeddings/ sidecar
+# (embeddings/part-k.parquet: uid + vectors), not into meta/*.parquet or the per-sample json.
+SIDECAR_COLUMNS = {"clip_image_embedding", "clip_text_embedding"}
+
 # Reason codes are public API: every drop and failure carries one of these.
 REASONS: dict[str, str] = {}
 
@@ -84,7 +88,7 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 def meta_schema(schema: pa.Schema) -> pa.Schema:
     """The schema of meta/*.parquet: the run schema without payload bytes."""
-    return pa.schema([f for f in schema if f.name not in PAYLOAD_COLUMNS])
+    return pa.schema([f for f in schema if f.name not in PAYLOAD_COLUMNS | SIDECAR_COLUMNS])
 
 
 def active_mask(table: pa.Table) -> pa.ChunkedArray:
