@@ -29,10 +29,11 @@ NO_IMAGE = ("http_404", "http_500", "corrupt_bytes")  # rows whose `label` is nu
 
 # What a correct pipeline does with each kind, under the reference settings: download with retries=0
 # and timeout below the /slow/ delay, image_size filter (min_side 32, max_aspect 4), caption_text
-# filter with boilerplate patterns, exact image dedup keeping the earliest id. (status, reason).
+# filter with boilerplate patterns, exact image dedup keeping the earliest id, then clip_score with the demo's
+# filter CLIP and clip_top_fraction (pipelines/image_text_clip.yaml). (status, reason).
 _OUTCOMES: dict[str, tuple[str, str | None]] = {
     CLEAN: ("ok", None),
-    "mismatched_caption": ("ok", None),  # needs a CLIP-score stage to catch
+    "mismatched_caption": ("dropped", "clip_score_not_top"),  # caught by the filter CLIP (image_text_clip)
     "boilerplate_caption": ("dropped", "caption_boilerplate"),
     "exact_duplicate": ("dropped", "duplicate_image"),
     "near_duplicate": ("ok", None),  # needs perceptual/embedding dedup to catch

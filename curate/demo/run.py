@@ -91,3 +91,36 @@ def prepare_run_dir(out: Path) -> None:
         shutil.rmtree(out)
         return
     raise FileExistsError(f"{out} exists and is not a curate run directory; choose another --output")
+
+
+def filter_quality(run_dir: Path, corpus: Path, positive: str = "mismatched_caption") -> dict | None:
+    """Precision and recall of the CLIP filter against the planted `mismatched_caption` labels.
+
+    Judged over the rows the filter saw (those with a clip_score): a row is flagged when the CLIP
+    decision dropped it (clip_threshold / clip_top_fraction). Also the ROC AUC of the raw score, which
+    says how well the filter ranks mismatched below matched captions whatever the cut. None when the run
+    has no clip_score column.
+    """
+    import numpy as np
+
+    meta = pq.ParquetDataset(str(Path(run_dir) / "meta")).read()
+    if "clip_score" not in meta.column_names:
+        return None
+    noise_of = dict(zip(*pq.read_table(corpus / "corpus.parquet", columns=["id", "noise"]).to_pydict().values()))
+    rows = [r for r in meta.select(["id", "clip_score", "stage"]).to_pylist() if r["clip_score"] is not None]
+    if not rows:
+        return None
+    y = np.array([noise_of.get(r["id"]) == positive for r in rows])
+    flagged = np.array([r["stage"] in ("clip_threshold", "clip_top_fraction") for r in rows])
+    s = np.array([r["clip_score"] for r in rows], np.float64)
+    tp = int((flagged & y).sum())
+    out = {"scored": len(rows), "positives": int(y.sum()), "flagged": int(flagged.sum()), "true_positives": tp,
+           "precision": tp / flagged.sum() if flagged.any() else float("nan"),
+           "recall": tp / y.sum() if y.any() else float("nan"), "auc": float("nan")}
+    if 0 < y.sum() < len(y):  # P(score of a matched pair > score of a mismatched one), ties count half
+        from scipy.stats import rankdata
+
+        r = rankdata(-s)
+        n1, n0 = int(y.sum()), int((~y).sum())
+        out["auc"] = float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    return out

@@ -29,15 +29,27 @@ EMBEDDING = pa.list_(pa.float32())
 IMAGE_EMBEDDING, TEXT_EMBEDDING = "clip_image_embedding", "clip_text_embedding"
 
 
-def decode_batch(clip, blobs: list[bytes], texts: list[str]):
-    """(pixel tensor, token tensor, ok mask) for one batch; undecodable images are masked out, not raised."""
+def input_size(clip) -> int:
+    size = getattr(clip.model.visual, "image_size", 224)
+    return int(max(size) if isinstance(size, (tuple, list)) else size)
+
+
+def decode_batch(clip, blobs: list[bytes], texts: list[str], draft: bool = False):
+    """(pixel tensor, token tensor, ok mask) for one batch; undecodable images are masked out, not raised.
+
+    draft: let libjpeg decode at a reduced DCT scale that still covers the model's input size (PIL's
+    `Image.draft`), so a 512 px JPEG scored at 224 px is not decoded at full size first.
+    """
     import torch
     from PIL import Image
 
     pix, ok = [], []
+    side = input_size(clip) if draft else 0
     for blob in blobs:
         try:
             with Image.open(io.BytesIO(blob)) as im:
+                if side and im.format == "JPEG":
+                    im.draft("RGB", (side, side))
                 pix.append(clip.preprocess(im.convert("RGB")))
             ok.append(True)
         except Exception:  # noqa: BLE001 - a broken image gets no score; the run goes on
@@ -66,6 +78,7 @@ class ClipScore(Stage):
     batch_size: int = Field(256, ge=1)
     decode_threads: int = Field(2, ge=1)  # threads decoding/preprocessing the next batch
     embeddings: bool = False  # also keep the L2-normalised image/text embeddings (embeddings/ sidecar)
+    fast_decode: bool = True  # JPEG draft decoding at the smallest scale that covers the model's input
 
     _clip: Any = PrivateAttr(default=None)
 
@@ -75,7 +88,8 @@ class ClipScore(Stage):
         if self.checkpoint and self.pretrained:
             raise ValueError("give either pretrained (a hub tag) or checkpoint (a local file), not both")
         if self.checkpoint and not Path(self.checkpoint).expanduser().is_file():
-            raise ValueError(f"checkpoint not found: {self.checkpoint}")
+            raise ValueError(f"checkpoint not found: {self.checkpoint} (train one with `curate train` or "
+                             "examples/filter_bootstrap/train_filter.py; `curate demo` builds the demo's)")
         if not self.checkpoint and not self.model:
             raise ValueError("set model (an open_clip name) or checkpoint")
         if self.model and not self.model.startswith(("hf-hub:", "local-dir:")):
@@ -111,7 +125,8 @@ class ClipScore(Stage):
             def submit(lo: int):
                 hi = min(n, lo + bs)
                 step = -(-(hi - lo) // self.decode_threads)
-                return [pool.submit(decode_batch, clip, images[a:min(hi, a + step)], texts[a:min(hi, a + step)])
+                return [pool.submit(decode_batch, clip, images[a:min(hi, a + step)], texts[a:min(hi, a + step)],
+                                    self.fast_decode)
                         for a in range(lo, hi, step)]
 
             pending = submit(starts[0]) if starts else None
