@@ -33,7 +33,7 @@ class ClipThreshold(Filter):
         "clip_score_low": "image-caption CLIP similarity below the clip_threshold min_score",
     }
 
-    min_score: float = Field(..., ge=-1.0, le=1.0)
+    min_score: float = Field(0.28, ge=-1.0, le=1.0)  # LAION-5B's cut for OpenAI ViT-B/32; model-specific
     column: str = "clip_score"
 
     def needs(self) -> tuple[str, ...]:
@@ -63,7 +63,7 @@ class ClipTopFraction(Job):
     }
     singletons_matter: ClassVar[bool] = True
 
-    fraction: float = Field(..., gt=0.0, le=1.0)
+    fraction: float = Field(0.3, gt=0.0, le=1.0)  # DataComp's best CLIP-score baseline keeps the top 30%
     column: str = "clip_score"
 
     def needs(self) -> tuple[str, ...]:

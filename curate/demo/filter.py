@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -34,11 +35,13 @@ def ensure_filter(corpus: Path, log: Callable[[str], None] = print, threads: int
     if work.exists():
         shutil.rmtree(work)
     log(f"training the filter CLIP ({settings['model']}, {settings['samples_seen']} samples) on {corpus / 'seed'}")
+    t0 = time.time()
     summary = train(TrainConfig(shards=[str(Path(corpus) / "seed")], output=str(work), workers=0 if threads else 1,
                                 threads=threads, log_every=1000, **settings))
     shutil.copy(work / "checkpoint.pt", ckpt.with_suffix(".tmp"))
     ckpt.with_suffix(".tmp").replace(ckpt)
     info.write_text(json.dumps({"settings": settings, "trained_on": str(Path(corpus) / "seed"),
-                                "final_loss": summary.get("final_loss") or summary.get("loss")}, indent=1))
+                                "final_loss": summary.get("final_loss") or summary.get("loss"),
+                                "train_seconds": round(time.time() - t0, 1)}, indent=1))
     shutil.rmtree(work, ignore_errors=True)
     return ckpt

@@ -100,6 +100,10 @@ class ClipScore(Stage):
             configs.register()
             if self.model not in open_clip.list_models():
                 raise ValueError(f"unknown open_clip model {self.model!r} (see open_clip.list_models())")
+            if self.pretrained and not Path(self.pretrained).expanduser().is_file() \
+                    and not open_clip.get_pretrained_cfg(self.model, self.pretrained):
+                raise ValueError(f"open_clip has no pretrained tag {self.pretrained!r} for {self.model} "
+                                 "(see open_clip.list_pretrained())")
         return self
 
     def setup(self) -> None:

@@ -68,6 +68,7 @@ def test_batch_size_does_not_change_scores(tiny_ckpt):
     ({"checkpoint": "/nonexistent/filter.pt"}, "checkpoint not found: /nonexistent/filter.pt"),
     ({"model": "ViT-Nope-99"}, "unknown open_clip model 'ViT-Nope-99'"),
     ({}, "set model"),
+    ({"model": "ViT-B-32", "pretrained": "no-such-tag"}, "no pretrained tag 'no-such-tag' for ViT-B-32"),
 ])
 def test_bad_model_is_a_recipe_error(cfg, msg):
     with pytest.raises(RecipeError, match=msg.replace("(", r"\(")) as err:
