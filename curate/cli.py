@@ -249,6 +249,9 @@ def stages(name: Optional[str] = typer.Argument(None, help="Show one stage in de
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         out_console.print(f"[bold]{key}[/] ({cls.kind}) {doc}", highlight=False)
         for field, info in cls.model_fields.items():
+            if info.is_required():
+                out_console.print(f"    {field} (required)", highlight=False)
+                continue
             default = info.get_default(call_default_factory=True)
             out_console.print(f"    {field} = {default!r}", highlight=False)
         if cls.writes:

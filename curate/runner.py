@@ -86,6 +86,25 @@ def _process(stage: Stage, batch: pa.Table, run_schema: pa.Schema) -> pa.Table:
     return pa.concat_tables(out)
 
 
+def _setup_error(err: BaseException) -> str | None:
+    """The one-line message of a model-load error that Ray wrapped (ActorDiedError, RayTaskError), if any."""
+    import re
+
+    from curate.models.clip import ModelLoadError
+
+    seen, todo = set(), [err]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ModelLoadError):
+            return str(e).splitlines()[0]
+        todo += [c for c in (getattr(e, "cause", None), e.__cause__, e.__context__) if isinstance(c, BaseException)]
+    m = re.search(r"ModelLoadError: ([^\n]+)", str(err))  # Ray may carry only the remote traceback's text
+    return m.group(1) if m else None
+
+
 def _run_stage_task(batch: pa.Table, *, stage: Stage, run_schema: pa.Schema) -> pa.Table:
     # task stages arrive freshly unpickled in every task, so their (cheap) setup runs per task;
     # model stages run on _StageActor, which sets up once
@@ -319,7 +338,13 @@ class Runner:
             for s, seg in enumerate(self.segs):
                 final = s == len(self.segs) - 1
                 t0 = time.time()
-                self._run_segment(ray, s, seg, final, parts, run_schema, manifest)
+                try:
+                    self._run_segment(ray, s, seg, final, parts, run_schema, manifest)
+                except Exception as err:  # a stage's setup failing inside a Ray worker (a model that won't load)
+                    setup = _setup_error(err)
+                    if setup is None:
+                        raise
+                    raise RunError(f"{setup}; fix the recipe and finish with --resume") from None
                 manifest["timings"][f"segment{s}"] = round(manifest["timings"].get(f"segment{s}", 0) + time.time() - t0, 3)
                 if not final:
                     t0 = time.time()
@@ -364,7 +389,7 @@ class Runner:
                             fn_kwargs=dict(root=str(run.root), seg=s, job=job, job_index=s - 1,
                                            run_schema=run_schema))
         for i in seg:
-            stage, sched = self.recipe.steps[i], self.recipe.scheduling[i]
+            stage, sched = self.recipe.steps[i].for_run(run.root), self.recipe.scheduling[i]
             ds = self._map_stage(ray, ds, stage, sched, run_schema)
         ds = ds.map_batches(_commit_parts, batch_size=None, batch_format="pyarrow",
                             fn_kwargs=dict(root=str(run.root), seg=s, final=final, run_schema=run_schema,

@@ -76,6 +76,10 @@ class Step(BaseModel):
         """Columns this configured step reads (defaults to `reads`; config may change it)."""
         return self.reads
 
+    def for_run(self, root) -> "Step":
+        """This step as configured for the run directory `root` (e.g. a default cache folder in it)."""
+        return self
+
 
 class Stage(Step):
     """Per-batch step. `process` gets every row of a part and may only change rows with status ok."""

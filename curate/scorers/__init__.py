@@ -1,1 +1,1 @@
-"""Model stages that add scores to rows (CLIP image-text similarity, ...); decisions live in curate.filters."""
+"""Model stages that add score columns (CLIP score, MLLM score, ...); they never decide (decisions live in curate.filters)."""

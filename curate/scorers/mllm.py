@@ -1,0 +1,138 @@
+"""`mllm_score`: how well an image matches its caption (or how good it is), judged by a vision-language model.
+
+Scores only; `mllm_threshold` decides. Two backends:
+- `transformers`: a VLM loaded in the worker from a hub id or a local folder (AutoProcessor +
+  AutoModelForImageTextToText; LLaVA, Qwen2-VL, SmolVLM, ... whose processor has a chat template);
+- `endpoint`: an OpenAI-compatible server (vLLM, SGLang) via `curate.endpoint.ChatClient`, with bounded
+  concurrency, retries and an answer cache in the run directory (`cache/mllm_score.sqlite`), so
+  `--resume` and `--retry-failed` ask only the rows without an answer.
+A row whose request fails for good is `failed` with reason `mllm_<code>` (`on_error: fail`, the
+default, so `--retry-failed` can ask again) or stays `ok` with a null score (`on_error: keep`).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field, PrivateAttr, model_validator
+
+from curate import schema
+from curate.endpoint.errors import prefixed
+from curate.stage import Stage, register
+
+PROMPTS = {
+    "yes_prob": 'Does this image match the caption "{caption}"? Answer yes or no.',
+    "rating": 'Rate from 1 to 10 how well this image matches the caption "{caption}". Answer with a number only.',
+}
+
+
+@register
+class MllmScore(Stage):
+    """Adds `mllm_score` (0..1) and `mllm_model` to every active row."""
+
+    name: ClassVar[str] = "mllm_score"
+    reads: ClassVar[tuple[str, ...]] = ("image", "text")
+    writes: ClassVar[dict[str, pa.DataType]] = {"mllm_score": pa.float32(), "mllm_model": pa.string()}
+    reasons: ClassVar[dict[str, str]] = prefixed("mllm", {
+        "mllm_unparseable": "the model's answer held no yes/no or no rating in range",
+        "mllm_image_error": "the image bytes could not be decoded or encoded for the model",
+    })
+    # a long-lived worker either way: the model loads once, or one HTTP client + cache per worker, so
+    # `concurrency` (workers) x `max_concurrency` (requests per worker) bounds what the server sees
+    uses_model: ClassVar[bool] = True
+
+    backend: Literal["transformers", "endpoint"] = "transformers"
+    model: str = Field(..., min_length=1, description="hub id or local folder; for endpoint, the served model name")
+    mode: Literal["yes_prob", "rating"] = "yes_prob"
+    prompt: str | None = Field(None, description="'{caption}' is replaced by the row's text; default per mode")
+    yes_tokens: tuple[str, ...] = ("yes", "Yes", " yes", " Yes")
+    no_tokens: tuple[str, ...] = ("no", "No", " no", " No")
+    rating_max: int = Field(10, ge=2)
+    max_new_tokens: int = Field(8, ge=1)
+    on_error: Literal["fail", "keep"] = "fail"
+    # transformers backend
+    batch_size: int = Field(16, ge=1)
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # endpoint backend
+    base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
+    max_concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(60.0, gt=0)
+    retries: int = Field(3, ge=0)
+    backoff_s: float = Field(0.5, ge=0)
+    max_backoff_s: float = Field(30.0, ge=0)
+    top_logprobs: int = Field(20, ge=1, le=20)
+    cache: bool = True
+    cache_dir: str | None = Field(None, description="default: <output>/cache")
+
+    _backend = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.backend == "endpoint" and not self.base_url:
+            raise ValueError("backend endpoint needs base_url (e.g. http://127.0.0.1:8000/v1)")
+        local = self.model.startswith(("/", "./", "../", "~"))
+        if self.backend == "transformers" and local and not Path(self.model).expanduser().exists():
+            raise ValueError(f"model folder {self.model} does not exist")
+        return self
+
+    def for_run(self, root: Path) -> "MllmScore":
+        if self.cache_dir is None:
+            return self.model_copy(update={"cache_dir": str(Path(root) / "cache")})
+        return self
+
+    def setup(self) -> None:
+        if self._backend is not None:
+            return
+        from curate.scorers import _mllm_backends as b
+
+        common = dict(mode=self.mode, yes_tokens=self.yes_tokens, no_tokens=self.no_tokens,
+                      rating_max=self.rating_max, max_new_tokens=self.max_new_tokens)
+        if self.backend == "transformers":
+            self._backend = b.TransformersBackend(self.model, batch_size=self.batch_size, device=self.device,
+                                                  precision=self.precision, **common)
+        else:
+            self._backend = b.EndpointBackend(self.client(), top_logprobs=self.top_logprobs, **common)
+
+    def client(self):
+        """The configured ChatClient (with the answer cache when `cache` and a cache_dir are set)."""
+        from curate.endpoint import ChatClient, ResponseCache
+
+        cache = ResponseCache(Path(self.cache_dir) / f"{self.name}.sqlite") if self.cache and self.cache_dir else None
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        return ChatClient(self.base_url, self.model, api_key=key, max_concurrency=self.max_concurrency,
+                          timeout_s=self.timeout_s, retries=self.retries, backoff_s=self.backoff_s,
+                          max_backoff_s=self.max_backoff_s, cache=cache)
+
+    def process(self, table: pa.Table) -> pa.Table:
+        for col, typ in self.writes.items():
+            if col not in table.column_names:
+                table = table.append_column(col, pa.nulls(table.num_rows, typ))
+        idx = np.flatnonzero(schema.active_mask(table).to_numpy(zero_copy_only=False))
+        if len(idx) == 0:
+            return table
+        self.setup()
+        sub = table.take(pa.array(idx))
+        template = self.prompt or PROMPTS[self.mode]
+        prompts = [template.replace("{caption}", t or "") for t in sub.column("text").to_pylist()]
+        outcomes = self._backend.score(sub.column("uid").to_pylist(), sub.column("image").to_pylist(), prompts)
+        n = table.num_rows
+        scores: list[float | None] = [None] * n
+        reasons: list[str | None] = [None] * n
+        errors: list[str | None] = [None] * n
+        for i, o in zip(idx, outcomes):
+            scores[i] = o.score
+            if o.reason is not None:
+                reasons[i], errors[i] = f"mllm_{o.reason}", o.error
+        asked = np.zeros(n, bool)
+        asked[idx] = True
+        table = schema.set_rows(table, pa.array(asked), {"mllm_score": scores, "mllm_model": self.model})
+        failed = pa.array([r is not None for r in reasons])
+        if self.on_error == "fail" and pc.any(failed).as_py():
+            table = schema.mark(table, failed, schema.FAILED, self.name, reasons, error=errors)
+        return table
