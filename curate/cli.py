@@ -263,13 +263,13 @@ def stages(name: Optional[str] = typer.Argument(None, help="Show one stage in de
 # --- validation loop: curate train / eval / experiment (curate/train/) ---------------------------------
 
 def _train_config(shards, output, model, samples_seen, batch_size, lr, warmup, weight_decay, seed, loss,
-                  workers, checkpoint_every, log_every, compile_, precision, threads):
+                  workers, checkpoint_every, log_every, compile_, precision, threads, recaption_prob=0.0):
     from curate.train.loop import TrainConfig
 
     return TrainConfig(shards=list(shards), output=output, model=model, samples_seen=samples_seen,
                        batch_size=batch_size, lr=lr, warmup=warmup, weight_decay=weight_decay, seed=seed,
                        loss=loss, workers=workers, checkpoint_every=checkpoint_every, log_every=log_every,
-                       compile=compile_, precision=precision, threads=threads)
+                       compile=compile_, precision=precision, threads=threads, recaption_prob=recaption_prob)
 
 
 def _train_errors():
@@ -292,7 +292,9 @@ def train(
     warmup: int = typer.Option(10, "--warmup", min=0, help="Linear warmup steps before the cosine decay."),
     weight_decay: float = typer.Option(0.1, "--wd", "--weight-decay"),
     seed: int = typer.Option(0, "--seed"),
-    loss: str = typer.Option("clip", "--loss", help="clip or siglip."),
+    loss: str = typer.Option("clip", "--loss", help="clip, siglip, or coca (for CoCa models: contrastive + captioning)."),
+    recaption_prob: float = typer.Option(0.0, "--recaption-prob", min=0.0, max=1.0,
+                                         help="Train on a sample's synthetic caption (.recap.txt) instead of .txt with this probability."),
     workers: int = typer.Option(1, "--workers", min=0, help="Data loader worker processes per rank."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0, help="Also keep checkpoints/step_N.pt every N steps."),
     log_every: int = typer.Option(10, "--log-every", min=1),
@@ -305,7 +307,7 @@ def train(
     from curate.train.loop import train as run_train
 
     cfg = _train_config(shards, output, model, samples_seen, batch_size, lr, warmup, weight_decay, seed, loss,
-                        workers, checkpoint_every, log_every, compile_, precision, threads)
+                        workers, checkpoint_every, log_every, compile_, precision, threads, recaption_prob)
 
     def show(rec):
         err_console.print(f"step {rec['step']}  samples {rec['samples_seen']}  loss {rec['loss']:.4f}  "
@@ -367,16 +369,19 @@ def experiment(
     loss: str = typer.Option("clip", "--loss"),
     workers: int = typer.Option(1, "--workers", min=0),
     threads: int = typer.Option(0, "--threads", min=0),
+    recaption_prob: list[str] = typer.Option([], "--recaption-prob",
+                                             help="NAME=P: train data set NAME on .recap.txt with probability P (repeatable)."),
 ):
     """Train one model per data set and seed at identical settings, evaluate, write report.md/.html + results.json."""
-    from curate.train.experiment import parse_sets, run_experiment
+    from curate.train.experiment import parse_set_options, parse_sets, run_experiment
 
     try:
         parsed = parse_sets(sets)
         base = _train_config([], output, model, samples_seen, batch_size, lr, warmup, weight_decay, 0, loss,
                              workers, 0, 10, False, "auto", threads)
         res = run_experiment(parsed, eval_set, output, seeds, base,
-                             log=lambda m: err_console.print(m, highlight=False))
+                             log=lambda m: err_console.print(m, highlight=False),
+                             overrides=parse_set_options(recaption_prob, parsed, "recaption_prob"))
     except _train_errors() as err:
         _fail(str(err))
     from curate.train.experiment import _table_md, _verdicts

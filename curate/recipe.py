@@ -40,6 +40,8 @@ class OutputConfig(_Strict):
     path: str | None = None
     samples_per_shard: int = Field(10000, ge=1, le=10_000_000)
     keep_work: bool = False
+    # with a recaption stage: original | recaption | both (original .txt + synthetic .recap.txt)
+    caption_policy: str = Field("both", pattern="^(original|recaption|both)$")
 
 
 class RayConfig(_Strict):

@@ -124,7 +124,7 @@ class _StageActor:
 
 
 def _commit_parts(batch: pa.Table, *, root: str, seg: int, final: bool, run_schema: pa.Schema,
-                  expected: dict[int, int]) -> pa.Table:
+                  expected: dict[int, int], caption_policy: str = "both") -> pa.Table:
     run = RunDir(root)
     rows = []
     for k, part in _parts_of(batch):
@@ -134,7 +134,7 @@ def _commit_parts(batch: pa.Table, *, root: str, seg: int, final: bool, run_sche
         if part.num_rows > 1 and not pc.all(pc.greater(order.slice(1), order.slice(0, part.num_rows - 1))).as_py():
             part = part.take(pc.sort_indices(part, sort_keys=[("row", "ascending")]))
         if final:
-            rows.append(write_part(run, k, part, run_schema))
+            rows.append(write_part(run, k, part, run_schema, caption_policy))
         else:
             atomic.write_parquet(schema.conform(part, run_schema), run.segment_part(seg, k))
             rows.append({"part": k, "rows": part.num_rows, "kept": 0, "failed": 0})
@@ -393,7 +393,7 @@ class Runner:
             ds = self._map_stage(ray, ds, stage, sched, run_schema)
         ds = ds.map_batches(_commit_parts, batch_size=None, batch_format="pyarrow",
                             fn_kwargs=dict(root=str(run.root), seg=s, final=final, run_schema=run_schema,
-                                           expected=parts))
+                                           expected=parts, caption_policy=self.recipe.output.caption_policy))
         done = total - len(pending)
         last_save = time.time()
         for row in ds.iter_rows():

@@ -44,6 +44,11 @@ class CaptionText(Filter):
     min_words: int = Field(2, ge=0)
     max_words: int = Field(256, ge=1)
     boilerplate: list[str] = Field(default_factory=lambda: list(DEFAULT_BOILERPLATE))
+    # check the effective caption: `recaption` (from an earlier recaption stage) where present, else text
+    use_recaption: bool = False
+
+    def needs(self) -> tuple[str, ...]:
+        return ("text", "recaption") if self.use_recaption else self.reads
 
     @field_validator("boilerplate")
     @classmethod
@@ -58,7 +63,10 @@ class CaptionText(Filter):
     def check(self, table: pa.Table) -> list[str | None]:
         patterns = [re.compile(p) for p in self.boilerplate]
         out: list[str | None] = []
-        for text in table.column("text").to_pylist():
+        texts = table.column("text").to_pylist()
+        if self.use_recaption:
+            texts = [r if r else t for t, r in zip(texts, table.column("recaption").to_pylist())]
+        for text in texts:
             t = normalise(text or "")
             words = len(t.split())
             if not t:

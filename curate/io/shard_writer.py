@@ -24,6 +24,13 @@ from curate.io.rundir import RunDir
 _JSON_SKIP = schema.PAYLOAD_COLUMNS | schema.SIDECAR_COLUMNS | {"status", "stage", "reason", "error", "shard", "key", "part", "modality"}
 _TEXT_MEMBERS = {"recaption": "recap.txt"}
 
+# What a sample's .txt holds when a `recaption` column exists (output.caption_policy in the recipe):
+#   original  - the original text only
+#   recaption - the synthetic caption, the original text where there is none
+#   both      - the original in .txt and the synthetic caption in .recap.txt (the default)
+# The per-sample json always carries both columns, so no policy loses information.
+CAPTION_POLICIES = ("original", "recaption", "both")
+
 
 def _jsonable(v):
     if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
@@ -33,17 +40,26 @@ def _jsonable(v):
     return v
 
 
-def sample_members(row: dict) -> list[tuple[str, bytes]]:
+def sample_members(row: dict, caption_policy: str = "both") -> list[tuple[str, bytes]]:
     """The tar members of one kept sample: image, caption, json (and extra text members if present)."""
+    if caption_policy not in CAPTION_POLICIES:
+        raise ValueError(f"caption_policy must be one of {', '.join(CAPTION_POLICIES)}, not {caption_policy!r}")
     key = row["key"]
     members = []
     if row.get("image") is not None:
         members.append((f"{key}.{row.get('image_format') or 'jpg'}", row["image"]))
-    members.append((f"{key}.txt", (row.get("text") or "").encode("utf-8")))
-    for col, ext in _TEXT_MEMBERS.items():
-        if row.get(col) is not None:
-            members.append((f"{key}.{ext}", row[col].encode("utf-8")))
+    text = row.get("text") or ""
+    source = "original"
+    if caption_policy == "recaption" and row.get("recaption"):
+        text, source = row["recaption"], "recaption"
+    members.append((f"{key}.txt", text.encode("utf-8")))
+    if caption_policy == "both":
+        for col, ext in _TEXT_MEMBERS.items():
+            if row.get(col) is not None:
+                members.append((f"{key}.{ext}", row[col].encode("utf-8")))
     info = {k: _jsonable(v) for k, v in row.items() if k not in _JSON_SKIP}
+    if "recaption" in row:
+        info["caption_source"] = source
     members.append((f"{key}.json", json.dumps(info, ensure_ascii=False, default=str).encode("utf-8")))
     return members
 
@@ -57,13 +73,13 @@ def _rows(samples):
         yield from samples
 
 
-def write_tar(path, samples) -> None:
+def write_tar(path, samples, caption_policy: str = "both") -> None:
     """Write samples (dicts or a Table with key/image/text/... columns) as one WebDataset tar, atomically."""
     now = int(time.time())
     with atomic.atomic_path(path) as tmp:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
             for row in _rows(samples):
-                for name, data in sample_members(row):
+                for name, data in sample_members(row, caption_policy):
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
                     info.mtime = now
@@ -91,11 +107,11 @@ def place(table: pa.Table, part: int) -> pa.Table:
     return schema.set_rows(table, kept, {"shard": RunDir.shard_name(part), "key": keys})
 
 
-def write_part(run: RunDir, part: int, table: pa.Table, run_schema: pa.Schema) -> dict:
+def write_part(run: RunDir, part: int, table: pa.Table, run_schema: pa.Schema, caption_policy: str = "both") -> dict:
     """Commit a finished part; returns its summary (rows, kept, funnel counts)."""
     table = place(schema.conform(table, run_schema), part)
     kept = table.filter(schema.active_mask(table))
-    write_tar(run.shard(part), kept)
+    write_tar(run.shard(part), kept, caption_policy)
     vectors = [c for c in run_schema.names if c in schema.SIDECAR_COLUMNS and table.column(c).null_count < table.num_rows]
     if vectors:  # before the meta part: the meta part stays the commit marker
         side = table.select(["uid", *vectors])

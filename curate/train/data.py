@@ -71,14 +71,24 @@ class SkipCounter:
         return True  # continue with the next shard/sample
 
 
-def decode_sample(sample: dict, preprocess: Callable, skips: Counter):
-    """(image tensor, text) from one raw tar sample, or None with the reason counted."""
+RECAPTION_KEY = "recap.txt"  # the synthetic caption the shard writer stores beside .txt
+
+
+def decode_sample(sample: dict, preprocess: Callable, skips: Counter, recaption_prob: float = 0.0,
+                  rng: random.Random | None = None):
+    """(image tensor, text) from one raw tar sample, or None with the reason counted.
+
+    With `recaption_prob` p, a sample that has a synthetic caption (`.recap.txt`) uses it instead of
+    its original text with probability p (drawn from `rng`), so the caption mix is a training knob.
+    """
     img_key = next((k for k in IMAGE_KEYS if k in sample), None)
     if img_key is None:
         skips["missing_image"] += 1
         return None
     txt_key = next((k for k in TEXT_KEYS if k in sample), None)
     text = sample[txt_key].decode("utf-8", "replace").strip() if txt_key else ""
+    if recaption_prob > 0 and sample.get(RECAPTION_KEY) and rng is not None and rng.random() < recaption_prob:
+        text = sample[RECAPTION_KEY].decode("utf-8", "replace").strip() or text
     if not text:
         skips["missing_text"] += 1
         return None
@@ -109,10 +119,11 @@ class TrainBatches(torch.utils.data.IterableDataset):
     """
 
     def __init__(self, shards: list[str], preprocess: Callable, tokenizer: Callable, batch_size: int,
-                 seed: int = 0, shuffle_buffer: int = 1000, start_pass: int = 0):
+                 seed: int = 0, shuffle_buffer: int = 1000, start_pass: int = 0, recaption_prob: float = 0.0):
         super().__init__()
         self.shards, self.preprocess, self.tokenizer = list(shards), preprocess, tokenizer
         self.batch_size, self.seed, self.shuffle_buffer, self.start_pass = batch_size, seed, shuffle_buffer, start_pass
+        self.recaption_prob = recaption_prob
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -130,8 +141,9 @@ class TrainBatches(torch.utils.data.IterableDataset):
             rng = random.Random((self.seed, p, rank, wid).__hash__())
             buf: list = []
             n_pass = 0
+            cap_rng = random.Random((self.seed, p, rank, wid, 7).__hash__())
             for sample in raw_samples(order, handler):
-                got = decode_sample(sample, self.preprocess, skips)
+                got = decode_sample(sample, self.preprocess, skips, self.recaption_prob, cap_rng)
                 if got is None:
                     continue
                 n_pass += 1

@@ -41,6 +41,20 @@ def parse_sets(specs: list[str]) -> dict[str, list[str]]:
     return sets
 
 
+def parse_set_options(specs: list[str], sets: dict, key: str) -> dict[str, dict]:
+    """NAME=VALUE arguments (e.g. --recaption-prob mixed=0.5) into {name: {key: float(value)}}."""
+    out: dict[str, dict] = {}
+    for s in specs:
+        name, sep, value = s.partition("=")
+        if not sep or name not in sets:
+            raise TrainError(f"--{key.replace('_', '-')} takes NAME=VALUE for a data set NAME given, not {s!r}")
+        try:
+            out[name] = {key: float(value)}
+        except ValueError:
+            raise TrainError(f"--{key.replace('_', '-')} {s!r}: {value!r} is not a number") from None
+    return out
+
+
 def _mean_std(xs: list[float]) -> tuple[float, float]:
     xs = [x for x in xs if x is not None]
     if not xs:
@@ -49,7 +63,8 @@ def _mean_std(xs: list[float]) -> tuple[float, float]:
 
 
 def run_experiment(sets: dict[str, list[str]], eval_set: str, output: str, seeds: int, base: TrainConfig,
-                   log: Callable[[str], None] = print) -> dict:
+                   log: Callable[[str], None] = print, overrides: dict[str, dict] | None = None) -> dict:
+    """Train and evaluate every set x seed; `overrides` sets per-set TrainConfig fields (recaption_prob)."""
     load_eval_meta(eval_set)  # fail before hours of training, not after
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,7 +72,7 @@ def run_experiment(sets: dict[str, list[str]], eval_set: str, output: str, seeds
     for name, shards in sets.items():
         for seed in range(seeds):
             rdir = out / "runs" / name / f"seed{seed}"
-            cfg = replace(base, shards=shards, output=str(rdir), seed=seed)
+            cfg = replace(base, shards=shards, output=str(rdir), seed=seed, **(overrides or {}).get(name, {}))
             ev_path = rdir / "eval.json"
             if (rdir / "summary.json").is_file() and ev_path.is_file():
                 old = json.loads((rdir / "config.json").read_text())

@@ -55,6 +55,7 @@ class TrainConfig:
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
     device: str = "auto"
     shuffle_buffer: int = 1000
+    recaption_prob: float = 0.0  # use a sample's .recap.txt instead of .txt with this probability
     threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default
     extra: dict = field(default_factory=dict)
 
@@ -63,6 +64,8 @@ class TrainConfig:
             raise TrainError(f"--loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
         if self.samples_seen < 1 or self.batch_size < 1:
             raise TrainError("--samples-seen and --batch-size must be positive")
+        if not 0.0 <= self.recaption_prob <= 1.0:
+            raise TrainError(f"--recaption-prob must be between 0 and 1, not {self.recaption_prob}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise TrainError(f"--precision must be auto, fp32 or bf16, not {self.precision!r}")
         configs.register()
@@ -71,10 +74,13 @@ class TrainConfig:
         if self.model not in open_clip.list_models():
             raise TrainError(f"unknown model {self.model!r} (curate ships {', '.join(configs.MODELS)}; "
                              "any open_clip model name works)")
+        if (self.loss == "coca") != ("coca" in self.model.lower()):
+            raise TrainError(f"--loss coca goes with a CoCa model and only with one (model {self.model!r}, "
+                             f"loss {self.loss!r})")
 
 
 # Settings that must match for --resume to continue the same run.
-RESUME_KEYS = ("model", "samples_seen", "batch_size", "loss", "lr", "warmup", "weight_decay", "seed")
+RESUME_KEYS = ("model", "samples_seen", "batch_size", "loss", "lr", "warmup", "weight_decay", "seed", "recaption_prob")
 
 
 def _dist():
@@ -188,7 +194,7 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
     # A resumed run draws a fresh, seeded data order (passes numbered from the resumed step), so it
     # does not replay the batches it already saw; the step, optimiser and schedule continue exactly.
     dataset = TrainBatches(shards, preprocess_train, tokenizer, cfg.batch_size, seed=cfg.seed,
-                           shuffle_buffer=cfg.shuffle_buffer, start_pass=step)
+                           shuffle_buffer=cfg.shuffle_buffer, start_pass=step, recaption_prob=cfg.recaption_prob)
     loader = iter(make_loader(dataset, workers))
     is_main = rank == 0
     log_f = None
@@ -230,8 +236,7 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
         for g in opt.param_groups:
             g["lr"] = lr
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            img_f, txt_f, scale = train_model(images, texts)[:3]
-            loss = loss_fn(img_f.float(), txt_f.float(), scale.float())
+            loss = loss_fn.from_output(train_model(images, texts))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

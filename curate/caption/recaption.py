@@ -1,0 +1,185 @@
+"""`recaption`: add a synthetic caption per image beside the original text, never over it.
+
+Why beside: synthetic-only captions lose the world knowledge in alt-text (CapsFusion, VeCLIP), so the
+original `text` stays untouched and the choice of what a training set sees is made later, at shard
+time (output.caption_policy) or in training (`curate train --recaption-prob`).
+
+Columns: `recaption` (the caption, null when there is none), `recaption_model` (which model wrote it),
+`recaption_flag` (why a selected row has no caption or a doubtful one: `empty` generation, `truncated`
+at max_tokens, `not_selected` by `rows`). An image that will not decode is a per-row failure
+(`recaption_image_error`); the rest of the batch goes on.
+
+Which rows: `rows: all` captions every row in play; `rows: boilerplate` only those whose original
+text is empty or boilerplate alt-text (caption_text's patterns), which is how the demo recipe keeps
+those images with a synthetic caption instead of dropping them: run `recaption` before
+`caption_text` and give caption_text `use_recaption: true` so it checks the effective caption.
+"""
+from __future__ import annotations
+
+import io
+import re
+from typing import Any, ClassVar, Literal
+
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
+from pydantic import Field, PrivateAttr, model_validator
+
+from curate import schema
+from curate.stage import Stage, register
+
+
+@register
+class Recaption(Stage):
+    """Synthetic captions from open_clip CoCa or a transformers VLM, batched, one model load per worker."""
+
+    name: ClassVar[str] = "recaption"
+    reads: ClassVar[tuple[str, ...]] = ("image", "text")
+    writes: ClassVar[dict[str, pa.DataType]] = {
+        "recaption": pa.string(), "recaption_model": pa.string(), "recaption_flag": pa.string()}
+    reasons: ClassVar[dict[str, str]] = {
+        "recaption_image_error": "recaption could not decode the image bytes",
+    }
+    uses_model: ClassVar[bool] = True
+
+    backend: Literal["coca", "transformers", "endpoint"] = "coca"
+    model: str | None = None  # open_clip name (coca) or hub id / local folder (transformers)
+    pretrained: str | None = None  # coca: open_clip pretrained tag
+    checkpoint: str | None = None  # coca: local checkpoint (e.g. from `curate train --loss coca`)
+    prompt: str = ""  # transformers: text prompt ("a picture of", "<MORE_DETAILED_CAPTION>", a question)
+    chat: Literal["auto", "always", "never"] = "auto"  # transformers: wrap the prompt in the chat template
+    decoding: Literal["beam", "top_p", "greedy"] = "beam"
+    num_beams: int = Field(3, ge=1, le=16)
+    top_p: float = Field(0.9, gt=0, le=1)
+    temperature: float = Field(1.0, gt=0)
+    max_tokens: int = Field(30, ge=2, le=1024)
+    min_tokens: int = Field(3, ge=0)
+    batch_size: int = Field(32, ge=1)
+    rows: Literal["all", "boilerplate"] = "all"
+    on_truncated: Literal["keep", "drop"] = "drop"  # keep the cut-off text, or leave recaption null
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    seed: int = 0
+    trust_remote_code: bool = False
+    # endpoint backend: an OpenAI-compatible server (`model` is the served name)
+    url: str | None = None
+    api_key_env: str | None = None  # name of the environment variable holding the API key
+    max_concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(60.0, gt=0)
+    retries: int = Field(3, ge=0)
+    check_model: bool = True  # resolve the model at recipe time (False: only when a worker starts)
+    _captioner: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _model_exists(self):
+        if self.backend == "coca" and self.decoding == "greedy":
+            raise ValueError("coca decoding is beam or top_p")
+        if self.check_model:
+            self.captioner_check()
+        return self
+
+    def captioner_check(self) -> None:
+        """Fail before any work starts on a model that cannot be found (one-line ModelLoadError)."""
+        from curate.caption.backends import CocaCaptioner, EndpointCaptioner, TransformersCaptioner
+        from curate.models.clip import ModelLoadError
+
+        try:
+            if self.backend == "endpoint":
+                EndpointCaptioner.check(self.url, self.model)
+            elif self.backend == "coca":
+                CocaCaptioner.check(self.model, self.pretrained, self.checkpoint)
+            else:
+                TransformersCaptioner.check(self.model or "", self.trust_remote_code)
+        except ModelLoadError as err:
+            raise ValueError(str(err)) from None
+
+    def make_captioner(self):
+        from curate.caption.backends import CocaCaptioner, EndpointCaptioner, TransformersCaptioner
+
+        if self.backend == "endpoint":
+            return EndpointCaptioner(self.url or "", self.model or "", prompt=self.prompt or EndpointCaptioner(
+                "", "").prompt, max_tokens=self.max_tokens, temperature=self.temperature if self.decoding == "top_p"
+                else 0.0, api_key_env=self.api_key_env, max_concurrency=self.max_concurrency,
+                timeout_s=self.timeout_s, retries=self.retries, seed=self.seed)
+        common = dict(decoding=self.decoding, num_beams=self.num_beams, top_p=self.top_p,
+                      temperature=self.temperature, max_tokens=self.max_tokens, min_tokens=self.min_tokens,
+                      device=self.device, precision=self.precision, seed=self.seed)
+        if self.backend == "coca":
+            return CocaCaptioner(self.model, pretrained=self.pretrained, checkpoint=self.checkpoint, **common)
+        return TransformersCaptioner(self.model or "", prompt=self.prompt, chat=self.chat,
+                                     trust_remote_code=self.trust_remote_code, **common)
+
+    def setup(self) -> None:
+        if self._captioner is None:
+            self._captioner = self.make_captioner().load()
+
+    def selected(self, texts: list[str | None]) -> list[bool]:
+        if self.rows == "all":
+            return [True] * len(texts)
+        from curate.filters.caption_text import DEFAULT_BOILERPLATE, normalise
+
+        pats = [re.compile(p) for p in DEFAULT_BOILERPLATE]
+        return [not normalise(t or "") or any(p.fullmatch(normalise(t or "")) for p in pats) for t in texts]
+
+    def process(self, table: pa.Table) -> pa.Table:
+        from PIL import Image
+
+        self.setup()
+        cap = self._captioner
+        n = table.num_rows
+        recap: list[str | None] = [None] * n
+        flags: list[str | None] = [None] * n
+        models: list[str | None] = [None] * n
+        failed: list[bool] = [False] * n
+        errors: list[str | None] = [None] * n
+        active = schema.active_mask(table).to_pylist()
+        want = self.selected(table.column("text").to_pylist())
+        todo = []
+        for i in range(n):
+            if not active[i]:
+                continue
+            if not want[i]:
+                flags[i] = "not_selected"
+            else:
+                todo.append(i)
+        images = table.column("image")
+        for start in range(0, len(todo), self.batch_size):
+            idx, ims = [], []
+            for i in todo[start:start + self.batch_size]:
+                data = images[i].as_py()
+                try:
+                    with Image.open(io.BytesIO(data or b"")) as im:
+                        ims.append(im.convert("RGB"))
+                    idx.append(i)
+                except Exception as err:  # noqa: BLE001 - any undecodable image is a per-row failure
+                    failed[i] = True
+                    errors[i] = f"{type(err).__name__}: {err}"[:300]
+            if not idx:
+                continue
+            for i, c in zip(idx, cap.caption(ims)):
+                models[i] = cap.name
+                if c.flag:
+                    flags[i] = c.flag
+                elif not c.text:
+                    flags[i] = "empty"
+                elif c.truncated:
+                    flags[i] = "truncated"
+                    recap[i] = c.text if self.on_truncated == "keep" else None
+                else:
+                    recap[i] = c.text
+        table = self._add_cols(table, recap, models, flags)
+        if any(failed):
+            table = schema.mark(table, pa.array(failed), schema.FAILED, self.name, "recaption_image_error",
+                                error=errors)
+        return table
+
+    def _add_cols(self, table: pa.Table, recap, models, flags) -> pa.Table:
+        """Write the three columns for the rows in play; rows decided earlier keep what they had."""
+        active = schema.active_mask(table)
+        for col, values in (("recaption", recap), ("recaption_model", models), ("recaption_flag", flags)):
+            arr = pa.array(values, pa.string())
+            if col in table.column_names:
+                old = table.column(col).cast(pa.string())
+                table = table.set_column(table.column_names.index(col), col, pa.compute.if_else(active, arr, old))
+            else:
+                table = table.append_column(col, arr)
+        return table
