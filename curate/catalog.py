@@ -28,6 +28,9 @@ def connect(out: str | Path) -> duckdb.DuckDBPyConnection:
     con.execute("CREATE VIEW kept AS SELECT * FROM samples WHERE status = 'ok'")
     con.execute("CREATE VIEW dropped AS SELECT * FROM samples WHERE status = 'dropped'")
     con.execute("CREATE VIEW failed AS SELECT * FROM samples WHERE status = 'failed'")
+    if run.embeddings.exists() and any(run.embeddings.glob("part-*.parquet")):
+        eglob = str(run.embeddings / "part-*.parquet").replace("'", "''")
+        con.execute(f"CREATE VIEW embeddings AS SELECT * FROM read_parquet('{eglob}', union_by_name = true)")
     shard_files = sorted(run.shards.glob("*.tar")) if run.shards.exists() else []
     con.execute("CREATE TABLE _shard_files (shard VARCHAR, path VARCHAR, bytes BIGINT)")
     if shard_files:

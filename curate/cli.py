@@ -211,6 +211,26 @@ def validate(
 
 
 @app.command()
+def refilter(
+    out: str = typer.Argument(..., help="A finished run directory (only read)."),
+    where: str = typer.Option(..., "--where", help="SQL condition over `samples` that kept rows must meet, e.g. \"clip_score >= 0.3\"."),
+    output: str = typer.Option(..., "--output", "-o", help="New run directory to write."),
+):
+    """Re-decide an already-scored run with a new condition (no model runs): OUT -> OUT2."""
+    from curate.refilter import refilter as run_refilter
+
+    manifest = run_refilter(out, where, output)
+    print_funnel(manifest)
+    out_console.print(f"run directory: {output}", highlight=False)
+    try:
+        from curate.report import write_report
+
+        write_report(Path(output))
+    except Exception as err:  # noqa: BLE001 - the report is a view; the data is already written
+        err_console.print(f"could not write the report: {err}", highlight=False)
+
+
+@app.command()
 def report(out: str = typer.Argument(..., help="Run directory.")):
     """(Re)write OUT/report.html: funnel, score and size distributions, duplicates, sample grids."""
     from curate.report import ReportError, report_main
@@ -391,6 +411,16 @@ def _truth_html(truth: list[dict]) -> str:
             f"{rows}</table>")
 
 
+def _filter_html(q: dict) -> str:
+    return ("<p>The filter CLIP was trained on the corpus' clean seed split only (Data Filtering Networks); "
+            "here it is judged against the planted <code>mismatched_caption</code> labels, over the rows it "
+            "scored. The score histogram is under Distributions (<code>clip_score</code>).</p>"
+            "<table><tr><th>scored</th><th>planted mismatched</th><th>flagged</th><th>true positives</th>"
+            "<th>precision</th><th>recall</th><th>score ROC AUC</th></tr>"
+            f"<tr><td>{q['scored']}</td><td>{q['positives']}</td><td>{q['flagged']}</td><td>{q['true_positives']}</td>"
+            f"<td>{q['precision']:.3f}</td><td>{q['recall']:.3f}</td><td>{q['auc']:.3f}</td></tr></table>")
+
+
 @app.command()
 def demo(
     output: str = typer.Option("demo-out", "--output", "-o", help="Run directory to write (replaced if it holds an earlier demo)."),
@@ -398,13 +428,17 @@ def demo(
     seed: int = typer.Option(0, "--seed"),
     modality: str = typer.Option("image", "--modality", help="image, video or interleaved."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address"),
-    set_: list[str] = typer.Option([], "--set", help="Override a value of pipelines/image_text.yaml."),
+    set_: list[str] = typer.Option([], "--set", help="Override a value of the recipe (pipelines/image_text_clip.yaml)."),
+    clip_filter: bool = typer.Option(True, "--clip-filter/--no-clip-filter",
+                                     help="Train (once, cached) and apply the filter CLIP (image_text_clip); off: image_text."),
+    filter_samples_seen: Optional[int] = typer.Option(None, "--filter-samples-seen", min=64,
+                                                      help="Training length of the filter CLIP (default: curate.demo.filter.FILTER_SETTINGS)."),
 ):
     """Generate a synthetic corpus with planted noise, serve it on 127.0.0.1, curate it, check the ground truth."""
     import tempfile
 
     from curate.demo.corpus import write_url_list
-    from curate.demo.run import ensure_corpus, prepare_run_dir, truth_table
+    from curate.demo.run import ensure_corpus, filter_quality, prepare_run_dir, truth_table
     from curate.demo.server import DemoServer
     from curate.recipe import load_recipe
     from curate.runner import Runner
@@ -428,17 +462,28 @@ def demo(
     except FileExistsError as err:
         _fail(str(err))
     corpus = ensure_corpus(samples, seed, log=lambda m: err_console.print(m, highlight=False))
+    recipe, overrides = "image_text", list(set_)
+    if clip_filter:
+        from curate.demo.filter import ensure_filter
+
+        more = {"samples_seen": filter_samples_seen} if filter_samples_seen else {}
+        ckpt = ensure_filter(corpus, log=lambda m: err_console.print(m, highlight=False), **more)
+        recipe, overrides = "image_text_clip", [f"clip_score.checkpoint={ckpt}", *overrides]
     progress, update = _progress()
     with DemoServer(corpus) as server, tempfile.TemporaryDirectory() as tmp:
         urls = write_url_list(corpus, server.url, Path(tmp) / "urls.parquet")
         err_console.print(f"serving {samples} samples at {server.url}", highlight=False)
-        rec = load_recipe("image_text", set_, input_path=str(urls), output_path=str(out))
+        rec = load_recipe(recipe, overrides, input_path=str(urls), output_path=str(out))
         runner = Runner(rec, ray_address=ray_address, on_progress=update)
         with progress:
             manifest = runner.start()
     print_funnel(manifest)
     truth = truth_table(out, corpus)
-    runner.write_report([("Ground truth (demo)", _truth_html(truth))])
+    quality = filter_quality(out, corpus)
+    sections = [("Ground truth (demo)", _truth_html(truth))]
+    if quality:
+        sections.append(("CLIP filter vs planted mismatched captions", _filter_html(quality)))
+    runner.write_report(sections)
     table = Table(title="ground truth: planted noise vs outcome")
     for col in ("noise", "rows", "expected", "as expected", "outcomes"):
         table.add_column(col, justify="right" if col in ("rows", "as expected") else "left")
@@ -447,6 +492,10 @@ def demo(
         outcomes = ", ".join(f"{k} {v}" for k, v in r["outcomes"].most_common(3))
         table.add_row(r["noise"], str(r["rows"]), r["expected"], pct, outcomes)
     out_console.print(table)
+    if quality:
+        out_console.print(f"CLIP filter vs planted mismatched captions: precision {quality['precision']:.2f}, "
+                          f"recall {quality['recall']:.2f} ({quality['true_positives']} of {quality['flagged']} "
+                          f"flagged, {quality['positives']} planted), score AUC {quality['auc']:.2f}", highlight=False)
     out_console.print(f"run directory: {out}   corpus (eval/ and seed/ splits): {corpus}", highlight=False)
     out_console.print(f'next: curate query {out} "SELECT reason, count(*) FROM dropped GROUP BY reason"', highlight=False)
 
@@ -498,9 +547,10 @@ def main() -> None:
     from curate.io.reader import InputError
     from curate.models.clip import ModelLoadError
     from curate.recipe import RecipeError
+    from curate.refilter import RefilterError
     from curate.runner import RunError
 
-    known = (RecipeError, RunError, InputError, CatalogError, ModelLoadError, UserError)
+    known = (RecipeError, RunError, InputError, CatalogError, ModelLoadError, UserError, RefilterError)
     try:
         rc = app(standalone_mode=False)
         if isinstance(rc, int) and rc:

@@ -36,6 +36,10 @@ PAYLOAD_COLUMNS = {"image", "video", "keyframes", "doc_image_bytes"}  # doc_imag
 # row stays too, with its own outcome (e.g. dropped / split_into_clips).
 PARENT_COLUMN = "parent_uid"
 
+# Vector columns (CLIP embeddings) travel between stages but are written to the embeddings/ sidecar
+# (embeddings/part-k.parquet: uid + vectors), not into meta/*.parquet or the per-sample json.
+SIDECAR_COLUMNS = {"clip_image_embedding", "clip_text_embedding"}
+
 # Reason codes are public API: every drop and failure carries one of these.
 REASONS: dict[str, str] = {}
 
@@ -97,7 +101,7 @@ def input_rows(table: pa.Table) -> int:
 
 def meta_schema(schema: pa.Schema) -> pa.Schema:
     """The schema of meta/*.parquet: the run schema without payload bytes."""
-    return pa.schema([f for f in schema if f.name not in PAYLOAD_COLUMNS])
+    return pa.schema([f for f in schema if f.name not in PAYLOAD_COLUMNS | SIDECAR_COLUMNS])
 
 
 def active_mask(table: pa.Table) -> pa.ChunkedArray:

@@ -49,6 +49,7 @@ def truth_table(run_dir: Path, corpus: Path) -> list[dict]:
     meta = pq.ParquetDataset(str(Path(run_dir) / "meta")).read(
         columns=["id", "uid", "status", "stage", "reason", "dup_of"]).to_pylist()
     by_id = {r["id"]: r for r in meta}
+    stages = _recipe_steps(run_dir)
     groups: dict[int, list[int]] = defaultdict(list)
     for t in truth:
         if t["noise"] == "exact_duplicate" and t["dup_of"] is not None:
@@ -66,7 +67,7 @@ def truth_table(run_dir: Path, corpus: Path) -> list[dict]:
     rows: dict[str, dict] = {}
     for t in truth:
         kind = t["noise"]
-        status, reason = noise.expected_outcome(kind)
+        status, reason = noise.expected_outcome(kind, stages)
         got = by_id.get(t["id"])
         r = rows.setdefault(kind, {"noise": kind, "expected": f"{status}/{reason}" if reason else status,
                                    "rows": 0, "as_expected": 0, "outcomes": Counter()})
@@ -83,6 +84,17 @@ def truth_table(run_dir: Path, corpus: Path) -> list[dict]:
     return sorted(rows.values(), key=lambda r: (r["noise"] != "clean", -r["rows"]))
 
 
+def _recipe_steps(run_dir: Path) -> set[str] | None:
+    """Step names of the recipe a run used (from its recipe.yaml), None if it cannot be read."""
+    import yaml
+
+    try:
+        rec = yaml.safe_load((Path(run_dir) / "recipe.yaml").read_text())
+        return {next(iter(s)) if isinstance(s, dict) else str(s) for s in rec.get("stages") or []}
+    except (OSError, yaml.YAMLError, AttributeError, StopIteration):
+        return None
+
+
 def prepare_run_dir(out: Path) -> None:
     """The demo owns its output: replace an earlier demo run, refuse to touch anything else."""
     if not out.exists():
@@ -91,3 +103,36 @@ def prepare_run_dir(out: Path) -> None:
         shutil.rmtree(out)
         return
     raise FileExistsError(f"{out} exists and is not a curate run directory; choose another --output")
+
+
+def filter_quality(run_dir: Path, corpus: Path, positive: str = "mismatched_caption") -> dict | None:
+    """Precision and recall of the CLIP filter against the planted `mismatched_caption` labels.
+
+    Judged over the rows the filter saw (those with a clip_score): a row is flagged when the CLIP
+    decision dropped it (clip_threshold / clip_top_fraction). Also the ROC AUC of the raw score, which
+    says how well the filter ranks mismatched below matched captions whatever the cut. None when the run
+    has no clip_score column.
+    """
+    import numpy as np
+
+    meta = pq.ParquetDataset(str(Path(run_dir) / "meta")).read()
+    if "clip_score" not in meta.column_names:
+        return None
+    noise_of = dict(zip(*pq.read_table(corpus / "corpus.parquet", columns=["id", "noise"]).to_pydict().values()))
+    rows = [r for r in meta.select(["id", "clip_score", "stage"]).to_pylist() if r["clip_score"] is not None]
+    if not rows:
+        return None
+    y = np.array([noise_of.get(r["id"]) == positive for r in rows])
+    flagged = np.array([r["stage"] in ("clip_threshold", "clip_top_fraction") for r in rows])
+    s = np.array([r["clip_score"] for r in rows], np.float64)
+    tp = int((flagged & y).sum())
+    out = {"scored": len(rows), "positives": int(y.sum()), "flagged": int(flagged.sum()), "true_positives": tp,
+           "precision": tp / flagged.sum() if flagged.any() else float("nan"),
+           "recall": tp / y.sum() if y.any() else float("nan"), "auc": float("nan")}
+    if 0 < y.sum() < len(y):  # P(score of a matched pair > score of a mismatched one), ties count half
+        from scipy.stats import rankdata
+
+        r = rankdata(-s)
+        n1, n0 = int(y.sum()), int((~y).sum())
+        out["auc"] = float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    return out

@@ -25,10 +25,14 @@ class RunDir:
         self.meta = self.root / "meta"
         self.work = self.root / "_work"
         self.report = self.root / "report.html"
+        self.embeddings = self.root / "embeddings"  # sidecar: uid + CLIP embedding vectors per part
 
     # final outputs
     def meta_part(self, k: int) -> Path:
         return self.meta / f"part-{k:06d}.parquet"
+
+    def embeddings_part(self, k: int) -> Path:
+        return self.embeddings / f"part-{k:06d}.parquet"
 
     def shard(self, k: int) -> Path:
         return self.shards / f"{k:06d}.tar"

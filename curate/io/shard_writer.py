@@ -21,7 +21,7 @@ from curate.io import atomic
 from curate.io.rundir import RunDir
 
 # columns that never go into the per-sample json (payload, bookkeeping that the tar name already says)
-_JSON_SKIP = schema.PAYLOAD_COLUMNS | {"status", "stage", "reason", "error", "shard", "key", "part", "modality"}
+_JSON_SKIP = schema.PAYLOAD_COLUMNS | schema.SIDECAR_COLUMNS | {"status", "stage", "reason", "error", "shard", "key", "part", "modality"}
 _TEXT_MEMBERS = {"recaption": "recap.txt"}
 
 # What a sample's .txt holds when a `recaption` column exists (output.caption_policy in the recipe):
@@ -119,6 +119,10 @@ def write_part(run: RunDir, part: int, table: pa.Table, run_schema: pa.Schema, c
     table = place(schema.conform(table, run_schema), part)
     kept = table.filter(schema.active_mask(table))
     write_tar(run.shard(part), kept, caption_policy)
+    vectors = [c for c in run_schema.names if c in schema.SIDECAR_COLUMNS and table.column(c).null_count < table.num_rows]
+    if vectors:  # before the meta part: the meta part stays the commit marker
+        side = table.select(["uid", *vectors])
+        atomic.write_parquet(side.filter(pc.is_valid(side.column(vectors[0]))), run.embeddings_part(part))
     meta = table.select(schema.meta_schema(run_schema).names)
     atomic.write_parquet(meta, run.meta_part(part))
     return {"part": part, "rows": table.num_rows, "kept": kept.num_rows,

@@ -12,9 +12,10 @@ saves it where the CLIP-score stage loads it:
     python examples/filter_bootstrap/train_filter.py --out models/filter   # generates a demo corpus
     python examples/filter_bootstrap/train_filter.py --corpus demo-corpus/ --samples-seen 20000
 
-A recipe then scores with it (the clip_score stage is the next issue; these are its planned settings):
+A recipe then scores with it (pipelines/image_text_clip.yaml; `curate demo` does the same with
+curate.demo.filter.ensure_filter and caches the filter next to the demo corpus):
 
-    - clip_score: {model: curate-tiny, pretrained: models/filter/filter_clip.pt}
+    curate run image_text_clip -i urls.parquet -o out/ --set clip_score.checkpoint=models/filter/filter_clip.pt
 """
 from __future__ import annotations
 

@@ -148,15 +148,15 @@ def test_demo_command(ray_address, tmp_path, monkeypatch, cli_inprocess):
     """`curate demo`: generates, serves, curates, prints the funnel and the ground truth, writes the report."""
     monkeypatch.setenv("CURATE_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo-out"
-    res = cli_inprocess("demo", "--samples", "200", "--output", str(out))
+    res = cli_inprocess("demo", "--samples", "200", "--output", str(out), "--no-clip-filter")
     assert res.returncode == 0, res.stderr
     assert "funnel" in res.stdout and "ground truth" in res.stdout and "download_http_404" in res.stdout
     assert validate(out)[0] == []
     assert "Ground truth (demo)" in (out / "report.html").read_text()
     # a second demo replaces the first; anything else in the folder is refused
-    assert cli_inprocess("demo", "--samples", "200", "--output", str(out)).returncode == 0
+    assert cli_inprocess("demo", "--samples", "200", "--output", str(out), "--no-clip-filter").returncode == 0
     other = tmp_path / "other"
     other.mkdir()
     (other / "keep.txt").write_text("x")
-    res = cli_inprocess("demo", "--samples", "200", "--output", str(other))
+    res = cli_inprocess("demo", "--samples", "200", "--output", str(other), "--no-clip-filter")
     assert res.returncode == 2 and (other / "keep.txt").exists()

@@ -1,0 +1,182 @@
+"""`clip_score`: cosine similarity between a sample's image and its caption under an open_clip model.
+
+Why a stage of its own: scoring is the expensive part (a model forward per image) and the decision is
+cheap, so scores are stored (`clip_score` column, and optionally the L2-normalised embeddings in the
+`embeddings/` sidecar) and the keep/drop decision is a separate filter (`clip_threshold`,
+`clip_top_fraction`) that `curate refilter` can redo without the model.
+
+Runs on a long-lived actor (`uses_model`): the model loads once per actor, on the GPU when the recipe
+gives the stage `num_gpus`, bf16/fp16 autocast there. JPEG decode, preprocessing and tokenisation run on
+a thread pool one batch ahead of the model (PIL decode and torch ops release the GIL), so the model's
+forward pass is the bottleneck, not the decoder.
+"""
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field, PrivateAttr, model_validator
+
+from curate import schema
+from curate.stage import Stage, register
+
+EMBEDDING = pa.list_(pa.float32())
+IMAGE_EMBEDDING, TEXT_EMBEDDING = "clip_image_embedding", "clip_text_embedding"
+
+
+def input_size(clip) -> int:
+    size = getattr(clip.model.visual, "image_size", 224)
+    return int(max(size) if isinstance(size, (tuple, list)) else size)
+
+
+def decode_batch(clip, blobs: list[bytes], texts: list[str], draft: bool = False):
+    """(pixel tensor, token tensor, ok mask) for one batch; undecodable images are masked out, not raised.
+
+    draft: let libjpeg decode at a reduced DCT scale that still covers the model's input size (PIL's
+    `Image.draft`), so a 512 px JPEG scored at 224 px is not decoded at full size first.
+    """
+    import torch
+    from PIL import Image
+
+    pix, ok = [], []
+    side = input_size(clip) if draft else 0
+    for blob in blobs:
+        try:
+            with Image.open(io.BytesIO(blob)) as im:
+                if side and im.format == "JPEG":
+                    im.draft("RGB", (side, side))
+                pix.append(clip.preprocess(im.convert("RGB")))
+            ok.append(True)
+        except Exception:  # noqa: BLE001 - a broken image gets no score; the run goes on
+            ok.append(False)
+    pixels = torch.stack(pix) if pix else None
+    tokens = clip.tokenizer([t for t, good in zip(texts, ok) if good]) if pix else None
+    return pixels, tokens, np.array(ok, bool)
+
+
+@register
+class ClipScore(Stage):
+    """Score image-caption agreement: cosine similarity of open_clip image and text embeddings."""
+
+    name: ClassVar[str] = "clip_score"
+    reads: ClassVar[tuple[str, ...]] = ("image",)
+    writes: ClassVar[dict[str, pa.DataType]] = {
+        "clip_score": pa.float32(), IMAGE_EMBEDDING: EMBEDDING, TEXT_EMBEDDING: EMBEDDING,
+    }
+    uses_model: ClassVar[bool] = True
+
+    model: str | None = None  # open_clip name (ViT-B-32, curate-tiny, ...); read from `checkpoint` if omitted
+    pretrained: str | None = None  # hub tag (laion2b_s34b_b79k, openai), loaded from the local hub cache
+    checkpoint: str | None = None  # local checkpoint file (e.g. OUT/checkpoint.pt from `curate train`)
+    device: str = "auto"  # auto: cuda when visible, else cpu
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # autocast on GPU; CPU always fp32
+    batch_size: int = Field(256, ge=1)
+    decode_threads: int = Field(2, ge=1)  # threads decoding/preprocessing the next batch
+    embeddings: bool = False  # also keep the L2-normalised image/text embeddings (embeddings/ sidecar)
+    fast_decode: bool = True  # JPEG draft decoding at the smallest scale that covers the model's input
+
+    _clip: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _check_model(self):
+        """Fail at recipe load (one line, before any work) on a missing checkpoint or an unknown model."""
+        if self.checkpoint and self.pretrained:
+            raise ValueError("give either pretrained (a hub tag) or checkpoint (a local file), not both")
+        if self.checkpoint and not Path(self.checkpoint).expanduser().is_file():
+            raise ValueError(f"checkpoint not found: {self.checkpoint} (train one with `curate train` or "
+                             "examples/filter_bootstrap/train_filter.py; `curate demo` builds the demo's)")
+        if not self.checkpoint and not self.model:
+            raise ValueError("set model (an open_clip name) or checkpoint")
+        if self.model and not self.model.startswith(("hf-hub:", "local-dir:")):
+            import open_clip
+
+            from curate.train import configs
+
+            configs.register()
+            if self.model not in open_clip.list_models():
+                raise ValueError(f"unknown open_clip model {self.model!r} (see open_clip.list_models())")
+            if self.pretrained and not Path(self.pretrained).expanduser().is_file() \
+                    and not open_clip.get_pretrained_cfg(self.model, self.pretrained):
+                raise ValueError(f"open_clip has no pretrained tag {self.pretrained!r} for {self.model} "
+                                 "(see open_clip.list_pretrained())")
+        return self
+
+    def setup(self) -> None:
+        if self._clip is None:
+            from curate.models.clip import load_clip
+
+            ckpt = str(Path(self.checkpoint).expanduser()) if self.checkpoint else None
+            self._clip = load_clip(self.model, self.pretrained, ckpt, self.device, self.precision)
+
+    def score(self, images: list[bytes], texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scores with NaN for undecodable images, image embeddings, text embeddings) in input order."""
+        import torch
+
+        self.setup()
+        clip, n, bs = self._clip, len(images), self.batch_size
+        dim = clip.dim
+        scores = np.full(n, np.nan, np.float32)
+        img_emb = np.zeros((n, dim), np.float32)
+        txt_emb = np.zeros((n, dim), np.float32)
+        starts = list(range(0, n, bs))
+        with ThreadPoolExecutor(self.decode_threads) as pool:
+            # split each batch over the decode threads; keep the next batch in flight while the model runs
+            def submit(lo: int):
+                hi = min(n, lo + bs)
+                step = -(-(hi - lo) // self.decode_threads)
+                return [pool.submit(decode_batch, clip, images[a:min(hi, a + step)], texts[a:min(hi, a + step)],
+                                    self.fast_decode)
+                        for a in range(lo, hi, step)]
+
+            pending = submit(starts[0]) if starts else None
+            for b, lo in enumerate(starts):
+                chunks = [f.result() for f in pending]
+                pending = submit(starts[b + 1]) if b + 1 < len(starts) else None
+                ok = np.concatenate([c[2] for c in chunks])
+                if not ok.any():
+                    continue
+                pixels = torch.cat([c[0] for c in chunks if c[0] is not None])
+                tokens = torch.cat([c[1] for c in chunks if c[1] is not None])
+                ie = clip.embed_image_tensors(pixels)
+                with torch.inference_mode(), clip._autocast():
+                    te = clip.model.encode_text(tokens.to(clip.device))
+                te = torch.nn.functional.normalize(te.float(), dim=-1).cpu().numpy()
+                rows = lo + np.flatnonzero(ok)
+                scores[rows] = np.einsum("ij,ij->i", ie, te)
+                img_emb[rows], txt_emb[rows] = ie, te
+        return scores, img_emb, txt_emb
+
+    def process(self, table: pa.Table) -> pa.Table:
+        todo = pc.and_(schema.active_mask(table), pc.is_valid(table.column("image")))
+        idx = np.flatnonzero(todo.to_numpy(zero_copy_only=False))
+        if len(idx) == 0:
+            return table
+        sub = table.take(pa.array(idx)).select(["image", "text"])
+        texts = [t or "" for t in sub.column("text").to_pylist()]
+        scores, ie, te = self.score(sub.column("image").to_pylist(), texts)
+        full = np.full(table.num_rows, np.nan, np.float32)
+        full[idx] = scores
+        mask = np.zeros(table.num_rows, bool)
+        mask[idx] = ~np.isnan(scores)
+        values: dict[str, Any] = {"clip_score": pa.array(full, pa.float32())}
+        if self.embeddings:
+            values[IMAGE_EMBEDDING] = _scatter(ie, idx, mask, table.num_rows)
+            values[TEXT_EMBEDDING] = _scatter(te, idx, mask, table.num_rows)
+        for col, typ in self.writes.items():  # outside a runner the columns may not exist yet
+            if col not in table.column_names:
+                table = table.append_column(pa.field(col, typ), pa.nulls(table.num_rows, typ))
+        return schema.set_rows(table, pa.array(mask), values)
+
+
+def _scatter(emb: np.ndarray, idx: np.ndarray, mask: np.ndarray, n: int) -> pa.Array:
+    """A list<float32> column of length n holding emb's rows at idx (null elsewhere)."""
+    dim = emb.shape[1]
+    full = np.zeros((n, dim), np.float32)
+    full[idx] = emb
+    flat = pa.FixedSizeListArray.from_arrays(pa.array(full.ravel(), pa.float32()), dim).cast(EMBEDDING)
+    return pc.if_else(pa.array(mask), flat, pa.nulls(n, EMBEDDING))
