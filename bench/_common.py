@@ -221,26 +221,28 @@ def machine_info(packages: list[str]) -> dict[str, str]:
 HEADER = """# Benchmark results
 
 Numbers measured by the scripts in `bench/` (see bench/README.md). Each section below was written by
-its script and records the machine, the command and the load it ran under; re-run the command to
-refresh a section. Machine of the most recent run:
-
-{machine}
+its script and records the machine it ran on, the command and the load it ran under; re-run the
+command to refresh a section.
 """
 
 
 def update_results(section: str, body: str, packages: list[str]) -> Path:
-    """Rewrite RESULTS.md's header (machine) and replace (or append) the `## {section}` section."""
+    """Replace (or append) the `## {section}` section, with the machine it ran on at its top.
+
+    The machine goes into the section, not a shared header, so sections written by different runs
+    (and branches) each say where their numbers came from and never conflict with each other.
+    """
     info = machine_info(packages)
-    machine = "\n".join(f"- **{k}**: {v}" for k, v in info.items())
+    machine = "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items())
     text = RESULTS.read_text() if RESULTS.exists() else ""
     sections: list[tuple[str, str]] = []
     for m in re.finditer(r"^## (\S+)[^\n]*\n(.*?)(?=^## |\Z)", text, re.M | re.S):
         sections.append((m.group(1), m.group(0)))
-    new = f"## {section}\n\n{body.strip()}\n\n"
+    new = f"## {section}\n\n{machine}\n\n{body.strip()}\n\n"
     if any(name == section for name, _ in sections):
         sections = [(n, new if n == section else s) for n, s in sections]
     else:  # a new "NAME-notes" section goes right after NAME's section
         after = [i for i, (n, _) in enumerate(sections) if section.startswith(n + "-")]
         sections.insert(after[-1] + 1 if after else len(sections), (section, new))
-    RESULTS.write_text(HEADER.format(machine=machine) + "\n" + "".join(s for _, s in sections).rstrip() + "\n")
+    RESULTS.write_text(HEADER + "\n" + "".join(s for _, s in sections).rstrip() + "\n")
     return RESULTS

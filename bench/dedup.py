@@ -3,8 +3,9 @@ peak RSS at two corpus sizes. Usage: python bench/dedup.py [--sizes 200000 10000
 
 Throughput runs in this process on one core. End-to-end runs the real Runner (local Ray, 2 CPUs, the Ray
 shuffle path) in a subprocess per size and samples the RSS (every 0.5 s) and PSS (every 2 s) summed over
-that process tree (driver, Ray GCS/raylet, workers). --two-node N checks a two-node cluster gives the
-same clusters as the in-driver path.
+that process tree (driver, Ray GCS/raylet, workers). --two-node N runs the same recipe with `curate run` on a
+single-node Ray and on a two-node cluster started with `ray start --head` / `ray start --address`, and checks
+the clusters are identical.
 """
 from __future__ import annotations
 
@@ -72,10 +73,23 @@ def throughput(n: int = 20000, repeats: int = 3) -> dict:
             "vs_update_loop": round(best["curate"] / best["loop"], 1)}
 
 
+def shuffle_bytes(n: int = 20000) -> dict:
+    """What minhash_dedup's map side sends through the shuffle, per input row and per column."""
+    import pyarrow as pa
+
+    from curate.dedup.minhash import MinHashDedup
+
+    t = pa.table({"uid": [f"{i:016x}" for i in range(n)], "part": pa.array([0] * n, pa.int32()), "text": captions(n)})
+    r = MinHashDedup().prepare(t)
+    return {"records_per_row": r.num_rows / n, "total": round(r.nbytes / n),
+            **{c: round(r.column(c).nbytes / n) for c in r.column_names}}
+
+
 def accuracy() -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from dedup._corpus import planted_corpus, true_pairs
 
+    from curate.dedup.graph import edge_uids
     from curate.dedup.minhash import MinHashDedup
     from curate.stage import prepare_records, reduce_records
     import pyarrow as pa
@@ -89,7 +103,7 @@ def accuracy() -> dict:
         job = MinHashDedup()
         e = reduce_records(job, job.prepare(t))
         idx = {u: i for i, u in enumerate(t.column("uid").to_pylist())}
-        found = {tuple(sorted((idx[a], idx[b]))) for a, b in zip(e.column("a").to_pylist(), e.column("b").to_pylist())}
+        found = {tuple(sorted((idx[a], idx[b]))) for a, b in edge_uids(e)}
         tp = len(found & truth)
         res[name] = {"true_pairs": len(truth), "found": len(found), "precision": round(tp / max(1, len(found)), 4),
                      "recall": round(tp / max(1, len(truth)), 4)}
@@ -106,7 +120,8 @@ def e2e_child(src: str, out: str, local_max: int = 0, address: str | None = None
                            "stages": [{"minhash_dedup": {}}]})
     t0 = time.time()
     m = Runner(recipe, ray_address=address).start()
-    print(json.dumps({"seconds": round(time.time() - t0, 1), "counts": m["counts"], "timings": m["timings"]}))
+    print(json.dumps({"seconds": round(time.time() - t0, 1), "counts": m["counts"], "timings": m["timings"],
+                      "jobs": m.get("jobs")}))
 
 
 def e2e(n: int, work: Path) -> dict:
@@ -150,31 +165,88 @@ def _clusters(out: Path) -> dict:
     return {r["uid"]: (r["status"], r["reason"], r["dup_of"], r["minhash_cluster"]) for r in t.to_pylist()}
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _curate_run(recipe: Path, src: Path, out: Path, env: dict, address: str | None = None) -> None:
+    cmd = [sys.executable, "-m", "curate.cli", "run", str(recipe), "--input", str(src), "--output", str(out)]
+    subprocess.run(cmd + (["--ray-address", address] if address else []), check=True, env=env, cwd=ROOT,
+                   stdout=subprocess.DEVNULL)
+
+
 def two_node(n: int, work: Path) -> dict:
-    """The same recipe on a two-node Ray cluster (two raylets on this machine, 1 CPU each, started and torn
-    down by ray.cluster_utils.Cluster, which is what `ray start --head` + `ray start --address` set up)
-    against the in-driver path: the clusters must be identical."""
+    """The same recipe through `curate run`: on a local single-node Ray, and on a two-node cluster made with
+    the real commands (`ray start --head` and a second `ray start --address`, 1 CPU each, loopback, separate
+    temp dirs), with the job forced onto the distributed path in both. The clusters must be identical.
+    The two `ray start --block` processes are this script's children and are stopped by their pids (not
+    `ray stop`, which would stop every Ray on a shared machine); --block makes each take its raylet down."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from ray.cluster_utils import Cluster
+    import ray
 
     src = work / f"captions-{n}.parquet"
     if not src.exists():
         pq.write_table(pa.table({"url": [f"http://x/{i}" for i in range(n)], "caption": captions(n)}), src)
+    recipe = work / "recipe.yaml"
+    recipe.write_text("name: bench-two-node\ninput: {text_col: caption}\noutput: {samples_per_shard: %d}\n"
+                      "ray: {job_local_max_rows: 0}\nstages:\n  - minhash_dedup: {}\n" % max(1, n // 8))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    subprocess.run([sys.executable, __file__, "--child", str(src), str(work / f"local-{n}"), "--local-max",
-                    str(10**9)], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    t0 = time.time()
+    _curate_run(recipe, src, work / "one-node", env)
+    one_node_s = time.time() - t0
+    ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]  # the `ray` command, from this interpreter
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    common = ["--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+    procs = [subprocess.Popen([*ray_cli, "start", "--head", "--port", str(port), "--include-dashboard", "false",
+                               "--temp-dir", str(work / "ray-head"), *common], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)]
+    nodes = 0
     try:
-        cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
-        subprocess.run([sys.executable, __file__, "--child", str(src), str(work / f"two-node-{n}"), "--address",
-                        cluster.address], check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+        deadline = time.time() + 90
+        while True:  # wait for the head's GCS before the second node joins
+            probe = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address='{address}', "
+                                    "logging_level='ERROR'); print(len(ray.nodes()))"], env=env,
+                                   capture_output=True, text=True)
+            if probe.returncode == 0 or time.time() > deadline:
+                break
+            time.sleep(2)
+        procs.append(subprocess.Popen([*ray_cli, "start", "--address", address, "--temp-dir",
+                                       str(work / "ray-node2"), *common], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+        while time.time() < deadline + 60:
+            probe = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address='{address}', "
+                                    "logging_level='ERROR'); print(sum(x['Alive'] for x in ray.nodes()))"],
+                                   env=env, capture_output=True, text=True)
+            nodes = int(probe.stdout.strip().splitlines()[-1]) if probe.returncode == 0 and probe.stdout.strip() else 0
+            if nodes >= 2:
+                break
+            time.sleep(2)
+        if nodes < 2:
+            raise RuntimeError(f"the second Ray node did not join {address}")
+        t0 = time.time()
+        _curate_run(recipe, src, work / "two-node", env, address)
+        two_node_s = time.time() - t0
     finally:
-        cluster.shutdown()
-    a, b = _clusters(work / f"local-{n}"), _clusters(work / f"two-node-{n}")
+        for p in reversed(procs):
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    a, b = _clusters(work / "one-node"), _clusters(work / "two-node")
+    m = json.loads((work / "two-node" / "manifest.json").read_text())
     dropped = sum(v[1] == "near_duplicate" for v in a.values())
-    return {"rows": n, "nodes": 2, "identical": a == b, "near_duplicates": dropped}
+    return {"rows": n, "nodes": nodes, "identical": a == b, "near_duplicates": dropped,
+            "job": m.get("jobs", {}).get("job0:minhash_dedup"), "one_node_s": round(one_node_s, 1),
+            "two_node_s": round(two_node_s, 1)}
 
 
 def main() -> None:
@@ -192,10 +264,10 @@ def main() -> None:
     if a.two_node:
         work = Path(tempfile.mkdtemp(prefix="dedup-2node-", dir=ROOT / "bench" / "out"))
         print(json.dumps({"two_node": two_node(a.two_node, work)}), flush=True)
-        if a.skip_throughput:
-            return
-    print(json.dumps({"throughput_1core": throughput()}), flush=True)
-    print(json.dumps({"accuracy_t0.8": accuracy()}), flush=True)
+    if not a.skip_throughput:
+        print(json.dumps({"throughput_1core": throughput()}), flush=True)
+        print(json.dumps({"shuffle_bytes_per_row": shuffle_bytes()}), flush=True)
+        print(json.dumps({"accuracy_t0.8": accuracy()}), flush=True)
     if not a.skip_e2e:
         work = Path(tempfile.mkdtemp(prefix="dedup-", dir=ROOT / "bench" / "out"))
         for n in a.sizes:

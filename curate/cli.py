@@ -62,7 +62,13 @@ def print_funnel(manifest: dict, console: Console = out_console) -> None:
     def pct(n):
         return f"{100 * n / rows:.1f}" if rows else "-"
 
-    table.add_row("input", "", str(rows), "100.0")
+    derived = c.get("derived") or 0  # rows a stage derived from input rows (video clips)
+    if derived:
+        rows -= derived
+        table.add_row("input", "", str(rows), "100.0")
+        table.add_row("derived", "(clips: % of input rows)", str(derived), pct(derived))
+    else:
+        table.add_row("input", "", str(rows), "100.0")
     table.add_row("[green]kept[/]", "", str(c.get("kept", 0)), pct(c.get("kept", 0)))
     for status in ("dropped", "failed"):
         for key, n in sorted((c.get(status) or {}).items(), key=lambda kv: -kv[1]):
@@ -388,9 +394,9 @@ def _truth_html(truth: list[dict]) -> str:
 @app.command()
 def demo(
     output: str = typer.Option("demo-out", "--output", "-o", help="Run directory to write (replaced if it holds an earlier demo)."),
-    samples: int = typer.Option(3000, "--samples", "-n", min=200, help="Corpus size."),
+    samples: Optional[int] = typer.Option(None, "--samples", "-n", min=40, help="Corpus size (default 3000 image-text samples; 120 interleaved documents)."),
     seed: int = typer.Option(0, "--seed"),
-    modality: str = typer.Option("image", "--modality", help="image (video and interleaved come later)."),
+    modality: str = typer.Option("image", "--modality", help="image, video or interleaved."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address"),
     set_: list[str] = typer.Option([], "--set", help="Override a value of pipelines/image_text.yaml."),
 ):
@@ -403,8 +409,19 @@ def demo(
     from curate.recipe import load_recipe
     from curate.runner import Runner
 
+    if modality == "interleaved":
+        return _demo_interleaved(Path(output), samples, seed, ray_address, set_)
+    if modality == "video":
+        from curate.demo.video_run import run_video_demo
+
+        return run_video_demo(Path(output), seed=seed, ray_address=ray_address, overrides=set_,
+                              out_console=out_console, err_console=err_console, progress=_progress,
+                              print_funnel=print_funnel, truth_html=_truth_html, fail=_fail)
     if modality != "image":
-        _fail(f"--modality {modality!r} is not available yet; use image")
+        _fail(f"--modality {modality!r} is not available yet; use image, video or interleaved")
+    samples = samples or 3000
+    if samples < 200:
+        _fail("--samples must be at least 200 for the image-text demo")
     out = Path(output)
     try:
         prepare_run_dir(out)
@@ -432,6 +449,47 @@ def demo(
     out_console.print(table)
     out_console.print(f"run directory: {out}   corpus (eval/ and seed/ splits): {corpus}", highlight=False)
     out_console.print(f'next: curate query {out} "SELECT reason, count(*) FROM dropped GROUP BY reason"', highlight=False)
+
+
+def _demo_interleaved(out: Path, docs: int | None, seed: int, ray_address: str | None, set_: list[str]) -> None:
+    """`curate demo --modality interleaved`: HTML pages with planted faults, pipelines/interleaved.yaml, ground truth."""
+    import html
+
+    from curate.demo.interleaved import DEFAULT_DOCS, run_demo, truth_table
+
+    progress, update = _progress()
+    try:
+        with progress:
+            manifest, corpus = run_demo(out, docs or DEFAULT_DOCS, seed, tuple(set_), ray_address, update)
+    except (FileExistsError, ValueError) as err:
+        _fail(str(err))
+    print_funnel(manifest)
+    rows, metrics = truth_table(out, corpus)
+    table = Table(title="ground truth: planted document faults vs outcome")
+    for col in ("document kind", "rows", "expected", "as expected", "outcomes"):
+        table.add_column(col, justify="right" if col in ("rows", "as expected") else "left")
+    for r in rows:
+        table.add_row(r["kind"], str(r["rows"]), r["expected"], f"{100 * r['as_expected'] / r['rows']:.0f}%",
+                      ", ".join(f"{k} {v}" for k, v in r["outcomes"].most_common(3)))
+    out_console.print(table)
+    acc, chance = metrics["placement_accuracy"], metrics["placement_chance"]
+    lines = [f"images: {json.dumps(metrics['images'])}",
+             f"placement: {metrics['placed']} images placed, accuracy {acc if acc is None else round(acc, 3)} "
+             f"(chance {chance if chance is None else round(chance, 3)}; the demo's CLIP is a random-init curate-tiny "
+             "unless you --set doc_clip.checkpoint=...)"]
+    for line in lines:
+        out_console.print(line, highlight=False)
+    body = "".join(f"<tr><td>{html.escape(r['kind'])}</td><td>{r['rows']}</td><td>{html.escape(r['expected'])}</td>"
+                   f"<td>{100 * r['as_expected'] / r['rows']:.0f}%</td></tr>" for r in rows)
+    from curate.recipe import load_recipe
+    from curate.runner import Runner
+
+    Runner(load_recipe(str(out / "recipe.yaml"), output_path=str(out))).write_report([(
+        "Ground truth (interleaved demo)",
+        f"<table><tr><th>kind</th><th>rows</th><th>expected</th><th>as expected</th></tr>{body}</table>"
+        + "".join(f"<p>{html.escape(x)}</p>" for x in lines))])
+    out_console.print(f"run directory: {out}   corpus: {corpus}   read it: python examples/interleaved_loader.py {out}/shards/000000.tar",
+                      highlight=False)
 
 
 def main() -> None:

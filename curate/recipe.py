@@ -29,9 +29,9 @@ class _Strict(BaseModel):
 
 class InputConfig(_Strict):
     path: str | None = None
-    format: str = Field("auto", pattern="^(auto|parquet|csv|jsonl|json)$")
+    format: str = Field("auto", pattern="^(auto|parquet|csv|jsonl|json|warc)$")
     url_col: str = "url"
-    text_col: str = "caption"
+    text_col: str | None = "caption"  # null for document inputs (their text comes from parse_documents)
     id_col: str | None = None
     source: str | None = None
 

@@ -4,13 +4,15 @@ Shape of a run:
   input list --split--> _work/input/part-k  (one part = samples_per_shard input rows)
   segment 0: load part -> stage -> stage ... -> checkpoint _work/segment0/part-k   (map_batches, streaming)
   job:       read the columns it needs from every part -> map -> group by key (Ray shuffle) -> reduce
-             -> [finalize in the driver, e.g. edges -> connected components] -> decisions
+             -> [graph jobs: edges -> connected components as shuffle rounds] -> decisions per part
+             (runs of at most ray.job_local_max_rows rows do the same in the driver, without the shuffles)
   segment 1: load part + apply decisions -> stage ... -> commit shards/k.tar + meta/part-k.parquet
 One Ray block carries one whole part, so each part is committed atomically and exactly once, and
 --resume redoes only parts whose commit marker (the meta part) is missing.
 """
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -30,6 +32,7 @@ import yaml
 from curate import schema
 from curate.io import atomic, reader
 from curate.io.rundir import MANIFEST_FORMAT, RunDir, versions
+from curate.dedup import graph
 from curate.io.shard_writer import write_part
 from curate.recipe import Recipe, Scheduling, segments
 from curate.stage import Job, Stage, apply_decisions, fit_sample, prepare_records, reduce_records
@@ -80,10 +83,23 @@ def _process(stage: Stage, batch: pa.Table, run_schema: pa.Schema) -> pa.Table:
             log.exception("stage %s failed on a batch", stage.name)
             result = schema.mark(part, schema.active_mask(part), schema.FAILED, stage.name, "stage_error",
                                  error=f"{type(err).__name__}: {err}"[:500])
-        if result.num_rows != part.num_rows:
+        if stage.adds_rows:
+            _check_derived(stage, part, result)
+        elif result.num_rows != part.num_rows:
             raise RuntimeError(f"stage {stage.name} returned {result.num_rows} rows for {part.num_rows}")
         out.append(schema.conform(result, run_schema))
     return pa.concat_tables(out)
+
+
+def _check_derived(stage: Stage, part: pa.Table, result: pa.Table) -> None:
+    """A row-adding stage keeps its input rows (same uids, same order) and appends rows that name a parent."""
+    n = part.num_rows
+    if result.num_rows < n or not result.column("uid").slice(0, n).equals(part.column("uid")):
+        raise RuntimeError(f"stage {stage.name} must return its {n} input rows first, in order")
+    if result.num_rows > n:
+        parents = result.column(schema.PARENT_COLUMN).slice(n)
+        if parents.null_count or not pc.all(pc.is_in(parents, value_set=part.column("uid").combine_chunks())).as_py():
+            raise RuntimeError(f"stage {stage.name} added rows without a parent_uid from this part")
 
 
 def _setup_error(err: BaseException) -> str | None:
@@ -128,8 +144,8 @@ def _commit_parts(batch: pa.Table, *, root: str, seg: int, final: bool, run_sche
     run = RunDir(root)
     rows = []
     for k, part in _parts_of(batch):
-        if part.num_rows != expected[k]:
-            raise RuntimeError(f"part {k} arrived with {part.num_rows} rows, expected {expected[k]}")
+        if schema.input_rows(part) != expected[k]:  # rows derived by a stage (clips) are on top
+            raise RuntimeError(f"part {k} arrived with {schema.input_rows(part)} input rows, expected {expected[k]}")
         order = part.column("row")
         if part.num_rows > 1 and not pc.all(pc.greater(order.slice(1), order.slice(0, part.num_rows - 1))).as_py():
             part = part.take(pc.sort_indices(part, sort_keys=[("row", "ascending")]))
@@ -142,12 +158,20 @@ def _commit_parts(batch: pa.Table, *, root: str, seg: int, final: bool, run_sche
                                                        ("kept", pa.int64()), ("failed", pa.int64())]))
 
 
+def _read_part(run: RunDir, k: int, seg: int, columns: list[str], prior: bool) -> pa.Table:
+    """A job's input columns of one part: this batch's checkpoint, or an earlier batch's kept rows (part -1)."""
+    if not prior:
+        return pq.read_table(run.segment_part(seg, k), columns=columns)
+    t = pq.read_table(run.meta_part(k), columns=columns, filters=[("status", "=", schema.OK)])
+    return t.set_column(t.column_names.index("part"), "part", pa.array([-1] * t.num_rows, pa.int32()))
+
+
 def _job_prepare(batch: pa.Table, *, job: Job, buckets: int, root: str, seg: int, columns: list[str]) -> pa.Table:
-    """Map side of a job: read only the columns it needs from each part's checkpoint, emit keyed records."""
+    """Map side of a job: read only the columns it needs from each part, emit keyed records."""
     run = RunDir(root)
-    out = [prepare_records(job, pq.read_table(run.segment_part(seg, k), columns=columns))
-           for k in batch.column("part").to_pylist()]
-    return _bucketed(pa.concat_tables(out), buckets)
+    out = [prepare_records(job, _read_part(run, k, seg, columns, prior))
+           for k, prior in zip(batch.column("part").to_pylist(), batch.column("prior").to_pylist())]
+    return _bucketed(pa.concat_tables(out, promote_options="default"), buckets)
 
 
 def _bucketed(records: pa.Table, buckets: int) -> pa.Table:
@@ -163,6 +187,57 @@ def _bucketed(records: pa.Table, buckets: int) -> pa.Table:
 
 def _job_reduce(group: pa.Table, *, job: Job) -> pa.Table:
     return reduce_records(job, group.drop_columns(["bucket"]))
+
+
+def _star_map(batch: pa.Table, *, kind: str, buckets: int) -> pa.Table:
+    t = graph.star_map(batch, kind)
+    b = [zlib.crc32(x.encode()) % buckets for x in t.column("src").to_pylist()]
+    return t.append_column("bucket", pa.array(b, pa.int32()))
+
+
+def _star_reduce(group: pa.Table, *, kind: str) -> pa.Table:
+    group = group.drop_columns(["bucket"])
+    return graph.large_star(group) if kind == "large" else graph.small_star(group)
+
+
+def _stat_rows(out: pa.Table) -> pa.Table:
+    """The per-reduce-call stat rows of a star round (one per call: the driver reads O(buckets) numbers)."""
+    return out.filter(pc.is_null(out.column("src"))).select(["bad"])
+
+
+def _partitions(buckets: int) -> int:
+    """Hash-shuffle partitions for a group-by over `buckets` keys (Ray's default of 200 costs seconds of
+    start-up for a handful of keys)."""
+    return max(1, min(buckets, 64))
+
+
+def _components_ray(edges, buckets: int):
+    """Connected components of an edge Dataset as large-star / small-star shuffle rounds (curate/dedup/graph.py):
+    (labels Dataset of (node, root), rounds). The driver sees one number per round."""
+    if edges.count() == 0:
+        return None, 0
+    t = edges
+    for rounds in range(1, graph.MAX_ROUNDS + 1):
+        out = t.map_batches(_star_map, batch_format="pyarrow", fn_kwargs=dict(kind="large", buckets=buckets))
+        out = out.groupby("bucket", num_partitions=_partitions(buckets)).map_groups(
+            _star_reduce, batch_format="pyarrow", fn_kwargs=dict(kind="large")).materialize()
+        if not sum(r["bad"] for r in out.map_batches(_stat_rows, batch_format="pyarrow").take_all()):
+            return out.map_batches(graph.star_labels, batch_format="pyarrow"), rounds
+        t = out.map_batches(_star_map, batch_format="pyarrow", fn_kwargs=dict(kind="small", buckets=buckets))
+        t = t.groupby("bucket", num_partitions=_partitions(buckets)).map_groups(
+            _star_reduce, batch_format="pyarrow", fn_kwargs=dict(kind="small")).materialize()
+    raise RunError(f"connected components did not converge in {graph.MAX_ROUNDS} rounds")
+
+
+def _decide(labels: pa.Table, *, job: Job) -> pa.Table:
+    return job.decide(labels)
+
+
+def _write_job_part(group: pa.Table, *, root: str, s: int, decision_schema: pa.Schema) -> pa.Table:
+    """One part's decisions, written by the worker that holds them."""
+    k = group.column("part")[0].as_py()
+    atomic.write_parquet(group.select(decision_schema.names).cast(decision_schema), RunDir(root).job_part(s, k))
+    return pa.table({"part": [k], "rows": [group.num_rows]})
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -278,6 +353,8 @@ class Runner:
             raise RunError(f"--retry-failed: the run in {run.root} is not complete; finish it with --resume first")
         meta = self._meta_dataset()
         failed = meta.to_table(filter=pads.field("status") == schema.FAILED)
+        if schema.PARENT_COLUMN in failed.column_names:  # derived rows (clips) come back only with their source
+            failed = failed.filter(pc.is_null(failed.column(schema.PARENT_COLUMN)))
         if failed.num_rows == 0:
             manifest["note"] = "retry-failed: no failed rows"
             return manifest
@@ -307,6 +384,10 @@ class Runner:
     # -- execution ----------------------------------------------------------------------------------------
     def _run_schema(self, manifest: dict) -> pa.Schema:
         cols = dict(self.recipe.stage_columns())
+        if manifest.get("extra_schema"):
+            saved = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(manifest["extra_schema"])))
+            for field in saved:
+                cols.setdefault(field.name, field.type)
         for name, typ in manifest.get("extra_columns", {}).items():
             cols.setdefault(name, _type_from_str(typ))
         return schema.run_schema(cols)
@@ -326,6 +407,8 @@ class Runner:
                     raise RunError(str(err)) from None
                 manifest["parts"] = {str(k): {"rows": n, "batch": 0} for k, n in enumerate(sizes)}
                 manifest["extra_columns"] = {n: str(t) for n, t in extras.items()}
+                # nested types (document segments, OBELICS texts/images lists) do not survive str(type)
+                manifest["extra_schema"] = base64.b64encode(pa.schema(list(extras.items())).serialize().to_pybytes()).decode()
                 manifest["input"]["rows"] = sum(sizes)
                 batch.update(status="running", parts=[0, len(sizes) - 1], rows=sum(sizes))
                 manifest["timings"]["split"] = round(time.time() - t0, 3)
@@ -348,7 +431,8 @@ class Runner:
                 manifest["timings"][f"segment{s}"] = round(manifest["timings"].get(f"segment{s}", 0) + time.time() - t0, 3)
                 if not final:
                     t0 = time.time()
-                    self._run_job(ray, s, parts, prior)
+                    info = self._run_job(ray, s, parts, prior)
+                    manifest.setdefault("jobs", {})[f"job{s}:{self.recipe.steps[self.jobs[s]].name}"] = info
                     manifest["timings"][f"job{s}:{self.recipe.steps[self.jobs[s]].name}"] = round(time.time() - t0, 3)
                 run.save_manifest(manifest)
         self._reconcile()
@@ -421,16 +505,13 @@ class Runner:
         return ds.map_batches(_run_stage_task, batch_size=None, batch_format="pyarrow",
                               fn_kwargs=dict(stage=stage, run_schema=run_schema), **res)
 
-    def _prior(self, first_part: int) -> pa.Table | None:
-        """Kept rows of earlier batches of this run (a retry dedups against what is already kept)."""
-        done = [k for k in self.run.done_meta_parts() if k < first_part]
-        if not done:
-            return None
-        t = pads.dataset([str(self.run.meta_part(k)) for k in done], format="parquet").to_table(
-            filter=pads.field("status") == schema.OK)
-        return t.set_column(t.column_names.index("part"), "part", pa.array([-1] * t.num_rows, pa.int32()))
+    def _prior(self, first_part: int) -> list[int]:
+        """Committed parts of earlier batches of this run: their kept rows take part in jobs (a retry dedups
+        against what is already kept) with part = -1, and are never changed."""
+        return [k for k in self.run.done_meta_parts() if k < first_part]
 
-    def _run_job(self, ray, s: int, parts: dict[int, int], prior: pa.Table | None) -> None:
+    def _run_job(self, ray, s: int, parts: dict[int, int], prior: list[int]) -> dict:
+        """Run job `s` (or find its done marker); returns what it did (path, decisions, edges, rounds)."""
         run = self.run
         j_step = self.jobs[s]
         job: Job = self.recipe.steps[j_step]
@@ -438,52 +519,73 @@ class Runner:
         self.on_progress(job.name, 0, 1)
         if marker.exists():
             self.on_progress(job.name, 1, 1)
-            return
+            return json.loads(marker.read_text())
         cols = list(dict.fromkeys(["uid", "part", "status", *job.needs()]))
-        rows = sum(parts.values()) + (prior.num_rows if prior is not None else 0)
+        prior_rows = sum(pq.read_metadata(run.meta_part(k)).num_rows for k in prior)
+        rows = sum(parts.values()) + prior_rows
         if job.fit_rows:  # a first round on a bounded sample (e.g. k-means centroids), then the fitted job
             job = job.fit(self._fit_sample(job, s, parts, cols, prior, rows))
         if rows <= self.recipe.ray.job_local_max_rows:
-            decisions = self._job_local(job, s, parts, cols, prior)
+            info = self._job_local(job, s, parts, cols, prior)
         else:
-            decisions = self._job_ray(ray, job, s, parts, cols, prior)
-        # graph-shaped jobs turn the reduce output (edges) into decisions here, in the driver
-        decisions = job.finalize(decisions)
-        decisions = decisions.select(job.decision_schema().names).cast(job.decision_schema())
-        for k in parts:
-            atomic.write_parquet(decisions.filter(pc.equal(decisions.column("part"), k)), run.job_part(s, k))
-        atomic.write_bytes(marker, json.dumps({"decisions": decisions.num_rows, "rows": rows}).encode())
+            info = self._job_ray(ray, job, s, parts, cols, prior)
+        info["rows"] = rows
+        atomic.write_bytes(marker, json.dumps(info).encode())
         self.on_progress(job.name, 1, 1)
+        return info
 
-    def _fit_sample(self, job: Job, s: int, parts: dict[int, int], cols: list[str], prior, rows: int) -> pa.Table:
+    def _fit_sample(self, job: Job, s: int, parts: dict[int, int], cols: list[str], prior: list[int],
+                    rows: int) -> pa.Table:
         """Every part contributes its share of `job.fit_rows` (read one part at a time)."""
         tables = []
-        for k in parts:
-            t = pq.read_table(self.run.segment_part(s, k), columns=cols)
+        for k, is_prior in [*((k, False) for k in parts), *((k, True) for k in prior)]:
+            t = _read_part(self.run, k, s, cols, is_prior)
             t = t.filter(schema.active_mask(t))
             if t.num_rows:
                 step = max(1, t.num_rows // max(1, job.fit_rows * t.num_rows // max(1, rows)))
                 tables.append(t.take(pa.array(list(range(0, t.num_rows, step)))))
-        return fit_sample(job, tables + ([prior] if prior is not None else []))
+        return fit_sample(job, tables)
 
-    def _job_local(self, job: Job, s: int, parts: dict[int, int], cols: list[str], prior) -> pa.Table:
-        records = [prepare_records(job, pq.read_table(self.run.segment_part(s, k), columns=cols)) for k in parts]
-        if prior is not None and prior.num_rows:
-            records.append(prepare_records(job, prior))
-        return reduce_records(job, pa.concat_tables(records, promote_options="default"))
+    def _job_local(self, job: Job, s: int, parts: dict[int, int], cols: list[str], prior: list[int]) -> dict:
+        """Small runs: records, groups, edges and components all in the driver (no shuffle start-up)."""
+        records = [prepare_records(job, _read_part(self.run, k, s, cols, False)) for k in parts]
+        records += [prepare_records(job, _read_part(self.run, k, s, cols, True)) for k in prior]
+        decisions = job.finalize(reduce_records(job, pa.concat_tables(records, promote_options="default")))
+        decisions = decisions.select(job.decision_schema().names).cast(job.decision_schema())
+        for k in parts:
+            atomic.write_parquet(decisions.filter(pc.equal(decisions.column("part"), k)), self.run.job_part(s, k))
+        return {"decisions": decisions.num_rows, "path": "driver"}
 
-    def _job_ray(self, ray, job: Job, s: int, parts: dict[int, int], cols: list[str], prior) -> pa.Table:
+    def _job_ray(self, ray, job: Job, s: int, parts: dict[int, int], cols: list[str], prior: list[int]) -> dict:
+        """Large runs: map per part -> shuffle by key -> reduce; graph jobs then find connected components as
+        shuffle rounds; decisions are written per part by the workers. The driver holds no per-row state."""
         run = self.run
         buckets = max(1, min(4096, sum(parts.values()) // 20000 + 1))
-        ds = ray.data.from_items([{"part": k} for k in parts], override_num_blocks=len(parts))
+        items = [{"part": k, "prior": False} for k in parts] + [{"part": k, "prior": True} for k in prior]
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(_job_prepare, batch_size=None, batch_format="pyarrow",
                             fn_kwargs=dict(job=job, buckets=buckets, root=str(run.root), seg=s, columns=cols))
-        if prior is not None and prior.num_rows:
-            prior_records = _bucketed(prepare_records(job, prior), buckets)
-            ds = ds.union(ray.data.from_arrow(prior_records))
-        out = ds.groupby("bucket").map_groups(_job_reduce, batch_format="pyarrow", fn_kwargs=dict(job=job))
-        tables = [t for t in ray.get(out.to_arrow_refs()) if t.num_rows]
-        return pa.concat_tables(tables) if tables else job.reduce_schema().empty_table()
+        reduced = ds.groupby("bucket", num_partitions=_partitions(buckets)).map_groups(
+            _job_reduce, batch_format="pyarrow", fn_kwargs=dict(job=job)).materialize()
+        info: dict = {"path": "ray"}
+        if job.graph:
+            info["edges"] = reduced.count()
+            labels, info["rounds"] = _components_ray(reduced, buckets)
+            decisions = None if labels is None else labels.map_batches(
+                _decide, batch_size=None, batch_format="pyarrow", fn_kwargs=dict(job=job)).materialize()
+        else:
+            decisions = reduced
+        written = {}
+        if decisions is not None and decisions.count():
+            out = decisions.groupby("part", num_partitions=_partitions(len(parts))).map_groups(
+                _write_job_part, batch_format="pyarrow",
+                fn_kwargs=dict(root=str(run.root), s=s, decision_schema=job.decision_schema()))
+            written = {r["part"]: r["rows"] for r in out.take_all()}  # one row per part
+        for k in parts:
+            if k not in written:
+                atomic.write_parquet(job.decision_schema().empty_table(), run.job_part(s, k))
+        info["decisions"] = sum(written.values())
+        return info
 
     # -- after ------------------------------------------------------------------------------------------
     def _meta_dataset(self) -> pads.Dataset:
@@ -521,8 +623,11 @@ class Runner:
         ds = self._meta_dataset()
         t = ds.to_table(columns=["status", "stage", "reason"])
         c = schema.counts(t)
-        return {"rows": t.num_rows, "kept": sum(c[schema.OK].values()),
-                "dropped": c[schema.DROPPED], "failed": c[schema.FAILED]}
+        out = {"rows": t.num_rows, "kept": sum(c[schema.OK].values()),
+               "dropped": c[schema.DROPPED], "failed": c[schema.FAILED]}
+        if schema.PARENT_COLUMN in ds.schema.names:  # rows = input rows + rows derived from them (clips)
+            out["derived"] = t.num_rows - schema.input_rows(ds.to_table(columns=[schema.PARENT_COLUMN]))
+        return out
 
 
 def _type_from_str(name: str) -> pa.DataType:

@@ -29,7 +29,12 @@ CORE_COLUMNS: dict[str, pa.DataType] = {
 }
 
 # Binary payload columns travel between stages but never go into meta/*.parquet.
-PAYLOAD_COLUMNS = {"image", "video"}
+PAYLOAD_COLUMNS = {"image", "video", "keyframes", "doc_image_bytes"}  # doc_image_bytes: curate.interleaved
+
+# Rows a stage derives from another row (video clips cut from a video) carry the source row's uid here;
+# input rows have it null. Counts in == counts out is checked on the rows where it is null; the source
+# row stays too, with its own outcome (e.g. dropped / split_into_clips).
+PARENT_COLUMN = "parent_uid"
 
 # Reason codes are public API: every drop and failure carries one of these.
 REASONS: dict[str, str] = {}
@@ -49,6 +54,7 @@ declare_reasons(
         "duplicate_text": "same normalised text as an earlier kept sample (exact_dedup)",
         "duplicate_pair": "same image bytes and same normalised text as an earlier kept sample",
         "stage_error": "a stage raised on this row; the message is in `error`",
+        "split_into_clips": "a video whose clips continue as their own rows (`parent_uid` = this uid)",
     }
 )
 
@@ -80,6 +86,13 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
             cols.append(table.column(name))
             fields.append(table.schema.field(name))
     return pa.Table.from_arrays(cols, schema=pa.schema(fields))
+
+
+def input_rows(table: pa.Table) -> int:
+    """Rows that came from the input list (not derived from another row by a stage)."""
+    if PARENT_COLUMN not in table.column_names:
+        return table.num_rows
+    return table.column(PARENT_COLUMN).null_count
 
 
 def meta_schema(schema: pa.Schema) -> pa.Schema:

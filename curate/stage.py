@@ -71,6 +71,10 @@ class Step(BaseModel):
     reasons: ClassVar[dict[str, str]] = {}
     # True for steps that load a model: the runner gives them a long-lived actor pool
     uses_model: ClassVar[bool] = False
+    # True for stages that derive new rows (clip_split: one row per clip). They return the input rows
+    # unchanged in number and order, followed by the new rows, each with `parent_uid` set to its source
+    # row's uid; the runner checks exactly that, so every input row is still accounted for once.
+    adds_rows: ClassVar[bool] = False
 
     def needs(self) -> tuple[str, ...]:
         """Columns this configured step reads (defaults to `reads`; config may change it)."""
@@ -145,11 +149,17 @@ class Job(Step):
       per-row outcomes that need no global view (a default cluster id, an "empty text" drop). Default:
       identity.
     Decisions with status ok only write the job's `writes` columns: the row's stage/reason stay as they are.
+
+    Graph-shaped jobs (`graph = True`, see curate/dedup/graph.py ClusterJob) return edges from `reduce`; on
+    large runs the runner finds their connected components as distributed rounds and calls `decide(labels)`
+    on slices of the (node, root) labels instead of `finalize` on all edges.
     """
 
     kind: ClassVar[str] = "job"
     # False: groups with a single record cannot produce a decision and are skipped before reduce
     singletons_matter: ClassVar[bool] = False
+    # True: `reduce` returns graph edges and the job implements `decide(labels)` (see above)
+    graph: ClassVar[bool] = False
 
     def prepare(self, table: pa.Table) -> pa.Table:
         raise NotImplementedError

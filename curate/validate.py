@@ -42,8 +42,13 @@ def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tu
     if dups:
         problems.append(f"{len(dups)} uids appear more than once in meta (e.g. {dups[0]})")
     expected_rows = manifest.get("input", {}).get("rows")
-    if expected_rows is not None and expected_rows != len(rows):
-        problems.append(f"meta holds {len(rows)} rows but the input had {expected_rows}")
+    # rows a stage derived from an input row (video clips) name it in parent_uid and come on top
+    derived = [r for r in rows if r.get("parent_uid") is not None]
+    if expected_rows is not None and expected_rows != len(rows) - len(derived):
+        problems.append(f"meta holds {len(rows) - len(derived)} input rows but the input had {expected_rows}")
+    orphans = [r["uid"] for r in derived if r["parent_uid"] not in uids]
+    if orphans:
+        problems.append(f"{len(orphans)} derived rows name a parent_uid that is not in meta (e.g. {orphans[0]})")
     kept_by_shard: dict[str, dict[str, dict]] = defaultdict(dict)
     for r in rows:
         if r["status"] == "ok":
@@ -83,6 +88,14 @@ def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tu
             img_ext = [e for e in members if e in IMAGE_EXTS]
             if row.get("image_format") and not img_ext:
                 problems.append(f"{shard}/{key}: no image member")
+            if row.get("video_format") and row["video_format"] not in members:
+                problems.append(f"{shard}/{key}: no .{row['video_format']} member")
+            elif row.get("video_format") and decode:
+                from curate.video.probe import probe
+
+                bad = probe(members[row["video_format"]])
+                if bad.reason:
+                    problems.append(f"{shard}/{key}.{row['video_format']}: does not decode ({bad.reason}: {bad.error})")
             if "txt" not in members:
                 problems.append(f"{shard}/{key}: no .txt member")
             elif members["txt"].decode("utf-8", "replace") != (row.get("text") or ""):

@@ -29,13 +29,14 @@ NO_IMAGE = ("http_404", "http_500", "corrupt_bytes")  # rows whose `label` is nu
 
 # What a correct pipeline does with each kind, under the reference settings: download with retries=0
 # and timeout below the /slow/ delay, image_size filter (min_side 32, max_aspect 4), caption_text
-# filter with boilerplate patterns, exact image dedup keeping the earliest id. (status, reason).
+# filter with boilerplate patterns, exact image dedup, perceptual (pHash) dedup keeping the earliest input
+# row. (status, reason).
 _OUTCOMES: dict[str, tuple[str, str | None]] = {
     CLEAN: ("ok", None),
     "mismatched_caption": ("ok", None),  # needs a CLIP-score stage to catch
     "boilerplate_caption": ("dropped", "caption_boilerplate"),
     "exact_duplicate": ("dropped", "duplicate_image"),
-    "near_duplicate": ("ok", None),  # needs perceptual/embedding dedup to catch
+    "near_duplicate": ("dropped", "near_duplicate_image"),  # phash_dedup, keeping the earliest input row
     "http_404": ("failed", "download_http_404"),
     "http_500": ("failed", "download_http_500"),
     "corrupt_bytes": ("failed", "image_decode_error"),

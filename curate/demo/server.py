@@ -8,6 +8,7 @@ Path grammar (prefixes nest, e.g. /slow/200/flaky/1/img/000001.jpg):
   /status/CODE/REST  answer CODE (200..599) with a short text body
   /slow/MS/REST      sleep MS milliseconds, then answer REST
   /flaky/K/REST      answer 500 to the first K requests of this exact path, then answer REST
+  /endless/NAME      200 video/mp4 with no Content-Length, bytes until the client hangs up (a live stream)
   /                  200 "ok" (readiness)
 """
 from __future__ import annotations
@@ -27,7 +28,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
-                 ".gif": "image/gif", ".txt": "text/plain", ".json": "application/json"}
+                 ".gif": "image/gif", ".txt": "text/plain", ".json": "application/json",
+                 ".mp4": "video/mp4", ".webm": "video/webm", ".m4a": "audio/mp4", ".vtt": "text/vtt",
+                 ".html": "text/html; charset=utf-8"}  # interleaved demo pages
+ENDLESS_CAP = 4 << 30  # an endless stream still ends somewhere if a client never hangs up
 
 
 class Files:
@@ -108,7 +112,24 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._answer(body=False)
 
+    def _endless(self, body: bool) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        chunk = bytes(range(256)) * 256
+        sent = 0
+        try:
+            while body and sent < ENDLESS_CAP:
+                self.wfile.write(chunk)
+                sent += len(chunk)
+        except (ConnectionError, OSError):
+            pass
+
     def _answer(self, body: bool) -> None:
+        if urlsplit(self.path).path.startswith("/endless/"):
+            return self._endless(body)
         status, data, ctype = self.server.files.resolve(urlsplit(self.path).path)
         self.send_response(status)
         self.send_header("Content-Type", ctype)

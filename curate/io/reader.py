@@ -30,13 +30,17 @@ class InputSpec:
     path: str
     format: str = "auto"
     url_col: str = "url"
-    text_col: str = "caption"
+    text_col: str | None = "caption"  # None: no text column (documents get their text from a parse stage)
     id_col: str | None = None
     source: str | None = None
     modality: str = "image-text"
 
 
 def detect_format(path: Path) -> str:
+    from curate.interleaved._warc import is_warc
+
+    if path.is_file() and is_warc(path):
+        return "warc"
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
     fmts = {FORMATS.get(p.suffix.lower()) for p in files} - {None}
     if not files:
@@ -54,12 +58,16 @@ def open_dataset(spec: InputSpec) -> pads.Dataset:
         raise InputError(f"input not readable: {path}")
     fmt = detect_format(path) if spec.format == "auto" else {"jsonl": "json"}.get(spec.format, spec.format)
     try:
+        if fmt == "warc":  # a crawl archive: its HTML responses as (url, html) rows, for document recipes
+            from curate.interleaved._warc import read_warc
+
+            return pads.dataset(read_warc(path))
         if fmt == "csv":
             delim = "\t" if path.suffix.lower() == ".tsv" else ","
             file_format = pads.CsvFileFormat(parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=True))
             return pads.dataset(str(path), format=file_format)
         return pads.dataset(str(path), format=fmt)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, ValueError) as err:
         raise InputError(f"cannot read {path} as {fmt}: {str(err).splitlines()[0]}") from None
 
 
@@ -117,7 +125,8 @@ def split_parts(spec: InputSpec, rows_per_part: int, part_path, first_part: int 
             if batch.num_rows == 0:
                 continue
             urls = batch.column(spec.url_col).cast(pa.string()).to_pylist()
-            texts = batch.column(spec.text_col).cast(pa.string()).to_pylist()
+            texts = (batch.column(spec.text_col).cast(pa.string()).to_pylist() if spec.text_col
+                     else [None] * batch.num_rows)
             if spec.id_col:
                 uids = [None if v is None else str(v) for v in batch.column(spec.id_col).to_pylist()]
                 for u in uids:

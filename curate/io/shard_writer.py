@@ -50,6 +50,13 @@ def sample_members(row: dict, caption_policy: str = "both") -> list[tuple[str, b
     members = []
     if row.get("image") is not None:
         members.append((f"{key}.{row.get('image_format') or 'jpg'}", row["image"]))
+    # interleaved documents: image j of the document as <key>.NNN.<ext> (the json's doc_images[j])
+    infos = row.get("doc_images") or ()
+    for j, data in enumerate(row.get("doc_image_bytes") or ()):
+        if data is not None:
+            members.append((f"{key}.{j:03d}.{(infos[j] or {}).get('format') or 'jpg'}", data))
+    if row.get("video") is not None:
+        members.append((f"{key}.{row.get('video_format') or 'mp4'}", row["video"]))
     text = row.get("text") or ""
     source = "original"
     if caption_policy == "recaption" and row.get("recaption"):

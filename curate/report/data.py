@@ -41,7 +41,7 @@ def score_columns(cols: dict[str, str]) -> list[str]:
     out = []
     for name, typ in cols.items():
         low = name.lower()
-        if low in BOOKKEEPING or low.endswith(BOOKKEEPING_SUFFIXES):
+        if low in BOOKKEEPING or low.endswith(BOOKKEEPING_SUFFIXES) or typ.endswith("]"):  # lists: per-image scores
             continue
         if typ.startswith(FLOAT_TYPES) or (typ in INT_TYPES and "score" in low):
             out.append(name)

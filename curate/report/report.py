@@ -2,7 +2,7 @@
 
 Sections: header (name, status, counts, versions, timings), funnel (rows left after each stage in recipe
 order, with every drop and failure reason), distributions (score columns, original image size, caption
-length; kept vs dropped), duplicates (exact-dedup and MinHash cluster sizes), sample grids (kept samples
+length; kept vs dropped), duplicates (per dedup stage, and the cluster sizes of every *_cluster column), sample grids (kept samples
 from the shards, examples of the top drop reasons), then any extra sections a caller passes in.
 
 All aggregation runs in DuckDB over meta/*.parquet; Python only ever holds binned counts and a few
@@ -257,45 +257,57 @@ def _distributions(r: _Run) -> str:
     return "".join(out)
 
 
+CLUSTER_COLUMNS = {"minhash_cluster": "MinHash text near-duplicate", "image_cluster": "perceptual image near-duplicate",
+                   "semantic_cluster": "semantic (embedding) near-duplicate"}
+
+
 def _duplicates(r: _Run) -> str:
+    """One part per dedup stage (the rows it dropped with `dup_of`), then the cluster sizes of each *_cluster column."""
     out = []
-    if "dup_of" in r.cols:
-        sizes = data.cluster_size_counts(r.con, "coalesce(dup_of, uid)")
+    stages = []
+    if "dup_of" in r.cols and "stage" in r.cols:
+        stages = [s for (s,) in r.con.execute(
+            "SELECT stage FROM samples WHERE dup_of IS NOT NULL GROUP BY stage ORDER BY min(uid)").fetchall()]
+    first = True
+    for stage in stages:
+        where = f"dup_of IS NOT NULL AND stage = {data.lit(stage)}"
+        sizes = [(s + 1, c) for s, c in data.cluster_size_counts(r.con, "dup_of", where)]
+        n_clusters = sum(c for _, c in sizes)
+        n_rows = sum(s * c for s, c in sizes)
+        n_dups = n_rows - n_clusters
+        ident = ' id="dup-clusters"' if first else ""
+        out.append(f"<h3>{esc(stage)}</h3><p>Duplicates dropped by <code>{esc(stage)}</code> (<code>dup_of</code>): "
+                   f"<b{ident}>{_n(n_clusters)}</b> clusters of two or more rows, holding {_n(n_rows)} rows; "
+                   f"{_n(n_dups)} rows point at the sample kept"
+                   f"{'' if not sizes else f', largest cluster {_n(max(s for s, _ in sizes))} rows'}.</p>")
+        first = False
+        if not sizes:
+            continue
+        out.append(_img(plots.cluster_sizes(sizes, f"{stage} cluster sizes (clusters of 2+)"), f"{stage} cluster sizes"))
+        top = r.con.execute(
+            "SELECT k, size, s.status, s.text, s.shard, s.key FROM (SELECT dup_of AS k, count(*) + 1 AS size "
+            f"FROM samples WHERE {where} GROUP BY dup_of ORDER BY size DESC, k LIMIT 8) c "
+            "LEFT JOIN samples s ON s.uid = c.k ORDER BY size DESC, k").fetchall()
+        wanted: dict[str, set[str]] = {}
+        for _, _, _, _, shard, key in top:
+            if shard and key:
+                wanted.setdefault(shard, set()).add(key)
+        thumbs = read_thumbnails(r.run.root, wanted, max_headers=THUMB_HEADERS)
+        cells = [_tile(thumbs.get((shard, key)), text, f"{_n(size)} copies · keeper {uid} ({status or 'not in meta'})")
+                 for uid, size, status, text, shard, key in top]
+        out.append(f"<h4>Largest {esc(stage)} clusters</h4><div class='grid'>" + "".join(cells) + "</div>")
+    for col in [c for c in r.cols if c.endswith("_cluster")]:
+        what = CLUSTER_COLUMNS.get(col, col.removesuffix("_cluster"))
+        sizes = data.cluster_size_counts(r.con, data.q(col), f"{data.q(col)} IS NOT NULL")
         multi = [(s, c) for s, c in sizes if s > 1]
-        n_clusters = sum(c for _, c in multi)
-        n_rows = sum(s * c for s, c in multi)
-        n_dups = r.con.execute("SELECT count(*) FROM samples WHERE dup_of IS NOT NULL").fetchone()[0]
-        out.append(f'<p>Exact duplicates (<code>dup_of</code>): <b id="dup-clusters">{_n(n_clusters)}</b> clusters '
-                   f"of two or more rows, holding {_n(n_rows)} rows; {_n(n_dups)} rows point at an earlier sample"
-                   f"{'' if not multi else f', largest cluster {_n(max(s for s, _ in multi))} rows'}.</p>")
-        if multi:
-            out.append(_img(plots.cluster_sizes(multi, "exact-duplicate cluster sizes (clusters of 2+)"),
-                            "exact duplicate cluster sizes"))
-            top = r.con.execute(
-                "SELECT k, size, s.status, s.text, s.shard, s.key FROM (SELECT dup_of AS k, count(*) + 1 AS size "
-                "FROM samples WHERE dup_of IS NOT NULL GROUP BY dup_of ORDER BY size DESC, k LIMIT 8) c "
-                "LEFT JOIN samples s ON s.uid = c.k ORDER BY size DESC, k").fetchall()
-            wanted: dict[str, set[str]] = {}
-            for _, _, _, _, shard, key in top:
-                if shard and key:
-                    wanted.setdefault(shard, set()).add(key)
-            thumbs = read_thumbnails(r.run.root, wanted, max_headers=THUMB_HEADERS)
-            cells = []
-            for uid, size, status, text, shard, key in top:
-                cells.append(_tile(thumbs.get((shard, key)), text,
-                                   f"{_n(size)} copies · keeper {uid} ({status or 'not in meta'})"))
-            out.append("<h3>Largest exact-duplicate clusters</h3><div class='grid'>" + "".join(cells) + "</div>")
-    if "minhash_cluster" in r.cols:
-        sizes = data.cluster_size_counts(r.con, "minhash_cluster", "minhash_cluster IS NOT NULL")
-        multi = [(s, c) for s, c in sizes if s > 1]
-        out.append(f"<p>MinHash near-duplicate clusters (<code>minhash_cluster</code>): "
+        out.append(f"<p>{esc(what)} clusters (<code>{esc(col)}</code>, every row the job saw): "
                    f"{_n(sum(c for _, c in sizes))} clusters, {_n(sum(c for _, c in multi))} with two or more "
                    f"rows.</p>")
         if sizes:
-            out.append(_img(plots.cluster_sizes(sizes, "MinHash cluster sizes"), "minhash cluster sizes"))
+            out.append(_img(plots.cluster_sizes(sizes, f"{col} sizes"), f"{col} sizes"))
     if not out:
         out.append("<p class='muted'>This run has no duplicate columns (<code>dup_of</code>, "
-                   "<code>minhash_cluster</code>).</p>")
+                   "<code>*_cluster</code>).</p>")
     return "".join(out)
 
 
@@ -496,6 +508,10 @@ def build_html(out_dir: Path | str, extra_sections: list | None = None, *, stric
                 add("Funnel", lambda: _funnel(r))
                 add("Distributions", lambda: _distributions(r))
                 add("Duplicates", lambda: _duplicates(r))
+                if "balance_entries" in r.cols:
+                    from curate.balance.counts import section as balance_section
+
+                    add("Balancing", lambda: balance_section(r.con, r.run.root, r.recipe))
                 add("Samples", lambda: _samples(r))
         finally:
             if r.con is not None:

@@ -53,5 +53,21 @@ def model_name_of(path: str | Path, default: str | None = None) -> str:
     return name
 
 
+def digest(state_dict: dict) -> str:
+    """sha256 over a state_dict's names and tensor bytes: equal weights, equal digest.
+
+    Why: under DDP only rank 0 writes the checkpoint; every rank's summary carries this digest so a
+    run (and the tests) can check that all ranks ended with the same weights.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        t = state_dict[k].detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def strip_module(state_dict: dict) -> dict:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}

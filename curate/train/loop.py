@@ -116,6 +116,31 @@ def param_groups(model: torch.nn.Module, extra: list, weight_decay: float) -> li
     return [{"params": no_decay + list(extra), "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
+def make_optimizer(groups: list[dict], cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW, fused (one kernel over all parameters) where torch has it for the device.
+
+    Why: the tiny models' 6.3M-parameter token embedding makes the optimiser step a large share of a
+    CPU step; the fused kernel is about 3x faster than foreach there (18 vs 54 ms per step on one
+    core for curate-tiny) with identical maths.
+    """
+    kw = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    if device.type in ("cpu", "cuda"):
+        try:
+            return torch.optim.AdamW(groups, fused=True, **kw)
+        except (RuntimeError, TypeError):  # older torch without a fused kernel for this device
+            pass
+    return torch.optim.AdamW(groups, **kw)
+
+
+def _all_reduce_mean_grads(params: list, world: int) -> None:
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
+
+
 def _seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -162,8 +187,7 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
     model.to(device)
     loss_fn.to(device)
     extra = [p for p in loss_fn.parameters()]
-    opt = torch.optim.AdamW(param_groups(model, extra, cfg.weight_decay), lr=cfg.lr,
-                            betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    opt = make_optimizer(param_groups(model, extra, cfg.weight_decay), cfg, device)
 
     global_batch = cfg.batch_size * world
     total_steps = max(1, cfg.samples_seen // global_batch)
@@ -239,6 +263,8 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
             loss = loss_fn.from_output(train_model(images, texts))
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if world > 1 and extra:  # loss parameters (SigLIP's bias) live outside DDP: average them by hand
+            _all_reduce_mean_grads(extra, world)
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
@@ -282,7 +308,8 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
                "skipped": dict(skipped), "skipped_total": int(sum(skipped.values())),
                "steps_this_run": steps_run, "seconds": elapsed,
                "samples_per_s": steps_run * global_batch / max(elapsed, 1e-9),
-               "data_wait_frac": total_wait / max(elapsed, 1e-9), "checkpoint": str(latest)}
+               "data_wait_frac": total_wait / max(elapsed, 1e-9), "checkpoint": str(latest),
+               "rank": rank, "model_digest": checkpoints.digest(model.state_dict())}
     if is_main:
         checkpoints.save(latest, payload(True))
         (out / "summary.json").write_text(json.dumps(summary, indent=1))

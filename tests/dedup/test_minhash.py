@@ -9,7 +9,7 @@ import pytest
 from datasketch import MinHash
 
 from curate import schema
-from curate.dedup.graph import clusters
+from curate.dedup.graph import EDGE_SCHEMA, component_labels, edge_uids, node_key, uid_of
 from curate.dedup.minhash import MinHashDedup, lsh_params, normalise_text, shingles, signatures
 from curate.stage import apply_decisions, prepare_records, reduce_records, run_job_local
 
@@ -69,7 +69,7 @@ def test_precision_and_recall_against_brute_force_jaccard():
     t = table(texts)
     edges = reduce_records(job, prepare_records(job, t))
     idx = {u: i for i, u in enumerate(t.column("uid").to_pylist())}
-    found = {tuple(sorted((idx[a], idx[b]))) for a, b in zip(edges.column("a").to_pylist(), edges.column("b").to_pylist())}
+    found = {tuple(sorted((idx[a], idx[b]))) for a, b in edge_uids(edges)}
     tp = len(found & truth)
     precision, recall = tp / len(found), tp / len(truth)
     assert precision >= 0.95 and recall >= 0.95, (precision, recall, len(found), len(truth))
@@ -139,10 +139,8 @@ def test_inactive_rows_and_prior_kept_samples():
 
 
 def test_connected_components_chain():
-    from curate.dedup.graph import EDGE_SCHEMA
-
-    e = pa.table({"a": ["b", "c", "x"], "a_part": pa.array([0, 0, 1], pa.int32()), "a_rank": [0.0, 0.0, 0.0],
-                  "b": ["c", "d", "y"], "b_part": pa.array([0, 0, 1], pa.int32()), "b_rank": [0.0, 0.0, 0.0]},
-                 schema=EDGE_SCHEMA)
-    c = {r["uid"]: r["cluster"] for r in clusters(e).to_pylist()}
+    k = {u: node_key(u, 0 if u < "x" else 1, 0.0) for u in "bcdxy"}
+    e = pa.table({"a": [k["b"], k["c"], k["x"]], "b": [k["c"], k["d"], k["y"]]}, schema=EDGE_SCHEMA)
+    labels = component_labels(e)
+    c = {uid_of(n): uid_of(r) for n, r in zip(labels.column("node").to_pylist(), labels.column("root").to_pylist())}
     assert c == {"b": "b", "c": "b", "d": "b", "x": "x", "y": "x"}

@@ -64,7 +64,8 @@ def _table(images):
     return schema.conform(t, schema.run_schema({"image": pa.binary(), **PHashDedup.writes}))
 
 
-def test_recall_and_false_positive_rate():
+@pytest.mark.parametrize("max_color_diff", [None, 20])
+def test_recall_and_false_positive_rate(max_color_diff):
     originals = _photos() + _synthetic(150)
     images, family, first = [], [], []
     for f, im in enumerate(originals):
@@ -72,7 +73,7 @@ def test_recall_and_false_positive_rate():
         for b in [_enc(im)] + _variants(im):
             images.append(b)
             family.append(f)
-    job = PHashDedup()
+    job = PHashDedup(max_color_diff=max_color_diff)
     t = _table(images)
     out = apply_decisions(t, job, run_job_local(job, t))
     cluster = out.column("image_cluster").to_pylist()
@@ -86,7 +87,9 @@ def test_recall_and_false_positive_rate():
     recall = np.mean([cl[i] == cl[first[fam[i]]] for i in copies])
     fpr = (same_c & ~same_f)[iu].sum() / (~same_f)[iu].sum()  # distinct-image pairs merged
     print(f"phash copy recall {recall:.4f}, pair fpr {fpr:.6f}")
-    assert recall >= 0.95, recall
+    # the issue's targets hold for the hash alone; the colour check (demo recipe) trades a little recall on
+    # cropped photographs (cell boundaries move) for fewer same-layout false positives
+    assert recall >= (0.95 if max_color_diff is None else 0.9), recall
     assert fpr <= 0.01, fpr
     # real photographs among themselves: no two distinct ones merged
     photo_rows = fam < len(PHOTOS)
@@ -114,3 +117,29 @@ def test_undecodable_and_single():
     out = apply_decisions(t, job, run_job_local(job, t))
     assert out.column("status").to_pylist() == ["ok", "ok", "ok"]
     assert image_hash(b"garbage") is None
+    # the hash is saved for every row it could compute (16 hex digits), for `curate query`
+    ph = out.column("phash").to_pylist()
+    assert ph[:2] == [None, None] and ph[2] == f"{image_hash(_enc(_synthetic(1)[0])):016x}"
+
+
+def test_colour_check_separates_same_layout_in_other_colours():
+    """Grey-level hashes cannot tell a small blue square from a small green one on grey; the thumbnail can."""
+    def draw(colour):
+        im = Image.new("RGB", (64, 64), (128, 128, 128))
+        ImageDraw.Draw(im).rectangle([10, 24, 20, 34], fill=colour)
+        return _enc(im)
+    t = _table([draw((0, 0, 255)), draw((0, 160, 0)), draw((0, 0, 250))])
+    assert run_job_local(PHashDedup(), t).num_rows == 3  # all three merged on the hash alone
+    out = apply_decisions(t, PHashDedup(max_color_diff=20), run_job_local(PHashDedup(max_color_diff=20), t))
+    assert out.column("status").to_pylist() == ["ok", "ok", "dropped"]
+
+
+def test_keep_earliest_and_hash_saved_on_dropped_rows():
+    im = _synthetic(1, seed=3)[0]
+    t = _table([_enc(im, 50), _enc(im, 95), _enc(_synthetic(1, seed=9)[0])])
+    t = t.set_column(t.column_names.index("row"), "row", pa.array([7, 2, 5], pa.int64()))
+    job = PHashDedup(keep="earliest")
+    out = apply_decisions(t, job, run_job_local(job, t)).to_pylist()
+    assert [r["status"] for r in out] == ["dropped", "ok", "ok"]  # row 2 came first in the input
+    assert out[0]["reason"] == "near_duplicate_image" and out[0]["dup_of"] == "u00001"
+    assert all(len(r["phash"]) == 16 for r in out)

@@ -19,15 +19,18 @@ def _run(tmp_path, name, local_max, texts, **job):
                            "output": {"path": str(tmp_path / name), "samples_per_shard": 150},
                            "ray": {"job_local_max_rows": local_max},
                            "stages": [{"minhash_dedup": job}]})
-    Runner(recipe).start()
+    manifest = Runner(recipe).start()
     t = pq.read_table(str(tmp_path / name / "meta"))
-    return {r["uid"]: (r["status"], r["reason"], r["dup_of"], r["minhash_cluster"]) for r in t.to_pylist()}
+    return {r["uid"]: (r["status"], r["reason"], r["dup_of"], r["minhash_cluster"]) for r in t.to_pylist()}, manifest["jobs"]
 
 
 def test_local_and_ray_paths_agree(tmp_path, ray_address):
     texts = planted_corpus(80, seed=3) + ["", "   "]
-    local = _run(tmp_path, "local", 10**6, texts)
-    on_ray = _run(tmp_path, "ray", 0, texts)
+    local, local_job = _run(tmp_path, "local", 10**6, texts)
+    on_ray, ray_job = _run(tmp_path, "ray", 0, texts)
+    assert local_job["job0:minhash_dedup"]["path"] == "driver"
+    # components found as shuffle rounds on Ray: the clusters are identical
+    assert ray_job["job0:minhash_dedup"]["path"] == "ray" and ray_job["job0:minhash_dedup"]["rounds"] >= 2
     assert local == on_ray
     assert len(local) == len(texts)
     reasons = [v[1] for v in local.values()]

@@ -19,7 +19,7 @@ from curate.demo.corpus import generate_corpus, write_url_list
 from curate.demo.noise import DEFAULT_RATES, NOISE_KINDS, counts_for, expected_outcome
 
 REASONS = {"download_http_404", "download_http_500", "download_timeout", "image_decode_error", "image_truncated",
-           "image_too_small", "image_aspect_ratio", "caption_boilerplate", "duplicate_image"}
+           "image_too_small", "image_aspect_ratio", "caption_boilerplate", "duplicate_image", "near_duplicate_image"}
 
 
 def _file(root: Path, row) -> Path:

@@ -48,6 +48,9 @@ def test_experiment_end_to_end(colour_shards, colour_eval, tmp_path):
     (["eval", "{tmp}/missing.pt", "--eval-set", "{eval}"], "checkpoint not found"),
     (["eval", "{tmp}/missing.pt", "--eval-set", "{tmp}"], "classes.json"),
     (["experiment", "noequals", "--eval-set", "{eval}", "--samples-seen", "10"], "NAME=SHARDS"),
+    (["train", "{tmp}", "--samples-seen", "10", "-o", "{tmp}/t"], "no .tar shards in folder"),
+    (["train", "{shards}", "--samples-seen", "10", "-o", "{tmp}/t", "--resume"], "no checkpoint.pt"),
+    (["eval", "{tmp}/missing.pt", "--eval-set", "{tmp}/nowhere"], "eval set not found"),
 ])
 def test_user_errors_are_one_line(args, msg, colour_shards, colour_eval, tmp_path, cli_inprocess):
     args = [a.format(tmp=tmp_path, shards=colour_shards, eval=colour_eval) for a in args]

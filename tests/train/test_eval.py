@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from curate.train.evaluate import EvalError, evaluate, retrieval_metrics, zero_shot_accuracy
+from curate.train.evaluate import EvalError, evaluate, load_eval_meta, read_eval_set, retrieval_metrics, zero_shot_accuracy
 from curate.train.loop import TrainConfig, train
 
-from .conftest import write_classes, write_colour_shards
+from .conftest import add, write_classes, write_colour_shards
 
 
 def test_identical_embeddings_give_perfect_retrieval():
@@ -68,3 +68,36 @@ def test_bad_eval_input(colour_shards, tmp_path):
     with pytest.raises(EvalError, match="has a label"):
         evaluate(str(out / "checkpoint.pt"), str(nolab))
     json.loads((out / "summary.json").read_text())
+
+
+def test_unusable_eval_samples_are_skipped_with_counts(tmp_path):
+    """Unlabelled, unknown-label, imageless, textless and undecodable eval samples: counted skips, not errors."""
+    import tarfile
+
+    import open_clip
+
+    from curate.train import configs  # noqa: F401
+
+    ev = tmp_path / "ev"
+    write_colour_shards(ev, 10, 1)
+    write_classes(ev)
+    with tarfile.open(ev / "000000.tar") as src:
+        img = src.extractfile("000000.jpg").read()
+    with tarfile.open(ev / "000001.tar", "w") as tf:
+        add(tf, "a.jpg", img)
+        add(tf, "a.txt", b"a red picture")
+        add(tf, "a.json", b'{"note": "no label"}')               # missing label
+        add(tf, "b.jpg", img)
+        add(tf, "b.txt", b"a red picture")
+        add(tf, "b.json", b'{"label": "magenta"}')               # label not in classes.json
+        add(tf, "c.jpg", b"\xff\xd8 not really a jpeg")
+        add(tf, "c.txt", b"a red picture")
+        add(tf, "c.json", b'{"label_id": 0}')                    # undecodable image
+        add(tf, "d.txt", b"a red picture")
+        add(tf, "d.json", b'{"label_id": 0}')                    # no image
+        add(tf, "e.jpg", img)
+        add(tf, "e.json", b'{"label_id": 0}')                    # no text
+    _, _, pre = open_clip.create_model_and_transforms("curate-tiny")
+    data = read_eval_set(ev, pre, load_eval_meta(ev))
+    assert data["read"] == 15 and len(data["texts"]) == 10
+    assert data["skipped"] == {"missing_label": 2, "image_decode_error": 1, "missing_image": 1, "missing_text": 1}

@@ -1,0 +1,105 @@
+"""`doc_download`: fetch every image of every document with the image-text download machinery.
+
+The same fields, downloader (img2dataset's `download_image_with_retry`), Resizer, truncation check and
+reason codes as the `download` stage; the difference is the unit: one row holds many images, so each
+image's outcome (status, reason, sha256, sizes) is written into its `doc_images` record and its bytes
+into `doc_image_bytes`. A document whose referenced images all failed is kept (`on_all_failed: keep`,
+a text-only document) or dropped as `doc_all_images_failed`.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from multiprocessing.pool import ThreadPool
+from threading import Semaphore
+from typing import ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from curate import schema
+from curate.download import errors
+from curate.download.image import Download, is_truncated, sniff_format
+from curate.interleaved import _doc
+from curate.stage import register
+
+
+@register
+class DocDownload(Download):
+    """Download and resize the images of each document; per-image status inside the row."""
+
+    name: ClassVar[str] = "doc_download"
+    reads: ClassVar[tuple[str, ...]] = ("doc_images",)
+    writes: ClassVar[dict[str, pa.DataType]] = {"doc_images": _doc.IMAGES_T, "doc_image_bytes": _doc.BYTES_T}
+    reasons: ClassVar[dict[str, str]] = {
+        "doc_all_images_failed": "every image the document references failed or was refused (on_all_failed: drop)",
+    }
+
+    on_all_failed: Literal["keep", "drop"] = "keep"
+    max_data_url_bytes: int = Field(1_000_000, ge=0)
+
+    def fetch_all(self, items: list[tuple[object, str]]):
+        """Yield (key, result) per (key, url): result is a dict of image fields or (code, message) on failure."""
+        resizer = self._resizer()
+        gate = Semaphore(self.threads * 2)
+
+        def gen():
+            for item in items:
+                gate.acquire()
+                yield item
+
+        with ThreadPool(min(self.threads, max(1, len(items)))) as pool:
+            for key, stream, err in pool.imap_unordered(self._fetch, gen()):
+                try:
+                    if err is not None or stream is None:
+                        yield key, (errors.classify(err or ""), (err or "no data")[:500])
+                        continue
+                    data = stream.getvalue()
+                    if self.reject_truncated and is_truncated(data):
+                        yield key, ("image_truncated", f"{len(data)} bytes, no end marker")
+                        continue
+                    img, w, h, ow, oh, rerr = resizer(io.BytesIO(data))
+                    if rerr is not None:
+                        yield key, ("image_decode_error", rerr[:500])
+                        continue
+                    yield key, {"bytes": img, "format": sniff_format(img), "width": w, "height": h,
+                                "orig_width": ow, "orig_height": oh, "sha256": hashlib.sha256(data).hexdigest()}
+                finally:
+                    gate.release()
+
+    def process(self, table: pa.Table) -> pa.Table:
+        n = table.num_rows
+        active = np.flatnonzero(schema.active_mask(table).to_numpy(zero_copy_only=False))
+        docs = table.column("doc_images").to_pylist()
+        payload: list = [None] * n
+        items = []
+        for i in active:
+            recs = docs[i] or []
+            payload[i] = [None] * len(recs)
+            for j, rec in enumerate(recs):
+                if rec["status"] != schema.OK:
+                    continue
+                url = rec["url"]
+                if url.lower().startswith("data:") and len(url) > self.max_data_url_bytes:
+                    rec.update(status=schema.FAILED, reason="data_url_too_large",
+                               error=f"{len(url)} characters > max_data_url_bytes {self.max_data_url_bytes}")
+                    continue
+                items.append(((int(i), j), url))
+        for (i, j), result in self.fetch_all(items):
+            rec = docs[i][j]
+            if isinstance(result, tuple):
+                rec.update(status=schema.FAILED, reason=result[0], error=result[1])
+                continue
+            payload[i][j] = result.pop("bytes")
+            rec.update(result)
+        drop = [False] * n
+        if self.on_all_failed == "drop":
+            for i in active:
+                recs = docs[i] or []
+                drop[i] = bool(recs) and not any(r["status"] == schema.OK for r in recs)
+        table = _doc.set_column(table, "doc_images", docs, _doc.IMAGES_T)
+        table = _doc.set_column(table, "doc_image_bytes", payload, _doc.BYTES_T)
+        if any(drop):
+            table = schema.mark(table, pa.array(drop), schema.DROPPED, self.name, "doc_all_images_failed")
+        return table

@@ -1,0 +1,180 @@
+"""`parse_documents`: turn each input document into ordered segments (text / image reference) + image records.
+
+Input layouts (one row per document):
+- `obelics`: aligned lists `texts` and `images` (OBELICS, MINT-1T): at each position exactly one of the two
+  is set, a paragraph or an image URL.
+- `html`: the page itself in an `html` column (a WARC file read by the input reader gives url + html).
+- `url`: only the page URL: the page is fetched with img2dataset's downloader (same timeouts, retries and
+  reason codes as images) and parsed.
+`auto` picks the first layout whose columns exist. Image URLs are resolved against the page URL; URLs that
+are neither http(s) nor data: are refused (never fetched); references past `max_images` are kept in the
+row but marked `image_over_cap` and not fetched.
+"""
+from __future__ import annotations
+
+from multiprocessing.pool import ThreadPool
+from typing import ClassVar, Literal
+from urllib.parse import urljoin
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from curate import schema
+from curate.download import errors
+from curate.interleaved import _doc
+from curate.stage import Stage, register
+
+FETCHABLE = ("http://", "https://", "data:")
+
+
+def classify_url(url: str | None) -> str | None:
+    """None when the URL may be fetched, else the per-image reason code."""
+    if not url:
+        return "download_invalid_url"
+    low = url.strip().lower()
+    if low.startswith(("http://", "https://")):
+        return None
+    if low.startswith("data:"):
+        return None
+    return "image_url_refused"
+
+
+@register
+class ParseDocuments(Stage):
+    """Documents (OBELICS/MINT record, HTML page, or page URL) -> `segments`, `doc_images`, document `text`."""
+
+    name: ClassVar[str] = "parse_documents"
+    reads: ClassVar[tuple[str, ...]] = ("url",)
+    writes: ClassVar[dict[str, pa.DataType]] = {"segments": _doc.SEGMENTS_T, "doc_images": _doc.IMAGES_T,
+                                                "title": pa.string()}
+    reasons: ClassVar[dict[str, str]] = {
+        **errors.REASONS,
+        "html_too_large": "the page is larger than max_html_bytes: not parsed",
+        "doc_bad_record": "texts/images lists missing, of different lengths, or with both/neither set at a position",
+        "doc_empty": "the document has neither text nor images",
+    }
+
+    layout: Literal["auto", "obelics", "html", "url"] = "auto"
+    texts_col: str = "texts"
+    images_col: str = "images"
+    html_col: str = "html"
+    max_images: int = Field(100, ge=0, le=100_000)
+    max_html_bytes: int = Field(5_000_000, ge=1)
+    timeout_s: float = Field(10.0, gt=0)
+    retries: int = Field(0, ge=0, le=10)
+    threads: int = Field(16, ge=1, le=1024)
+
+    def _layout(self, table: pa.Table) -> str:
+        if self.layout != "auto":
+            needed = {"obelics": (self.texts_col, self.images_col), "html": (self.html_col,), "url": ()}[self.layout]
+            missing = [c for c in needed if c not in table.column_names]
+            if missing:
+                raise ValueError(f"parse_documents layout {self.layout}: input has no column {missing[0]!r}")
+            return self.layout
+        if self.texts_col in table.column_names and self.images_col in table.column_names:
+            return "obelics"
+        if self.html_col in table.column_names:
+            return "html"
+        return "url"
+
+    def _fetch_pages(self, urls: dict[int, str]) -> dict[int, tuple[bytes | None, str | None, str | None]]:
+        from curate.download.i2d import download_image_with_retry
+
+        def one(item):
+            i, url = item
+            if classify_url(url) is not None or url.lower().startswith("data:"):
+                return i, None, "download_invalid_url", f"not an http(s) page URL: {url!r}"[:500]
+            _, stream, err = download_image_with_retry((i, url), self.timeout_s, self.retries, None, None)
+            if stream is None:
+                return i, None, errors.classify(err or ""), (err or "no data")[:500]
+            return i, stream.getvalue(), None, None
+
+        out = {}
+        with ThreadPool(min(self.threads, max(1, len(urls)))) as pool:
+            for i, data, code, msg in pool.imap_unordered(one, urls.items()):
+                out[i] = (data, code, msg)
+        return out
+
+    def _from_html(self, html, base_url) -> tuple[str | None, list[dict]]:
+        from curate.interleaved._html import extract
+
+        return extract(html, base_url)
+
+    def process(self, table: pa.Table) -> pa.Table:
+        n = table.num_rows
+        layout = self._layout(table)
+        active = np.flatnonzero(schema.active_mask(table).to_numpy(zero_copy_only=False))
+        urls = table.column("url").to_pylist()
+        status = table.column("status").to_pylist()
+        stage, reason, error = (table.column(c).to_pylist() for c in ("stage", "reason", "error"))
+        segments_out: list = [None] * n
+        images_out: list = [None] * n
+        titles: list = [None] * n
+        texts: list = table.column("text").to_pylist()
+
+        def fail(i, st, code, msg=None):
+            status[i], stage[i], reason[i], error[i] = st, self.name, code, msg
+
+        raw: dict[int, tuple[str | None, list[dict]]] = {}
+        if layout == "obelics":
+            tcol = table.column(self.texts_col).to_pylist()
+            icol = table.column(self.images_col).to_pylist()
+            for i in active:
+                ts, ims = tcol[i], icol[i]
+                if ts is None or ims is None or len(ts) != len(ims) or any((t is None) == (m is None) for t, m in zip(ts, ims)):
+                    fail(i, schema.FAILED, "doc_bad_record", "texts/images must be aligned lists with one of them set per position")
+                    continue
+                segs = [{"type": "text", "text": t} if t is not None else {"type": "image", "src": m, "alt": None}
+                        for t, m in zip(ts, ims)]
+                raw[i] = (None, segs)
+        else:
+            if layout == "html":
+                pages = {int(i): table.column(self.html_col)[int(i)].as_py() for i in active}
+            else:
+                fetched = self._fetch_pages({int(i): urls[i] for i in active})
+                pages = {}
+                for i, (data, code, msg) in fetched.items():
+                    if data is None:
+                        fail(i, schema.FAILED, code, msg)
+                    else:
+                        pages[i] = data
+            for i, page in pages.items():
+                if page is None:
+                    fail(i, schema.FAILED, "doc_bad_record", "no html")
+                    continue
+                size = len(page) if isinstance(page, bytes) else len(page.encode("utf-8", "surrogatepass"))
+                if size > self.max_html_bytes:
+                    fail(i, schema.FAILED, "html_too_large", f"{size} bytes > max_html_bytes {self.max_html_bytes}")
+                    continue
+                raw[i] = self._from_html(page, urls[i])
+
+        for i, (title, segs) in raw.items():
+            segments, images = [], []
+            for seg in segs:
+                if seg["type"] == "text":
+                    if seg["text"] and seg["text"].strip():
+                        segments.append({"type": "text", "text": seg["text"], "image": None})
+                    continue
+                src = seg["src"].strip() if seg["src"] else seg["src"]
+                if src and urls[i] and not src.lower().startswith(("data:", "javascript:")):
+                    src = urljoin(urls[i], src)  # relative references (obelics records may hold them too)
+                rec = _doc.image_record(src, seg.get("alt"), len(segments))
+                code = classify_url(src)
+                if code is not None:
+                    rec.update(status=schema.FAILED, reason=code, error=f"refused URL {str(src)[:200]!r}")
+                elif len(images) >= self.max_images:
+                    rec.update(status=schema.DROPPED, reason="image_over_cap",
+                               error=f"more than max_images={self.max_images} images in the document")
+                segments.append({"type": "image", "text": None, "image": len(images)})
+                images.append(rec)
+            if not segments:
+                fail(i, schema.DROPPED, "doc_empty")
+            segments_out[i], images_out[i], titles[i] = segments, images, title
+            texts[i] = _doc.text_of(segments)
+
+        table = schema.set_rows(table, pa.array([True] * n), {"status": status, "stage": stage, "reason": reason,
+                                                              "error": error, "text": texts})
+        table = _doc.set_column(table, "segments", segments_out, _doc.SEGMENTS_T)
+        table = _doc.set_column(table, "doc_images", images_out, _doc.IMAGES_T)
+        return _doc.set_column(table, "title", titles, pa.string())

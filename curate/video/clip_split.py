@@ -1,0 +1,139 @@
+"""The `clip_split` stage: each downloaded video becomes one row per clip.
+
+Accounting (see README "How it works"): the video's own row stays, marked dropped by clip_split with
+reason `split_into_clips` (its bytes are released), and every clip is appended as a new row with
+`parent_uid` = the video's uid, uid `<video uid>-<start ms>-<end ms>`, the video's `row`, and its own
+`start`/`end`, bytes, keyframes, motion and text. A video that yields no clip is dropped `no_clips`;
+one that cannot be decoded fails `video_decode_error`. So: videos in = videos split + videos
+dropped/failed, and every clip is kept, dropped or failed like any other row.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field, PrivateAttr, model_validator
+
+from curate import schema
+from curate.stage import Stage, register
+from curate.video import split, subtitles
+
+
+@register
+class ClipSplit(Stage):
+    """Cut videos into clips (fixed windows or scene cuts), each its own row with keyframes, motion and text."""
+
+    name: ClassVar[str] = "clip_split"
+    adds_rows: ClassVar[bool] = True
+    reads: ClassVar[tuple[str, ...]] = ("video", "fps", "duration", "cues")
+    writes: ClassVar[dict[str, pa.DataType]] = {
+        schema.PARENT_COLUMN: pa.string(),
+        "clip_index": pa.int32(),
+        "start": pa.float64(),  # seconds in the parent video
+        "end": pa.float64(),
+        "keyframes": pa.list_(pa.binary()),  # JPEGs, for scoring, dedup and recaptioning (never in meta/)
+        "motion": pa.float64(),  # mean fraction of pixels changing per frame
+        "cut": pa.string(),  # copy (remuxed, no re-encoding) | reencode
+        "text_source": pa.string(),  # subtitles | video
+    }
+    reasons: ClassVar[dict[str, str]] = {
+        "split_into_clips": "the video was cut into clips; they follow as rows with parent_uid = this uid",
+        "no_clips": "no span of at least min_clip_s (video too short, or only short scenes)",
+        "video_decode_error": "FFmpeg could not decode the video's frames",
+    }
+
+    mode: Literal["fixed", "scene"] = "scene"
+    clip_s: float = Field(4.0, gt=0, description="window length in fixed mode")
+    min_clip_s: float = Field(1.0, gt=0)
+    max_clip_s: float = Field(10.0, gt=0, description="longer scenes are cut into equal pieces")
+    scene_threshold: float = Field(0.12, gt=0, le=1, description="mean grey difference (0-1) that marks a cut")
+    keyframes_per_clip: int = Field(3, ge=1, le=32)
+    keyframe_size: int = Field(224, ge=16, le=1024, description="short side of keyframe JPEGs")
+    cut: Literal["auto", "copy", "reencode"] = "auto"
+    codec: str = Field("auto", description="encoder for re-encoded clips: auto (libx264, else mpeg4) or an FFmpeg name")
+    text_from: Literal["auto", "subtitles", "video"] = "auto"
+    _codec: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _lengths(self):
+        if self.min_clip_s > self.max_clip_s:
+            raise ValueError("min_clip_s must not exceed max_clip_s")
+        return self
+
+    def setup(self) -> None:
+        from curate.video.synth import encoder_name
+
+        self._codec = encoder_name() if self.codec == "auto" else self.codec
+
+    def _clips(self, data: bytes, cues, video_text):
+        sc = split.scan(data, sample_every_s=self.min_clip_s / (self.keyframes_per_clip + 1),
+                        keyframe_size=self.keyframe_size)
+        if len(sc.times) == 0:
+            raise ValueError(sc.error or "no decodable video frame")
+        spans = split.boundaries(sc, mode=self.mode, clip_s=self.clip_s, min_clip_s=self.min_clip_s,
+                                 max_clip_s=self.max_clip_s, scene_threshold=self.scene_threshold)
+        clips = []
+        copies = [self.cut == "copy" or (self.cut == "auto" and split.can_copy(sc, span)) for span in spans]
+        # clips cut without re-encoding share one demuxing pass over the file
+        copied = iter(split.remux_all(data, [s for s, c in zip(spans, copies) if c], sc.fps))
+        for span, copy in zip(spans, copies):
+            clip = split.describe(sc, span, self.keyframes_per_clip)
+            clip.cut = "copy" if copy else "reencode"
+            if self._codec is None:
+                self.setup()
+            clip.data = next(copied) if copy else split.reencode(data, span, sc.fps, self._codec)
+            use_subs = self.text_from == "subtitles" or (self.text_from == "auto" and cues is not None)
+            if use_subs:
+                cl_cues = subtitles.overlapping(cues, *span)
+                clip.text, clip.text_source, clip.cues = subtitles.clip_text(cl_cues), "subtitles", cl_cues
+            else:
+                clip.text, clip.text_source, clip.cues = video_text, "video", None
+            clips.append(clip)
+        return clips
+
+    def process(self, table: pa.Table) -> pa.Table:
+        active = np.flatnonzero(schema.active_mask(table).to_numpy(zero_copy_only=False))
+        if len(active) == 0:
+            return table
+        n = table.num_rows
+        status, stage = table.column("status").to_pylist(), table.column("stage").to_pylist()
+        reason, error = table.column("reason").to_pylist(), table.column("error").to_pylist()
+        videos = table.column("video")
+        cues_col = table.column("cues").to_pylist()
+        texts = table.column("text").to_pylist()
+        new_rows: list[dict] = []
+        for i in active:
+            data = videos[int(i)].as_py()
+            try:
+                clips = self._clips(data, cues_col[i], texts[i])
+            except Exception as err:  # noqa: BLE001 - one bad video is one failed row
+                status[i], stage[i], reason[i], error[i] = schema.FAILED, self.name, "video_decode_error", \
+                    f"{type(err).__name__}: {err}"[:500]
+                continue
+            status[i], stage[i] = schema.DROPPED, self.name
+            reason[i] = "split_into_clips" if clips else "no_clips"
+            parent = table.slice(int(i), 1).to_pylist()[0]
+            for k, c in enumerate(clips):
+                row = dict(parent)
+                row.update(uid=f"{parent['uid']}-{int(round(c.start * 1000))}-{int(round(c.end * 1000))}",
+                           status=schema.OK, stage=None, reason=None, error=None, shard=None, key=None,
+                           text=c.text, video=c.data, video_format="mp4", duration=round(c.end - c.start, 6),
+                           video_bytes=len(c.data), sha256=hashlib.sha256(c.data).hexdigest(), cues=c.cues,
+                           **{schema.PARENT_COLUMN: parent["uid"]}, clip_index=k, start=c.start, end=c.end,
+                           keyframes=c.keyframes, motion=c.motion, cut=c.cut, text_source=c.text_source)
+                new_rows.append(row)
+        out = schema.set_rows(table, pa.array([True] * n),
+                              {"status": status, "stage": stage, "reason": reason, "error": error})
+        # the split videos' bytes are not needed any more (their clips carry their own)
+        done = pa.array([s != schema.OK and (r in ("split_into_clips", "no_clips")) and g == self.name
+                         for s, r, g in zip(status, reason, stage)])
+        out = schema.set_rows(out, done, {"video": None})
+        for name, typ in self.writes.items():
+            if name not in out.column_names:
+                out = out.append_column(pa.field(name, typ), pa.nulls(n, typ))
+        if not new_rows:
+            return out
+        clips = pa.Table.from_pylist(new_rows, schema=out.schema)
+        return pa.concat_tables([out, clips])

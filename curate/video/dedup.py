@@ -1,0 +1,49 @@
+"""The `clip_dedup` job: near-duplicate clips by perceptual hashes of their keyframes.
+
+Each clip gets one 64-bit code: the bitwise majority of its keyframes' pHashes (curate.dedup.phash's
+hashing), so re-encodes, resizes and re-uploads of the same footage agree bit for bit on most bits. The
+banding, edges and connected components are `phash_dedup`'s; only the column names differ.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from curate.dedup.phash import PHashDedup, image_hash
+from curate.stage import register
+
+
+def keyframes_hash(frames: list[bytes] | None, kind: str = "phash") -> int | None:
+    """Bitwise majority vote over the keyframes' 64-bit perceptual hashes (None without a decodable frame)."""
+    hs = [h for h in (image_hash(f, kind) for f in frames or []) if h is not None]
+    if not hs:
+        return None
+    bits = np.unpackbits(np.array(hs, ">u8").view(np.uint8).reshape(len(hs), 8), axis=1)
+    major = (bits.sum(axis=0) * 2 >= len(hs)).astype(np.uint8)
+    return int(np.packbits(major).view(">u8")[0])
+
+
+@register
+class ClipDedup(PHashDedup):
+    """Drop near-duplicate clips (same footage re-uploaded, re-encoded or resized): pHash of keyframes."""
+
+    name: ClassVar[str] = "clip_dedup"
+    cluster_col: ClassVar[str] = "clip_cluster"
+    cluster_reason: ClassVar[str] = "near_duplicate_clip"
+    reads: ClassVar[tuple[str, ...]] = ("keyframes",)
+    writes: ClassVar[dict[str, pa.DataType]] = {"dup_of": pa.string(), "clip_cluster": pa.string()}
+    reasons: ClassVar[dict[str, str]] = {
+        "near_duplicate_clip": "keyframe pHash within max_distance bits of the clip in `dup_of`",
+    }
+
+    def needs(self) -> tuple[str, ...]:
+        return ("keyframes", "width", "height") if self.keep == "largest" else ("keyframes",)
+
+    def hashes(self, images: list) -> list[int | None]:
+        return [keyframes_hash(frames, self.hash) for frames in images]
+
+    def prepare(self, table: pa.Table) -> pa.Table:
+        # the parent class hashes the `image` column through self.hashes: hand it the keyframe lists
+        return super().prepare(table.append_column("image", table.column("keyframes")))

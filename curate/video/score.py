@@ -1,0 +1,96 @@
+"""The `keyframe_clip_score` stage: CLIP similarity between a clip's text and its keyframes (mean and min
+over frames), with the shared loader in curate.models.clip. It only adds columns; thresholds are filters
+(`keyframe_clip_threshold`)."""
+from __future__ import annotations
+
+import io
+from typing import ClassVar, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field, PrivateAttr
+
+from curate import schema
+from curate.stage import Filter, Stage, register
+
+
+@register
+class KeyframeClipScore(Stage):
+    """Cosine similarity of each clip's text with its keyframes under an open_clip model: mean and min."""
+
+    name: ClassVar[str] = "keyframe_clip_score"
+    uses_model: ClassVar[bool] = True
+    reads: ClassVar[tuple[str, ...]] = ("keyframes",)
+    writes: ClassVar[dict[str, pa.DataType]] = {"keyframe_clip_score": pa.float32(),
+                                                "keyframe_clip_score_min": pa.float32()}
+    reasons: ClassVar[dict[str, str]] = {}
+
+    model: str = "ViT-B-32"
+    pretrained: str | None = None
+    checkpoint: str | None = None
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    batch_size: int = Field(256, ge=1)
+    _clip = PrivateAttr(default=None)
+
+    def setup(self) -> None:
+        from curate.models.clip import load_clip
+
+        if self._clip is None:
+            self._clip = load_clip(self.model, self.pretrained, self.checkpoint, self.device, self.precision)
+
+    def process(self, table: pa.Table) -> pa.Table:
+        from PIL import Image
+
+        self.setup()
+        n = table.num_rows
+        active = np.flatnonzero(schema.active_mask(table).to_numpy(zero_copy_only=False))
+        frames_col, texts = table.column("keyframes"), table.column("text").to_pylist()
+        mean, low = [None] * n, [None] * n
+        owners, images = [], []
+        for i in active:
+            for jpeg in frames_col[int(i)].as_py() or []:
+                try:
+                    images.append(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+                    owners.append(int(i))
+                except Exception:  # noqa: BLE001 - an undecodable keyframe is left out of the mean
+                    continue
+        if images:
+            rows = sorted(set(owners))
+            img = np.concatenate([self._clip.embed_images(images[k:k + self.batch_size])
+                                  for k in range(0, len(images), self.batch_size)])
+            txt = np.concatenate([self._clip.embed_texts([texts[r] or "" for r in rows[k:k + self.batch_size]])
+                                  for k in range(0, len(rows), self.batch_size)])
+            where = {r: j for j, r in enumerate(rows)}
+            sims = np.einsum("nd,nd->n", img, txt[[where[o] for o in owners]])
+            owners_arr = np.array(owners)
+            for r in rows:
+                s = sims[owners_arr == r]
+                mean[r], low[r] = float(s.mean()), float(s.min())
+        out = table
+        for name, vals in (("keyframe_clip_score", mean), ("keyframe_clip_score_min", low)):
+            arr = pa.array(vals, pa.float32())
+            if name in out.column_names:
+                out = out.set_column(out.column_names.index(name), name, arr)
+            else:
+                out = out.append_column(name, arr)
+        return out
+
+
+@register
+class KeyframeClipThreshold(Filter):
+    """Drop clips whose text does not match their frames: keyframe_clip_score (mean or min) below min_score."""
+
+    name: ClassVar[str] = "keyframe_clip_threshold"
+    reads: ClassVar[tuple[str, ...]] = ("keyframe_clip_score",)
+    reasons: ClassVar[dict[str, str]] = {
+        "keyframe_clip_score_below_threshold": "text-keyframe CLIP similarity below min_score",
+    }
+
+    min_score: float = Field(0.2, ge=-1, le=1)
+    use: Literal["mean", "min"] = "mean"
+
+    def check(self, table: pa.Table) -> list[str | None]:
+        col = "keyframe_clip_score" if self.use == "mean" else "keyframe_clip_score_min"
+        vals = table.column(col).to_pylist() if col in table.column_names else [None] * table.num_rows
+        return [None if v is None or v >= self.min_score else "keyframe_clip_score_below_threshold" for v in vals]
