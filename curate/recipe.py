@@ -41,7 +41,8 @@ class OutputConfig(_Strict):
     samples_per_shard: int = Field(10000, ge=1, le=10_000_000)
     keep_work: bool = False
     # with a recaption stage: original | recaption | both (original .txt + synthetic .recap.txt)
-    caption_policy: str = Field("both", pattern="^(original|recaption|both)$")
+    # | fuse (.txt = fused_caption from a fuse_captions stage)
+    caption_policy: str = Field("both", pattern="^(original|recaption|both|fuse)$")
 
 
 class RayConfig(_Strict):
@@ -220,6 +221,8 @@ def build_recipe(data: dict, source: str = "<dict>") -> Recipe:
         available |= set(step.writes)
         steps.append(step)
         scheds.append(sch)
+    if out.caption_policy == "fuse" and not any(s.name == "fuse_captions" for s in steps):
+        raise RecipeError("output.caption_policy fuse needs a fuse_captions stage (after recaption) to write fused_caption")
     name = data.get("name") or Path(source).stem
     return Recipe(name=str(name), modality=data.get("modality", "image-text"), input=inp, output=out, ray=ray_cfg,
                   steps=steps, scheduling=scheds, source=source)

@@ -28,8 +28,10 @@ _TEXT_MEMBERS = {"recaption": "recap.txt"}
 #   original  - the original text only
 #   recaption - the synthetic caption, the original text where there is none
 #   both      - the original in .txt and the synthetic caption in .recap.txt (the default)
-# The per-sample json always carries both columns, so no policy loses information.
-CAPTION_POLICIES = ("original", "recaption", "both")
+#   fuse      - the LLM-merged caption (`fused_caption`, stage fuse_captions); the original where there is
+#               none, the synthetic caption where the original is empty too
+# The per-sample json always carries every caption column, so no policy loses information.
+CAPTION_POLICIES = ("original", "recaption", "both", "fuse")
 
 
 def _jsonable(v):
@@ -59,13 +61,18 @@ def sample_members(row: dict, caption_policy: str = "both") -> list[tuple[str, b
     source = "original"
     if caption_policy == "recaption" and row.get("recaption"):
         text, source = row["recaption"], "recaption"
+    elif caption_policy == "fuse":
+        if row.get("fused_caption"):
+            text, source = row["fused_caption"], "fused"
+        elif not text.strip() and row.get("recaption"):
+            text, source = row["recaption"], "recaption"
     members.append((f"{key}.txt", text.encode("utf-8")))
     if caption_policy == "both":
         for col, ext in _TEXT_MEMBERS.items():
             if row.get(col) is not None:
                 members.append((f"{key}.{ext}", row[col].encode("utf-8")))
     info = {k: _jsonable(v) for k, v in row.items() if k not in _JSON_SKIP}
-    if "recaption" in row:
+    if "recaption" in row or "fused_caption" in row:
         info["caption_source"] = source
     members.append((f"{key}.json", json.dumps(info, ensure_ascii=False, default=str).encode("utf-8")))
     return members

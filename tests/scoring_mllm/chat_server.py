@@ -5,6 +5,7 @@ message.content, logprobs.content[0].top_logprobs) and records what it saw: requ
 requests in flight at once, the images it received. What it answers is decided per request by
 `server.behave(n, text)` (n = 1-based request number, text = the prompt), returning one of
   ("ok",)  ("status", code)  ("status", code, retry_after)  ("sleep", seconds)  ("malformed",)  ("no_choices",)
+Text-only requests (a string `content`, no image) are answered too, with image b"".
 The score it answers comes from `server.scorer(image_bytes, text) -> p in (0, 1)`: by default a
 deterministic hash, or a real model (the tests plug in the tiny VLM).
 """
@@ -50,16 +51,19 @@ class ChatServer:
         from aiohttp import web
 
         body = await request.json()
-        parts = body["messages"][0]["content"]
+        content = body["messages"][-1]["content"]  # a list of parts, or a plain string (text-only chat)
+        parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
         text = next(p["text"] for p in parts if p["type"] == "text")
-        image = base64.b64decode(next(p["image_url"]["url"] for p in parts if p["type"] == "image_url").split(",", 1)[1])
+        urls = [p["image_url"]["url"] for p in parts if p["type"] == "image_url"]
+        image = base64.b64decode(urls[0].split(",", 1)[1]) if urls else b""
         with self.lock:
             self.requests += 1
             n = self.requests
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self.texts[text] += 1
-            self.images.append(image)
+            if urls:
+                self.images.append(image)
         try:
             await asyncio.sleep(self.delay_s)
             action = self.behave(n, text)
