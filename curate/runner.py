@@ -600,6 +600,16 @@ class Runner:
             labels, info["rounds"] = _components_ray(reduced, buckets)
             decisions = None if labels is None else labels.map_batches(
                 _decide, batch_size=None, batch_format="pyarrow", fn_kwargs=dict(job=job)).materialize()
+        elif type(job).finalize is not Job.finalize:
+            # a global decision over the reduced records (a quantile, per-entry caps): made in the driver,
+            # which is what `finalize` is for; reduce keeps those records small (one per row at most)
+            tables = [t for t in ray.get(reduced.to_arrow_refs()) if t.num_rows]
+            red = pa.concat_tables(tables) if tables else job.reduce_schema().empty_table()
+            fin = job.finalize(red).select(job.decision_schema().names).cast(job.decision_schema())
+            for k in parts:
+                atomic.write_parquet(fin.filter(pc.equal(fin.column("part"), k)), run.job_part(s, k))
+            info["decisions"] = fin.num_rows
+            return info
         else:
             decisions = reduced
         written = {}

@@ -11,6 +11,7 @@ from typing import ClassVar
 import numpy as np
 import pyarrow as pa
 
+from curate.dedup.graph import ClusterJob
 from curate.dedup.phash import PHashDedup, image_hash
 from curate.stage import register
 
@@ -38,12 +39,23 @@ class ClipDedup(PHashDedup):
         "near_duplicate_clip": "keyframe pHash within max_distance bits of the clip in `dup_of`",
     }
 
+    max_color_diff: None = None  # keyframe hashes carry no colour thumbnail
+
     def needs(self) -> tuple[str, ...]:
         return ("keyframes", "width", "height") if self.keep == "largest" else ("keyframes",)
 
-    def hashes(self, images: list) -> list[int | None]:
-        return [keyframes_hash(frames, self.hash) for frames in images]
+    def hashes(self, images: list) -> list[tuple[int, bytes] | None]:
+        # (hash, colour thumbnail) as the parent expects; clips have no colour check (max_color_diff unset)
+        out = []
+        for frames in images:
+            h = keyframes_hash(frames, self.hash)
+            out.append(None if h is None else (h, b""))
+        return out
 
     def prepare(self, table: pa.Table) -> pa.Table:
         # the parent class hashes the `image` column through self.hashes: hand it the keyframe lists
         return super().prepare(table.append_column("image", table.column("keyframes")))
+
+    def complete(self, table: pa.Table) -> pa.Table:
+        # clusters and dup_of only: the per-image `phash` column of phash_dedup does not apply to clips
+        return ClusterJob.complete(self, table)
