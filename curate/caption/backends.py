@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from curate.models.clip import ModelLoadError, autocast_dtype, pick_device
+from curate.models.clip import ModelLoadError, autocast_dtype, pick_device, resolve_model_name
 
 
 @dataclass
@@ -76,24 +76,8 @@ class CocaCaptioner(Captioner):
     @staticmethod
     def check(model: str | None, pretrained: str | None, checkpoint: str | None) -> None:
         """Cheap recipe-time check: a known open_clip CoCa name, an existing checkpoint file."""
-        import open_clip
-
-        from curate.train import checkpoints, configs
-
-        configs.register()
-        if checkpoint and pretrained:
-            raise ModelLoadError("give either pretrained (a hub tag) or checkpoint (a local file), not both")
-        if checkpoint:
-            if not Path(checkpoint).is_file():
-                raise ModelLoadError(f"checkpoint not found: {checkpoint}")
-            try:
-                model = checkpoints.model_name_of(checkpoint, model)
-            except checkpoints.CheckpointError as err:
-                raise ModelLoadError(str(err)) from None
-        if not model:
-            raise ModelLoadError("coca backend needs `model` (an open_clip CoCa name) or a checkpoint that records it")
-        if model not in open_clip.list_models() and not model.startswith(("hf-hub:", "local-dir:")):
-            raise ModelLoadError(f"unknown open_clip model {model!r} (see open_clip.list_models())")
+        model = resolve_model_name(model, pretrained, checkpoint, missing=(
+            "coca backend needs `model` (an open_clip CoCa name) or a checkpoint that records it"))
         if not model.startswith(("hf-hub:", "local-dir:")) and "coca" not in model.lower():
             raise ModelLoadError(f"open_clip model {model!r} is not a CoCa model: it cannot generate captions")
         if not checkpoint and not pretrained:

@@ -99,12 +99,11 @@ class Clip:
         return int(self.model.visual.output_dim)
 
 
-def load_clip(model: str | None = None, pretrained: str | None = None, checkpoint: str | None = None,
-              device: str = "auto", precision: str = "auto") -> Clip:
-    """Load `model` with a hub/pretrained tag (e.g. ViT-B-32 + laion2b_s34b_b79k, from the local hub cache)
-    or a local checkpoint file (ours from `curate train`, or any open_clip state dict).
+def resolve_model_name(model: str | None, pretrained: str | None, checkpoint: str | None,
+                       missing: str = "no model name given (and no checkpoint that records one)") -> str:
+    """The open_clip model name to load (read from our checkpoint when not given), checked without loading.
 
-    With only `checkpoint`, the model name is read from the checkpoint (ours record it).
+    Cheap enough for recipe-time validation: an unknown name or a missing checkpoint fails before any work.
     """
     import open_clip
 
@@ -121,9 +120,22 @@ def load_clip(model: str | None = None, pretrained: str | None = None, checkpoin
         except checkpoints.CheckpointError as err:
             raise ModelLoadError(str(err)) from None
     if not model:
-        raise ModelLoadError("no model name given (and no checkpoint that records one)")
+        raise ModelLoadError(missing)
     if model not in open_clip.list_models() and not model.startswith(("hf-hub:", "local-dir:")):
         raise ModelLoadError(f"unknown open_clip model {model!r} (see open_clip.list_models())")
+    return model
+
+
+def load_clip(model: str | None = None, pretrained: str | None = None, checkpoint: str | None = None,
+              device: str = "auto", precision: str = "auto") -> Clip:
+    """Load `model` with a hub/pretrained tag (e.g. ViT-B-32 + laion2b_s34b_b79k, from the local hub cache)
+    or a local checkpoint file (ours from `curate train`, or any open_clip state dict).
+
+    With only `checkpoint`, the model name is read from the checkpoint (ours record it).
+    """
+    import open_clip
+
+    model = resolve_model_name(model, pretrained, checkpoint)
     dev = pick_device(device)
     dtype = autocast_dtype(precision, dev)
     source = checkpoint or pretrained or "random-init"
