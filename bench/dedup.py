@@ -183,8 +183,13 @@ def two_node(n: int, work: Path) -> dict:
     """The same recipe through `curate run`: on a local single-node Ray, and on a two-node cluster made with
     the real commands (`ray start --head` and a second `ray start --address`, 1 CPU each, loopback, separate
     temp dirs), with the job forced onto the distributed path in both. The clusters must be identical.
-    The two `ray start --block` processes are this script's children and are stopped by their pids (not
-    `ray stop`, which would stop every Ray on a shared machine); --block makes each take its raylet down."""
+    Ray >= 2.5x enables token authentication on `ray start`; every process here shares one generated token
+    (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN) so nothing reads or writes ~/.ray. Each `ray start --block` runs in
+    its own process group and the group is stopped (not `ray stop`, which would stop every Ray on a shared
+    machine): SIGTERM alone leaves `ray start` waiting on its defunct raylet."""
+    import secrets
+    import signal
+
     import pyarrow as pa
     import pyarrow.parquet as pq
     import ray
@@ -197,33 +202,34 @@ def two_node(n: int, work: Path) -> dict:
                       "ray: {job_local_max_rows: 0}\nstages:\n  - minhash_dedup: {}\n" % max(1, n // 8))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16))
     t0 = time.time()
     _curate_run(recipe, src, work / "one-node", env)
     one_node_s = time.time() - t0
     ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]  # the `ray` command, from this interpreter
     port = _free_port()
     address = f"127.0.0.1:{port}"
-    common = ["--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+    common = ["--block", "--num-cpus", "1", "--disable-usage-stats"]
     procs = [subprocess.Popen([*ray_cli, "start", "--head", "--port", str(port), "--include-dashboard", "false",
-                               "--temp-dir", str(work / "ray-head"), *common], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)]
+                               "--temp-dir", str(work / "ray-head"), *common], env=env, start_new_session=True,
+                              stdout=open(work / "ray-head.log", "wb"), stderr=subprocess.STDOUT)]
     nodes = 0
     try:
         deadline = time.time() + 90
         while True:  # wait for the head's GCS before the second node joins
             probe = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address='{address}', "
                                     "logging_level='ERROR'); print(len(ray.nodes()))"], env=env,
-                                   capture_output=True, text=True)
+                                   capture_output=True, text=True, timeout=120)
             if probe.returncode == 0 or time.time() > deadline:
                 break
             time.sleep(2)
         procs.append(subprocess.Popen([*ray_cli, "start", "--address", address, "--temp-dir",
-                                       str(work / "ray-node2"), *common], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT))
+                                       str(work / "ray-node2"), *common], env=env, start_new_session=True,
+                                      stdout=open(work / "ray-node2.log", "wb"), stderr=subprocess.STDOUT))
         while time.time() < deadline + 60:
             probe = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address='{address}', "
                                     "logging_level='ERROR'); print(sum(x['Alive'] for x in ray.nodes()))"],
-                                   env=env, capture_output=True, text=True)
+                                   env=env, capture_output=True, text=True, timeout=120)
             nodes = int(probe.stdout.strip().splitlines()[-1]) if probe.returncode == 0 and probe.stdout.strip() else 0
             if nodes >= 2:
                 break
@@ -234,13 +240,15 @@ def two_node(n: int, work: Path) -> dict:
         _curate_run(recipe, src, work / "two-node", env, address)
         two_node_s = time.time() - t0
     finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in reversed(procs):
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for p in reversed(procs):
+                try:
+                    os.killpg(p.pid, sig)
+                except ProcessLookupError:
+                    pass
+            time.sleep(5 if sig == signal.SIGTERM else 0)
+        for p in procs:
+            p.wait()
     a, b = _clusters(work / "one-node"), _clusters(work / "two-node")
     m = json.loads((work / "two-node" / "manifest.json").read_text())
     dropped = sum(v[1] == "near_duplicate" for v in a.values())

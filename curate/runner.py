@@ -271,6 +271,16 @@ def _write_job_part(group: pa.Table, *, root: str, s: int, decision_schema: pa.S
 # driver side
 
 
+def _ray_error_line(err: BaseException) -> str:
+    """The useful line of a failed ray.init: its cause when that is an authentication failure (clusters from
+    `ray start` use token auth by default, and the outer error only says 'Failed to connect')."""
+    cause = err.__cause__
+    if cause is not None and "auth" in type(cause).__name__.lower() + str(cause).lower():
+        return ("the cluster requires token authentication: set RAY_AUTH_MODE=token and the cluster's token "
+                "(RAY_AUTH_TOKEN, or the file ~/.ray/auth_token)")
+    return str(err).splitlines()[0]
+
+
 @contextmanager
 def ray_session(address: str | None, num_cpus: int | None = None, object_store_mb: int | None = None):
     """Connect to `address` (or RAY_ADDRESS), reuse an initialised Ray, or start a local one."""
@@ -290,7 +300,7 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
                 ray.init(num_cpus=num_cpus, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as err:
             where = address or "a local Ray instance"
-            raise RunError(f"cannot start or reach Ray at {where}: {str(err).splitlines()[0]}") from None
+            raise RunError(f"cannot start or reach Ray at {where}: {_ray_error_line(err)}") from None
         started = True
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False

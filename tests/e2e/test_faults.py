@@ -145,3 +145,22 @@ def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path, cli, cli_inprocess
     (out / "precious.txt").write_text("keep me")
     line = one_line_error(cli_inprocess("run", "image_text", "--input", str(good), "--output", str(out)))
     assert "not empty" in line and (out / "precious.txt").read_text() == "keep me"
+
+
+def test_ray_auth_failure_names_the_fix():
+    """`ray start` clusters use token auth by default (Ray >= 2.5x); ray.init only says 'Failed to connect',
+    with the AuthenticationError as its cause. The runner's one-line error must name the fix instead."""
+    from ray.exceptions import AuthenticationError
+
+    from curate.runner import _ray_error_line
+
+    try:
+        try:
+            raise AuthenticationError("RPC error: InvalidAuthToken: Authentication token is missing or incorrect")
+        except AuthenticationError as cause:
+            raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from cause
+    except ConnectionError as err:
+        line = _ray_error_line(err)
+    assert "RAY_AUTH_MODE=token" in line and "\n" not in line
+    assert _ray_error_line(ConnectionError("Could not find any running Ray instance.\nmore")) == \
+        "Could not find any running Ray instance."
