@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -154,7 +155,8 @@ def e2e(n: int, work: Path) -> dict:
         time.sleep(0.5)
     line = [x for x in proc.stdout.read().splitlines() if x.startswith("{")]
     res = json.loads(line[-1]) if line else {"error": f"exit {proc.returncode}"}
-    res.update(rows=n, peak_rss_mb=round(peak / 2**20), peak_pss_mb=round(peak_pss / 2**20))
+    res.update(rows=n, peak_rss_mb=round(peak / 2**20), peak_pss_mb=round(peak_pss / 2**20),
+               load_avg_5min_after=round(os.getloadavg()[1], 1))
     return res
 
 
@@ -209,9 +211,11 @@ def two_node(n: int, work: Path) -> dict:
     ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]  # the `ray` command, from this interpreter
     port = _free_port()
     address = f"127.0.0.1:{port}"
+    # Ray's socket paths live under --temp-dir and AF_UNIX paths are limited to 107 bytes: keep it short
+    tmp = Path(tempfile.mkdtemp(prefix="cr2n-", dir="/tmp"))
     common = ["--block", "--num-cpus", "1", "--disable-usage-stats"]
     procs = [subprocess.Popen([*ray_cli, "start", "--head", "--port", str(port), "--include-dashboard", "false",
-                               "--temp-dir", str(work / "ray-head"), *common], env=env, start_new_session=True,
+                               "--temp-dir", str(tmp / "h"), *common], env=env, start_new_session=True,
                               stdout=open(work / "ray-head.log", "wb"), stderr=subprocess.STDOUT)]
     nodes = 0
     try:
@@ -222,9 +226,11 @@ def two_node(n: int, work: Path) -> dict:
                                    capture_output=True, text=True, timeout=120)
             if probe.returncode == 0 or time.time() > deadline:
                 break
+            if procs[0].poll() is not None:
+                raise RuntimeError("ray start --head exited: " + (work / "ray-head.log").read_text()[-400:])
             time.sleep(2)
         procs.append(subprocess.Popen([*ray_cli, "start", "--address", address, "--temp-dir",
-                                       str(work / "ray-node2"), *common], env=env, start_new_session=True,
+                                       str(tmp / "n"), *common], env=env, start_new_session=True,
                                       stdout=open(work / "ray-node2.log", "wb"), stderr=subprocess.STDOUT))
         while time.time() < deadline + 60:
             probe = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address='{address}', "
@@ -249,6 +255,7 @@ def two_node(n: int, work: Path) -> dict:
             time.sleep(5 if sig == signal.SIGTERM else 0)
         for p in procs:
             p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
     a, b = _clusters(work / "one-node"), _clusters(work / "two-node")
     m = json.loads((work / "two-node" / "manifest.json").read_text())
     dropped = sum(v[1] == "near_duplicate" for v in a.values())

@@ -533,14 +533,15 @@ class Runner:
             res["num_cpus"] = sched.num_cpus
         if sched.num_gpus:
             res["num_gpus"] = sched.num_gpus
+        from ray.data import ActorPoolStrategy, TaskPoolStrategy
+
         if stage.uses_model or sched.num_gpus:
             return ds.map_batches(_StageActor, batch_size=None, batch_format="pyarrow",
                                   fn_constructor_kwargs=dict(stage=stage, run_schema=run_schema),
-                                  concurrency=sched.concurrency or 1, **res)
-        if sched.concurrency:
-            res["concurrency"] = sched.concurrency
+                                  compute=ActorPoolStrategy(size=sched.concurrency or 1), **res)
         return ds.map_batches(_run_stage_task, batch_size=None, batch_format="pyarrow",
-                              fn_kwargs=dict(stage=stage, run_schema=run_schema), **res)
+                              fn_kwargs=dict(stage=stage, run_schema=run_schema),
+                              compute=TaskPoolStrategy(size=sched.concurrency) if sched.concurrency else None, **res)
 
     def _prior(self, first_part: int) -> list[int]:
         """Committed parts of earlier batches of this run: their kept rows take part in jobs (a retry dedups

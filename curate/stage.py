@@ -8,6 +8,7 @@ tests and inside Ray workers in runs.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -81,7 +82,10 @@ class Step(BaseModel):
         return self.reads
 
     def for_run(self, root) -> "Step":
-        """This step as configured for the run directory `root` (e.g. a default cache folder in it)."""
+        """This step as configured for the run directory `root`: a step with a `cache_dir` setting left
+        unset caches in <root>/cache, so a re-run or --resume of the same run reuses what it paid for."""
+        if "cache_dir" in type(self).model_fields and getattr(self, "cache_dir") is None:
+            return self.model_copy(update={"cache_dir": str(Path(root) / "cache")})
         return self
 
 
