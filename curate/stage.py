@@ -164,6 +164,11 @@ class Job(Step):
     singletons_matter: ClassVar[bool] = False
     # True: `reduce` returns graph edges and the job implements `decide(labels)` (see above)
     graph: ClassVar[bool] = False
+    # True (only with singletons_matter False, for jobs whose `prepare` is cheap enough to run twice, e.g.
+    # MinHash): on Ray the runner first shuffles only the integer keys, keeps those seen at least twice, and
+    # ships full records only for them. Most LSH band keys are unique, so the big shuffle shrinks to the
+    # records that can pair at all.
+    key_prepass: ClassVar[bool] = False
 
     def prepare(self, table: pa.Table) -> pa.Table:
         raise NotImplementedError
