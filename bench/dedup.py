@@ -129,7 +129,8 @@ def e2e_child(src: str, out: str, local_max: int = 0, address: str | None = None
 
     recipe = build_recipe({"name": "bench-dedup", "input": {"path": src},
                            "output": {"path": out, "samples_per_shard": 50000},
-                           "ray": {"num_cpus": None if address else 2, "job_local_max_rows": local_max},
+                           "ray": {"num_cpus": None if address else 2, "job_local_max_rows": local_max,
+                                   "job_key_prepass": os.environ.get("BENCH_PREPASS", "auto")},
                            "stages": [{"minhash_dedup": {}}]})
     t0 = time.time()
     m = Runner(recipe, ray_address=address).start()
@@ -137,7 +138,7 @@ def e2e_child(src: str, out: str, local_max: int = 0, address: str | None = None
                       "jobs": m.get("jobs")}))
 
 
-def e2e(n: int, work: Path) -> dict:
+def e2e(n: int, work: Path, prepass: bool = False) -> dict:
     import psutil
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -146,9 +147,11 @@ def e2e(n: int, work: Path) -> dict:
     if not src.exists():
         texts = captions(n)
         pq.write_table(pa.table({"url": [f"http://x/{i}" for i in range(n)], "caption": texts}), src)
-    out = work / f"out-{n}"
+    out = work / f"out-{n}{'-prepass' if prepass else ''}"
     env = {**os.environ, "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
+    if prepass:
+        env["BENCH_PREPASS"] = "on"
     proc = subprocess.Popen([sys.executable, __file__, "--child", str(src), str(out)], stdout=subprocess.PIPE,
                             text=True, env=env, cwd=ROOT)
     peak = peak_pss = 0
@@ -167,7 +170,7 @@ def e2e(n: int, work: Path) -> dict:
         time.sleep(0.5)
     line = [x for x in proc.stdout.read().splitlines() if x.startswith("{")]
     res = json.loads(line[-1]) if line else {"error": f"exit {proc.returncode}"}
-    res.update(rows=n, peak_rss_mb=round(peak / 2**20), peak_pss_mb=round(peak_pss / 2**20),
+    res.update(rows=n, shuffle="key pre-pass" if prepass else "default (one node: one pass)", peak_rss_mb=round(peak / 2**20), peak_pss_mb=round(peak_pss / 2**20),
                load_avg_5min_after=round(os.getloadavg()[1], 1))
     return res
 
@@ -285,6 +288,8 @@ def main() -> None:
     ap.add_argument("--address")
     ap.add_argument("--two-node", type=int, default=0, help="rows for the two-node identity check (0: skip)")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--compare-prepass", action="store_true",
+                    help="also run each size with the key pre-pass forced on (interleaved), to compare")
     a = ap.parse_args()
     if a.child:
         return e2e_child(*a.child, local_max=a.local_max, address=a.address)
@@ -299,6 +304,8 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix="dedup-", dir=ROOT / "bench" / "out"))
         for n in a.sizes:
             print(json.dumps({"e2e": e2e(n, work)}), flush=True)
+            if a.compare_prepass:
+                print(json.dumps({"e2e": e2e(n, work, prepass=True)}), flush=True)
 
 
 if __name__ == "__main__":

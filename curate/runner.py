@@ -279,6 +279,13 @@ def _components_ray(edges, buckets: int):
     raise RunError(f"connected components did not converge in {graph.MAX_ROUNDS} rounds")
 
 
+def _labels_one_task(*edge_tables: pa.Table) -> pa.Table:
+    """Connected components of every edge in one worker (graph.component_labels): for edge lists that fit
+    one process, far cheaper than shuffle rounds, and the driver still never sees the edges."""
+    tables = [t for t in edge_tables if t.num_rows]
+    return graph.component_labels(pa.concat_tables(tables) if tables else graph.EDGE_SCHEMA.empty_table())
+
+
 def _decide(labels: pa.Table, *, job: Job) -> pa.Table:
     return job.decide(labels)
 
@@ -663,23 +670,39 @@ class Runner:
         items = [{"part": k, "prior": False} for k in parts] + [{"part": k, "prior": True} for k in prior]
         src = ray.data.from_items(items, override_num_blocks=len(items))
         common = dict(job=job, buckets=buckets, root=str(run.root), seg=s, columns=cols)
-        info: dict = {"path": "ray"}
+        info: dict = {"path": "ray", "seconds": {}}
+        secs, t0 = info["seconds"], time.time()
+
+        def lap(name: str) -> None:  # wall time per phase, so a slow job shows where it went
+            nonlocal t0
+            secs[name] = round(time.time() - t0, 2)
+            t0 = time.time()
+
         keep = None
-        if job.key_prepass and not job.singletons_matter:
+        prepass = self.recipe.ray.job_key_prepass
+        if job.key_prepass and not job.singletons_matter and (
+                prepass == "on" or (prepass == "auto" and sum(n["Alive"] for n in ray.nodes()) > 1)):
             multi = src.map_batches(_job_prepare, batch_size=None, batch_format="pyarrow",
                                     fn_kwargs=dict(common, keys_only=True))
             multi = multi.groupby("bucket", num_partitions=_partitions(buckets)).map_groups(
                 _multi_keys, batch_format="pyarrow").materialize()
             info["shared_keys"] = multi.count()
             keep = multi.to_arrow_refs()  # refs only: the workers fetch the keys, the driver never does
+            lap("key_prepass")
         ds = src.map_batches(_job_prepare, batch_size=None, batch_format="pyarrow", fn_kwargs=dict(common, keep=keep))
         reduced = ds.groupby("bucket", num_partitions=_partitions(buckets)).map_groups(
             _job_reduce, batch_format="pyarrow", fn_kwargs=dict(job=job)).materialize()
+        lap("map_shuffle_reduce")
         if job.graph:
             info["edges"] = reduced.count()
-            labels, info["rounds"] = _components_ray(reduced, buckets)
+            if 0 < info["edges"] <= self.recipe.ray.job_components_max_edges:
+                ref = ray.remote(_labels_one_task).remote(*reduced.to_arrow_refs())  # the worker resolves the refs
+                labels, info["rounds"] = ray.data.from_arrow_refs([ref]), 0
+            else:
+                labels, info["rounds"] = _components_ray(reduced, buckets)
             decisions = None if labels is None else labels.map_batches(
                 _decide, batch_size=None, batch_format="pyarrow", fn_kwargs=dict(job=job)).materialize()
+            lap("components")
         elif type(job).finalize is not Job.finalize:
             # a global decision over the reduced records (a quantile, per-entry caps): made in the driver,
             # which is what `finalize` is for; reduce keeps those records small (one per row at most)
@@ -702,6 +725,7 @@ class Runner:
             if k not in written:
                 atomic.write_parquet(job.decision_schema().empty_table(), run.job_part(s, k))
         info["decisions"] = sum(written.values())
+        lap("write_decisions")
         return info
 
     # -- after ------------------------------------------------------------------------------------------
