@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -76,13 +77,25 @@ def throughput(n: int = 20000, repeats: int = 3) -> dict:
 def shuffle_bytes(n: int = 20000) -> dict:
     """What minhash_dedup's map side sends through the shuffle, per input row and per column."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from curate.dedup.minhash import MinHashDedup
 
     t = pa.table({"uid": [f"{i:016x}" for i in range(n)], "part": pa.array([0] * n, pa.int32()), "text": captions(n)})
+
     r = MinHashDedup().prepare(t)
-    return {"records_per_row": r.num_rows / n, "total": round(r.nbytes / n),
-            **{c: round(r.column(c).nbytes / n) for c in r.column_names}}
+    one_pass = {"records_per_row": r.num_rows / n, "total": round(r.nbytes / n),
+                **{c: round(r.column(c).nbytes / n) for c in r.column_names}}
+    # the runner's key pre-pass (MinHashDedup.key_prepass): pass 1 ships the keys (+ a 4-byte bucket),
+    # pass 2 only the records whose key occurs at least twice
+    counts = r.group_by("key").aggregate([("key", "count")])
+    shared = counts.filter(pc.greater(counts.column("key_count"), 1)).column("key")
+    kept = r.filter(pc.is_in(r.column("key"), value_set=shared.combine_chunks()))
+    pass1 = r.num_rows * (8 + 4) / n
+    pass2 = kept.nbytes / n
+    return {"one_pass": one_pass, "two_pass": {"pass1_keys": round(pass1), "pass2_records": round(pass2, 1),
+            "records_per_row_pass2": round(kept.num_rows / n, 3), "total": round(pass1 + pass2),
+            "shared_keys": int(len(shared))}, "reduction": round(one_pass["total"] / (pass1 + pass2), 1)}
 
 
 def accuracy() -> dict:
@@ -154,7 +167,8 @@ def e2e(n: int, work: Path) -> dict:
         time.sleep(0.5)
     line = [x for x in proc.stdout.read().splitlines() if x.startswith("{")]
     res = json.loads(line[-1]) if line else {"error": f"exit {proc.returncode}"}
-    res.update(rows=n, peak_rss_mb=round(peak / 2**20), peak_pss_mb=round(peak_pss / 2**20))
+    res.update(rows=n, peak_rss_mb=round(peak / 2**20), peak_pss_mb=round(peak_pss / 2**20),
+               load_avg_5min_after=round(os.getloadavg()[1], 1))
     return res
 
 
@@ -209,9 +223,11 @@ def two_node(n: int, work: Path) -> dict:
     ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]  # the `ray` command, from this interpreter
     port = _free_port()
     address = f"127.0.0.1:{port}"
+    # Ray's socket paths live under --temp-dir and AF_UNIX paths are limited to 107 bytes: keep it short
+    tmp = Path(tempfile.mkdtemp(prefix="cr2n-", dir="/tmp"))
     common = ["--block", "--num-cpus", "1", "--disable-usage-stats"]
     procs = [subprocess.Popen([*ray_cli, "start", "--head", "--port", str(port), "--include-dashboard", "false",
-                               "--temp-dir", str(work / "ray-head"), *common], env=env, start_new_session=True,
+                               "--temp-dir", str(tmp / "h"), *common], env=env, start_new_session=True,
                               stdout=open(work / "ray-head.log", "wb"), stderr=subprocess.STDOUT)]
     nodes = 0
     try:
@@ -222,9 +238,11 @@ def two_node(n: int, work: Path) -> dict:
                                    capture_output=True, text=True, timeout=120)
             if probe.returncode == 0 or time.time() > deadline:
                 break
+            if procs[0].poll() is not None:
+                raise RuntimeError("ray start --head exited: " + (work / "ray-head.log").read_text()[-400:])
             time.sleep(2)
         procs.append(subprocess.Popen([*ray_cli, "start", "--address", address, "--temp-dir",
-                                       str(work / "ray-node2"), *common], env=env, start_new_session=True,
+                                       str(tmp / "n"), *common], env=env, start_new_session=True,
                                       stdout=open(work / "ray-node2.log", "wb"), stderr=subprocess.STDOUT))
         while time.time() < deadline + 60:
             probe = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address='{address}', "
@@ -249,6 +267,7 @@ def two_node(n: int, work: Path) -> dict:
             time.sleep(5 if sig == signal.SIGTERM else 0)
         for p in procs:
             p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
     a, b = _clusters(work / "one-node"), _clusters(work / "two-node")
     m = json.loads((work / "two-node" / "manifest.json").read_text())
     dropped = sum(v[1] == "near_duplicate" for v in a.values())

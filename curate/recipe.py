@@ -86,6 +86,29 @@ class Recipe(BaseModel):
         return {"name": self.name, "modality": self.modality, "input": self.input.model_dump(),
                 "output": self.output.model_dump(), "ray": self.ray.model_dump(exclude_none=True), "stages": stages}
 
+    def named_files(self) -> list[str]:
+        """Existing files the stage settings name (checkpoints, concept lists, prompt files...): a resumed
+        run must see the same ones, or its parts would be scored by different models."""
+        found: list[str] = []
+
+        def walk(v):
+            if isinstance(v, dict):
+                for x in v.values():
+                    walk(x)
+            elif isinstance(v, list):
+                for x in v:
+                    walk(x)
+            elif isinstance(v, str) and v and len(v) < 4096 and ("/" in v or "." in v):
+                try:
+                    p = Path(v).expanduser()
+                    if p.is_file():
+                        found.append(str(p.resolve()))
+                except OSError:
+                    pass
+
+        walk(self.to_dict()["stages"])
+        return sorted(set(found))
+
     def stage_columns(self) -> dict:
         cols: dict = {}
         for step in self.steps:

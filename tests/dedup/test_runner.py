@@ -31,6 +31,9 @@ def test_local_and_ray_paths_agree(tmp_path, ray_address):
     assert local_job["job0:minhash_dedup"]["path"] == "driver"
     # components found as shuffle rounds on Ray: the clusters are identical
     assert ray_job["job0:minhash_dedup"]["path"] == "ray" and ray_job["job0:minhash_dedup"]["rounds"] >= 2
+    # the key pre-pass shipped full records only for band keys seen twice or more
+    bands = 9  # lsh_params(0.8, 128)
+    assert 0 < ray_job["job0:minhash_dedup"]["shared_keys"] < bands * len(texts) // 2
     assert local == on_ray
     assert len(local) == len(texts)
     reasons = [v[1] for v in local.values()]
@@ -60,3 +63,11 @@ def test_exact_then_near_dup_across_input_sources(tmp_path, ray_address):
     assert {by_url["http://a/2"]["reason"], by_url["http://b/2"]["reason"]} == {None, "near_duplicate"}
     kept = [r for r in by_url.values() if r["status"] == "ok"]
     assert len(kept) == 3 and all(r["minhash_cluster"] for r in kept)
+
+
+def test_ray_path_with_no_shared_keys(tmp_path, ray_address):
+    """All-distinct texts: the pre-pass finds no key seen twice, the main shuffle carries nothing, every row kept."""
+    texts = [f"unique caption number {i} about {w}" for i, w in enumerate(["cats", "dogs", "boats", "trees"] * 5)]
+    on_ray, job = _run(tmp_path, "ray", 0, texts)
+    assert job["job0:minhash_dedup"]["shared_keys"] == 0 and job["job0:minhash_dedup"]["decisions"] == 0
+    assert [v[0] for v in on_ray.values()] == ["ok"] * len(texts)
