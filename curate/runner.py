@@ -593,20 +593,13 @@ class Runner:
         from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
         if stage.uses_model or sched.num_gpus:
-            # Ray Data fuses a task map into the next actor pool when their remote args are equal, which
-            # would run the downloads inside the (often single) model actor, one block at a time, instead of
-            # as parallel tasks overlapping the model. Naming the actor's restart policy (Ray Data's own
-            # default, -1) makes the args differ, so the model stage stays its own operator (Ray has no
-            # switch for this: ray-project/ray#54433). Ray 2.60 calls extra actor options deprecated (removed
-            # in 2.64, hence the pin in pyproject.toml); the warning is about this one argument.
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
-                return ds.map_batches(_StageActor, batch_size=None, batch_format="pyarrow",
-                                      fn_constructor_kwargs=dict(stage=stage, run_schema=run_schema),
-                                      compute=ActorPoolStrategy(size=sched.concurrency or 1),
-                                      max_restarts=-1, **res)
+            # Ray Data fuses the task stages before this one into the actor (equal remote args), so on CPU the
+            # downloads run inside the model actor. Un-fusing them (distinct actor options) was tried and
+            # reverted: with two CPU actor pools on a 2-CPU node the actors held every CPU and the download
+            # tasks never ran (ray-project/ray#54433 has no fusion switch either).
+            return ds.map_batches(_StageActor, batch_size=None, batch_format="pyarrow",
+                                  fn_constructor_kwargs=dict(stage=stage, run_schema=run_schema),
+                                  compute=ActorPoolStrategy(size=sched.concurrency or 1), **res)
         return ds.map_batches(_run_stage_task, batch_size=None, batch_format="pyarrow",
                               fn_kwargs=dict(stage=stage, run_schema=run_schema),
                               compute=TaskPoolStrategy(size=sched.concurrency) if sched.concurrency else None, **res)
