@@ -2,6 +2,7 @@
 cutting (remux and re-encode), clip rows and their accounting, keyframe dedup and scoring."""
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -159,3 +160,20 @@ def test_keyframe_clip_score_with_tiny_model(video):
     mean, low = out.column("keyframe_clip_score").to_pylist(), out.column("keyframe_clip_score_min").to_pylist()
     assert mean[2] is None and -1 <= low[0] <= mean[0] <= 1 and low[1] == pytest.approx(mean[1])
     assert out.column("reason").to_pylist()[:2] == ["keyframe_clip_score_below_threshold"] * 2
+
+
+def test_held_keyframe_frames_are_bounded_and_pick_the_same(video):
+    """Keyframe candidates are held as decoded frames and only picked ones become JPEGs; a tiny hold budget
+    (about 8 frames of 64x64: settling finished spans; or none: encoding every candidate at once) must pick
+    exactly what an unbounded one picks."""
+    how = dict(mode="fixed", clip_s=1.0, min_clip_s=0.5, max_clip_s=10, scene_threshold=0.12)
+    plan = functools.partial(split.settled, **how)
+    got = []
+    for kw in (dict(hold_mb=1e6), dict(hold_mb=0.1, plan=plan, n_keyframes=2), dict(hold_mb=1e-3)):
+        sc = split.scan(video, sample_every_s=0.2, keyframe_size=64, **kw)
+        spans = split.boundaries(sc, **how)
+        got.append([split.describe(sc, s, 2).keyframes for s in spans])
+        if "plan" in kw:  # settling released the frames no span picks
+            assert any(p is None for _, p in sc.candidates)
+    assert got[0] == got[1] == got[2] and len(got[0]) == 4 and all(len(k) == 2 for k in got[0])
+    assert all(k[:2] == b"\xff\xd8" for kf in got[0] for k in kf)
