@@ -20,6 +20,7 @@ from pydantic import Field, PrivateAttr, model_validator
 from curate import schema
 from curate.stage import Stage, register
 from curate.video import split, subtitles
+from curate.video._extra import require_video_extra
 
 
 @register
@@ -63,6 +64,7 @@ class ClipSplit(Stage):
     def _lengths(self):
         if self.min_clip_s > self.max_clip_s:
             raise ValueError("min_clip_s must not exceed max_clip_s")
+        require_video_extra(self.name)
         return self
 
     def setup(self) -> None:

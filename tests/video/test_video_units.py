@@ -177,3 +177,25 @@ def test_held_keyframe_frames_are_bounded_and_pick_the_same(video):
             assert any(p is None for _, p in sc.candidates)
     assert got[0] == got[1] == got[2] and len(got[0]) == 4 and all(len(k) == 2 for k in got[0])
     assert all(k[:2] == b"\xff\xd8" for kf in got[0] for k in kf)
+
+
+@pytest.mark.parametrize("module", ["av", "webvtt"])
+def test_missing_video_extra_fails_before_the_run(monkeypatch, tmp_path, capsys, module):
+    """PyAV and webvtt-py are installed here, so their absence is mocked: a None entry in sys.modules makes
+    `import av` raise ImportError exactly as on a machine without the extra."""
+    import sys
+
+    import pyarrow.parquet as pq
+
+    from curate.recipe import RecipeError, load_recipe
+    from tests.conftest import curate_inprocess
+
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(RecipeError, match=r"download_video needs .*pip install 'curate\[video\]'"):
+        load_recipe("video_text", input_path="x.parquet", output_path=str(tmp_path / "o"))
+    pq_path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"url": ["http://127.0.0.1:9/x.mp4"], "caption": ["a"]}), pq_path)
+    r = curate_inprocess("run", "video_text", "-i", str(pq_path), "-o", str(tmp_path / "out"), capsys=capsys)
+    assert r.returncode != 0 and "pip install 'curate[video]'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()  # failed before the run started: nothing written
