@@ -55,6 +55,8 @@ class ClipSplit(Stage):
     keyframe_size: int = Field(224, ge=16, le=1024, description="short side of keyframe JPEGs")
     cut: Literal["auto", "copy", "reencode"] = "auto"
     codec: str = Field("auto", description="encoder for re-encoded clips: auto (libx264, else mpeg4) or an FFmpeg name")
+    hold_mb: float = Field(48.0, gt=0, description="decoded keyframe candidates held per video before "
+                           "they are encoded early (only picked ones become JPEGs)")
     preset: str = Field("veryfast", description="libx264 speed/size trade-off for re-encoded clips: ultrafast "
                         "is about 2-3x faster and makes files about 1.8x larger")
     text_from: Literal["auto", "subtitles", "video"] = "auto"
@@ -77,7 +79,7 @@ class ClipSplit(Stage):
                    scene_threshold=self.scene_threshold)
         sc = split.scan(data, sample_every_s=self.min_clip_s / (self.keyframes_per_clip + 1),
                         keyframe_size=self.keyframe_size, plan=functools.partial(split.settled, **how),
-                        n_keyframes=self.keyframes_per_clip)
+                        n_keyframes=self.keyframes_per_clip, hold_mb=self.hold_mb)
         if len(sc.times) == 0:
             raise ValueError(sc.error or "no decodable video frame")
         spans = split.boundaries(sc, **how)
