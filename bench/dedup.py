@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -76,13 +77,25 @@ def throughput(n: int = 20000, repeats: int = 3) -> dict:
 def shuffle_bytes(n: int = 20000) -> dict:
     """What minhash_dedup's map side sends through the shuffle, per input row and per column."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from curate.dedup.minhash import MinHashDedup
 
     t = pa.table({"uid": [f"{i:016x}" for i in range(n)], "part": pa.array([0] * n, pa.int32()), "text": captions(n)})
+
     r = MinHashDedup().prepare(t)
-    return {"records_per_row": r.num_rows / n, "total": round(r.nbytes / n),
-            **{c: round(r.column(c).nbytes / n) for c in r.column_names}}
+    one_pass = {"records_per_row": r.num_rows / n, "total": round(r.nbytes / n),
+                **{c: round(r.column(c).nbytes / n) for c in r.column_names}}
+    # the runner's key pre-pass (MinHashDedup.key_prepass): pass 1 ships the keys (+ a 4-byte bucket),
+    # pass 2 only the records whose key occurs at least twice
+    counts = r.group_by("key").aggregate([("key", "count")])
+    shared = counts.filter(pc.greater(counts.column("key_count"), 1)).column("key")
+    kept = r.filter(pc.is_in(r.column("key"), value_set=shared.combine_chunks()))
+    pass1 = r.num_rows * (8 + 4) / n
+    pass2 = kept.nbytes / n
+    return {"one_pass": one_pass, "two_pass": {"pass1_keys": round(pass1), "pass2_records": round(pass2, 1),
+            "records_per_row_pass2": round(kept.num_rows / n, 3), "total": round(pass1 + pass2),
+            "shared_keys": int(len(shared))}, "reduction": round(one_pass["total"] / (pass1 + pass2), 1)}
 
 
 def accuracy() -> dict:
@@ -116,7 +129,8 @@ def e2e_child(src: str, out: str, local_max: int = 0, address: str | None = None
 
     recipe = build_recipe({"name": "bench-dedup", "input": {"path": src},
                            "output": {"path": out, "samples_per_shard": 50000},
-                           "ray": {"num_cpus": None if address else 2, "job_local_max_rows": local_max},
+                           "ray": {"num_cpus": None if address else 2, "job_local_max_rows": local_max,
+                                   "job_key_prepass": os.environ.get("BENCH_PREPASS", "auto")},
                            "stages": [{"minhash_dedup": {}}]})
     t0 = time.time()
     m = Runner(recipe, ray_address=address).start()
@@ -124,7 +138,7 @@ def e2e_child(src: str, out: str, local_max: int = 0, address: str | None = None
                       "jobs": m.get("jobs")}))
 
 
-def e2e(n: int, work: Path) -> dict:
+def e2e(n: int, work: Path, prepass: bool = False) -> dict:
     import psutil
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -133,9 +147,11 @@ def e2e(n: int, work: Path) -> dict:
     if not src.exists():
         texts = captions(n)
         pq.write_table(pa.table({"url": [f"http://x/{i}" for i in range(n)], "caption": texts}), src)
-    out = work / f"out-{n}"
+    out = work / f"out-{n}{'-prepass' if prepass else ''}"
     env = {**os.environ, "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
+    if prepass:
+        env["BENCH_PREPASS"] = "on"
     proc = subprocess.Popen([sys.executable, __file__, "--child", str(src), str(out)], stdout=subprocess.PIPE,
                             text=True, env=env, cwd=ROOT)
     peak = peak_pss = 0
@@ -154,7 +170,8 @@ def e2e(n: int, work: Path) -> dict:
         time.sleep(0.5)
     line = [x for x in proc.stdout.read().splitlines() if x.startswith("{")]
     res = json.loads(line[-1]) if line else {"error": f"exit {proc.returncode}"}
-    res.update(rows=n, peak_rss_mb=round(peak / 2**20), peak_pss_mb=round(peak_pss / 2**20))
+    res.update(rows=n, shuffle="key pre-pass" if prepass else "default (one node: one pass)", peak_rss_mb=round(peak / 2**20), peak_pss_mb=round(peak_pss / 2**20),
+               load_avg_5min_after=round(os.getloadavg()[1], 1))
     return res
 
 
@@ -209,9 +226,11 @@ def two_node(n: int, work: Path) -> dict:
     ray_cli = [sys.executable, "-m", "ray.scripts.scripts"]  # the `ray` command, from this interpreter
     port = _free_port()
     address = f"127.0.0.1:{port}"
+    # Ray's socket paths live under --temp-dir and AF_UNIX paths are limited to 107 bytes: keep it short
+    tmp = Path(tempfile.mkdtemp(prefix="cr2n-", dir="/tmp"))
     common = ["--block", "--num-cpus", "1", "--disable-usage-stats"]
     procs = [subprocess.Popen([*ray_cli, "start", "--head", "--port", str(port), "--include-dashboard", "false",
-                               "--temp-dir", str(work / "ray-head"), *common], env=env, start_new_session=True,
+                               "--temp-dir", str(tmp / "h"), *common], env=env, start_new_session=True,
                               stdout=open(work / "ray-head.log", "wb"), stderr=subprocess.STDOUT)]
     nodes = 0
     try:
@@ -222,9 +241,11 @@ def two_node(n: int, work: Path) -> dict:
                                    capture_output=True, text=True, timeout=120)
             if probe.returncode == 0 or time.time() > deadline:
                 break
+            if procs[0].poll() is not None:
+                raise RuntimeError("ray start --head exited: " + (work / "ray-head.log").read_text()[-400:])
             time.sleep(2)
         procs.append(subprocess.Popen([*ray_cli, "start", "--address", address, "--temp-dir",
-                                       str(work / "ray-node2"), *common], env=env, start_new_session=True,
+                                       str(tmp / "n"), *common], env=env, start_new_session=True,
                                       stdout=open(work / "ray-node2.log", "wb"), stderr=subprocess.STDOUT))
         while time.time() < deadline + 60:
             probe = subprocess.run([sys.executable, "-c", f"import ray; ray.init(address='{address}', "
@@ -249,6 +270,7 @@ def two_node(n: int, work: Path) -> dict:
             time.sleep(5 if sig == signal.SIGTERM else 0)
         for p in procs:
             p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
     a, b = _clusters(work / "one-node"), _clusters(work / "two-node")
     m = json.loads((work / "two-node" / "manifest.json").read_text())
     dropped = sum(v[1] == "near_duplicate" for v in a.values())
@@ -266,6 +288,8 @@ def main() -> None:
     ap.add_argument("--address")
     ap.add_argument("--two-node", type=int, default=0, help="rows for the two-node identity check (0: skip)")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--compare-prepass", action="store_true",
+                    help="also run each size with the key pre-pass forced on (interleaved), to compare")
     a = ap.parse_args()
     if a.child:
         return e2e_child(*a.child, local_max=a.local_max, address=a.address)
@@ -280,6 +304,8 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix="dedup-", dir=ROOT / "bench" / "out"))
         for n in a.sizes:
             print(json.dumps({"e2e": e2e(n, work)}), flush=True)
+            if a.compare_prepass:
+                print(json.dumps({"e2e": e2e(n, work, prepass=True)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -51,6 +51,14 @@ class RayConfig(_Strict):
     # jobs over at most this many rows run in the driver (a Ray shuffle costs seconds of start-up);
     # larger ones run as a distributed group-by so no process holds the whole corpus
     job_local_max_rows: int = Field(100_000, ge=0)
+    # near-dup jobs on Ray: connected components in one worker task while the edge list has at most this
+    # many edges (the numpy pointer-jumping pass takes seconds for millions of edges; ~100 bytes per edge),
+    # else as distributed large-star/small-star shuffle rounds, whose memory per worker is one bucket
+    job_components_max_edges: int = Field(2_000_000, ge=0)
+    # jobs with a key pre-pass (minhash_dedup): first shuffle only the keys, then full records only for keys
+    # seen twice (6x fewer bytes). It costs one more shuffle, which only pays where bytes cross a network:
+    # auto = on when the cluster has more than one node
+    job_key_prepass: Literal["auto", "on", "off"] = "auto"
 
 
 class Scheduling(_Strict):
@@ -85,6 +93,29 @@ class Recipe(BaseModel):
             stages.append({step.name: cfg})
         return {"name": self.name, "modality": self.modality, "input": self.input.model_dump(),
                 "output": self.output.model_dump(), "ray": self.ray.model_dump(exclude_none=True), "stages": stages}
+
+    def named_files(self) -> list[str]:
+        """Existing files the stage settings name (checkpoints, concept lists, prompt files...): a resumed
+        run must see the same ones, or its parts would be scored by different models."""
+        found: list[str] = []
+
+        def walk(v):
+            if isinstance(v, dict):
+                for x in v.values():
+                    walk(x)
+            elif isinstance(v, list):
+                for x in v:
+                    walk(x)
+            elif isinstance(v, str) and v and len(v) < 4096 and ("/" in v or "." in v):
+                try:
+                    p = Path(v).expanduser()
+                    if p.is_file():
+                        found.append(str(p.resolve()))
+                except OSError:
+                    pass
+
+        walk(self.to_dict()["stages"])
+        return sorted(set(found))
 
     def stage_columns(self) -> dict:
         cols: dict = {}

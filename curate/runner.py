@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -193,12 +194,34 @@ def _payload_from_shard(tar_path, t: pa.Table, column: str) -> pa.Array:
     return pa.array(out, pa.binary())
 
 
-def _job_prepare(batch: pa.Table, *, job: Job, buckets: int, root: str, seg: int, columns: list[str]) -> pa.Table:
-    """Map side of a job: read only the columns it needs from each part, emit keyed records."""
+def _job_prepare(batch: pa.Table, *, job: Job, buckets: int, root: str, seg: int, columns: list[str],
+                 keys_only: bool = False, keep: list | None = None) -> pa.Table:
+    """Map side of a job: read only the columns it needs from each part, emit keyed records.
+
+    keys_only: emit just (key, bucket) (the key pre-pass). keep: object refs to the pre-pass' tables of keys
+    seen at least twice; records with any other key are dropped before the shuffle."""
     run = RunDir(root)
     out = [prepare_records(job, _read_part(run, k, seg, columns, prior))
            for k, prior in zip(batch.column("part").to_pylist(), batch.column("prior").to_pylist())]
-    return _bucketed(pa.concat_tables(out, promote_options="default"), buckets)
+    records = pa.concat_tables(out, promote_options="default")
+    if keys_only:
+        records = records.select(["key"])
+    elif keep is not None:
+        import ray
+
+        tables = [t for t in ray.get(keep) if t.num_rows]
+        multi = np.sort(np.concatenate([t.column("key").to_numpy() for t in tables])) if tables else np.empty(0, np.int64)
+        keys = records.column("key").to_numpy()
+        pos = np.minimum(np.searchsorted(multi, keys), max(len(multi) - 1, 0))
+        hit = (multi[pos] == keys) if len(multi) else np.zeros(len(keys), bool)
+        records = records.filter(pa.array(hit))
+    return _bucketed(records, buckets)
+
+
+def _multi_keys(group: pa.Table) -> pa.Table:
+    """Reduce side of the key pre-pass: the keys of one bucket that occur at least twice."""
+    counts = group.group_by("key").aggregate([("key", "count")])
+    return counts.filter(pc.greater(counts.column("key_count"), 1)).select(["key"])
 
 
 def _bucketed(records: pa.Table, buckets: int) -> pa.Table:
@@ -254,6 +277,13 @@ def _components_ray(edges, buckets: int):
         t = t.groupby("bucket", num_partitions=_partitions(buckets)).map_groups(
             _star_reduce, batch_format="pyarrow", fn_kwargs=dict(kind="small")).materialize()
     raise RunError(f"connected components did not converge in {graph.MAX_ROUNDS} rounds")
+
+
+def _labels_one_task(*edge_tables: pa.Table) -> pa.Table:
+    """Connected components of every edge in one worker (graph.component_labels): for edge lists that fit
+    one process, far cheaper than shuffle rounds, and the driver still never sees the edges."""
+    tables = [t for t in edge_tables if t.num_rows]
+    return graph.component_labels(pa.concat_tables(tables) if tables else graph.EDGE_SCHEMA.empty_table())
 
 
 def _decide(labels: pa.Table, *, job: Job) -> pa.Table:
@@ -352,6 +382,31 @@ class Runner:
             raise RunError(f"the recipe differs from the one this run started with ({self.run.recipe}); "
                            "resume with the same recipe or start a new --output")
 
+    def _named_files(self) -> dict:
+        return {p: {k: v for k, v in reader.fingerprint(Path(p)).items() if k != "path"}
+                for p in self.recipe.named_files()}
+
+    def _named_files_match(self, manifest: dict) -> None:
+        """Refuse to resume over a changed input list or a changed file the recipe names (a retrained
+        checkpoint under the same path would score half the parts with another model)."""
+        saved = manifest.get("input") or {}
+        spec = self.recipe.input_spec()
+        if saved and spec.path and "files" in saved:
+            now = reader.fingerprint(Path(spec.path)) if Path(spec.path).exists() else {}
+            if {k: now.get(k) for k in ("files", "bytes", "mtime_ns")} != \
+                    {k: saved.get(k) for k in ("files", "bytes", "mtime_ns")}:
+                raise RunError(f"the input {spec.path} changed since this run started (or is another input); "
+                               "resume with the same input or start a new --output")
+        before = manifest.get("named_files")
+        if before is None:  # runs from before this check
+            return
+        now = self._named_files()
+        for p in sorted(set(before) | set(now)):
+            if before.get(p) != now.get(p):
+                what = "is gone" if p not in now else "is new" if p not in before else "changed"
+                raise RunError(f"{p}, named by the recipe, {what} since this run started; resume needs the same "
+                               "files, or start a new --output")
+
     # -- entry points -----------------------------------------------------------------------------------
     def start(self, resume: bool = False) -> dict:
         run = self.run
@@ -361,6 +416,7 @@ class Runner:
                 raise RunError(f"{run.root} already holds a run ({manifest.get('status')}); pass --resume to "
                                "finish it, or choose another --output")
             self._saved_recipe_matches()
+            self._named_files_match(manifest)
             if manifest.get("status") == "complete":
                 return manifest
             return self._execute(manifest)
@@ -372,7 +428,8 @@ class Runner:
         manifest = {
             "format": MANIFEST_FORMAT, "status": "running", "name": self.recipe.name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(),
-            "input": reader.fingerprint(Path(spec.path)), "batches": [], "parts": {}, "timings": {},
+            "input": reader.fingerprint(Path(spec.path)), "named_files": self._named_files(),
+            "batches": [], "parts": {}, "timings": {},
         }
         run.root.mkdir(parents=True, exist_ok=True)
         atomic.write_bytes(run.recipe, yaml.safe_dump(self.recipe.to_dict(), sort_keys=False).encode())
@@ -533,14 +590,26 @@ class Runner:
             res["num_cpus"] = sched.num_cpus
         if sched.num_gpus:
             res["num_gpus"] = sched.num_gpus
+        from ray.data import ActorPoolStrategy, TaskPoolStrategy
+
         if stage.uses_model or sched.num_gpus:
-            return ds.map_batches(_StageActor, batch_size=None, batch_format="pyarrow",
-                                  fn_constructor_kwargs=dict(stage=stage, run_schema=run_schema),
-                                  concurrency=sched.concurrency or 1, **res)
-        if sched.concurrency:
-            res["concurrency"] = sched.concurrency
+            # Ray Data fuses a task map into the next actor pool when their remote args are equal, which
+            # would run the downloads inside the (often single) model actor, one block at a time, instead of
+            # as parallel tasks overlapping the model. Naming the actor's restart policy (Ray Data's own
+            # default, -1) makes the args differ, so the model stage stays its own operator (Ray has no
+            # switch for this: ray-project/ray#54433). Ray 2.60 calls extra actor options deprecated (removed
+            # in 2.64, hence the pin in pyproject.toml); the warning is about this one argument.
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+                return ds.map_batches(_StageActor, batch_size=None, batch_format="pyarrow",
+                                      fn_constructor_kwargs=dict(stage=stage, run_schema=run_schema),
+                                      compute=ActorPoolStrategy(size=sched.concurrency or 1),
+                                      max_restarts=-1, **res)
         return ds.map_batches(_run_stage_task, batch_size=None, batch_format="pyarrow",
-                              fn_kwargs=dict(stage=stage, run_schema=run_schema), **res)
+                              fn_kwargs=dict(stage=stage, run_schema=run_schema),
+                              compute=TaskPoolStrategy(size=sched.concurrency) if sched.concurrency else None, **res)
 
     def _prior(self, first_part: int) -> list[int]:
         """Committed parts of earlier batches of this run: their kept rows take part in jobs (a retry dedups
@@ -599,17 +668,41 @@ class Runner:
         run = self.run
         buckets = max(1, min(4096, sum(parts.values()) // 20000 + 1))
         items = [{"part": k, "prior": False} for k in parts] + [{"part": k, "prior": True} for k in prior]
-        ds = ray.data.from_items(items, override_num_blocks=len(items))
-        ds = ds.map_batches(_job_prepare, batch_size=None, batch_format="pyarrow",
-                            fn_kwargs=dict(job=job, buckets=buckets, root=str(run.root), seg=s, columns=cols))
+        src = ray.data.from_items(items, override_num_blocks=len(items))
+        common = dict(job=job, buckets=buckets, root=str(run.root), seg=s, columns=cols)
+        info: dict = {"path": "ray", "seconds": {}}
+        secs, t0 = info["seconds"], time.time()
+
+        def lap(name: str) -> None:  # wall time per phase, so a slow job shows where it went
+            nonlocal t0
+            secs[name] = round(time.time() - t0, 2)
+            t0 = time.time()
+
+        keep = None
+        prepass = self.recipe.ray.job_key_prepass
+        if job.key_prepass and not job.singletons_matter and (
+                prepass == "on" or (prepass == "auto" and sum(n["Alive"] for n in ray.nodes()) > 1)):
+            multi = src.map_batches(_job_prepare, batch_size=None, batch_format="pyarrow",
+                                    fn_kwargs=dict(common, keys_only=True))
+            multi = multi.groupby("bucket", num_partitions=_partitions(buckets)).map_groups(
+                _multi_keys, batch_format="pyarrow").materialize()
+            info["shared_keys"] = multi.count()
+            keep = multi.to_arrow_refs()  # refs only: the workers fetch the keys, the driver never does
+            lap("key_prepass")
+        ds = src.map_batches(_job_prepare, batch_size=None, batch_format="pyarrow", fn_kwargs=dict(common, keep=keep))
         reduced = ds.groupby("bucket", num_partitions=_partitions(buckets)).map_groups(
             _job_reduce, batch_format="pyarrow", fn_kwargs=dict(job=job)).materialize()
-        info: dict = {"path": "ray"}
+        lap("map_shuffle_reduce")
         if job.graph:
             info["edges"] = reduced.count()
-            labels, info["rounds"] = _components_ray(reduced, buckets)
+            if 0 < info["edges"] <= self.recipe.ray.job_components_max_edges:
+                ref = ray.remote(_labels_one_task).remote(*reduced.to_arrow_refs())  # the worker resolves the refs
+                labels, info["rounds"] = ray.data.from_arrow_refs([ref]), 0
+            else:
+                labels, info["rounds"] = _components_ray(reduced, buckets)
             decisions = None if labels is None else labels.map_batches(
                 _decide, batch_size=None, batch_format="pyarrow", fn_kwargs=dict(job=job)).materialize()
+            lap("components")
         elif type(job).finalize is not Job.finalize:
             # a global decision over the reduced records (a quantile, per-entry caps): made in the driver,
             # which is what `finalize` is for; reduce keeps those records small (one per row at most)
@@ -632,6 +725,7 @@ class Runner:
             if k not in written:
                 atomic.write_parquet(job.decision_schema().empty_table(), run.job_part(s, k))
         info["decisions"] = sum(written.values())
+        lap("write_decisions")
         return info
 
     # -- after ------------------------------------------------------------------------------------------

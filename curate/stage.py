@@ -8,6 +8,7 @@ tests and inside Ray workers in runs.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -81,7 +82,10 @@ class Step(BaseModel):
         return self.reads
 
     def for_run(self, root) -> "Step":
-        """This step as configured for the run directory `root` (e.g. a default cache folder in it)."""
+        """This step as configured for the run directory `root`: a step with a `cache_dir` setting left
+        unset caches in <root>/cache, so a re-run or --resume of the same run reuses what it paid for."""
+        if "cache_dir" in type(self).model_fields and getattr(self, "cache_dir") is None:
+            return self.model_copy(update={"cache_dir": str(Path(root) / "cache")})
         return self
 
 
@@ -160,6 +164,11 @@ class Job(Step):
     singletons_matter: ClassVar[bool] = False
     # True: `reduce` returns graph edges and the job implements `decide(labels)` (see above)
     graph: ClassVar[bool] = False
+    # True (only with singletons_matter False, for jobs whose `prepare` is cheap enough to run twice, e.g.
+    # MinHash): on Ray the runner first shuffles only the integer keys, keeps those seen at least twice, and
+    # ships full records only for them. Most LSH band keys are unique, so the big shuffle shrinks to the
+    # records that can pair at all.
+    key_prepass: ClassVar[bool] = False
 
     def prepare(self, table: pa.Table) -> pa.Table:
         raise NotImplementedError

@@ -13,21 +13,14 @@ Reproducible: corpus seed 0, training seeds 0..2; the numbers in README.md come 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
+
+from _prepare import curate_cmd, curate_runs, ensure_corpus
 
 # Planted noise rates: what a web crawl without curation looks like, exaggerated.
 RATES = {"boilerplate_caption": 0.20, "exact_duplicate": 0.15, "tiny_image": 0.06, "extreme_aspect": 0.06,
          "mismatched_caption": 0.05, "near_duplicate": 0.04, "http_404": 0.02, "http_500": 0.01,
          "corrupt_bytes": 0.01, "truncated_bytes": 0.01, "slow_ok": 0.0, "timeout": 0.0, "flaky": 0.0}
-
-
-def curate_cmd(*args: str) -> None:
-    exe = Path(sys.executable).with_name("curate")
-    subprocess.run([str(exe), *args], check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
 def main() -> None:
@@ -47,17 +40,10 @@ def main() -> None:
     out = Path(a.out)
     corpus = out / "corpus"
     if not a.skip_prepare:
-        from curate.demo.corpus import generate_corpus, write_url_list
-        from curate.demo.server import DemoServer
-
-        if not (corpus / "corpus.json").is_file():
-            generate_corpus(corpus, a.samples, seed=0, rates=RATES, workers=2)
-        with DemoServer(corpus) as server, tempfile.TemporaryDirectory() as tmp:
-            urls = write_url_list(corpus, server.url, Path(tmp) / "urls.parquet")
-            common = ["--input", str(urls), "--set", "output.samples_per_shard=500"]
-            curate_cmd("run", "image_text", "--output", str(out / "curated"), *common)
-            curate_cmd("run", "download_only", "--output", str(out / "raw"), *common,
-                       "--set", "download.image_size=64", "--set", "download.timeout_s=2")
+        ensure_corpus(corpus, a.samples, RATES)
+        curate_runs(corpus, {out / "curated": ("image_text", []),
+                             out / "raw": ("download_only", ["--set", "download.image_size=64",
+                                                             "--set", "download.timeout_s=2"])})
     if a.prepare_only:
         return
     curate_cmd("experiment", f"curated={out / 'curated' / 'shards'}", f"raw={out / 'raw' / 'shards'}",

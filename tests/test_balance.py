@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 
 import pyarrow as pa
@@ -132,3 +133,33 @@ def test_runner_partitioning_and_ray_path_agree(tmp_path, ray_address):
     assert counts["cat"]["balanced"] == sum(1 for v in a.values() if v[0] == schema.OK and "cat" in v[3])
     page = (many / "report.html").read_text()
     assert "Balancing" in page and "could not be rendered" not in page
+
+
+def test_resume_refuses_a_changed_named_file_or_input(tmp_path, ray_address):
+    """A recipe's files (here the entry list; in real runs checkpoints) and the input list are fingerprinted
+    at start; resuming over changed ones would mix two configurations in one run, so it is refused."""
+    from curate.runner import RunError
+
+    root = _run(tmp_path, "run", 10_000, 10**6)
+    entries, src = tmp_path / "entries.txt", tmp_path / "in.parquet"
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert list(manifest["named_files"]) == [str(entries.resolve())]
+
+    def resume():
+        recipe = build_recipe({"name": "t", "input": {"path": str(src)},
+                               "output": {"path": str(root), "samples_per_shard": 10_000},
+                               "ray": {"job_local_max_rows": 10**6},
+                               "stages": [{"caption_text": {"min_words": 1}},
+                                          {"metaclip_balance": {"entries": str(entries), "t": T, "seed": 1}}]})
+        return Runner(recipe).start(resume=True)
+
+    assert resume()["status"] == "complete"  # unchanged files: a finished run resumes to a no-op
+    entries.write_text("\n".join(ENTRIES) + "\nbird\n")
+    with pytest.raises(RunError, match=r"entries.txt, named by the recipe, changed since this run started"):
+        resume()
+    entries.write_text("\n".join(ENTRIES) + "\n")
+    os.utime(entries, ns=(0, manifest["named_files"][str(entries.resolve())]["mtime_ns"]))
+    assert resume()["status"] == "complete"
+    pq.write_table(pa.table({"url": ["http://x/0"], "caption": ["a cat"]}), src)
+    with pytest.raises(RunError, match="the input .* changed since this run started"):
+        resume()

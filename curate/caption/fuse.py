@@ -90,11 +90,6 @@ class FuseCaptions(Stage):
             raise ValueError(f"prompt must contain {' and '.join(missing)}")
         return self
 
-    def for_run(self, root: Path) -> "FuseCaptions":
-        if self.cache_dir is None:
-            return self.model_copy(update={"cache_dir": str(Path(root) / "cache")})
-        return self
-
     def setup(self) -> None:
         if self._client is None:
             self._client = self.client()

@@ -100,10 +100,13 @@ class Clip:
 
 
 def resolve_model_name(model: str | None, pretrained: str | None, checkpoint: str | None,
-                       missing: str = "no model name given (and no checkpoint that records one)") -> str:
+                       missing: str = "no model name given (and no checkpoint that records one)",
+                       checkpoint_hint: str = "") -> str:
     """The open_clip model name to load (read from our checkpoint when not given), checked without loading.
 
-    Cheap enough for recipe-time validation: an unknown name or a missing checkpoint fails before any work.
+    Cheap enough for recipe-time validation (a checkpoint is memory-mapped, not read): an unknown name, an
+    unknown pretrained tag or a missing checkpoint fails before any work. `checkpoint_hint` is appended
+    to the missing-checkpoint message (where the caller knows how one is made).
     """
     import open_clip
 
@@ -113,16 +116,21 @@ def resolve_model_name(model: str | None, pretrained: str | None, checkpoint: st
     if checkpoint and pretrained:
         raise ModelLoadError("give either pretrained (a hub tag) or checkpoint (a local file), not both")
     if checkpoint:
-        if not Path(checkpoint).is_file():
-            raise ModelLoadError(f"checkpoint not found: {checkpoint}")
+        if not Path(checkpoint).expanduser().is_file():
+            raise ModelLoadError(f"checkpoint not found: {checkpoint}{checkpoint_hint}")
         try:
-            model = checkpoints.model_name_of(checkpoint, model)
+            model = checkpoints.model_name_of(Path(checkpoint).expanduser(), model)
         except checkpoints.CheckpointError as err:
             raise ModelLoadError(str(err)) from None
     if not model:
         raise ModelLoadError(missing)
-    if model not in open_clip.list_models() and not model.startswith(("hf-hub:", "local-dir:")):
+    if model.startswith(("hf-hub:", "local-dir:")):
+        return model
+    if model not in open_clip.list_models():
         raise ModelLoadError(f"unknown open_clip model {model!r} (see open_clip.list_models())")
+    if pretrained and not Path(pretrained).expanduser().is_file() and not open_clip.get_pretrained_cfg(model, pretrained):
+        raise ModelLoadError(f"open_clip has no pretrained tag {pretrained!r} for {model} "
+                             "(see open_clip.list_pretrained())")
     return model
 
 
@@ -136,6 +144,7 @@ def load_clip(model: str | None = None, pretrained: str | None = None, checkpoin
     import open_clip
 
     model = resolve_model_name(model, pretrained, checkpoint)
+    checkpoint = str(Path(checkpoint).expanduser()) if checkpoint else None
     dev = pick_device(device)
     dtype = autocast_dtype(precision, dev)
     source = checkpoint or pretrained or "random-init"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -84,34 +83,23 @@ class ClipScore(Stage):
 
     @model_validator(mode="after")
     def _check_model(self):
-        """Fail at recipe load (one line, before any work) on a missing checkpoint or an unknown model."""
-        if self.checkpoint and self.pretrained:
-            raise ValueError("give either pretrained (a hub tag) or checkpoint (a local file), not both")
-        if self.checkpoint and not Path(self.checkpoint).expanduser().is_file():
-            raise ValueError(f"checkpoint not found: {self.checkpoint} (train one with `curate train` or "
-                             "examples/filter_bootstrap/train_filter.py; `curate demo` builds the demo's)")
-        if not self.checkpoint and not self.model:
-            raise ValueError("set model (an open_clip name) or checkpoint")
-        if self.model and not self.model.startswith(("hf-hub:", "local-dir:")):
-            import open_clip
+        """Fail at recipe load (one line, before any work) on a missing checkpoint or an unknown model/tag."""
+        from curate.models.clip import ModelLoadError, resolve_model_name
 
-            from curate.train import configs
-
-            configs.register()
-            if self.model not in open_clip.list_models():
-                raise ValueError(f"unknown open_clip model {self.model!r} (see open_clip.list_models())")
-            if self.pretrained and not Path(self.pretrained).expanduser().is_file() \
-                    and not open_clip.get_pretrained_cfg(self.model, self.pretrained):
-                raise ValueError(f"open_clip has no pretrained tag {self.pretrained!r} for {self.model} "
-                                 "(see open_clip.list_pretrained())")
+        try:
+            resolve_model_name(self.model, self.pretrained, self.checkpoint,
+                               missing="set model (an open_clip name) or checkpoint",
+                               checkpoint_hint=" (train one with `curate train` or examples/filter_bootstrap/"
+                                               "train_filter.py; `curate demo` builds the demo's)")
+        except ModelLoadError as err:
+            raise ValueError(str(err)) from None
         return self
 
     def setup(self) -> None:
         if self._clip is None:
             from curate.models.clip import load_clip
 
-            ckpt = str(Path(self.checkpoint).expanduser()) if self.checkpoint else None
-            self._clip = load_clip(self.model, self.pretrained, ckpt, self.device, self.precision)
+            self._clip = load_clip(self.model, self.pretrained, self.checkpoint, self.device, self.precision)
 
     def score(self, images: list[bytes], texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(scores with NaN for undecodable images, image embeddings, text embeddings) in input order."""

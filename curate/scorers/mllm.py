@@ -81,11 +81,6 @@ class MllmScore(Stage):
             raise ValueError(f"model folder {self.model} does not exist")
         return self
 
-    def for_run(self, root: Path) -> "MllmScore":
-        if self.cache_dir is None:
-            return self.model_copy(update={"cache_dir": str(Path(root) / "cache")})
-        return self
-
     def setup(self) -> None:
         if self._backend is not None:
             return

@@ -29,13 +29,19 @@ def save(path: Path, payload: dict) -> Path:
     return path
 
 
-def load(path: str | Path) -> dict:
-    """The checkpoint dict, with a clear error for missing or unreadable files."""
+def load(path: str | Path, mmap: bool = False) -> dict:
+    """The checkpoint dict, with a clear error for missing or unreadable files. `mmap` maps tensors instead
+    of reading them (for looking at the config of a large checkpoint)."""
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+        try:
+            ckpt = torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError:
+            if not mmap:
+                raise
+            ckpt = torch.load(p, map_location="cpu", weights_only=True)  # legacy (non-zip) files cannot be mapped
     except Exception as err:  # noqa: BLE001
         raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
     if not isinstance(ckpt, dict):
@@ -47,7 +53,7 @@ def load(path: str | Path) -> dict:
 
 def model_name_of(path: str | Path, default: str | None = None) -> str:
     """The open_clip model name recorded in one of our checkpoints (else `default`)."""
-    name = (load(path).get("config") or {}).get("model") or default
+    name = (load(path, mmap=True).get("config") or {}).get("model") or default
     if not name:
         raise CheckpointError(f"{path} does not record its model; pass --model")
     return name

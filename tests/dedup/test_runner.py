@@ -11,13 +11,14 @@ from curate.runner import Runner
 from ._corpus import planted_corpus
 
 
-def _run(tmp_path, name, local_max, texts, **job):
+def _run(tmp_path, name, local_max, texts, max_edges=2_000_000, prepass="on", **job):
     src = tmp_path / "in.parquet"
     if not src.exists():
         pq.write_table(pa.table({"url": [f"http://x/{i}" for i in range(len(texts))], "caption": texts}), src)
     recipe = build_recipe({"name": "t", "input": {"path": str(src)},
                            "output": {"path": str(tmp_path / name), "samples_per_shard": 150},
-                           "ray": {"job_local_max_rows": local_max},
+                           "ray": {"job_local_max_rows": local_max, "job_components_max_edges": max_edges,
+                                   "job_key_prepass": prepass},
                            "stages": [{"minhash_dedup": job}]})
     manifest = Runner(recipe).start()
     t = pq.read_table(str(tmp_path / name / "meta"))
@@ -27,10 +28,16 @@ def _run(tmp_path, name, local_max, texts, **job):
 def test_local_and_ray_paths_agree(tmp_path, ray_address):
     texts = planted_corpus(80, seed=3) + ["", "   "]
     local, local_job = _run(tmp_path, "local", 10**6, texts)
-    on_ray, ray_job = _run(tmp_path, "ray", 0, texts)
+    on_ray, ray_job = _run(tmp_path, "ray", 0, texts, max_edges=0)
+    one_task, one_task_job = _run(tmp_path, "ray-one-task", 0, texts, prepass="auto")  # one node: no pre-pass
     assert local_job["job0:minhash_dedup"]["path"] == "driver"
-    # components found as shuffle rounds on Ray: the clusters are identical
+    # components found as shuffle rounds on Ray, or in one worker task: the clusters are identical
     assert ray_job["job0:minhash_dedup"]["path"] == "ray" and ray_job["job0:minhash_dedup"]["rounds"] >= 2
+    assert one_task_job["job0:minhash_dedup"]["path"] == "ray" and one_task_job["job0:minhash_dedup"]["rounds"] == 0
+    assert local == one_task and "shared_keys" not in one_task_job["job0:minhash_dedup"]
+    # the key pre-pass shipped full records only for band keys seen twice or more
+    bands = 9  # lsh_params(0.8, 128)
+    assert 0 < ray_job["job0:minhash_dedup"]["shared_keys"] < bands * len(texts) // 2
     assert local == on_ray
     assert len(local) == len(texts)
     reasons = [v[1] for v in local.values()]
@@ -60,3 +67,11 @@ def test_exact_then_near_dup_across_input_sources(tmp_path, ray_address):
     assert {by_url["http://a/2"]["reason"], by_url["http://b/2"]["reason"]} == {None, "near_duplicate"}
     kept = [r for r in by_url.values() if r["status"] == "ok"]
     assert len(kept) == 3 and all(r["minhash_cluster"] for r in kept)
+
+
+def test_ray_path_with_no_shared_keys(tmp_path, ray_address):
+    """All-distinct texts: the pre-pass finds no key seen twice, the main shuffle carries nothing, every row kept."""
+    texts = [f"unique caption number {i} about {w}" for i, w in enumerate(["cats", "dogs", "boats", "trees"] * 5)]
+    on_ray, job = _run(tmp_path, "ray", 0, texts)
+    assert job["job0:minhash_dedup"]["shared_keys"] == 0 and job["job0:minhash_dedup"]["decisions"] == 0
+    assert [v[0] for v in on_ray.values()] == ["ok"] * len(texts)
