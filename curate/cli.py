@@ -543,6 +543,8 @@ def _demo_interleaved(out: Path, docs: int | None, seed: int, ray_address: str |
 
 def main() -> None:
     """Console entry point: user errors become one line and exit code 2."""
+    from rich.markup import escape
+
     from curate.catalog import CatalogError
     from curate.io.reader import InputError
     from curate.models.clip import ModelLoadError
@@ -558,7 +560,7 @@ def main() -> None:
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except known as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)  # [..] is text
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted; finish with --resume", highlight=False)

@@ -9,6 +9,12 @@ Columns: `recaption` (the caption, null when there is none), `recaption_model` (
 at max_tokens, `not_selected` by `rows`). An image that will not decode is a per-row failure
 (`recaption_image_error`); the rest of the batch goes on.
 
+Video clips (`source: keyframes`, after clip_split): a clip is captioned from its keyframes, not an
+`image` column: by default its middle keyframe (one generation per clip); `keyframes: all` captions every
+keyframe and keeps the one that agrees most with the others (`choose`), which is robust to one odd
+frame (a fade, a cut clip_split missed) at N times the cost. The columns, the flags (plus
+`no_keyframes`) and output.caption_policy are the same as for images.
+
 Which rows: `rows: all` captions every row in play; `rows: boilerplate` only those whose original
 text is empty or boilerplate alt-text (caption_text's patterns), which is how the demo recipe keeps
 those images with a synthetic caption instead of dropping them: run `recaption` before
@@ -26,6 +32,22 @@ from pydantic import Field, PrivateAttr, model_validator
 
 from curate import schema
 from curate.stage import Stage, register
+
+
+def choose(captions: list) -> Any:
+    """One caption from several of the same clip (one per keyframe): the one whose words agree most with
+    the others' (a medoid by word-set Jaccard), ties to the middle keyframe; generations without text
+    lose to any with text. A single caption is itself."""
+    if len(captions) == 1:
+        return captions[0]
+    words = [set((c.text or "").lower().split()) for c in captions]
+    mid = (len(captions) - 1) / 2
+
+    def score(k: int):
+        agree = sum(len(words[k] & w) / max(1, len(words[k] | w)) for j, w in enumerate(words) if j != k)
+        return (bool(captions[k].text) and not captions[k].flag, agree, -abs(k - mid))
+
+    return captions[max(range(len(captions)), key=score)]
 
 
 @register
@@ -66,6 +88,9 @@ class Recaption(Stage):
     max_concurrency: int = Field(8, ge=1)
     timeout_s: float = Field(60.0, gt=0)
     retries: int = Field(3, ge=0)
+    # video clips (after clip_split): caption from the clip's keyframes instead of an `image` column
+    source: Literal["image", "keyframes"] = "image"
+    keyframes: Literal["middle", "all"] = "middle"  # the middle keyframe, or caption each and keep the consensus
     check_model: bool = True  # resolve the model at recipe time (False: only when a worker starts)
     _captioner: Any = PrivateAttr(default=None)
 
@@ -112,6 +137,9 @@ class Recaption(Stage):
         if self._captioner is None:
             self._captioner = self.make_captioner().load()
 
+    def needs(self) -> tuple[str, ...]:
+        return ("keyframes", "text") if self.source == "keyframes" else self.reads
+
     def selected(self, texts: list[str | None]) -> list[bool]:
         if self.rows == "all":
             return [True] * len(texts)
@@ -121,8 +149,6 @@ class Recaption(Stage):
         return [not normalise(t or "") or any(p.fullmatch(normalise(t or "")) for p in pats) for t in texts]
 
     def process(self, table: pa.Table) -> pa.Table:
-        from PIL import Image
-
         self.setup()
         cap = self._captioner
         n = table.num_rows
@@ -141,36 +167,57 @@ class Recaption(Stage):
                 flags[i] = "not_selected"
             else:
                 todo.append(i)
-        images = table.column("image")
-        for start in range(0, len(todo), self.batch_size):
-            idx, ims = [], []
-            for i in todo[start:start + self.batch_size]:
-                data = images[i].as_py()
-                try:
-                    with Image.open(io.BytesIO(data or b"")) as im:
-                        ims.append(im.convert("RGB"))
-                    idx.append(i)
-                except Exception as err:  # noqa: BLE001 - any undecodable image is a per-row failure
-                    failed[i] = True
-                    errors[i] = f"{type(err).__name__}: {err}"[:300]
-            if not idx:
+        items: list[tuple[int, Any]] = []  # (row, image): one per row, or one per keyframe (keyframes: all)
+        for i in todo:
+            try:
+                for im in self._images(table, i):
+                    items.append((i, im))
+            except Exception as err:  # noqa: BLE001 - any undecodable image is a per-row failure
+                items = [it for it in items if it[0] != i]
+                failed[i] = True
+                errors[i] = f"{type(err).__name__}: {err}"[:300]
+        per_row: dict[int, list] = {}
+        for start in range(0, len(items), self.batch_size):
+            batch = items[start:start + self.batch_size]
+            for (i, _), c in zip(batch, cap.caption([im for _, im in batch])):
+                per_row.setdefault(i, []).append(c)
+        for i in todo:
+            if failed[i]:
                 continue
-            for i, c in zip(idx, cap.caption(ims)):
-                models[i] = cap.name
-                if c.flag:
-                    flags[i] = c.flag
-                elif not c.text:
-                    flags[i] = "empty"
-                elif c.truncated:
-                    flags[i] = "truncated"
-                    recap[i] = c.text if self.on_truncated == "keep" else None
-                else:
-                    recap[i] = c.text
+            if i not in per_row:
+                flags[i] = "no_keyframes"
+                continue
+            c = choose(per_row[i])
+            models[i] = cap.name
+            if c.flag:
+                flags[i] = c.flag
+            elif not c.text:
+                flags[i] = "empty"
+            elif c.truncated:
+                flags[i] = "truncated"
+                recap[i] = c.text if self.on_truncated == "keep" else None
+            else:
+                recap[i] = c.text
         table = self._add_cols(table, recap, models, flags)
         if any(failed):
             table = schema.mark(table, pa.array(failed), schema.FAILED, self.name, "recaption_image_error",
                                 error=errors)
         return table
+
+    def _images(self, table: pa.Table, i: int) -> list:
+        """The PIL image(s) row i is captioned from: its image, or its clip's middle keyframe (or all of them)."""
+        from PIL import Image
+
+        if self.source == "image":
+            blobs = [table.column("image")[i].as_py()]
+        else:
+            frames = table.column("keyframes")[i].as_py() or []
+            blobs = frames if self.keyframes == "all" else frames[len(frames) // 2:len(frames) // 2 + 1]
+        out = []
+        for data in blobs:
+            with Image.open(io.BytesIO(data or b"")) as im:
+                out.append(im.convert("RGB"))
+        return out
 
     def _add_cols(self, table: pa.Table, recap, models, flags) -> pa.Table:
         """Write the three columns for the rows in play; rows decided earlier keep what they had."""

@@ -13,12 +13,13 @@ from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from curate import schema
 from curate.download import errors
 from curate.stage import Stage, register
 from curate.video import probe as probing
+from curate.video._extra import require_video_extra
 from curate.video.fetch import FetchError, fetch, read_text
 from curate.video.subtitles import CUE_TYPE, SubtitleError, parse_vtt
 
@@ -63,6 +64,11 @@ class DownloadVideo(Stage):
     max_side: int = Field(4096, ge=16)
     # an input column holding a WebVTT URL/path or the WebVTT text itself; null cells mean "no subtitles"
     subtitles_col: str | None = None
+
+    @model_validator(mode="after")
+    def _installed(self):
+        require_video_extra(self.name)
+        return self
 
     def _one(self, url: str, vtt_ref: str | None) -> dict:
         try:

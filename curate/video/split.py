@@ -25,10 +25,22 @@ class Scan:
     diffs: np.ndarray  # mean |thumb_i - thumb_{i-1}| / 255 of the busiest colour plane (diffs[0] = 0): scene cuts
     moved: np.ndarray  # fraction of thumb pixels with a channel that changed by > MOVED since the last frame
     keyframes: list[float]  # times of packets flagged as keyframes
-    candidates: list[tuple[float, bytes]]  # (time, jpeg) sampled frames
+    candidates: list[list]  # [time, jpeg | decoded frame (encoded when first picked) | None (released)]
     fps: float
     end: float  # time just after the last frame
     error: str | None = None  # decoding stopped early with this message
+    keyframe_size: int = 224
+    quality: int = 90
+    _reformatter: object = None
+
+    def jpeg(self, i: int) -> bytes:
+        """Candidate i as a JPEG; a still-held decoded frame is encoded now (once) and then let go."""
+        payload = self.candidates[i][1]
+        if payload is None:
+            raise ValueError(f"keyframe candidate at {self.candidates[i][0]:.3f} s was released")
+        if not isinstance(payload, bytes):
+            payload = self.candidates[i][1] = _jpeg(payload, self.keyframe_size, self.quality, self._reformatter)
+        return payload
 
 
 @dataclass
@@ -48,7 +60,9 @@ def _jpeg(frame, size: int, quality: int, reformatter=None) -> bytes:
               interpolation="FAST_BILINEAR")
     # a reused reformatter keeps its scaling context: half the cost of a fresh one per frame
     rgb = reformatter.reformat(frame, **kw) if reformatter is not None else frame.reformat(**kw)
-    img = rgb.to_image()
+    from PIL import Image
+
+    img = Image.fromarray(rgb.to_ndarray())  # about 2x cheaper than VideoFrame.to_image in PyAV 13-14
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
@@ -61,6 +75,17 @@ def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return ys[:, None], xs[None, :]
 
 
+@functools.lru_cache(maxsize=64)
+def _strided(h: int, w: int) -> tuple[slice, slice] | None:
+    """A centred evenly strided 2*THUMB x 2*THUMB grid of a plane as basic slices (a view, no gather)."""
+    n = 2 * THUMB
+    if h < n or w < n:
+        return None
+    sy, sx = h // n, w // n
+    y0, x0 = (h - sy * (n - 1) - 1) // 2, (w - sx * (n - 1) - 1) // 2
+    return slice(y0, y0 + sy * (n - 1) + 1, sy), slice(x0, x0 + sx * (n - 1) + 1, sx)
+
+
 def _thumb(frame) -> np.ndarray:
     """About THUMB x THUMB samples of each colour plane, int16, shaped (3, THUMB, THUMB).
 
@@ -68,36 +93,85 @@ def _thumb(frame) -> np.ndarray:
     conversion or scaling per frame, which would cost about as much as decoding a small frame itself.
     """
     if frame.format.name in ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"):
-        out = []
-        for plane in frame.planes[:3]:
+        out = np.empty((3, THUMB, THUMB), np.int16)
+        for k, plane in enumerate(frame.planes[:3]):
             h, w = plane.height, plane.width
             arr = np.frombuffer(plane, np.uint8).reshape(h, plane.line_size)
-            ys, xs = _grid(h, w)
-            # 2x2 block sums of a strided grid: averages away sensor and compression noise
-            out.append(arr[ys, xs].reshape(THUMB, 2, THUMB, 2).sum(axis=(1, 3), dtype=np.int16))
-        return np.stack(out) // 4
+            grid = _strided(h, w)
+            a = arr[grid].astype(np.int16) if grid is not None else arr[_grid(h, w)].astype(np.int16)
+            # 2x2 block means of a strided grid: average away sensor and compression noise
+            s = out[k]
+            np.add(a[0::2, 0::2], a[1::2, 0::2], out=s)
+            s += a[0::2, 1::2]
+            s += a[1::2, 1::2]
+        out //= 4
+        return out
     rgb = frame.to_ndarray(width=THUMB, height=THUMB, format="rgb24")
     return np.moveaxis(rgb, 2, 0).astype(np.int16)
 
 
+def picks(sc: Scan, span: tuple[float, float], n_keyframes: int) -> list[int]:
+    """Indexes into sc.candidates of the keyframes of a span: the candidates nearest to n evenly spaced
+    times inside it (fewer when candidates are scarce), in time order."""
+    a, b = span
+    inside = [i for i, (t, p) in enumerate(sc.candidates) if a - 1e-6 <= t < b - 1e-6 and p is not None]
+    chosen: list[int] = []
+    for k in range(n_keyframes if inside else 0):
+        target = a + (b - a) * (k + 0.5) / n_keyframes
+        best = min(inside, key=lambda i: abs(sc.candidates[i][0] - target))
+        if best not in chosen:
+            chosen.append(best)
+    return sorted(chosen)
+
+
+def _nbytes(frame) -> int:
+    return sum(p.buffer_size for p in frame.planes)
+
+
+def _settle(sc: Scan, plan, n_keyframes: int, pending: list[int]) -> list[int]:
+    """Encode the keyframes of the spans that can no longer change and release the other held frames before
+    them, so held frames stay few even on a long video. Returns the still-pending candidate indexes."""
+    final, upto = plan(sc)
+    for span in final:
+        for i in picks(sc, span, n_keyframes):
+            sc.jpeg(i)
+    keep = []
+    for i in pending:
+        if sc.candidates[i][0] < upto - 1e-6:
+            if not isinstance(sc.candidates[i][1], bytes):
+                sc.candidates[i][1] = None  # before every final span's end and picked by none of them
+        else:
+            keep.append(i)
+    return keep
+
+
 def scan(data: bytes, *, sample_every_s: float, keyframe_size: int = 224, quality: int = 90,
-         max_frames: int = 200_000) -> Scan:
-    """Decode every frame once; keep what splitting, motion and keyframes need."""
+         max_frames: int = 200_000, plan=None, n_keyframes: int = 1, hold_mb: float = 48) -> Scan:
+    """Decode every frame once; keep what splitting, motion and keyframes need.
+
+    Keyframe candidates (one every sample_every_s) are held as decoded frames and only the ones a clip
+    picks are converted to JPEG (`Scan.jpeg`). Held frames are bounded: past hold_mb, `plan(partial scan)`
+    (-> spans that are final, time before which they all end) settles what it can, and whatever is still
+    over the bound is encoded oldest first, so memory stays bounded whatever the video's length.
+    """
     import av
 
     from curate.video.probe import open_container
+    from av.video.reformatter import VideoReformatter
 
     times: list[float] = []
     diffs: list[float] = []
     moved: list[float] = []
     keys: list[float] = []
-    cands: list[tuple[float, bytes]] = []
+    cands: list[list] = []
+    pending: list[int] = []  # candidates still held as decoded frames
+    held = 0
     prev = None
     next_sample = 0.0
     error = None
-    from av.video.reformatter import VideoReformatter
-
-    reformatter = VideoReformatter()
+    budget = hold_mb * 2**20
+    sc = Scan(times=np.empty(0), diffs=np.empty(0), moved=np.empty(0), keyframes=keys, candidates=cands, fps=0.0,
+              end=0.0, keyframe_size=keyframe_size, quality=quality, _reformatter=VideoReformatter())
     with open_container(data) as c:
         vs = c.streams.video[0]
         vs.thread_type = "AUTO"
@@ -111,15 +185,31 @@ def scan(data: bytes, *, sample_every_s: float, keyframe_size: int = 224, qualit
                     t = frame.time if frame.time is not None else (times[-1] + 1 / (fps or 25) if times else 0.0)
                     # colour thumbs: a shape of the background's brightness but another hue still moves
                     thumb = _thumb(frame)
-                    delta = np.abs(thumb - prev) if prev is not None and prev.shape == thumb.shape \
-                        else np.zeros_like(thumb)
-                    diffs.append(float(delta.reshape(len(delta), -1).mean(axis=1).max() / 255.0))  # busiest plane
-                    moved.append(float((delta.max(axis=0) > MOVED).mean()))
+                    area = thumb.shape[1] * thumb.shape[2]
+                    if prev is not None and prev.shape == thumb.shape:
+                        delta = np.abs(thumb - prev)
+                        # mean of the busiest plane; fraction of samples where any plane moved
+                        diffs.append(float(delta.reshape(len(delta), -1).sum(axis=1).max()) / (area * 255.0))
+                        moved.append(np.count_nonzero(delta.max(axis=0) > MOVED) / area)
+                    else:
+                        diffs.append(0.0)
+                        moved.append(0.0)
                     prev = thumb
                     times.append(t)
                     if t + 1e-6 >= next_sample:
-                        cands.append((t, _jpeg(frame, keyframe_size, quality, reformatter)))
+                        cands.append([t, frame])
+                        pending.append(len(cands) - 1)
+                        held += _nbytes(frame)
                         next_sample = t + sample_every_s
+                        if held > budget:
+                            if plan is not None:
+                                sc.times, sc.diffs, sc.fps, sc.end = np.asarray(times), np.asarray(diffs), fps, t
+                                pending = _settle(sc, plan, n_keyframes, pending)
+                                held = sum(_nbytes(cands[i][1]) for i in pending)
+                            while pending and held > budget / 2:  # still too many: encode the oldest now
+                                i = pending.pop(0)
+                                held -= _nbytes(cands[i][1])
+                                sc.jpeg(i)
                     if len(times) >= max_frames:
                         break
                 if len(times) >= max_frames:
@@ -134,9 +224,10 @@ def scan(data: bytes, *, sample_every_s: float, keyframe_size: int = 224, qualit
         step = 1 / fps if fps else 0.04
     if not fps and len(t) >= 2:
         fps = 1 / step
-    return Scan(times=t, diffs=np.asarray(diffs, np.float64)[order], moved=np.asarray(moved, np.float64)[order],
-                keyframes=sorted(keys), candidates=cands,
-                fps=fps, end=float(t[-1] + step) if len(t) else 0.0, error=error)
+    sc.times, sc.diffs, sc.moved = t, np.asarray(diffs, np.float64)[order], np.asarray(moved, np.float64)[order]
+    sc.keyframes.sort()
+    sc.fps, sc.end, sc.error = fps, float(t[-1] + step) if len(t) else 0.0, error
+    return sc
 
 
 def boundaries(sc: Scan, *, mode: str, clip_s: float, min_clip_s: float, max_clip_s: float,
@@ -161,20 +252,26 @@ def boundaries(sc: Scan, *, mode: str, clip_s: float, min_clip_s: float, max_cli
     return [(round(a, 6), round(b, 6)) for a, b in spans if b - a >= min_clip_s - 1e-6]
 
 
+def settled(sc: Scan, **how) -> tuple[list[tuple[float, float]], float]:
+    """For a scan still under way (sc.end = the newest frame): the spans `boundaries(sc, **how)` gives that
+    no later frame can change, and the time before which they all end. Scenes are final up to the last cut;
+    fixed windows up to the last window start."""
+    spans = boundaries(sc, **how)
+    if how["mode"] == "scene":
+        cuts = np.flatnonzero(sc.diffs[1:] > how["scene_threshold"]) + 1
+        upto = float(sc.times[cuts[-1]]) if len(cuts) else float(sc.times[0]) if len(sc.times) else 0.0
+    else:
+        k = int((sc.end - float(sc.times[0])) // how["clip_s"]) if len(sc.times) else 0
+        upto = float(sc.times[0]) + k * how["clip_s"] if len(sc.times) else 0.0
+    return [s for s in spans if s[1] <= upto + 1e-6], upto
+
+
 def describe(sc: Scan, span: tuple[float, float], n_keyframes: int) -> Clip:
     """Keyframes (candidates nearest to evenly spaced times) and motion (mean fraction of pixels that change
     from one frame to the next) of a span."""
     a, b = span
     clip = Clip(a, b)
-    inside = [(t, j) for t, j in sc.candidates if a - 1e-6 <= t < b - 1e-6]
-    if inside:
-        picks = []
-        for k in range(n_keyframes):
-            target = a + (b - a) * (k + 0.5) / n_keyframes
-            best = min(range(len(inside)), key=lambda i: abs(inside[i][0] - target))
-            if best not in picks:
-                picks.append(best)
-        clip.keyframes = [inside[i][1] for i in sorted(picks)]
+    clip.keyframes = [sc.jpeg(i) for i in picks(sc, span, n_keyframes)]
     sel = (sc.times > a + 1e-6) & (sc.times < b - 1e-6)  # differences inside the clip, not across its start
     clip.motion = float(sc.moved[sel].mean()) if sel.any() else 0.0
     return clip
@@ -263,39 +360,81 @@ def remux_all(data: bytes, spans: list[tuple[float, float]], fps: float) -> list
     return [b.getvalue() for b in bufs]
 
 
-def reencode(data: bytes, span: tuple[float, float], fps: float, codec: str, crf: int = 23) -> bytes:
-    """Decode the frames of [start, end) and encode them as a new mp4 (even dimensions, yuv420p)."""
-    from curate.video.probe import open_container
-    import av
+class _Encoder:
+    """One clip being encoded: an mp4 in memory, even dimensions, yuv420p, frames numbered from zero."""
 
-    a, b = span
+    def __init__(self, codec: str, rate: Fraction, frame, crf: int, preset: str):
+        import av
+
+        self.buf = io.BytesIO()
+        self.dst = av.open(self.buf, "w", format="mp4")
+        self.rate, self.i = rate, 0
+        self.outs = self.dst.add_stream(codec, rate=rate)
+        self.outs.width, self.outs.height = frame.width - frame.width % 2, frame.height - frame.height % 2
+        self.outs.pix_fmt = "yuv420p"
+        if codec in ("libx264", "h264"):
+            self.outs.codec_context.options = {"crf": str(crf), "preset": preset}
+
+    def add(self, frame) -> None:
+        f = frame.reformat(width=self.outs.width, height=self.outs.height, format="yuv420p")
+        f.pts, f.time_base = self.i, 1 / self.rate
+        self.i += 1
+        for pkt in self.outs.encode(f):
+            self.dst.mux(pkt)
+
+    def finish(self) -> bytes:
+        for pkt in self.outs.encode():
+            self.dst.mux(pkt)
+        self.dst.close()
+        return self.buf.getvalue()
+
+
+def reencode_all(data: bytes, spans: list[tuple[float, float]], fps: float, codec: str, crf: int = 23,
+                 preset: str = "veryfast") -> list[bytes]:
+    """Decode the frames of each of many sorted, non-overlapping spans and encode each as a new mp4. One open;
+    one seek per run of adjacent spans, so a frame is decoded once however many clips cut the video."""
+    from curate.video.probe import open_container
+
     tol = 0.5 / (fps or 25)
     rate = Fraction(fps).limit_denominator(1001) if fps else Fraction(25)
-    buf = io.BytesIO()
-    with open_container(data) as src, av.open(buf, "w", format="mp4") as dst:
+    out = [b""] * len(spans)
+    runs: list[list[int]] = []
+    for i, (a, _) in enumerate(spans):
+        if runs and abs(spans[runs[-1][-1]][1] - a) <= tol:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    with open_container(data) as src:
         ins = src.streams.video[0]
         ins.thread_type = "AUTO"
-        src.seek(int(a / ins.time_base), stream=ins, backward=True, any_frame=False)
-        outs = None
-        i = 0
-        for frame in src.decode(ins):
-            t = frame.time
-            if t is None or t < a - tol:
-                continue
-            if t >= b - tol:
-                break
-            if outs is None:
-                outs = dst.add_stream(codec, rate=rate)
-                outs.width, outs.height = frame.width - frame.width % 2, frame.height - frame.height % 2
-                outs.pix_fmt = "yuv420p"
-                if codec in ("libx264", "h264"):
-                    outs.codec_context.options = {"crf": str(crf), "preset": "veryfast"}
-            f = frame.reformat(width=outs.width, height=outs.height, format="yuv420p")
-            f.pts, f.time_base = i, 1 / rate
-            i += 1
-            for pkt in outs.encode(f):
-                dst.mux(pkt)
-        if outs is not None:
-            for pkt in outs.encode():
-                dst.mux(pkt)
-    return buf.getvalue()
+        for run in runs:
+            src.seek(int(spans[run[0]][0] / ins.time_base), stream=ins, backward=True, any_frame=False)
+            k, enc = 0, None
+            try:
+                for frame in src.decode(ins):
+                    t = frame.time
+                    if t is None:
+                        continue
+                    while k < len(run) and t >= spans[run[k]][1] - tol:
+                        if enc is not None:
+                            out[run[k]], enc = enc.finish(), None
+                        k += 1
+                    if k == len(run):
+                        break
+                    if t < spans[run[k]][0] - tol:
+                        continue
+                    if enc is None:
+                        enc = _Encoder(codec, rate, frame, crf, preset)
+                    enc.add(frame)
+                if enc is not None:
+                    out[run[k]], enc = enc.finish(), None
+            finally:
+                if enc is not None:
+                    enc.dst.close()
+    return out
+
+
+def reencode(data: bytes, span: tuple[float, float], fps: float, codec: str, crf: int = 23,
+             preset: str = "veryfast") -> bytes:
+    """Decode the frames of [start, end) and encode them as a new mp4 (even dimensions, yuv420p)."""
+    return reencode_all(data, [span], fps, codec, crf, preset)[0]

@@ -2,6 +2,7 @@
 cutting (remux and re-encode), clip rows and their accounting, keyframe dedup and scoring."""
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -159,3 +160,42 @@ def test_keyframe_clip_score_with_tiny_model(video):
     mean, low = out.column("keyframe_clip_score").to_pylist(), out.column("keyframe_clip_score_min").to_pylist()
     assert mean[2] is None and -1 <= low[0] <= mean[0] <= 1 and low[1] == pytest.approx(mean[1])
     assert out.column("reason").to_pylist()[:2] == ["keyframe_clip_score_below_threshold"] * 2
+
+
+def test_held_keyframe_frames_are_bounded_and_pick_the_same(video):
+    """Keyframe candidates are held as decoded frames and only picked ones become JPEGs; a tiny hold budget
+    (about 8 frames of 64x64: settling finished spans; or none: encoding every candidate at once) must pick
+    exactly what an unbounded one picks."""
+    how = dict(mode="fixed", clip_s=1.0, min_clip_s=0.5, max_clip_s=10, scene_threshold=0.12)
+    plan = functools.partial(split.settled, **how)
+    got = []
+    for kw in (dict(hold_mb=1e6), dict(hold_mb=0.1, plan=plan, n_keyframes=2), dict(hold_mb=1e-3)):
+        sc = split.scan(video, sample_every_s=0.2, keyframe_size=64, **kw)
+        spans = split.boundaries(sc, **how)
+        got.append([split.describe(sc, s, 2).keyframes for s in spans])
+        if "plan" in kw:  # settling released the frames no span picks
+            assert any(p is None for _, p in sc.candidates)
+    assert got[0] == got[1] == got[2] and len(got[0]) == 4 and all(len(k) == 2 for k in got[0])
+    assert all(k[:2] == b"\xff\xd8" for kf in got[0] for k in kf)
+
+
+@pytest.mark.parametrize("module", ["av", "webvtt"])
+def test_missing_video_extra_fails_before_the_run(monkeypatch, tmp_path, capsys, module):
+    """PyAV and webvtt-py are installed here, so their absence is mocked: a None entry in sys.modules makes
+    `import av` raise ImportError exactly as on a machine without the extra."""
+    import sys
+
+    import pyarrow.parquet as pq
+
+    from curate.recipe import RecipeError, load_recipe
+    from tests.conftest import curate_inprocess
+
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(RecipeError, match=r"download_video needs .*pip install 'curate\[video\]'"):
+        load_recipe("video_text", input_path="x.parquet", output_path=str(tmp_path / "o"))
+    pq_path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"url": ["http://127.0.0.1:9/x.mp4"], "caption": ["a"]}), pq_path)
+    r = curate_inprocess("run", "video_text", "-i", str(pq_path), "-o", str(tmp_path / "out"), capsys=capsys)
+    assert r.returncode != 0 and "pip install 'curate[video]'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()  # failed before the run started: nothing written
