@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401 - pa.compute
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, model_validator
 
 from curate import schema
 from curate.stage import Stage, register
@@ -83,7 +83,8 @@ class Recaption(Stage):
     seed: int = 0
     trust_remote_code: bool = False
     # endpoint backend: an OpenAI-compatible server (`model` is the served name)
-    url: str | None = None
+    # `base_url`, as in mllm_score and fuse_captions; `url` (the earlier name) is still accepted
+    base_url: str | None = Field(None, validation_alias=AliasChoices("base_url", "url"))
     api_key_env: str | None = None  # name of the environment variable holding the API key
     max_concurrency: int = Field(8, ge=1)
     timeout_s: float = Field(60.0, gt=0)
@@ -109,7 +110,7 @@ class Recaption(Stage):
 
         try:
             if self.backend == "endpoint":
-                EndpointCaptioner.check(self.url, self.model)
+                EndpointCaptioner.check(self.base_url, self.model)
             elif self.backend == "coca":
                 CocaCaptioner.check(self.model, self.pretrained, self.checkpoint)
             else:
@@ -121,7 +122,7 @@ class Recaption(Stage):
         from curate.caption.backends import CocaCaptioner, EndpointCaptioner, TransformersCaptioner
 
         if self.backend == "endpoint":
-            return EndpointCaptioner(self.url or "", self.model or "", prompt=self.prompt or EndpointCaptioner(
+            return EndpointCaptioner(self.base_url or "", self.model or "", prompt=self.prompt or EndpointCaptioner(
                 "", "").prompt, max_tokens=self.max_tokens, temperature=self.temperature if self.decoding == "top_p"
                 else 0.0, api_key_env=self.api_key_env, max_concurrency=self.max_concurrency,
                 timeout_s=self.timeout_s, retries=self.retries, seed=self.seed)

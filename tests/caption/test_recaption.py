@@ -123,3 +123,10 @@ def test_unknown_model_is_a_recipe_error_before_work(cfg, message):
         build_recipe({"name": "t", "input": {"path": "x.parquet"}, "output": {"path": "out"},
                       "stages": [{"download": {}}, {"recaption": cfg}]})
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_endpoint_setting_is_base_url_like_the_other_endpoint_stages():
+    """mllm_score and fuse_captions call it base_url; recaption's earlier name `url` still loads."""
+    a = Recaption(backend="endpoint", base_url="http://127.0.0.1:9/v1", model="m")
+    b = Recaption.model_validate({"backend": "endpoint", "url": "http://127.0.0.1:9/v1", "model": "m"})
+    assert a == b and a.model_dump()["base_url"] == "http://127.0.0.1:9/v1" and "url" not in a.model_dump()
