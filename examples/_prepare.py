@@ -6,6 +6,7 @@ set, so only the recipe differs between the sets they compare.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -38,3 +39,22 @@ def curate_runs(corpus: Path, runs: dict[str, tuple[str, list[str]]], samples_pe
         common = ["--input", str(urls), "--set", f"output.samples_per_shard={samples_per_shard}"]
         for out_dir, (recipe, extra) in runs.items():
             curate_cmd("run", recipe, "--output", str(out_dir), *common, *extra)
+
+
+def experiment_args(ap: argparse.ArgumentParser) -> None:
+    """The training settings both comparisons share: the ones that learn within minutes on 2 CPU cores."""
+    ap.add_argument("--model", default="curate-tiny-32", help="curate-tiny-32 learns within minutes on 2 CPU cores")
+    ap.add_argument("--samples-seen", type=int, default=25600)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
+
+
+def run_experiment(a: argparse.Namespace, out: Path, corpus: Path, sets: list[str]) -> None:
+    """`curate experiment NAME=OUT/NAME/shards ...` on the corpus' eval split with the shared settings."""
+    curate_cmd("experiment", *(f"{name}={out / name / 'shards'}" for name in sets),
+               "--eval-set", str(corpus / "eval"), "--samples-seen", str(a.samples_seen), "--seeds", str(a.seeds),
+               "--model", a.model, "--batch-size", str(a.batch_size), "--lr", str(a.lr), "--warmup", str(a.warmup),
+               "--threads", str(a.threads), "--output", str(out / "experiment"))

@@ -21,7 +21,7 @@ import argparse
 import json
 from pathlib import Path
 
-from _prepare import curate_cmd, curate_runs, ensure_corpus
+from _prepare import curate_runs, ensure_corpus, experiment_args, run_experiment
 
 # A crawl whose alt-text often describes some other image: the case CLIP filtering is for.
 RATES = {"mismatched_caption": 0.30, "boilerplate_caption": 0.04, "exact_duplicate": 0.04, "near_duplicate": 0.02,
@@ -34,13 +34,7 @@ def main() -> None:
     ap.add_argument("--out", default="examples/out/clip_filter")
     ap.add_argument("--samples", type=int, default=4000, help="corpus size")
     ap.add_argument("--fraction", type=float, default=0.7, help="clip_top_fraction: share of scored samples kept")
-    ap.add_argument("--model", default="curate-tiny-32", help="curate-tiny-32 learns within minutes on 2 CPU cores")
-    ap.add_argument("--samples-seen", type=int, default=25600)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--warmup", type=int, default=50)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
+    experiment_args(ap)
     ap.add_argument("--skip-prepare", action="store_true", help="reuse corpus, filter and runs already in --out")
     ap.add_argument("--prepare-only", action="store_true", help="stop after the filter and the two curate runs")
     a = ap.parse_args()
@@ -60,10 +54,7 @@ def main() -> None:
         print("filter vs planted mismatched captions:", json.dumps(q))
     if a.prepare_only:
         return
-    curate_cmd("experiment", f"filtered={out / 'filtered' / 'shards'}", f"unfiltered={out / 'unfiltered' / 'shards'}",
-               "--eval-set", str(corpus / "eval"), "--samples-seen", str(a.samples_seen), "--seeds", str(a.seeds),
-               "--model", a.model, "--batch-size", str(a.batch_size), "--lr", str(a.lr), "--warmup", str(a.warmup),
-               "--threads", str(a.threads), "--output", str(out / "experiment"))
+    run_experiment(a, out, corpus, ["filtered", "unfiltered"])
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _prepare import curate_cmd, curate_runs, ensure_corpus
+from _prepare import curate_runs, ensure_corpus, experiment_args, run_experiment
 
 # Planted noise rates: what a web crawl without curation looks like, exaggerated.
 RATES = {"boilerplate_caption": 0.20, "exact_duplicate": 0.15, "tiny_image": 0.06, "extreme_aspect": 0.06,
@@ -27,13 +27,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="examples/out/curated_vs_raw")
     ap.add_argument("--samples", type=int, default=4000, help="corpus size")
-    ap.add_argument("--model", default="curate-tiny-32", help="curate-tiny-32 learns within minutes on 2 CPU cores")
-    ap.add_argument("--samples-seen", type=int, default=25600)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--warmup", type=int, default=50)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
+    experiment_args(ap)
     ap.add_argument("--skip-prepare", action="store_true", help="reuse corpus and runs already in --out")
     ap.add_argument("--prepare-only", action="store_true", help="stop after the two downloads")
     a = ap.parse_args()
@@ -46,10 +40,7 @@ def main() -> None:
                                                              "--set", "download.timeout_s=2"])})
     if a.prepare_only:
         return
-    curate_cmd("experiment", f"curated={out / 'curated' / 'shards'}", f"raw={out / 'raw' / 'shards'}",
-               "--eval-set", str(corpus / "eval"), "--samples-seen", str(a.samples_seen), "--seeds", str(a.seeds),
-               "--model", a.model, "--batch-size", str(a.batch_size), "--lr", str(a.lr), "--warmup", str(a.warmup),
-               "--threads", str(a.threads), "--output", str(out / "experiment"))
+    run_experiment(a, out, corpus, ["curated", "raw"])
 
 
 if __name__ == "__main__":
