@@ -16,8 +16,6 @@ when the request failed for good). A row never loses its captions here: it keeps
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import ClassVar, Literal
 
 import pyarrow as pa
@@ -95,13 +93,9 @@ class FuseCaptions(Stage):
             self._client = self.client()
 
     def client(self):
-        from curate.endpoint import ChatClient, ResponseCache
+        from curate.endpoint.client import client_for
 
-        cache = ResponseCache(Path(self.cache_dir) / f"{self.name}.sqlite") if self.cache and self.cache_dir else None
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        return ChatClient(self.base_url, self.model, api_key=key, max_concurrency=self.max_concurrency,
-                          timeout_s=self.timeout_s, retries=self.retries, backoff_s=self.backoff_s,
-                          max_backoff_s=self.max_backoff_s, cache=cache)
+        return client_for(self)
 
     def message(self, original: str, recaption: str) -> str:
         # str.replace, not format: captions may hold braces

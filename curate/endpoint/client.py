@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import random
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 from curate.endpoint.cache import ResponseCache, cache_key
@@ -192,3 +194,14 @@ def _retry_after(value: str | None) -> float | None:
             return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
         except (TypeError, ValueError):
             return None
+
+
+def client_for(step) -> "ChatClient":
+    """The ChatClient a stage's endpoint settings describe (base_url, model, api_key_env, max_concurrency,
+    timeout_s, retries, backoff_s, max_backoff_s), with its answer cache at <cache_dir>/<stage name>.sqlite
+    when `cache` is on and a cache_dir is set. One place, so every endpoint stage reads the same settings."""
+    cache = ResponseCache(Path(step.cache_dir) / f"{step.name}.sqlite") if step.cache and step.cache_dir else None
+    key = os.environ.get(step.api_key_env) if step.api_key_env else None
+    return ChatClient(step.base_url, step.model, api_key=key, max_concurrency=step.max_concurrency,
+                      timeout_s=step.timeout_s, retries=step.retries, backoff_s=step.backoff_s,
+                      max_backoff_s=step.max_backoff_s, cache=cache)

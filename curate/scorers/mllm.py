@@ -11,7 +11,6 @@ default, so `--retry-failed` can ask again) or stays `ok` with a null score (`on
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -96,13 +95,9 @@ class MllmScore(Stage):
 
     def client(self):
         """The configured ChatClient (with the answer cache when `cache` and a cache_dir are set)."""
-        from curate.endpoint import ChatClient, ResponseCache
+        from curate.endpoint.client import client_for
 
-        cache = ResponseCache(Path(self.cache_dir) / f"{self.name}.sqlite") if self.cache and self.cache_dir else None
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        return ChatClient(self.base_url, self.model, api_key=key, max_concurrency=self.max_concurrency,
-                          timeout_s=self.timeout_s, retries=self.retries, backoff_s=self.backoff_s,
-                          max_backoff_s=self.max_backoff_s, cache=cache)
+        return client_for(self)
 
     def process(self, table: pa.Table) -> pa.Table:
         for col, typ in self.writes.items():
