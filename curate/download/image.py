@@ -97,6 +97,37 @@ class Download(Stage):
         token = self.user_agent_token.strip().lower() if self.user_agent_token else None
         return download_image_with_retry(item, self.timeout_s, self.retries, token, directives)
 
+    def fetch_all(self, items: list[tuple[object, str]]):
+        """Yield (key, result) per (key, url), in completion order: result is a dict of image fields
+        (bytes, format, width, height, orig_width, orig_height, sha256) or (reason code, message)."""
+        resizer = self._resizer()
+        # Like img2dataset: at most 2x threads downloaded-but-not-yet-resized images in memory.
+        gate = Semaphore(self.threads * 2)
+
+        def gen():
+            for item in items:
+                gate.acquire()
+                yield item
+
+        with ThreadPool(min(self.threads, max(1, len(items)))) as pool:
+            for key, stream, err in pool.imap_unordered(self._fetch, gen()):
+                try:
+                    if err is not None or stream is None:
+                        yield key, (errors.classify(err or ""), (err or "no data")[:500])
+                        continue
+                    data = stream.getvalue()
+                    if self.reject_truncated and is_truncated(data):
+                        yield key, ("image_truncated", f"{len(data)} bytes, no end marker")
+                        continue
+                    img, w, h, ow, oh, rerr = resizer(io.BytesIO(data))
+                    if rerr is not None:
+                        yield key, ("image_decode_error", rerr[:500])
+                        continue
+                    yield key, {"bytes": img, "format": sniff_format(img), "width": w, "height": h,
+                                "orig_width": ow, "orig_height": oh, "sha256": hashlib.sha256(data).hexdigest()}
+                finally:
+                    gate.release()
+
     def process(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
         active = schema.active_mask(table).to_numpy(zero_copy_only=False)
@@ -118,37 +149,16 @@ class Download(Stage):
             else:
                 todo.append((int(i), url))
 
-        resizer = self._resizer()
-        # Like img2dataset: at most 2x threads downloaded-but-not-yet-resized images in memory.
-        gate = Semaphore(self.threads * 2)
-
-        def gen():
-            for item in todo:
-                gate.acquire()
-                yield item
-
-        with ThreadPool(min(self.threads, max(1, len(todo)))) as pool:
-            for i, stream, err in pool.imap_unordered(self._fetch, gen()):
-                try:
-                    if err is not None or stream is None:
-                        fail(i, errors.classify(err or ""), (err or "no data")[:500])
-                        continue
-                    data = stream.getvalue()
-                    if self.reject_truncated and is_truncated(data):
-                        fail(i, "image_truncated", f"{len(data)} bytes, no end marker")
-                        continue
-                    img, w, h, ow, oh, rerr = resizer(io.BytesIO(data))
-                    if rerr is not None:
-                        fail(i, "image_decode_error", rerr[:500])
-                        continue
-                    out["image"][i] = img
-                    out["image_format"][i] = sniff_format(img)
-                    out["width"][i], out["height"][i] = w, h
-                    # with disable_all_reencoding the resizer reports no sizes; keep what we know
-                    out["orig_width"][i], out["orig_height"][i] = ow, oh
-                    out["sha256"][i] = hashlib.sha256(data).hexdigest()
-                finally:
-                    gate.release()
+        for i, result in self.fetch_all(todo):
+            if isinstance(result, tuple):
+                fail(i, *result)
+                continue
+            out["image"][i] = result["bytes"]
+            out["image_format"][i] = result["format"]
+            out["width"][i], out["height"][i] = result["width"], result["height"]
+            # with disable_all_reencoding the resizer reports no sizes; keep what we know
+            out["orig_width"][i], out["orig_height"][i] = result["orig_width"], result["orig_height"]
+            out["sha256"][i] = result["sha256"]
 
         table = schema.set_rows(
             table,

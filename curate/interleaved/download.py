@@ -8,10 +8,6 @@ a text-only document) or dropped as `doc_all_images_failed`.
 """
 from __future__ import annotations
 
-import hashlib
-import io
-from multiprocessing.pool import ThreadPool
-from threading import Semaphore
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -19,8 +15,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from curate import schema
-from curate.download import errors
-from curate.download.image import Download, is_truncated, sniff_format
+from curate.download.image import Download
 from curate.interleaved import _doc
 from curate.stage import register
 
@@ -38,35 +33,6 @@ class DocDownload(Download):
 
     on_all_failed: Literal["keep", "drop"] = "keep"
     max_data_url_bytes: int = Field(1_000_000, ge=0)
-
-    def fetch_all(self, items: list[tuple[object, str]]):
-        """Yield (key, result) per (key, url): result is a dict of image fields or (code, message) on failure."""
-        resizer = self._resizer()
-        gate = Semaphore(self.threads * 2)
-
-        def gen():
-            for item in items:
-                gate.acquire()
-                yield item
-
-        with ThreadPool(min(self.threads, max(1, len(items)))) as pool:
-            for key, stream, err in pool.imap_unordered(self._fetch, gen()):
-                try:
-                    if err is not None or stream is None:
-                        yield key, (errors.classify(err or ""), (err or "no data")[:500])
-                        continue
-                    data = stream.getvalue()
-                    if self.reject_truncated and is_truncated(data):
-                        yield key, ("image_truncated", f"{len(data)} bytes, no end marker")
-                        continue
-                    img, w, h, ow, oh, rerr = resizer(io.BytesIO(data))
-                    if rerr is not None:
-                        yield key, ("image_decode_error", rerr[:500])
-                        continue
-                    yield key, {"bytes": img, "format": sniff_format(img), "width": w, "height": h,
-                                "orig_width": ow, "orig_height": oh, "sha256": hashlib.sha256(data).hexdigest()}
-                finally:
-                    gate.release()
 
     def process(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
