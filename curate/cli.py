@@ -49,6 +49,17 @@ def _progress():
     return progress, update
 
 
+def print_truth_table(title: str, rows: list[dict], kind_col: str = "noise", key: str = "noise") -> None:
+    """A demo's ground truth: per planted kind, how many rows ended as expected, and the top outcomes."""
+    table = Table(title=title)
+    for col in (kind_col, "rows", "expected", "as expected", "outcomes"):
+        table.add_column(col, justify="right" if col in ("rows", "as expected") else "left")
+    for r in rows:
+        table.add_row(r[key], str(r["rows"]), r["expected"], f"{100 * r['as_expected'] / r['rows']:.0f}%",
+                      ", ".join(f"{k} {v}" for k, v in r["outcomes"].most_common(3)))
+    out_console.print(table)
+
+
 def print_funnel(manifest: dict, console: Console = out_console) -> None:
     """Rows in, kept, and dropped/failed per stage and reason."""
     c = manifest.get("counts") or {}
@@ -450,7 +461,8 @@ def demo(
 
         return run_video_demo(Path(output), seed=seed, ray_address=ray_address, overrides=set_,
                               out_console=out_console, err_console=err_console, progress=_progress,
-                              print_funnel=print_funnel, truth_html=_truth_html, fail=_fail)
+                              print_funnel=print_funnel, print_truth_table=print_truth_table,
+                              truth_html=_truth_html, fail=_fail)
     if modality != "image":
         _fail(f"--modality {modality!r} is not available yet; use image, video or interleaved")
     samples = samples or 3000
@@ -484,14 +496,7 @@ def demo(
     if quality:
         sections.append(("CLIP filter vs planted mismatched captions", _filter_html(quality)))
     runner.write_report(sections)
-    table = Table(title="ground truth: planted noise vs outcome")
-    for col in ("noise", "rows", "expected", "as expected", "outcomes"):
-        table.add_column(col, justify="right" if col in ("rows", "as expected") else "left")
-    for r in truth:
-        pct = f"{100 * r['as_expected'] / r['rows']:.0f}%"
-        outcomes = ", ".join(f"{k} {v}" for k, v in r["outcomes"].most_common(3))
-        table.add_row(r["noise"], str(r["rows"]), r["expected"], pct, outcomes)
-    out_console.print(table)
+    print_truth_table("ground truth: planted noise vs outcome", truth)
     if quality:
         out_console.print(f"CLIP filter vs planted mismatched captions: precision {quality['precision']:.2f}, "
                           f"recall {quality['recall']:.2f} ({quality['true_positives']} of {quality['flagged']} "
@@ -514,13 +519,7 @@ def _demo_interleaved(out: Path, docs: int | None, seed: int, ray_address: str |
         _fail(str(err))
     print_funnel(manifest)
     rows, metrics = truth_table(out, corpus)
-    table = Table(title="ground truth: planted document faults vs outcome")
-    for col in ("document kind", "rows", "expected", "as expected", "outcomes"):
-        table.add_column(col, justify="right" if col in ("rows", "as expected") else "left")
-    for r in rows:
-        table.add_row(r["kind"], str(r["rows"]), r["expected"], f"{100 * r['as_expected'] / r['rows']:.0f}%",
-                      ", ".join(f"{k} {v}" for k, v in r["outcomes"].most_common(3)))
-    out_console.print(table)
+    print_truth_table("ground truth: planted document faults vs outcome", rows, kind_col="document kind", key="kind")
     acc, chance = metrics["placement_accuracy"], metrics["placement_chance"]
     lines = [f"images: {json.dumps(metrics['images'])}",
              f"placement: {metrics['placed']} images placed, accuracy {acc if acc is None else round(acc, 3)} "

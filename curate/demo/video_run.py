@@ -6,8 +6,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from rich.table import Table
-
 from curate.demo.run import cache_root, prepare_run_dir
 
 DEMO_VIDEOS = 8
@@ -30,16 +28,18 @@ def ensure_video_corpus(seed: int, log) -> Path:
 
 
 def run_video_demo(out: Path, *, seed: int, ray_address, overrides, out_console, err_console, progress,
-                   print_funnel, truth_html, fail):
+                   print_funnel, print_truth_table, truth_html, fail):
     from curate.demo.server import DemoServer
     from curate.demo.video import truth_table, write_url_list
     from curate.recipe import load_recipe
     from curate.runner import Runner
 
-    import importlib.util
+    from curate.video._extra import require_video_extra
 
-    if importlib.util.find_spec("av") is None or importlib.util.find_spec("webvtt") is None:
-        fail("the video demo needs PyAV and webvtt-py: pip install 'curate[video]'")
+    try:
+        require_video_extra("the video demo")
+    except ValueError as err:
+        fail(str(err))
     try:
         prepare_run_dir(out)
     except FileExistsError as err:
@@ -56,14 +56,8 @@ def run_video_demo(out: Path, *, seed: int, ray_address, overrides, out_console,
     print_funnel(manifest)
     videos, clips = truth_table(out, corpus)
     runner.write_report([("Ground truth (video demo)", truth_html(videos + clips))])
-    for title, rows in (("ground truth: videos", videos), ("ground truth: clips", clips)):
-        table = Table(title=title)
-        for col in ("noise", "rows", "expected", "as expected", "outcomes"):
-            table.add_column(col, justify="right" if col in ("rows", "as expected") else "left")
-        for r in rows:
-            table.add_row(r["noise"], str(r["rows"]), r["expected"], f"{100 * r['as_expected'] / r['rows']:.0f}%",
-                          ", ".join(f"{k} {v}" for k, v in r["outcomes"].most_common(3)))
-        out_console.print(table)
+    print_truth_table("ground truth: videos", videos)
+    print_truth_table("ground truth: clips", clips)
     out_console.print(f"run directory: {out}   corpus: {corpus}", highlight=False)
     out_console.print(f'next: curate query {out} "SELECT parent_uid, start, \\"end\\", text, motion FROM kept"',
                       highlight=False)
