@@ -45,12 +45,14 @@ def cli():
     return curate_cli
 
 
-def curate_inprocess(*args: str, capsys) -> subprocess.CompletedProcess:
+def curate_inprocess(*args: str, capsys=None, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `curate` through its real entry point (curate.cli.main) in this process: same error handling as
-    the console script, without paying a fresh interpreter's imports for every error-message test."""
+    the console script, without paying a fresh interpreter's imports for every error-message test.
+    `env` is set for the call only; without `capsys` (module-scoped callers) stdout/stderr come back empty."""
     from curate.cli import main
 
-    old = sys.argv
+    old_argv, old_env = sys.argv, dict(os.environ)
+    os.environ.update(env or {})
     sys.argv = ["curate", *map(str, args)]
     code = 0
     try:
@@ -58,9 +60,11 @@ def curate_inprocess(*args: str, capsys) -> subprocess.CompletedProcess:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, out.out, out.err)
+        sys.argv = old_argv
+        os.environ.clear()
+        os.environ.update(old_env)
+    out = capsys.readouterr() if capsys is not None else None
+    return subprocess.CompletedProcess(args, code, out.out if out else "", out.err if out else "")
 
 
 @pytest.fixture

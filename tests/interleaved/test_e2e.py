@@ -51,27 +51,9 @@ def demo_run(ray_address, tmp_path_factory, cli_inprocess_module):
 
 @pytest.fixture(scope="module")
 def cli_inprocess_module():
-    import os
-    import subprocess
+    from tests.conftest import curate_inprocess
 
-    from curate.cli import main
-
-    def run(*args, env=None):
-        old_argv, old_env = sys.argv, dict(os.environ)
-        os.environ.update(env or {})
-        sys.argv = ["curate", *args]
-        code = 0
-        try:
-            main()
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        finally:
-            sys.argv = old_argv
-            os.environ.clear()
-            os.environ.update(old_env)
-        return subprocess.CompletedProcess(args, code, "", "")
-
-    return run
+    return lambda *args, env=None: curate_inprocess(*args, env=env)
 
 
 def test_demo_matches_ground_truth(demo_run):
