@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -209,12 +208,9 @@ def _job_prepare(batch: pa.Table, *, job: Job, buckets: int, root: str, seg: int
     elif keep is not None:
         import ray
 
-        tables = [t for t in ray.get(keep) if t.num_rows]
-        multi = np.sort(np.concatenate([t.column("key").to_numpy() for t in tables])) if tables else np.empty(0, np.int64)
-        keys = records.column("key").to_numpy()
-        pos = np.minimum(np.searchsorted(multi, keys), max(len(multi) - 1, 0))
-        hit = (multi[pos] == keys) if len(multi) else np.zeros(len(keys), bool)
-        records = records.filter(pa.array(hit))
+        multi = [t.column("key").combine_chunks() for t in ray.get(keep) if t.num_rows]
+        multi = pa.concat_arrays(multi) if multi else pa.array([], pa.int64())
+        records = records.filter(pc.is_in(records.column("key"), value_set=multi))
     return _bucketed(records, buckets)
 
 
@@ -382,9 +378,13 @@ class Runner:
             raise RunError(f"the recipe differs from the one this run started with ({self.run.recipe}); "
                            "resume with the same recipe or start a new --output")
 
+    @staticmethod
+    def _identity(fingerprint: dict) -> dict:
+        """What must not change under a resumed run: a file's (or folder's) count, size and newest mtime."""
+        return {k: fingerprint.get(k) for k in ("files", "bytes", "mtime_ns")}
+
     def _named_files(self) -> dict:
-        return {p: {k: v for k, v in reader.fingerprint(Path(p)).items() if k != "path"}
-                for p in self.recipe.named_files()}
+        return {p: self._identity(reader.fingerprint(Path(p))) for p in self.recipe.named_files()}
 
     def _named_files_match(self, manifest: dict) -> None:
         """Refuse to resume over a changed input list or a changed file the recipe names (a retrained
@@ -393,8 +393,7 @@ class Runner:
         spec = self.recipe.input_spec()
         if saved and spec.path and "files" in saved:
             now = reader.fingerprint(Path(spec.path)) if Path(spec.path).exists() else {}
-            if {k: now.get(k) for k in ("files", "bytes", "mtime_ns")} != \
-                    {k: saved.get(k) for k in ("files", "bytes", "mtime_ns")}:
+            if self._identity(now) != self._identity(saved):
                 raise RunError(f"the input {spec.path} changed since this run started (or is another input); "
                                "resume with the same input or start a new --output")
         before = manifest.get("named_files")

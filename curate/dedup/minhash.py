@@ -193,7 +193,7 @@ class MinHashDedup(ClusterJob):
     """Drop text near-duplicates (MinHash LSH at a Jaccard threshold), keeping one sample per cluster."""
 
     name: ClassVar[str] = "minhash_dedup"
-    key_prepass: ClassVar[bool] = True  # signatures cost ~30 CPU-s per 1M captions: cheaper than shuffling them
+    key_prepass: ClassVar[bool] = True  # prepare (signatures, ~30 CPU-s per 1M captions) is cheap enough to run twice
     cluster_col: ClassVar[str] = "minhash_cluster"
     cluster_reason: ClassVar[str] = "near_duplicate"
     reads: ClassVar[tuple[str, ...]] = ("text",)
