@@ -8,6 +8,8 @@ tests and inside Ray workers in runs.
 """
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,6 +19,8 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
 from curate import schema
+
+log = logging.getLogger("curate")
 
 REGISTRY: dict[str, type["Step"]] = {}
 
@@ -89,14 +93,229 @@ class Step(BaseModel):
         return self
 
 
+class StageContractError(RuntimeError):
+    """A stage broke the Stage contract (undeclared column or reason, wrong lengths): a bug in the stage,
+    never a row outcome, so row isolation lets it through and the run stops (exit 1)."""
+
+
+# Reasons the base class sets when a stage raises (the stage itself never uses them).
+STAGE_ERROR, STAGE_ERROR_UNISOLATED = "stage_error", "stage_error_unisolated"
+schema.declare_reasons({
+    STAGE_ERROR_UNISOLATED: "a stage raised on a batch holding this row and the isolation budget ran out "
+                            "before the row was tried alone; the message is in `error`",
+})
+ERROR_CHARS = 300  # a row's `error` is one line of at most this many characters
+
+
+def error_line(err: BaseException, limit: int = ERROR_CHARS) -> str:
+    """`Type: message` on one line, cut to `limit` characters (messages may hold user text and newlines)."""
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def isolation_budget(n: int) -> int:
+    """Calls allowed on a batch of n rows before the rows still unresolved fail together: the first call
+    plus 4 log2(n), enough to bisect down to two culprit rows (one costs ~2 log2 n). A batch where every
+    row raises (a dead server, a stage bug) so costs O(log n) calls, not O(n)."""
+    return 1 + 4 * max(1, (max(n, 1) - 1).bit_length())
+
+
+def isolate(n: int, call, fail, budget: int, name: str = ""):
+    """Run `call(lo, hi)` on rows [0, n); when it raises, retry the range in halves down to single rows.
+
+    A single row that still raises becomes `fail(lo, hi, err, STAGE_ERROR)`; once `budget` calls are spent,
+    every range not yet tried becomes `fail(lo, hi, err, STAGE_ERROR_UNISOLATED)` with its parent's error.
+    Returns [(lo, hi, result)] in row order. StageContractError is a bug and is never isolated.
+    """
+    pieces, todo, calls, alone, first = [], [(0, n, None)], 0, [], ""
+    while todo:
+        lo, hi, parent_err = todo.pop()
+        if parent_err is not None and calls >= budget:
+            pieces.append((lo, hi, fail(lo, hi, parent_err, STAGE_ERROR_UNISOLATED)))
+            continue
+        calls += 1
+        try:
+            pieces.append((lo, hi, call(lo, hi)))
+        except StageContractError:
+            raise
+        except Exception as err:  # noqa: BLE001 - any exception a row causes fails that row alone
+            if hi - lo == 1:
+                alone.append(lo)
+                pieces.append((lo, hi, fail(lo, hi, err, STAGE_ERROR)))
+            else:
+                mid = (lo + hi) // 2
+                todo += [(mid, hi, err), (lo, mid, err)]  # left half first
+            if parent_err is None:
+                first = error_line(err)
+    if calls > 1:
+        log.warning("stage %s raised on a batch of %d rows (%s): %d calls, %d rows failed alone%s", name, n, first,
+                    calls, len(alone), ", budget spent" if calls >= budget and len(alone) < n else "")
+    pieces.sort(key=lambda p: p[0])
+    return pieces
+
+
+@dataclass
+class Annotations:
+    """What an annotating stage decided about the active rows it was given (positions 0..n-1 of `active`).
+
+    columns: declared column -> one value per row (list or Arrow array); dropped: row -> reason;
+    failed: row -> (reason, error); new_rows: derived rows (only for `adds_rows` stages), each a full
+    row dict (or a Table) whose `parent_uid` is the uid of a row in this batch.
+    """
+
+    columns: dict[str, Any] = field(default_factory=dict)
+    dropped: dict[int, str] = field(default_factory=dict)
+    failed: dict[int, tuple[str, str | None]] = field(default_factory=dict)
+    new_rows: list[dict] | pa.Table | None = None
+
+    def drop(self, i: int, reason: str) -> None:
+        self.dropped[int(i)] = reason
+
+    def fail(self, i: int, reason: str, error: str | None = None) -> None:
+        self.failed[int(i)] = (reason, error)
+
+
 class Stage(Step):
-    """Per-batch step. `process` gets every row of a part and may only change rows with status ok."""
+    """Per-batch step. The annotator contract (what new stages implement):
+
+    1. declare `writes` (new columns), `updates` (existing columns it may rewrite) and `reasons`;
+    2. implement `annotate(active) -> Annotations`: it sees only the rows still in play (status ok);
+    3. the base class selects those rows, scatters the columns back, sets status/stage/reason/error;
+    4. writing an undeclared column or using an undeclared reason raises StageContractError (a bug);
+    5. when `annotate` raises, the batch is retried in halves and only the culprit rows end
+       `failed/stage_error` (bounded: `isolation_budget`); the rest of the part goes on.
+    Stages that override `process(table)` instead (the download stages) get the same row isolation
+    through `run`, which is what runners call.
+    """
+
+    # existing columns (from the input or an earlier stage) this stage may rewrite for its active rows
+    updates: ClassVar[tuple[str, ...]] = ()
 
     def setup(self) -> None:
         """Load heavy state (models, clients) once per worker."""
 
+    def annotate(self, active: pa.Table) -> Annotations:
+        raise NotImplementedError(f"{type(self).__name__} implements neither annotate nor process")
+
+    def run(self, table: pa.Table) -> pa.Table:
+        """`process` with row-level fault isolation: what run_local and the runner call."""
+        if type(self).process is Stage.process:
+            return self.process(table)  # the annotator path isolates rows itself
+        n = table.num_rows
+        if n == 0:
+            return self.process(table)
+
+        def fail(lo, hi, err, reason):
+            sub = table.slice(lo, hi - lo)
+            return schema.mark(sub, schema.active_mask(sub), schema.FAILED, self.name, reason, error=error_line(err))
+
+        pieces = isolate(n, lambda lo, hi: self.process(table if hi - lo == n else table.slice(lo, hi - lo)),
+                         fail, isolation_budget(n), self.name)
+        if len(pieces) == 1:
+            return pieces[0][2]
+        if not self.adds_rows:
+            return pa.concat_tables([r for _, _, r in pieces], promote_options="default")
+        # input rows first, in order, then every piece's derived rows
+        return pa.concat_tables([r.slice(0, hi - lo) for lo, hi, r in pieces]
+                                + [r.slice(hi - lo) for lo, hi, r in pieces], promote_options="default")
+
     def process(self, table: pa.Table) -> pa.Table:
-        raise NotImplementedError
+        """Every row of a part in, every row out; only rows with status ok may change (annotator contract)."""
+        table = self._with_columns(table)
+        mask = pc.fill_null(schema.active_mask(table), False)
+        active = table.filter(mask)
+        k = active.num_rows
+        if k == 0:
+            return table
+
+        def fail(lo, hi, err, reason):
+            return Annotations(failed={i: (reason, error_line(err)) for i in range(hi - lo)})
+
+        pieces = isolate(k, lambda lo, hi: self._annotations(active if hi - lo == k else active.slice(lo, hi - lo)),
+                         fail, isolation_budget(k), self.name)
+        return self._scatter(table, mask, active, pieces)
+
+    # -- the base class's side of the contract ------------------------------------------------------------
+
+    def _with_columns(self, table: pa.Table) -> pa.Table:
+        """Declared columns that do not exist yet (outside a runner) are added as nulls."""
+        for col, typ in self.writes.items():
+            if col not in table.column_names:
+                table = table.append_column(pa.field(col, typ), pa.nulls(table.num_rows, typ))
+        return table
+
+    def _annotations(self, sub: pa.Table) -> Annotations:
+        """Call `annotate` and check what it returned against the declarations (lengths, columns, reasons)."""
+        ann = self.annotate(sub)
+        where = f"stage {self.name}"
+        if not isinstance(ann, Annotations):
+            raise StageContractError(f"{where}: annotate returned {type(ann).__name__}, not Annotations")
+        n, columns = sub.num_rows, {}
+        for col, values in ann.columns.items():
+            if col not in self.writes and col not in self.updates:
+                raise StageContractError(f"{where} wrote column {col!r}, which it does not declare in writes/updates")
+            if col not in sub.column_names:
+                raise StageContractError(f"{where} updates column {col!r}, which the table does not have")
+            typ = sub.schema.field(col).type
+            arr = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values, typ)
+            if len(arr) != n:
+                raise StageContractError(f"{where}: column {col!r} has {len(arr)} values for {n} rows")
+            columns[col] = arr.cast(typ) if arr.type != typ else arr
+        ann.columns = columns
+        for i, reason in [*ann.dropped.items(), *((i, r) for i, (r, _) in ann.failed.items())]:
+            if not 0 <= i < n:
+                raise StageContractError(f"{where}: row {i} out of range for a batch of {n}")
+            if reason not in self.reasons:
+                raise StageContractError(f"{where}: undeclared reason code {reason!r}")
+        if set(ann.dropped) & set(ann.failed):
+            raise StageContractError(f"{where}: rows both dropped and failed: {sorted(set(ann.dropped) & set(ann.failed))[:5]}")
+        if ann.new_rows is not None and len(ann.new_rows):
+            if not self.adds_rows:
+                raise StageContractError(f"{where} returned new rows but does not declare adds_rows")
+            rows = ann.new_rows if isinstance(ann.new_rows, pa.Table) else pa.Table.from_pylist(ann.new_rows)
+            parents = set(rows.column(schema.PARENT_COLUMN).to_pylist()) if schema.PARENT_COLUMN in rows.column_names else {None}
+            if not parents <= set(sub.column("uid").to_pylist()):
+                raise StageContractError(f"{where} added rows whose parent_uid is not a row of this batch")
+            ann.new_rows = rows
+        else:
+            ann.new_rows = None
+        return ann
+
+    def _scatter(self, table: pa.Table, mask, active: pa.Table, pieces) -> pa.Table:
+        """Write the pieces' annotations (rows 0..k-1 of `active`) back into `table` and set the outcomes."""
+        n = table.num_rows
+        m = mask.to_numpy(zero_copy_only=False) if isinstance(mask, pa.Array) else \
+            mask.combine_chunks().to_numpy(zero_copy_only=False)
+        full = np.flatnonzero(m)  # active row i sits at table row full[i]
+        slot = np.zeros(n, np.int64)
+        slot[full] = np.arange(len(full))
+        spread = pa.array(slot, mask=~m)  # null where the row is not active
+        for col in dict.fromkeys(c for _, _, a in pieces for c in a.columns):
+            parts = [a.columns[col] if col in a.columns else active.column(col).slice(lo, hi - lo)
+                     for lo, hi, a in pieces]  # a failed piece keeps what its rows had
+            merged = pa.chunked_array([p for part in parts for p in (part.chunks if isinstance(part, pa.ChunkedArray) else [part])],
+                                      table.schema.field(col).type)
+            table = schema.set_rows(table, mask, {col: merged.take(spread)})
+        out: dict[str, list] = {"status": [None] * n, "stage": [None] * n, "reason": [None] * n, "error": [None] * n}
+        decided = np.zeros(n, bool)
+        failed = np.zeros(n, bool)
+        for lo, _, a in pieces:
+            for status, items in ((schema.DROPPED, ((i, r, None) for i, r in a.dropped.items())),
+                                  (schema.FAILED, ((i, r, e) for i, (r, e) in a.failed.items()))):
+                for i, reason, error in items:
+                    row = full[lo + i]
+                    decided[row], failed[row] = True, status == schema.FAILED
+                    out["status"][row], out["stage"][row], out["reason"][row] = status, self.name, reason
+                    out["error"][row] = error
+        if decided.any():
+            table = schema.set_rows(table, pa.array(decided), {c: out[c] for c in ("status", "stage", "reason")})
+            if failed.any():
+                table = schema.set_rows(table, pa.array(failed), {"error": out["error"]})
+        new = [a.new_rows for _, _, a in pieces if a.new_rows is not None]
+        if new:
+            table = pa.concat_tables([table, *(schema.conform(t, table.schema).select(table.column_names)
+                                               for t in new)])
+        return table
 
 
 class Filter(Stage):
@@ -109,24 +328,11 @@ class Filter(Stage):
     def check(self, table: pa.Table) -> list[str | None]:
         raise NotImplementedError
 
-    def process(self, table: pa.Table) -> pa.Table:
-        active = schema.active_mask(table)
-        idx = np.flatnonzero(active.to_numpy(zero_copy_only=False))
-        if len(idx) == 0:
-            return table
-        verdicts = self.check(table.take(pa.array(idx)))
-        if len(verdicts) != len(idx):
-            raise RuntimeError(f"{self.name}: check returned {len(verdicts)} verdicts for {len(idx)} rows")
-        reasons: list[str | None] = [None] * table.num_rows
-        for i, verdict in zip(idx, verdicts):
-            if verdict is not None:
-                if verdict not in self.reasons:
-                    raise RuntimeError(f"{self.name}: undeclared reason code {verdict!r}")
-                reasons[i] = verdict
-        drop = pa.array([r is not None for r in reasons])
-        if not pc.any(drop).as_py():
-            return table
-        return schema.mark(table, drop, schema.DROPPED, self.name, reasons)
+    def annotate(self, active: pa.Table) -> Annotations:
+        verdicts = self.check(active)
+        if len(verdicts) != active.num_rows:
+            raise StageContractError(f"{self.name}: check returned {len(verdicts)} verdicts for {active.num_rows} rows")
+        return Annotations(dropped={i: v for i, v in enumerate(verdicts) if v is not None})
 
 
 class Job(Step):
@@ -280,5 +486,5 @@ def run_local(steps: list[Step], table: pa.Table, run_schema: pa.Schema | None =
             table = apply_decisions(table, step, run_job_local(step, table))
         else:
             step.setup()
-            table = step.process(table)
+            table = step.run(table)
     return table

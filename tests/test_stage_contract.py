@@ -1,0 +1,209 @@
+"""The Stage contract: row-level fault isolation (bisection, bounded calls) and the annotator bookkeeping
+(select active rows, scatter columns back, set outcomes, refuse undeclared columns and reasons).
+
+The stages here are small real stages written for the test (they raise on rows whose text says so), run
+through `run_local` and, once, through the real Ray runner.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from typing import ClassVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from curate import schema
+from curate.stage import (REGISTRY, STAGE_ERROR, STAGE_ERROR_UNISOLATED, Annotations, Filter, Stage,
+                          StageContractError, isolation_budget, register, run_local)
+
+BAD = "boom"
+
+
+class Upper(Stage):
+    """Annotator stage: writes the upper-cased text, drops empty text, raises on rows whose text is `boom`."""
+
+    name: ClassVar[str] = "test_upper"
+    writes: ClassVar[dict[str, pa.DataType]] = {"upper": pa.string()}
+    reasons: ClassVar[dict[str, str]] = {"test_empty": "empty text"}
+    calls: ClassVar[list[int]] = []
+
+    def annotate(self, active: pa.Table) -> Annotations:
+        type(self).calls.append(active.num_rows)
+        texts = active.column("text").to_pylist()
+        if BAD in texts:
+            raise ValueError(f"cannot handle\n{BAD!r} at all")
+        ann = Annotations(columns={"upper": [t.upper() for t in texts]})
+        for i, t in enumerate(texts):
+            if not t:
+                ann.drop(i, "test_empty")
+        return ann
+
+
+class LegacyUpper(Stage):
+    """The old path: overrides process (like the download stages) and raises on a bad row."""
+
+    name: ClassVar[str] = "test_legacy_upper"
+    writes: ClassVar[dict[str, pa.DataType]] = {"upper": pa.string()}
+    calls: ClassVar[list[int]] = []
+
+    def process(self, table: pa.Table) -> pa.Table:
+        type(self).calls.append(table.num_rows)
+        if BAD in table.column("text").to_pylist():
+            raise RuntimeError("legacy stage broke")
+        mask = schema.active_mask(table)
+        table = self._with_columns(table)
+        return schema.set_rows(table, mask, {"upper": [(t or "").upper() for t in table.column("text").to_pylist()]})
+
+
+class Splitter(Stage):
+    """A row-adding stage (like clip_split): each active row gets two derived rows; raises on a bad row."""
+
+    name: ClassVar[str] = "test_splitter"
+    adds_rows: ClassVar[bool] = True
+    writes: ClassVar[dict[str, pa.DataType]] = {schema.PARENT_COLUMN: pa.string()}
+    reasons: ClassVar[dict[str, str]] = {"test_split": "split into two"}
+
+    def annotate(self, active: pa.Table) -> Annotations:
+        ann = Annotations(new_rows=[])
+        for i, row in enumerate(active.to_pylist()):
+            if row["text"] == BAD:
+                raise ValueError("cannot split")
+            ann.drop(i, "test_split")
+            for k in range(2):
+                ann.new_rows.append({**row, "uid": f"{row['uid']}-{k}", schema.PARENT_COLUMN: row["uid"],
+                                     "status": schema.OK, "stage": None, "reason": None})
+        return ann
+
+
+def _table(texts, status=None) -> pa.Table:
+    n = len(texts)
+    t = pa.table({"uid": [f"u{i}" for i in range(n)], "text": texts})
+    t = schema.conform(t, schema.run_schema({}))
+    return t.set_column(t.column_names.index("status"), "status", pa.array(status or [schema.OK] * n, pa.string()))
+
+
+@pytest.mark.parametrize("cls", [Upper, LegacyUpper])
+def test_only_the_rows_that_raise_fail(cls):
+    texts = ["a", BAD, "b", "c", "", "d", BAD, "e"]
+    status = [schema.OK] * 7 + [schema.DROPPED]  # a row decided earlier is never touched
+    cls.calls.clear()
+    out = run_local([cls()], _table(texts, status))
+    rows = out.to_pylist()
+    assert len(rows) == len(texts) and [r["uid"] for r in rows] == [f"u{i}" for i in range(8)]
+    for r, t in zip(rows, texts):
+        if t == BAD:
+            assert (r["status"], r["stage"], r["reason"]) == (schema.FAILED, cls.name, STAGE_ERROR)
+            assert "\n" not in r["error"] and r["error"].split(":")[0] in ("ValueError", "RuntimeError")
+            assert r["upper"] is None
+    assert rows[7]["status"] == schema.DROPPED and rows[7]["upper"] is None and rows[7]["stage"] is None
+    for i in (0, 2, 3, 5):
+        assert rows[i]["status"] == schema.OK and rows[i]["upper"] == texts[i].upper()
+    if cls is Upper:
+        assert (rows[4]["status"], rows[4]["reason"]) == (schema.DROPPED, "test_empty")
+        assert cls.calls[0] == 7  # annotate saw only the active rows
+    assert len(cls.calls) > 1
+
+
+def test_one_bad_row_in_10000_costs_about_2_log2_n_calls():
+    n = 10_000
+    texts = [f"t{i}" for i in range(n)]
+    texts[6_789] = BAD
+    Upper.calls.clear()
+    out = run_local([Upper()], _table(texts))
+    failed = [r["uid"] for r in out.select(["uid", "status"]).to_pylist() if r["status"] == schema.FAILED]
+    assert failed == ["u6789"]
+    assert schema.counts(out)["ok"][""] == n - 1
+    calls = len(Upper.calls)
+    print(f"calls on a part of {n} rows with one bad row: {calls} (2*log2(n) = {2 * math.log2(n):.1f})")
+    assert calls <= 1 + 2 * math.ceil(math.log2(n))
+    # rows processed in all calls together: bounded by a small multiple of the part, not n log n
+    assert sum(Upper.calls) <= 3 * n + 2 * math.ceil(math.log2(n))
+
+
+def test_a_batch_where_every_row_raises_is_bounded():
+    n = 1_000
+    Upper.calls.clear()
+    out = run_local([Upper()], _table([BAD] * n))
+    assert len(Upper.calls) == isolation_budget(n) <= 1 + 4 * math.ceil(math.log2(n))
+    reasons = out.column("reason").to_pylist()
+    assert set(out.column("status").to_pylist()) == {schema.FAILED}
+    assert set(reasons) == {STAGE_ERROR, STAGE_ERROR_UNISOLATED}
+    assert 0 < reasons.count(STAGE_ERROR) < 20  # the culprits found before the budget ran out
+    assert all(e.startswith("ValueError: cannot handle 'boom'") for e in out.column("error").to_pylist())
+    assert STAGE_ERROR_UNISOLATED in schema.REASONS
+
+
+def test_row_adding_stage_keeps_input_rows_first_under_isolation():
+    from curate.runner import _check_derived
+
+    texts = ["a", "b", BAD, "c"]
+    part = _table(texts)
+    out = Splitter().run(part)
+    _check_derived(Splitter(), part, out)  # input rows first, in order; derived rows name a parent
+    rows = out.to_pylist()
+    assert [r["reason"] for r in rows[:4]] == ["test_split", "test_split", STAGE_ERROR, "test_split"]
+    assert [r["uid"] for r in rows[4:]] == ["u0-0", "u0-1", "u1-0", "u1-1", "u3-0", "u3-1"]
+    assert schema.input_rows(out) == 4
+
+
+class _Writes(Stage):
+    name: ClassVar[str] = "test_writes"
+    writes: ClassVar[dict[str, pa.DataType]] = {"upper": pa.string()}
+    reasons: ClassVar[dict[str, str]] = {"test_ok_reason": "declared"}
+    column: str = "upper"
+    reason: str = "test_ok_reason"
+    n: int = 0
+
+    def annotate(self, active):
+        return Annotations(columns={self.column: [None] * (active.num_rows + self.n)}, dropped={0: self.reason})
+
+
+@pytest.mark.parametrize("kw,msg", [({"column": "text"}, "does not declare"), ({"column": "status"}, "does not declare"),
+                                    ({"reason": "made_up"}, "undeclared reason"), ({"n": 1}, "values for")])
+def test_breaking_the_contract_is_a_bug_not_a_row_outcome(kw, msg):
+    with pytest.raises(StageContractError, match=msg):
+        run_local([_Writes(**kw)], _table(["a", "b", "c"]))
+
+
+def test_filter_reasons_are_checked_too():
+    class Bad(Filter):
+        name: ClassVar[str] = "test_bad_filter"
+        reasons: ClassVar[dict[str, str]] = {"test_short": "short"}
+
+        def check(self, table):
+            return ["test_long"] * table.num_rows
+
+    with pytest.raises(StageContractError, match="undeclared reason"):
+        run_local([Bad()], _table(["a"]))
+
+
+@pytest.fixture
+def registered_upper():
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    register(Upper)
+    yield
+    REGISTRY.pop(Upper.name, None)
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def test_ray_runner_fails_only_the_culprit_rows(tmp_path, ray_address, registered_upper):
+    from curate.recipe import build_recipe
+    from curate.runner import Runner
+
+    texts = [f"caption {i}" for i in range(60)]
+    texts[7] = texts[41] = BAD
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"url": [f"http://127.0.0.1/{i}" for i in range(60)], "caption": texts}), src)
+    recipe = build_recipe({"name": "t", "input": {"path": str(src)},
+                           "output": {"path": str(tmp_path / "out"), "samples_per_shard": 30},
+                           "stages": [{"test_upper": {}}]})
+    Runner(recipe).start()
+    rows = {r["row"]: r for r in pq.read_table(str(tmp_path / "out" / "meta")).to_pylist()}
+    assert sorted(rows) == list(range(60))  # counts in == counts out
+    assert {i for i, r in rows.items() if r["status"] == schema.FAILED} == {7, 41}
+    assert all(rows[i]["reason"] == STAGE_ERROR and rows[i]["stage"] == "test_upper" for i in (7, 41))
+    assert all(r["upper"] == r["text"].upper() for i, r in rows.items() if i not in (7, 41))
