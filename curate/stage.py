@@ -223,7 +223,7 @@ class Stage(Step):
         """Every row of a part in, every row out; only rows with status ok may change (annotator contract)."""
         table = self._with_columns(table)
         mask = pc.fill_null(schema.active_mask(table), False)
-        active = table.filter(mask)
+        active = table if pc.all(mask).as_py() else table.filter(mask)  # (a copy of the active rows)
         k = active.num_rows
         if k == 0:
             return table
@@ -272,7 +272,7 @@ class Stage(Step):
         if ann.new_rows is not None and len(ann.new_rows):
             if not self.adds_rows:
                 raise StageContractError(f"{where} returned new rows but does not declare adds_rows")
-            rows = ann.new_rows if isinstance(ann.new_rows, pa.Table) else pa.Table.from_pylist(ann.new_rows)
+            rows = ann.new_rows if isinstance(ann.new_rows, pa.Table) else pa.Table.from_pylist(ann.new_rows, sub.schema)
             parents = set(rows.column(schema.PARENT_COLUMN).to_pylist()) if schema.PARENT_COLUMN in rows.column_names else {None}
             if not parents <= set(sub.column("uid").to_pylist()):
                 raise StageContractError(f"{where} added rows whose parent_uid is not a row of this batch")

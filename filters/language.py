@@ -14,12 +14,10 @@ import os
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
 import pyarrow as pa
 from pydantic import Field, field_validator
 
-from curate import schema
-from curate.stage import Stage, register
+from curate.stage import Annotations, Stage, register
 
 _MODELS: dict[str, object] = {}  # per-process cache: path -> loaded model
 
@@ -86,32 +84,15 @@ class Language(Stage):
     def setup(self) -> None:
         load_model(self.model_path)  # cached per process, so it never travels in a pickled stage
 
-    def process(self, table: pa.Table) -> pa.Table:
-        active = schema.active_mask(table).to_numpy(zero_copy_only=False)
-        idx = np.flatnonzero(active)
-        if len(idx) == 0:
-            return table
-        for col, typ in self.writes.items():
-            if col not in table.column_names:
-                table = table.append_column(col, pa.nulls(table.num_rows, typ))
-        texts = table.column("text").take(pa.array(idx)).to_pylist()
-        langs, scores = detect(load_model(self.model_path), texts)
-        lang_col: list[str | None] = [None] * table.num_rows
-        score_col: list[float | None] = [None] * table.num_rows
-        reasons: list[str | None] = [None] * table.num_rows
+    def annotate(self, active: pa.Table) -> Annotations:
+        langs, scores = detect(load_model(self.model_path), active.column("text").to_pylist())
+        ann = Annotations(columns={"language": langs, "language_score": scores})
         allowed = set(self.languages)
-        for i, lang, score in zip(idx, langs, scores):
-            lang_col[i], score_col[i] = lang, score
+        for i, (lang, score) in enumerate(zip(langs, scores)):
             if lang is None or not allowed:
                 continue  # empty captions belong to caption_text
             if lang not in allowed:
-                reasons[i] = "language_other"
+                ann.drop(i, "language_other")
             elif score < self.min_score:
-                reasons[i] = "language_uncertain"
-        mask = pa.array(active)
-        table = schema.set_rows(table, mask, {"language": pa.array(lang_col, pa.string()),
-                                              "language_score": pa.array(score_col, pa.float32())})
-        drop = [r is not None for r in reasons]
-        if any(drop):
-            table = schema.mark(table, pa.array(drop), schema.DROPPED, self.name, reasons)
-        return table
+                ann.drop(i, "language_uncertain")
+        return ann

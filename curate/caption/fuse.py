@@ -19,12 +19,10 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field, PrivateAttr, model_validator
 
-from curate import schema
 from curate.endpoint.errors import prefixed
-from curate.stage import Stage, register
+from curate.stage import Annotations, Stage, register
 
 # CapsFusion's instruction, reworded: keep A's real-world facts, B's visual details, one sentence.
 DEFAULT_PROMPT = (
@@ -102,57 +100,42 @@ class FuseCaptions(Stage):
         return (self.prompt.replace("{max_words}", str(self.max_words))
                 .replace("{original}", original).replace("{recaption}", recaption))
 
-    def process(self, table: pa.Table) -> pa.Table:
+    def annotate(self, active: pa.Table) -> Annotations:
         from curate.endpoint import ChatRequest
 
-        n = table.num_rows
-        for col, typ in self.writes.items():
-            if col not in table.column_names:
-                table = table.append_column(col, pa.nulls(n, typ))
-        active = schema.active_mask(table).to_pylist()
-        if not any(active):
-            return table
-        uids = table.column("uid").to_pylist()
-        texts = table.column("text").to_pylist()
-        recaps = table.column("recaption").to_pylist()
+        n = active.num_rows
+        uids = active.column("uid").to_pylist()
         fused: list[str | None] = [None] * n
         flags: list[str | None] = [None] * n
         models: list[str | None] = [None] * n
-        reasons: list[str | None] = [None] * n
-        errors: list[str | None] = [None] * n
+        ann = Annotations(columns={"fused_caption": fused, "fused_caption_model": models, "fused_caption_flag": flags})
         todo = []
-        for i in range(n):
-            if not active[i]:
-                continue
-            original, recap = " ".join((texts[i] or "").split()), " ".join((recaps[i] or "").split())
+        for i, (text, recap) in enumerate(zip(active.column("text").to_pylist(), active.column("recaption").to_pylist())):
+            original, recap = " ".join((text or "").split()), " ".join((recap or "").split())
             if not recap:
                 flags[i] = "no_recaption"
             elif not original:
                 flags[i] = "no_original"
             else:
                 todo.append((i, original, recap))
-        if todo:
-            self.setup()
-            params = {"max_tokens": self.max_tokens, "temperature": self.temperature}
-            results = self._client.chat_many([
-                ChatRequest([{"role": "user", "content": self.message(o, r)}], uids[i], params) for i, o, r in todo])
-            for (i, _, _), res in zip(todo, results):
-                models[i] = self.model
-                if not res.ok:
-                    flags[i] = f"endpoint_{res.reason}"
-                    if self.on_error == "fail":
-                        reasons[i], errors[i] = f"fuse_{res.reason}", res.error
-                    continue
-                answer = clean_answer(res.text)
-                if not answer:
-                    flags[i] = "empty"
-                elif len(answer.split()) > self.max_words:
-                    flags[i] = "too_long"
-                else:
-                    fused[i] = answer
-        table = schema.set_rows(table, pa.array(active), {"fused_caption": fused, "fused_caption_model": models,
-                                                          "fused_caption_flag": flags})
-        failed = pa.array([r is not None for r in reasons])
-        if pc.any(failed).as_py():
-            table = schema.mark(table, failed, schema.FAILED, self.name, reasons, error=errors)
-        return table
+        if not todo:
+            return ann
+        self.setup()
+        params = {"max_tokens": self.max_tokens, "temperature": self.temperature}
+        results = self._client.chat_many([
+            ChatRequest([{"role": "user", "content": self.message(o, r)}], uids[i], params) for i, o, r in todo])
+        for (i, _, _), res in zip(todo, results):
+            models[i] = self.model
+            if not res.ok:
+                flags[i] = f"endpoint_{res.reason}"
+                if self.on_error == "fail":
+                    ann.fail(i, f"fuse_{res.reason}", res.error)
+                continue
+            answer = clean_answer(res.text)
+            if not answer:
+                flags[i] = "empty"
+            elif len(answer.split()) > self.max_words:
+                flags[i] = "too_long"
+            else:
+                fused[i] = answer
+        return ann

@@ -27,11 +27,9 @@ import re
 from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401 - pa.compute
 from pydantic import AliasChoices, Field, PrivateAttr, model_validator
 
-from curate import schema
-from curate.stage import Stage, register
+from curate.stage import Annotations, Stage, error_line, register
 
 
 def choose(captions: list) -> Any:
@@ -149,41 +147,31 @@ class Recaption(Stage):
         pats = [re.compile(p) for p in DEFAULT_BOILERPLATE]
         return [not normalise(t or "") or any(p.fullmatch(normalise(t or "")) for p in pats) for t in texts]
 
-    def process(self, table: pa.Table) -> pa.Table:
+    def annotate(self, active: pa.Table) -> Annotations:
         self.setup()
         cap = self._captioner
-        n = table.num_rows
+        n = active.num_rows
         recap: list[str | None] = [None] * n
         flags: list[str | None] = [None] * n
         models: list[str | None] = [None] * n
-        failed: list[bool] = [False] * n
-        errors: list[str | None] = [None] * n
-        active = schema.active_mask(table).to_pylist()
-        want = self.selected(table.column("text").to_pylist())
-        todo = []
+        ann = Annotations(columns={"recaption": recap, "recaption_model": models, "recaption_flag": flags})
+        want = self.selected(active.column("text").to_pylist())
+        items: list[tuple[int, Any]] = []  # (row, image): one per row, or one per keyframe (keyframes: all)
         for i in range(n):
-            if not active[i]:
-                continue
             if not want[i]:
                 flags[i] = "not_selected"
-            else:
-                todo.append(i)
-        items: list[tuple[int, Any]] = []  # (row, image): one per row, or one per keyframe (keyframes: all)
-        for i in todo:
+                continue
             try:
-                for im in self._images(table, i):
-                    items.append((i, im))
-            except Exception as err:  # noqa: BLE001 - any undecodable image is a per-row failure
-                items = [it for it in items if it[0] != i]
-                failed[i] = True
-                errors[i] = f"{type(err).__name__}: {err}"[:300]
+                items += [(i, im) for im in self._images(active, i)]
+            except Exception as err:  # noqa: BLE001 - PIL raises many types on bad bytes: a per-row reason
+                ann.fail(i, "recaption_image_error", error_line(err))
         per_row: dict[int, list] = {}
         for start in range(0, len(items), self.batch_size):
             batch = items[start:start + self.batch_size]
             for (i, _), c in zip(batch, cap.caption([im for _, im in batch])):
                 per_row.setdefault(i, []).append(c)
-        for i in todo:
-            if failed[i]:
+        for i in range(n):
+            if not want[i] or i in ann.failed:
                 continue
             if i not in per_row:
                 flags[i] = "no_keyframes"
@@ -199,11 +187,7 @@ class Recaption(Stage):
                 recap[i] = c.text if self.on_truncated == "keep" else None
             else:
                 recap[i] = c.text
-        table = self._add_cols(table, recap, models, flags)
-        if any(failed):
-            table = schema.mark(table, pa.array(failed), schema.FAILED, self.name, "recaption_image_error",
-                                error=errors)
-        return table
+        return ann
 
     def _images(self, table: pa.Table, i: int) -> list:
         """The PIL image(s) row i is captioned from: its image, or its clip's middle keyframe (or all of them)."""
@@ -219,15 +203,3 @@ class Recaption(Stage):
             with Image.open(io.BytesIO(data or b"")) as im:
                 out.append(im.convert("RGB"))
         return out
-
-    def _add_cols(self, table: pa.Table, recap, models, flags) -> pa.Table:
-        """Write the three columns for the rows in play; rows decided earlier keep what they had."""
-        active = schema.active_mask(table)
-        for col, values in (("recaption", recap), ("recaption_model", models), ("recaption_flag", flags)):
-            arr = pa.array(values, pa.string())
-            if col in table.column_names:
-                old = table.column(col).cast(pa.string())
-                table = table.set_column(table.column_names.index(col), col, pa.compute.if_else(active, arr, old))
-            else:
-                table = table.append_column(col, arr)
-        return table

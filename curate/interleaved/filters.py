@@ -12,8 +12,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from curate import schema
-from curate.interleaved import _doc
-from curate.stage import Filter, Stage, register
+from curate.stage import Annotations, Filter, Stage, register
 
 
 @register
@@ -22,6 +21,7 @@ class DocImageFilter(Stage):
 
     name: ClassVar[str] = "doc_image_filter"
     reads: ClassVar[tuple[str, ...]] = ("doc_images", "doc_image_bytes")
+    updates: ClassVar[tuple[str, ...]] = ("doc_images", "doc_image_bytes")  # per-image status, dropped bytes
 
     min_side: int = Field(0, ge=0)
     max_aspect: float | None = Field(None, ge=1.0)
@@ -41,16 +41,13 @@ class DocImageFilter(Stage):
             return "image_unrelated_text"
         return None
 
-    def process(self, table: pa.Table) -> pa.Table:
-        active = schema.active_mask(table).to_pylist()
-        docs = table.column("doc_images").to_pylist()
-        payload = table.column("doc_image_bytes").to_pylist()
-        scores = (table.column("image_clip_score").to_pylist() if self.min_clip_score is not None
-                  else [None] * table.num_rows)
-        for i, ok in enumerate(active):
-            if not ok:
-                continue
-            for j, rec in enumerate(docs[i] or ()):
+    def annotate(self, active: pa.Table) -> Annotations:
+        docs = active.column("doc_images").to_pylist()
+        payload = active.column("doc_image_bytes").to_pylist()
+        scores = (active.column("image_clip_score").to_pylist() if self.min_clip_score is not None
+                  else [None] * active.num_rows)
+        for i, recs in enumerate(docs):
+            for j, rec in enumerate(recs or ()):
                 if rec["status"] != schema.OK:
                     continue
                 code = self.verdict(rec, scores[i][j] if scores[i] else None)
@@ -58,8 +55,7 @@ class DocImageFilter(Stage):
                     rec.update(status=schema.DROPPED, reason=code, error=None)
                     if payload[i] is not None:
                         payload[i][j] = None
-        table = _doc.set_column(table, "doc_images", docs, _doc.IMAGES_T)
-        return _doc.set_column(table, "doc_image_bytes", payload, _doc.BYTES_T)
+        return Annotations(columns={"doc_images": docs, "doc_image_bytes": payload})
 
 
 @register

@@ -16,14 +16,13 @@ from multiprocessing.pool import ThreadPool
 from typing import ClassVar, Literal
 from urllib.parse import urljoin
 
-import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
 from curate import schema
 from curate.download import errors
 from curate.interleaved import _doc
-from curate.stage import Stage, register
+from curate.stage import Annotations, Stage, register
 
 FETCHABLE = ("http://", "https://", "data:")
 
@@ -46,6 +45,7 @@ class ParseDocuments(Stage):
 
     name: ClassVar[str] = "parse_documents"
     reads: ClassVar[tuple[str, ...]] = ("url",)
+    updates: ClassVar[tuple[str, ...]] = ("text",)  # the document's text, joined from its text segments
     writes: ClassVar[dict[str, pa.DataType]] = {"segments": _doc.SEGMENTS_T, "doc_images": _doc.IMAGES_T,
                                                 "title": pa.string()}
     reasons: ClassVar[dict[str, str]] = {
@@ -101,51 +101,43 @@ class ParseDocuments(Stage):
 
         return extract(html, base_url)
 
-    def process(self, table: pa.Table) -> pa.Table:
-        n = table.num_rows
-        layout = self._layout(table)
-        active = np.flatnonzero(schema.active_mask(table).to_numpy(zero_copy_only=False))
-        urls = table.column("url").to_pylist()
-        status = table.column("status").to_pylist()
-        stage, reason, error = (table.column(c).to_pylist() for c in ("stage", "reason", "error"))
+    def annotate(self, active: pa.Table) -> Annotations:
+        n = active.num_rows
+        layout = self._layout(active)
+        urls = active.column("url").to_pylist()
+        texts: list = active.column("text").to_pylist()
         segments_out: list = [None] * n
         images_out: list = [None] * n
         titles: list = [None] * n
-        texts: list = table.column("text").to_pylist()
-
-        def fail(i, st, code, msg=None):
-            status[i], stage[i], reason[i], error[i] = st, self.name, code, msg
+        ann = Annotations(columns={"segments": segments_out, "doc_images": images_out, "title": titles, "text": texts})
 
         raw: dict[int, tuple[str | None, list[dict]]] = {}
         if layout == "obelics":
-            tcol = table.column(self.texts_col).to_pylist()
-            icol = table.column(self.images_col).to_pylist()
-            for i in active:
-                ts, ims = tcol[i], icol[i]
+            tcol = active.column(self.texts_col).to_pylist()
+            icol = active.column(self.images_col).to_pylist()
+            for i, (ts, ims) in enumerate(zip(tcol, icol)):
                 if ts is None or ims is None or len(ts) != len(ims) or any((t is None) == (m is None) for t, m in zip(ts, ims)):
-                    fail(i, schema.FAILED, "doc_bad_record", "texts/images must be aligned lists with one of them set per position")
+                    ann.fail(i, "doc_bad_record", "texts/images must be aligned lists with one of them set per position")
                     continue
-                segs = [{"type": "text", "text": t} if t is not None else {"type": "image", "src": m, "alt": None}
-                        for t, m in zip(ts, ims)]
-                raw[i] = (None, segs)
+                raw[i] = (None, [{"type": "text", "text": t} if t is not None else {"type": "image", "src": m, "alt": None}
+                                 for t, m in zip(ts, ims)])
         else:
             if layout == "html":
-                pages = {int(i): table.column(self.html_col)[int(i)].as_py() for i in active}
+                pages = dict(enumerate(active.column(self.html_col).to_pylist()))
             else:
-                fetched = self._fetch_pages({int(i): urls[i] for i in active})
                 pages = {}
-                for i, (data, code, msg) in fetched.items():
+                for i, (data, code, msg) in self._fetch_pages(dict(enumerate(urls))).items():
                     if data is None:
-                        fail(i, schema.FAILED, code, msg)
+                        ann.fail(i, code, msg)
                     else:
                         pages[i] = data
             for i, page in pages.items():
                 if page is None:
-                    fail(i, schema.FAILED, "doc_bad_record", "no html")
+                    ann.fail(i, "doc_bad_record", "no html")
                     continue
                 size = len(page) if isinstance(page, bytes) else len(page.encode("utf-8", "surrogatepass"))
                 if size > self.max_html_bytes:
-                    fail(i, schema.FAILED, "html_too_large", f"{size} bytes > max_html_bytes {self.max_html_bytes}")
+                    ann.fail(i, "html_too_large", f"{size} bytes > max_html_bytes {self.max_html_bytes}")
                     continue
                 raw[i] = self._from_html(page, urls[i])
 
@@ -169,12 +161,7 @@ class ParseDocuments(Stage):
                 segments.append({"type": "image", "text": None, "image": len(images)})
                 images.append(rec)
             if not segments:
-                fail(i, schema.DROPPED, "doc_empty")
+                ann.drop(i, "doc_empty")
             segments_out[i], images_out[i], titles[i] = segments, images, title
             texts[i] = _doc.text_of(segments)
-
-        table = schema.set_rows(table, pa.array([True] * n), {"status": status, "stage": stage, "reason": reason,
-                                                              "error": error, "text": texts})
-        table = _doc.set_column(table, "segments", segments_out, _doc.SEGMENTS_T)
-        table = _doc.set_column(table, "doc_images", images_out, _doc.IMAGES_T)
-        return _doc.set_column(table, "title", titles, pa.string())
+        return ann

@@ -19,8 +19,7 @@ from typing import Any
 from pydantic import Field, PrivateAttr
 
 from curate import schema
-from curate.interleaved import _doc
-from curate.stage import Stage, register
+from curate.stage import Annotations, Stage, register
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
 
@@ -114,16 +113,15 @@ class DocClip(Stage):
         out = [self._clip.embed_texts(texts[k:k + self.batch_size]) for k in range(0, len(texts), self.batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self._clip.dim), np.float32)
 
-    def process(self, table: pa.Table) -> pa.Table:
+    def annotate(self, active: pa.Table) -> Annotations:
         self.setup()
-        n = table.num_rows
-        active = schema.active_mask(table).to_pylist()
-        segs = table.column("segments").to_pylist()
-        docs = table.column("doc_images").to_pylist()
-        payload = table.column("doc_image_bytes").to_pylist()
+        n = active.num_rows
+        segs = active.column("segments").to_pylist()
+        docs = active.column("doc_images").to_pylist()
+        payload = active.column("doc_image_bytes").to_pylist()
         layouts, blobs, texts, where = {}, [], [], {}
         for i in range(n):
-            if not active[i] or segs[i] is None:
+            if segs[i] is None:
                 continue
             sentences, per_segment = sentence_layout(segs[i])
             layouts[i] = (sentences, per_segment, len(texts))
@@ -149,6 +147,4 @@ class DocClip(Stage):
                 cols["image_sim"][i][j] = float(sim[r, s]) if s >= 0 else None
                 near = neighbours(per_segment, recs[j]["segment"])
                 cols["image_clip_score"][i][j] = float(sim[r, near].max()) if near else None
-        for c, typ in self.writes.items():
-            table = _doc.set_column(table, c, cols[c], typ)
-        return table
+        return Annotations(columns=cols)

@@ -21,8 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, PrivateAttr, model_validator
 
-from curate import schema
-from curate.stage import Stage, register
+from curate.stage import Annotations, Stage, register
 
 EMBEDDING = pa.list_(pa.float32())
 IMAGE_EMBEDDING, TEXT_EMBEDDING = "clip_image_embedding", "clip_text_embedding"
@@ -139,26 +138,21 @@ class ClipScore(Stage):
                 img_emb[rows], txt_emb[rows] = ie, te
         return scores, img_emb, txt_emb
 
-    def process(self, table: pa.Table) -> pa.Table:
-        todo = pc.and_(schema.active_mask(table), pc.is_valid(table.column("image")))
-        idx = np.flatnonzero(todo.to_numpy(zero_copy_only=False))
+    def annotate(self, active: pa.Table) -> Annotations:
+        idx = np.flatnonzero(pc.is_valid(active.column("image")).to_numpy(zero_copy_only=False))
         if len(idx) == 0:
-            return table
-        sub = table.take(pa.array(idx)).select(["image", "text"])
-        texts = [t or "" for t in sub.column("text").to_pylist()]
-        scores, ie, te = self.score(sub.column("image").to_pylist(), texts)
-        full = np.full(table.num_rows, np.nan, np.float32)
+            return Annotations()
+        sub = active.take(pa.array(idx)).select(["image", "text"])
+        scores, ie, te = self.score(sub.column("image").to_pylist(), [t or "" for t in sub.column("text").to_pylist()])
+        n = active.num_rows
+        full = np.full(n, np.nan, np.float32)
         full[idx] = scores
-        mask = np.zeros(table.num_rows, bool)
-        mask[idx] = ~np.isnan(scores)
-        values: dict[str, Any] = {"clip_score": pa.array(full, pa.float32())}
+        mask = ~np.isnan(full)  # rows without an image or with an undecodable one get no score
+        columns: dict[str, Any] = {"clip_score": pa.array(full, pa.float32(), mask=~mask)}
         if self.embeddings:
-            values[IMAGE_EMBEDDING] = _scatter(ie, idx, mask, table.num_rows)
-            values[TEXT_EMBEDDING] = _scatter(te, idx, mask, table.num_rows)
-        for col, typ in self.writes.items():  # outside a runner the columns may not exist yet
-            if col not in table.column_names:
-                table = table.append_column(pa.field(col, typ), pa.nulls(table.num_rows, typ))
-        return schema.set_rows(table, pa.array(mask), values)
+            columns[IMAGE_EMBEDDING] = _scatter(ie, idx, mask, n)
+            columns[TEXT_EMBEDDING] = _scatter(te, idx, mask, n)
+        return Annotations(columns=columns)
 
 
 def _scatter(emb: np.ndarray, idx: np.ndarray, mask: np.ndarray, n: int) -> pa.Array:

@@ -14,14 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field, PrivateAttr, model_validator
 
-from curate import schema
 from curate.endpoint.errors import prefixed
-from curate.stage import Stage, register
+from curate.stage import Annotations, Stage, register
 
 PROMPTS = {
     "yes_prob": 'Does this image match the caption "{caption}"? Answer yes or no.',
@@ -99,30 +96,15 @@ class MllmScore(Stage):
 
         return client_for(self)
 
-    def process(self, table: pa.Table) -> pa.Table:
-        for col, typ in self.writes.items():
-            if col not in table.column_names:
-                table = table.append_column(col, pa.nulls(table.num_rows, typ))
-        idx = np.flatnonzero(schema.active_mask(table).to_numpy(zero_copy_only=False))
-        if len(idx) == 0:
-            return table
+    def annotate(self, active: pa.Table) -> Annotations:
         self.setup()
-        sub = table.take(pa.array(idx))
         template = self.prompt or PROMPTS[self.mode]
-        prompts = [template.replace("{caption}", t or "") for t in sub.column("text").to_pylist()]
-        outcomes = self._backend.score(sub.column("uid").to_pylist(), sub.column("image").to_pylist(), prompts)
-        n = table.num_rows
-        scores: list[float | None] = [None] * n
-        reasons: list[str | None] = [None] * n
-        errors: list[str | None] = [None] * n
-        for i, o in zip(idx, outcomes):
-            scores[i] = o.score
-            if o.reason is not None:
-                reasons[i], errors[i] = f"mllm_{o.reason}", o.error
-        asked = np.zeros(n, bool)
-        asked[idx] = True
-        table = schema.set_rows(table, pa.array(asked), {"mllm_score": scores, "mllm_model": self.model})
-        failed = pa.array([r is not None for r in reasons])
-        if self.on_error == "fail" and pc.any(failed).as_py():
-            table = schema.mark(table, failed, schema.FAILED, self.name, reasons, error=errors)
-        return table
+        prompts = [template.replace("{caption}", t or "") for t in active.column("text").to_pylist()]
+        outcomes = self._backend.score(active.column("uid").to_pylist(), active.column("image").to_pylist(), prompts)
+        ann = Annotations(columns={"mllm_score": [o.score for o in outcomes],
+                                   "mllm_model": [self.model] * active.num_rows})
+        if self.on_error == "fail":
+            for i, o in enumerate(outcomes):
+                if o.reason is not None:
+                    ann.fail(i, f"mllm_{o.reason}", o.error)
+        return ann

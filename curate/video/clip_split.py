@@ -13,12 +13,12 @@ import functools
 import hashlib
 from typing import ClassVar, Literal
 
-import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field, PrivateAttr, model_validator
 
 from curate import schema
-from curate.stage import Stage, register
+from curate.stage import Annotations, Stage, error_line, register
 from curate.video import split, subtitles
 from curate.video._extra import require_video_extra
 
@@ -29,6 +29,7 @@ class ClipSplit(Stage):
 
     name: ClassVar[str] = "clip_split"
     adds_rows: ClassVar[bool] = True
+    updates: ClassVar[tuple[str, ...]] = ("video",)  # a split video's bytes are released
     reads: ClassVar[tuple[str, ...]] = ("video", "fps", "duration", "cues")
     writes: ClassVar[dict[str, pa.DataType]] = {
         schema.PARENT_COLUMN: pa.string(),
@@ -103,47 +104,28 @@ class ClipSplit(Stage):
                 clip.text, clip.text_source, clip.cues = video_text, "video", None
         return clips
 
-    def process(self, table: pa.Table) -> pa.Table:
-        active = np.flatnonzero(schema.active_mask(table).to_numpy(zero_copy_only=False))
-        if len(active) == 0:
-            return table
-        n = table.num_rows
-        status, stage = table.column("status").to_pylist(), table.column("stage").to_pylist()
-        reason, error = table.column("reason").to_pylist(), table.column("error").to_pylist()
-        videos = table.column("video")
-        cues_col = table.column("cues").to_pylist()
-        texts = table.column("text").to_pylist()
-        new_rows: list[dict] = []
-        for i in active:
-            data = videos[int(i)].as_py()
+    def annotate(self, active: pa.Table) -> Annotations:
+        import av
+
+        ann = Annotations(new_rows=[])
+        videos, cues_col, texts = active.column("video"), active.column("cues").to_pylist(), active.column("text").to_pylist()
+        for i in range(active.num_rows):
             try:
-                clips = self._clips(data, cues_col[i], texts[i])
-            except Exception as err:  # noqa: BLE001 - one bad video is one failed row
-                status[i], stage[i], reason[i], error[i] = schema.FAILED, self.name, "video_decode_error", \
-                    f"{type(err).__name__}: {err}"[:500]
+                clips = self._clips(videos[i].as_py(), cues_col[i], texts[i])
+            except (av.error.FFmpegError, ValueError, OSError) as err:  # undecodable frames; anything else is isolated
+                ann.fail(i, "video_decode_error", error_line(err))
                 continue
-            status[i], stage[i] = schema.DROPPED, self.name
-            reason[i] = "split_into_clips" if clips else "no_clips"
-            parent = table.slice(int(i), 1).to_pylist()[0]
+            ann.drop(i, "split_into_clips" if clips else "no_clips")
+            parent = active.slice(i, 1).to_pylist()[0]
             for k, c in enumerate(clips):
-                row = dict(parent)
-                row.update(uid=f"{parent['uid']}-{int(round(c.start * 1000))}-{int(round(c.end * 1000))}",
-                           status=schema.OK, stage=None, reason=None, error=None, shard=None, key=None,
-                           text=c.text, video=c.data, video_format="mp4", duration=round(c.end - c.start, 6),
-                           video_bytes=len(c.data), sha256=hashlib.sha256(c.data).hexdigest(), cues=c.cues,
-                           **{schema.PARENT_COLUMN: parent["uid"]}, clip_index=k, start=c.start, end=c.end,
-                           keyframes=c.keyframes, motion=c.motion, cut=c.cut, text_source=c.text_source)
-                new_rows.append(row)
-        out = schema.set_rows(table, pa.array([True] * n),
-                              {"status": status, "stage": stage, "reason": reason, "error": error})
+                ann.new_rows.append({
+                    **parent, "uid": f"{parent['uid']}-{int(round(c.start * 1000))}-{int(round(c.end * 1000))}",
+                    "status": schema.OK, "stage": None, "reason": None, "error": None, "shard": None, "key": None,
+                    "text": c.text, "video": c.data, "video_format": "mp4", "duration": round(c.end - c.start, 6),
+                    "video_bytes": len(c.data), "sha256": hashlib.sha256(c.data).hexdigest(), "cues": c.cues,
+                    schema.PARENT_COLUMN: parent["uid"], "clip_index": k, "start": c.start, "end": c.end,
+                    "keyframes": c.keyframes, "motion": c.motion, "cut": c.cut, "text_source": c.text_source})
         # the split videos' bytes are not needed any more (their clips carry their own)
-        done = pa.array([s != schema.OK and (r in ("split_into_clips", "no_clips")) and g == self.name
-                         for s, r, g in zip(status, reason, stage)])
-        out = schema.set_rows(out, done, {"video": None})
-        for name, typ in self.writes.items():
-            if name not in out.column_names:
-                out = out.append_column(pa.field(name, typ), pa.nulls(n, typ))
-        if not new_rows:
-            return out
-        clips = pa.Table.from_pylist(new_rows, schema=out.schema)
-        return pa.concat_tables([out, clips])
+        released = pa.array([i in ann.dropped for i in range(active.num_rows)])
+        ann.columns["video"] = pc.if_else(released, pa.nulls(active.num_rows, videos.type), videos)
+        return ann

@@ -10,8 +10,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, PrivateAttr
 
-from curate import schema
-from curate.stage import Filter, Stage, register
+from curate.stage import Annotations, Filter, Stage, register
 
 
 @register
@@ -39,20 +38,19 @@ class KeyframeClipScore(Stage):
         if self._clip is None:
             self._clip = load_clip(self.model, self.pretrained, self.checkpoint, self.device, self.precision)
 
-    def process(self, table: pa.Table) -> pa.Table:
+    def annotate(self, active: pa.Table) -> Annotations:
         from PIL import Image
 
         self.setup()
-        n = table.num_rows
-        active = np.flatnonzero(schema.active_mask(table).to_numpy(zero_copy_only=False))
-        frames_col, texts = table.column("keyframes"), table.column("text").to_pylist()
+        n = active.num_rows
+        texts = active.column("text").to_pylist()
         mean, low = [None] * n, [None] * n
         owners, images = [], []
-        for i in active:
-            for jpeg in frames_col[int(i)].as_py() or []:
+        for i, frames in enumerate(active.column("keyframes").to_pylist()):
+            for jpeg in frames or []:
                 try:
                     images.append(Image.open(io.BytesIO(jpeg)).convert("RGB"))
-                    owners.append(int(i))
+                    owners.append(i)
                 except Exception:  # noqa: BLE001 - an undecodable keyframe is left out of the mean
                     continue
         if images:
@@ -67,14 +65,7 @@ class KeyframeClipScore(Stage):
             for r in rows:
                 s = sims[owners_arr == r]
                 mean[r], low[r] = float(s.mean()), float(s.min())
-        out = table
-        for name, vals in (("keyframe_clip_score", mean), ("keyframe_clip_score_min", low)):
-            arr = pa.array(vals, pa.float32())
-            if name in out.column_names:
-                out = out.set_column(out.column_names.index(name), name, arr)
-            else:
-                out = out.append_column(name, arr)
-        return out
+        return Annotations(columns={"keyframe_clip_score": mean, "keyframe_clip_score_min": low})
 
 
 @register
