@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
 from curate import schema
+from curate.models.clip import ModelLoadError
 
 log = logging.getLogger("curate")
 
@@ -98,6 +99,9 @@ class StageContractError(RuntimeError):
     never a row outcome, so row isolation lets it through and the run stops (exit 1)."""
 
 
+# Errors that are never a row's fault, so isolating rows cannot help: a contract bug, a model that cannot load
+NOT_A_ROW_FAULT = (StageContractError, ModelLoadError)
+
 # Reasons the base class sets when a stage raises (the stage itself never uses them).
 STAGE_ERROR, STAGE_ERROR_UNISOLATED = "stage_error", "stage_error_unisolated"
 schema.declare_reasons({
@@ -125,7 +129,7 @@ def isolate(n: int, call, fail, budget: int, name: str = ""):
 
     A single row that still raises becomes `fail(lo, hi, err, STAGE_ERROR)`; once `budget` calls are spent,
     every range not yet tried becomes `fail(lo, hi, err, STAGE_ERROR_UNISOLATED)` with its parent's error.
-    Returns [(lo, hi, result)] in row order. StageContractError is a bug and is never isolated.
+    Returns [(lo, hi, result)] in row order. NOT_A_ROW_FAULT errors are raised, never isolated.
     """
     pieces, todo, calls, alone, first = [], [(0, n, None)], 0, [], ""
     while todo:
@@ -136,7 +140,7 @@ def isolate(n: int, call, fail, budget: int, name: str = ""):
         calls += 1
         try:
             pieces.append((lo, hi, call(lo, hi)))
-        except StageContractError:
+        except NOT_A_ROW_FAULT:
             raise
         except Exception as err:  # noqa: BLE001 - any exception a row causes fails that row alone
             if hi - lo == 1:

@@ -207,3 +207,16 @@ def test_ray_runner_fails_only_the_culprit_rows(tmp_path, ray_address, registere
     assert {i for i, r in rows.items() if r["status"] == schema.FAILED} == {7, 41}
     assert all(rows[i]["reason"] == STAGE_ERROR and rows[i]["stage"] == "test_upper" for i in (7, 41))
     assert all(r["upper"] == r["text"].upper() for i, r in rows.items() if i not in (7, 41))
+
+
+def test_a_model_that_cannot_load_is_not_a_row_fault():
+    from curate.models.clip import ModelLoadError
+
+    class NoModel(Stage):
+        name: ClassVar[str] = "test_no_model"
+
+        def annotate(self, active):
+            raise ModelLoadError("cannot load model x: not in the local cache")
+
+    with pytest.raises(ModelLoadError):  # one line for the user, not 10,000 failed rows
+        run_local([NoModel()], _table(["a", "b"]))
