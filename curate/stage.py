@@ -271,13 +271,16 @@ class Stage(Step):
                 raise StageContractError(f"{where}: row {i} out of range for a batch of {n}")
             if reason not in self.reasons:
                 raise StageContractError(f"{where}: undeclared reason code {reason!r}")
-        if set(ann.dropped) & set(ann.failed):
-            raise StageContractError(f"{where}: rows both dropped and failed: {sorted(set(ann.dropped) & set(ann.failed))[:5]}")
+        both = sorted(set(ann.dropped) & set(ann.failed))
+        if both:
+            raise StageContractError(f"{where}: rows both dropped and failed: {both[:5]}")
         if ann.new_rows is not None and len(ann.new_rows):
             if not self.adds_rows:
                 raise StageContractError(f"{where} returned new rows but does not declare adds_rows")
-            rows = ann.new_rows if isinstance(ann.new_rows, pa.Table) else pa.Table.from_pylist(ann.new_rows, sub.schema)
-            parents = set(rows.column(schema.PARENT_COLUMN).to_pylist()) if schema.PARENT_COLUMN in rows.column_names else {None}
+            rows = ann.new_rows
+            rows = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, sub.schema)
+            has_parent = schema.PARENT_COLUMN in rows.column_names
+            parents = set(rows.column(schema.PARENT_COLUMN).to_pylist()) if has_parent else {None}
             if not parents <= set(sub.column("uid").to_pylist()):
                 raise StageContractError(f"{where} added rows whose parent_uid is not a row of this batch")
             ann.new_rows = rows
@@ -297,8 +300,8 @@ class Stage(Step):
         for col in dict.fromkeys(c for _, _, a in pieces for c in a.columns):
             parts = [a.columns[col] if col in a.columns else active.column(col).slice(lo, hi - lo)
                      for lo, hi, a in pieces]  # a failed piece keeps what its rows had
-            merged = pa.chunked_array([p for part in parts for p in (part.chunks if isinstance(part, pa.ChunkedArray) else [part])],
-                                      table.schema.field(col).type)
+            chunks = [c for p in parts for c in (p.chunks if isinstance(p, pa.ChunkedArray) else [p])]
+            merged = pa.chunked_array(chunks, table.schema.field(col).type)
             table = schema.set_rows(table, mask, {col: merged.take(spread)})
         out: dict[str, list] = {"status": [None] * n, "stage": [None] * n, "reason": [None] * n, "error": [None] * n}
         decided = np.zeros(n, bool)

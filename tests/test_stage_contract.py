@@ -160,7 +160,8 @@ class _Writes(Stage):
         return Annotations(columns={self.column: [None] * (active.num_rows + self.n)}, dropped={0: self.reason})
 
 
-@pytest.mark.parametrize("kw,msg", [({"column": "text"}, "does not declare"), ({"column": "status"}, "does not declare"),
+@pytest.mark.parametrize("kw,msg", [({"column": "text"}, "does not declare"),
+                                    ({"column": "status"}, "does not declare"),
                                     ({"reason": "made_up"}, "undeclared reason"), ({"n": 1}, "values for")])
 def test_breaking_the_contract_is_a_bug_not_a_row_outcome(kw, msg):
     with pytest.raises(StageContractError, match=msg):

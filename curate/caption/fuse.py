@@ -110,7 +110,8 @@ class FuseCaptions(Stage):
         models: list[str | None] = [None] * n
         ann = Annotations(columns={"fused_caption": fused, "fused_caption_model": models, "fused_caption_flag": flags})
         todo = []
-        for i, (text, recap) in enumerate(zip(active.column("text").to_pylist(), active.column("recaption").to_pylist())):
+        pairs = zip(active.column("text").to_pylist(), active.column("recaption").to_pylist())
+        for i, (text, recap) in enumerate(pairs):
             original, recap = " ".join((text or "").split()), " ".join((recap or "").split())
             if not recap:
                 flags[i] = "no_recaption"

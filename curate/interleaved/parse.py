@@ -117,10 +117,11 @@ class ParseDocuments(Stage):
             icol = active.column(self.images_col).to_pylist()
             for i, (ts, ims) in enumerate(zip(tcol, icol)):
                 if ts is None or ims is None or len(ts) != len(ims) or any((t is None) == (m is None) for t, m in zip(ts, ims)):
-                    ann.fail(i, "doc_bad_record", "texts/images must be aligned lists with one of them set per position")
+                    ann.fail(i, "doc_bad_record",
+                             "texts/images must be aligned lists with one of them set per position")
                     continue
-                raw[i] = (None, [{"type": "text", "text": t} if t is not None else {"type": "image", "src": m, "alt": None}
-                                 for t, m in zip(ts, ims)])
+                raw[i] = (None, [{"type": "text", "text": t} if t is not None
+                                 else {"type": "image", "src": m, "alt": None} for t, m in zip(ts, ims)])
         else:
             if layout == "html":
                 pages = dict(enumerate(active.column(self.html_col).to_pylist()))

@@ -108,7 +108,8 @@ class ClipSplit(Stage):
         import av
 
         ann = Annotations(new_rows=[])
-        videos, cues_col, texts = active.column("video"), active.column("cues").to_pylist(), active.column("text").to_pylist()
+        videos = active.column("video")
+        cues_col, texts = active.column("cues").to_pylist(), active.column("text").to_pylist()
         for i in range(active.num_rows):
             try:
                 clips = self._clips(videos[i].as_py(), cues_col[i], texts[i])
