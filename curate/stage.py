@@ -1,7 +1,8 @@
 """Stage, Filter and Job: the three kinds of pipeline step, and the registry of their public names.
 
 A Stage sees one batch (a pyarrow Table holding one input part) and returns it with columns added or
-rows marked. A Filter is a pure per-row keep/drop check. A Job sees the whole dataset (dedup clustering,
+rows marked; most stages implement only `annotate` on the rows still in play and leave the selecting,
+scattering, outcome bookkeeping and row-level fault isolation to the base class (see Stage). A Filter is a pure per-row keep/drop check. A Job sees the whole dataset (dedup clustering,
 global quantiles): it maps rows to keyed records, reduces each key group to decisions, and the runner
 applies the decisions between streaming segments. None of these import Ray: they run in a plain loop in
 tests and inside Ray workers in runs.
