@@ -221,3 +221,28 @@ def test_a_model_that_cannot_load_is_not_a_row_fault():
 
     with pytest.raises(ModelLoadError):  # one line for the user, not 10,000 failed rows
         run_local([NoModel()], _table(["a", "b"]))
+
+
+class LegacySplitter(Stage):
+    """The old path for a row-adding stage: process returns the input rows, then one derived row each."""
+
+    name: ClassVar[str] = "test_legacy_splitter"
+    adds_rows: ClassVar[bool] = True
+    writes: ClassVar[dict[str, pa.DataType]] = {schema.PARENT_COLUMN: pa.string()}
+
+    def process(self, table: pa.Table) -> pa.Table:
+        if BAD in table.column("text").to_pylist():
+            raise ValueError("cannot split")
+        table = self._with_columns(table)
+        derived = [{**r, "uid": r["uid"] + "-c", schema.PARENT_COLUMN: r["uid"]} for r in table.to_pylist()]
+        return pa.concat_tables([table, pa.Table.from_pylist(derived, table.schema)])
+
+
+def test_legacy_row_adding_stage_keeps_input_rows_first_under_isolation():
+    from curate.runner import _check_derived
+
+    part = _table(["a", BAD, "b", "c", "d"])
+    out = LegacySplitter().run(part)
+    _check_derived(LegacySplitter(), part, out)
+    assert out.column("uid").to_pylist() == ["u0", "u1", "u2", "u3", "u4", "u0-c", "u2-c", "u3-c", "u4-c"]
+    assert out.column("status").to_pylist()[:5] == [schema.OK, schema.FAILED, schema.OK, schema.OK, schema.OK]
