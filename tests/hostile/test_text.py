@@ -127,3 +127,53 @@ def test_a_recipes_own_boilerplate_pattern_runs_linear_too():
     took = _seconds(stage.check, pa.table({"text": [text, "1 2 3"]}))
     assert took < 1.0
     assert stage.check(pa.table({"text": [text, "1 2 3"]})) == [None, "caption_boilerplate"]
+
+
+# -- hostile ids: tar keys are unique by construction -------------------------------------------------------
+
+def _commit(tmp_path, uids: list[str]):
+    """Commit one real part (tar + meta Parquet) holding one kept sample per uid; returns the tar's members."""
+    import tarfile
+
+    from curate import schema
+    from curate.io.rundir import RunDir
+    from curate.io.shard_writer import write_part
+
+    run = RunDir(tmp_path / "run")
+    run_schema = schema.run_schema({})
+    n = len(uids)
+    table = schema.conform(pa.table({"uid": uids, "row": list(range(n)), "part": [0] * n, "status": ["ok"] * n,
+                                     "text": [f"caption {i}" for i in range(n)], "image": [b"\xff\xd8jpeg"] * n,
+                                     "image_format": ["jpg"] * n}), run_schema)
+    summary = write_part(run, 0, table, run_schema)
+    with tarfile.open(run.shard(0)) as tar:
+        return summary, [m.name for m in tar.getmembers()]
+
+
+def test_an_id_equal_to_another_ids_hashed_key_gets_its_own_key(tmp_path):
+    from curate.io.shard_writer import key_for
+
+    hashed = key_for("a/b.c")
+    assert hashed != "a/b.c" and key_for(hashed) != hashed  # a uid shaped like a hashed key is hashed too
+    summary, members = _commit(tmp_path, ["a/b.c", hashed, "plain_id"])
+    assert summary["kept"] == 3
+    assert len(members) == len(set(members)) == 9  # jpg, txt, json per sample
+    keys = {m.split(".", 1)[0] for m in members}
+    assert len(keys) == 3 and "plain_id" in keys
+
+
+@pytest.mark.parametrize("uid", ["img.001", "../../etc/passwd", "a/b", "", " ", "x" * 121, "é", "a\x00b", "h" + "0" * 24,
+                                 "H" + "0" * 24, "-rf", "🙂"])
+def test_hostile_ids_give_safe_distinct_keys(uid):
+    from curate.io.shard_writer import key_for
+
+    key = key_for(uid)
+    assert key == key_for(uid) and key and len(key) <= 120
+    assert all(c.isascii() and (c.isalnum() or c in "_-") for c in key), key
+    assert key == uid or key != key_for(key)
+
+
+def test_repeated_keys_in_a_part_are_a_bug_not_a_tar(tmp_path):
+    with pytest.raises(RuntimeError, match="repeated tar keys"):
+        _commit(tmp_path, ["same", "same"])
+    assert not (tmp_path / "run" / "shards" / "000000.tar").exists()
