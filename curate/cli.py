@@ -566,7 +566,7 @@ def _demo_interleaved(out: Path, docs: int | None, seed: int, ray_address: str |
 
 
 def main() -> None:
-    """Console entry point: user errors become one line and exit code 2."""
+    """Console entry point: user and environment errors become one line and exit code 2; 1 means a bug."""
     from curate.catalog import CatalogError
     from curate.io.reader import InputError
     from curate.models.clip import ModelLoadError
@@ -588,15 +588,22 @@ def main() -> None:
         err_console.print("interrupted; finish with --resume", highlight=False)
         sys.exit(130)
     except Exception as err:  # noqa: BLE001 - the last line of defence against tracebacks
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
+        # usage errors (missing argument, unknown option: exit 2) by class name: typer >= 0.29 raises its
+        # vendored click's classes (typer._click), older typer the click package's
+        kinds = {c.__name__ for c in type(err).__mro__}
+        if "ClickException" in kinds:
             err.show()
             sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
-            sys.exit(1)
+        if "Abort" in kinds:
+            sys.exit(130)
+        from curate.environment_errors import describe
+
+        line = describe(err)  # disk full, permissions, Ray's memory: the machine's problem, not a bug
         if os.environ.get("CURATE_DEBUG"):
             raise
+        if line:
+            _error_line(line)
+            sys.exit(2)
         _error_line(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
                     " (set CURATE_DEBUG=1 for the traceback)")
         sys.exit(1)
