@@ -295,7 +295,7 @@ def stages(name: Optional[str] = typer.Argument(None, help="Show one stage in de
                 out_console.print(f"    {field} (required)", highlight=False)
                 continue
             default = info.get_default(call_default_factory=True)
-            out_console.print(f"    {field} = {default!r}", highlight=False)
+            out_console.print(f"    {field} = {default!r}", highlight=False, markup=False)
         if cls.writes:
             out_console.print(f"    writes: {', '.join(cls.writes)}", highlight=False)
         for code, why in cls.reasons.items():
