@@ -125,7 +125,8 @@ class OutputConfig(_Strict):
 
 class RayConfig(_Strict):
     num_cpus: int | None = Field(None, ge=1)
-    object_store_memory_mb: int | None = Field(None, ge=64)
+    # Ray refuses less than 75 MiB (78,643,200 bytes) at start-up: say so at recipe load instead
+    object_store_memory_mb: int | None = Field(None, ge=75)
     # jobs over at most this many rows run in the driver (a Ray shuffle costs seconds of start-up);
     # larger ones run as a distributed group-by so no process holds the whole corpus
     job_local_max_rows: int = Field(100_000, ge=0)

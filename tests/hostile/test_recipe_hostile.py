@@ -113,3 +113,10 @@ def test_cli_exits_2_on_a_bomb_and_writes_nothing(tmp_path, capsys):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "after expanding aliases" in proc.stderr, proc.stderr
     assert not out.exists()
+
+
+def test_object_store_below_rays_minimum_is_a_recipe_error():
+    """ray.init refuses under 75 MiB after a slow local start; the recipe says so at load time."""
+    with pytest.raises(RecipeError, match="ray.object_store_memory_mb: .*75"):
+        load_recipe("image_text", ["ray.object_store_memory_mb=64"], input_path="u.parquet", output_path="out")
+    assert load_recipe("image_text", ["ray.object_store_memory_mb=75"], output_path="out").ray.object_store_memory_mb == 75
