@@ -1,6 +1,14 @@
 """DuckDB over a run directory: views `samples`, `kept`, `dropped`, `failed`, `shards`.
 
 DuckDB reads the Parquet parts in place (no import step), so a catalog over millions of rows opens instantly.
+
+The SQL comes from users (and from scripts that pass SQL along), so by default the catalog reaches nothing
+but the run's own Parquet parts: only SELECT statements run; DuckDB's external access is off with the
+parts as its only allowed paths (no COPY TO, ATTACH, INSTALL/LOAD, reading other files or URLs);
+extensions never auto-install or auto-load; nothing spills to a temp folder; and the configuration is
+locked so a query cannot turn any of it back on. `external=True` (`--allow-external`) opens DuckDB as
+it comes, for users who want to export or join other files. curate's own readers (the report) connect
+unlocked: they set memory limits and a temp folder, and run no user SQL.
 """
 from __future__ import annotations
 
@@ -15,22 +23,36 @@ class CatalogError(Exception):
     pass
 
 
-def connect(out: str | Path) -> duckdb.DuckDBPyConnection:
+def _file_list(paths: list[Path]) -> str:
+    """A SQL list literal of file paths (an explicit list: no directory listing, which external access
+    off would refuse)."""
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+
+
+def _locked_down(allowed: list[Path]) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False,
+                                 "temp_directory": ""})
+    con.execute(f"SET allowed_paths = {_file_list(allowed)}")
+    con.execute("SET enable_external_access = false")
+    return con
+
+
+def connect(out: str | Path, locked: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the run's views; `locked` for user SQL (module doc)."""
     run = RunDir(out)
     if not run.root.exists():
         raise CatalogError(f"no such run directory: {run.root}")
     parts = sorted(run.meta.glob("part-*.parquet")) if run.meta.exists() else []
     if not parts:
         raise CatalogError(f"{run.root} has no metadata parts (meta/part-*.parquet): is it a curate run directory?")
-    con = duckdb.connect()
-    glob = str(run.meta / "part-*.parquet").replace("'", "''")
-    con.execute(f"CREATE VIEW samples AS SELECT * FROM read_parquet('{glob}', union_by_name = true)")
+    emb = sorted(run.embeddings.glob("part-*.parquet")) if run.embeddings.exists() else []
+    con = _locked_down(parts + emb) if locked else duckdb.connect()
+    con.execute(f"CREATE VIEW samples AS SELECT * FROM read_parquet({_file_list(parts)}, union_by_name = true)")
     con.execute("CREATE VIEW kept AS SELECT * FROM samples WHERE status = 'ok'")
     con.execute("CREATE VIEW dropped AS SELECT * FROM samples WHERE status = 'dropped'")
     con.execute("CREATE VIEW failed AS SELECT * FROM samples WHERE status = 'failed'")
-    if run.embeddings.exists() and any(run.embeddings.glob("part-*.parquet")):
-        eglob = str(run.embeddings / "part-*.parquet").replace("'", "''")
-        con.execute(f"CREATE VIEW embeddings AS SELECT * FROM read_parquet('{eglob}', union_by_name = true)")
+    if emb:
+        con.execute(f"CREATE VIEW embeddings AS SELECT * FROM read_parquet({_file_list(emb)}, union_by_name = true)")
     shard_files = sorted(run.shards.glob("*.tar")) if run.shards.exists() else []
     con.execute("CREATE TABLE _shard_files (shard VARCHAR, path VARCHAR, bytes BIGINT)")
     if shard_files:
@@ -41,12 +63,31 @@ def connect(out: str | Path) -> duckdb.DuckDBPyConnection:
         "FROM _shard_files f LEFT JOIN (SELECT shard, count(*) AS samples FROM kept GROUP BY shard) k "
         "USING (shard) ORDER BY f.shard"
     )
+    if locked:
+        con.execute("SET lock_configuration = true")
     return con
 
 
-def query(out: str | Path, sql: str):
-    """Run SQL against the run's views; returns (column names, rows)."""
-    con = connect(out)
+def _only_selects(sql: str) -> None:
+    """Refuse anything but SELECT-like statements (SELECT, FROM, WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE):
+    external access off still lets COPY write into the allowed parts, so statements are checked too."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as err:
+        raise CatalogError(f"query failed: {str(err).splitlines()[0]}") from None
+    for st in statements:
+        if st.type != duckdb.StatementType.SELECT:
+            kind = str(st.type).rsplit(".", 1)[-1]
+            raise CatalogError(f"query refused: only SELECT statements run on a run's catalog, not {kind} "
+                               "(pass --allow-external to let DuckDB write files, attach databases or load extensions)")
+
+
+def query(out: str | Path, sql: str, external: bool = False):
+    """Run SQL against the run's views; returns (column names, rows). Without `external`, reads nothing
+    but the run's parts and writes nothing (module doc)."""
+    if not external:
+        _only_selects(sql)
+    con = connect(out, locked=not external)
     try:
         cur = con.execute(sql)
     except duckdb.Error as err:

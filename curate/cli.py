@@ -27,8 +27,21 @@ class UserError(Exception):
 
 
 def _fail(message: str, code: int = 2):
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    _error_line(message)
     raise typer.Exit(code)
+
+
+def _error_line(message: str) -> None:
+    """One `error:` line; the message may quote user data, so it is never read as markup or escapes."""
+    from rich.markup import escape
+
+    from curate.display import printable
+
+    err_console.print(f"[bold red]error:[/] {escape(printable(message))}", highlight=False, soft_wrap=True)
+
+
+_ALLOW_EXTERNAL = typer.Option(False, "--allow-external",
+                               help="Let the SQL reach beyond the run (COPY TO, ATTACH, other files, extensions).")
 
 
 def _progress():
@@ -111,7 +124,7 @@ def run(
     with progress:
         manifest = runner.retry_failed() if retry_failed else runner.start(resume=resume)
     print_funnel(manifest)
-    out_console.print(f"run directory: {runner.run.root}", highlight=False)
+    out_console.print(f"run directory: {runner.run.root}", highlight=False, markup=False)
 
 
 @app.command()
@@ -119,29 +132,35 @@ def query(
     out: str = typer.Argument(..., help="Run directory."),
     sql: str = typer.Argument(..., help="SQL over views samples, kept, dropped, failed, shards."),
     format: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
+    allow_external: bool = _ALLOW_EXTERNAL,
 ):
-    """Query a run's metadata with DuckDB."""
+    """Query a run's metadata with DuckDB (SELECT only, reading only the run, unless --allow-external)."""
     from curate.catalog import query as run_query
 
     if format not in ("table", "csv", "json"):
         _fail(f"--format must be table, csv or json, not {format!r}")
-    cols, rows = run_query(out, sql)
+    cols, rows = run_query(out, sql, external=allow_external)
     _emit(cols, rows, format)
 
 
 def _emit(cols, rows, format: str) -> None:
+    """Rows as csv, json or a table. Cells are data: never markup, and control characters cannot reach a
+    terminal (json escapes them losslessly; csv keeps bytes exact unless stdout is a terminal)."""
+    from curate.display import cell, json_line, printable
+
     if format == "csv":
+        clean = printable if sys.stdout.isatty() else (lambda v: v)
         w = csv.writer(sys.stdout)
-        w.writerow(cols)
-        w.writerows(rows)
+        w.writerow([clean(str(c)) for c in cols])
+        w.writerows([[clean(v) if isinstance(v, str) else v for v in r] for r in rows])
     elif format == "json":
-        sys.stdout.write(json.dumps([dict(zip(cols, r)) for r in rows], default=str, ensure_ascii=False) + "\n")
+        sys.stdout.write(json_line([dict(zip(cols, r)) for r in rows]) + "\n")
     else:
         table = Table(show_lines=False)
         for c in cols:
-            table.add_column(c, overflow="fold")
+            table.add_column(cell(c), overflow="fold")
         for r in rows:
-            table.add_row(*["" if v is None else str(v) for v in r])
+            table.add_row(*[cell(v) for v in r])
         out_console.print(table)
 
 
@@ -152,14 +171,17 @@ def inspect(
     where: Optional[str] = typer.Option(None, "--where", help="SQL condition over `samples`."),
     limit: int = typer.Option(10, "--limit", "-n", min=1),
     format: str = typer.Option("table", "--format", "-f", help="table or json."),
+    allow_external: bool = _ALLOW_EXTERNAL,
 ):
     """Show samples (every column, including why they were dropped) by uid or condition."""
     from curate.catalog import query as run_query
+    from curate.display import cell
 
     if uid and where:
         _fail("use --uid or --where, not both")
     cond = "uid = '" + uid.replace("'", "''") + "'" if uid else (where or "true")
-    cols, rows = run_query(out, f"SELECT * FROM samples WHERE {cond} ORDER BY row LIMIT {int(limit)}")
+    cols, rows = run_query(out, f"SELECT * FROM samples WHERE {cond} ORDER BY row LIMIT {int(limit)}",
+                           external=allow_external)
     if uid and not rows:
         _fail(f"no sample with uid {uid!r} in {out}")
     if format == "json":
@@ -171,7 +193,7 @@ def inspect(
         t.add_column(overflow="fold")
         for c, v in zip(cols, r):
             if v is not None:
-                t.add_row(c, str(v))
+                t.add_row(cell(c), cell(v))
         out_console.print(t)
         out_console.rule()
     out_console.print(f"{len(rows)} sample(s)")
@@ -184,6 +206,7 @@ def clusters(
     cluster: Optional[str] = typer.Option(None, "--cluster", help="List the members of this cluster."),
     limit: int = typer.Option(20, "--limit", "-n", min=1),
     format: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
+    allow_external: bool = _ALLOW_EXTERNAL,
 ):
     """List duplicate clusters (largest first) or one cluster's members, from a dedup column."""
     from curate.catalog import query as run_query
@@ -199,7 +222,7 @@ def clusters(
         sql = (f"SELECT {key} AS cluster, count(*) AS size, count(*) FILTER (WHERE status = 'ok') AS kept, "
                f"list(uid ORDER BY uid)[:5] AS members FROM samples WHERE {key} IS NOT NULL "
                f"GROUP BY 1 HAVING count(*) > 1 ORDER BY size DESC, cluster LIMIT {int(limit)}")
-    cols, rows = run_query(out, sql)
+    cols, rows = run_query(out, sql, external=allow_external)
     _emit(cols, rows, format)
 
 
@@ -213,9 +236,11 @@ def validate(
 
     problems, stats = check(out, decode=not no_decode)
     if problems:
-        err_console.print(f"[bold red]{len(problems)} problem(s)[/] in {out}:", highlight=False)
+        from curate.display import printable
+
+        err_console.print(f"{len(problems)} problem(s) in {printable(out)}:", highlight=False, markup=False)
         for p in problems:
-            err_console.print(f"  - {p}", highlight=False, soft_wrap=True)
+            err_console.print(f"  - {printable(p)}", highlight=False, soft_wrap=True, markup=False)
         raise typer.Exit(1)
     out_console.print(f"ok: {stats['rows']} rows, {stats['kept']} kept samples in {stats['shards']} shards, "
                       f"{stats['members']} members checked", highlight=False)
@@ -270,7 +295,7 @@ def stages(name: Optional[str] = typer.Argument(None, help="Show one stage in de
                 out_console.print(f"    {field} (required)", highlight=False)
                 continue
             default = info.get_default(call_default_factory=True)
-            out_console.print(f"    {field} = {default!r}", highlight=False)
+            out_console.print(f"    {field} = {default!r}", highlight=False, markup=False)
         if cls.writes:
             out_console.print(f"    writes: {', '.join(cls.writes)}", highlight=False)
         for code, why in cls.reasons.items():
@@ -541,9 +566,7 @@ def _demo_interleaved(out: Path, docs: int | None, seed: int, ray_address: str |
 
 
 def main() -> None:
-    """Console entry point: user errors become one line and exit code 2."""
-    from rich.markup import escape
-
+    """Console entry point: user and environment errors become one line and exit code 2; 1 means a bug."""
     from curate.catalog import CatalogError
     from curate.io.reader import InputError
     from curate.models.clip import ModelLoadError
@@ -559,23 +582,30 @@ def main() -> None:
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except known as err:
-        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)  # [..] is text
+        _error_line(str(err))  # [..] and control characters in it are text
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted; finish with --resume", highlight=False)
         sys.exit(130)
     except Exception as err:  # noqa: BLE001 - the last line of defence against tracebacks
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
+        # usage errors (missing argument, unknown option: exit 2) by class name: typer >= 0.29 raises its
+        # vendored click's classes (typer._click), older typer the click package's
+        kinds = {c.__name__ for c in type(err).__mro__}
+        if "ClickException" in kinds:
             err.show()
             sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
-            sys.exit(1)
+        if "Abort" in kinds:
+            sys.exit(130)
+        from curate.environment_errors import describe
+
+        line = describe(err)  # disk full, permissions, Ray's memory: the machine's problem, not a bug
         if os.environ.get("CURATE_DEBUG"):
             raise
-        err_console.print(f"[bold red]error:[/] {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-                          " (set CURATE_DEBUG=1 for the traceback)", highlight=False, soft_wrap=True)
+        if line:
+            _error_line(line)
+            sys.exit(2)
+        _error_line(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                    " (set CURATE_DEBUG=1 for the traceback)")
         sys.exit(1)
 
 

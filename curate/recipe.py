@@ -2,9 +2,14 @@
 
 Everything a user can get wrong (unknown stage, unknown or mistyped field, a stage that needs a column no
 earlier stage writes) is reported here as one line, so a run never dies halfway on a typo.
+
+Recipes are passed around, so they are read as hostile: the file size, the YAML nesting depth and the
+number of nodes after alias expansion are bounded (a "billion laughs" alias bomb took 5.5 GB), and
+infinite or NaN numbers are refused in every setting, including through --set.
 """
 from __future__ import annotations
 
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -18,13 +23,86 @@ from curate.stage import Job, Step, load_builtin_steps
 
 SCHEDULING_KEYS = ("num_cpus", "num_gpus", "concurrency")
 
+# Limits on a recipe file: the shipped ones are a few KB, a few levels deep, a few hundred nodes.
+MAX_RECIPE_BYTES = 1 << 20
+MAX_YAML_DEPTH = 32
+MAX_YAML_NODES = 100_000  # counted after alias expansion: what a consumer of the loaded data walks
+
 
 class RecipeError(Exception):
     """A recipe problem; the message is one line meant for the user."""
 
 
+class _YamlLimit(yaml.YAMLError):
+    """A YAML document over the recipe limits (depth, nodes after alias expansion)."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that counts nodes as a walker of the result would see them (an alias counts the whole
+    subtree it points to) and refuses deep nesting, while composing, before anything is constructed."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._nodes = 0
+        self._depth = 0
+        self._sizes: dict[int, int] = {}
+
+    def _count(self, n: int) -> None:
+        self._nodes += n
+        if self._nodes > MAX_YAML_NODES:
+            raise _YamlLimit(f"more than {MAX_YAML_NODES} values after expanding aliases (&anchor/*alias)")
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            target = self.anchors.get(self.peek_event().anchor)
+            if target is not None:
+                self._count(self._sizes.get(id(target), 1))
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise _YamlLimit(f"nested deeper than {MAX_YAML_DEPTH} levels")
+        before = self._nodes
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        self._count(1)
+        self._sizes[id(node)] = self._nodes - before
+        return node
+
+
+def load_yaml(text: str):
+    """Parse recipe YAML (a file or a --set value) safely and within the recipe limits."""
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _non_finite(value, where: str = "") -> str | None:
+    """The dotted path of the first infinite or NaN number in a (nested) setting value, if any."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        found = _non_finite(v, f"{where}.{k}" if where else str(k))
+        if found is not None:
+            return found
+    return None
+
+
+def _refuse_non_finite(value, where: str) -> None:
+    bad = _non_finite(value)
+    if bad is not None:
+        raise RecipeError(f"{where}.{bad}: must be a finite number (inf and nan are not settings)")
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class InputConfig(_Strict):
@@ -47,7 +125,8 @@ class OutputConfig(_Strict):
 
 class RayConfig(_Strict):
     num_cpus: int | None = Field(None, ge=1)
-    object_store_memory_mb: int | None = Field(None, ge=64)
+    # Ray refuses less than 75 MiB (78,643,200 bytes) at start-up: say so at recipe load instead
+    object_store_memory_mb: int | None = Field(None, ge=75)
     # jobs over at most this many rows run in the driver (a Ray shuffle costs seconds of start-up);
     # larger ones run as a distributed group-by so no process holds the whole corpus
     job_local_max_rows: int = Field(100_000, ge=0)
@@ -156,7 +235,9 @@ def _apply_override(data: dict, item: str) -> None:
         raise RecipeError(f"--set expects key=value, got {item!r}")
     key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = load_yaml(raw) if raw != "" else ""
+    except _YamlLimit as err:
+        raise RecipeError(f"--set {key}: {err}") from None
     except yaml.YAMLError:
         value = raw
     parts = key.strip().split(".")
@@ -185,9 +266,17 @@ def load_recipe(ref: str, overrides: list[str] | tuple[str, ...] = (), input_pat
                 output_path: str | None = None) -> Recipe:
     path = find_recipe(ref)
     try:
-        data = yaml.safe_load(path.read_text())
+        with open(path, "rb") as f:
+            raw = f.read(MAX_RECIPE_BYTES + 1)  # read() of a bounded size: /dev/zero or a FIFO cannot fill memory
+        if len(raw) > MAX_RECIPE_BYTES:
+            raise RecipeError(f"recipe {path} is larger than {MAX_RECIPE_BYTES // 1024} KB; recipes are small YAML files")
+        data = load_yaml(raw.decode("utf-8"))
     except OSError as err:
         raise RecipeError(f"cannot read recipe {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise RecipeError(f"recipe {path} is not UTF-8 text") from None
+    except _YamlLimit as err:
+        raise RecipeError(f"recipe {path}: {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
@@ -217,6 +306,8 @@ def build_recipe(data: dict, source: str = "<dict>") -> Recipe:
             sections[key] = cls(**value)
         except ValidationError as err:
             raise RecipeError(_one_line(err, key)) from None
+        except TypeError as err:  # a non-string key: cls(**value) cannot even be called
+            raise RecipeError(f"recipe: `{key}` keys must be strings ({err})") from None
     inp, out, ray_cfg = sections["input"], sections["output"], sections["ray"]
     registry = load_builtin_steps()
     entries = data.get("stages")
@@ -239,11 +330,13 @@ def build_recipe(data: dict, source: str = "<dict>") -> Recipe:
         if name not in registry:
             raise RecipeError(f"stages[{i}]: unknown stage {name!r} (known: {', '.join(sorted(registry))})")
         sched = {k: cfg.pop(k) for k in SCHEDULING_KEYS if k in cfg}
+        _refuse_non_finite(cfg, f"stages[{i}] {name}")  # before the stage's own validators see it
         try:
             step = registry[name](**cfg)
             sch = Scheduling(**sched)
         except ValidationError as err:
             raise RecipeError(_one_line(err, f"stages[{i}] {name}")) from None
+        _refuse_non_finite(step.model_dump(), f"stages[{i}] {name}")
         missing = [c for c in step.needs() if c not in available]
         if missing:
             writers = [n for n, c in registry.items() if missing[0] in c.writes]
@@ -255,8 +348,11 @@ def build_recipe(data: dict, source: str = "<dict>") -> Recipe:
     if out.caption_policy == "fuse" and not any(s.name == "fuse_captions" for s in steps):
         raise RecipeError("output.caption_policy fuse needs a fuse_captions stage (after recaption) to write fused_caption")
     name = data.get("name") or Path(source).stem
-    return Recipe(name=str(name), modality=data.get("modality", "image-text"), input=inp, output=out, ray=ray_cfg,
-                  steps=steps, scheduling=scheds, source=source)
+    try:
+        return Recipe(name=str(name), modality=data.get("modality", "image-text"), input=inp, output=out,
+                      ray=ray_cfg, steps=steps, scheduling=scheds, source=source)
+    except ValidationError as err:
+        raise RecipeError(_one_line(err, "recipe")) from None
 
 
 def segments(recipe: Recipe) -> tuple[list[list[int]], list[int]]:

@@ -302,6 +302,22 @@ def _ray_error_line(err: BaseException) -> str:
     return str(err).splitlines()[0]
 
 
+def _check_reachable(address: str) -> None:
+    """Refuse at once an address where nothing listens: ray.init retries one for minutes."""
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if address in ("auto", "local") or not host or not port.isdigit():
+        return
+    import socket
+
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+            pass
+    except OSError as err:
+        raise RunError(f"cannot reach Ray at {address}: {err.strerror or err}; start the cluster (ray start --head), "
+                       "fix --ray-address / RAY_ADDRESS, or unset RAY_ADDRESS to start a local Ray") from None
+
+
 @contextmanager
 def ray_session(address: str | None, num_cpus: int | None = None, object_store_mb: int | None = None):
     """Connect to `address` (or RAY_ADDRESS), reuse an initialised Ray, or start a local one."""
@@ -314,21 +330,28 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
                       log_to_driver=bool(os.environ.get("CURATE_RAY_LOGS")), configure_logging=True)
         try:
             if address:
+                _check_reachable(address)
                 ray.init(address=address, **kwargs)
             else:
                 if object_store_mb:
                     kwargs["object_store_memory"] = object_store_mb * 1024 * 1024
                 ray.init(num_cpus=num_cpus, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as err:
+        except RunError:
+            raise
+        except Exception as err:  # noqa: BLE001 - whatever ray.init raises is about the machine or the cluster
             where = address or "a local Ray instance"
-            raise RunError(f"cannot start or reach Ray at {where}: {_ray_error_line(err)}") from None
+            fix = ("check the address and that the cluster runs" if address else
+                   "check free memory and disk (/tmp/ray) and Ray's logs in /tmp/ray/session_latest/logs")
+            raise RunError(f"cannot start or reach Ray at {where}: {_ray_error_line(err)} ({fix})") from None
         started = True
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     # one block = one whole part: never split a part's rows across blocks
     ctx.target_max_block_size = None
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # Ray Data logs a failing task's error (and a stack trace) before raising it in the driver, where the
+    # CLI prints it as one line: keep its logs for CURATE_RAY_LOGS=1
+    logging.getLogger("ray.data").setLevel(logging.WARNING if os.environ.get("CURATE_RAY_LOGS") else logging.CRITICAL)
     try:
         yield ray
     finally:
@@ -419,6 +442,33 @@ class Runner:
         if run.root.exists() and any(run.root.iterdir()):
             raise RunError(f"output folder {run.root} is not empty and holds no run; choose another --output")
         spec = self._check_input()
+        created = not run.root.exists()
+        try:
+            return self._start_fresh(spec)
+        except Exception:  # Ray not starting, disk full...: leave no manifest/recipe of a run that made nothing
+            if not self._has_results():
+                self._discard(created)
+            raise
+
+    def _has_results(self) -> bool:
+        """Whether the run produced anything worth resuming: a committed part or a segment checkpoint."""
+        run = self.run
+        if run.meta.exists() and any(run.meta.iterdir()):
+            return True
+        work = run.work
+        return work.exists() and any(p.is_file() for d in work.iterdir() if d.name != "input" for p in d.rglob("*"))
+
+    def _discard(self, created: bool) -> None:
+        """Remove what a fresh run wrote (the folder itself if this run created it)."""
+        root = self.run.root
+        if created:
+            shutil.rmtree(root, ignore_errors=True)
+        elif root.exists():
+            for p in root.iterdir():
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+    def _start_fresh(self, spec: reader.InputSpec) -> dict:
+        run = self.run
         manifest = {
             "format": MANIFEST_FORMAT, "status": "running", "name": self.recipe.name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(),

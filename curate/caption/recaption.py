@@ -23,7 +23,6 @@ those images with a synthetic caption instead of dropping them: run `recaption` 
 from __future__ import annotations
 
 import io
-import re
 from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
@@ -142,10 +141,9 @@ class Recaption(Stage):
     def selected(self, texts: list[str | None]) -> list[bool]:
         if self.rows == "all":
             return [True] * len(texts)
-        from curate.filters.caption_text import DEFAULT_BOILERPLATE, normalise
+        from curate.filters.caption_text import is_boilerplate, normalise
 
-        pats = [re.compile(p) for p in DEFAULT_BOILERPLATE]
-        return [not normalise(t or "") or any(p.fullmatch(normalise(t or "")) for p in pats) for t in texts]
+        return [not n or is_boilerplate(n) for n in (normalise(t or "") for t in texts)]
 
     def annotate(self, active: pa.Table) -> Annotations:
         self.setup()

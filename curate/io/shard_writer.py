@@ -103,21 +103,31 @@ def write_tar(path, samples, caption_policy: str = "both") -> None:
 
 
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{1,120}")
+# the shape of a hashed key; a uid of this shape is hashed too, so no uid is ever another uid's hash
+_HASHED_KEY = re.compile(r"h[0-9a-f]{24}")
 
 
 def key_for(uid: str) -> str:
     """The tar member basename for a uid: the uid itself when it is safe, else a stable hash of it.
 
     WebDataset splits a member name at its first dot and treats slashes as folders, so a corpus id like
-    `img.001` would silently become another sample's key.
+    `img.001` would silently become another sample's key. Hashed keys are `h` + 24 hex digits, and a uid
+    that already looks like that is hashed as well: the kept uids and the hashes are disjoint sets, so
+    keys are unique whenever uids are (the reader refuses repeated ids), up to a 96-bit hash collision.
     """
-    return uid if _SAFE_KEY.fullmatch(uid) else "h" + hashlib.sha1(uid.encode("utf-8")).hexdigest()[:24]
+    if _SAFE_KEY.fullmatch(uid) and not _HASHED_KEY.fullmatch(uid):
+        return uid
+    return "h" + hashlib.sha1(uid.encode("utf-8")).hexdigest()[:24]
 
 
 def place(table: pa.Table, part: int) -> pa.Table:
     """Assign shard and key to the kept rows of a part (key = uid when safe: unique, stable, joinable)."""
     kept = schema.active_mask(table)
     keys = pa.array([key_for(u) for u in table.column("uid").to_pylist()], pa.string())
+    kept_keys = keys.filter(kept)
+    if pc.count_distinct(kept_keys).as_py() != len(kept_keys):  # two members of one sample: never write it
+        dup = pc.value_counts(kept_keys).filter(pc.greater(pc.value_counts(kept_keys).field("counts"), 1))
+        raise RuntimeError(f"bug: part {part} has repeated tar keys (first {dup[0]['values']}); uids must be unique")
     return schema.set_rows(table, kept, {"shard": RunDir.shard_name(part), "key": keys})
 
 
