@@ -3,7 +3,6 @@ over frames), with the shared loader in curate.models.clip. It only adds columns
 (`keyframe_clip_threshold`)."""
 from __future__ import annotations
 
-import io
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -40,7 +39,7 @@ class KeyframeClipScore(Stage):
             self._clip = load_clip(self.model, self.pretrained, self.checkpoint, self.device, self.precision)
 
     def process(self, table: pa.Table) -> pa.Table:
-        from PIL import Image
+        from curate.images import decode_rgb
 
         self.setup()
         n = table.num_rows
@@ -51,7 +50,7 @@ class KeyframeClipScore(Stage):
         for i in active:
             for jpeg in frames_col[int(i)].as_py() or []:
                 try:
-                    images.append(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+                    images.append(decode_rgb(jpeg))
                     owners.append(int(i))
                 except Exception:  # noqa: BLE001 - an undecodable keyframe is left out of the mean
                     continue
