@@ -187,3 +187,24 @@ def test_every_image_decode_goes_through_curate_images():
             if re.search(r"Image\.open\(|imdecode\(|\.to_image\(", line):
                 bad.append(f"{path.relative_to(REPO)}:{k}: {line.strip()}")
     assert not bad, bad
+
+
+def test_video_frames_are_bounded_before_decoding():
+    """PyAV paths: probe and the clip splitter refuse a stream whose declared frame size exceeds max_pixels."""
+    pytest.importorskip("av")
+    from curate.video import probe, split, synth
+    from curate.video.clip_split import ClipSplit
+
+    video = synth.scenes_video([synth.Scene("square", "red", "right", "black", 1.0)], fps=10, size=64, seed=1)
+    assert probe.probe(video).reason is None
+    refused = probe.probe(video, max_pixels=64 * 64 - 1)
+    assert refused.reason == "video_too_many_pixels" and "64x64" in refused.error
+    assert probe.probe(video, max_pixels=64 * 64).reason is None
+    with pytest.raises(probe.TooManyPixels):
+        split.scan(video, sample_every_s=0.5, max_pixels=1000)
+    none = pa.array([None], pa.string())
+    table = pa.table({"uid": ["v"], "row": pa.array([0], pa.int64()), "text": ["t"], "status": ["ok"], "stage": none,
+                      "reason": none, "error": none, "video": pa.array([video], pa.binary()),
+                      "fps": [10.0], "duration": [1.0], "cues": pa.nulls(1, pa.list_(pa.struct([("text", pa.string())])))})
+    row = ClipSplit(max_pixels=1000, min_clip_s=0.5).process(table).to_pylist()[0]
+    assert (row["status"], row["reason"]) == ("failed", "video_too_many_pixels")
