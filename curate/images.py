@@ -16,7 +16,7 @@ rule below holds everywhere:
   applied as browsers do, then to 8 bits per channel:
     - 16-bit grey (I;16*, and I from a 16-bit PNG): round(v * 255 / 65535). 16-bit RGB(A)/LA PNGs are read
       by PIL at their high byte (at most 1 level from rounding).
-    - alpha (RGBA, LA, palette with tRNS, premultiplied RGBa/La): composited over white,
+    - alpha (RGBA, LA, palette or grey/RGB with tRNS, premultiplied RGBa/La): composited over white,
       c * a + 255 * (1 - a), rounded: what img2dataset's Resizer does, and what a white page shows.
     - palette -> RGB; CMYK (incl. Adobe-inverted JPEGs) -> RGB with PIL's (255 - c)(255 - k)/255 (embedded
       ICC profiles are not applied); YCbCr -> RGB; 1-bit -> 0/255 grey.
@@ -115,6 +115,8 @@ def _eight_bit(im) -> np.ndarray:
         v = np.asarray(im).astype(np.uint32)
         return ((v * 255 + 32767) // 65535).astype(np.uint8)
     if mode in ("L", "RGB"):
+        if "transparency" in im.info:  # one colour marked transparent (PNG tRNS): it shows the page
+            return _over_white(np.asarray(im.convert("RGBA")))
         return np.asarray(im)
     if mode == "1":
         return np.asarray(im.convert("L"))

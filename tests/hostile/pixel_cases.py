@@ -114,6 +114,11 @@ def correct_cases() -> dict[str, tuple[bytes, np.ndarray, float]]:
     want[idx == 5] = WHITE
     cases["palette_trns_png"] = (_save(p, "PNG", transparency=5), want, 0)
     cases["palette_gif"] = (_save(p, "GIF"), pal[idx].astype(float), 0)
+    rgb = RNG.integers(0, 256, (16, 20, 3)).astype(np.uint8)
+    rgb[3:6, 4:9] = (10, 20, 30)  # the colour tRNS marks transparent (none of the random pixels is exactly it)
+    want = rgb.astype(float)
+    want[(rgb == (10, 20, 30)).all(axis=2)] = WHITE
+    cases["rgb_trns_png"] = (_save(Image.fromarray(rgb), "PNG", transparency=(10, 20, 30)), want, 0)
     bw = RNG.integers(0, 2, (16, 24)).astype(bool)
     cases["bilevel_png"] = (_save(Image.fromarray(bw), "PNG"), bw * 255.0, 0)
     # CMYK JPEG (PIL writes Adobe-inverted CMYK); expected: (255 - c)(255 - k) / 255 per channel
