@@ -48,8 +48,7 @@ REASONS = {
     "image_truncated": "the image file ends early (JPEG without EOI marker, PNG without IEND)",
 }
 
-_ORIENT = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
-           7: "TRANSVERSE", 8: "ROTATE_90"}
+BAND_PIXELS = 1 << 22  # pixels converted at a time (see _eight_bit)
 _GREY16 = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
@@ -108,10 +107,10 @@ def _over_white(px: np.ndarray) -> np.ndarray:
     return out[..., 0] if out.shape[-1] == 1 else out
 
 
-def _eight_bit(im) -> np.ndarray:
-    """Pixels of a loaded PIL image as uint8, (H, W) grey or (H, W, 3) RGB; see the module docstring."""
+def _band_to_8bit(im, fmt: str | None) -> np.ndarray:
+    """Pixels of a loaded PIL image (or a band of one) as uint8, (H, W) grey or (H, W, 3) RGB."""
     mode = im.mode
-    if mode in _GREY16 or (mode == "I" and im.format == "PNG"):
+    if mode in _GREY16 or (mode == "I" and fmt == "PNG"):
         v = np.asarray(im).astype(np.uint32)
         return ((v * 255 + 32767) // 65535).astype(np.uint8)
     if mode in ("L", "RGB"):
@@ -130,7 +129,34 @@ def _eight_bit(im) -> np.ndarray:
         return _over_white(np.asarray(im if mode == "RGBA" else im.convert("RGBA")))
     if mode in ("RGBX", "CMYK", "YCbCr"):
         return np.asarray(im.convert("RGB"))
-    raise ImageError("image_unsupported_mode", f"pixel mode {mode} ({im.format}) has no defined 8-bit mapping")
+    raise ImageError("image_unsupported_mode", f"pixel mode {mode} ({fmt}) has no defined 8-bit mapping")
+
+
+def _eight_bit(im) -> np.ndarray:
+    """`_band_to_8bit` of the whole image, in bands of about BAND_PIXELS rows x width when it is large.
+
+    Whole-image conversion holds several full-size temporaries (PIL's tobytes joins chunks: 2x; alpha
+    compositing in float32: 4x per channel), ~1 GB for a 49 Mpx RGBA; in bands only the uint8 result is
+    full size."""
+    w, h = im.size
+    step = max(1, BAND_PIXELS // max(1, w))
+    if h <= step:
+        return _band_to_8bit(im, im.format)
+    out = None
+    for y in range(0, h, step):
+        band = _band_to_8bit(im.crop((0, y, w, min(h, y + step))), im.format)
+        if out is None:
+            out = np.empty((h,) + band.shape[1:], np.uint8)
+        out[y:y + band.shape[0]] = band
+    return out
+
+
+def _upright(px: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (2-8) to (H, W[, C]) pixels, as browsers display them."""
+    turned = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+              5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+              8: lambda a: np.rot90(a, 1)}.get(orientation)
+    return np.ascontiguousarray(turned(px)) if turned else px
 
 
 def _orientation(im) -> int:
@@ -164,13 +190,11 @@ def load(im, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None = None) -> 
             raise ImageError(reason, f"{type(err).__name__}: {err}"[:500]) from None
         if im.size[0] * im.size[1] > declared[0] * declared[1]:  # never expected: a plugin grew the image
             _check(*im.size, max_pixels)
+        orientation = _orientation(im)
         px = _eight_bit(im)
-        turn = _ORIENT.get(_orientation(im))
     finally:
-        im.close()
-    if turn:
-        px = np.asarray(Image.fromarray(px).transpose(getattr(Image.Transpose, turn)))
-    return px
+        im.close()  # PIL's copy goes before anything else is allocated
+    return _upright(px, orientation)
 
 
 def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft: int | None = None):
