@@ -102,7 +102,7 @@ class Resize:
 
 @register
 class Download(Stage):
-    """Fetch each row's url with img2dataset's downloader, resize with its Resizer, record bytes, sizes, sha256."""
+    """Fetch each row's url with img2dataset's downloader, decode (curate.images), resize, record bytes, sizes, sha256."""
 
     name: ClassVar[str] = "download"
     reads: ClassVar[tuple[str, ...]] = ("url",)
