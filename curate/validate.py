@@ -6,15 +6,13 @@ and the row count equals the input's.
 """
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from collections import defaultdict
 from pathlib import Path
 
 import pyarrow.dataset as pads
-from PIL import Image
-
+from curate.images import decode
 from curate.io.rundir import RunDir
 
 IMAGE_EXTS = {"jpg", "jpeg", "png", "webp", "gif"}
@@ -112,10 +110,9 @@ def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tu
             if decode:
                 for e in img_ext:
                     try:
-                        with Image.open(io.BytesIO(members[e])) as im:
-                            im.load()
-                            if row.get("width") and im.size != (row["width"], row["height"]):
-                                problems.append(f"{shard}/{key}: image is {im.size[0]}x{im.size[1]}, meta says {row['width']}x{row['height']}")
+                        px = decode(members[e])
+                        if row.get("width") and (px.shape[1], px.shape[0]) != (row["width"], row["height"]):
+                            problems.append(f"{shard}/{key}: image is {px.shape[1]}x{px.shape[0]}, meta says {row['width']}x{row['height']}")
                     except Exception as err:  # noqa: BLE001 - any decode failure is a finding
                         problems.append(f"{shard}/{key}.{e}: does not decode ({err})")
         if len(problems) > max_problems:

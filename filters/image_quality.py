@@ -7,7 +7,6 @@ spread (standard deviation) and colour histogram entropy. Both are cheap and cat
 """
 from __future__ import annotations
 
-import io
 from typing import ClassVar
 
 import numpy as np
@@ -20,14 +19,12 @@ from curate.stage import Filter, register
 def thumbnail_stats(data: bytes, side: int = 64) -> tuple[float, float]:
     """(largest per-channel pixel standard deviation 0..255, colour histogram entropy in bits 0..9) of a
     small RGB thumbnail. Colour, not grey: a red shape on a green field of equal brightness is not blank."""
-    from PIL import Image
+    from curate import images
 
-    with Image.open(io.BytesIO(data)) as im:
-        im.draft("RGB", (side, side))  # JPEG: decode at a reduced scale; other formats ignore it
-        im = im.convert("RGB")
-        if max(im.size) > side:
-            im.thumbnail((side, side))
-        px = np.asarray(im, dtype=np.uint8).reshape(-1, 3)
+    im = images.decode_rgb(data, draft=side)  # JPEG: decode at a reduced scale; other formats ignore it
+    if max(im.size) > side:
+        im.thumbnail((side, side))
+    px = np.asarray(im, dtype=np.uint8).reshape(-1, 3)
     if px.size == 0:
         return 0.0, 0.0
     std = float(px.std(axis=0).max())

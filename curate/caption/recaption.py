@@ -22,7 +22,6 @@ those images with a synthetic caption instead of dropping them: run `recaption` 
 """
 from __future__ import annotations
 
-import io
 from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
@@ -189,15 +188,11 @@ class Recaption(Stage):
 
     def _images(self, table: pa.Table, i: int) -> list:
         """The PIL image(s) row i is captioned from: its image, or its clip's middle keyframe (or all of them)."""
-        from PIL import Image
+        from curate import images
 
         if self.source == "image":
             blobs = [table.column("image")[i].as_py()]
         else:
             frames = table.column("keyframes")[i].as_py() or []
             blobs = frames if self.keyframes == "all" else frames[len(frames) // 2:len(frames) // 2 + 1]
-        out = []
-        for data in blobs:
-            with Image.open(io.BytesIO(data or b"")) as im:
-                out.append(im.convert("RGB"))
-        return out
+        return [images.decode_rgb(data or b"") for data in blobs]

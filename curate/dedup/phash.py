@@ -14,7 +14,6 @@ rows in a bucket, so keep max_distance small (default 8: 9 bands of 7-8 bits; re
 """
 from __future__ import annotations
 
-import io
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -44,11 +43,12 @@ def image_hash_and_colour(data: bytes, kind: str = "phash") -> tuple[int, bytes]
     import imagehash
     from PIL import Image
 
+    from curate import images
+
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            h = imagehash.phash(im) if kind == "phash" else imagehash.dhash(im)
-            thumb = im.convert("RGB").resize((4, 4), Image.BOX).tobytes()
+        im = images.decode_rgb(data)
+        h = imagehash.phash(im) if kind == "phash" else imagehash.dhash(im)
+        thumb = im.resize((4, 4), Image.BOX).tobytes()
     except Exception:  # noqa: BLE001  (undecodable bytes: no hash, no decision)
         return None
     bits = h.hash.flatten()

@@ -10,7 +10,6 @@ Random streams: [seed, 0] assigns noise, [seed, 1, id] draws attributes, [seed, 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import time
@@ -22,6 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
+
+from curate.images import ImageError, decode_rgb, open_checked
 
 from . import captions, images, noise, splits
 from .noise import DEFAULT_RATES, NOISE_KINDS, expected_outcome  # noqa: F401  (re-exported)
@@ -70,14 +71,14 @@ def _corrupt(rng) -> bytes:
     while True:
         data = rng.integers(0, 256, int(rng.integers(600, 6000)), dtype=np.uint8).tobytes()
         try:
-            Image.open(io.BytesIO(data))
-        except Exception:
+            open_checked(data)
+        except ImageError:
             return data
 
 
 def _near_dup(data: bytes, rng) -> tuple[bytes, int, int]:
     """Re-encode at another JPEG quality, resize, or crop a few percent; never byte-identical."""
-    img = Image.open(io.BytesIO(data)).convert("RGB")
+    img = decode_rgb(data)
     op = ("quality", "resize", "crop")[int(rng.integers(3))]
     if op == "resize":
         f = rng.uniform(0.75, 0.9) if rng.random() < 0.5 else rng.uniform(1.1, 1.25)

@@ -1,14 +1,15 @@
 """The `download` stage for image-text rows, built on img2dataset's downloader and resizer.
 
-img2dataset's `download_image_with_retry` fetches (urllib, retries, X-Robots-Tag opt-out) and its
-`Resizer` decodes, resizes and re-encodes with OpenCV. We keep its thread-pool-per-process shape, but
-instead of writing its own shards we return the bytes and a reason code per row, so every URL becomes a
-metadata row and later stages can score and filter before anything is sharded.
+img2dataset's `download_image_with_retry` fetches (urllib, retries, X-Robots-Tag opt-out). Decoding goes
+through curate.images (header checked against max_pixels before any pixel is decoded, colour converted to
+8 bits correctly or refused with a reason), then `Resize` applies img2dataset's Resizer steps (same
+albumentations transforms, interpolations, white border, OpenCV encoder) to those pixels. We keep its
+thread-pool-per-process shape, but instead of writing its own shards we return the bytes and a reason code
+per row, so every URL becomes a metadata row and later stages can score and filter before anything is sharded.
 """
 from __future__ import annotations
 
 import hashlib
-import io
 from multiprocessing.pool import ThreadPool
 from threading import Semaphore
 from typing import ClassVar, Literal
@@ -17,14 +18,11 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from curate import schema
+from curate import images, schema
 from curate.download import errors
 from curate.stage import Stage, register
 
-IMAGE_REASONS = {
-    "image_decode_error": "the bytes are not a decodable image",
-    "image_truncated": "the image file ends early (JPEG without EOI marker, PNG without IEND)",
-}
+IMAGE_REASONS = images.REASONS
 
 
 def sniff_format(data: bytes) -> str:
@@ -50,9 +48,61 @@ def is_truncated(data: bytes) -> bool:
     return False
 
 
+class Resize:
+    """img2dataset's Resizer from its resize step on, applied to pixels curate.images decoded.
+
+    Same transforms and settings as `Resizer.__call__` (SmallestMaxSize + CenterCrop, LongestMaxSize +
+    white PadIfNeeded, area down / lanczos up, `resize_only_if_bigger`), same OpenCV encoder and params, so
+    an 8-bit RGB image gives the same bytes as img2dataset (tests/hostile/test_pixels.py checks every mode).
+    Pixels come in as RGB or grey; channels are swapped to OpenCV's BGR on the small image, just before encoding.
+    """
+
+    def __init__(self, resizer):
+        import albumentations as A
+        import cv2
+
+        from curate.download.i2d import ResizeMode
+
+        self.r, self.cv2 = resizer, cv2
+        size = resizer.image_size
+        if resizer.resize_mode in (ResizeMode.keep_ratio, ResizeMode.center_crop):
+            self.short_side = True
+            self.fit = {i: A.SmallestMaxSize(max_size=size, interpolation=i, p=1.0)
+                        for i in (resizer.downscale_interpolation, resizer.upscale_interpolation)}
+            self.after = A.CenterCrop(height=size, width=size) if resizer.resize_mode == ResizeMode.center_crop else None
+        elif resizer.resize_mode in (ResizeMode.border, ResizeMode.keep_ratio_largest):
+            self.short_side = False
+            self.fit = {i: A.LongestMaxSize(max_size=size, interpolation=i, p=1.0)
+                        for i in (resizer.downscale_interpolation, resizer.upscale_interpolation)}
+            self.after = A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_CONSTANT,
+                                       value=[255, 255, 255], p=1.0) if resizer.resize_mode == ResizeMode.border else None
+        else:  # ResizeMode.no
+            self.fit = None
+
+    def __call__(self, px: np.ndarray) -> tuple[bytes, int, int]:
+        """(encoded bytes, width, height) of uint8 RGB (H, W, 3) or grey (H, W) pixels."""
+        r = self.r
+        if self.fit is not None:
+            h, w = px.shape[:2]
+            side = min(w, h) if self.short_side else max(w, h)
+            downscale = side > r.image_size
+            if not r.resize_only_if_bigger or downscale:
+                interp = r.downscale_interpolation if downscale else r.upscale_interpolation
+                px = self.fit[interp](image=px)["image"]
+                if self.after is not None:
+                    px = self.after(image=px)["image"]
+        h, w = px.shape[:2]
+        if px.ndim == 3:
+            px = self.cv2.cvtColor(np.ascontiguousarray(px), self.cv2.COLOR_RGB2BGR)
+        ok, buf = self.cv2.imencode(f".{r.encode_format}", px, params=r.encode_params)
+        if not ok:
+            raise ValueError(f"OpenCV could not encode {w}x{h} as {r.encode_format}")
+        return buf.tobytes(), w, h
+
+
 @register
 class Download(Stage):
-    """Fetch each row's url with img2dataset's downloader, resize with its Resizer, record bytes, sizes, sha256."""
+    """Fetch each row's url with img2dataset's downloader, decode (curate.images), resize, record bytes, sizes, sha256."""
 
     name: ClassVar[str] = "download"
     reads: ClassVar[tuple[str, ...]] = ("url",)
@@ -77,18 +127,41 @@ class Download(Stage):
     threads: int = Field(32, ge=1, le=1024)
     user_agent_token: str | None = None
     disallowed_header_directives: list[str] = ["noai", "noimageai", "noindex", "noimageindex"]
-    reject_truncated: bool = True
+    reject_truncated: bool = Field(True, description="check JPEG/PNG end markers before decoding (cheap); "
+                                   "the decoder refuses truncated data as image_truncated either way")
+    max_pixels: int = Field(images.DEFAULT_MAX_PIXELS, ge=64, le=images.PIL_HARD_LIMIT,
+                            description="refuse images whose header declares more pixels (image_too_many_pixels), "
+                            "before decoding; also the pixels decoded at once per worker")
 
-    def _resizer(self):
+    def _resizer(self) -> Resize:
         from curate.download.i2d import Resizer, ResizeMode
 
-        return Resizer(
+        return Resize(Resizer(
             image_size=self.image_size,
             resize_mode=ResizeMode[self.resize_mode],
             resize_only_if_bigger=self.resize_only_if_bigger,
             encode_format=self.encode_format,
             encode_quality=self.encode_quality if self.encode_format != "png" else min(self.encode_quality, 9),
-        )
+        ))
+
+    def decode_resize(self, data: bytes, resize: Resize, budget: images.PixelBudget) -> dict | tuple[str, str]:
+        """Image fields for downloaded bytes, or (reason code, message). Declared size is checked before any
+        pixel is decoded; the decode then waits for its pixels in this worker's budget."""
+        if self.reject_truncated and is_truncated(data):
+            return "image_truncated", f"{len(data)} bytes, no end marker"
+        try:
+            im = images.open_checked(data, self.max_pixels)
+            with budget.hold(im.size[0] * im.size[1]):
+                px = images.load(im, self.max_pixels)
+                oh, ow = px.shape[:2]
+                img, w, h = resize(px)
+                del px
+        except images.ImageError as err:
+            return err.reason, str(err)[:500]
+        except Exception as err:  # noqa: BLE001 - a resize/encode failure is this image's, not the part's
+            return "image_decode_error", f"{type(err).__name__}: {err}"[:500]
+        return {"bytes": img, "format": sniff_format(img), "width": w, "height": h, "orig_width": ow,
+                "orig_height": oh, "sha256": hashlib.sha256(data).hexdigest()}
 
     def _fetch(self, item):
         from curate.download.i2d import download_image_with_retry
@@ -100,7 +173,8 @@ class Download(Stage):
     def fetch_all(self, items: list[tuple[object, str]]):
         """Yield (key, result) per (key, url), in completion order: result is a dict of image fields
         (bytes, format, width, height, orig_width, orig_height, sha256) or (reason code, message)."""
-        resizer = self._resizer()
+        resize = self._resizer()
+        budget = images.PixelBudget(self.max_pixels)
         # Like img2dataset: at most 2x threads downloaded-but-not-yet-resized images in memory.
         gate = Semaphore(self.threads * 2)
 
@@ -115,16 +189,7 @@ class Download(Stage):
                     if err is not None or stream is None:
                         yield key, (errors.classify(err or ""), (err or "no data")[:500])
                         continue
-                    data = stream.getvalue()
-                    if self.reject_truncated and is_truncated(data):
-                        yield key, ("image_truncated", f"{len(data)} bytes, no end marker")
-                        continue
-                    img, w, h, ow, oh, rerr = resizer(io.BytesIO(data))
-                    if rerr is not None:
-                        yield key, ("image_decode_error", rerr[:500])
-                        continue
-                    yield key, {"bytes": img, "format": sniff_format(img), "width": w, "height": h,
-                                "orig_width": ow, "orig_height": oh, "sha256": hashlib.sha256(data).hexdigest()}
+                    yield key, self.decode_resize(stream.getvalue(), resize, budget)
                 finally:
                     gate.release()
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import base64
-import io
 
 _MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF8", "image/gif"),
           (b"BM", "image/bmp"))
@@ -15,9 +14,9 @@ def mime_type(data: bytes) -> str:
             return mime
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
-    from PIL import Image
+    from curate import images
 
-    with Image.open(io.BytesIO(data)) as im:  # raises on bytes that are not an image
+    with images.open_checked(data) as im:  # header only; raises ImageError on bytes that are not an image
         fmt = (im.format or "").lower()
     if not fmt:
         raise ValueError("unknown image format")

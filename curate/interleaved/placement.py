@@ -8,7 +8,6 @@ are enough sentences. `image_sentence` is the index into `sentences`, `image_sim
 """
 from __future__ import annotations
 
-import io
 import re
 from typing import ClassVar, Literal
 
@@ -101,11 +100,11 @@ class DocClip(Stage):
             self._clip = load_clip(self.model, self.pretrained, self.checkpoint, self.device, self.precision)
 
     def _embed_images(self, blobs: list[bytes]) -> np.ndarray:
-        from PIL import Image
+        from curate import images
 
         out = []
         for k in range(0, len(blobs), self.batch_size):
-            ims = [Image.open(io.BytesIO(b)).convert("RGB") for b in blobs[k:k + self.batch_size]]
+            ims = [images.decode_rgb(b) for b in blobs[k:k + self.batch_size]]
             out.append(self._clip.embed_images(ims))
         return np.concatenate(out) if out else np.zeros((0, self._clip.dim), np.float32)
 

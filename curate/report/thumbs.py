@@ -17,15 +17,13 @@ IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
 
 def thumbnail_uri(data: bytes, size: int = 160) -> str | None:
     """A base64 JPEG data URI of `data` shrunk to fit size x size; None if the bytes are not an image."""
-    from PIL import Image
+    from curate import images
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.draft("RGB", (size * 2, size * 2))  # cheap JPEG downscale while decoding
-            im = im.convert("RGB")
-            im.thumbnail((size, size))
-            buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=80)
+        im = images.decode_rgb(data, draft=size * 2)  # draft: cheap JPEG downscale while decoding
+        im.thumbnail((size, size))
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=80)
     except Exception:  # noqa: BLE001 - a broken image just shows no thumbnail
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")

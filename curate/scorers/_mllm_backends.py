@@ -9,7 +9,6 @@ reason code (without the `mllm_` prefix) and a message. Answers become scores th
 """
 from __future__ import annotations
 
-import io
 import math
 import re
 from dataclasses import dataclass
@@ -58,12 +57,11 @@ def yes_no_from_text(text: str | None, yes: set[str], no: set[str]) -> Outcome:
 
 
 def open_image(data: bytes | None):
-    from PIL import Image
+    from curate import images
 
     if data is None:
         raise ValueError("row has no image")
-    im = Image.open(io.BytesIO(data))
-    return im.convert("RGB")
+    return images.decode_rgb(data)
 
 
 class TransformersBackend:

@@ -12,7 +12,6 @@ forward pass is the bottleneck, not the decoder.
 """
 from __future__ import annotations
 
-import io
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
 
@@ -39,16 +38,14 @@ def decode_batch(clip, blobs: list[bytes], texts: list[str], draft: bool = False
     `Image.draft`), so a 512 px JPEG scored at 224 px is not decoded at full size first.
     """
     import torch
-    from PIL import Image
+
+    from curate.images import decode_rgb
 
     pix, ok = [], []
     side = input_size(clip) if draft else 0
     for blob in blobs:
         try:
-            with Image.open(io.BytesIO(blob)) as im:
-                if side and im.format == "JPEG":
-                    im.draft("RGB", (side, side))
-                pix.append(clip.preprocess(im.convert("RGB")))
+            pix.append(clip.preprocess(decode_rgb(blob, draft=side or None)))
             ok.append(True)
         except Exception:  # noqa: BLE001 - a broken image gets no score; the run goes on
             ok.append(False)

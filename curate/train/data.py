@@ -9,7 +9,6 @@ them exactly. Shards are split per rank (wds.split_by_node) and per worker (wds.
 from __future__ import annotations
 
 import glob
-import io
 import os
 import random
 from collections import Counter
@@ -18,7 +17,8 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 import webdataset as wds
-from PIL import Image
+
+from curate.images import decode_rgb
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 TEXT_KEYS = ("txt", "text", "caption")
@@ -93,8 +93,7 @@ def decode_sample(sample: dict, preprocess: Callable, skips: Counter, recaption_
         skips["missing_text"] += 1
         return None
     try:
-        with Image.open(io.BytesIO(sample[img_key])) as im:
-            image = preprocess(im.convert("RGB"))
+        image = preprocess(decode_rgb(sample[img_key]))
     except Exception:  # noqa: BLE001 - any undecodable image is one counted skip
         skips["image_decode_error"] += 1
         return None

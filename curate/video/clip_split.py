@@ -21,6 +21,7 @@ from curate import schema
 from curate.stage import Annotations, Stage, error_line, register
 from curate.video import split, subtitles
 from curate.video._extra import require_video_extra
+from curate.video.probe import MAX_PIXELS, TooManyPixels
 
 
 @register
@@ -45,6 +46,7 @@ class ClipSplit(Stage):
         "split_into_clips": "the video was cut into clips; they follow as rows with parent_uid = this uid",
         "no_clips": "no span of at least min_clip_s (video too short, or only short scenes)",
         "video_decode_error": "FFmpeg could not decode the video's frames",
+        "video_too_many_pixels": "the video's frames have more than max_pixels pixels (checked before decoding)",
     }
 
     mode: Literal["fixed", "scene"] = "scene"
@@ -58,6 +60,8 @@ class ClipSplit(Stage):
     codec: str = Field("auto", description="encoder for re-encoded clips: auto (libx264, else mpeg4) or an FFmpeg name")
     hold_mb: float = Field(48.0, gt=0, description="decoded keyframe candidates held per video before "
                            "they are encoded early (only picked ones become JPEGs)")
+    max_pixels: int = Field(MAX_PIXELS, ge=64, description="refuse videos whose frames have more pixels "
+                            "(video_too_many_pixels), checked from the stream header before decoding")
     preset: str = Field("veryfast", description="libx264 speed/size trade-off for re-encoded clips: ultrafast "
                         "is about 2-3x faster and makes files about 1.8x larger")
     text_from: Literal["auto", "subtitles", "video"] = "auto"
@@ -80,7 +84,7 @@ class ClipSplit(Stage):
                    scene_threshold=self.scene_threshold)
         sc = split.scan(data, sample_every_s=self.min_clip_s / (self.keyframes_per_clip + 1),
                         keyframe_size=self.keyframe_size, plan=functools.partial(split.settled, **how),
-                        n_keyframes=self.keyframes_per_clip, hold_mb=self.hold_mb)
+                        n_keyframes=self.keyframes_per_clip, hold_mb=self.hold_mb, max_pixels=self.max_pixels)
         if len(sc.times) == 0:
             raise ValueError(sc.error or "no decodable video frame")
         spans = split.boundaries(sc, **how)
@@ -113,6 +117,8 @@ class ClipSplit(Stage):
         for i in range(active.num_rows):
             try:
                 clips = self._clips(videos[i].as_py(), cues_col[i], texts[i])
+            except TooManyPixels as err:  # a frame size above the bound: checked before decoding
+                ann.fail(i, err.reason, error_line(err))
             except (av.error.FFmpegError, ValueError, OSError) as err:  # undecodable frames; anything else is isolated
                 ann.fail(i, "video_decode_error", error_line(err))
                 continue

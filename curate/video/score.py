@@ -3,7 +3,6 @@ over frames), with the shared loader in curate.models.clip. It only adds columns
 (`keyframe_clip_threshold`)."""
 from __future__ import annotations
 
-import io
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -39,7 +38,7 @@ class KeyframeClipScore(Stage):
             self._clip = load_clip(self.model, self.pretrained, self.checkpoint, self.device, self.precision)
 
     def annotate(self, active: pa.Table) -> Annotations:
-        from PIL import Image
+        from curate.images import decode_rgb
 
         self.setup()
         n = active.num_rows
@@ -49,7 +48,7 @@ class KeyframeClipScore(Stage):
         for i, frames in enumerate(active.column("keyframes").to_pylist()):
             for jpeg in frames or []:
                 try:
-                    images.append(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+                    images.append(decode_rgb(jpeg))
                     owners.append(i)
                 except Exception:  # noqa: BLE001 - an undecodable keyframe is left out of the mean
                     continue

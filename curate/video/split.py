@@ -146,17 +146,19 @@ def _settle(sc: Scan, plan, n_keyframes: int, pending: list[int]) -> list[int]:
 
 
 def scan(data: bytes, *, sample_every_s: float, keyframe_size: int = 224, quality: int = 90,
-         max_frames: int = 200_000, plan=None, n_keyframes: int = 1, hold_mb: float = 48) -> Scan:
+         max_frames: int = 200_000, plan=None, n_keyframes: int = 1, hold_mb: float = 48,
+         max_pixels: int | None = None) -> Scan:
     """Decode every frame once; keep what splitting, motion and keyframes need.
 
     Keyframe candidates (one every sample_every_s) are held as decoded frames and only the ones a clip
     picks are converted to JPEG (`Scan.jpeg`). Held frames are bounded: past hold_mb, `plan(partial scan)`
     (-> spans that are final, time before which they all end) settles what it can, and whatever is still
     over the bound is encoded oldest first, so memory stays bounded whatever the video's length.
+    A stream declaring (or a frame decoding to) more than max_pixels raises probe.TooManyPixels.
     """
     import av
 
-    from curate.video.probe import open_container
+    from curate.video.probe import MAX_PIXELS, check_pixels, open_container
     from av.video.reformatter import VideoReformatter
 
     times: list[float] = []
@@ -174,6 +176,8 @@ def scan(data: bytes, *, sample_every_s: float, keyframe_size: int = 224, qualit
               end=0.0, keyframe_size=keyframe_size, quality=quality, _reformatter=VideoReformatter())
     with open_container(data) as c:
         vs = c.streams.video[0]
+        limit = max_pixels or MAX_PIXELS
+        check_pixels(vs.codec_context.width, vs.codec_context.height, limit)
         vs.thread_type = "AUTO"
         rate = vs.average_rate or vs.guessed_rate
         fps = float(rate) if rate else 0.0
@@ -182,6 +186,7 @@ def scan(data: bytes, *, sample_every_s: float, keyframe_size: int = 224, qualit
                 if packet.is_keyframe and packet.pts is not None:
                     keys.append(float(packet.pts * packet.time_base))
                 for frame in packet.decode():
+                    check_pixels(frame.width, frame.height, limit, "a frame is")
                     t = frame.time if frame.time is not None else (times[-1] + 1 / (fps or 25) if times else 0.0)
                     # colour thumbs: a shape of the background's brightness but another hue still moves
                     thumb = _thumb(frame)
