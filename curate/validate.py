@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pyarrow.dataset as pads
-from curate.images import decode
+from curate.images import decode as decode_image
 from curate.io.rundir import RunDir
 
 IMAGE_EXTS = {"jpg", "jpeg", "png", "webp", "gif"}
@@ -110,7 +110,7 @@ def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tu
             if decode:
                 for e in img_ext:
                     try:
-                        px = decode(members[e])
+                        px = decode_image(members[e])
                         if row.get("width") and (px.shape[1], px.shape[0]) != (row["width"], row["height"]):
                             problems.append(f"{shard}/{key}: image is {px.shape[1]}x{px.shape[0]}, meta says {row['width']}x{row['height']}")
                     except Exception as err:  # noqa: BLE001 - any decode failure is a finding
