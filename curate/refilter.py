@@ -9,7 +9,6 @@ either is a complete, valid run directory or does not exist. OUT is only read.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import tarfile
 import time
