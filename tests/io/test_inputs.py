@@ -205,3 +205,26 @@ def test_uids_survive_renaming_and_moving_the_input(tmp_path):
     _, _, after = split(reader.InputSpec(path=str(moved)), tmp_path / "y")
     assert before[0].column("uid") == after[0].column("uid")
     assert before[0].column("source")[0].as_py().startswith("in-")
+
+
+def test_load_image_resizes_only_when_asked(tmp_path):
+    root = tmp_path / "imgs"
+    root.mkdir()
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (9, 99, 199)).save(buf, "PNG")
+    png = buf.getvalue()
+    (root / "a.png").write_bytes(png)
+    sizes, extras, parts = split(reader.InputSpec(path=str(root)), tmp_path)
+    kept = load(parts, extras)[0]
+    assert kept["image"] == png and (kept["width"], kept["height"], kept["image_format"]) == (40, 30, "png")
+    small = load(parts, extras, resize_mode="center_crop", image_size=16)[0]
+    assert (small["width"], small["height"], small["orig_width"], small["image_format"]) == (16, 16, 40, "jpg")
+    assert small["sha256"] == kept["sha256"]  # of the bytes as they came, like download's
+
+
+def test_reshard_and_export_user_errors_are_one_line(tmp_path, cli_inprocess):
+    for args in (["reshard", str(tmp_path), "--samples-per-shard", "5", "-o", str(tmp_path / "o")],
+                 ["export", str(tmp_path), "--format", "uids", "-o", str(tmp_path / "x.npy")]):
+        res = cli_inprocess(*args)
+        assert res.returncode == 2 and "holds no run" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "o").exists() and not (tmp_path / "x.npy").exists()
