@@ -364,7 +364,7 @@ class Runner:
         except reader.InputError as err:
             raise RunError(str(err)) from None
         names = {step.name for step in self.recipe.steps}
-        if carries_images and "download" in names:
+        if "download" in names and reader.resolve_format(spec) in reader.IMAGE_FORMATS:
             raise RunError(f"the input {spec.path} carries its images: use the load_image stage instead of download")
         if not carries_images and "load_image" in names:
             raise RunError(f"load_image needs input that carries images (input.format webdataset or images, or "

@@ -22,6 +22,7 @@ from curate.io import inputfs
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 TEXT_EXTS = ("txt", "caption", "text")
 MAX_TEXT_BYTES = 4 * 1024 * 1024  # a caption or json member larger than this fails its sample
+IMAGE_COLUMN_NAMES = {"image", "img", "image_bytes", "jpg", "jpeg", "png", "webp", "bytes"}
 METADATA_NAMES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")  # Hugging Face imagefolder convention
 
 # columns of an index batch (before the per-shard parquet's and the mapping's columns)
@@ -282,15 +283,17 @@ def embedded_image(table: pa.Table, col: str) -> pa.Array:
 
 
 def image_column(names_types: pa.Schema, wanted: str | None) -> str | None:
-    """The input column that holds image bytes: `wanted`, or the only binary / {bytes, path} struct column."""
-    def is_image(t: pa.DataType) -> bool:
+    """The input column that holds image bytes: `wanted`, or else the only column that is a Hugging Face image
+    struct {bytes, path} or a binary column with an image's name (other binary columns need input.image_col)."""
+    def is_image(f: pa.Field) -> bool:
+        t = f.type
         if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-            return True
+            return f.name.lower() in IMAGE_COLUMN_NAMES
         return pa.types.is_struct(t) and any(t.field(i).name == "bytes" for i in range(t.num_fields))
 
     if wanted is not None:
         return wanted
-    found = [f.name for f in names_types if is_image(f.type)]
+    found = [f.name for f in names_types if is_image(f)]
     if len(found) > 1:
         raise ValueError(f"several columns hold bytes ({', '.join(found)}); set input.image_col")
     return found[0] if found else None

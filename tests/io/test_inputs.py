@@ -228,3 +228,13 @@ def test_reshard_and_export_user_errors_are_one_line(tmp_path, cli_inprocess):
         res = cli_inprocess(*args)
         assert res.returncode == 2 and "holds no run" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "o").exists() and not (tmp_path / "x.npy").exists()
+
+
+def test_binary_image_column_by_name_or_setting(tmp_path):
+    data = jpeg((7, 7, 7))
+    pq.write_table(pa.table({"url": ["http://h/a.jpg"], "thumb": [data]}), tmp_path / "t.parquet")
+    assert reader.check_input(reader.InputSpec(path=str(tmp_path / "t.parquet"), text_col=None)) is False
+    spec = reader.InputSpec(path=str(tmp_path / "t.parquet"), text_col=None, image_col="thumb")
+    assert reader.check_input(spec) is True
+    sizes, extras, parts = split(spec, tmp_path)
+    assert load(parts, extras)[0]["image"] == data
