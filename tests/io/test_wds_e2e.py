@@ -8,8 +8,8 @@ URL the run fetched would fail: every sample must still end ok from the tar byte
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import shutil
 import tarfile
 
 import numpy as np
@@ -161,30 +161,21 @@ def test_exports_uids_parquet_and_hf_datasets(curated, tmp_path):
 
 def test_datacomp_uids_export_as_u8_pairs(curated, tmp_path):
     out, _, _, _ = curated
-    # DataComp's own uids are 128-bit hex: exported as the structured u8,u8 array its resharder reads
-    export(out, "uids", tmp_path / "dc.npy", uid_col="input_sha256")  # not 32 hex chars: strings
-    assert np.load(tmp_path / "dc.npy").dtype.kind == "U"
-    from curate.export import export_uids
-    from curate.io.rundir import RunDir
-
-    run = RunDir(out)
-    kept = pads.dataset(str(out / "meta"), format="parquet").to_table(filter=pads.field("status") == "ok")
-    hex32 = [hashlib.md5(u.encode()).hexdigest() for u in kept.column("uid").to_pylist()]
-    side = tmp_path / "side"
-    side.mkdir()
-    # a copy of the run whose meta carries a 32-hex id column
-    import shutil
-
-    shutil.copytree(out, side / "out")
-    for p in sorted((side / "out" / "meta").glob("part-*.parquet")):
+    export(out, "uids", tmp_path / "s.npy", uid_col="input_sha256")  # 64 hex chars: not DataComp's, strings
+    assert np.load(tmp_path / "s.npy").dtype.kind == "U"
+    # DataComp's own uids are 128-bit hex: a copy of the run whose meta carries such a column exports them
+    # as the structured u8,u8 array DataComp's resharder reads, sorted
+    shutil.copytree(out, tmp_path / "dc")
+    want = []
+    for p in sorted((tmp_path / "dc" / "meta").glob("part-*.parquet")):
         t = pq.read_table(p)
         ids = [hashlib.md5(u.encode()).hexdigest() for u in t.column("uid").to_pylist()]
+        want += [h for h, st in zip(ids, t.column("status").to_pylist()) if st == "ok"]
         pq.write_table(t.append_column("dc_uid", pa.array(ids)), p)
-    export_uids(RunDir(side / "out"), tmp_path / "dc2.npy", "dc_uid")
-    arr = np.load(tmp_path / "dc2.npy")
-    assert arr.dtype == np.dtype("u8,u8") and len(arr) == len(hex32)
-    assert sorted((int(h[:16], 16), int(h[16:], 16)) for h in hex32) == [tuple(x) for x in arr]
-    assert run.exists()
+    export(tmp_path / "dc", "uids", tmp_path / "dc.npy", uid_col="dc_uid")
+    arr = np.load(tmp_path / "dc.npy")
+    assert arr.dtype == np.dtype("u8,u8")
+    assert [tuple(x) for x in arr] == sorted((int(h[:16], 16), int(h[16:], 16)) for h in want)
 
 
 def test_download_verify_hash(corpus):
