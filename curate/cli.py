@@ -267,6 +267,41 @@ def refilter(
 
 
 @app.command()
+def reshard(
+    out: str = typer.Argument(..., help="A finished run directory (only read)."),
+    samples_per_shard: int = typer.Option(..., "--samples-per-shard", help="Kept samples per new shard."),
+    output: str = typer.Option(..., "--output", "-o", help="New run directory to write."),
+):
+    """Regroup a run's kept samples into shards of N (rows in = rows out; members copied byte for byte)."""
+    from curate.reshard import OutputError, reshard as run_reshard
+
+    try:
+        manifest = run_reshard(out, samples_per_shard, output)
+    except OutputError as err:
+        raise UserError(str(err)) from None
+    out_console.print(f"{manifest['counts']['kept']} kept samples in {len(manifest['parts'])} shards: {output}",
+                      highlight=False)
+
+
+@app.command()
+def export(
+    out: str = typer.Argument(..., help="A finished run directory (only read)."),
+    format: str = typer.Option(..., "--format", help="uids (DataComp-style .npy subset) or parquet (kept samples with image bytes)."),
+    output: str = typer.Option(..., "--output", "-o", help="File (.npy) or new folder to write."),
+    uid_col: str = typer.Option("uid", "--uid-col", help="uids: the id column to export (input_uid for DataComp's own uids)."),
+):
+    """Export kept samples for the next tool: a uid subset or a Parquet dataset with image bytes."""
+    from curate.export import export as run_export
+    from curate.reshard import OutputError
+
+    try:
+        info = run_export(out, format, output, uid_col=uid_col)
+    except OutputError as err:
+        raise UserError(str(err)) from None
+    out_console.print(", ".join(f"{k}: {v}" for k, v in info.items()), highlight=False)
+
+
+@app.command()
 def report(out: str = typer.Argument(..., help="Run directory.")):
     """(Re)write OUT/report.html: funnel, score and size distributions, duplicates, sample grids."""
     from curate.report import ReportError, report_main

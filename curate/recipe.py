@@ -107,11 +107,12 @@ class _Strict(BaseModel):
 
 class InputConfig(_Strict):
     path: str | None = None
-    format: str = Field("auto", pattern="^(auto|parquet|csv|jsonl|json|warc)$")
+    format: str = Field("auto", pattern="^(auto|parquet|csv|jsonl|json|warc|webdataset|images)$")
     url_col: str = "url"
     text_col: str | None = "caption"  # null for document inputs (their text comes from parse_documents)
     id_col: str | None = None
     source: str | None = None
+    image_col: str | None = None  # Parquet column of image bytes (binary or HF {bytes, path}); auto-detected
 
 
 class OutputConfig(_Strict):
@@ -161,7 +162,7 @@ class Recipe(BaseModel):
     def input_spec(self) -> InputSpec:
         return InputSpec(path=self.input.path or "", format=self.input.format, url_col=self.input.url_col,
                          text_col=self.input.text_col, id_col=self.input.id_col, source=self.input.source,
-                         modality=self.modality)
+                         modality=self.modality, image_col=self.input.image_col)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe (all defaults filled in), as saved into the run directory."""

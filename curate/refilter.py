@@ -9,7 +9,6 @@ either is a complete, valid run directory or does not exist. OUT is only read.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import tarfile
 import time
@@ -95,11 +94,7 @@ def refilter(src: str | Path, where: str, dst: str | Path) -> dict:
                 shutil.copy(src_run.root / extra, tmp_root / extra)
         meta = pq.ParquetDataset(str(tmp.meta)).read(columns=["status", "stage", "reason", "shard"])
         c = schema.counts(meta)
-        sizes = {f"{k:06d}.tar": 0 for k in (int(p.stem) for p in tmp.shards.glob("*.tar"))}
-        for shard in meta.filter(pc.equal(meta.column("status"), schema.OK)).column("shard").to_pylist():
-            sizes[Path(shard).name] = sizes.get(Path(shard).name, 0) + 1
-        if tmp.shards.exists():
-            atomic.write_bytes(tmp.shards / "sizes.json", json.dumps(dict(sorted(sizes.items())), indent=1).encode())
+        tmp.write_sizes()
         out = {**manifest, "status": "complete", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "refilter": {"from": str(src_run.root.resolve()), "where": where, "dropped": len(drop)},
                "counts": {"rows": meta.num_rows, "kept": sum(c[schema.OK].values()),

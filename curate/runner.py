@@ -378,12 +378,15 @@ class Runner:
         if not spec.path:
             raise RunError("no input: pass --input PATH or set input.path in the recipe")
         try:
-            ds = reader.open_dataset(spec)
-            reader.check_columns(spec, ds)
-            if ds.count_rows() == 0:
-                raise reader.InputError(f"input {spec.path} has no rows")
+            carries_images = reader.check_input(spec)
         except reader.InputError as err:
             raise RunError(str(err)) from None
+        names = {step.name for step in self.recipe.steps}
+        if "download" in names and reader.resolve_format(spec) in reader.IMAGE_FORMATS:
+            raise RunError(f"the input {spec.path} carries its images: use the load_image stage instead of download")
+        if not carries_images and "load_image" in names:
+            raise RunError(f"load_image needs input that carries images (input.format webdataset or images, or "
+                           f"Parquet with image bytes); {spec.path} has none")
         return spec
 
     def _saved_recipe_matches(self) -> None:
@@ -410,7 +413,7 @@ class Runner:
         saved = manifest.get("input") or {}
         spec = self.recipe.input_spec()
         if saved and spec.path and "files" in saved:
-            now = reader.fingerprint(Path(spec.path)) if Path(spec.path).exists() else {}
+            now = reader.fingerprint(spec.path)
             if self._identity(now) != self._identity(saved):
                 raise RunError(f"the input {spec.path} changed since this run started (or is another input); "
                                "resume with the same input or start a new --output")
@@ -472,7 +475,7 @@ class Runner:
         manifest = {
             "format": MANIFEST_FORMAT, "status": "running", "name": self.recipe.name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(),
-            "input": reader.fingerprint(Path(spec.path)), "named_files": self._named_files(),
+            "input": reader.fingerprint(spec.path), "named_files": self._named_files(),
             "batches": [], "parts": {}, "timings": {},
         }
         run.root.mkdir(parents=True, exist_ok=True)
@@ -790,12 +793,8 @@ class Runner:
                 atomic.write_parquet(part.filter(pa.array([not d for d in drop])), self.run.meta_part(k))
 
     def _write_sizes(self) -> None:
-        """shards/sizes.json ({"000000.tar": n}): lets WebDataset trainers (open_clip_train) count samples."""
-        t = self._meta_dataset().to_table(columns=["shard"], filter=pads.field("status") == schema.OK)
-        sizes = {Path(p).name: 0 for p in sorted(str(x) for x in self.run.shards.glob("*.tar"))}
-        for row in t.group_by("shard").aggregate([("shard", "count")]).to_pylist():
-            sizes[Path(row["shard"]).name] = row["shard_count"]
-        atomic.write_bytes(self.run.shards / "sizes.json", json.dumps(dict(sorted(sizes.items())), indent=1).encode())
+        """sizes.json ({"000000.tar": n}): lets WebDataset trainers count samples (out/, not shards/)."""
+        self.run.write_sizes()
 
     def counts(self) -> dict:
         ds = self._meta_dataset()

@@ -29,7 +29,8 @@ CORE_COLUMNS: dict[str, pa.DataType] = {
 }
 
 # Binary payload columns travel between stages but never go into meta/*.parquet.
-PAYLOAD_COLUMNS = {"image", "video", "keyframes", "doc_image_bytes"}  # doc_image_bytes: curate.interleaved
+# doc_image_bytes: curate.interleaved; input_image_bytes: image bytes that came with the input (Parquet)
+PAYLOAD_COLUMNS = {"image", "video", "keyframes", "doc_image_bytes", "input_image_bytes"}
 
 # Rows a stage derives from another row (video clips cut from a video) carry the source row's uid here;
 # input rows have it null. Counts in == counts out is checked on the rows where it is null; the source

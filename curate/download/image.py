@@ -115,7 +115,9 @@ class Download(Stage):
         "orig_height": pa.int32(),
         "sha256": pa.string(),  # of the bytes as downloaded, before resizing
     }
-    reasons: ClassVar[dict[str, str]] = {**errors.REASONS, **IMAGE_REASONS}
+    reasons: ClassVar[dict[str, str]] = {
+        **errors.REASONS, **IMAGE_REASONS,
+        "download_hash_mismatch": "the downloaded bytes do not match the input's hash (download.verify_hash)"}
 
     image_size: int = Field(256, ge=8, le=8192)
     resize_mode: Literal["no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"] = "center_crop"
@@ -132,6 +134,10 @@ class Download(Stage):
     max_pixels: int = Field(images.DEFAULT_MAX_PIXELS, ge=64, le=images.PIL_HARD_LIMIT,
                             description="refuse images whose header declares more pixels (image_too_many_pixels), "
                             "before decoding; also the pixels decoded at once per worker")
+    # like img2dataset's verify_hash: check the downloaded bytes against an input column of hex digests
+    # (an input `sha256` column is kept as input_sha256, since this stage writes its own sha256)
+    verify_hash: Literal["sha256"] | None = None
+    hash_col: str = "input_sha256"
 
     def _resizer(self) -> Resize:
         from curate.download.i2d import Resizer, ResizeMode
@@ -193,6 +199,13 @@ class Download(Stage):
                 finally:
                     gate.release()
 
+    def _expected_hashes(self, table: pa.Table) -> list | None:
+        if self.verify_hash is None:
+            return None
+        if self.hash_col not in table.column_names:
+            raise ValueError(f"download.verify_hash: the input has no column {self.hash_col!r} (set download.hash_col)")
+        return table.column(self.hash_col).cast(pa.string()).to_pylist()
+
     def process(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
         active = schema.active_mask(table).to_numpy(zero_copy_only=False)
@@ -214,9 +227,13 @@ class Download(Stage):
             else:
                 todo.append((int(i), url))
 
+        expected = self._expected_hashes(table)
         for i, result in self.fetch_all(todo):
             if isinstance(result, tuple):
                 fail(i, *result)
+                continue
+            if expected is not None and expected[i] and expected[i].strip().lower() != result["sha256"]:
+                fail(i, "download_hash_mismatch", f"sha256 {result['sha256']}, input says {expected[i]}"[:500])
                 continue
             out["image"][i] = result["bytes"]
             out["image_format"][i] = result["format"]

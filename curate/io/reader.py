@@ -1,7 +1,13 @@
-"""Read URL lists (Parquet, CSV, JSONL; a file or a folder of them) and split them into input parts.
+"""Read the input (URL lists in Parquet, CSV, JSONL; WebDataset tars; a folder of images) and split it into
+input parts.
 
 Splitting streams record batches, so the list never has to fit in memory at once. Each part becomes a
-small Parquet file of the core input columns that a worker reads by itself.
+small Parquet file of the core input columns that a worker reads by itself. Inputs that carry their images
+(webdataset, images, Parquet with image bytes) do not need a `download` stage: their rows hold where the
+bytes are (or the bytes themselves), and the `load_image` stage reads them in the workers.
+
+uids: `source` (part of every uid) is the recipe's `input.source`, or else a fingerprint of the input's
+content (its first bytes), so renaming or moving the input keeps every uid.
 """
 from __future__ import annotations
 
@@ -11,14 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
+import pyarrow.json as pajson
 
 from curate import schema
-from curate.io import atomic
+from curate.io import atomic, inputfs, wds_input
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv", ".jsonl": "json",
            ".ndjson": "json", ".json": "json"}
+# formats whose rows carry their images (no download stage: load_image reads them)
+IMAGE_FORMATS = ("webdataset", "images")
+# CSV/JSON rows may be this large (a 5 MB caption is legal); Arrow's default block of 1 MB rejects any row
+# that straddles two blocks, which failed a whole input over one long caption
+BLOCK_BYTES = 64 << 20
 
 
 class InputError(Exception):
@@ -34,20 +47,39 @@ class InputSpec:
     id_col: str | None = None
     source: str | None = None
     modality: str = "image-text"
+    image_col: str | None = None  # Parquet column of image bytes (binary or {bytes, path}); auto when None
 
 
 def detect_format(path: Path) -> str:
     from curate.interleaved._warc import is_warc
 
+    if inputfs.is_pattern(str(path)) or str(path).endswith(".tar"):
+        return "webdataset"
     if path.is_file() and is_warc(path):
         return "warc"
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
-    fmts = {FORMATS.get(p.suffix.lower()) for p in files} - {None}
     if not files:
         raise InputError(f"input folder {path} holds no files")
+    suffixes = {p.suffix.lower().lstrip(".") for p in files}
+    if "tar" in suffixes:
+        return "webdataset"
+    if suffixes & set(wds_input.IMAGE_EXTS):
+        return "images"
+    fmts = {FORMATS.get(p.suffix.lower()) for p in files} - {None}
     if len(fmts) != 1:
         raise InputError(f"cannot tell the format of {path} from its file names; set input.format to parquet, csv or jsonl")
     return fmts.pop()
+
+
+def resolve_format(spec: InputSpec) -> str:
+    """The input's format: as the recipe says, or detected from its file names."""
+    path = Path(spec.path)
+    if spec.format == "auto" and not inputfs.is_pattern(spec.path):
+        if not path.exists():
+            raise InputError(f"input not found: {path}")
+        if not os.access(path, os.R_OK):
+            raise InputError(f"input not readable: {path}")
+    return detect_format(path) if spec.format == "auto" else {"jsonl": "json"}.get(spec.format, spec.format)
 
 
 def open_dataset(spec: InputSpec) -> pads.Dataset:
@@ -56,7 +88,9 @@ def open_dataset(spec: InputSpec) -> pads.Dataset:
         raise InputError(f"input not found: {path}")
     if not os.access(path, os.R_OK):
         raise InputError(f"input not readable: {path}")
-    fmt = detect_format(path) if spec.format == "auto" else {"jsonl": "json"}.get(spec.format, spec.format)
+    fmt = resolve_format(spec)
+    if fmt in IMAGE_FORMATS:
+        raise InputError(f"{path} is {fmt} input, not a table")
     try:
         if fmt == "warc":  # a crawl archive: its HTML responses as (url, html) rows, for document recipes
             from curate.interleaved._warc import read_warc
@@ -64,8 +98,11 @@ def open_dataset(spec: InputSpec) -> pads.Dataset:
             return pads.dataset(read_warc(path))
         if fmt == "csv":
             delim = "\t" if path.suffix.lower() == ".tsv" else ","
-            file_format = pads.CsvFileFormat(parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=True))
+            file_format = pads.CsvFileFormat(parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=True),
+                                              read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES))
             return pads.dataset(str(path), format=file_format)
+        if fmt == "json":
+            return pads.dataset(str(path), format=pads.JsonFileFormat(read_options=pajson.ReadOptions(block_size=BLOCK_BYTES)))
         return pads.dataset(str(path), format=fmt)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, ValueError) as err:
         raise InputError(f"cannot read {path} as {fmt}: {str(err).splitlines()[0]}") from None
@@ -73,16 +110,72 @@ def open_dataset(spec: InputSpec) -> pads.Dataset:
 
 def check_columns(spec: InputSpec, ds: pads.Dataset) -> None:
     names = ds.schema.names
-    for role, col in (("url_col", spec.url_col), ("text_col", spec.text_col), ("id_col", spec.id_col)):
-        if col is not None and col not in names:
-            raise InputError(f"input has no column {col!r} (input.{role}); its columns are: {', '.join(names)}")
+    try:
+        image = wds_input.image_column(ds.schema, spec.image_col)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    for role, col in (("url_col", spec.url_col), ("text_col", spec.text_col), ("id_col", spec.id_col),
+                      ("image_col", spec.image_col)):
+        if col is None or col in names or (role == "url_col" and image is not None):
+            continue  # rows that carry their image need no URL
+        raise InputError(f"input has no column {col!r} (input.{role}); its columns are: {', '.join(names)}")
 
 
-def fingerprint(path: Path) -> dict:
-    """Identity of the input used to refuse resuming a run over a changed list."""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return {"path": str(path.resolve()), "files": len(files), "bytes": sum(p.stat().st_size for p in files),
-            "mtime_ns": max(p.stat().st_mtime_ns for p in files)}
+def _index_batches(spec: InputSpec, fmt: str):
+    """Index tables of an input that carries its images (see curate/io/wds_input.py)."""
+    try:
+        if fmt == "webdataset":
+            yield from wds_input.tar_batches(spec.path)
+        else:
+            yield from wds_input.image_batches(spec.path)
+    except (OSError, ValueError, pa.ArrowInvalid) as err:
+        raise InputError(f"cannot read {fmt} input {spec.path}: {str(err).splitlines()[0]}") from None
+
+
+def check_input(spec: InputSpec) -> bool:
+    """Check the input can be read and has what the recipe needs; True when its rows carry their images."""
+    fmt = resolve_format(spec)
+    if fmt in IMAGE_FORMATS:
+        if next(_index_batches(spec, fmt), None) is None:
+            raise InputError(f"input {spec.path} has no samples")
+        return True
+    ds = open_dataset(spec)
+    check_columns(spec, ds)
+    if ds.count_rows() == 0:
+        raise InputError(f"input {spec.path} has no rows")
+    return wds_input.image_column(ds.schema, spec.image_col) is not None
+
+
+def _input_files(path: str) -> list[str]:
+    if inputfs.is_pattern(path) or not Path(path).exists():
+        try:
+            return inputfs.expand(path, ("",))
+        except (OSError, ValueError):
+            return []
+    p = Path(path)
+    return [str(p)] if p.is_file() else sorted(str(x) for x in p.rglob("*") if x.is_file())
+
+
+def fingerprint(path: str | Path) -> dict:
+    """Identity of the input used to refuse resuming a run over a changed list ({} when it is gone)."""
+    files = _input_files(str(path))
+    if not files:
+        return {}
+    stats = [Path(p).stat() for p in files] if all(Path(p).exists() for p in files) else []
+    return {"path": str(Path(path).resolve()) if Path(path).exists() else str(path), "files": len(files),
+            "bytes": sum(s.st_size for s in stats) if stats else sum(inputfs.size(p) for p in files),
+            "mtime_ns": max(s.st_mtime_ns for s in stats) if stats else None}
+
+
+def content_source(path: str) -> str:
+    """The default `source`: a hash of the input's first 64 KiB (of its first file), not its name, so a
+    renamed or moved input keeps its uids."""
+    files = _input_files(path)
+    if not files:
+        raise InputError(f"input not found: {path}")
+    with inputfs.open_read(files[0]) as f:
+        head = f.read(64 * 1024)
+    return "in-" + hashlib.blake2b(head, digest_size=6).hexdigest()
 
 
 def _uid(source: str, url: str | None, text: str | None, occurrence: int) -> str:
@@ -93,17 +186,42 @@ def _uid(source: str, url: str | None, text: str | None, occurrence: int) -> str
 RESERVED = set(schema.CORE_COLUMNS) | schema.PAYLOAD_COLUMNS
 
 
+def reserved_columns() -> set[str]:
+    """Names an input column may not keep: curate's own columns and every column a stage writes."""
+    from curate.stage import load_builtin_steps
+
+    out = set(RESERVED)
+    for step in load_builtin_steps().values():
+        out |= set(step.writes)
+    return out
+
+
 def split_parts(spec: InputSpec, rows_per_part: int, part_path, first_part: int = 0) -> tuple[list[int], dict]:
     """Stream the input into parts of `rows_per_part` rows; returns (rows per part, extra column types).
 
-    Extra input columns (not url/text/id) are carried along; ones that clash with curate's columns are
-    renamed input_<name>.
+    Extra input columns (not url/text/id) are carried along; ones that clash with curate's columns (core
+    columns and any column a stage writes: sha256, width, status, ...) are renamed input_<name>.
     """
-    ds = open_dataset(spec)
-    check_columns(spec, ds)
-    source = spec.source or Path(spec.path).stem
-    used = {spec.url_col, spec.text_col, spec.id_col}
-    extras = {n: ("input_" + n if n in RESERVED else n) for n in ds.schema.names if n not in used}
+    fmt = resolve_format(spec)
+    image_col = None
+    if fmt in IMAGE_FORMATS:
+        spec = InputSpec(**{**spec.__dict__, "url_col": "url", "text_col": "caption", "id_col": spec.id_col})
+        batches = _index_batches(spec, fmt)
+    else:
+        ds = open_dataset(spec)
+        check_columns(spec, ds)
+        image_col = wds_input.image_column(ds.schema, spec.image_col)
+        batches = ds.to_batches(batch_size=min(rows_per_part, 65536))
+    first = next(batches, None)
+    if first is None:
+        raise InputError(f"input {spec.path} has no rows")
+    names = first.schema.names
+    source = spec.source or content_source(spec.path)
+    internal = {"_reason", "_error"}
+    used = {spec.url_col, spec.text_col, spec.id_col, image_col} | internal
+    reserved = reserved_columns()
+    extras = {n: ("input_" + n if n in reserved else n) for n in names if n not in used}
+    keyed = "input_key" in names  # samples with their own key (tar member, file path): part of the uid
     seen: dict[bytes, int] = {}
     ids: set = set()
     sizes: list[int] = []
@@ -119,14 +237,19 @@ def split_parts(spec: InputSpec, rows_per_part: int, part_path, first_part: int 
         atomic.write_parquet(t, part_path(k))
         sizes.append(t.num_rows)
 
+    def all_batches():
+        yield first
+        yield from batches
+
     try:
-        batches = ds.to_batches(batch_size=min(rows_per_part, 65536))
-        for batch in batches:
+        for batch in all_batches():
             if batch.num_rows == 0:
                 continue
-            urls = batch.column(spec.url_col).cast(pa.string()).to_pylist()
+            n = batch.num_rows
+            urls = (batch.column(spec.url_col).cast(pa.string()).to_pylist() if spec.url_col in names
+                    else [None] * n)
             texts = (batch.column(spec.text_col).cast(pa.string()).to_pylist() if spec.text_col
-                     else [None] * batch.num_rows)
+                     else [None] * n)
             if spec.id_col:
                 uids = [None if v is None else str(v) for v in batch.column(spec.id_col).to_pylist()]
                 for u in uids:
@@ -135,12 +258,13 @@ def split_parts(spec: InputSpec, rows_per_part: int, part_path, first_part: int 
                     ids.add(u)
             else:
                 uids = []
-                for u, t in zip(urls, texts):
-                    k = hashlib.blake2b(f"{u}\0{t}".encode("utf-8", "surrogatepass"), digest_size=12).digest()
+                own = batch.column("input_key").to_pylist() if keyed else [None] * n
+                for u, t, key in zip(urls, texts, own):
+                    ident = f"{u}\0{t}" if key is None else f"{u}\0{t}\0{key}"
+                    k = hashlib.blake2b(ident.encode("utf-8", "surrogatepass"), digest_size=12).digest()
                     occ = seen.get(k, 0)
                     seen[k] = occ + 1
-                    uids.append(_uid(source, u, t, occ))
-            n = batch.num_rows
+                    uids.append(_uid(source, u if key is None else f"{u}\0{key}", t, occ))
             cols = {
                 "uid": pa.array(uids, pa.string()),
                 "source": pa.array([source] * n, pa.string()),
@@ -149,9 +273,19 @@ def split_parts(spec: InputSpec, rows_per_part: int, part_path, first_part: int 
                 "url": pa.array(urls, pa.string()),
                 "text": pa.array(texts, pa.string()),
             }
+            if "_reason" in names:  # samples that failed while being indexed are failed rows from the start
+                reason = batch.column("_reason")
+                failed = pc.is_valid(reason)
+                cols["status"] = pc.if_else(failed, schema.FAILED, pa.scalar(None, pa.string()))
+                cols["stage"] = pc.if_else(failed, "input", pa.scalar(None, pa.string()))
+                cols["reason"] = reason
+                cols["error"] = batch.column("_error")
             for orig, new in extras.items():
                 cols[new] = batch.column(orig)
                 extra_types[new] = batch.schema.field(orig).type
+            if image_col is not None:
+                cols["input_image_bytes"] = wds_input.embedded_image(pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch, image_col)
+                extra_types["input_image_bytes"] = pa.binary()
             row += n
             table = pa.table(cols)
             while table.num_rows:

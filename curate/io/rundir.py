@@ -1,7 +1,9 @@
 """The run directory layout (public API) and its manifest.
 
-out/recipe.yaml, out/manifest.json, out/shards/NNNNNN.tar, out/meta/part-NNNNNN.parquet, out/report.html;
-out/_work/ holds resumable intermediate state and is removed when a run completes.
+out/recipe.yaml, out/manifest.json, out/sizes.json, out/shards/NNNNNN.tar, out/meta/part-NNNNNN.parquet,
+out/report.html; out/_work/ holds resumable intermediate state and is removed when a run completes.
+shards/ holds only the tars, so WebDataset readers that list a folder (Hugging Face `datasets`,
+`ray.data.read_webdataset`) read it as it is; the per-shard sample counts are in out/sizes.json.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ class RunDir:
         self.work = self.root / "_work"
         self.report = self.root / "report.html"
         self.embeddings = self.root / "embeddings"  # sidecar: uid + CLIP embedding vectors per part
+        self.sizes = self.root / "sizes.json"  # {"000000.tar": kept samples}, open_clip's sizes.json format
 
     # final outputs
     def meta_part(self, k: int) -> Path:
@@ -56,6 +59,20 @@ class RunDir:
 
     def done_meta_parts(self) -> set[int]:
         return {int(p.stem.split("-")[1]) for p in self.meta.glob("part-*.parquet")} if self.meta.exists() else set()
+
+    def write_sizes(self) -> dict[str, int]:
+        """Write sizes.json ({"000000.tar": n}, the format open_clip_train reads) from meta/: kept rows per shard."""
+        import pyarrow.dataset as pads
+
+        sizes = {p.name: 0 for p in sorted(self.shards.glob("*.tar"))} if self.shards.exists() else {}
+        parts = sorted(str(p) for p in self.meta.glob("part-*.parquet"))
+        if parts:
+            t = pads.dataset(parts, format="parquet").to_table(columns=["shard"], filter=pads.field("status") == "ok")
+            for row in t.group_by("shard").aggregate([("shard", "count")]).to_pylist():
+                sizes[Path(row["shard"]).name] = row["shard_count"]
+        sizes = dict(sorted(sizes.items()))
+        atomic.write_bytes(self.sizes, json.dumps(sizes, indent=1).encode())
+        return sizes
 
     def exists(self) -> bool:
         return self.manifest_path.exists()

@@ -119,6 +119,7 @@ class ClipSplit(Stage):
                 clips = self._clips(videos[i].as_py(), cues_col[i], texts[i])
             except TooManyPixels as err:  # a frame size above the bound: checked before decoding
                 ann.fail(i, err.reason, error_line(err))
+                continue
             except (av.error.FFmpegError, ValueError, OSError) as err:  # undecodable frames; anything else is isolated
                 ann.fail(i, "video_decode_error", error_line(err))
                 continue

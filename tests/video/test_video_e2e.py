@@ -53,7 +53,7 @@ def test_counts_reconcile(video_demo):
     # every clip belongs to a split video, and every split video has clips
     assert {c["parent_uid"] for c in clips} == split
     kept = [c for c in clips if c["status"] == "ok"]
-    assert len(kept) == sum(json.loads((out / "shards" / "sizes.json").read_text()).values())
+    assert len(kept) == sum(json.loads((out / "sizes.json").read_text()).values())
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["derived"] == len(clips) and manifest["counts"]["kept"] == len(kept)
 

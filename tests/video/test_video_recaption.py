@@ -35,7 +35,7 @@ def test_video_recipe_recaptions_clips_from_keyframes(tmp_path, video_corpus, vi
     assert all(r["status"] != "ok" and r["reason"] for r in videos)
     assert {c["parent_uid"] for c in clips} == {r["uid"] for r in videos if r["reason"] == "split_into_clips"}
     kept = [c for c in clips if c["status"] == "ok"]
-    assert kept and len(kept) == sum(json.loads((out / "shards" / "sizes.json").read_text()).values())
+    assert kept and len(kept) == sum(json.loads((out / "sizes.json").read_text()).values())
     assert all(c["recaption"] and c["recaption_model"].startswith("coca:curate-tiny-coca") for c in kept)
     samples = {s["__key__"]: s for shard in sorted((out / "shards").glob("*.tar"))
                for s in wds.WebDataset(str(shard), shardshuffle=False)}

@@ -1,0 +1,133 @@
+"""The `load_image` stage: the image of input rows that carry it (WebDataset tars, a folder of images,
+Parquet with image bytes), in place of `download`.
+
+It writes the same columns as `download` (image, image_format, width, height, orig_width, orig_height,
+sha256), so every later stage works unchanged. The bytes are read here, in the workers, from where the
+reader indexed them (file + byte offset + length), a row at a time and bounded by `max_bytes`; the driver
+never holds them. By default the bytes are kept exactly as they came (decoded once to check them and to
+measure them); `resize_mode` other than `no` resizes and re-encodes them like `download` does.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from typing import ClassVar, Literal
+
+import pyarrow as pa
+from pydantic import Field
+
+from curate import images, schema
+from curate.download.image import IMAGE_REASONS, Download, is_truncated, sniff_format
+from curate.io import inputfs
+from curate.io.wds_input import REASONS as INPUT_REASONS
+from curate.stage import Stage, register
+
+REASONS = {**IMAGE_REASONS, **INPUT_REASONS,
+           "input_image_too_large": "the input image is larger than load_image.max_bytes"}
+
+
+def _measure(data: bytes, max_pixels: int) -> tuple[int, int]:
+    """(width, height) of image bytes as readers see them (upright, first frame), after a full, bounded decode
+    through curate.images (declared size checked before any pixel is decoded)."""
+    px = images.decode(data, max_pixels)
+    return px.shape[1], px.shape[0]
+
+
+@register
+class LoadImage(Stage):
+    """Read each row's image from the input it came with (tar member, image file or Parquet bytes)."""
+
+    name: ClassVar[str] = "load_image"
+    reads: ClassVar[tuple[str, ...]] = ()
+    writes: ClassVar[dict[str, pa.DataType]] = dict(Download.writes)
+    reasons: ClassVar[dict[str, str]] = REASONS
+
+    max_bytes: int = Field(64 << 20, ge=1)
+    max_pixels: int = Field(images.DEFAULT_MAX_PIXELS, ge=64, le=images.PIL_HARD_LIMIT)
+    resize_mode: Literal["no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"] = "no"
+    image_size: int = Field(256, ge=8, le=8192)
+    resize_only_if_bigger: bool = False
+    encode_format: Literal["jpg", "png", "webp"] = "jpg"
+    encode_quality: int = Field(95, ge=0, le=100)
+    reject_truncated: bool = True
+
+    def _bytes(self, table: pa.Table, rows: list[int]) -> dict[int, bytes | tuple[str, str]]:
+        """Image bytes (or (reason, message)) of `rows`: from input_image_bytes, else by reference."""
+        out: dict[int, bytes | tuple[str, str]] = {}
+        names = table.column_names
+        embedded = table.column("input_image_bytes") if "input_image_bytes" in names else None
+        refs = {c: table.column(c) for c in ("input_file", "input_offset", "input_length", "input_member") if c in names}
+        by_file: dict[str, list[int]] = defaultdict(list)
+        for i in rows:
+            data = embedded[i].as_py() if embedded is not None else None
+            if data is not None:
+                out[i] = data if len(data) <= self.max_bytes else (
+                    "input_image_too_large", f"{len(data)} bytes (max_bytes={self.max_bytes})")
+                continue
+            path = refs["input_file"][i].as_py() if "input_length" in refs else None
+            if path is None or refs["input_length"][i].as_py() is None:
+                out[i] = ("input_missing_image", "the input row carries no image")
+                continue
+            by_file[path].append(i)
+        for path, idx in by_file.items():
+            try:
+                with inputfs.open_read(path) as f:
+                    for i in idx:
+                        off, length = refs["input_offset"][i].as_py(), refs["input_length"][i].as_py()
+                        if length > self.max_bytes:
+                            out[i] = ("input_image_too_large", f"{length} bytes (max_bytes={self.max_bytes})")
+                            continue
+                        f.seek(off)
+                        data = f.read(length)
+                        out[i] = data if len(data) == length else (
+                            "input_read_error", f"{path}: {len(data)} of {length} bytes at offset {off}")
+            except OSError as err:
+                for i in idx:
+                    out.setdefault(i, ("input_read_error", f"{path}: {type(err).__name__}: {err}"[:500]))
+        return out
+
+    def _image(self, data: bytes, download: Download | None, resize, budget) -> dict | tuple[str, str]:
+        if download is not None:  # resize and re-encode exactly as `download` does
+            return download.decode_resize(data, resize, budget)
+        if self.reject_truncated and is_truncated(data):
+            return "image_truncated", f"{len(data)} bytes, no end marker"
+        try:
+            w, h = _measure(data, self.max_pixels)
+        except images.ImageError as err:
+            return err.reason, str(err)[:500]
+        return {"bytes": data, "format": sniff_format(data), "width": w, "height": h,
+                "orig_width": w, "orig_height": h, "sha256": hashlib.sha256(data).hexdigest()}
+
+    def process(self, table: pa.Table) -> pa.Table:
+        n = table.num_rows
+        active = [i for i, ok in enumerate(schema.active_mask(table).to_pylist()) if ok]
+        download = resize = None
+        if self.resize_mode != "no":
+            download = Download(image_size=self.image_size, resize_mode=self.resize_mode,
+                                resize_only_if_bigger=self.resize_only_if_bigger, encode_format=self.encode_format,
+                                encode_quality=self.encode_quality, max_pixels=self.max_pixels,
+                                reject_truncated=self.reject_truncated)
+            resize = download._resizer()
+        budget = images.PixelBudget(self.max_pixels)
+        out = {k: [None] * n for k in self.writes}
+        fail_reason: list = [None] * n
+        fail_error: list = [None] * n
+        for i, data in self._bytes(table, active).items():
+            result = data if isinstance(data, tuple) else self._image(data, download, resize, budget)
+            if isinstance(result, tuple):
+                fail_reason[i], fail_error[i] = result
+                continue
+            out["image"][i], out["image_format"][i] = result["bytes"], result["format"]
+            out["width"][i], out["height"][i] = result["width"], result["height"]
+            out["orig_width"][i], out["orig_height"][i] = result["orig_width"], result["orig_height"]
+            out["sha256"][i] = result["sha256"]
+        for name, typ in self.writes.items():
+            arr = pa.array(out.pop(name), typ)
+            if name in table.column_names:
+                table = table.set_column(table.column_names.index(name), name, arr)
+            else:
+                table = table.append_column(pa.field(name, typ), arr)
+        failed = pa.array([r is not None for r in fail_reason])
+        if any(r is not None for r in fail_reason):
+            table = schema.mark(table, failed, schema.FAILED, self.name, fail_reason, error=fail_error)
+        return table

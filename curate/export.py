@@ -1,0 +1,104 @@
+"""`curate export OUT --format uids|parquet -o PATH`: a finished run in the shape the next tool wants.
+
+uids     a `.npy` of the kept samples' ids, DataComp's subset format: ids that are 128-bit hex (DataComp's
+         own uids, e.g. `--uid-col input_uid` after curating DataComp shards with their parquet) become the
+         structured `u8,u8` array DataComp's resharder reads, sorted; other ids a sorted array of strings.
+parquet  a Parquet dataset of the kept samples: every metadata column plus `image` as the Hugging Face image
+         struct {bytes, path} (the bytes are the tar member's, byte for byte), one file per shard.
+
+Hugging Face `datasets` reads the run's shards directly: load_dataset("webdataset", data_dir="OUT/shards").
+"""
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from curate import schema
+from curate.io import atomic
+from curate.reshard import OutputError, complete_run, new_output
+
+FORMATS = ("uids", "parquet")
+_HEX128 = re.compile(r"[0-9a-fA-F]{32}")
+IMAGE_T = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+
+def export(src: str | Path, fmt: str, dst: str | Path, uid_col: str = "uid") -> dict:
+    if fmt not in FORMATS:
+        raise OutputError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    run, _ = complete_run(src)
+    return export_uids(run, Path(dst), uid_col) if fmt == "uids" else export_parquet(run, Path(dst))
+
+
+def _kept(run, columns: list[str]) -> pa.Table:
+    parts = sorted(str(p) for p in run.meta.glob("part-*.parquet"))
+    ds = pads.dataset(parts, format="parquet")
+    missing = [c for c in columns if c not in ds.schema.names]
+    if missing:
+        raise OutputError(f"the run has no column {missing[0]!r}; its columns are: {', '.join(ds.schema.names)}")
+    return ds.to_table(columns=columns, filter=pads.field("status") == schema.OK)
+
+
+def export_uids(run, dst: Path, uid_col: str = "uid") -> dict:
+    """Write the kept samples' ids as a DataComp-style `.npy` subset."""
+    if dst.suffix != ".npy":
+        raise OutputError(f"{dst}: a uid subset is a .npy file")
+    uids = [u for u in _kept(run, [uid_col]).column(uid_col).cast(pa.string()).to_pylist() if u is not None]
+    if uids and all(_HEX128.fullmatch(u) for u in uids):
+        arr = np.array(sorted((int(u[:16], 16), int(u[16:], 16)) for u in uids), np.dtype("u8,u8"))
+        kind = "datacomp u8,u8"
+    else:
+        arr = np.array(sorted(uids), dtype=str)
+        kind = "str"
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    atomic.write_bytes(dst, buf.getvalue())
+    return {"path": str(dst), "uids": len(uids), "dtype": kind}
+
+
+def export_parquet(run, dst: Path) -> dict:
+    """One Parquet file per shard: kept rows' metadata plus their image (tar member bytes) as {bytes, path}."""
+    dst = new_output(run, dst)
+    tmp = dst.with_name(f".{dst.name}.export-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    rows = files = 0
+    try:
+        for meta_path in sorted(run.meta.glob("part-*.parquet")):
+            k = int(meta_path.stem.split("-")[1])
+            t = pq.read_table(meta_path, filters=[("status", "=", schema.OK)])
+            if t.num_rows == 0:
+                continue
+            images = _images(run.shard(k), t)
+            t = t.append_column(pa.field("image", IMAGE_T), images)
+            atomic.write_parquet(t, tmp / f"part-{k:06d}.parquet")
+            rows += t.num_rows
+            files += 1
+        if dst.exists():
+            dst.rmdir()
+        tmp.rename(dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return {"path": str(dst), "rows": rows, "files": files}
+
+
+def _images(tar_path: Path, t: pa.Table) -> pa.Array:
+    keys = t.column("key").to_pylist()
+    fmts = t.column("image_format").to_pylist() if "image_format" in t.column_names else [None] * len(keys)
+    want = {f"{key}.{fmt}": i for i, (key, fmt) in enumerate(zip(keys, fmts)) if fmt}
+    out: list = [None] * len(keys)
+    if want and tar_path.exists():
+        with tarfile.open(tar_path) as tar:
+            for m in tar:
+                i = want.get(m.name)
+                if i is not None:
+                    out[i] = {"bytes": tar.extractfile(m).read(), "path": m.name}
+    return pa.array(out, IMAGE_T)

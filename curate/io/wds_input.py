@@ -1,0 +1,299 @@
+"""`input.format: webdataset` and `input.format: images`: data users already have, as input rows.
+
+The driver only indexes: for each sample it records where the image bytes are (file, byte offset, length)
+plus the small text members (caption, json). The image bytes themselves are read by the `load_image` stage
+inside the workers, so no process ever holds a whole tar set. Samples that cannot be indexed (a tar with a
+bad header, a member cut short, a sample without an image) become rows that are already failed, with a
+reason, so every sample is still accounted for.
+"""
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from pathlib import PurePosixPath
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate import schema
+from curate.io import inputfs
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
+TEXT_EXTS = ("txt", "caption", "text")
+MAX_TEXT_BYTES = 4 * 1024 * 1024  # a caption or json member larger than this fails its sample
+IMAGE_COLUMN_NAMES = {"image", "img", "image_bytes", "jpg", "jpeg", "png", "webp", "bytes"}
+METADATA_NAMES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")  # Hugging Face imagefolder convention
+
+# columns of an index batch (before the per-shard parquet's and the mapping's columns)
+REF_SCHEMA = pa.schema([
+    ("url", pa.string()), ("caption", pa.string()), ("input_key", pa.string()), ("input_json", pa.string()),
+    ("input_file", pa.string()), ("input_member", pa.string()), ("input_offset", pa.int64()),
+    ("input_length", pa.int64()),
+    # rows that failed while indexing: status/stage/reason/error of the row (null while fine)
+    ("_reason", pa.string()), ("_error", pa.string()),
+])
+REF_COLUMNS = ("input_file", "input_member", "input_offset", "input_length")
+
+REASONS = {
+    "input_tar_error": "a WebDataset tar could not be read (bad header or cut short); the row stands for what was lost",
+    "input_member_error": "a tar member is cut short or larger than the bounds",
+    "input_missing_image": "the sample has no image (no image member, or a listed file is missing)",
+    "input_read_error": "the image bytes could not be read back from the input",
+}
+schema.declare_reasons(REASONS)
+
+# WebDataset's own rule: the key is the member path up to the first dot of its basename
+_KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
+
+
+def _row(**kw) -> dict:
+    return {name: kw.get(name) for name in REF_SCHEMA.names}
+
+
+def _sample_rows(tar_path: str, samples: dict[str, dict], order: list[str]) -> list[dict]:
+    rows = []
+    for key in order:
+        s = samples[key]
+        info = None
+        if s.get("json") is not None:
+            try:
+                info = json.loads(s["json"])
+            except ValueError:
+                info = None
+        info = info if isinstance(info, dict) else {}
+        text = s.get("text")
+        if text is None and isinstance(info.get("caption"), str):
+            text = info["caption"]
+        url = info.get("url") if isinstance(info.get("url"), str) else None
+        row = _row(url=url, caption=text, input_key=key, input_json=s.get("json"), input_file=tar_path)
+        if s.get("error"):
+            row.update(_reason="input_member_error", _error=s["error"])
+        elif "image" not in s:
+            row.update(_reason="input_missing_image", _error=f"no image member for key {key!r} in {tar_path}")
+        else:
+            member, offset, length = s["image"]
+            row.update(input_member=member, input_offset=offset, input_length=length)
+        rows.append(row)
+    return rows
+
+
+def index_tar(tar_path: str) -> list[dict]:
+    """One row per sample of one tar (in member order), plus one failed row if the tar is damaged."""
+    samples: dict[str, dict] = {}
+    order: list[str] = []
+    damage = None
+    try:
+        total = inputfs.size(tar_path)
+        with inputfs.open_read(tar_path) as f, tarfile.open(fileobj=f, mode="r:") as tar:
+            for m in tar:  # random-access mode: tarfile seeks over member data, reading headers only
+                if not m.isfile():
+                    continue
+                match = _KEY_EXT.match(m.name)
+                if not match:
+                    continue
+                key, ext = match.group(1), match.group(2).lower()
+                if key not in samples:
+                    samples[key] = {}
+                    order.append(key)
+                s = samples[key]
+                if m.offset_data + m.size > total:
+                    s["error"] = f"member {m.name} is cut short ({total - m.offset_data} of {m.size} bytes)"
+                elif ext in IMAGE_EXTS and "image" not in s:
+                    s["image"] = (m.name, m.offset_data, m.size)
+                elif ext in TEXT_EXTS or ext == "json":
+                    if m.size > MAX_TEXT_BYTES:
+                        s["error"] = f"member {m.name} is {m.size} bytes (limit {MAX_TEXT_BYTES})"
+                        continue
+                    data = tar.extractfile(m).read().decode("utf-8", "replace")
+                    if ext == "json":
+                        s["json"] = data
+                    elif "text" not in s or ext == "txt":
+                        s["text"] = data
+            end = tar.offset
+            f.seek(end)
+            tail = f.read(512)
+            if tail.strip(b"\0"):  # tarfile stops quietly at a bad header after the first member
+                damage = f"bad tar header at byte {end}; members after it are lost"
+    except (tarfile.TarError, OSError, EOFError, ValueError) as err:
+        damage = f"{type(err).__name__}: {err}"[:500]
+    rows = _sample_rows(tar_path, samples, order)
+    if damage is not None:
+        rows.append(_row(input_key=f"{PurePosixPath(tar_path).name}#damaged", input_file=tar_path,
+                         _reason="input_tar_error", _error=f"{tar_path}: {damage}"[:500]))
+    return rows
+
+
+def _sidecar_parquet(tar_path: str) -> str | None:
+    base = tar_path[:-len(".tar")]
+    return base + ".parquet" if inputfs.exists(base + ".parquet") else None
+
+
+def _read_table(path: str) -> pa.Table:
+    import pyarrow.csv as pacsv
+    import pyarrow.json as pajson
+    import pyarrow.parquet as pq
+
+    with inputfs.open_read(path) as f:
+        if path.endswith(".parquet"):
+            return pq.read_table(f)
+        if path.endswith(".csv"):
+            return pacsv.read_csv(f)
+        return pajson.read_json(f)
+
+
+def _with_joined(rows: list[dict], table: pa.Table | None, key_col: str, keys: list[str | None],
+                 joined_schema: pa.Schema | None) -> pa.Table:
+    """The index rows as a table, with `table`'s columns (joined schema) taken at each row's key."""
+    out = pa.Table.from_pylist(rows, schema=REF_SCHEMA)
+    if joined_schema is None:
+        return out
+    if table is None:
+        extra = joined_schema.empty_table()
+        idx = pa.nulls(len(rows), pa.int64())
+    else:
+        extra = _conform(table, joined_schema)
+        pos = {k: i for i, k in enumerate(table.column(key_col).cast(pa.string()).to_pylist())}
+        idx = pa.array([pos.get(k) for k in keys], pa.int64())
+    extra = extra.take(idx) if len(extra) else pa.table({f.name: pa.nulls(len(rows), f.type) for f in joined_schema})
+    for field in joined_schema:
+        out = out.append_column(field, extra.column(field.name))
+    return out
+
+
+def _conform(table: pa.Table, target: pa.Schema) -> pa.Table:
+    cols = []
+    for field in target:
+        if field.name in table.column_names:
+            try:
+                cols.append(table.column(field.name).cast(field.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                cols.append(pa.nulls(table.num_rows, field.type))
+        else:
+            cols.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(cols, schema=target)
+
+
+def _joined_schema(table: pa.Table, drop: tuple[str, ...]) -> pa.Schema:
+    fields = [f for f in table.schema if f.name not in drop and f.name not in REF_SCHEMA.names]
+    return pa.schema([pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type) for f in fields])
+
+
+def tar_batches(path: str, join_parquet: bool = True):
+    """Index tables of every tar `path` names, one per tar; each tar's parquet (img2dataset writes
+    NNNNN.parquet next to NNNNN.tar, listing every URL of the shard, failed ones too) is joined by key:
+    its rows without a tar sample become failed rows, its columns become input columns."""
+    tars = inputfs.expand(path, (".tar",))
+    if not tars:
+        raise FileNotFoundError(f"no .tar files at {path}")
+    joined_schema = None
+    if join_parquet:
+        first = next((p for p in map(_sidecar_parquet, tars) if p), None)
+        if first is not None:
+            joined_schema = _joined_schema(_read_table(first), drop=("key", "url", "caption"))
+    for tar_path in tars:
+        rows = index_tar(tar_path)
+        side = _sidecar_parquet(tar_path) if joined_schema is not None else None
+        table = _read_table(side) if side else None
+        if table is not None and "key" in table.column_names:
+            rows = _merge_listing(rows, table, tar_path)
+        yield _with_joined(rows, table, "key", [r["input_key"] for r in rows], joined_schema)
+
+
+def _merge_listing(rows: list[dict], listing: pa.Table, tar_path: str) -> list[dict]:
+    """Rows in the listing's order (every URL of the shard), with tar-only samples and damage rows after."""
+    by_key = {r["input_key"]: r for r in rows}
+    out = []
+    cols = listing.select([c for c in ("key", "url", "caption", "error_message") if c in listing.column_names])
+    for rec in cols.to_pylist():
+        key = None if rec["key"] is None else str(rec["key"])
+        row = by_key.pop(key, None)
+        if row is None:
+            why = rec.get("error_message") or "listed in the shard's parquet but not in its tar"
+            row = _row(input_key=key, input_file=tar_path, _reason="input_missing_image", _error=str(why)[:500])
+        if row["url"] is None and isinstance(rec.get("url"), str):
+            row["url"] = rec["url"]
+        if row["caption"] is None and isinstance(rec.get("caption"), str):
+            row["caption"] = rec["caption"]
+        out.append(row)
+    return out + list(by_key.values())
+
+
+def image_batches(path: str, batch_rows: int = 10000):
+    """Index tables of a folder of images; captions from a sidecar `<name>.txt` or `<name>.json`
+    (`caption`/`text` field), or from a Hugging Face imagefolder mapping (metadata.csv / .jsonl / .parquet
+    with a `file_name` column, relative to the folder)."""
+    fs, root = inputfs.filesystem(path)
+    files = inputfs.expand(path, tuple("." + e for e in IMAGE_EXTS))
+    if not files:
+        raise FileNotFoundError(f"no image files under {path}")
+    mapping = None
+    for name in METADATA_NAMES:
+        candidate = path.rstrip("/") + "/" + name
+        if inputfs.exists(candidate):
+            mapping = _read_table(candidate)
+            if "file_name" not in mapping.column_names:
+                raise ValueError(f"{candidate} has no file_name column (the imagefolder convention)")
+            break
+    mapped_schema = _joined_schema(mapping, drop=("file_name",)) if mapping is not None else None
+    if mapping is not None and "caption" in mapping.column_names:
+        mapped_schema = pa.schema([f for f in mapped_schema if f.name != "caption"])
+    prefix = fs._strip_protocol(path).rstrip("/") + "/"
+    for start in range(0, len(files), batch_rows):
+        rows, keys = [], []
+        for f in files[start:start + batch_rows]:
+            rel = fs._strip_protocol(f)[len(prefix):] if fs._strip_protocol(f).startswith(prefix) else PurePosixPath(f).name
+            stem = f.rsplit(".", 1)[0]
+            text, info = _sidecar_text(stem)
+            rows.append(_row(caption=text, input_json=info, input_key=rel, input_file=f, input_member=rel,
+                             input_offset=0, input_length=inputfs.size(f)))
+            keys.append(rel)
+        if mapping is not None and "caption" in mapping.column_names:
+            pos = {k: i for i, k in enumerate(mapping.column("file_name").cast(pa.string()).to_pylist())}
+            caps = mapping.column("caption").cast(pa.string()).to_pylist()
+            for r, k in zip(rows, keys):
+                if r["caption"] is None and k in pos:
+                    r["caption"] = caps[pos[k]]
+        yield _with_joined(rows, mapping, "file_name", keys, mapped_schema)
+
+
+def _sidecar_text(stem: str) -> tuple[str | None, str | None]:
+    for ext in ("txt", "caption", "json"):
+        p = f"{stem}.{ext}"
+        if inputfs.exists(p) and inputfs.size(p) <= MAX_TEXT_BYTES:
+            with inputfs.open_read(p) as f:
+                data = f.read().decode("utf-8", "replace")
+            if ext != "json":
+                return data, None
+            try:
+                info = json.loads(data)
+            except ValueError:
+                return None, data
+            text = next((info[k] for k in ("caption", "text") if isinstance(info, dict) and isinstance(info.get(k), str)), None)
+            return text, data
+    return None, None
+
+
+def embedded_image(table: pa.Table, col: str) -> pa.Array:
+    """Image bytes of a Parquet column: a binary column, or the Hugging Face image struct {bytes, path}."""
+    arr = table.column(col).combine_chunks()
+    if pa.types.is_struct(arr.type):
+        arr = pc.struct_field(arr, "bytes")
+    return arr.cast(pa.binary())
+
+
+def image_column(names_types: pa.Schema, wanted: str | None) -> str | None:
+    """The input column that holds image bytes: `wanted`, or else the only column that is a Hugging Face image
+    struct {bytes, path} or a binary column with an image's name (other binary columns need input.image_col)."""
+    def is_image(f: pa.Field) -> bool:
+        t = f.type
+        if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+            return f.name.lower() in IMAGE_COLUMN_NAMES
+        return pa.types.is_struct(t) and any(t.field(i).name == "bytes" for i in range(t.num_fields))
+
+    if wanted is not None:
+        return wanted
+    found = [f.name for f in names_types if is_image(f)]
+    if len(found) > 1:
+        raise ValueError(f"several columns hold bytes ({', '.join(found)}); set input.image_col")
+    return found[0] if found else None

@@ -1,0 +1,240 @@
+"""Input that users already have: WebDataset tars, folders of images, Parquet with image bytes, long captions.
+
+Unit level (no Ray): the reader's index and the load_image stage over real tar, image and Parquet files.
+"""
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from curate import schema
+from curate.download.load_image import LoadImage
+from curate.io import reader
+
+
+def jpeg(colour, size=(24, 16)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def add(tar, name, data: bytes):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def split(spec, tmp_path, per=4):
+    out = tmp_path / "parts"
+    sizes, extras = reader.split_parts(spec, per, lambda k: out / f"part-{k:06d}.parquet")
+    parts = [pq.read_table(out / f"part-{k:06d}.parquet") for k in range(len(sizes))]
+    return sizes, extras, parts
+
+
+def load(parts, extras, **cfg):
+    """Run load_image over every part as the runner does (run schema, status filled in)."""
+    stage = LoadImage(**cfg)
+    cols = {**dict(stage.writes), **extras}
+    run_schema = schema.run_schema(cols)
+    rows = []
+    for t in parts:
+        t = schema.conform(t, run_schema)
+        t = t.set_column(t.column_names.index("status"), "status",
+                         pa.compute.fill_null(t.column("status"), schema.OK))
+        rows += stage.process(t).to_pylist()
+    return rows
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_5mb_caption_does_not_reject_csv_or_jsonl(tmp_path, fmt):
+    big = "word " * (1024 * 1024)  # 5 MB in one field: Arrow's default 1 MB block refused the whole file
+    rows = [{"url": "http://h/1.jpg", "caption": "short"}, {"url": "http://h/2.jpg", "caption": big}]
+    path = tmp_path / f"u.{fmt}"
+    if fmt == "csv":
+        path.write_text("url,caption\n" + "".join(f"{r['url']},{r['caption']}\n" for r in rows))
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sizes, _, parts = split(reader.InputSpec(path=str(path), source="s"), tmp_path)
+    assert sizes == [2]
+    assert parts[0].column("text").to_pylist()[1] == big
+
+
+@pytest.fixture
+def tars(tmp_path):
+    """Two img2dataset-style shards (tar + per-shard parquet) and a damaged third one."""
+    root = tmp_path / "wds"
+    root.mkdir()
+    images = {}
+    for s in range(2):
+        listing = []
+        with tarfile.open(root / f"{s:05d}.tar", "w") as tar:
+            for i in range(3):
+                key = f"{s:05d}{i:04d}"
+                images[key] = jpeg((40 * i, 100 * s, 200))
+                add(tar, f"{key}.jpg", images[key])
+                add(tar, f"{key}.txt", f"caption {key}".encode())
+                add(tar, f"{key}.json", json.dumps({"url": f"http://gone/{key}.jpg", "key": key}).encode())
+                listing.append({"key": key, "url": f"http://gone/{key}.jpg", "caption": f"caption {key}",
+                                "status": "success", "sha256": "x", "width": 24, "error_message": None})
+        # a URL img2dataset failed on: listed in the parquet, absent from the tar
+        listing.append({"key": f"{s:05d}0099", "url": "http://gone/404.jpg", "caption": "lost",
+                        "status": "failed_to_download", "sha256": None, "width": None, "error_message": "HTTP 404"})
+        pq.write_table(pa.Table.from_pylist(listing), root / f"{s:05d}.parquet")
+    # shard 2: a good sample, a sample with no image, then a member cut short by truncation
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        images["000020000"] = jpeg((1, 2, 3))
+        add(tar, "000020000.jpg", images["000020000"])
+        add(tar, "000020001.txt", b"text only")
+        add(tar, "000020002.jpg", jpeg((9, 9, 9), (200, 200)))
+    data = buf.getvalue()
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        cut = tar.getmember("000020002.jpg").offset_data + 100
+    (root / "00002.tar").write_bytes(data[:cut])  # the last member is cut short
+    return root, images
+
+
+def test_webdataset_tars_by_brace_pattern_keep_every_sample(tars, tmp_path):
+    root, images = tars
+    spec = reader.InputSpec(path=str(root / "{00000..00002}.tar"), format="webdataset")
+    assert reader.check_input(spec) is True
+    sizes, extras, parts = split(spec, tmp_path)
+    # 2 x (3 samples + 1 listed failure) + 3 samples of the cut tar + 1 row for what its cut lost
+    assert sum(sizes) == 12
+    # clashing parquet columns are kept under input_<name>, never overwritten by load_image's own
+    assert {"input_status", "input_sha256", "input_width", "error_message", "input_key"} <= set(extras)
+    rows = load(parts, extras)
+    assert len({r["uid"] for r in rows}) == 12
+    by_key = {r["input_key"]: r for r in rows}
+    for key, data in images.items():
+        r = by_key[key]
+        assert r["status"] == "ok" and r["image"] == data  # exactly the bytes of the tar member
+        assert (r["width"], r["height"]) == (24, 16) and r["image_format"] == "jpg"
+    assert by_key["000000000"]["text"] == "caption 000000000"
+    assert by_key["000000000"]["url"] == "http://gone/000000000.jpg"
+    assert json.loads(by_key["000000000"]["input_json"])["key"] == "000000000"
+    assert by_key["000000000"]["input_status"] == "success" and by_key["000000000"]["sha256"] != "x"
+    lost = by_key["000000099"]
+    assert (lost["status"], lost["stage"], lost["reason"]) == ("failed", "input", "input_missing_image")
+    assert lost["error"] == "HTTP 404"
+    assert by_key["000020001"]["reason"] == "input_missing_image"
+    assert by_key["000020002"]["reason"] == "input_member_error"
+    assert by_key["00002.tar#damaged"]["reason"] == "input_tar_error"
+    assert all(r["reason"] for r in rows if r["status"] != "ok")
+
+
+def test_a_tar_that_is_not_a_tar_is_one_failed_row(tmp_path):
+    root = tmp_path / "w"
+    root.mkdir()
+    with tarfile.open(root / "a.tar", "w") as tar:
+        add(tar, "k.jpg", jpeg((1, 1, 1)))
+    (root / "b.tar").write_bytes(b"garbage" * 100)
+    spec = reader.InputSpec(path=str(root))
+    assert reader.resolve_format(spec) == "webdataset"
+    sizes, extras, parts = split(spec, tmp_path)
+    rows = load(parts, extras)
+    assert [r["status"] for r in rows] == ["ok", "failed"]
+    assert rows[1]["reason"] == "input_tar_error" and "b.tar" in rows[1]["error"]
+
+
+def test_corrupt_image_member_fails_its_row_only(tmp_path):
+    root = tmp_path / "w"
+    root.mkdir()
+    good = jpeg((5, 5, 5))
+    with tarfile.open(root / "a.tar", "w") as tar:
+        add(tar, "a.jpg", good)
+        add(tar, "b.jpg", good[:200])  # cut-off JPEG
+        add(tar, "c.png", b"\x89PNG\r\n\x1a\n" + b"\0" * 64 + b"IEND" + b"\0" * 8)  # not decodable
+    sizes, extras, parts = split(reader.InputSpec(path=str(root / "a.tar")), tmp_path)
+    rows = load(parts, extras)
+    assert [(r["status"], r["reason"]) for r in rows] == [
+        ("ok", None), ("failed", "image_truncated"), ("failed", "image_decode_error")]
+    assert rows[0]["image"] == good
+
+
+def test_folder_of_images_with_sidecars_and_mapping(tmp_path):
+    root = tmp_path / "imgs"
+    (root / "sub").mkdir(parents=True)
+    a, b, c = jpeg((1, 0, 0)), jpeg((0, 1, 0)), jpeg((0, 0, 1))
+    (root / "a.jpg").write_bytes(a)
+    (root / "a.txt").write_text("from a txt")
+    (root / "sub" / "b.jpg").write_bytes(b)
+    (root / "sub" / "b.json").write_text(json.dumps({"caption": "from a json", "license": "cc"}))
+    (root / "c.jpg").write_bytes(c)
+    (root / "metadata.csv").write_text("file_name,caption,width\nc.jpg,from the mapping,7\n")
+    spec = reader.InputSpec(path=str(root))
+    assert reader.resolve_format(spec) == "images" and reader.check_input(spec)
+    sizes, extras, parts = split(spec, tmp_path)
+    rows = {r["input_key"]: r for r in load(parts, extras)}
+    assert set(rows) == {"a.jpg", "sub/b.jpg", "c.jpg"}
+    assert rows["a.jpg"]["text"] == "from a txt" and rows["a.jpg"]["image"] == a
+    assert rows["sub/b.jpg"]["text"] == "from a json" and rows["sub/b.jpg"]["image"] == b
+    assert rows["c.jpg"]["text"] == "from the mapping" and rows["c.jpg"]["input_width"] == 7
+    assert all(r["status"] == "ok" for r in rows.values())
+
+
+def test_parquet_with_hf_image_struct_is_used_not_refetched(tmp_path):
+    imgs = [jpeg((i * 50, 0, 0)) for i in range(3)]
+    t = pa.table({"image": pa.array([{"bytes": d, "path": f"{i}.jpg"} for i, d in enumerate(imgs)]),
+                  "caption": ["a", "b", "c"], "height": [1, 2, 3]})
+    pq.write_table(t, tmp_path / "hf.parquet")
+    spec = reader.InputSpec(path=str(tmp_path / "hf.parquet"))
+    assert reader.check_input(spec) is True  # no url column needed: the rows carry their images
+    sizes, extras, parts = split(spec, tmp_path)
+    assert "input_height" in extras and "input_image_bytes" in extras
+    rows = load(parts, extras)
+    assert [r["image"] for r in rows] == imgs and [r["input_height"] for r in rows] == [1, 2, 3]
+    assert "input_image_bytes" not in schema.meta_schema(schema.run_schema(extras)).names
+
+
+def test_uids_survive_renaming_and_moving_the_input(tmp_path):
+    t = pa.table({"url": [f"http://h/{i}.jpg" for i in range(5)], "caption": ["same"] * 5})
+    first = tmp_path / "a" / "urls.parquet"
+    first.parent.mkdir()
+    pq.write_table(t, first)
+    _, _, before = split(reader.InputSpec(path=str(first)), tmp_path / "x")
+    moved = tmp_path / "b" / "renamed.parquet"
+    moved.parent.mkdir()
+    first.rename(moved)
+    _, _, after = split(reader.InputSpec(path=str(moved)), tmp_path / "y")
+    assert before[0].column("uid") == after[0].column("uid")
+    assert before[0].column("source")[0].as_py().startswith("in-")
+
+
+def test_load_image_resizes_only_when_asked(tmp_path):
+    root = tmp_path / "imgs"
+    root.mkdir()
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (9, 99, 199)).save(buf, "PNG")
+    png = buf.getvalue()
+    (root / "a.png").write_bytes(png)
+    sizes, extras, parts = split(reader.InputSpec(path=str(root)), tmp_path)
+    kept = load(parts, extras)[0]
+    assert kept["image"] == png and (kept["width"], kept["height"], kept["image_format"]) == (40, 30, "png")
+    small = load(parts, extras, resize_mode="center_crop", image_size=16)[0]
+    assert (small["width"], small["height"], small["orig_width"], small["image_format"]) == (16, 16, 40, "jpg")
+    assert small["sha256"] == kept["sha256"]  # of the bytes as they came, like download's
+
+
+def test_reshard_and_export_user_errors_are_one_line(tmp_path, cli_inprocess):
+    for args in (["reshard", str(tmp_path), "--samples-per-shard", "5", "-o", str(tmp_path / "o")],
+                 ["export", str(tmp_path), "--format", "uids", "-o", str(tmp_path / "x.npy")]):
+        res = cli_inprocess(*args)
+        assert res.returncode == 2 and "holds no run" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "o").exists() and not (tmp_path / "x.npy").exists()
+
+
+def test_binary_image_column_by_name_or_setting(tmp_path):
+    data = jpeg((7, 7, 7))
+    pq.write_table(pa.table({"url": ["http://h/a.jpg"], "thumb": [data]}), tmp_path / "t.parquet")
+    assert reader.check_input(reader.InputSpec(path=str(tmp_path / "t.parquet"), text_col=None)) is False
+    spec = reader.InputSpec(path=str(tmp_path / "t.parquet"), text_col=None, image_col="thumb")
+    assert reader.check_input(spec) is True
+    sizes, extras, parts = split(spec, tmp_path)
+    assert load(parts, extras)[0]["image"] == data

@@ -1,0 +1,190 @@
+"""Curate img2dataset's own output with no server left, then reshard and export it.
+
+img2dataset runs for real (its reader, downloader, resizer and WebDataset writer) against a loopback HTTP
+server; only its process pool is replaced by an in-process loop (spawning a pool re-imports img2dataset and
+torch in a fresh interpreter: minutes on a shared 2-core CI machine). The server is then stopped, so any
+URL the run fetched would fail: every sample must still end ok from the tar bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tarfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from curate.demo.server import DemoServer
+from curate.download.image import Download
+from curate import schema
+from curate.export import export
+from curate.recipe import build_recipe
+from curate.reshard import OutputError, reshard
+from curate.runner import Runner
+from curate.validate import validate
+
+N_GOOD = 24
+
+
+def _inline_distributor(processes_count, downloader, reader, _subjob_size, _max_shard_retry):
+    for shard in reader:  # what img2dataset's pool workers do, one shard at a time, here
+        downloader(shard)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("i2d_corpus")
+    (root / "files").mkdir()
+    for i in range(N_GOOD):
+        colour = (0, 0, 0) if i in (3, 17) else (i * 10, 255 - i * 10, (i * 37) % 256)  # 3 and 17: one image twice
+        Image.new("RGB", (80, 60), colour).save(root / "files" / f"{i:03d}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture(scope="module")
+def i2d_output(corpus, tmp_path_factory):
+    import importlib
+
+    i2d_main = importlib.import_module("img2dataset.main")  # the module (the package exports a function `main`)
+
+    base = tmp_path_factory.mktemp("i2d")
+    with DemoServer(corpus) as server:
+        urls = [f"{server.url}/img/{i:03d}.jpg" for i in range(N_GOOD)]
+        urls += [f"{server.url}/status/404/gone.jpg", f"{server.url}/img/missing.jpg"]
+        pq.write_table(pa.table({"url": urls, "caption": [f"a photo number {i}" for i in range(len(urls))]}),
+                       base / "urls.parquet")
+        saved = i2d_main.multiprocessing_distributor
+        i2d_main.multiprocessing_distributor = _inline_distributor
+        try:
+            i2d_main.download(url_list=str(base / "urls.parquet"), output_folder=str(base / "shards"),
+                              processes_count=1, thread_count=4, image_size=64, resize_mode="center_crop",
+                              output_format="webdataset", input_format="parquet", url_col="url",
+                              caption_col="caption", number_sample_per_shard=8, timeout=5, retries=0,
+                              enable_wandb=False)
+        finally:
+            i2d_main.multiprocessing_distributor = saved
+    # the server is gone from here on
+    members = {}
+    for tar_path in sorted((base / "shards").glob("*.tar")):
+        with tarfile.open(tar_path) as tar:
+            for m in tar:
+                if m.name.endswith(".jpg"):
+                    members[m.name[:-4]] = tar.extractfile(m).read()
+    assert len(members) == N_GOOD
+    return base, members, len(urls)
+
+
+@pytest.fixture(scope="module")
+def curated(i2d_output, ray_address, tmp_path_factory):
+    base, members, n_urls = i2d_output
+    out = tmp_path_factory.mktemp("run") / "out"
+    recipe = build_recipe({
+        "name": "from-img2dataset",
+        "input": {"path": str(base / "shards"), "format": "webdataset"},
+        "output": {"path": str(out), "samples_per_shard": 10},
+        "stages": [{"load_image": {}}, {"image_size": {"min_side": 32}}, {"exact_dedup": {"by": "image"}}],
+    })
+    manifest = Runner(recipe, ray_address=ray_address).start()
+    return out, manifest, members, n_urls
+
+
+def meta(out):
+    return pads.dataset(str(out / "meta"), format="parquet").to_table().to_pylist()
+
+
+def test_img2dataset_output_is_curated_without_fetching(curated):
+    out, manifest, members, n_urls = curated
+    rows = meta(out)
+    assert len(rows) == n_urls == manifest["counts"]["rows"]  # every URL img2dataset saw, once
+    assert not any((r["reason"] or "").startswith("download") for r in rows)
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert sorted((r["stage"], r["reason"]) for r in failed) == [("input", "input_missing_image")] * 2
+    assert all(r["input_status"] == "failed_to_download" and r["error"] for r in failed)
+    dropped = [r for r in rows if r["status"] == "dropped"]
+    assert [(r["stage"], r["reason"]) for r in dropped] == [("exact_dedup", "duplicate_image")]
+    kept = [r for r in rows if r["status"] == "ok"]
+    assert len(kept) == N_GOOD - 1
+    # the kept image is exactly img2dataset's tar member; its own sha256 survives as input_sha256
+    got = {}
+    for tar_path in sorted((out / "shards").glob("*.tar")):
+        with tarfile.open(tar_path) as tar:
+            for m in tar:
+                if m.name.endswith(".jpg"):
+                    got[m.name[:-4]] = tar.extractfile(m).read()
+    for r in kept:
+        assert got[r["key"]] == members[r["input_key"]]
+        assert r["sha256"] == hashlib.sha256(members[r["input_key"]]).hexdigest()
+        assert r["url"].endswith(".jpg") and r["text"].startswith("a photo number")
+    assert validate(out)[0] == []
+    # shards/ holds only tars (Hugging Face datasets and ray.data.read_webdataset list the folder)
+    assert {p.suffix for p in (out / "shards").iterdir()} == {".tar"}
+    assert sum(json.loads((out / "sizes.json").read_text()).values()) == len(kept)
+
+
+def test_reshard_keeps_every_row_and_validates(curated, tmp_path):
+    out, manifest, _, _ = curated
+    reshard(out, 7, tmp_path / "r")
+    before, after = meta(out), meta(tmp_path / "r")
+    assert sorted(r["uid"] for r in before) == sorted(r["uid"] for r in after)
+    kept = [r for r in after if r["status"] == "ok"]
+    assert sorted(json.loads((tmp_path / "r" / "sizes.json").read_text()).values()) == [2, 7, 7, 7]
+    assert validate(tmp_path / "r")[0] == []
+    with pytest.raises(OutputError, match="not an empty folder"):
+        reshard(out, 7, tmp_path / "r")
+    assert len(kept) == N_GOOD - 1
+
+
+def test_exports_uids_parquet_and_hf_datasets(curated, tmp_path):
+    out, _, members, _ = curated
+    kept = [r for r in meta(out) if r["status"] == "ok"]
+    info = export(out, "uids", tmp_path / "subset.npy")
+    uids = np.load(tmp_path / "subset.npy")
+    assert info["uids"] == len(kept) and list(uids) == sorted(r["uid"] for r in kept)
+
+    export(out, "parquet", tmp_path / "pq")
+    t = pads.dataset(str(tmp_path / "pq"), format="parquet").to_table()
+    by_uid = {r["uid"]: r for r in kept}
+    assert t.num_rows == len(kept)
+    for r in t.to_pylist():
+        assert r["image"]["bytes"] == members[by_uid[r["uid"]]["input_key"]]
+
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.load_dataset("webdataset", data_dir=str(out / "shards"), split="train",
+                               cache_dir=str(tmp_path / "hf"))
+    assert len(ds) == len(kept) and {"jpg", "txt", "json"} <= set(ds.column_names)
+
+
+def test_datacomp_uids_export_as_u8_pairs(curated, tmp_path):
+    out, _, _, _ = curated
+    export(out, "uids", tmp_path / "s.npy", uid_col="input_sha256")  # 64 hex chars: not DataComp's, strings
+    assert np.load(tmp_path / "s.npy").dtype.kind == "U"
+    # DataComp's own uids are 128-bit hex: a copy of the run whose meta carries such a column exports them
+    # as the structured u8,u8 array DataComp's resharder reads, sorted
+    shutil.copytree(out, tmp_path / "dc")
+    want = []
+    for p in sorted((tmp_path / "dc" / "meta").glob("part-*.parquet")):
+        t = pq.read_table(p)
+        ids = [hashlib.md5(u.encode()).hexdigest() for u in t.column("uid").to_pylist()]
+        want += [h for h, st in zip(ids, t.column("status").to_pylist()) if st == "ok"]
+        pq.write_table(t.append_column("dc_uid", pa.array(ids)), p)
+    export(tmp_path / "dc", "uids", tmp_path / "dc.npy", uid_col="dc_uid")
+    arr = np.load(tmp_path / "dc.npy")
+    assert arr.dtype == np.dtype("u8,u8")
+    assert [tuple(x) for x in arr] == sorted((int(h[:16], 16), int(h[16:], 16)) for h in want)
+
+
+def test_download_verify_hash(corpus):
+    data = (corpus / "files" / "005.jpg").read_bytes()
+    good = hashlib.sha256(data).hexdigest()
+    with DemoServer(corpus) as server:
+        url = f"{server.url}/img/005.jpg"
+        t = pa.table({"url": [url, url, url], "status": [schema.OK] * 3, "input_sha256": [good.upper(), "0" * 64, None]})
+        t = schema.conform(t, schema.run_schema({**Download.writes, "input_sha256": pa.string()}))
+        rows = Download(verify_hash="sha256", image_size=32, threads=2).process(t).to_pylist()
+    assert [r["status"] for r in rows] == ["ok", "failed", "ok"]
+    assert rows[1]["reason"] == "download_hash_mismatch" and rows[1]["image"] is None
