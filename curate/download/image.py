@@ -1,16 +1,16 @@
-"""The `download` stage for image-text rows, built on img2dataset's downloader and resizer.
+"""The `download` stage for image-text rows: curate.download.fetch fetches, img2dataset's Resizer resizes.
 
-img2dataset's `download_image_with_retry` fetches (urllib, retries, X-Robots-Tag opt-out) and its
-`Resizer` decodes, resizes and re-encodes with OpenCV. We keep its thread-pool-per-process shape, but
-instead of writing its own shards we return the bytes and a reason code per row, so every URL becomes a
-metadata row and later stages can score and filter before anything is sharded.
+The fetcher (curate.download.fetch) bounds each request's total time, bytes and redirects and keeps
+img2dataset's User-Agent and X-Robots-Tag opt-out; img2dataset's `Resizer` decodes, resizes and re-encodes
+with OpenCV. Instead of writing img2dataset shards we return the bytes and a reason code per row, so every
+URL becomes a metadata row and later stages can score and filter before anything is sharded. URLs are
+fetched as browsers would (curate.download.urls.normalize); the `url` column keeps the URL as given, with
+credentials (userinfo, token query values) redacted.
 """
 from __future__ import annotations
 
 import hashlib
 import io
-from multiprocessing.pool import ThreadPool
-from threading import Semaphore
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -18,7 +18,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from curate import schema
-from curate.download import errors
+from curate.download import errors, urls as urlfmt
 from curate.stage import Stage, register
 
 IMAGE_REASONS = {
@@ -72,8 +72,10 @@ class Download(Stage):
     resize_only_if_bigger: bool = False
     encode_format: Literal["jpg", "png", "webp"] = "jpg"
     encode_quality: int = Field(95, ge=0, le=100)
-    timeout_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False, description="total per attempt, body included")
     retries: int = Field(0, ge=0, le=10)
+    max_bytes: int = Field(32 << 20, ge=1024, description="largest response body (decoded), in bytes")
+    max_redirects: int = Field(5, ge=0, le=30)
     threads: int = Field(32, ge=1, le=1024)
     user_agent_token: str | None = None
     disallowed_header_directives: list[str] = ["noai", "noimageai", "noindex", "noimageindex"]
@@ -90,43 +92,34 @@ class Download(Stage):
             encode_quality=self.encode_quality if self.encode_format != "png" else min(self.encode_quality, 9),
         )
 
-    def _fetch(self, item):
-        from curate.download.i2d import download_image_with_retry
+    def limits(self):
+        from curate.download.fetch import Limits
 
-        directives = {d.strip().lower() for d in self.disallowed_header_directives} or None
-        token = self.user_agent_token.strip().lower() if self.user_agent_token else None
-        return download_image_with_retry(item, self.timeout_s, self.retries, token, directives)
+        return Limits(timeout_s=self.timeout_s, max_bytes=self.max_bytes, retries=self.retries,
+                      max_redirects=self.max_redirects,
+                      user_agent_token=self.user_agent_token.strip().lower() if self.user_agent_token else None,
+                      disallowed_header_directives=frozenset(d.strip().lower() for d in self.disallowed_header_directives))
 
     def fetch_all(self, items: list[tuple[object, str]]):
         """Yield (key, result) per (key, url), in completion order: result is a dict of image fields
         (bytes, format, width, height, orig_width, orig_height, sha256) or (reason code, message)."""
+        from curate.download.fetch import FetchError, fetch_many
+
         resizer = self._resizer()
         # Like img2dataset: at most 2x threads downloaded-but-not-yet-resized images in memory.
-        gate = Semaphore(self.threads * 2)
-
-        def gen():
-            for item in items:
-                gate.acquire()
-                yield item
-
-        with ThreadPool(min(self.threads, max(1, len(items)))) as pool:
-            for key, stream, err in pool.imap_unordered(self._fetch, gen()):
-                try:
-                    if err is not None or stream is None:
-                        yield key, (errors.classify(err or ""), (err or "no data")[:500])
-                        continue
-                    data = stream.getvalue()
-                    if self.reject_truncated and is_truncated(data):
-                        yield key, ("image_truncated", f"{len(data)} bytes, no end marker")
-                        continue
-                    img, w, h, ow, oh, rerr = resizer(io.BytesIO(data))
-                    if rerr is not None:
-                        yield key, ("image_decode_error", rerr[:500])
-                        continue
-                    yield key, {"bytes": img, "format": sniff_format(img), "width": w, "height": h,
-                                "orig_width": ow, "orig_height": oh, "sha256": hashlib.sha256(data).hexdigest()}
-                finally:
-                    gate.release()
+        for key, data in fetch_many(items, self.limits(), concurrency=self.threads, buffer=self.threads * 2):
+            if isinstance(data, FetchError):
+                yield key, (data.reason, str(data))
+                continue
+            if self.reject_truncated and is_truncated(data):
+                yield key, ("image_truncated", f"{len(data)} bytes, no end marker")
+                continue
+            img, w, h, ow, oh, rerr = resizer(io.BytesIO(data))
+            if rerr is not None:
+                yield key, ("image_decode_error", rerr[:500])
+                continue
+            yield key, {"bytes": img, "format": sniff_format(img), "width": w, "height": h,
+                        "orig_width": ow, "orig_height": oh, "sha256": hashlib.sha256(data).hexdigest()}
 
     def process(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
@@ -144,8 +137,10 @@ class Download(Stage):
         todo = []
         for i in np.flatnonzero(active):
             url = urls[i]
-            if not url or not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
-                fail(i, "download_invalid_url", f"not an http(s) URL: {url!r}"[:500])
+            try:
+                urlfmt.normalize(url)
+            except urlfmt.InvalidURL as err:
+                fail(i, "download_invalid_url", urlfmt.redact(f"{err}: {url!r}")[:500])
             else:
                 todo.append((int(i), url))
 
@@ -160,11 +155,10 @@ class Download(Stage):
             out["orig_width"][i], out["orig_height"][i] = result["orig_width"], result["orig_height"]
             out["sha256"][i] = result["sha256"]
 
-        table = schema.set_rows(
-            table,
-            pa.array([True] * n),
-            {"status": status, "stage": stage, "reason": reason, "error": error},
-        )
+        columns = {"status": status, "stage": stage, "reason": reason, "error": error}
+        if any(urlfmt.has_credentials(u) for u in urls if isinstance(u, str)):
+            columns["url"] = [urlfmt.redact(u) if isinstance(u, str) else u for u in urls]
+        table = schema.set_rows(table, pa.array([True] * n), columns)
         for name, typ in self.writes.items():
             # build the image column in chunks: one pa.array over all bytes doubles its buffer while the
             # Python list is still alive (+660 MB on a 10k-image part, measured)
