@@ -52,6 +52,8 @@ class Limits:
     # Content-Type prefixes refused before the body is read (videos: text/html is never a video)
     refuse_content_types: tuple[str, ...] = ()
     extra_headers: tuple[tuple[str, str], ...] = field(default=())
+    # inline `data:` URLs (documents embed images that way): decoded here, never a network request
+    allow_data_urls: bool = False
 
     def user_agent(self) -> str:
         if self.user_agent_token:
@@ -196,8 +198,26 @@ def _error_of(err: BaseException, limits: Limits) -> FetchError:
     return FetchError("download_error", name)
 
 
+def _data_url(url: str, limits: Limits) -> bytes:
+    """The bytes of a data: URL (urllib's own RFC 2397 parser; offline), bounded by max_bytes."""
+    import urllib.request
+
+    if len(url) > 3 * limits.max_bytes + 1024:  # base64 or %XX text is at most 3x its bytes: a cheap first cut
+        raise FetchError("download_too_large", f"data: URL of {len(url)} characters > max_bytes {limits.max_bytes}")
+    try:
+        with urllib.request.DataHandler().data_open(urllib.request.Request(url.strip())) as resp:
+            data = resp.read()
+    except Exception as err:  # noqa: BLE001 - malformed data: URL (bad base64, no comma): one row
+        raise FetchError("download_invalid_url", f"malformed data: URL ({type(err).__name__}: {err})") from None
+    if len(data) > limits.max_bytes:
+        raise FetchError("download_too_large", f"data: URL of {len(data)} bytes > max_bytes {limits.max_bytes}")
+    return data
+
+
 async def fetch_async(session, url: str, limits: Limits) -> bytes:
     """The decoded body at `url`, or FetchError. Retries transient failures `limits.retries` times."""
+    if limits.allow_data_urls and isinstance(url, str) and url.lstrip()[:5].lower() == "data:":
+        return _data_url(url, limits)
     try:
         target = urls.normalize(url)
     except urls.InvalidURL as err:

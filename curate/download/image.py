@@ -92,22 +92,22 @@ class Download(Stage):
             encode_quality=self.encode_quality if self.encode_format != "png" else min(self.encode_quality, 9),
         )
 
-    def limits(self):
+    def limits(self, **extra):
         from curate.download.fetch import Limits
 
-        return Limits(timeout_s=self.timeout_s, max_bytes=self.max_bytes, retries=self.retries,
+        return Limits(**extra, timeout_s=self.timeout_s, max_bytes=self.max_bytes, retries=self.retries,
                       max_redirects=self.max_redirects,
                       user_agent_token=self.user_agent_token.strip().lower() if self.user_agent_token else None,
                       disallowed_header_directives=frozenset(d.strip().lower() for d in self.disallowed_header_directives))
 
-    def fetch_all(self, items: list[tuple[object, str]]):
+    def fetch_all(self, items: list[tuple[object, str]], limits=None):
         """Yield (key, result) per (key, url), in completion order: result is a dict of image fields
         (bytes, format, width, height, orig_width, orig_height, sha256) or (reason code, message)."""
         from curate.download.fetch import FetchError, fetch_many
 
         resizer = self._resizer()
         # Like img2dataset: at most 2x threads downloaded-but-not-yet-resized images in memory.
-        for key, data in fetch_many(items, self.limits(), concurrency=self.threads, buffer=self.threads * 2):
+        for key, data in fetch_many(items, limits or self.limits(), concurrency=self.threads, buffer=self.threads * 2):
             if isinstance(data, FetchError):
                 yield key, (data.reason, str(data))
                 continue
