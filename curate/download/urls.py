@@ -20,6 +20,7 @@ import idna
 
 _PATH_ENCODE = frozenset(' "#<>?`{}')
 _QUERY_ENCODE = frozenset(" \"#<>'")
+_FORBIDDEN_HOST = frozenset(' "#%/<>?@[\\]^|')  # WHATWG forbidden host code points (plus '"')
 _USERINFO_ENCODE = frozenset(' "#<>?`{}/:;=@[\\]^|')
 
 SECRET_PARAMS = ("password", "passwd", "pwd", "token", "access_token", "auth", "api_key", "apikey", "secret",
@@ -51,6 +52,8 @@ def encode_host(host: str) -> str:
     if host.startswith("["):  # IPv6 literal
         return host
     if host.isascii():
+        if any(c in _FORBIDDEN_HOST or ord(c) < 0x21 or ord(c) == 0x7F for c in host):
+            raise InvalidURL(f"host {host!r} holds characters a host name cannot have")
         return host.lower()
     try:
         return idna.encode(host, uts46=True).decode("ascii")

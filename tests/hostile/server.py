@@ -194,7 +194,7 @@ def _reset_mid_body(h: Handler) -> None:
 
 def default_routes() -> dict:
     """The built-in cases, by path. Copy and extend per test (`srv.routes[...] = ...`)."""
-    good = jpeg()
+    good, bomb = jpeg(), gzip_bomb()  # built now, not while a timed request waits for them
     return {
         "/": lambda h: h.send_bytes(b"ok", "text/plain"),
         "/ok.jpg": lambda h: h.send_bytes(good),
@@ -212,7 +212,7 @@ def default_routes() -> dict:
         "/huge-length.jpg": lambda h: h.endless(length=HUGE),
         "/huge-stream.jpg": lambda h: h.endless(),
         "/short.jpg": lambda h: h.send_bytes(good[: len(good) // 2], length=len(good)),
-        "/gzip-bomb.jpg": lambda h: h.send_bytes(gzip_bomb(), headers={"Content-Encoding": "gzip"}),
+        "/gzip-bomb.jpg": lambda h: h.send_bytes(bomb, headers={"Content-Encoding": "gzip"}),
         "/brotli.jpg": lambda h: h.send_bytes(good, headers={"Content-Encoding": "br"}),
         "/loop-a": lambda h: h.redirect("/loop-b"),
         "/loop-b": lambda h: h.redirect("/loop-a"),
