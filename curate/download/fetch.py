@@ -224,8 +224,8 @@ async def fetch_async(session, url: str, limits: Limits) -> bytes:
         raise FetchError("download_invalid_url", str(err)) from None
     for attempt in range(limits.retries + 1):
         try:
-            async with asyncio.timeout(limits.timeout_s):
-                return await _get(session, target, limits)
+            # wait_for cancels the whole attempt (DNS, connect, headers, redirects, body) at the deadline
+            return await asyncio.wait_for(_get(session, target, limits), limits.timeout_s)
         except Exception as exc:  # noqa: BLE001 - every failure is one row with a reason
             err = _error_of(exc, limits)
         if err.reason not in RETRYABLE or attempt == limits.retries:
