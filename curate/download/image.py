@@ -105,6 +105,8 @@ class Download(Stage):
         (bytes, format, width, height, orig_width, orig_height, sha256) or (reason code, message)."""
         from curate.download.fetch import FetchError, fetch_many
 
+        if not items:
+            return
         resizer = self._resizer()
         # Like img2dataset: at most 2x threads downloaded-but-not-yet-resized images in memory.
         for key, data in fetch_many(items, limits or self.limits(), concurrency=self.threads, buffer=self.threads * 2):

@@ -25,7 +25,7 @@ from pydantic import Field
 
 from curate import schema
 from curate.download import errors
-from curate.download.urls import redact
+from curate.download.urls import has_credentials, redact
 from curate.interleaved import _doc
 from curate.stage import Stage, register
 
@@ -195,8 +195,10 @@ class ParseDocuments(Stage):
             segments_out[i], images_out[i], titles[i] = segments, images, title
             texts[i] = _doc.text_of(segments)
 
-        table = schema.set_rows(table, pa.array([True] * n), {"status": status, "stage": stage, "reason": reason,
-                                                              "error": error, "text": texts})
+        columns = {"status": status, "stage": stage, "reason": reason, "error": error, "text": texts}
+        if any(has_credentials(u) for u in urls if isinstance(u, str)):  # pages fetched with them; never stored
+            columns["url"] = [redact(u) if isinstance(u, str) else u for u in urls]
+        table = schema.set_rows(table, pa.array([True] * n), columns)
         table = _doc.set_column(table, "segments", segments_out, _doc.SEGMENTS_T)
         table = _doc.set_column(table, "doc_images", images_out, _doc.IMAGES_T)
         return _doc.set_column(table, "title", titles, pa.string())
