@@ -1,33 +1,39 @@
-"""One bounded HTTP fetcher for images, document pages and videos (aiohttp on one event-loop thread).
+"""One bounded HTTP fetcher for images, document pages and videos.
 
 Why not img2dataset's `download_image` any more: its timeout is urllib's per-socket-read timeout, so a
 server that sends one byte a second (body or headers) never times out, and `r.read()` takes whatever the
 server sends, so a 10 GB body or a gzip bomb takes the worker's memory. Here every request has:
-- one wall-clock deadline (`timeout_s`) for everything: DNS, connect, headers, redirects and body;
+- one wall-clock deadline (`timeout_s`) for connect, headers, redirects and body: a watchdog thread shuts
+  the socket down when it passes, however the server dribbles (DNS is bounded by the system resolver's own
+  timeouts, which we cannot interrupt);
 - a byte bound (`max_bytes`) checked against Content-Length first, then counted while streaming, on the
   decoded bytes (gzip/deflate are decoded here, `max_bytes + 1` at most per step, so a bomb stops at
   `max_bytes`);
 - redirects followed by hand: at most `max_redirects`, and only to http(s) (file:, ftp:, data: ... are
   refused with a reason);
 - a short body (fewer bytes than Content-Length) as `download_truncated`, never as a shorter image.
-What img2dataset does we keep: its User-Agent string (with the optional token) and its X-Robots-Tag opt-out
-rule. Retries are for transient failures only (timeouts, resets, 408/429/5xx):
-re-asking a 404 is wasted time. Each attempt has its own `timeout_s`.
-
-Why aiohttp: its total timeout is a real deadline (a cancelled coroutine, not a socket option), it caps
-header sizes, and one event loop holds hundreds of slow connections without a thread each. The callers are
-synchronous, so `fetch_many` runs the loop on a helper thread and hands results back through a queue, with
-at most `buffer` fetched-but-unconsumed results in memory.
+What img2dataset does we keep: its thread-per-request shape (urllib's http.client underneath, which
+measured half the CPU per request of an aiohttp event loop here), its User-Agent string (with the optional
+token) and its X-Robots-Tag opt-out rule. Retries are for transient failures only (timeouts, resets,
+408/429/5xx): re-asking a 404 is wasted time. Each attempt has its own `timeout_s`. Unlike urllib we do
+not go through *_proxy environment variables.
 """
 from __future__ import annotations
 
-import asyncio
-import queue
+import base64
+import heapq
+import http.client
+import itertools
+import math
+import socket
+import ssl
 import threading
+import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from multiprocessing.pool import ThreadPool
+from urllib.parse import unquote, urljoin, urlsplit
 
 from curate.download import errors, urls
 
@@ -35,6 +41,7 @@ USER_AGENT = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:72.0) Gecko/20100101 Fi
 REDIRECTS = (301, 302, 303, 307, 308)
 RETRYABLE = {"download_timeout", "download_connection_error", "download_http_408", "download_http_429",
              "download_http_500", "download_http_502", "download_http_503", "download_http_504"}
+CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -120,10 +127,10 @@ def _http_error(status: int) -> FetchError:
 
 
 def _disallowed(headers, limits: Limits) -> bool:
-    """img2dataset's X-Robots-Tag rule (downloader.is_disallowed), restated: importing img2dataset here would
-    block the event loop for seconds. A header value is `[token:] directive, directive`; it applies when it
-    names no user-agent token or ours, and disallows when one directive is in the configured set."""
-    for value in headers.getall("X-Robots-Tag", ()):
+    """img2dataset's X-Robots-Tag rule (downloader.is_disallowed), restated so that fetching does not import
+    img2dataset's downloader (fsspec, exifread). A header value is `[token:] directive, directive`; it applies
+    when it names no user-agent token or ours, and disallows when one directive is in the configured set."""
+    for value in headers.get_all("X-Robots-Tag") or ():
         token, sep, rest = value.partition(":")
         directives = {d.strip().lower() for d in (rest if sep else value).split(",")}
         ua_token = token.lower() if sep else None
@@ -132,68 +139,187 @@ def _disallowed(headers, limits: Limits) -> bool:
     return False
 
 
-async def _get(session, url: str, limits: Limits) -> bytes:
-    import yarl
+class _Watchdog:
+    """One daemon thread that shuts down a socket when its request's deadline passes.
 
-    headers = {"User-Agent": limits.user_agent(), "Accept-Encoding": "gzip, deflate", **dict(limits.extra_headers)}
+    Socket timeouts bound one recv, not a request: a server sending a byte a second satisfies every recv.
+    shutdown() from another thread wakes a blocked recv (it returns EOF), so the request ends on time.
+    """
+
+    def __init__(self):
+        self._heap: list = []
+        self._cv = threading.Condition()
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, deadline: float, sock: socket.socket) -> list:
+        entry = [deadline, next(self._seq), sock, False]  # [deadline, tie-break, socket, fired]
+        with self._cv:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="curate-fetch-deadlines", daemon=True)
+                self._thread.start()
+            heapq.heappush(self._heap, entry)
+            self._cv.notify()
+        return entry
+
+    def swap(self, entry: list, sock):
+        """Watch `sock` (the TLS socket that replaced the plain one) for the same deadline."""
+        with self._cv:
+            if entry[2] is not None:
+                entry[2] = sock
+        return sock
+
+    def cancel(self, entry: list) -> None:
+        with self._cv:
+            entry[2] = None  # lazily dropped when it reaches the top of the heap
+
+    def _run(self) -> None:
+        with self._cv:
+            while True:
+                while self._heap and self._heap[0][2] is None:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cv.wait()
+                    continue
+                wait = self._heap[0][0] - time.monotonic()
+                if wait > 0:
+                    self._cv.wait(wait)
+                    continue
+                entry = heapq.heappop(self._heap)
+                entry[3] = True
+                try:
+                    entry[2].shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+_WATCHDOG = _Watchdog()
+_SSL = None
+
+
+def _ssl_context() -> ssl.SSLContext:
+    global _SSL
+    if _SSL is None:
+        _SSL = ssl.create_default_context()
+    return _SSL
+
+
+def _open(url: str, limits: Limits, deadline: float, resolve: Callable[[str], str] | None):
+    """Connect and send the request; returns (connection, response, watchdog entry)."""
+    parts = urlsplit(url)
+    https = parts.scheme == "https"
+    hostport = parts.netloc.rpartition("@")[2]
+    host = parts.hostname or ""
+    port = parts.port or (443 if https else 80)
+    headers = {"Host": hostport, "User-Agent": limits.user_agent(), "Accept-Encoding": "gzip, deflate",
+               "Accept": "*/*", "Connection": "close", **dict(limits.extra_headers)}
+    if parts.username is not None:  # userinfo is sent as Basic auth, as urllib and browsers do
+        cred = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(cred).decode("ascii")
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError("deadline")
+    timeout = min(limits.read_timeout_s or math.inf, remaining)
+    conn = (http.client.HTTPSConnection(host, port, timeout=timeout, context=_ssl_context()) if https
+            else http.client.HTTPConnection(host, port, timeout=timeout))
+    entry = None
+    try:
+        # connect by hand so the deadline watches the socket before the TLS handshake too
+        conn.sock = socket.create_connection((resolve(host) if resolve else host, port), timeout)
+        entry = _WATCHDOG.watch(deadline, conn.sock)
+        if https:
+            conn.sock = _WATCHDOG.swap(entry, _ssl_context().wrap_socket(conn.sock, server_hostname=host))
+        conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""), headers=headers)
+        return conn, conn.getresponse(), entry
+    except BaseException as err:
+        if entry is not None:
+            _WATCHDOG.cancel(entry)
+        conn.close()
+        if entry is not None and entry[3]:  # the watchdog cut a dribbling handshake or header block
+            raise TimeoutError("deadline") from None
+        raise err
+
+
+def _once(url: str, limits: Limits, deadline: float, resolve) -> tuple[bytes | None, str | None]:
+    """One request: (body, None), or (None, redirect target). Raises FetchError or socket/http errors."""
+    conn, resp, entry = _open(url, limits, deadline, resolve)
+    try:
+        if resp.status in REDIRECTS:
+            location = resp.getheader("Location")
+            if not location:
+                raise FetchError("download_http_error", f"HTTP {resp.status} redirect without a Location")
+            return None, urljoin(url, location.strip())
+        if resp.status >= 300:
+            raise _http_error(resp.status)
+        if limits.disallowed_header_directives and _disallowed(resp.headers, limits):
+            raise FetchError("download_disallowed", "Use of image disallowed by X-Robots-Tag directive")
+        ctype = (resp.getheader("Content-Type") or "").split(";")[0].strip().lower()
+        if limits.refuse_content_types and ctype.startswith(limits.refuse_content_types):
+            raise FetchError("download_content_type", f"Content-Type {ctype!r} refused")
+        if resp.length is not None and resp.length > limits.max_bytes:
+            raise FetchError("download_too_large", f"Content-Length {resp.length} > max_bytes {limits.max_bytes}")
+        body = _Body(resp.getheader("Content-Encoding") or "", limits.max_bytes)
+        while True:
+            chunk = resp.read1(CHUNK)
+            if not chunk:
+                break
+            body.feed(chunk)
+        if entry[3]:
+            raise TimeoutError("deadline")
+        if resp.length:  # http.client's read1 stops at EOF without complaining about a short body
+            raise FetchError("download_truncated", f"body {resp.length} bytes shorter than its Content-Length")
+        return body.finish(), None
+    except BaseException as err:
+        if entry[3] and not isinstance(err, FetchError):
+            raise TimeoutError("deadline") from None  # what the watchdog's shutdown looks like to a reader
+        if entry[3] and isinstance(err, FetchError) and err.reason in ("download_truncated", "download_bad_encoding"):
+            raise TimeoutError("deadline") from None
+        raise
+    finally:
+        _WATCHDOG.cancel(entry)
+        conn.close()
+
+
+def _get(url: str, limits: Limits, resolve=None) -> bytes:
+    """One attempt: the request and its redirects, all within timeout_s."""
+    deadline = time.monotonic() + limits.timeout_s
     current = url
     for _hop in range(limits.max_redirects + 1):
-        async with session.get(yarl.URL(current, encoded=True), headers=headers, allow_redirects=False) as resp:
-            if resp.status in REDIRECTS:
-                location = resp.headers.get("Location")
-                if not location:
-                    raise FetchError("download_http_error", f"HTTP {resp.status} redirect without a Location")
-                target = urljoin(current, location.strip())
-                scheme = urlsplit(target).scheme.lower()
-                if scheme not in ("http", "https"):
-                    raise FetchError("download_redirect_refused",
-                                     f"redirect to a {scheme or 'relative'}: URL refused ({target[:200]})")
-                try:
-                    current = urls.normalize(target)
-                except urls.InvalidURL as err:
-                    raise FetchError("download_redirect_refused", f"redirect to an invalid URL: {err}") from None
-                continue
-            if resp.status >= 300:
-                raise _http_error(resp.status)
-            if limits.disallowed_header_directives and _disallowed(resp.headers, limits):
-                raise FetchError("download_disallowed", "Use of image disallowed by X-Robots-Tag directive")
-            ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            if limits.refuse_content_types and ctype.startswith(limits.refuse_content_types):
-                raise FetchError("download_content_type", f"Content-Type {ctype!r} refused")
-            length = resp.content_length
-            if length is not None and length > limits.max_bytes:
-                raise FetchError("download_too_large", f"Content-Length {length} > max_bytes {limits.max_bytes}")
-            body = _Body(resp.headers.get("Content-Encoding", ""), limits.max_bytes)
-            async for chunk in resp.content.iter_any():
-                body.feed(chunk)
-            return body.finish()
+        data, target = _once(current, limits, deadline, resolve)
+        if target is None:
+            return data
+        scheme = urlsplit(target).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise FetchError("download_redirect_refused", f"redirect to a {scheme or 'relative'}: URL refused ({target[:200]})")
+        try:
+            current = urls.normalize(target)
+        except urls.InvalidURL as err:
+            raise FetchError("download_redirect_refused", f"redirect to an invalid URL: {err}") from None
     raise FetchError("download_too_many_redirects", f"more than max_redirects {limits.max_redirects} redirects")
 
 
 def _error_of(err: BaseException, limits: Limits) -> FetchError:
-    """A FetchError with the reason code for an exception raised by aiohttp or the event loop."""
-    import aiohttp
-
+    """A FetchError with the reason code for an exception raised by the socket, ssl or http.client."""
     name = f"{type(err).__name__}: {err}"
     if isinstance(err, FetchError):
         return err
-    if isinstance(err, (asyncio.TimeoutError, TimeoutError)):
-        return FetchError("download_timeout", f"no complete answer within timeout_s {limits.timeout_s}")
-    if isinstance(err, aiohttp.ClientConnectorDNSError):
+    if isinstance(err, TimeoutError):  # socket.timeout is TimeoutError
+        if str(err) == "deadline" or not limits.read_timeout_s:
+            return FetchError("download_timeout", f"no complete answer within timeout_s {limits.timeout_s}")
+        return FetchError("download_timeout", f"nothing received for read_timeout_s {limits.read_timeout_s}")
+    if isinstance(err, socket.gaierror):
         return FetchError("download_dns_error", name)
-    if isinstance(err, aiohttp.ClientConnectorError):
-        if isinstance(err.os_error, ConnectionRefusedError):
-            return FetchError("download_connection_refused", name)
+    if isinstance(err, ConnectionRefusedError):
+        return FetchError("download_connection_refused", name)
+    if isinstance(err, http.client.IncompleteRead):
+        return FetchError("download_truncated", f"body shorter than announced ({name})")
+    if isinstance(err, (ConnectionError, ssl.SSLError, http.client.RemoteDisconnected)):
         return FetchError("download_connection_error", name)
-    if isinstance(err, aiohttp.ClientPayloadError):
-        if "ContentLengthError" in name or "not completed" in name:
-            return FetchError("download_truncated", f"body shorter than its Content-Length ({name})")
-        return FetchError("download_connection_error", name)
-    if isinstance(err, aiohttp.ClientResponseError):  # unparsable status line, oversized headers
+    if isinstance(err, http.client.HTTPException):  # bad status line, header line too long, > 100 headers
         return FetchError("download_bad_response", name)
-    if isinstance(err, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, ConnectionError)):
+    if isinstance(err, OSError):
         return FetchError("download_connection_error", name)
-    if isinstance(err, (aiohttp.InvalidURL, ValueError)):
+    if isinstance(err, ValueError):
         return FetchError("download_invalid_url", name)
     return FetchError("download_error", name)
 
@@ -214,8 +340,12 @@ def _data_url(url: str, limits: Limits) -> bytes:
     return data
 
 
-async def fetch_async(session, url: str, limits: Limits) -> bytes:
-    """The decoded body at `url`, or FetchError. Retries transient failures `limits.retries` times."""
+def fetch(url: str, limits: Limits, resolve: Callable[[str], str] | None = None) -> bytes:
+    """The decoded body at `url`, or FetchError. Retries transient failures `limits.retries` times.
+
+    `resolve` maps a host name to the address to connect to (tests: an IDNA name to 127.0.0.1); the
+    request still names the host (Host header, TLS server name).
+    """
     if limits.allow_data_urls and isinstance(url, str) and url.lstrip()[:5].lower() == "data:":
         return _data_url(url, limits)
     try:
@@ -224,97 +354,40 @@ async def fetch_async(session, url: str, limits: Limits) -> bytes:
         raise FetchError("download_invalid_url", str(err)) from None
     for attempt in range(limits.retries + 1):
         try:
-            # wait_for cancels the whole attempt (DNS, connect, headers, redirects, body) at the deadline
-            return await asyncio.wait_for(_get(session, target, limits), limits.timeout_s)
+            return _get(target, limits, resolve)
         except Exception as exc:  # noqa: BLE001 - every failure is one row with a reason
             err = _error_of(exc, limits)
         if err.reason not in RETRYABLE or attempt == limits.retries:
             raise err
-        await asyncio.sleep(min(2.0, 0.1 * 2 ** attempt))
+        time.sleep(min(2.0, 0.1 * 2 ** attempt))
     raise AssertionError("unreachable")
-
-
-def session(limits: Limits, concurrency: int, resolver=None):
-    """An aiohttp session for `concurrency` parallel requests. `resolver` (an aiohttp AbstractResolver) is for
-    tests that map names to 127.0.0.1; trust_env keeps urllib's behaviour of honouring *_proxy variables."""
-    import aiohttp
-
-    connector = aiohttp.TCPConnector(limit=concurrency, ttl_dns_cache=300, resolver=resolver)
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=limits.read_timeout_s, sock_read=limits.read_timeout_s)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False, trust_env=True,
-                                 cookie_jar=aiohttp.DummyCookieJar())
-
-
-_DONE = object()
 
 
 def fetch_many(items: Iterable[tuple[object, str]], limits: Limits, concurrency: int = 32,
-               buffer: int | None = None, resolver=None) -> Iterator[tuple[object, bytes | FetchError]]:
+               buffer: int | None = None, resolve=None) -> Iterator[tuple[object, bytes | FetchError]]:
     """Yield (key, body bytes or FetchError) for each (key, url), in completion order.
 
-    At most `concurrency` requests are in flight and at most `buffer` (default 2 x concurrency) results
-    wait for the consumer, so memory stays near buffer x max_bytes however slow the consumer is.
+    At most `concurrency` requests run at once (a thread each, like img2dataset) and at most `buffer`
+    (default 2 x concurrency) fetched results wait for the consumer, so memory stays near
+    buffer x max_bytes however slow the consumer is.
     """
-    results: queue.Queue = queue.Queue()
     gate = threading.Semaphore(buffer or 2 * concurrency)
-    stop = threading.Event()
 
-    async def produce():
-        inflight = asyncio.Semaphore(concurrency)
-        tasks: set = set()
+    def gated():
+        for item in items:
+            gate.acquire()
+            yield item
 
-        async def one(key, url, sess):
-            try:
-                results.put((key, await fetch_async(sess, url, limits)))
-            except FetchError as err:
-                results.put((key, err))
-            finally:
-                inflight.release()
-
-        async with session(limits, concurrency, resolver) as sess:
-            for key, url in items:
-                if not gate.acquire(blocking=False):
-                    await asyncio.to_thread(gate.acquire)
-                if stop.is_set():
-                    break
-                await inflight.acquire()
-                task = asyncio.create_task(one(key, url, sess))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            if tasks:
-                await asyncio.gather(*tasks)
-
-    def run():
+    def one(item):
+        key, url = item
         try:
-            asyncio.run(produce())
-        except BaseException as err:  # noqa: BLE001 - handed to the consumer, which raises it
-            results.put(err)
-        results.put(_DONE)
+            return key, fetch(url, limits, resolve)
+        except FetchError as err:
+            return key, err
 
-    thread = threading.Thread(target=run, name="curate-fetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = results.get()
-            if item is _DONE:
-                break
-            if isinstance(item, BaseException):
-                raise item
+    with ThreadPool(concurrency) as pool:
+        for result in pool.imap_unordered(one, gated()):
             try:
-                yield item
+                yield result
             finally:
                 gate.release()
-    finally:
-        stop.set()
-        for _ in range(buffer or 2 * concurrency):
-            gate.release()
-        thread.join()
-
-
-def fetch(url: str, limits: Limits, resolver=None) -> bytes:
-    """The body at one URL, or FetchError (a synchronous wrapper over fetch_many)."""
-    for _key, result in fetch_many([(None, url)], limits, concurrency=1, resolver=resolver):
-        if isinstance(result, FetchError):
-            raise result
-        return result
-    raise AssertionError("unreachable")

@@ -125,10 +125,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def drip(self, body: bytes, interval: float = DRIP_INTERVAL_S) -> None:
+    def drip(self, body: bytes, interval: float = DRIP_INTERVAL_S, ctype: str = "image/jpeg") -> None:
         """Send `body` one byte per `interval` (after honest headers) until done or the client leaves."""
         self.send_response(200)
-        self.send_header("Content-Type", "image/jpeg")
+        self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         for i in range(len(body)):
@@ -170,10 +170,10 @@ def _drip_headers(h: Handler) -> None:
             return
 
 
-def _stall(h: Handler) -> None:
+def stall(h: Handler, ctype: str = "image/jpeg") -> None:
     """Honest headers, then nothing (until the server stops)."""
     h.send_response(200)
-    h.send_header("Content-Type", "image/jpeg")
+    h.send_header("Content-Type", ctype)
     h.send_header("Content-Length", str(len(jpeg())))
     h.end_headers()
     h.wfile.flush()
@@ -206,7 +206,7 @@ def default_routes() -> dict:
                                 else h.send_bytes(b"who are you", "text/plain", status=401)),
         "/slow-drip.jpg": lambda h: h.drip(good),
         "/slow-headers.jpg": _drip_headers,
-        "/stall.jpg": _stall,
+        "/stall.jpg": stall,
         "/reset.jpg": lambda h: h.reset(),
         "/reset-mid-body.jpg": _reset_mid_body,
         "/huge-length.jpg": lambda h: h.endless(length=HUGE),

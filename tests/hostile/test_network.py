@@ -8,11 +8,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import tarfile
 import threading
 import time
 
-import aiohttp  # noqa: F401 - imported here so that timed requests do not pay for it
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
@@ -24,7 +24,7 @@ from curate.download.image import Download
 from curate.interleaved.parse import ParseDocuments
 from curate.stage import run_local
 from tests.conftest import curate_inprocess
-from tests.hostile.server import HostileServer, hostile_server, jpeg  # noqa: F401 - hostile_server is a fixture
+from tests.hostile.server import hostile_server, jpeg, stall  # noqa: F401 - hostile_server is a fixture
 
 TIMEOUT_S = 2.0
 SLACK_S = 1.5  # scheduling on a loaded 2-core machine
@@ -35,7 +35,7 @@ CASES = {
     "/ok.jpg": None, "/bilder/grün.jpg": None, "/a b/c.jpg": None, "/gzip.jpg": None, "/deflate.jpg": None,
     "/redirect-ok": None, "/html.jpg": None, "/": None,
     "/slow-drip.jpg": "download_timeout", "/slow-headers.jpg": "download_timeout", "/stall.jpg": "download_timeout",
-    "/reset.jpg": "download_connection_error", "/reset-mid-body.jpg": "download_truncated",
+    "/reset.jpg": "download_connection_error", "/reset-mid-body.jpg": "download_connection_error",
     "/huge-length.jpg": "download_too_large", "/huge-stream.jpg": "download_too_large",
     "/short.jpg": "download_truncated", "/gzip-bomb.jpg": "download_too_large", "/brotli.jpg": "download_bad_encoding",
     "/loop-a": "download_too_many_redirects", "/loop-b": "download_too_many_redirects",
@@ -123,6 +123,28 @@ def test_slow_drip_with_retries_is_bounded_per_attempt(hostile_server):
     assert 2.0 <= time.monotonic() - t0 <= 2.0 + 0.3 + SLACK_S  # two attempts + backoff
 
 
+def test_video_fetch_stall_and_drip_are_bounded(hostile_server):
+    """Videos get a long total (max_seconds) and a short stall limit (timeout_s): both end the transfer."""
+    from curate.video import fetch as video_fetch
+
+    hostile_server.routes["/stall.mp4"] = lambda h: stall(h, "video/mp4")
+    hostile_server.routes["/drip.mp4"] = lambda h: h.drip(b"\0" * 100, 0.2, "video/mp4")
+    for path, kw, bound in (("/stall.mp4", dict(timeout_s=1.0, max_seconds=30), 1.0),
+                            ("/drip.mp4", dict(timeout_s=1.0, max_seconds=2.0), 2.0)):  # bytes keep coming
+        t0 = time.monotonic()
+        with pytest.raises(video_fetch.FetchError) as e:
+            video_fetch.fetch(hostile_server.url(path), max_bytes=1 << 20, **kw)
+        assert e.value.reason == "download_timeout" and not e.value.dropped
+        assert bound - 0.1 <= time.monotonic() - t0 <= bound + SLACK_S, path
+    hostile_server.routes["/endless.mp4"] = lambda h: h.endless("video/mp4")
+    with pytest.raises(video_fetch.FetchError) as e:
+        video_fetch.fetch(hostile_server.url("/endless.mp4"), timeout_s=1, max_bytes=1 << 20, max_seconds=5)
+    assert e.value.reason == "video_too_large" and e.value.dropped  # limits are decisions for videos
+    with pytest.raises(video_fetch.FetchError) as e:
+        video_fetch.fetch(hostile_server.url("/redirect-file"), timeout_s=1, max_bytes=1 << 20, max_seconds=5)
+    assert e.value.reason == "download_redirect_refused"
+
+
 @pytest.mark.parametrize("given, sent", [
     ("  http://Example.ORG/bilder/grün.jpg\n", "http://example.org/bilder/gr%C3%BCn.jpg"),
     ("http://grün.example/x", "http://xn--grn-ioa.example/x"),
@@ -152,25 +174,25 @@ def test_redact_hides_userinfo_and_credential_params():
 
 
 def test_idn_host_is_fetched_by_its_ascii_name(hostile_server):
-    """No non-loopback name resolves here, so an aiohttp resolver maps the IDNA name to 127.0.0.1: the
-    request proves the fetcher asks for `xn--grn-ioa.example` (the resolver refuses any other name)."""
-    from aiohttp.abc import AbstractResolver
-
+    """No non-loopback name resolves here, so `resolve` maps the IDNA name to 127.0.0.1 (and refuses any
+    other name): the request proves the fetcher connects for, and names, `xn--grn-ioa.example`."""
     asked = []
 
-    class Loopback(AbstractResolver):
-        async def resolve(self, host, port=0, family=0):
-            asked.append(host)
-            if host != "xn--grn-ioa.example":
-                raise OSError(f"test resolver: unknown host {host}")
-            return [{"hostname": host, "host": "127.0.0.1", "port": port, "family": 2, "proto": 0, "flags": 0}]
-
-        async def close(self):
-            pass
+    def loopback(host):
+        asked.append(host)
+        if host != "xn--grn-ioa.example":
+            raise socket.gaierror(f"test resolver: unknown host {host}")
+        return "127.0.0.1"
 
     url = f"http://grün.example:{hostile_server.port}/bilder/grün.jpg"
-    assert fetch(url, _limits(), resolver=Loopback()) == jpeg(64, 1)
+    assert fetch(url, _limits(), resolve=loopback) == jpeg(64, 1)
     assert asked == ["xn--grn-ioa.example"]
+    hostile_server.routes["/host"] = lambda h: h.send_bytes(h.headers["Host"].encode(), "text/plain")
+    assert fetch(url.replace("/bilder/grün.jpg", "/host"), _limits(), resolve=loopback) == \
+        f"xn--grn-ioa.example:{hostile_server.port}".encode()
+    with pytest.raises(FetchError) as e:
+        fetch(f"http://ünknown.example:{hostile_server.port}/", _limits(), resolve=loopback)
+    assert e.value.reason == "download_dns_error"
 
 
 def _table(urls_: list) -> pa.Table:
