@@ -30,7 +30,7 @@ sys.path.insert(1, str(BENCH.parent))
 from _common import REPO, bench_env, update_results  # noqa: E402
 from download import make_pool, write_urls  # noqa: E402
 
-PACKAGES = ["curate", "aiohttp", "ray", "pyarrow"]
+PACKAGES = ["curate", "img2dataset", "ray", "pyarrow"]
 
 
 def run_once(urls: Path, out: Path, timeout_s: float, env: dict) -> dict:
