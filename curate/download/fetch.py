@@ -82,6 +82,7 @@ class _Body:
     def __init__(self, encoding: str, max_bytes: int):
         self.max_bytes, self.buf = max_bytes, bytearray()
         enc = encoding.strip().lower()
+        self.gzip = enc in ("gzip", "x-gzip")
         if enc in ("", "identity"):
             self.z = None
         elif enc in ("gzip", "x-gzip"):
@@ -99,19 +100,27 @@ class _Body:
     def feed(self, chunk: bytes) -> None:
         if self.z is None:
             return self._add(chunk)
-        if self.z == "deflate":  # RFC 9110 says zlib format; some servers send raw deflate
-            zlib_header = len(chunk) >= 2 and chunk[0] & 0x0F == 8 and (chunk[0] << 8 | chunk[1]) % 31 == 0
+        if self.z == "deflate":  # RFC 9110 says zlib format; some servers send raw deflate: look at 2 bytes
+            self.pending = getattr(self, "pending", b"") + chunk
+            if len(self.pending) < 2:
+                return None
+            chunk, head = self.pending, self.pending
+            zlib_header = head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0
             self.z = zlib.decompressobj(zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS)
         try:
             data = chunk
             while data:
                 self._add(self.z.decompress(data, self.max_bytes - len(self.buf) + 1))
                 data = self.z.unconsumed_tail
+                if not data and self.z.eof and self.z.unused_data and self.gzip:  # next gzip member
+                    data, self.z = self.z.unused_data, zlib.decompressobj(16 + zlib.MAX_WBITS)
         except zlib.error as err:
             raise FetchError("download_bad_encoding", f"corrupt compressed body: {err}") from None
 
     def finish(self) -> bytes:
-        if self.z is not None and not isinstance(self.z, str):
+        if isinstance(self.z, str):  # deflate with fewer than 2 body bytes
+            raise FetchError("download_truncated", "compressed body ends before its end marker")
+        if self.z is not None:
             try:
                 self._add(self.z.flush())
             except zlib.error as err:

@@ -274,3 +274,28 @@ def test_download_run_with_hostile_urls_stays_in_its_folder(ray_address, hostile
     assert _snapshot(tmp_path).keys() - before.keys() == {k for k in _snapshot(tmp_path) if k.startswith("out/")}
     assert {k: v for k, v in _snapshot(tmp_path).items() if not k.startswith("out/")} == before
     assert sorted(os.listdir(".")) == cwd_before
+
+
+def test_body_decoding_edge_cases():
+    """gzip with two members, raw (headerless) deflate, bodies fed a byte at a time, corrupt and short streams."""
+    import gzip
+    import zlib
+
+    from curate.download.fetch import _Body
+
+    data = bytes(range(256)) * 400
+    cases = {"gzip": gzip.compress(data[:50_000]) + gzip.compress(data[50_000:]),
+             "deflate": zlib.compress(data), "DEFLATE": zlib.compress(data)[2:-4]}
+    for enc, wire in cases.items():
+        body = _Body(enc, 1 << 20)
+        for i in range(len(wire)):
+            body.feed(wire[i:i + 1])
+        assert body.finish() == data, enc
+    for enc, wire, reason in (("gzip", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xff\xff\xff", "download_bad_encoding"),
+                              ("gzip", gzip.compress(data)[:500], "download_truncated"),
+                              ("deflate", b"x", "download_truncated")):
+        with pytest.raises(FetchError) as e:
+            body = _Body(enc, 1 << 20)
+            body.feed(wire)
+            body.finish()
+        assert e.value.reason == reason, (enc, wire[:10])
