@@ -36,7 +36,7 @@ class DocDownload(Download):
 
     on_all_failed: Literal["keep", "drop"] = "keep"
     max_data_url_bytes: int = Field(1_000_000, ge=0)
-    max_images_per_doc: int = Field(1000, ge=0, le=1_000_000)
+    max_images_per_doc: int = Field(10_000, ge=0, le=1_000_000)
 
     def process(self, table: pa.Table) -> pa.Table:
         n = table.num_rows

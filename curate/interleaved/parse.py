@@ -68,7 +68,7 @@ class ParseDocuments(Stage):
     max_images: int = Field(100, ge=0, le=100_000)
     max_html_bytes: int = Field(5_000_000, ge=1)
     max_doc_bytes: int = Field(10_000_000, ge=1, description="text + image URL bytes of one parsed document")
-    max_images_per_doc: int = Field(1000, ge=0, le=1_000_000, description="image references; more fails the doc")
+    max_images_per_doc: int = Field(10_000, ge=0, le=1_000_000, description="image references; more fails the doc")
     timeout_s: float = Field(10.0, gt=0)
     retries: int = Field(0, ge=0, le=10)
     threads: int = Field(16, ge=1, le=1024)
