@@ -1,9 +1,9 @@
-"""Load img2dataset's downloader and resizer without its package __init__.
+"""Load img2dataset's resizer without its package __init__.
 
 `import img2dataset` runs img2dataset.main, which imports webdataset (and through it torch), pandas and
-fsspec writers: ~10-20 s per Ray worker on a small machine, for two functions and a class we call. We
-load the two submodules against a bare package object instead, then forget that object so a later
-`import img2dataset` elsewhere still gets the real package.
+fsspec writers: ~10-20 s per Ray worker on a small machine, for the one class we call. We load the
+submodule against a bare package object instead, then forget that object so a later `import img2dataset`
+elsewhere still gets the real package. (Fetching is curate.download.fetch, not img2dataset's downloader.)
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import types
 
 def _load():
     if "img2dataset" in sys.modules:  # the real package is already here: use it
-        return importlib.import_module("img2dataset.downloader"), importlib.import_module("img2dataset.resizer")
+        return importlib.import_module("img2dataset.resizer")
     spec = importlib.util.find_spec("img2dataset")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("img2dataset is not installed")
@@ -23,15 +23,13 @@ def _load():
     bare.__path__ = list(spec.submodule_search_locations)
     sys.modules["img2dataset"] = bare
     try:
-        downloader = importlib.import_module("img2dataset.downloader")
         resizer = importlib.import_module("img2dataset.resizer")
     finally:
         if sys.modules.get("img2dataset") is bare:
             del sys.modules["img2dataset"]
-    return downloader, resizer
+    return resizer
 
 
-downloader, resizer = _load()
-download_image_with_retry = downloader.download_image_with_retry
+resizer = _load()
 Resizer = resizer.Resizer
 ResizeMode = resizer.ResizeMode

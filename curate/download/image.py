@@ -1,17 +1,17 @@
-"""The `download` stage for image-text rows, built on img2dataset's downloader and resizer.
+"""The `download` stage for image-text rows: curate.download.fetch fetches, img2dataset's Resizer resizes.
 
-img2dataset's `download_image_with_retry` fetches (urllib, retries, X-Robots-Tag opt-out). Decoding goes
-through curate.images (header checked against max_pixels before any pixel is decoded, colour converted to
-8 bits correctly or refused with a reason), then `Resize` applies img2dataset's Resizer steps (same
-albumentations transforms, interpolations, white border, OpenCV encoder) to those pixels. We keep its
-thread-pool-per-process shape, but instead of writing its own shards we return the bytes and a reason code
-per row, so every URL becomes a metadata row and later stages can score and filter before anything is sharded.
+The fetcher (curate.download.fetch) bounds each request's total time, bytes and redirects and keeps
+img2dataset's User-Agent and X-Robots-Tag opt-out. Decoding goes through curate.images (header checked
+against max_pixels before any pixel is decoded, colour converted to 8 bits correctly or refused with a
+reason), then `Resize` applies img2dataset's Resizer steps (same albumentations transforms, interpolations,
+white border, OpenCV encoder) to those pixels. Instead of writing img2dataset shards we return the bytes and
+a reason code per row, so every URL becomes a metadata row and later stages can score and filter before
+anything is sharded. URLs are fetched as browsers would (curate.download.urls.normalize); the `url` column
+keeps the URL as given, with credentials (userinfo, token query values) redacted.
 """
 from __future__ import annotations
 
 import hashlib
-from multiprocessing.pool import ThreadPool
-from threading import Semaphore
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -19,7 +19,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from curate import images, schema
-from curate.download import errors
+from curate.download import errors, urls as urlfmt
 from curate.stage import Stage, register
 
 IMAGE_REASONS = images.REASONS
@@ -124,8 +124,10 @@ class Download(Stage):
     resize_only_if_bigger: bool = False
     encode_format: Literal["jpg", "png", "webp"] = "jpg"
     encode_quality: int = Field(95, ge=0, le=100)
-    timeout_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False, description="total per attempt, body included")
     retries: int = Field(0, ge=0, le=10)
+    max_bytes: int = Field(32 << 20, ge=1024, description="largest response body (decoded), in bytes")
+    max_redirects: int = Field(5, ge=0, le=30)
     threads: int = Field(32, ge=1, le=1024)
     user_agent_token: str | None = None
     disallowed_header_directives: list[str] = ["noai", "noimageai", "noindex", "noimageindex"]
@@ -169,35 +171,29 @@ class Download(Stage):
         return {"bytes": img, "format": sniff_format(img), "width": w, "height": h, "orig_width": ow,
                 "orig_height": oh, "sha256": hashlib.sha256(data).hexdigest()}
 
-    def _fetch(self, item):
-        from curate.download.i2d import download_image_with_retry
+    def limits(self, **extra):
+        from curate.download.fetch import Limits
 
-        directives = {d.strip().lower() for d in self.disallowed_header_directives} or None
-        token = self.user_agent_token.strip().lower() if self.user_agent_token else None
-        return download_image_with_retry(item, self.timeout_s, self.retries, token, directives)
+        return Limits(**extra, timeout_s=self.timeout_s, max_bytes=self.max_bytes, retries=self.retries,
+                      max_redirects=self.max_redirects,
+                      user_agent_token=self.user_agent_token.strip().lower() if self.user_agent_token else None,
+                      disallowed_header_directives=frozenset(d.strip().lower() for d in self.disallowed_header_directives))
 
-    def fetch_all(self, items: list[tuple[object, str]]):
+    def fetch_all(self, items: list[tuple[object, str]], limits=None):
         """Yield (key, result) per (key, url), in completion order: result is a dict of image fields
         (bytes, format, width, height, orig_width, orig_height, sha256) or (reason code, message)."""
+        from curate.download.fetch import FetchError, fetch_many
+
+        if not items:
+            return
         resize = self._resizer()
         budget = images.PixelBudget(self.max_pixels)
         # Like img2dataset: at most 2x threads downloaded-but-not-yet-resized images in memory.
-        gate = Semaphore(self.threads * 2)
-
-        def gen():
-            for item in items:
-                gate.acquire()
-                yield item
-
-        with ThreadPool(min(self.threads, max(1, len(items)))) as pool:
-            for key, stream, err in pool.imap_unordered(self._fetch, gen()):
-                try:
-                    if err is not None or stream is None:
-                        yield key, (errors.classify(err or ""), (err or "no data")[:500])
-                        continue
-                    yield key, self.decode_resize(stream.getvalue(), resize, budget)
-                finally:
-                    gate.release()
+        for key, data in fetch_many(items, limits or self.limits(), concurrency=self.threads, buffer=self.threads * 2):
+            if isinstance(data, FetchError):
+                yield key, (data.reason, str(data))
+                continue
+            yield key, self.decode_resize(data, resize, budget)
 
     def _expected_hashes(self, table: pa.Table) -> list | None:
         if self.verify_hash is None:
@@ -222,8 +218,10 @@ class Download(Stage):
         todo = []
         for i in np.flatnonzero(active):
             url = urls[i]
-            if not url or not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
-                fail(i, "download_invalid_url", f"not an http(s) URL: {url!r}"[:500])
+            try:
+                urlfmt.normalize(url)
+            except urlfmt.InvalidURL as err:
+                fail(i, "download_invalid_url", urlfmt.redact(f"{err}: {url!r}")[:500])
             else:
                 todo.append((int(i), url))
 
@@ -242,11 +240,10 @@ class Download(Stage):
             out["orig_width"][i], out["orig_height"][i] = result["orig_width"], result["orig_height"]
             out["sha256"][i] = result["sha256"]
 
-        table = schema.set_rows(
-            table,
-            pa.array([True] * n),
-            {"status": status, "stage": stage, "reason": reason, "error": error},
-        )
+        columns = {"status": status, "stage": stage, "reason": reason, "error": error}
+        if any(urlfmt.has_credentials(u) for u in urls if isinstance(u, str)):
+            columns["url"] = [urlfmt.redact(u) if isinstance(u, str) else u for u in urls]
+        table = schema.set_rows(table, pa.array([True] * n), columns)
         for name, typ in self.writes.items():
             # build the image column in chunks: one pa.array over all bytes doubles its buffer while the
             # Python list is still alive (+660 MB on a 10k-image part, measured)

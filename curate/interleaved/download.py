@@ -1,10 +1,12 @@
 """`doc_download`: fetch every image of every document with the image-text download machinery.
 
-The same fields, downloader (img2dataset's `download_image_with_retry`), Resizer, truncation check and
-reason codes as the `download` stage; the difference is the unit: one row holds many images, so each
+The same fields, bounded fetcher (curate.download.fetch: total deadline, max_bytes, http(s)-only redirects),
+Resizer, truncation check and reason codes as the `download` stage; the difference is the unit: one row holds many images, so each
 image's outcome (status, reason, sha256, sizes) is written into its `doc_images` record and its bytes
 into `doc_image_bytes`. A document whose referenced images all failed is kept (`on_all_failed: keep`,
-a text-only document) or dropped as `doc_all_images_failed`.
+a text-only document) or dropped as `doc_all_images_failed`. At most `max_images_per_doc` images of one
+document are fetched (later ones: `image_over_cap`), whatever the parse stage let through. Image URLs with
+credentials are fetched with them and stored redacted (curate.download.urls.redact).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from curate import schema
+from curate.download import urls as urlfmt
 from curate.download.image import Download
 from curate.interleaved import _doc
 from curate.stage import register
@@ -33,6 +36,7 @@ class DocDownload(Download):
 
     on_all_failed: Literal["keep", "drop"] = "keep"
     max_data_url_bytes: int = Field(1_000_000, ge=0)
+    max_images_per_doc: int = Field(10_000, ge=0, le=1_000_000)
 
     def process(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
@@ -43,22 +47,32 @@ class DocDownload(Download):
         for i in active:
             recs = docs[i] or []
             payload[i] = [None] * len(recs)
+            fetched = 0
             for j, rec in enumerate(recs):
                 if rec["status"] != schema.OK:
                     continue
+                if fetched >= self.max_images_per_doc:
+                    rec.update(status=schema.DROPPED, reason="image_over_cap",
+                               error=f"more than max_images_per_doc={self.max_images_per_doc} images in the document")
+                    continue
+                fetched += 1
                 url = rec["url"]
                 if url.lower().startswith("data:") and len(url) > self.max_data_url_bytes:
                     rec.update(status=schema.FAILED, reason="data_url_too_large",
                                error=f"{len(url)} characters > max_data_url_bytes {self.max_data_url_bytes}")
                     continue
                 items.append(((int(i), j), url))
-        for (i, j), result in self.fetch_all(items):
+        for (i, j), result in self.fetch_all(items, self.limits(allow_data_urls=True)):
             rec = docs[i][j]
             if isinstance(result, tuple):
                 rec.update(status=schema.FAILED, reason=result[0], error=result[1])
                 continue
             payload[i][j] = result.pop("bytes")
             rec.update(result)
+        for i in active:
+            for rec in docs[i] or ():
+                if urlfmt.has_credentials(rec["url"]):
+                    rec["url"] = urlfmt.redact(rec["url"])
         drop = [False] * n
         if self.on_all_failed == "drop":
             for i in active:

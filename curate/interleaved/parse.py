@@ -4,15 +4,18 @@ Input layouts (one row per document):
 - `obelics`: aligned lists `texts` and `images` (OBELICS, MINT-1T): at each position exactly one of the two
   is set, a paragraph or an image URL.
 - `html`: the page itself in an `html` column (a WARC file read by the input reader gives url + html).
-- `url`: only the page URL: the page is fetched with img2dataset's downloader (same timeouts, retries and
-  reason codes as images) and parsed.
+- `url`: only the page URL: the page is fetched with curate.download.fetch (the bounded fetcher of the
+  image download: total deadline, at most max_html_bytes, same reason codes) and parsed.
 `auto` picks the first layout whose columns exist. Image URLs are resolved against the page URL; URLs that
 are neither http(s) nor data: are refused (never fetched); references past `max_images` are kept in the
 row but marked `image_over_cap` and not fetched.
+
+Bounds on what one document may hold, so one hostile page cannot blow up a part: a document whose text and
+image references exceed `max_doc_bytes`, or that references more than `max_images_per_doc` images, fails as
+`doc_too_large` / `doc_too_many_images` (nothing of it is kept in the row).
 """
 from __future__ import annotations
 
-from multiprocessing.pool import ThreadPool
 from typing import ClassVar, Literal
 from urllib.parse import urljoin
 
@@ -21,6 +24,7 @@ from pydantic import Field
 
 from curate import schema
 from curate.download import errors
+from curate.download.urls import has_credentials, redact
 from curate.interleaved import _doc
 from curate.stage import Annotations, Stage, register
 
@@ -45,7 +49,7 @@ class ParseDocuments(Stage):
 
     name: ClassVar[str] = "parse_documents"
     reads: ClassVar[tuple[str, ...]] = ("url",)
-    updates: ClassVar[tuple[str, ...]] = ("text",)  # the document's text, joined from its text segments
+    updates: ClassVar[tuple[str, ...]] = ("text", "url")  # the joined text; the url with credentials redacted
     writes: ClassVar[dict[str, pa.DataType]] = {"segments": _doc.SEGMENTS_T, "doc_images": _doc.IMAGES_T,
                                                 "title": pa.string()}
     reasons: ClassVar[dict[str, str]] = {
@@ -53,6 +57,8 @@ class ParseDocuments(Stage):
         "html_too_large": "the page is larger than max_html_bytes: not parsed",
         "doc_bad_record": "texts/images lists missing, of different lengths, or with both/neither set at a position",
         "doc_empty": "the document has neither text nor images",
+        "doc_too_large": "the document's text plus image references is larger than max_doc_bytes",
+        "doc_too_many_images": "the document references more than max_images_per_doc images",
     }
 
     layout: Literal["auto", "obelics", "html", "url"] = "auto"
@@ -61,6 +67,8 @@ class ParseDocuments(Stage):
     html_col: str = "html"
     max_images: int = Field(100, ge=0, le=100_000)
     max_html_bytes: int = Field(5_000_000, ge=1)
+    max_doc_bytes: int = Field(10_000_000, ge=1, description="text + image URL bytes of one parsed document")
+    max_images_per_doc: int = Field(10_000, ge=0, le=1_000_000, description="image references; more fails the doc")
     timeout_s: float = Field(10.0, gt=0)
     retries: int = Field(0, ge=0, le=10)
     threads: int = Field(16, ge=1, le=1024)
@@ -79,22 +87,32 @@ class ParseDocuments(Stage):
         return "url"
 
     def _fetch_pages(self, urls: dict[int, str]) -> dict[int, tuple[bytes | None, str | None, str | None]]:
-        from curate.download.i2d import download_image_with_retry
+        from curate.download.fetch import FetchError, Limits, fetch_many
 
-        def one(item):
-            i, url = item
-            if classify_url(url) is not None or url.lower().startswith("data:"):
-                return i, None, "download_invalid_url", f"not an http(s) page URL: {url!r}"[:500]
-            _, stream, err = download_image_with_retry((i, url), self.timeout_s, self.retries, None, None)
-            if stream is None:
-                return i, None, errors.classify(err or ""), (err or "no data")[:500]
-            return i, stream.getvalue(), None, None
-
-        out = {}
-        with ThreadPool(min(self.threads, max(1, len(urls)))) as pool:
-            for i, data, code, msg in pool.imap_unordered(one, urls.items()):
-                out[i] = (data, code, msg)
+        limits = Limits(timeout_s=self.timeout_s, retries=self.retries, max_bytes=self.max_html_bytes)
+        out, todo = {}, {}
+        for i, url in urls.items():
+            if classify_url(url) is not None or url.strip().lower().startswith("data:"):
+                out[i] = (None, "download_invalid_url", redact(f"not an http(s) page URL: {url!r}")[:500])
+            else:
+                todo[i] = url
+        for i, result in fetch_many(todo.items(), limits, concurrency=min(self.threads, max(1, len(todo)))):
+            if isinstance(result, FetchError):
+                code = "html_too_large" if result.reason == "download_too_large" else result.reason
+                out[i] = (None, code, str(result))
+            else:
+                out[i] = (result, None, None)
         return out
+
+    def _over_bounds(self, segs: list[dict]) -> tuple[str, str] | None:
+        """(reason, message) when a parsed document is beyond max_images_per_doc or max_doc_bytes."""
+        n_images = sum(1 for seg in segs if seg["type"] != "text")
+        if n_images > self.max_images_per_doc:
+            return "doc_too_many_images", f"{n_images} image references > max_images_per_doc {self.max_images_per_doc}"
+        size = sum(len(seg.get("text") or seg.get("src") or "") for seg in segs)  # characters: a lower bound of bytes
+        if size > self.max_doc_bytes:
+            return "doc_too_large", f"{size}+ bytes of text and image URLs > max_doc_bytes {self.max_doc_bytes}"
+        return None
 
     def _from_html(self, html, base_url) -> tuple[str | None, list[dict]]:
         from curate.interleaved._html import extract
@@ -143,6 +161,10 @@ class ParseDocuments(Stage):
                 raw[i] = self._from_html(page, urls[i])
 
         for i, (title, segs) in raw.items():
+            bound = self._over_bounds(segs)
+            if bound:
+                ann.fail(i, *bound)
+                continue
             segments, images = [], []
             for seg in segs:
                 if seg["type"] == "text":
@@ -165,4 +187,6 @@ class ParseDocuments(Stage):
                 ann.drop(i, "doc_empty")
             segments_out[i], images_out[i], titles[i] = segments, images, title
             texts[i] = _doc.text_of(segments)
+        if any(has_credentials(u) for u in urls if isinstance(u, str)):  # pages fetched with them; never stored
+            ann.columns["url"] = [redact(u) if isinstance(u, str) else u for u in urls]
         return ann

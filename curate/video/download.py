@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 
 from curate import schema
 from curate.download import errors
+from curate.download import urls as urlfmt
 from curate.stage import Stage, register
 from curate.video import probe as probing
 from curate.video._extra import require_video_extra
@@ -120,8 +121,10 @@ class DownloadVideo(Stage):
                     status[i], stage[i], reason[i], error[i] = res["_status"], self.name, res["_reason"], res["_error"]
                 for k in self.writes:
                     out[k][i] = res.get(k)
-        table = schema.set_rows(table, pa.array([True] * n),
-                                {"status": status, "stage": stage, "reason": reason, "error": error})
+        columns = {"status": status, "stage": stage, "reason": reason, "error": error}
+        if any(urlfmt.has_credentials(u) for u in urls if isinstance(u, str)):  # fetched with them; never shown
+            columns["url"] = [urlfmt.redact(u) if isinstance(u, str) else u for u in urls]
+        table = schema.set_rows(table, pa.array([True] * n), columns)
         for name, typ in self.writes.items():
             arr = pa.array(out.pop(name), typ)
             if name in table.column_names:
