@@ -361,13 +361,14 @@ def eval_(
     table = Table(title=f"{res['model']} on {res['samples']} samples (skipped: {res['skipped'] or 'none'})")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    table.add_column("chance", justify="right")
     for k in ("zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "image_to_text_R@5",
               "text_to_image_R@1", "text_to_image_R@5"):
         if res.get(k) is not None:
-            table.add_row(k, f"{res[k]:.4f}")
+            table.add_row(k, f"{res[k]:.4f}", f"{res['chance'][k]:.4f}")
     for a, v in res["attributes"].items():
         if v["top1"] is not None:
-            table.add_row(f"zero-shot {a} (chance {v['chance']:.3f})", f"{v['top1']:.4f}")
+            table.add_row(f"zero-shot {a} (majority class)", f"{v['top1']:.4f}", f"{v['chance']:.4f}")
     out_console.print(table)
 
 

@@ -149,6 +149,13 @@ def test_bad_eval_input(colour_shards, tmp_path):
     train(TrainConfig(shards=[str(colour_shards)], output=str(out), samples_seen=32, batch_size=32, workers=0))
     with pytest.raises(EvalError, match="has a label"):
         evaluate(str(out / "checkpoint.pt"), str(nolab))
+    # a diverged checkpoint (NaN in the image projection): one clear error, not R@1 = 1.0
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    key = next(k for k in ck["state_dict"] if k.startswith("visual.") and k.endswith("proj"))
+    ck["state_dict"][key].fill_(float("nan"))
+    torch.save(ck, tmp_path / "nan.pt")
+    with pytest.raises(EvalError, match="non-finite image embeddings"):
+        evaluate(str(tmp_path / "nan.pt"), str(ev))
     json.loads((out / "summary.json").read_text())
 
 

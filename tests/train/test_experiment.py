@@ -89,8 +89,8 @@ def tiny(tmp_path):
     write_colour_shards(tmp_path / "train", 64, 2)
     write_colour_shards(tmp_path / "eval", 24, 1, seed=1)
     write_classes(tmp_path / "eval")
-    base = TrainConfig(shards=[], output="", samples_seen=32, batch_size=32, warmup=1, workers=0,
-                       shuffle_buffer=32, log_every=1)
+    base = TrainConfig(shards=[], output="", model="curate-tiny-32", samples_seen=32, batch_size=32, warmup=1,
+                       workers=0, shuffle_buffer=32, log_every=1)
     return tmp_path, base
 
 
