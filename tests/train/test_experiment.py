@@ -153,3 +153,24 @@ def test_settings_are_chosen_on_the_validation_split_only(tiny):
         tag = f"lr{c['setting']['lr']}"
         ev = json.loads((root / "exp" / "selection" / tag / "all" / "eval.json").read_text())
         assert ev["eval_set"] == str(root / "val")
+
+
+def test_config_arms_controls_and_primary_metrics_are_checked_before_any_run(tiny):
+    root, base = tiny
+    doc = {"arms": {"curated": {"shards": str(root / "train")}, "raw": [str(root / "train")],
+                    "random": {"random_subset_of": "raw", "size_of": "curated"}},
+           "eval_set": str(root / "eval"), "seeds": 5, "primary_metrics": ["zeroshot_top1", "image_to_text_R@1"],
+           "train": {"samples_seen": 64}}
+    from curate.train.experiment import spec_from_config
+
+    spec, train_cfg = spec_from_config(doc)
+    spec.validate()
+    assert spec.compare == [("curated", "raw"), ("curated", "random")] and train_cfg == {"samples_seen": 64}
+    assert spec.arms["random"].random_subset_of == "raw" and spec.arms["raw"].shards == [str(root / "train")]
+    bad = dict(doc, primary_metrics=["accuracy"])
+    with pytest.raises(TrainError, match="primary metric"):
+        run_experiment(spec_from_config(bad)[0], str(root / "x"), base)
+    loop = dict(doc, arms={**doc["arms"], "random": {"random_subset_of": "random", "size_of": "curated"}})
+    with pytest.raises(TrainError, match="random_subset_of"):
+        spec_from_config(loop)[0].validate()
+    assert not (root / "x" / "runs").exists()  # nothing was trained
