@@ -20,7 +20,6 @@ import math
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from curate.train import checkpoints, configs

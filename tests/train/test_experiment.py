@@ -11,7 +11,7 @@ import pytest
 
 from curate.train import stats
 from curate.train.experiment import Arm, ExperimentSpec, run_experiment
-from curate.train.fingerprint import DigestCache, eval_fingerprint, shards_fingerprint
+from curate.train.fingerprint import DigestCache, shards_fingerprint
 from curate.train.loop import TrainConfig, TrainError
 from curate.train.subsets import usable_keys, write_random_subset
 
