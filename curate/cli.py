@@ -421,22 +421,23 @@ def eval_(
     table = Table(title=f"{res['model']} on {res['samples']} samples (skipped: {res['skipped'] or 'none'})")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    table.add_column("chance", justify="right")
     for k in ("zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "image_to_text_R@5",
               "text_to_image_R@1", "text_to_image_R@5"):
         if res.get(k) is not None:
-            table.add_row(k, f"{res[k]:.4f}")
+            table.add_row(k, f"{res[k]:.4f}", f"{res['chance'][k]:.4f}")
     for a, v in res["attributes"].items():
         if v["top1"] is not None:
-            table.add_row(f"zero-shot {a} (chance {v['chance']:.3f})", f"{v['top1']:.4f}")
+            table.add_row(f"zero-shot {a} (majority class)", f"{v['top1']:.4f}", f"{v['chance']:.4f}")
     out_console.print(table)
 
 
 @app.command()
 def experiment(
-    sets: list[str] = typer.Argument(..., help="NAME=SHARDS[,SHARDS] per data set; the first is compared with the rest."),
-    eval_set: str = typer.Option(..., "--eval-set", help="Folder of labelled tars plus classes.json."),
-    samples_seen: int = typer.Option(..., "--samples-seen", min=1),
-    seeds: int = typer.Option(3, "--seeds", min=1),
+    sets: Optional[list[str]] = typer.Argument(None, help="NAME=SHARDS[,SHARDS] per data set; the first is compared with the rest."),
+    eval_set: Optional[str] = typer.Option(None, "--eval-set", help="Folder of labelled tars plus classes.json."),
+    samples_seen: Optional[int] = typer.Option(None, "--samples-seen", min=1),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Seeds per data set, paired by seed (default 5)."),
     output: str = typer.Option("experiment-out", "--output", "-o"),
     model: str = typer.Option("curate-tiny", "--model"),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
@@ -448,17 +449,42 @@ def experiment(
     threads: int = typer.Option(0, "--threads", min=0),
     recaption_prob: list[str] = typer.Option([], "--recaption-prob",
                                              help="NAME=P: train data set NAME on .recap.txt with probability P (repeatable)."),
+    random_subset: list[str] = typer.Option([], "--random-subset",
+                                            help="NAME=OF:SIZE_OF: a control arm, a random subset of OF with SIZE_OF's size (per seed)."),
+    primary: list[str] = typer.Option([], "--primary", help="Primary metric, named before the runs (repeatable; default zeroshot_top1)."),
+    validation_set: Optional[str] = typer.Option(None, "--validation-set", help="Labelled split for choosing settings (--sweep); never the eval set."),
+    sweep: list[str] = typer.Option([], "--sweep", help="KEY=V1,V2: candidates chosen on --validation-set (repeatable)."),
+    config: Optional[str] = typer.Option(None, "--config", help="Experiment YAML: arms, eval_set, validation_set, seeds, primary_metrics, sweep, compare, train."),
 ):
-    """Train one model per data set and seed at identical settings, evaluate, write report.md/.html + results.json."""
-    from curate.train.experiment import parse_set_options, parse_sets, run_experiment
+    """Train one model per data set and seed at identical settings, evaluate, report verdicts from paired intervals."""
+    from curate.train.experiment import (Arm, load_config, parse_set_options, parse_sets, parse_subsets, parse_sweep,
+                                         run_experiment, spec_from_config)
 
     try:
-        parsed = parse_sets(sets)
-        base = _train_config([], output, model, samples_seen, batch_size, lr, warmup, weight_decay, 0, loss,
-                             workers, 0, 10, False, "auto", threads)
-        res = run_experiment(parsed, eval_set, output, seeds, base,
-                             log=lambda m: err_console.print(m, highlight=False),
-                             overrides=parse_set_options(recaption_prob, parsed, "recaption_prob"))
+        spec, train_cfg = spec_from_config(load_config(config) if config else {})
+        parsed = parse_sets(sets or [])
+        for name, shards in parsed.items():
+            spec.arms[name] = Arm(name, shards=shards)
+        for arm in parse_subsets(random_subset):
+            spec.arms[arm.name] = arm
+        for name, o in parse_set_options(recaption_prob, spec.arms, "recaption_prob").items():
+            spec.arms[name].overrides.update(o)
+        spec.eval_set = eval_set or spec.eval_set
+        spec.validation_set = validation_set or spec.validation_set
+        spec.seeds = seeds or spec.seeds
+        spec.primary_metrics = list(primary) or spec.primary_metrics
+        spec.sweep.update(parse_sweep(sweep))
+        if not spec.eval_set:
+            _fail("give --eval-set (or eval_set in --config)")
+        if samples_seen:
+            train_cfg["samples_seen"] = samples_seen
+        if not train_cfg.get("samples_seen"):
+            _fail("give --samples-seen (or train.samples_seen in --config)")
+        base = _train_config([], output, train_cfg.get("model", model), train_cfg["samples_seen"],
+                             train_cfg.get("batch_size", batch_size), train_cfg.get("lr", lr),
+                             train_cfg.get("warmup", warmup), train_cfg.get("weight_decay", weight_decay), 0,
+                             train_cfg.get("loss", loss), workers, 0, 10, False, "auto", threads)
+        res = run_experiment(spec, output, base, log=lambda m: err_console.print(m, highlight=False))
     except _train_errors() as err:
         _fail(str(err))
     from curate.train.experiment import _table_md, _verdicts

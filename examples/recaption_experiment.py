@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=1500, help="corpus size")
     ap.add_argument("--coca-samples-seen", type=int, default=6000)
     ap.add_argument("--samples-seen", type=int, default=2400)
-    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=5, help="seeds per caption mix, paired by seed")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--threads", type=int, default=1)
@@ -68,6 +68,7 @@ def main() -> None:
                "--recaption-prob", "recaption=1", "--recaption-prob", "mixed=0.5",
                "--eval-set", str(corpus / "eval"), "--samples-seen", str(a.samples_seen), "--seeds", str(a.seeds),
                "--batch-size", str(a.batch_size), "--lr", str(a.lr), "--threads", str(a.threads),
+               "--primary", "zeroshot_top1", "--primary", "image_to_text_R@5",
                "--output", str(out / "experiment"))
     curate_cmd("query", str(run), "SELECT recaption_flag, count(*) n FROM kept GROUP BY 1 ORDER BY 2 DESC")
     curate_cmd("query", str(run), "SELECT text, recaption FROM kept USING SAMPLE 8 ROWS")

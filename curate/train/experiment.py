@@ -1,29 +1,110 @@
-"""`curate experiment`: same model, same budget, several data sets and seeds; report the difference.
+"""`curate experiment`: same model, same budget, several data sets (arms) and seeds; a verdict per metric.
 
 Why: curation is only worth it if models trained on its output are better per unit of compute
-(DataComp's protocol: fix the model and the samples seen, vary only the data). Seeds give the
-spread, so a difference is called real only when it exceeds that spread.
+(DataComp's protocol: fix the model and the samples seen, vary only the data). What makes the claim
+trustworthy, and what this module enforces:
+- controls: an arm may be a random subset of another arm with the size of a third
+  (`random_subset_of: raw, size_of: curated`, drawn per seed), so "curated beats raw" is not just
+  "smaller beats bigger"; a trusted-only arm (the filter's seed split) is an ordinary arm;
+- seeds paired by seed (arm A seed s vs arm B seed s), 5 by default; per metric the paired
+  difference gets a t interval over seeds AND a bootstrap interval over eval examples (per-example
+  scores of both arms), and the verdict (better / worse / no detectable difference) comes from the
+  intervals (curate.train.stats), never from std + std;
+- primary metrics are named in the config before any run and marked in the report;
+- settings are chosen on a validation split only: `sweep` trains each candidate and scores it on
+  `validation_set`; the function that chooses never receives the eval set, and a validation set with
+  the eval set's content is refused;
+- a finished run is reused only when its config, the content fingerprint of its shards and of the
+  eval set all match (curate.train.fingerprint); otherwise it is retrained or re-evaluated.
 
-Output folder: runs/NAME/seedS/ (a `curate train` folder plus eval.json), results.json,
-report.md, report.html and the plots (loss.png, metrics.png). Finished runs are reused when the
-command is repeated with the same settings, so an interrupted experiment continues.
+Output folder: runs/NAME/seedS/ (a `curate train` folder, eval.json with per-example scores,
+fingerprints.json), subsets/NAME/seedS/ (random-subset controls), selection/ (the validation sweep),
+results.json, report.md, report.html and the plots (loss.png, metrics.png).
 """
 from __future__ import annotations
 
 import base64
 import html
+import itertools
 import json
+import re
+import shutil
 import statistics
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
-from curate.train.evaluate import evaluate, load_eval_meta
+import numpy as np
+
+from curate.train import stats
+from curate.train.data import DataError
+from curate.train.evaluate import EvalError, evaluate, load_eval_meta
+from curate.train.fingerprint import DigestCache, eval_fingerprint, shards_fingerprint
 from curate.train.loop import TrainConfig, TrainError, train
+from curate.train.subsets import usable_keys, write_random_subset
 
 METRICS = ("zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "text_to_image_R@1",
            "image_to_text_R@5", "text_to_image_R@5")
-PRIMARY = "zeroshot_top1"
+PRIMARY = ("zeroshot_top1",)
+DEFAULT_SEEDS = 5
+SWEEP_SEED = 1000  # selection runs use their own seed, never one of the compared runs
+SWEEPABLE = ("lr", "warmup", "weight_decay", "samples_seen", "batch_size", "beta2", "eps")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+@dataclass
+class Arm:
+    """One data set: shards, or a random subset of arm `random_subset_of` with the size of arm `size_of`."""
+    name: str
+    shards: list[str] = field(default_factory=list)
+    random_subset_of: str | None = None
+    size_of: str | None = None
+    overrides: dict = field(default_factory=dict)  # TrainConfig fields for this arm only (recaption_prob)
+
+
+@dataclass
+class ExperimentSpec:
+    arms: dict[str, Arm]
+    eval_set: str
+    seeds: int = DEFAULT_SEEDS
+    primary_metrics: list[str] = field(default_factory=lambda: list(PRIMARY))
+    validation_set: str | None = None
+    sweep: dict[str, list] = field(default_factory=dict)
+    compare: list[tuple[str, str]] = field(default_factory=list)  # (a, b): a - b; default first vs each other
+
+    def validate(self) -> None:
+        if not self.arms:
+            raise TrainError("give at least one NAME=SHARDS data set")
+        for a in self.arms.values():
+            if not NAME.fullmatch(a.name):
+                raise TrainError(f"data set name {a.name!r}: use letters, digits, '_', '.', '-'")
+            if a.random_subset_of is not None:
+                for ref in (a.random_subset_of, a.size_of):
+                    if ref not in self.arms or ref == a.name or self.arms[ref].random_subset_of is not None:
+                        raise TrainError(f"{a.name}: random_subset_of / size_of must name another data set "
+                                         f"with shards, not {ref!r}")
+            elif not a.shards:
+                raise TrainError(f"data set {a.name!r} has no shards")
+        if self.seeds < 1:
+            raise TrainError("--seeds must be at least 1")
+        if not self.compare:
+            names = list(self.arms)
+            self.compare = [(names[0], n) for n in names[1:]]
+        for a, b in self.compare:
+            if a not in self.arms or b not in self.arms:
+                raise TrainError(f"compare {a!r} with {b!r}: both must be data sets of this experiment")
+        for k, vals in self.sweep.items():
+            if k not in SWEEPABLE or not vals:
+                raise TrainError(f"sweep {k!r}: only {', '.join(SWEEPABLE)} with at least one value")
+        if self.sweep and not self.validation_set:
+            raise TrainError("a sweep chooses settings on a validation split: give --validation-set "
+                             "(never the eval set)")
+
+    def check_metrics(self, meta: dict) -> None:
+        known = set(METRICS) | {f"attribute_{a['name']}" for a in meta.get("attributes") or []}
+        bad = [m for m in self.primary_metrics if m not in known]
+        if bad or not self.primary_metrics:
+            raise TrainError(f"primary metric(s) {', '.join(bad) or '(none)'} unknown; choose from {', '.join(sorted(known))}")
 
 
 def parse_sets(specs: list[str]) -> dict[str, list[str]]:
@@ -36,8 +117,6 @@ def parse_sets(specs: list[str]) -> dict[str, list[str]]:
         if name in sets:
             raise TrainError(f"data set name {name!r} given twice")
         sets[name] = [x for x in shards.split(",") if x]
-    if not sets:
-        raise TrainError("give at least one NAME=SHARDS data set")
     return sets
 
 
@@ -55,80 +134,269 @@ def parse_set_options(specs: list[str], sets: dict, key: str) -> dict[str, dict]
     return out
 
 
-def _mean_std(xs: list[float]) -> tuple[float, float]:
+def parse_subsets(specs: list[str]) -> list[Arm]:
+    """NAME=OF:SIZE_OF arguments (--random-subset random=raw:curated) into subset arms."""
+    out = []
+    for s in specs:
+        name, sep, rest = s.partition("=")
+        of, sep2, size_of = rest.partition(":")
+        if not (sep and sep2 and name and of and size_of):
+            raise TrainError(f"--random-subset takes NAME=OF:SIZE_OF (e.g. random=raw:curated), not {s!r}")
+        out.append(Arm(name, random_subset_of=of, size_of=size_of))
+    return out
+
+
+def parse_sweep(specs: list[str]) -> dict[str, list]:
+    """KEY=V1,V2 arguments (--sweep lr=1e-3,2e-3) into {key: [values]} typed like TrainConfig's field."""
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    out: dict[str, list] = {}
+    for s in specs:
+        key, sep, vals = s.partition("=")
+        if not sep or key not in SWEEPABLE:
+            raise TrainError(f"--sweep takes KEY=V1,V2 with KEY one of {', '.join(SWEEPABLE)}, not {s!r}")
+        cast = int if types[key] in ("int", int) else float
+        try:
+            out[key] = [cast(v) for v in vals.split(",") if v]
+        except ValueError:
+            raise TrainError(f"--sweep {s!r}: values must be numbers") from None
+    return out
+
+
+def load_config(path: str) -> dict:
+    """An experiment config (YAML): arms, eval_set, validation_set, seeds, primary_metrics, sweep, compare, train."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise TrainError(f"experiment config not found: {path}")
+    try:
+        doc = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise TrainError(f"{path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(doc, dict):
+        raise TrainError(f"{path}: an experiment config is a mapping")
+    return doc
+
+
+def spec_from_config(doc: dict) -> tuple[ExperimentSpec, dict]:
+    """(spec, train settings) from a config mapping; arms are {shards: [...]} or {random_subset_of, size_of}."""
+    arms = {}
+    for name, a in (doc.get("arms") or {}).items():
+        a = a if isinstance(a, dict) else {"shards": a}
+        shards = a.get("shards") or []
+        arms[name] = Arm(name, shards=[shards] if isinstance(shards, str) else list(shards),
+                         random_subset_of=a.get("random_subset_of"), size_of=a.get("size_of"),
+                         overrides={k: v for k, v in a.items() if k in ("recaption_prob",)})
+    spec = ExperimentSpec(arms=arms, eval_set=doc.get("eval_set") or "", seeds=int(doc.get("seeds", DEFAULT_SEEDS)),
+                          primary_metrics=list(doc.get("primary_metrics") or PRIMARY),
+                          validation_set=doc.get("validation_set"),
+                          sweep={k: list(v) for k, v in (doc.get("sweep") or {}).items()},
+                          compare=[tuple(c) for c in doc.get("compare") or []])
+    return spec, dict(doc.get("train") or {})
+
+
+def _mean_std(xs: list) -> tuple[float, float]:
     xs = [x for x in xs if x is not None]
     if not xs:
         return float("nan"), float("nan")
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def run_experiment(sets: dict[str, list[str]], eval_set: str, output: str, seeds: int, base: TrainConfig,
-                   log: Callable[[str], None] = print, overrides: dict[str, dict] | None = None) -> dict:
-    """Train and evaluate every set x seed; `overrides` sets per-set TrainConfig fields (recaption_prob)."""
-    load_eval_meta(eval_set)  # fail before hours of training, not after
+def metric_value(ev: dict, m: str):
+    if m.startswith("attribute_"):
+        return (ev.get("attributes", {}).get(m[len("attribute_"):]) or {}).get("top1")
+    return ev.get(m)
+
+
+class _Runner:
+    """Trains and evaluates one (arm, seed), reusing a finished run only for the same config and bytes."""
+
+    def __init__(self, out: Path, log: Callable[[str], None]):
+        self.out, self.log = out, log
+        self.cache = DigestCache(out / "fingerprint_cache.json")
+        self.sizes: dict[str, int] = {}
+
+    def shards_of(self, spec: ExperimentSpec, arm: Arm, seed: int) -> list[str]:
+        if arm.random_subset_of is None:
+            return list(arm.shards)
+        src, ref = spec.arms[arm.random_subset_of], spec.arms[arm.size_of]
+        if ref.name not in self.sizes:
+            self.sizes[ref.name] = len(usable_keys(ref.shards))
+        try:
+            return write_random_subset(src.shards, self.sizes[ref.name], self.out / "subsets" / arm.name / f"seed{seed}",
+                                       seed)
+        except ValueError as err:
+            raise TrainError(f"{arm.name}: {err}") from None
+
+    def fingerprint(self, shards: list[str]) -> dict:
+        try:
+            return shards_fingerprint(shards, self.cache)
+        except DataError as err:
+            raise TrainError(str(err)) from None
+
+    def run(self, name: str, seed: int, shards: list[str], cfg: TrainConfig, rdir: Path,
+            eval_dir: str, eval_fp: dict) -> dict:
+        fp = self.fingerprint(shards)
+        want = {"shards": fp, "eval": eval_fp}
+        fp_path, ev_path = rdir / "fingerprints.json", rdir / "eval.json"
+        have = json.loads(fp_path.read_text()) if fp_path.is_file() else {}
+        same_cfg = (rdir / "config.json").is_file() and all(
+            json.loads((rdir / "config.json").read_text()).get(k) == v
+            for k, v in asdict(cfg).items() if k not in ("extra", "output"))
+        same_data = have.get("shards", {}).get("sha256") == fp["sha256"]
+        if rdir.exists() and not (same_cfg and same_data):
+            why = "settings changed" if not same_cfg else "shard contents changed"
+            self.log(f"{name} seed {seed}: retraining ({why} since {rdir} was trained)")
+            shutil.rmtree(rdir)
+        rdir.mkdir(parents=True, exist_ok=True)
+        fp_path.write_text(json.dumps({**have, "shards": fp}, indent=1))
+        if not (rdir / "summary.json").is_file():
+            resume = (rdir / "checkpoint.pt").is_file()
+            self.log(f"{name} seed {seed}: {'resuming' if resume else 'training'} {cfg.samples_seen} samples "
+                     f"on {', '.join(shards[:3])}{' ...' if len(shards) > 3 else ''}")
+            train(cfg, resume=resume)
+            ev_path.unlink(missing_ok=True)
+        ev = json.loads(ev_path.read_text()) if ev_path.is_file() else {}
+        if ev.get("eval_fingerprint") != eval_fp["sha256"] or "per_example" not in ev:
+            if ev:
+                self.log(f"{name} seed {seed}: re-evaluating (the eval set changed since {ev_path} was written)")
+            ev = evaluate(str(rdir / "checkpoint.pt"), eval_dir, per_example=True)
+            ev["eval_fingerprint"] = eval_fp["sha256"]
+            ev_path.write_text(json.dumps(ev))
+        else:
+            self.log(f"{name} seed {seed}: reusing {rdir} (same settings, shard and eval-set contents)")
+        fp_path.write_text(json.dumps(want, indent=1))
+        self.cache.save()
+        return _run_record(name, seed, rdir, want)
+
+
+def select_settings(spec: ExperimentSpec, base: TrainConfig, runner: _Runner, log: Callable[[str], None]) -> dict:
+    """Train each sweep candidate on every arm (seed SWEEP_SEED) and keep the best on the VALIDATION set.
+
+    Takes no eval set on purpose: settings are chosen where the reported metrics are not measured.
+    The score of a candidate is its first primary metric averaged over the arms, so no arm is tuned for.
+    """
+    if not spec.sweep:
+        return {"chosen": {}, "candidates": []}
+    val_fp = eval_fingerprint(spec.validation_set, runner.cache)
+    keys = list(spec.sweep)
+    metric = spec.primary_metrics[0]
+    cands = []
+    for combo in itertools.product(*(spec.sweep[k] for k in keys)):
+        setting = dict(zip(keys, combo))
+        tag = "_".join(f"{k}{v}" for k, v in setting.items())
+        scores = {}
+        for arm in spec.arms.values():
+            rdir = runner.out / "selection" / tag / arm.name
+            cfg = replace(base, **setting, **arm.overrides, output=str(rdir), seed=SWEEP_SEED,
+                          shards=runner.shards_of(spec, arm, SWEEP_SEED))
+            rec = runner.run(f"selection {tag} {arm.name}", SWEEP_SEED, cfg.shards, cfg, rdir,
+                             spec.validation_set, val_fp)
+            scores[arm.name] = metric_value(rec["eval"], metric)
+        mean = statistics.fmean(v for v in scores.values() if v is not None)
+        cands.append({"setting": setting, "validation": scores, "mean": mean})
+        log(f"selection {setting}: validation {metric} {mean:.4f} (mean over data sets)")
+    best = max(cands, key=lambda c: c["mean"])
+    log(f"selection: chose {best['setting']} on the validation set")
+    return {"chosen": best["setting"], "metric": metric, "validation_set": spec.validation_set,
+            "validation_fingerprint": val_fp, "candidates": cands}
+
+
+def run_experiment(spec: ExperimentSpec, output: str, base: TrainConfig,
+                   log: Callable[[str], None] = print) -> dict:
+    """Choose settings on the validation set (if a sweep is given), then train and evaluate every arm x seed."""
+    spec.validate()
+    meta = load_eval_meta(spec.eval_set)  # fail before hours of training, not after
+    spec.check_metrics(meta)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
+    runner = _Runner(out, log)
+    try:
+        eval_fp = eval_fingerprint(spec.eval_set, runner.cache)
+        if spec.validation_set:
+            load_eval_meta(spec.validation_set)
+            if eval_fingerprint(spec.validation_set, runner.cache)["sha256"] == eval_fp["sha256"]:
+                raise TrainError("the validation set has the eval set's content: settings chosen on it would be "
+                                 "tuned on the numbers reported")
+    except DataError as err:
+        raise EvalError(str(err)) from None
+    selection = select_settings(spec, base, runner, log)
+    base = replace(base, **selection["chosen"])
     runs = []
-    for name, shards in sets.items():
-        for seed in range(seeds):
-            rdir = out / "runs" / name / f"seed{seed}"
-            cfg = replace(base, shards=shards, output=str(rdir), seed=seed, **(overrides or {}).get(name, {}))
-            ev_path = rdir / "eval.json"
-            if (rdir / "summary.json").is_file() and ev_path.is_file():
-                old = json.loads((rdir / "config.json").read_text())
-                same = all(old.get(k) == v for k, v in asdict(cfg).items() if k not in ("extra", "output"))
-                if same:
-                    log(f"{name} seed {seed}: reusing {rdir}")
-                    runs.append(_run_record(name, seed, rdir))
-                    continue
-                raise TrainError(f"{rdir} holds a run with other settings; use another --output")
-            if rdir.exists() and (rdir / "checkpoint.pt").is_file():
-                summary = train(cfg, resume=True)
-            else:
-                log(f"{name} seed {seed}: training {cfg.samples_seen} samples on {', '.join(shards)}")
-                summary = train(cfg)
-            ev = evaluate(str(rdir / "checkpoint.pt"), eval_set)
-            ev_path.write_text(json.dumps(ev, indent=1))
-            log(f"{name} seed {seed}: loss {summary['final_loss']:.3f}, zero-shot top1 {ev['zeroshot_top1']:.3f}, "
-                f"i2t R@1 {ev['image_to_text_R@1']:.3f}, {summary['samples_per_s']:.0f} samples/s")
-            runs.append(_run_record(name, seed, rdir))
-    results = summarise(runs, sets, base, eval_set, seeds)
+    for arm in spec.arms.values():
+        for seed in range(spec.seeds):
+            rdir = out / "runs" / arm.name / f"seed{seed}"
+            shards = runner.shards_of(spec, arm, seed)
+            cfg = replace(base, shards=shards, output=str(rdir), seed=seed, **arm.overrides)
+            rec = runner.run(arm.name, seed, shards, cfg, rdir, spec.eval_set, eval_fp)
+            ev = rec["eval"]
+            log(f"{arm.name} seed {seed}: loss {rec['train']['final_loss']:.3f}, zero-shot top1 "
+                f"{ev['zeroshot_top1']:.3f}, i2t R@1 {ev['image_to_text_R@1']:.3f}, "
+                f"{rec['train']['samples_per_s']:.0f} samples/s")
+            runs.append(rec)
+    results = summarise(runs, spec, base, eval_fp, selection)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     write_report(results, out)
     return results
 
 
-def _run_record(name: str, seed: int, rdir: Path) -> dict:
+def _run_record(name: str, seed: int, rdir: Path, fingerprints: dict) -> dict:
     summary = json.loads((rdir / "summary.json").read_text())
     ev = json.loads((rdir / "eval.json").read_text())
     curve = [json.loads(line) for line in (rdir / "log.jsonl").read_text().splitlines() if line.strip()]
     return {"set": name, "seed": seed, "dir": str(rdir), "train": summary, "eval": ev,
-            "loss_curve": [(r["samples_seen"], r["loss"]) for r in curve]}
+            "fingerprints": fingerprints, "loss_curve": [(r["samples_seen"], r["loss"]) for r in curve]}
 
 
-def summarise(runs: list[dict], sets: dict, base: TrainConfig, eval_set: str, seeds: int) -> dict:
+def all_metrics(runs: list[dict]) -> list[str]:
+    attrs = [f"attribute_{a}" for a in (runs[0]["eval"].get("attributes") or {})] if runs else []
+    return list(METRICS) + attrs
+
+
+def compare(runs: list[dict], a: str, b: str, metric: str, primary: bool) -> dict:
+    """Paired (by seed) difference a - b on one metric: t interval, bootstrap interval, verdict."""
+    ra = {r["seed"]: r for r in runs if r["set"] == a}
+    rb = {r["seed"]: r for r in runs if r["set"] == b}
+    seeds = sorted(set(ra) & set(rb))
+    va = [metric_value(ra[s]["eval"], metric) for s in seeds]
+    vb = [metric_value(rb[s]["eval"], metric) for s in seeds]
+    t = stats.paired_t_interval([np.nan if x is None else x for x in va], [np.nan if x is None else x for x in vb])
+    pa = [ra[s]["eval"].get("per_example", {}).get(metric) for s in seeds]
+    pb = [rb[s]["eval"].get("per_example", {}).get(metric) for s in seeds]
+    if seeds and all(x is not None for x in pa + pb):
+        boot = stats.bootstrap_interval(np.array(pa, dtype=float), np.array(pb, dtype=float))
+    else:
+        boot = {"lo": None, "hi": None, "examples": 0}
+    return {"a": a, "b": b, "metric": metric, "primary": primary, "seeds": len(seeds), "diff": t["diff"],
+            "t_ci": [t["lo"], t["hi"]], "bootstrap_ci": [boot["lo"], boot["hi"]],
+            "bootstrap_examples": boot["examples"], "level": stats.LEVEL, "verdict": stats.verdict(t, boot)}
+
+
+def summarise(runs: list[dict], spec: ExperimentSpec, base: TrainConfig, eval_fp: dict, selection: dict) -> dict:
+    metrics = all_metrics(runs)
     agg = {}
-    for name in sets:
+    for name in spec.arms:
         rs = [r for r in runs if r["set"] == name]
-        agg[name] = {m: dict(zip(("mean", "std"), _mean_std([r["eval"].get(m) for r in rs]))) for m in METRICS}
-        attrs = rs[0]["eval"].get("attributes") or {}
-        agg[name]["attributes"] = {a: dict(zip(("mean", "std"), _mean_std(
-            [r["eval"]["attributes"][a]["top1"] for r in rs]))) for a in attrs}
+        agg[name] = {m: dict(zip(("mean", "std"), _mean_std([metric_value(r["eval"], m) for r in rs])))
+                     for m in metrics}
         agg[name]["skipped_total"] = sum(r["train"]["skipped_total"] for r in rs)
         agg[name]["samples_per_s"] = _mean_std([r["train"]["samples_per_s"] for r in rs])[0]
         agg[name]["final_loss"] = dict(zip(("mean", "std"), _mean_std([r["train"]["final_loss"] for r in rs])))
-    names = list(sets)
-    comparisons = []
-    for other in names[1:]:
-        a, b = agg[names[0]], agg[other]
-        for m in METRICS:
-            diff = a[m]["mean"] - b[m]["mean"]
-            spread = a[m]["std"] + b[m]["std"]
-            comparisons.append({"a": names[0], "b": other, "metric": m, "diff": diff, "spread": spread,
-                                "beyond_spread": bool(abs(diff) > spread and seeds > 1)})
+    first = runs[0]["eval"] if runs else {}
+    chance = dict(first.get("chance") or {})
+    chance.update({f"attribute_{a}": v.get("chance") for a, v in (first.get("attributes") or {}).items()})
+    comparisons = [compare(runs, a, b, m, m in spec.primary_metrics) for a, b in spec.compare for m in metrics]
     settings = {k: v for k, v in asdict(base).items() if k not in ("shards", "output", "seed", "extra")}
-    return {"sets": sets, "eval_set": eval_set, "seeds": seeds, "settings": settings, "aggregate": agg,
-            "comparisons": comparisons, "runs": runs, "primary_metric": PRIMARY}
+    arms = {n: {"shards": a.shards, "random_subset_of": a.random_subset_of, "size_of": a.size_of,
+                "overrides": a.overrides} for n, a in spec.arms.items()}
+    slim = [{**r, "eval": {k: v for k, v in r["eval"].items() if k != "per_example"}} for r in runs]
+    return {"sets": {n: a.shards or [f"random subset of {a.random_subset_of}, size of {a.size_of}"]
+                     for n, a in spec.arms.items()},
+            "arms": arms, "eval_set": spec.eval_set, "validation_set": spec.validation_set, "seeds": spec.seeds,
+            "primary_metrics": spec.primary_metrics, "settings": settings, "selection": selection,
+            "fingerprints": {"eval": eval_fp}, "chance": chance, "metrics": metrics, "aggregate": agg,
+            "comparisons": comparisons, "verdict_rule": stats.__doc__.strip().splitlines()[-2:],
+            "runs": slim}
 
 
 def _plots(results: dict, out: Path) -> list[Path]:
@@ -154,7 +422,7 @@ def _plots(results: dict, out: Path) -> list[Path]:
     plt.close(fig)
 
     agg = results["aggregate"]
-    metrics = [m for m in METRICS if m.endswith("R@1") or m == PRIMARY]
+    metrics = list(dict.fromkeys([*results["primary_metrics"], *(m for m in METRICS if m.endswith("R@1"))]))
     fig, ax = plt.subplots(figsize=(7, 3.5))
     w = 0.8 / len(names)
     for i, name in enumerate(names):
@@ -162,7 +430,7 @@ def _plots(results: dict, out: Path) -> list[Path]:
         ax.bar(xs, [agg[name][m]["mean"] for m in metrics], w, yerr=[agg[name][m]["std"] for m in metrics],
                capsize=3, label=name, color=colors[i % len(colors)])
         for m_i, m in enumerate(metrics):  # each seed as a dot
-            vals = [r["eval"][m] for r in results["runs"] if r["set"] == name]
+            vals = [metric_value(r["eval"], m) for r in results["runs"] if r["set"] == name]
             ax.plot([xs[m_i]] * len(vals), vals, "k.", ms=4)
     ax.set_xticks([k + w * (len(names) - 1) / 2 for k in range(len(metrics))], metrics, fontsize=8)
     ax.set_ylabel("score (mean ± std over seeds)")
@@ -174,29 +442,61 @@ def _plots(results: dict, out: Path) -> list[Path]:
     return [loss_png, metrics_png]
 
 
+def _num(x, fmt: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def _fmt_ci(ci) -> str:
+    return "n/a" if ci[0] is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
 def _table_md(results: dict) -> str:
     names = list(results["sets"])
     agg = results["aggregate"]
-    lines = ["| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for m in METRICS:
-        lines.append(f"| {m} | " + " | ".join(f"{agg[n][m]['mean']:.3f} ± {agg[n][m]['std']:.3f}" for n in names) + " |")
-    for a in agg[names[0]]["attributes"]:
-        lines.append(f"| zero-shot {a} | " + " | ".join(
-            f"{agg[n]['attributes'][a]['mean']:.3f} ± {agg[n]['attributes'][a]['std']:.3f}" for n in names) + " |")
-    lines.append("| final train loss | " + " | ".join(
+    chance = results.get("chance") or {}
+    prim = set(results.get("primary_metrics") or ())
+    lines = ["| metric | chance | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for m in results.get("metrics") or METRICS:
+        c = chance.get(m)
+        label = f"**{m}** (primary)" if m in prim else m
+        lines.append(f"| {label} | {'' if c is None else f'{c:.3f}'} | " + " | ".join(
+            f"{agg[n][m]['mean']:.3f} ± {agg[n][m]['std']:.3f}" for n in names) + " |")
+    lines.append("| final train loss | | " + " | ".join(
         f"{agg[n]['final_loss']['mean']:.3f} ± {agg[n]['final_loss']['std']:.3f}" for n in names) + " |")
-    lines.append("| samples/s | " + " | ".join(f"{agg[n]['samples_per_s']:.0f}" for n in names) + " |")
-    lines.append("| skipped samples (all seeds) | " + " | ".join(str(agg[n]["skipped_total"]) for n in names) + " |")
+    lines.append("| samples/s | | " + " | ".join(f"{agg[n]['samples_per_s']:.0f}" for n in names) + " |")
+    lines.append("| skipped samples (all seeds) | | " + " | ".join(str(agg[n]["skipped_total"]) for n in names) + " |")
+    lines += ["", "| comparison | metric | diff (mean over seeds) | 95% t CI (seeds) | 95% bootstrap CI (eval examples) | verdict |",
+              "|---|---|---|---|---|---|"]
+    for c in results["comparisons"]:
+        d = "n/a" if c["diff"] is None else f"{c['diff']:+.3f}"
+        m = f"**{c['metric']}** (primary)" if c["primary"] else c["metric"]
+        v = f"**{c['verdict']}**" if c["primary"] else c["verdict"]
+        lines.append(f"| {c['a']} − {c['b']} | {m} | {d} | {_fmt_ci(c['t_ci'])} | {_fmt_ci(c['bootstrap_ci'])} | {v} |")
     return "\n".join(lines)
 
 
 def _verdicts(results: dict) -> list[str]:
+    """One line per primary metric and comparison (the claims the experiment was set up to test)."""
     out = []
     for c in results["comparisons"]:
-        word = "beyond" if c["beyond_spread"] else "within"
-        out.append(f"{c['a']} - {c['b']} on {c['metric']}: {c['diff']:+.3f} ({word} the seed spread "
-                   f"{c['spread']:.3f} = std {c['a']} + std {c['b']})")
+        if not c["primary"]:
+            continue
+        d = "n/a" if c["diff"] is None else f"{c['diff']:+.3f}"
+        out.append(f"{c['a']} vs {c['b']} on {c['metric']} (primary): {c['verdict']}; difference {d}, "
+                   f"95% t CI {_fmt_ci(c['t_ci'])} over {c['seeds']} paired seeds, 95% bootstrap CI "
+                   f"{_fmt_ci(c['bootstrap_ci'])} over {c['bootstrap_examples']} eval examples")
+    if results["seeds"] < DEFAULT_SEEDS:
+        out.append(f"note: {results['seeds']} seed(s); the protocol asks for at least {DEFAULT_SEEDS}")
     return out
+
+
+def _selection_md(results: dict) -> str:
+    sel = results.get("selection") or {}
+    if not sel.get("candidates"):
+        return "Settings were fixed before the runs (no sweep); none was chosen on the eval set."
+    rows = "\n".join(f"- {c['setting']}: validation {sel['metric']} {c['mean']:.4f}" for c in sel["candidates"])
+    return (f"Settings chosen on the validation set {sel['validation_set']} (never the eval set): "
+            f"{sel['chosen']}\n\n{rows}")
 
 
 def write_report(results: dict, out: Path) -> None:
@@ -204,21 +504,33 @@ def write_report(results: dict, out: Path) -> None:
     s = results["settings"]
     head = (f"model {s['model']}, {s['samples_seen']} samples seen, batch {s['batch_size']}, lr {s['lr']} "
             f"(warmup {s['warmup']} steps, cosine), weight decay {s['weight_decay']}, loss {s['loss']}, "
-            f"{results['seeds']} seeds; eval set {results['eval_set']}")
+            f"{results['seeds']} seeds paired by seed; eval set {results['eval_set']}; primary metrics: "
+            f"{', '.join(results['primary_metrics'])} (named before the runs)")
+    rule = ("Verdict per metric: better / worse when the 95% t interval of the paired per-seed differences and "
+            "the 95% bootstrap interval over eval examples both exclude zero on that side; otherwise no "
+            "detectable difference.")
     sets = "\n".join(f"- **{n}**: {', '.join(v)}" for n, v in results["sets"].items())
-    md = (f"# Experiment\n\n{head}\n\nData sets:\n{sets}\n\n{_table_md(results)}\n\n"
+    md = (f"# Experiment\n\n{head}\n\nData sets:\n{sets}\n\n{_selection_md(results)}\n\n{rule}\n\n"
           + "\n".join(f"- {v}" for v in _verdicts(results))
-          + "\n\n![loss](loss.png)\n\n![metrics](metrics.png)\n")
+          + f"\n\n{_table_md(results)}\n\n![loss](loss.png)\n\n![metrics](metrics.png)\n")
     (out / "report.md").write_text(md)
     imgs = "".join(f'<img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">' for p in pngs)
     names = list(results["sets"])
     agg = results["aggregate"]
-    rows = "".join(f"<tr><td>{html.escape(m)}</td>" + "".join(
-        f"<td>{agg[n][m]['mean']:.3f} ± {agg[n][m]['std']:.3f}</td>" for n in names) + "</tr>" for m in METRICS)
+    rows = "".join(f"<tr><td>{html.escape(m)}</td><td>{_num(results['chance'].get(m))}</td>" + "".join(
+        f"<td>{agg[n][m]['mean']:.3f} ± {agg[n][m]['std']:.3f}</td>" for n in names) + "</tr>" for m in results["metrics"])
+    comp = "".join(
+        f"<tr><td>{html.escape(c['a'])} − {html.escape(c['b'])}</td><td>{html.escape(c['metric'])}"
+        f"{' (primary)' if c['primary'] else ''}</td><td>{_num(c['diff'], '+.3f')}</td>"
+        f"<td>{_fmt_ci(c['t_ci'])}</td><td>{_fmt_ci(c['bootstrap_ci'])}</td><td><b>{html.escape(c['verdict'])}</b></td></tr>"
+        for c in results["comparisons"])
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>curate experiment</title>"
-            f"<style>body{{font-family:sans-serif;max-width:900px;margin:2em auto}}td,th{{padding:2px 8px;"
+            f"<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}td,th{{padding:2px 8px;"
             f"border-bottom:1px solid #ddd}}</style></head><body><h1>Experiment</h1><p>{html.escape(head)}</p>"
             f"<ul>{''.join(f'<li><b>{html.escape(n)}</b>: {html.escape(str(v))}</li>' for n, v in results['sets'].items())}</ul>"
-            f"<table><tr><th>metric</th>{''.join(f'<th>{html.escape(n)}</th>' for n in names)}</tr>{rows}</table>"
-            f"<ul>{''.join(f'<li>{html.escape(v)}</li>' for v in _verdicts(results))}</ul>{imgs}</body></html>")
+            f"<p>{html.escape(_selection_md(results))}</p><p>{html.escape(rule)}</p>"
+            f"<ul>{''.join(f'<li>{html.escape(v)}</li>' for v in _verdicts(results))}</ul>"
+            f"<table><tr><th>metric</th><th>chance</th>{''.join(f'<th>{html.escape(n)}</th>' for n in names)}</tr>{rows}</table>"
+            f"<h2>Paired comparisons</h2><table><tr><th>comparison</th><th>metric</th><th>diff</th><th>95% t CI (seeds)</th>"
+            f"<th>95% bootstrap CI (eval examples)</th><th>verdict</th></tr>{comp}</table>{imgs}</body></html>")
     (out / "report.html").write_text(page)

@@ -39,8 +39,11 @@ def add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
     tf.addfile(info, io.BytesIO(data))
 
 
-def write_colour_shards(root: Path, n: int, shards: int, seed: int = 0, labels: bool = True) -> list[Path]:
-    """Solid-colour images with captions naming the colour: learnable in a few dozen steps."""
+def write_colour_shards(root: Path, n: int, shards: int, seed: int = 0, labels: bool = True,
+                        captions: bool = False) -> list[Path]:
+    """Solid-colour images with captions naming the colour: learnable in a few dozen steps.
+
+    `captions` adds a second correct caption per sample in the json's "captions" list."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     names = list(COLOURS)
@@ -54,6 +57,8 @@ def write_colour_shards(root: Path, n: int, shards: int, seed: int = 0, labels: 
                 add(tf, f"{i:06d}.jpg", _jpg(COLOURS[names[c]], rng))
                 add(tf, f"{i:06d}.txt", f"a {names[c]} picture".encode())
                 meta = {"label": names[c], "label_id": c} if labels else {"note": "no label"}
+                if captions:
+                    meta["captions"] = [f"a {names[c]} picture", f"something {names[c]}"]
                 add(tf, f"{i:06d}.json", json.dumps(meta).encode())
         paths.append(p)
     return paths

@@ -23,23 +23,38 @@ def curate(*args, timeout=300):
 
 
 def test_experiment_end_to_end(colour_shards, colour_eval, tmp_path):
-    """Two data sets x two seeds, tiny budget: results.json, report.md/.html with plots, comparisons."""
+    """Two data sets + a random-subset control x two seeds, tiny budget: results.json with fingerprints and
+    interval verdicts, report.md/.html with plots and verdicts; a repeat reuses every run."""
     out = tmp_path / "exp"
     shards = sorted(colour_shards.glob("*.tar"))
-    p = curate("experiment", f"all={colour_shards}", f"half={shards[0]},{shards[1]}", "--eval-set", colour_eval,
-               "--samples-seen", 64, "--batch-size", 32, "--seeds", 2, "--workers", 0, "--output", out)
+    args = ("experiment", f"half={shards[0]},{shards[1]}", f"all={colour_shards}", "--random-subset", "random=all:half",
+            "--primary", "zeroshot_top1", "--primary", "image_to_text_R@1", "--eval-set", colour_eval,
+            "--samples-seen", 32, "--batch-size", 32, "--seeds", 2, "--workers", 0, "--model", "curate-tiny-32",
+            "--output", out)
+    p = curate(*args, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
-    assert [r["set"] for r in res["runs"]] == ["all", "all", "half", "half"]
-    assert {"mean", "std"} <= set(res["aggregate"]["all"]["zeroshot_top1"])
-    assert any(c["metric"] == "zeroshot_top1" for c in res["comparisons"])
+    assert [r["set"] for r in res["runs"]] == ["half", "half", "all", "all", "random", "random"]
+    assert res["primary_metrics"] == ["zeroshot_top1", "image_to_text_R@1"]
+    assert res["fingerprints"]["eval"]["sha256"] and all(r["fingerprints"]["shards"]["sha256"] for r in res["runs"])
+    # the control has the size of `half` (two of four shards: 192 samples), drawn per seed from `all`
+    sub = [json.loads((out / "subsets" / "random" / f"seed{s}" / "subset.json").read_text()) for s in (0, 1)]
+    assert [x["samples"] for x in sub] == [192, 192] and sub[0]["request"]["source_samples"] == 384
+    assert res["runs"][4]["fingerprints"]["shards"] != res["runs"][5]["fingerprints"]["shards"]
+    comps = {(c["b"], c["metric"]): c for c in res["comparisons"]}
+    c = comps[("random", "zeroshot_top1")]
+    assert c["primary"] and c["seeds"] == 2 and c["bootstrap_examples"] == 96
+    assert c["verdict"] in ("better", "worse", "no detectable difference") and None not in c["t_ci"]
+    assert not comps[("all", "zeroshot_top5")]["primary"]
+    assert res["chance"]["image_to_text_R@1"] == pytest.approx(1 / 96)
     for f in ("report.md", "report.html", "loss.png", "metrics.png"):
         assert (out / f).stat().st_size > 100
-    assert "data:image/png;base64" in (out / "report.html").read_text()
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64" in html and "bootstrap CI" in html and c["verdict"] in html
+    assert "half vs random on zeroshot_top1 (primary)" in p.stdout and "seed spread" not in p.stdout
     # repeating reuses the finished runs
-    p2 = curate("experiment", f"all={colour_shards}", f"half={shards[0]},{shards[1]}", "--eval-set", colour_eval,
-                "--samples-seen", 64, "--batch-size", 32, "--seeds", 2, "--workers", 0, "--output", out)
-    assert p2.returncode == 0 and p2.stderr.count("reusing") == 4
+    p2 = curate(*args)
+    assert p2.returncode == 0 and p2.stderr.count("reusing") == 6, p2.stderr[-2000:]
 
 
 @pytest.mark.parametrize("args,msg", [

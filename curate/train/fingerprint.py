@@ -1,0 +1,71 @@
+"""Content fingerprints of shards and eval sets, so `curate experiment` reuses a run only for the same bytes.
+
+Why contents, not paths: re-curating into the same folder, or regenerating an eval set in place, keeps
+every path and changes every number; a run reused on paths alone reports the old model on the new data.
+Each file is hashed once (sha256, streamed in 1 MiB blocks) and the digest cached by (path, size,
+mtime_ns), so repeating an experiment re-reads nothing that did not change.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from curate.train.data import expand_shards
+
+BLOCK = 1 << 20
+
+
+class DigestCache:
+    """sha256 per file, remembered in a JSON file keyed by resolved path, size and mtime_ns."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else None
+        self.entries: dict[str, str] = {}
+        if self.path and self.path.is_file():
+            try:
+                self.entries = dict(json.loads(self.path.read_text()))
+            except (ValueError, TypeError):
+                self.entries = {}  # a damaged cache only costs a re-hash
+
+    def digest(self, file: str | Path) -> tuple[int, str]:
+        p = Path(file).resolve()
+        st = p.stat()
+        key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
+        if key not in self.entries:
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                while block := f.read(BLOCK):
+                    h.update(block)
+            self.entries[key] = h.hexdigest()
+        return st.st_size, self.entries[key]
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(self.entries))
+        os.replace(tmp, self.path)
+
+
+def files_fingerprint(files: list[str | Path], cache: DigestCache) -> dict:
+    """{"sha256": over (size, digest) of every file in order, "files": n, "bytes": total}."""
+    h = hashlib.sha256()
+    total = 0
+    for f in files:
+        size, dig = cache.digest(f)
+        total += size
+        h.update(f"{size}:{dig}\n".encode())
+    return {"sha256": h.hexdigest(), "files": len(files), "bytes": total}
+
+
+def shards_fingerprint(specs: list[str], cache: DigestCache) -> dict:
+    """Fingerprint of the tars a shard list resolves to (what training reads)."""
+    return files_fingerprint(expand_shards(specs), cache)
+
+
+def eval_fingerprint(eval_dir: str | Path, cache: DigestCache) -> dict:
+    """Fingerprint of an eval set: its tars and classes.json (class names and prompts change metrics too)."""
+    return files_fingerprint([*expand_shards([str(eval_dir)]), Path(eval_dir) / "classes.json"], cache)

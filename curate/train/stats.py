@@ -1,0 +1,66 @@
+"""Paired comparison of two data sets: a t interval over seeds, a bootstrap over eval examples, a verdict.
+
+Why both: seeds measure how much the training run varies (same data, another init and order), the
+bootstrap how much the eval set's finite sample varies (same models, another draw of eval examples).
+A difference is called only when both 95% intervals exclude zero on the same side; otherwise the
+verdict is "no detectable difference". Never from std + std, which is not a test.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+LEVEL = 0.95
+BOOTSTRAP_REPS = 2000
+BETTER, WORSE, NONE, TOO_FEW = "better", "worse", "no detectable difference", "undetermined (fewer than 2 seeds)"
+
+
+def paired_t_interval(a: list[float], b: list[float], level: float = LEVEL) -> dict:
+    """Mean of the per-seed differences a_s - b_s with its t confidence interval (None below 2 seeds)."""
+    from scipy import stats
+
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return {"diff": None, "lo": None, "hi": None, "n": 0}
+    mean = float(d.mean())
+    if d.size < 2:
+        return {"diff": mean, "lo": None, "hi": None, "n": int(d.size)}
+    half = float(stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
+    return {"diff": mean, "lo": mean - half, "hi": mean + half, "n": int(d.size)}
+
+
+def bootstrap_interval(a: np.ndarray, b: np.ndarray, level: float = LEVEL, reps: int = BOOTSTRAP_REPS,
+                       seed: int = 0) -> dict:
+    """Percentile bootstrap CI of mean(a) - mean(b) resampling eval examples, paired by example.
+
+    `a` and `b` are (seeds x examples) per-example scores of two arms on the same eval set; each
+    example's score is averaged over seeds first, then examples are drawn with replacement (NaN, an
+    example without this attribute, is left out).
+    """
+    with warnings.catch_warnings():  # an example NaN in every seed stays NaN and is dropped below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        d = np.nanmean(np.asarray(a, dtype=float), axis=0) - np.nanmean(np.asarray(b, dtype=float), axis=0)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return {"lo": None, "hi": None, "examples": 0}
+    rng = np.random.default_rng(seed)
+    means = np.empty(reps)
+    for start in range(0, reps, 256):  # bounded memory on large eval sets
+        n = min(256, reps - start)
+        means[start:start + n] = d[rng.integers(0, d.size, (n, d.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [0.5 - level / 2, 0.5 + level / 2])
+    return {"lo": float(lo), "hi": float(hi), "examples": int(d.size)}
+
+
+def verdict(t: dict, boot: dict) -> str:
+    """better / worse when both intervals exclude zero on the same side, else no detectable difference."""
+    if t.get("lo") is None or boot.get("lo") is None:
+        return TOO_FEW
+    if t["lo"] > 0 and boot["lo"] > 0:
+        return BETTER
+    if t["hi"] < 0 and boot["hi"] < 0:
+        return WORSE
+    return NONE

@@ -1,0 +1,101 @@
+"""Random-subset controls: the same number of samples as a curated set, drawn uniformly from the raw set.
+
+Why: "curated beats raw" can mean the curation picked better samples, or only that a smaller set was
+repeated more often at the same budget. A random subset of raw with the curated set's size separates
+the two (DataComp's baseline). Samples are whole WebDataset groups (every member sharing a key) copied
+byte for byte; the draw is seeded per training seed, so seed s of the control is one fixed subset.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from curate.train.data import IMAGE_KEYS, TEXT_KEYS, expand_shards
+
+PER_TAR = 1000
+
+
+def _key_ext(name: str) -> tuple[str, str]:
+    """WebDataset's split: key = path up to the first dot of the basename, ext = the rest."""
+    d, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{d}/{stem}" if d else stem), ext
+
+
+def usable_keys(shards: list[str]) -> list[tuple[str, str]]:
+    """(tar, key) of every sample with an image and a text: what training can use."""
+    out = []
+    for tar in expand_shards(shards):
+        exts: dict[str, set] = {}
+        try:
+            with tarfile.open(tar) as tf:
+                for m in tf:
+                    if m.isfile():
+                        k, e = _key_ext(m.name)
+                        exts.setdefault(k, set()).add(e.lower())
+        except (tarfile.TarError, OSError):
+            continue  # training counts unreadable shards as shard_error; they hold no usable sample
+        out += [(tar, k) for k, e in exts.items() if e & set(IMAGE_KEYS) and e & set(TEXT_KEYS)]
+    return out
+
+
+def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o644
+    tf.addfile(info, io.BytesIO(data))
+
+
+def write_random_subset(source: list[str], size: int, out_dir: Path, seed: int) -> list[str]:
+    """Copy `size` usable samples of `source`, drawn without replacement with `seed`, into out_dir tars.
+
+    Samples are renamed 00000000, 00000001, ... (keys of different source tars may collide); their
+    members are copied byte for byte. Reuses out_dir when its subset.json records the same request
+    (the tars are then checked by the experiment's content fingerprint like any other shards).
+    """
+    out_dir = Path(out_dir)
+    keys = usable_keys(source)
+    if size > len(keys):
+        raise ValueError(f"a random subset of {size} samples needs that many; the source has {len(keys)}")
+    listing = hashlib.sha256("\n".join(f"{t}|{k}" for t, k in keys).encode()).hexdigest()
+    request = {"source": list(source), "source_samples": len(keys), "source_listing": listing,
+               "size": size, "seed": seed}
+    done = out_dir / "subset.json"
+    if done.is_file() and json.loads(done.read_text()).get("request") == request:
+        return sorted(str(p) for p in out_dir.glob("*.tar"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.tar"):
+        old.unlink()
+    done.unlink(missing_ok=True)
+    pick = np.random.default_rng([seed, 7919]).choice(len(keys), size=size, replace=False)
+    chosen: dict[str, set] = {}
+    for i in pick.tolist():
+        tar, k = keys[i]
+        chosen.setdefault(tar, set()).add(k)
+    written: list[str] = []
+    out, n = None, 0
+    for tar in sorted(chosen):
+        members: dict[str, list] = {}
+        with tarfile.open(tar) as tf:
+            for m in tf:
+                if m.isfile():
+                    k, ext = _key_ext(m.name)
+                    if k in chosen[tar]:
+                        members.setdefault(k, []).append((ext, tf.extractfile(m).read()))
+        for k in sorted(members):
+            if n % PER_TAR == 0:
+                if out is not None:
+                    out.close()
+                written.append(str(out_dir / f"{n // PER_TAR:06d}.tar"))
+                out = tarfile.open(written[-1], "w", format=tarfile.USTAR_FORMAT)
+            for ext, data in members[k]:
+                _add(out, f"{n:08d}.{ext}", data)
+            n += 1
+    if out is not None:
+        out.close()
+    done.write_text(json.dumps({"request": request, "samples": n, "tars": len(written)}, indent=1))
+    return written
