@@ -20,6 +20,14 @@ decode cost is real), a few thousand unique ones tiled to the sample count.
 3. caption: the `recaption` stage against the CoCa model's own generate on pre-decoded batches
    (bench/caption.py's bench_backend), in a subprocess, since open_clip's CoCa generate needs
    transformers < 4.57 (pass --caption-pythonpath to a folder holding one when the image has 5.x).
+
+On a bare GPU image (torch, torchvision, timm, pyarrow, pillow present) the run needs this repo with
+filters/ and pipelines/ copied to curate/filters and curate/pipelines (what `pip install .` does), and
+these wheels installed with `pip install --no-deps --target /tmp/site` and /tmp/site on PYTHONPATH:
+pydantic, pydantic_core, annotated-types, typing-inspection, braceexpand, webdataset, ftfy, wcwidth,
+open_clip_torch (which holds open_clip_train); for CoCa, transformers 4.56.2 + tokenizers 0.22.2 +
+huggingface_hub 0.36.2 in another --target folder given as --caption-pythonpath. That is how
+bench/results/gpu-h200.json was made (about 4.5 minutes on one H200).
 """
 from __future__ import annotations
 
@@ -39,9 +47,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 PY = sys.executable
 
-FULL = dict(clip_model="ViT-B-32", clip_n=8192, unique=2048, clip_bs=512, image_px=256, repeats=3,
+FULL = dict(clip_model="ViT-B-32", clip_n=4096, unique=2048, clip_bs=512, image_px=256, repeats=2,
             train_model="ViT-B-32", train_bs=256, train_workers=12, shards=24, per_shard=1024, skip=10,
-            lr=5e-4, cap_model="coca_ViT-B-32", cap_n=256, cap_bs=64, cap_tokens=20, cap_repeats=2)
+            lr=5e-4, cap_model="coca_ViT-B-32", cap_n=128, cap_bs=64, cap_tokens=20, cap_repeats=1)
 TINY = dict(clip_model="curate-tiny", clip_n=8, unique=8, clip_bs=4, image_px=64, repeats=1,
             train_model="curate-tiny", train_bs=8, train_workers=1, shards=2, per_shard=16, skip=1,
             lr=1e-3, cap_model="curate-tiny-coca", cap_n=4, cap_bs=2, cap_tokens=4, cap_repeats=1)
@@ -78,6 +86,14 @@ def corpus(n: int, unique: int, size: int) -> tuple[list[bytes], list[str]]:
     else:
         pairs = [_render(j) for j in jobs]
     return [pairs[i % unique][0] for i in range(n)], [pairs[i % unique][1] for i in range(n)]
+
+
+T0 = time.perf_counter()
+
+
+def progress(msg: str) -> None:
+    """A timestamped line on stderr: a run cut short by its time limit still shows where it was."""
+    print(f"[{time.perf_counter() - T0:7.1f} s] {msg}", file=sys.stderr, flush=True)
 
 
 def sync(device: str) -> None:
@@ -133,8 +149,10 @@ def bench_clip(s: dict, device: str, threads: list[int], blobs: list[bytes], tex
                 clip.model.encode_image(px)
                 clip.model.encode_text(tok)
 
+    progress("clip: batches decoded for model-only")
     t = best_of(model_only, reps, clip.device)
     out["model_only_ips"] = n / t
+    progress(f"clip: model-only {n / t:.0f} img/s")
     del batches
 
     split = split_preprocess(clip.preprocess)
@@ -155,6 +173,7 @@ def bench_clip(s: dict, device: str, threads: list[int], blobs: list[bytes], tex
         scores[(nthreads, dev_pre)] = col.to_numpy()
         out["stage"].append({"decode_threads": nthreads, "device_preprocess": dev_pre, "ips": n / t,
                              "ratio": (n / t) / out["model_only_ips"]})
+        progress(f"clip: stage {nthreads} threads device_preprocess {dev_pre}: {n / t:.0f} img/s")
     if len(scores) > 1:  # device_preprocess must not change the scores beyond bf16 noise
         import numpy as np
 
@@ -174,10 +193,11 @@ def bench_clip(s: dict, device: str, threads: list[int], blobs: list[bytes], tex
 
     out["decode_only"] = []
     for nthreads in sorted({1, *threads}):
-        m = min(n, 512 * nthreads)  # enough batches to fill the pool, few enough for one thread
+        m = min(n, 256 * nthreads)  # enough batches to fill the pool, few enough for one thread
         for pil_part in ([split[0]] if split else []) + [None]:
             t = best_of(decode_only(nthreads, pil_part, m), max(1, reps - 1), "cpu")
             out["decode_only"].append({"threads": nthreads, "uint8": pil_part is not None, "ips": m / t})
+            progress(f"clip: decode only {nthreads} threads uint8 {pil_part is not None}: {m / t:.0f} img/s")
     # the tokenizer alone, one thread: the part of the host work that holds the GIL throughout
     t0 = time.perf_counter()
     for lo in range(0, n, bs):
@@ -266,8 +286,11 @@ def bench_train(s: dict, device: str, work: Path, blobs: list[bytes], texts: lis
     shards = write_shards(work / "shards", s, blobs, texts)
     out = {"model": s["train_model"], "batch_size": s["train_bs"], "workers": s["train_workers"],
            "shards": len(shards), "samples": len(shards) * s["per_shard"], "skip": s["skip"]}
+    progress("train: shards written")
     out["open_clip_train"] = run_open_clip_train(shards, work / "oc", s, device, timeout)
+    progress(f"train: open_clip_train {out['open_clip_train'].get('samples_per_s')}")
     out["curate"] = run_curate_train(shards, work / "cu", s, device, timeout)
+    progress(f"train: curate {out['curate'].get('samples_per_s')}")
     a, b = out["curate"].get("samples_per_s"), out["open_clip_train"].get("samples_per_s")
     out["ratio"] = a / b if a and b else None
     return out
@@ -397,7 +420,8 @@ def record(r: dict, source: str) -> Path:
         for k, label in (("open_clip_train", "open_clip_train (amp_bf16)"), ("curate", "curate train")):
             x = t[k]
             lines.append(f"| {label} | {x['samples_per_s']:.0f} | {x['data_wait_frac']:.3f} | {x['wall_s']:.0f} |"
-                         if "samples_per_s" in x else f"| {label} | failed | - | {x['wall_s']:.0f} |")
+                         if "samples_per_s" in x else
+                         f"| {label} | failed: `{x['error'].strip().splitlines()[-1][:160]}` | - | {x['wall_s']:.0f} |")
         if t.get("ratio"):
             lines += ["", f"curate / open_clip_train: **{t['ratio']:.2f}**"]
         lines.append("")
@@ -428,6 +452,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", help="results file (default WORK/results.json)")
     ap.add_argument("--caption-pythonpath", default="", help="prepended to the caption child's PYTHONPATH")
     ap.add_argument("--timeout", type=float, default=240, help="seconds per training / caption subprocess")
+    ap.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads on a GPU run")
     ap.add_argument("--record", metavar="RESULTS_JSON", help="only write bench/RESULTS.md's gpu section from it")
     a = ap.parse_args(argv)
     if a.record:
@@ -438,7 +463,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     s = dict(TINY if a.tiny else FULL)
     cores = os.cpu_count() or 2
-    threads = a.decode_threads or ([2] if a.tiny else sorted({max(1, cores // 2), max(1, cores - 1)}))
+    threads = a.decode_threads or ([2] if a.tiny else [max(1, cores - 1)])
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     dest = Path(a.json) if a.json else work / "results.json"
@@ -452,7 +477,13 @@ def main(argv: list[str] | None = None) -> dict:
     blobs, texts = corpus(need, s["unique"], s["image_px"])  # before CUDA starts: the render pool forks
     r["corpus_s"] = time.perf_counter() - t0
     r["machine"] = machine(device)
+    if device.startswith("cuda"):
+        # As in a Ray GPU actor (Ray sets OMP_NUM_THREADS to the actor's num_cpus, 1 by default): torch ops
+        # on the decode threads must not each start a full intra-op team on a machine the threads fill.
+        torch.set_num_threads(a.torch_threads)
+    r["torch_threads"] = torch.get_num_threads()
     save()
+    progress(f"corpus ready ({r['corpus_s']:.1f} s), torch threads {r['torch_threads']}")
     for part in a.parts:
         t0 = time.perf_counter()
         try:
