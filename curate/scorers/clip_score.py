@@ -7,11 +7,12 @@ cheap, so scores are stored (`clip_score` column, and optionally the L2-normalis
 
 Runs on a long-lived actor (`uses_model`): the model loads once per actor, on the GPU when the recipe
 gives the stage `num_gpus`, bf16/fp16 autocast there. JPEG decode, preprocessing and tokenisation run on
-a thread pool one batch ahead of the model (PIL decode and torch ops release the GIL), so the model's
-forward pass is the bottleneck, not the decoder. On a GPU the threads stop at uint8 pixels (decode, resize,
-crop in PIL) and the float conversion and normalisation run on the device (`device_preprocess`): a quarter
-of the bytes cross the bus, and each thread does less per image; the result is the same tensor the full
-transform gives.
+a thread pool one batch ahead of the model (PIL decode and torch ops release the GIL), so on a CPU the
+model's forward pass is the bottleneck, not the decoder. On a GPU the threads stop at uint8 pixels (decode,
+resize, crop in PIL) and the float conversion and normalisation run on the device (`device_preprocess`): a
+quarter of the bytes cross the bus, and each thread does less per image; the result is the same tensor the
+full transform gives. Even so, one process's decode threads do not feed a large GPU: on an H200 the host side
+peaked at ~0.9k img/s on 15 threads (the GIL) against 12.7k img/s for ViT-B-32 (bench/RESULTS.md, gpu-notes).
 """
 from __future__ import annotations
 
