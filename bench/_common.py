@@ -226,13 +226,14 @@ command to refresh a section.
 """
 
 
-def update_results(section: str, body: str, packages: list[str]) -> Path:
+def update_results(section: str, body: str, packages: list[str], info: dict | None = None) -> Path:
     """Replace (or append) the `## {section}` section, with the machine it ran on at its top.
 
     The machine goes into the section, not a shared header, so sections written by different runs
     (and branches) each say where their numbers came from and never conflict with each other.
+    `info` is that machine when it is not this one (bench/gpu.py records a lent GPU machine's run here).
     """
-    info = machine_info(packages)
+    info = info or machine_info(packages)
     machine = "Machine: " + "; ".join(f"{k} {v}" for k, v in info.items())
     text = RESULTS.read_text() if RESULTS.exists() else ""
     sections: list[tuple[str, str]] = []

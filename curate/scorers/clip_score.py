@@ -7,8 +7,12 @@ cheap, so scores are stored (`clip_score` column, and optionally the L2-normalis
 
 Runs on a long-lived actor (`uses_model`): the model loads once per actor, on the GPU when the recipe
 gives the stage `num_gpus`, bf16/fp16 autocast there. JPEG decode, preprocessing and tokenisation run on
-a thread pool one batch ahead of the model (PIL decode and torch ops release the GIL), so the model's
-forward pass is the bottleneck, not the decoder.
+a thread pool one batch ahead of the model (PIL decode and torch ops release the GIL), so on a CPU the
+model's forward pass is the bottleneck, not the decoder. On a GPU the threads stop at uint8 pixels (decode,
+resize, crop in PIL) and the float conversion and normalisation run on the device (`device_preprocess`): a
+quarter of the bytes cross the bus, and each thread does less per image; the result is the same tensor the
+full transform gives. Even so, one process's decode threads do not feed a large GPU: on an H200 the host side
+peaked at ~0.9k img/s on 15 threads (the GIL) against 12.7k img/s for ViT-B-32 (bench/RESULTS.md, gpu-notes).
 """
 from __future__ import annotations
 
@@ -31,11 +35,40 @@ def input_size(clip) -> int:
     return int(max(size) if isinstance(size, (tuple, list)) else size)
 
 
-def decode_batch(clip, blobs: list[bytes], texts: list[str], draft: bool = False):
+def split_preprocess(preprocess):
+    """(PIL part, mean, std) when `preprocess` ends in ToTensor + Normalize (open_clip's eval transform), else None.
+
+    Why: the PIL part (resize, crop, RGB) is what must run on the host; the last two steps are plain
+    arithmetic that `normalise` does on the model's device with the same operations.
+    """
+    from torchvision.transforms import Compose, Normalize, ToTensor
+
+    steps = getattr(preprocess, "transforms", None)
+    if not isinstance(preprocess, Compose) or not steps or len(steps) < 2:
+        return None
+    if not isinstance(steps[-2], ToTensor) or not isinstance(steps[-1], Normalize):
+        return None
+    return Compose(steps[:-2]), tuple(steps[-1].mean), tuple(steps[-1].std)
+
+
+def normalise(pixels, mean, std, device: str):
+    """ToTensor + Normalize of an (N, H, W, 3) uint8 batch, on `device`: the (N, 3, H, W) float tensor
+    the full transform gives (same operations, in the same order, in float32)."""
+    import torch
+
+    x = pixels.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div(255)
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return x.sub_(m).div_(s)
+
+
+def decode_batch(clip, blobs: list[bytes], texts: list[str], draft: bool = False, pil_part=None):
     """(pixel tensor, token tensor, ok mask) for one batch; undecodable images are masked out, not raised.
 
     draft: let libjpeg decode at a reduced DCT scale that still covers the model's input size (PIL's
     `Image.draft`), so a 512 px JPEG scored at 224 px is not decoded at full size first.
+    pil_part: the host half of `split_preprocess`; then the pixels are an (N, H, W, 3) uint8 tensor for
+    `normalise` (pinned when CUDA is there, so the copy to the GPU is asynchronous).
     """
     import torch
 
@@ -45,11 +78,18 @@ def decode_batch(clip, blobs: list[bytes], texts: list[str], draft: bool = False
     side = input_size(clip) if draft else 0
     for blob in blobs:
         try:
-            pix.append(clip.preprocess(decode_rgb(blob, draft=side or None)))
+            im = decode_rgb(blob, draft=side or None)
+            pix.append(np.asarray(pil_part(im)) if pil_part is not None else clip.preprocess(im))
             ok.append(True)
         except Exception:  # noqa: BLE001 - a broken image gets no score; the run goes on
             ok.append(False)
-    pixels = torch.stack(pix) if pix else None
+    pixels = None
+    if pix and pil_part is not None:
+        pixels = torch.from_numpy(np.stack(pix))
+        if torch.cuda.is_available():
+            pixels = pixels.pin_memory()
+    elif pix:
+        pixels = torch.stack(pix)
     tokens = clip.tokenizer([t for t, good in zip(texts, ok) if good]) if pix else None
     return pixels, tokens, np.array(ok, bool)
 
@@ -74,6 +114,7 @@ class ClipScore(Stage):
     decode_threads: int = Field(2, ge=1)  # threads decoding/preprocessing the next batch
     embeddings: bool = False  # also keep the L2-normalised image/text embeddings (embeddings/ sidecar)
     fast_decode: bool = True  # JPEG draft decoding at the smallest scale that covers the model's input
+    device_preprocess: bool = True  # on a GPU: uint8 pixels to the device, float conversion + normalisation there
 
     _clip: Any = PrivateAttr(default=None)
 
@@ -108,13 +149,15 @@ class ClipScore(Stage):
         img_emb = np.zeros((n, dim), np.float32)
         txt_emb = np.zeros((n, dim), np.float32)
         starts = list(range(0, n, bs))
+        split = split_preprocess(clip.preprocess) if self.device_preprocess and clip.device.startswith("cuda") else None
+        pil_part = split[0] if split else None
         with ThreadPoolExecutor(self.decode_threads) as pool:
             # split each batch over the decode threads; keep the next batch in flight while the model runs
             def submit(lo: int):
                 hi = min(n, lo + bs)
                 step = -(-(hi - lo) // self.decode_threads)
                 return [pool.submit(decode_batch, clip, images[a:min(hi, a + step)], texts[a:min(hi, a + step)],
-                                    self.fast_decode)
+                                    self.fast_decode, pil_part)
                         for a in range(lo, hi, step)]
 
             pending = submit(starts[0]) if starts else None
@@ -124,7 +167,11 @@ class ClipScore(Stage):
                 ok = np.concatenate([c[2] for c in chunks])
                 if not ok.any():
                     continue
-                pixels = torch.cat([c[0] for c in chunks if c[0] is not None])
+                if split:  # each chunk goes to the device as uint8 and is normalised there
+                    pixels = torch.cat([normalise(c[0], split[1], split[2], clip.device)
+                                        for c in chunks if c[0] is not None])
+                else:
+                    pixels = torch.cat([c[0] for c in chunks if c[0] is not None])
                 tokens = torch.cat([c[1] for c in chunks if c[1] is not None])
                 ie = clip.embed_image_tensors(pixels)
                 with torch.inference_mode(), clip._autocast():

@@ -95,6 +95,19 @@ def _dist():
     return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def resolve_device(spec: str, local_rank: int, cuda_available: bool) -> torch.device:
+    """The device to train on: `auto` is this rank's GPU when there is one; a bare `cuda` gets this rank's index.
+
+    Why the index: torch.cuda.set_device refuses a device without one (`--device cuda` crashed on a GPU).
+    """
+    if spec == "auto":
+        return torch.device("cuda", local_rank) if cuda_available else torch.device("cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", local_rank)
+    return device
+
+
 def lr_at(step: int, base: float, warmup: int, total: int) -> float:
     """Linear warmup to `base`, then cosine to 0 at `total` (open_clip's cosine_lr)."""
     if step < warmup:
@@ -167,10 +180,7 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
     if len(shards) < world:
         raise TrainError(f"{len(shards)} shard(s) for {world} ranks: every rank needs at least one shard")
     workers = max(0, min(cfg.workers, len(shards) // world))
-    if cfg.device == "auto":
-        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
+    device = resolve_device(cfg.device, local_rank, torch.cuda.is_available())
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True
