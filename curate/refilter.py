@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate import schema
-from curate.catalog import CatalogError, connect
+from curate.catalog import CatalogError, _only_selects, connect
 from curate.io import atomic
 from curate.io.rundir import RunDir
 
@@ -32,9 +32,16 @@ class RefilterError(Exception):
 
 
 def _failing_uids(src: Path, where: str) -> set[str]:
-    con = connect(src)
+    """uids of kept rows not matching `where`. The condition is user SQL, so it runs like `curate query`:
+    one SELECT on a locked-down connection that reads nothing but the run's own parts and writes nothing."""
+    sql = f"SELECT uid FROM kept WHERE NOT coalesce(({where}), false)"
     try:
-        rows = con.execute(f"SELECT uid FROM kept WHERE NOT coalesce(({where}), false)").fetchall()
+        _only_selects(sql)
+    except CatalogError as err:
+        raise CatalogError(f"--where {where!r}: {err}") from None
+    con = connect(src, locked=True)
+    try:
+        rows = con.execute(sql).fetchall()
     except Exception as err:  # duckdb.Error and friends: a bad predicate is the user's to fix
         raise CatalogError(f"--where {where!r}: {str(err).splitlines()[0]}") from None
     finally:

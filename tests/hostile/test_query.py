@@ -181,3 +181,22 @@ def test_clusters_print_markup_cluster_names_literally(world, capsys):
     assert "[red]c[/]" in proc.stdout
     proc = curate_inprocess("clusters", run, "--cluster", "[red]c[/]", capsys=capsys)
     assert proc.returncode == 0 and "[bold]x[/]" in proc.stdout and not _escapes(proc.stdout)
+
+
+@pytest.mark.parametrize("where", [
+    "true); COPY (SELECT * FROM samples) TO '{outside}/dump.csv'; SELECT (1",
+    "uid IN (SELECT secret FROM read_parquet('{outside}/secret.parquet'))",
+    "uid IN (SELECT content FROM read_text('/etc/hostname'))",
+])
+def test_refilter_where_is_as_locked_as_query(world, where):
+    """`curate refilter --where` is user SQL too: one SELECT over the run's own parts, nothing else."""
+    from curate.catalog import CatalogError
+    from curate.refilter import _failing_uids
+
+    run, outside, snapshot = world
+    before = snapshot()
+    with pytest.raises(CatalogError) as err:
+        _failing_uids(run, where.format(outside=outside))
+    assert "\n" not in str(err.value) and "s3cr3t" not in str(err.value)
+    assert snapshot() == before
+    assert _failing_uids(run, "text = 'a plain caption'") == {f"u{i}" for i in range(1, len(CAPTIONS) - 1)} | {"[/]"}
