@@ -56,7 +56,7 @@ def test_lsh_params_equal_datasketch(threshold, num_perm):
     assert balanced_lsh_params(threshold, num_perm) == tuple(_optimal_param(threshold, num_perm, 0.5, 0.5))
 
 
-@pytest.mark.parametrize("threshold,num_perm", [(0.5, 64), (0.7, 128), (0.8, 128), (0.9, 128), (0.95, 256)])
+@pytest.mark.parametrize("threshold,num_perm", [(0.5, 64), (0.7, 128), (0.8, 128), (0.9, 128), (0.95, 128)])
 def test_lsh_params_reach_recall_at_the_threshold(threshold, num_perm):
     b, r = lsh_params(threshold, num_perm)
     assert b * r <= num_perm and 1 - (1 - threshold ** r) ** b >= 0.97
