@@ -154,6 +154,27 @@ def job_cpu(n: int, repeats: int = 2) -> dict:
             **{k: round(v, 2) for k, v in best.items()}, "load_avg_1min": round(os.getloadavg()[0], 1)}
 
 
+def recall(texts_n: int = 10000, images_n: int = 1000, vectors_n: int = 10000, seeds=(1, 2)) -> dict:
+    """Recall per similarity bucket against brute force (tests/dedup/_recall_corpus.py) for the three
+    near-dup jobs at their defaults, and for minhash_dedup with the old balanced 9 x 13 banding."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from dedup._recall_corpus import (embedding_corpus, image_corpus, minhash_recall, phash_recall, semantic_recall,
+                                      text_corpus)
+
+    from curate.dedup.minhash import MinHashDedup
+    from curate.dedup.phash import PHashDedup
+    from curate.dedup.semantic import SemanticDedup
+
+    out: dict = {"minhash": {}, "phash": {}, "semantic": {}}
+    for seed in seeds:
+        texts = text_corpus(texts_n, seed=seed)
+        out["minhash"][f"seed{seed}"] = minhash_recall(texts, MinHashDedup())
+        out["minhash"][f"seed{seed}_balanced_9x13"] = minhash_recall(texts, MinHashDedup(bands=9, rows=13))
+    out["phash"] = phash_recall(image_corpus(images_n, seed=seeds[0]), PHashDedup())
+    out["semantic"] = semantic_recall(embedding_corpus(vectors_n, seed=seeds[0]), SemanticDedup())
+    return out
+
+
 def e2e_child(src: str, out: str, local_max: int = 0, address: str | None = None) -> None:
     from curate.recipe import build_recipe
     from curate.runner import Runner
@@ -335,12 +356,15 @@ def main() -> None:
     ap.add_argument("--address")
     ap.add_argument("--two-node", type=int, default=0, help="rows for the two-node identity check (0: skip)")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--recall", type=int, default=0, help="texts per seed for the recall-per-bucket measurement (0: skip)")
     ap.add_argument("--job-cpu", type=int, default=0, help="rows for the in-process job CPU measurement (0: skip)")
     ap.add_argument("--compare-prepass", action="store_true",
                     help="also run each size with the key pre-pass forced on (interleaved), to compare")
     a = ap.parse_args()
     if a.child:
         return e2e_child(*a.child, local_max=a.local_max, address=a.address)
+    if a.recall:
+        print(json.dumps({"recall": recall(a.recall)}), flush=True)
     if a.job_cpu:
         print(json.dumps({"job_cpu": job_cpu(a.job_cpu)}), flush=True)
     if a.two_node:

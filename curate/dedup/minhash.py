@@ -5,10 +5,17 @@ Signatures are datasketch's (scheme "affine32", `hashfunc=sha1_hash32`, permutat
 then all shingles of the batch go through the permutations as one numpy array and a segmented min
 (`np.minimum.reduceat`). `tests/dedup` checks the result equals `MinHash.update_batch` bit for bit.
 
-LSH: bands x rows chosen from the threshold by datasketch's `_optimal_param` (equal false-positive and
-false-negative weights). `prepare` emits one record per (row, band) keyed by a 64-bit hash of the band;
-the runner groups records by key (a Ray shuffle at scale); `reduce` verifies the candidates of one
-bucket with their 8-bit signature digests (estimated Jaccard >= threshold) and emits edges; `finalize`
+LSH for recall at the threshold: bands x rows are the banding within `num_perm` that makes a pair at
+exactly `threshold` a candidate with probability >= `recall` (0.97) with the fewest false candidates
+(`lsh_params`; 15 x 7 at 0.8 / 128, where datasketch's balanced choice, 9 x 13, finds such a pair 40%
+of the time). `prepare` emits one record per (row, band) keyed by a 64-bit hash of the band, carrying the
+row's sketch: its distinct shingle hashes (all of them up to `sketch_size`, else the `sketch_size`
+smallest). The runner groups records by key (a Ray shuffle at scale); `reduce` verifies the candidates of
+one bucket on their shingle sets: the exact Jaccard when both are whole, a bottom-k estimate accepted
+down to 2.33 standard errors below the threshold otherwise (P >= 0.99 at the threshold). So a pair at or
+above the threshold is found with P >= 0.97, and a pair below it is never joined directly when both texts
+are whole (longer ones: only within ~0.04 below it; anything else only through a chain of verified
+pairs); tests/dedup/test_minhash_recall.py measures both against brute force. `finalize`
 (driver, edges only: see curate/dedup/graph.py) takes connected components and picks one representative
 per cluster by `keep`: `first` (smallest uid), `longest` (longest normalised text) or `score` (highest
 `score_col`). The others are dropped as `near_duplicate` with `dup_of` = the representative; every

@@ -205,3 +205,52 @@ def embedding_corpus(n: int, seed: int, dim: int = 64, topics: int = 40) -> np.n
             rows.append(v / np.linalg.norm(v))
     x = np.array(rows[:n], np.float32)
     return x[rng.permutation(len(x))]
+
+
+def _clusters(decisions: pa.Table, col: str) -> dict[str, str]:
+    return dict(zip(decisions.column("uid").to_pylist(), decisions.column(col).to_pylist()))
+
+
+def phash_recall(images: list[bytes], job, max_shown: int = 16) -> dict:
+    """Run `job` (a PHashDedup) in-process; per Hamming distance of the pair's hashes (brute force over all
+    pairs): pairs and the share in one cluster."""
+    from curate.dedup.phash import image_hash
+    from curate.stage import run_job_local
+
+    uids = [f"i{i:06d}" for i in range(len(images))]
+    t = pa.table({"uid": uids, "part": pa.array([i % 4 for i in range(len(images))], pa.int32()),
+                  "image": pa.array(images, pa.binary()), "status": ["ok"] * len(images)})
+    labels = _clusters(run_job_local(job, t), job.cluster_col)
+    h = np.array([image_hash(b, job.hash) for b in images], np.uint64)
+    d = hamming_all_pairs(h)
+    i, j = np.triu_indices(len(images), k=1)
+    dist = d[i, j]
+    near = dist <= max_shown
+    joined = same_cluster(labels, uids, i[near], j[near])
+    rows = [{"distance": k, "pairs": int((dist[near] == k).sum()), "joined": int(joined[dist[near] == k].sum())}
+            for k in range(max_shown + 1)]
+    for r in rows:
+        r["recall"] = round(r["joined"] / r["pairs"], 4) if r["pairs"] else None
+    far = ~near
+    far_joined = int(same_cluster(labels, uids, i[far], j[far]).sum())
+    return {"images": len(images), "max_distance": job.max_distance, "per_distance": rows,
+            "pairs_beyond_shown_joined": far_joined}
+
+
+def semantic_recall(x: np.ndarray, job, min_cos: float = 0.85) -> dict:
+    """Run `job` (a SemanticDedup) in-process; per cosine bucket (brute force over all pairs): pairs and the
+    share in one cluster."""
+    from curate.stage import run_job_local
+
+    uids = [f"e{i:06d}" for i in range(len(x))]
+    t = pa.table({"uid": uids, "part": pa.array([i % 4 for i in range(len(x))], pa.int32()),
+                  "embedding": pa.array(list(x), pa.list_(pa.float32())), "status": ["ok"] * len(x)})
+    labels = _clusters(run_job_local(job, t), job.cluster_col)
+    sim = np.triu(x @ x.T, k=1)
+    i, j = np.nonzero(sim >= min_cos)
+    cos = sim[i, j]
+    joined = same_cluster(labels, uids, i, j)
+    lo = np.triu(x @ x.T < job.threshold - 0.05, k=1)
+    li, lj = np.nonzero(lo)
+    return {"vectors": len(x), "threshold": job.threshold, "buckets": bucket_recall(cos, joined, COS_BUCKETS),
+            "cluster_pairs_below_threshold_minus_0.05": int(same_cluster(labels, uids, li, lj).sum())}
