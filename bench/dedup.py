@@ -154,7 +154,7 @@ def job_cpu(n: int, repeats: int = 2) -> dict:
             **{k: round(v, 2) for k, v in best.items()}, "load_avg_1min": round(os.getloadavg()[0], 1)}
 
 
-def recall(texts_n: int = 10000, images_n: int = 1000, vectors_n: int = 10000, seeds=(1, 2)) -> dict:
+def recall(texts_n: int = 10000, images_n: int = 600, vectors_n: int = 6000, seeds=(1,)) -> dict:
     """Recall per similarity bucket against brute force (tests/dedup/_recall_corpus.py) for the three
     near-dup jobs at their defaults, and for minhash_dedup with the old balanced 9 x 13 banding."""
     sys.path.insert(0, str(ROOT / "tests"))
