@@ -123,6 +123,58 @@ def accuracy() -> dict:
     return res
 
 
+def job_cpu(n: int, repeats: int = 2) -> dict:
+    """CPU seconds of minhash_dedup's own work on n captions in this process (map, group + reduce, components:
+    what `run_job_local` does, without Ray), best of `repeats`. On a machine too loaded for Ray to start
+    this is the comparable number: Ray's fixed costs do not depend on the banding or the verification."""
+    import pyarrow as pa
+
+    from curate.dedup.minhash import MinHashDedup
+    from curate.stage import prepare_records, reduce_records
+
+    texts = captions(n)
+    t = pa.table({"uid": [f"{i:016x}" for i in range(n)], "part": pa.array([i * 8 // n for i in range(n)], pa.int32()),
+                  "text": texts, "status": ["ok"] * n})
+    job = MinHashDedup()
+    job.lsh()  # parameter search outside the timing
+    best: dict = {}
+    for _ in range(repeats):
+        t0 = time.process_time()
+        rec = prepare_records(job, t)
+        t1 = time.process_time()
+        edges = reduce_records(job, rec)
+        t2 = time.process_time()
+        dec = job.finalize(edges)
+        t3 = time.process_time()
+        cur = {"prepare_cpu_s": t1 - t0, "reduce_cpu_s": t2 - t1, "components_cpu_s": t3 - t2, "total_cpu_s": t3 - t0}
+        if not best or cur["total_cpu_s"] < best["total_cpu_s"]:
+            best = cur
+    return {"rows": n, "bands_rows": list(job.lsh()), "records": rec.num_rows, "record_bytes": rec.nbytes,
+            "edges": edges.num_rows, "dropped": int(sum(s == "dropped" for s in dec.column("status").to_pylist())),
+            **{k: round(v, 2) for k, v in best.items()}, "load_avg_1min": round(os.getloadavg()[0], 1)}
+
+
+def recall(texts_n: int = 10000, images_n: int = 600, vectors_n: int = 6000, seeds=(1,)) -> dict:
+    """Recall per similarity bucket against brute force (tests/dedup/_recall_corpus.py) for the three
+    near-dup jobs at their defaults, and for minhash_dedup with the old balanced 9 x 13 banding."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from dedup._recall_corpus import (embedding_corpus, image_corpus, minhash_recall, phash_recall, semantic_recall,
+                                      text_corpus)
+
+    from curate.dedup.minhash import MinHashDedup
+    from curate.dedup.phash import PHashDedup
+    from curate.dedup.semantic import SemanticDedup
+
+    out: dict = {"minhash": {}, "phash": {}, "semantic": {}}
+    for seed in seeds:
+        texts = text_corpus(texts_n, seed=seed)
+        out["minhash"][f"seed{seed}"] = minhash_recall(texts, MinHashDedup())
+        out["minhash"][f"seed{seed}_balanced_9x13"] = minhash_recall(texts, MinHashDedup(bands=9, rows=13))
+    out["phash"] = phash_recall(image_corpus(images_n, seed=seeds[0]), PHashDedup())
+    out["semantic"] = semantic_recall(embedding_corpus(vectors_n, seed=seeds[0]), SemanticDedup())
+    return out
+
+
 def e2e_child(src: str, out: str, local_max: int = 0, address: str | None = None) -> None:
     from curate.recipe import build_recipe
     from curate.runner import Runner
@@ -150,6 +202,7 @@ def e2e(n: int, work: Path, prepass: bool = False) -> dict:
     out = work / f"out-{n}{'-prepass' if prepass else ''}"
     env = {**os.environ, "RAY_ADDRESS": ""}
     env.pop("RAY_ADDRESS")
+    load_before = round(os.getloadavg()[0], 1)
     if prepass:
         env["BENCH_PREPASS"] = "on"
     proc = subprocess.Popen([sys.executable, __file__, "--child", str(src), str(out)], stdout=subprocess.PIPE,
@@ -157,9 +210,16 @@ def e2e(n: int, work: Path, prepass: bool = False) -> dict:
     peak = peak_pss = 0
     p = psutil.Process(proc.pid)
     last_pss = 0.0
+    cpu: dict[int, float] = {}  # pid -> last seen user+system seconds (sampled: a process's last 0.5 s is lost)
     while proc.poll() is None:
         try:
             procs = [p] + p.children(recursive=True)
+            for q in procs:
+                try:
+                    t = q.cpu_times()
+                    cpu[q.pid] = t.user + t.system
+                except psutil.Error:
+                    pass
             rss = sum(q.memory_info().rss for q in procs if q.is_running())
             peak = max(peak, rss)
             if time.time() - last_pss > 2:  # PSS counts shared pages once: the tree's real footprint
@@ -170,6 +230,7 @@ def e2e(n: int, work: Path, prepass: bool = False) -> dict:
         time.sleep(0.5)
     line = [x for x in proc.stdout.read().splitlines() if x.startswith("{")]
     res = json.loads(line[-1]) if line else {"error": f"exit {proc.returncode}"}
+    res.update(tree_cpu_s=round(sum(cpu.values()), 1), load_avg_1min_before=load_before)
     res.update(rows=n, shuffle="key pre-pass" if prepass else "default (one node: one pass)", peak_rss_mb=round(peak / 2**20), peak_pss_mb=round(peak_pss / 2**20),
                load_avg_5min_after=round(os.getloadavg()[1], 1))
     return res
@@ -295,11 +356,17 @@ def main() -> None:
     ap.add_argument("--address")
     ap.add_argument("--two-node", type=int, default=0, help="rows for the two-node identity check (0: skip)")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--recall", type=int, default=0, help="texts per seed for the recall-per-bucket measurement (0: skip)")
+    ap.add_argument("--job-cpu", type=int, default=0, help="rows for the in-process job CPU measurement (0: skip)")
     ap.add_argument("--compare-prepass", action="store_true",
                     help="also run each size with the key pre-pass forced on (interleaved), to compare")
     a = ap.parse_args()
     if a.child:
         return e2e_child(*a.child, local_max=a.local_max, address=a.address)
+    if a.recall:
+        print(json.dumps({"recall": recall(a.recall)}), flush=True)
+    if a.job_cpu:
+        print(json.dumps({"job_cpu": job_cpu(a.job_cpu)}), flush=True)
     if a.two_node:
         work = Path(tempfile.mkdtemp(prefix="dedup-2node-", dir=ROOT / "bench" / "out"))
         print(json.dumps({"two_node": two_node(a.two_node, work)}), flush=True)

@@ -5,10 +5,17 @@ Signatures are datasketch's (scheme "affine32", `hashfunc=sha1_hash32`, permutat
 then all shingles of the batch go through the permutations as one numpy array and a segmented min
 (`np.minimum.reduceat`). `tests/dedup` checks the result equals `MinHash.update_batch` bit for bit.
 
-LSH: bands x rows chosen from the threshold by datasketch's `_optimal_param` (equal false-positive and
-false-negative weights). `prepare` emits one record per (row, band) keyed by a 64-bit hash of the band;
-the runner groups records by key (a Ray shuffle at scale); `reduce` verifies the candidates of one
-bucket with their 8-bit signature digests (estimated Jaccard >= threshold) and emits edges; `finalize`
+LSH for recall at the threshold: bands x rows are the banding within `num_perm` that makes a pair at
+exactly `threshold` a candidate with probability >= `recall` (0.97) with the fewest false candidates
+(`lsh_params`; 15 x 7 at 0.8 / 128, where datasketch's balanced choice, 9 x 13, finds such a pair 40%
+of the time). `prepare` emits one record per (row, band) keyed by a 64-bit hash of the band, carrying the
+row's sketch: its distinct shingle hashes (all of them up to `sketch_size`, else the `sketch_size`
+smallest). The runner groups records by key (a Ray shuffle at scale); `reduce` verifies the candidates of
+one bucket on their shingle sets: the exact Jaccard when both are whole, a bottom-k estimate accepted
+down to 2.33 standard errors below the threshold otherwise (P >= 0.99 at the threshold). So a pair at or
+above the threshold is found with P >= 0.97, and a pair below it is never joined directly when both texts
+are whole (longer ones: only within ~0.04 below it; anything else only through a chain of verified
+pairs); tests/dedup/test_minhash_recall.py measures both against brute force. `finalize`
 (driver, edges only: see curate/dedup/graph.py) takes connected components and picks one representative
 per cluster by `keep`: `first` (smallest uid), `longest` (longest normalised text) or `score` (highest
 `score_col`). The others are dropped as `near_duplicate` with `dup_of` = the representative; every
@@ -30,7 +37,7 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from curate import schema
-from curate.dedup.graph import EDGE_SCHEMA, ClusterJob, edges_table
+from curate.dedup.graph import EDGE_SCHEMA, ClusterJob, node_key
 from curate.stage import Job, register
 
 _M32 = np.uint32
@@ -41,6 +48,8 @@ _ASCII_PUNCT = str.maketrans({c: " " for c in map(chr, range(128)) if not (c.isa
 # buckets larger than this are verified leader-by-leader instead of all pairs
 ALL_PAIRS_MAX = 64
 MAX_LEADERS = 64
+# bottom-k verification accepts estimates down to this many standard errors below the threshold
+Z_LOWER = 2.33
 
 
 def normalise_text(text: str | bytes | None) -> str:
@@ -90,19 +99,26 @@ def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return a.astype(np.uint32), b.astype(np.uint32)
 
 
+def _s_curve(j: np.ndarray, bands: int, rows: np.ndarray) -> np.ndarray:
+    """P(two sets of Jaccard j share at least one band) for `bands` bands of `rows` rows."""
+    return 1 - (1 - j ** rows) ** bands
+
+
 @functools.lru_cache(maxsize=32)
-def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
+def balanced_lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows) minimising false positives + false negatives at `threshold`, equally weighted: the
     criterion of datasketch's `_optimal_param`, integrated numerically on a fine grid for all (b, r) at
-    once (datasketch's scipy loop takes seconds per process; tests check both choose the same)."""
+    once (datasketch's scipy loop takes seconds per process; tests check both choose the same). It finds
+    pairs at the threshold only about half the time (9 x 13 at 0.8: P = 0.40), so `minhash_dedup` does
+    not use it by default; kept as the reference point of the bench."""
     grid = 4001
     lo = np.linspace(0.0, threshold, grid)
     hi = np.linspace(threshold, 1.0, grid)
     best, opt = np.inf, (1, 1)
     for b in range(1, num_perm + 1):
         r = np.arange(1, num_perm // b + 1, dtype=np.float64)[:, None]
-        fp = np.trapezoid(1 - (1 - lo[None, :] ** r) ** b, lo, axis=1)
-        fn = np.trapezoid((1 - hi[None, :] ** r) ** b, hi, axis=1)
+        fp = np.trapezoid(_s_curve(lo[None, :], b, r), lo, axis=1)
+        fn = np.trapezoid(1 - _s_curve(hi[None, :], b, r), hi, axis=1)
         err = 0.5 * fp + 0.5 * fn
         i = int(np.argmin(err))
         if err[i] < best - 1e-12:
@@ -110,22 +126,57 @@ def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     return opt
 
 
+@functools.lru_cache(maxsize=32)
+def lsh_params(threshold: float, num_perm: int, recall: float = 0.97) -> tuple[int, int]:
+    """(bands, rows) for recall at the threshold: among the bandings within `num_perm` whose S-curve makes
+    a pair at exactly `threshold` a candidate with probability >= `recall`, the one with the smallest
+    false-positive integral (datasketch's fp term: expected candidates below the threshold, which cost
+    verification time only, never a wrong decision: candidates are verified on their shingles). Pairs
+    above the threshold are candidates even more often (the curve rises). If no banding reaches `recall`
+    (very few permutations), the one with the highest P at the threshold. 0.8 / 128: 15 x 7, P = 0.971."""
+    lo = np.linspace(0.0, threshold, 4001)
+    best, opt = (np.inf, np.inf), (1, 1)
+    fallback, fb_opt = -1.0, (1, 1)
+    for r in range(1, num_perm + 1):
+        for b in range(1, num_perm // r + 1):
+            p = float(_s_curve(np.float64(threshold), b, np.float64(r)))
+            if p >= recall:
+                fp = float(np.trapezoid(_s_curve(lo, b, np.float64(r)), lo))
+                if (fp, b) < best:
+                    best, opt = (fp, b), (b, r)
+                break  # more bands only add false positives
+            if p > fallback:
+                fallback, fb_opt = p, (b, r)
+    return opt if np.isfinite(best[0]) else fb_opt
+
+
+def shingle_hashes(shingle_lists: list[list[bytes]]) -> tuple[np.ndarray, np.ndarray]:
+    """(flat uint32 hashes, per-list lengths): datasketch's `sha1_hash32` of every shingle, each distinct
+    shingle of the batch hashed once (captions share many n-grams)."""
+    unpack = struct.Struct("<I").unpack_from
+    lens = np.fromiter(map(len, shingle_lists), np.int64, len(shingle_lists))
+    flat = [s for sh in shingle_lists for s in sh]
+    uniq = dict.fromkeys(flat)
+    hashes = dict(zip(uniq, [unpack(sha1(s).digest())[0] for s in uniq]))
+    return np.fromiter(map(hashes.__getitem__, flat), np.uint32, len(flat)), lens
+
+
 def signatures(shingle_lists: list[list[bytes]], num_perm: int = 128, seed: int = 1,
                chunk: int = 8192) -> np.ndarray:
     """(len(shingle_lists), num_perm) uint32 MinHash signatures, equal to datasketch's affine32 MinHash
     updated with each list. Empty lists give the empty signature (all 2**32-1)."""
+    return signatures_of_hashes(*shingle_hashes(shingle_lists), num_perm, seed, chunk)
+
+
+def signatures_of_hashes(raw: np.ndarray, lens: np.ndarray, num_perm: int = 128, seed: int = 1,
+                         chunk: int = 8192) -> np.ndarray:
+    """`signatures` from `shingle_hashes` output."""
     a, b = permutations(num_perm, seed)
-    n = len(shingle_lists)
+    n = len(lens)
     out = np.full((n, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
-    unpack = struct.Struct("<I").unpack_from
-    lens = np.fromiter(map(len, shingle_lists), np.int64, n)
-    flat = [s for sh in shingle_lists for s in sh]
-    if not flat:
+    if not len(raw):
         return out
-    # each distinct shingle of the batch is SHA1-hashed once (captions share many n-grams)
-    uniq = dict.fromkeys(flat)
-    hashes = dict(zip(uniq, [unpack(sha1(s).digest())[0] for s in uniq]))
-    hv = _fmix32(np.fromiter(map(hashes.__getitem__, flat), np.uint32, len(flat)))
+    hv = _fmix32(raw)
     rows = np.flatnonzero(lens)
     starts = np.concatenate([[0], np.cumsum(lens[rows])[:-1]])
     # process whole rows in chunks of about `chunk` shingles to bound the (shingles x num_perm) array
@@ -145,6 +196,41 @@ def signatures(shingle_lists: list[list[bytes]], num_perm: int = 128, seed: int 
     return out
 
 
+def sketches(raw: np.ndarray, lens: np.ndarray, k: int) -> tuple[pa.Array, np.ndarray]:
+    """Per list: its `k` smallest distinct shingle hashes, sorted (a large_binary of little-endian uint32),
+    and its number of distinct hashes. A list with at most `k` is kept whole, so two such lists give
+    their exact Jaccard; longer ones are bottom-k sketches (see `sketch_jaccard`). Vectorised: one sort."""
+    n = len(lens)
+    row = np.repeat(np.arange(n), lens)
+    order = np.lexsort((raw, row))
+    v, r = raw[order], row[order]
+    first = np.ones(len(v), bool)
+    first[1:] = (v[1:] != v[:-1]) | (r[1:] != r[:-1])
+    v, r = v[first], r[first]
+    sizes = np.bincount(r, minlength=n).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    keep = (np.arange(len(v)) - starts[r]) < k
+    v = np.ascontiguousarray(v[keep], dtype="<u4")
+    offsets = np.concatenate([[0], np.cumsum(np.minimum(sizes, k)) * 4]).astype(np.int64)
+    arr = pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(v.tobytes())])
+    return arr, sizes.astype(np.int32)
+
+
+def sketch_jaccard(a: np.ndarray, na: int, b: np.ndarray, nb: int, inter: int | None = None) -> tuple[float, int]:
+    """(Jaccard, sample size) of two sets from their sketches (sorted distinct hashes, `na`/`nb` distinct in
+    all). Both whole: the exact Jaccard (sample size 0). Otherwise the bottom-k estimate: of the k smallest
+    hashes of the union (k = the shorter sketch), the share that is in both sets; its sample size is k."""
+    if len(a) == na and len(b) == nb:
+        if inter is None:
+            inter = np.intersect1d(a, b, assume_unique=True).size
+        union = na + nb - inter
+        return (inter / union if union else 1.0), 0
+    k = min(len(a), len(b))
+    u = np.union1d(a, b)[:k]
+    both = np.isin(u, a, assume_unique=True) & np.isin(u, b, assume_unique=True)
+    return float(both.mean()) if k else 0.0, k
+
+
 def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     """(n, bands) int64 keys: a 64-bit hash of (band index, the band's rows of the signature)."""
     n = sigs.shape[0]
@@ -162,30 +248,81 @@ def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return keys.view(np.int64)
 
 
-def verified_pairs(digests: np.ndarray, threshold: float) -> list[tuple[int, int]]:
-    """Index pairs of one bucket whose estimated Jaccard (share of equal 8-bit digest values) >= threshold.
+def sketch_lists(col: pa.ChunkedArray | pa.Array) -> list[np.ndarray]:
+    """The sorted uint32 arrays of a large_binary sketch column."""
+    return [np.frombuffer(b, "<u4") for b in col.to_pylist()]
+
+
+def _accepts(j: float, k: int, threshold: float) -> bool:
+    """Exact Jaccard (k = 0): j >= threshold. A bottom-k estimate: j >= threshold - Z_LOWER standard errors
+    at the threshold, so a pair at the threshold passes with P >= 0.99 (one far below it does not)."""
+    if k == 0:
+        return j >= threshold - 1e-12
+    return bool(j >= threshold - Z_LOWER * np.sqrt(threshold * (1 - threshold) / k))
+
+
+class _Bucket:
+    """The members of one LSH bucket, compared pair by pair on their shingle-hash sketches. Whole sets
+    (the common case: texts up to `sketch_size` distinct shingles) are intersected as Python sets, which
+    for tens of values is several times faster than numpy's set routines."""
+
+    def __init__(self, sk: list[bytes], sizes: list[int], threshold: float):
+        self.sk, self.sizes, self.threshold = sk, sizes, threshold
+        self.whole = [len(b) // 4 == n for b, n in zip(sk, sizes)]
+        self.sets: dict[int, set] = {}
+
+    def _set(self, i: int) -> set:
+        s = self.sets.get(i)
+        if s is None:
+            s = self.sets[i] = set(memoryview(self.sk[i]).cast("I"))
+        return s
+
+    def similar(self, i: int, j: int) -> bool:
+        if self.whole[i] and self.whole[j]:
+            inter = len(self._set(i).intersection(memoryview(self.sk[j]).cast("I")))
+            return inter >= (self.threshold - 1e-12) * (self.sizes[i] + self.sizes[j] - inter)
+        a, b = np.frombuffer(self.sk[i], "<u4"), np.frombuffer(self.sk[j], "<u4")
+        return _accepts(*sketch_jaccard(a, self.sizes[i], b, self.sizes[j]), self.threshold)
+
+
+def verified_pairs(sk: list, sizes, threshold: float) -> list[tuple[int, int]]:
+    """Index pairs of one bucket whose shingle sets reach `threshold` Jaccard (exact for sets of at most
+    `sketch_size` distinct shingles, a lower-bound test on bottom-k sketches beyond). `sk`: each member's
+    sketch as bytes (little-endian uint32) or a uint32 array.
 
     Small buckets: all pairs. Large ones (an all-identical corpus, a popular template): leader by
     leader, each unmatched member linked to the first leader it matches, so the work is
     O(members x leaders) and the components are the same for the clusters that matter."""
-    n = digests.shape[0]
-    # an 8-bit digest matches by chance with p = 1/256: correct the estimate for it
-    thr = threshold + (1 - threshold) / 256.0
+    sk = [np.asarray(x, "<u4").tobytes() if isinstance(x, np.ndarray) else x for x in sk]
+    bucket = _Bucket(sk, [int(x) for x in sizes], threshold)
+    n = len(sk)
     if n <= ALL_PAIRS_MAX:
-        sim = (digests[:, None, :] == digests[None, :, :]).mean(axis=2)
-        i, j = np.nonzero(np.triu(sim >= thr, k=1))
-        return list(zip(i.tolist(), j.tolist()))
+        return [(i, j) for i in range(n - 1) for j in range(i + 1, n) if bucket.similar(i, j)]
     pairs: list[tuple[int, int]] = []
-    left = np.arange(n)
+    left = list(range(n))
     for _ in range(MAX_LEADERS):
         if len(left) < 2:
             break
-        lead = left[0]
-        sim = (digests[left[1:]] == digests[lead]).mean(axis=1)
-        hit = left[1:][sim >= thr]
-        pairs += [(int(lead), int(k)) for k in hit]
-        left = np.setdiff1d(left[1:], hit, assume_unique=True)
+        lead, rest = left[0], left[1:]
+        hit = [k for k in rest if bucket.similar(lead, k)]
+        pairs += [(lead, k) for k in hit]
+        hits = set(hit)
+        left = [k for k in rest if k not in hits]
     return pairs
+
+
+def _node_keys(uids: list[str], parts: list[int], ranks: np.ndarray) -> pa.Array:
+    """graph.node_key of every row, computed once per row in the map (not per edge in every bucket it
+    shares): the (part, rank) prefix and suffix are built once per distinct pair."""
+    cache: dict = {}
+    out = []
+    for u, p, r in zip(uids, parts, ranks.tolist()):
+        fix = cache.get((p, r))
+        if fix is None:
+            k = node_key("", p, r)
+            fix = cache[(p, r)] = (k[:17], k[17:])
+        out.append(fix[0] + u + fix[1])
+    return pa.array(out, pa.string())
 
 
 @register
@@ -213,6 +350,11 @@ class MinHashDedup(ClusterJob):
     max_chars: int = Field(200_000, ge=1)  # very long documents: only their first max_chars count
     bands: int | None = Field(None, ge=1)
     rows: int | None = Field(None, ge=1)
+    # P(a pair at the threshold becomes a candidate) the default banding must reach (see `lsh_params`)
+    recall: float = Field(0.97, gt=0, lt=1)
+    # distinct shingles a text may have for exact verification; longer texts are verified on their
+    # `sketch_size` smallest shingle hashes (4 bytes each in every band record)
+    sketch_size: int = Field(512, ge=16, le=65536)
 
     @model_validator(mode="after")
     def _check(self):
@@ -228,7 +370,7 @@ class MinHashDedup(ClusterJob):
         return ("text", self.score_col) if self.keep == "score" else ("text",)
 
     def lsh(self) -> tuple[int, int]:
-        return (self.bands, self.rows) if self.bands else lsh_params(self.threshold, self.num_perm)
+        return (self.bands, self.rows) if self.bands else lsh_params(self.threshold, self.num_perm, self.recall)
 
     # -- map -------------------------------------------------------------------------------------------
     def texts(self, table: pa.Table) -> list[str]:
@@ -236,6 +378,10 @@ class MinHashDedup(ClusterJob):
 
     def signatures_of(self, texts: list[str]) -> np.ndarray:
         return signatures([shingles(t, self.shingle, self.ngram) for t in texts], self.num_perm, self.seed)
+
+    def signatures_and_sketches(self, texts: list[str]) -> tuple[np.ndarray, pa.Array, np.ndarray]:
+        raw, lens = shingle_hashes([shingles(t, self.shingle, self.ngram) for t in texts])
+        return (signatures_of_hashes(raw, lens, self.num_perm, self.seed), *sketches(raw, lens, self.sketch_size))
 
     def _ranks(self, table: pa.Table, texts: list[str]) -> np.ndarray:
         if self.keep == "longest":
@@ -252,10 +398,8 @@ class MinHashDedup(ClusterJob):
         bands, rows = self.lsh()
         if len(idx) == 0:
             return self._record_schema().empty_table()
-        sigs = self.signatures_of([texts[i] for i in idx])
+        sigs, sk, sizes = self.signatures_and_sketches([texts[i] for i in idx])
         keys = band_keys(sigs, bands, rows)  # (n, bands)
-        digests = (sigs & 0xFF).astype(np.uint8)
-        dig = pa.array([d.tobytes() for d in digests], pa.binary())
         n = len(idx)
         rep = np.repeat(np.arange(n), bands)
         sub = table.take(pa.array(idx))
@@ -264,15 +408,15 @@ class MinHashDedup(ClusterJob):
         return pa.table({
             "key": pa.array(keys.reshape(-1), pa.int64()),
             "uid": sub.column("uid").take(take),
-            "part": sub.column("part").take(take).cast(pa.int32()),
-            "rank": pa.array(ranks[rep], pa.float64()),
-            "digest": dig.take(take),
+            "node": _node_keys(sub.column("uid").to_pylist(), sub.column("part").to_pylist(), ranks).take(take),
+            "n": pa.array(sizes[rep], pa.int32()),
+            "sketch": sk.take(take),
         }, schema=self._record_schema())
 
     @staticmethod
     def _record_schema() -> pa.Schema:
-        return pa.schema([("key", pa.int64()), ("uid", pa.string()), ("part", pa.int32()),
-                          ("rank", pa.float64()), ("digest", pa.binary())])
+        return pa.schema([("key", pa.int64()), ("uid", pa.string()), ("node", pa.string()),
+                          ("n", pa.int32()), ("sketch", pa.large_binary())])
 
     # -- reduce: one LSH bucket -> verified edges --------------------------------------------------------
     def reduce_schema(self) -> pa.Schema:
@@ -281,11 +425,11 @@ class MinHashDedup(ClusterJob):
     def reduce(self, group: pa.Table) -> pa.Table:
         if group.num_rows < 2:
             return EDGE_SCHEMA.empty_table()
-        d = group.column("digest").to_pylist()
-        digests = np.frombuffer(b"".join(d), np.uint8).reshape(len(d), -1)
-        pairs = verified_pairs(digests, self.threshold)
-        return edges_table(group.column("uid").to_pylist(), group.column("part").to_pylist(),
-                           group.column("rank").to_pylist(), pairs)
+        pairs = verified_pairs(group.column("sketch").to_pylist(), group.column("n").to_pylist(), self.threshold)
+        if not pairs:
+            return EDGE_SCHEMA.empty_table()
+        nodes = group.column("node").to_pylist()
+        return pa.table({"a": [nodes[i] for i, _ in pairs], "b": [nodes[j] for _, j in pairs]}, schema=EDGE_SCHEMA)
 
     # -- finalize (driver, edges only) and per-part completion ------------------------------------------
     def complete(self, table: pa.Table) -> pa.Table:

@@ -10,7 +10,8 @@ from datasketch import MinHash
 
 from curate import schema
 from curate.dedup.graph import EDGE_SCHEMA, component_labels, edge_uids, node_key, uid_of
-from curate.dedup.minhash import MinHashDedup, lsh_params, normalise_text, shingles, signatures
+from curate.dedup.minhash import (MinHashDedup, balanced_lsh_params, lsh_params, normalise_text, shingle_hashes,
+                                  shingles, signatures, sketch_jaccard, sketch_lists, sketches, verified_pairs)
 from curate.stage import apply_decisions, prepare_records, reduce_records, run_job_local
 
 from ._corpus import planted_corpus, true_pairs
@@ -52,13 +53,57 @@ def test_signatures_equal_datasketch(kind, n, num_perm, seed):
 def test_lsh_params_equal_datasketch(threshold, num_perm):
     from datasketch.lsh import _optimal_param
 
-    assert lsh_params(threshold, num_perm) == tuple(_optimal_param(threshold, num_perm, 0.5, 0.5))
+    assert balanced_lsh_params(threshold, num_perm) == tuple(_optimal_param(threshold, num_perm, 0.5, 0.5))
+
+
+@pytest.mark.parametrize("threshold,num_perm", [(0.5, 64), (0.7, 128), (0.8, 128), (0.9, 128), (0.95, 128)])
+def test_lsh_params_reach_recall_at_the_threshold(threshold, num_perm):
+    b, r = lsh_params(threshold, num_perm)
+    assert b * r <= num_perm and 1 - (1 - threshold ** r) ** b >= 0.97
+    # the balanced choice (datasketch's) finds a pair at the threshold far less often
+    bb, rb = balanced_lsh_params(threshold, num_perm)
+    assert 1 - (1 - threshold ** rb) ** bb < 0.9
 
 
 def test_lsh_params_follow_threshold():
-    assert lsh_params(0.8, 128) == (9, 13)
+    assert lsh_params(0.8, 128) == (15, 7)
+    assert balanced_lsh_params(0.8, 128) == (9, 13)
     b5, r5 = lsh_params(0.5, 128)
-    assert r5 < 13  # a lower threshold means fewer rows per band
+    assert r5 < 7  # a lower threshold means fewer rows per band
+
+
+def test_sketch_jaccard_exact_for_whole_sets_and_bounded_for_sketches():
+    rng = np.random.default_rng(3)
+    universe = rng.choice(2**32, 6000, replace=False).astype(np.uint32)
+    a_set, b_set = universe[:1000], np.concatenate([universe[200:1000], universe[5000:5100]])
+    truth = 800 / 1100
+    raw = np.concatenate([a_set, b_set, a_set])  # duplicate hashes in a list count once
+    lens = np.array([1000, 900, 1000])
+    raw[1900:] = np.concatenate([a_set[:500], a_set[:500]])
+    lens[2] = 1000
+    for k, exact in ((4096, True), (256, False)):
+        arr, sizes = sketches(raw, lens, k)
+        sk = sketch_lists(arr)
+        assert list(sizes) == [1000, 900, 500]
+        assert all(np.all(np.diff(x.astype(np.int64)) > 0) and len(x) == min(k, n) for x, n in zip(sk, sizes))
+        j, kk = sketch_jaccard(sk[0], 1000, sk[1], 900)
+        if exact:
+            assert kk == 0 and j == pytest.approx(truth)
+            assert sketch_jaccard(sk[0], 1000, sk[2], 500) == (pytest.approx(0.5), 0)
+        else:
+            assert kk == 256 and abs(j - truth) < 4 * np.sqrt(truth * (1 - truth) / 256)
+
+
+def test_verification_is_exact_at_the_threshold():
+    """A pair exactly at the threshold is kept, one a hair above it is rejected: no estimate noise."""
+    base = [f"w{i}" for i in range(60)]
+    texts = [base, base[:56] + ["x1"], base[:55] + ["x1", "x2"]]
+    sh = [shingles(" ".join(t)) for t in texts]
+    jac = {(i, j): len(set(sh[i]) & set(sh[j])) / len(set(sh[i]) | set(sh[j])) for i, j in ((0, 1), (0, 2), (1, 2))}
+    arr, sizes = sketches(*shingle_hashes(sh), 512)
+    for t in sorted(jac.values()):  # 53/60, 54/59, 53/57
+        for thr in (t, t + 1e-6):
+            assert verified_pairs(sketch_lists(arr), sizes, thr) == [p for p, j in jac.items() if j >= thr]
 
 
 def test_precision_and_recall_against_brute_force_jaccard():
