@@ -42,7 +42,7 @@ class ClipDedup(PHashDedup):
     max_color_diff: None = None  # keyframe hashes carry no colour thumbnail
 
     def needs(self) -> tuple[str, ...]:
-        return ("keyframes", "width", "height") if self.keep == "largest" else ("keyframes",)
+        return ("keyframes", *{"largest": ("width", "height"), "earliest": ("row",)}.get(self.keep, ()))
 
     def hashes(self, images: list) -> list[tuple[int, bytes] | None]:
         # (hash, colour thumbnail) as the parent expects; clips have no colour check (max_color_diff unset)
