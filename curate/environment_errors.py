@@ -38,7 +38,7 @@ _RAY_CAUSES = {
 }
 
 
-def _chain(err: BaseException):
+def chain(err: BaseException):
     """err and every exception it wraps (Ray's `cause`, __cause__, __context__), each once."""
     seen, todo = set(), [err]
     while todo:
@@ -58,15 +58,15 @@ def _os_line(code: int, filename=None) -> str:
 
 def describe(err: BaseException) -> str | None:
     """A one-line cause-and-fix for an environment failure anywhere in err's chain, else None."""
-    chain = list(_chain(err))
-    for e in chain:
+    errors = list(chain(err))
+    for e in errors:
         if isinstance(e, OSError) and e.errno in _OS_CAUSES:
             return _os_line(e.errno, e.filename)
-    for e in chain:
+    for e in errors:
         for cls in type(e).__mro__:  # Ray's own classes only: torch has an OutOfMemoryError too (CUDA)
             if cls.__name__ in _RAY_CAUSES and cls.__module__.startswith("ray"):
                 return _RAY_CAUSES[cls.__name__]
-    text = "\n".join(str(e) for e in chain)
+    text = "\n".join(str(e) for e in errors)
     for name, line in _RAY_CAUSES.items():
         if f"ray.exceptions.{name}" in text or (name != "OutOfMemoryError" and name in text):
             return line

@@ -101,17 +101,12 @@ def _setup_error(err: BaseException) -> str | None:
     """The one-line message of a model-load error that Ray wrapped (ActorDiedError, RayTaskError), if any."""
     import re
 
+    from curate.environment_errors import chain
     from curate.models.clip import ModelLoadError
 
-    seen, todo = set(), [err]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
+    for e in chain(err):
         if isinstance(e, ModelLoadError):
             return str(e).splitlines()[0]
-        todo += [c for c in (getattr(e, "cause", None), e.__cause__, e.__context__) if isinstance(c, BaseException)]
     m = re.search(r"ModelLoadError: ([^\n]+)", str(err))  # Ray may carry only the remote traceback's text
     return m.group(1) if m else None
 
