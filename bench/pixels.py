@@ -26,7 +26,7 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -76,20 +76,6 @@ print(json.dumps({"imports_mb": rss0, "peak_mb": peak_mb(), "s": time.time() - t
 """
 
 
-class _Files(BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
-
-    def do_GET(self):  # noqa: N802
-        body = self.files.get(self.path.lstrip("/"))
-        self.send_response(200 if body is not None else 404)
-        self.send_header("Content-Length", str(len(body or b"")))
-        self.end_headers()
-        self.wfile.write(body or b"")
-
-    def log_message(self, *args):
-        pass
-
-
 def _jpeg(w: int, h: int, seed: int) -> bytes:
     import numpy as np
     from PIL import Image
@@ -114,14 +100,14 @@ def run_child(code: str, args: list[str], env: dict) -> dict:
 
 
 def memory(base: str, env: dict, before: bool, before_limit_gb: float, work: Path) -> list[str]:
-    from tests.hostile.pixel_cases import bomb_cases
+    from tests.hostile.pixel_cases import Files, bomb_cases
 
     bombs = bomb_cases()
     n = len(bombs)
-    _Files.files.update({f"bomb/{k}": v[0] for k, v in bombs.items()})
-    _Files.files.update({f"clean/{i}": _jpeg(1024, 768, i) for i in range(n)})
+    Files.files.update({f"bomb/{k}": v[0] for k, v in bombs.items()})
+    Files.files.update({f"clean/{i}": _jpeg(1024, 768, i) for i in range(n)})
     cap = _jpeg(7000, 7000, 0)  # one file under n names: building it is the slow part
-    _Files.files.update({f"cap/{i}": cap for i in range(n)})
+    Files.files.update({f"cap/{i}": cap for i in range(n)})
     lines = ["| run | rows | worker peak RSS | after imports | stage wall | outcomes |", "|---|---|---|---|---|---|"]
     for label, prefix, names in (("clean: 1024x768 JPEGs", "clean", [str(i) for i in range(n)]),
                                  ("bombs (curate.images)", "bomb", list(bombs)),
@@ -196,8 +182,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-write", dest="write", action="store_false")
     a = p.parse_args(argv)
 
+    from tests.hostile.pixel_cases import Files
+
     env = bench_env(PYTHONPATH=str(REPO))
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Files)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Files)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
     load0 = os.getloadavg()

@@ -127,6 +127,15 @@ def set_rows(table: pa.Table, mask, values: dict[str, object]) -> pa.Table:
     return table
 
 
+def put_column(table: pa.Table, name: str, values, typ: pa.DataType) -> pa.Table:
+    """`table` with column `name` holding `values` (a list, one per row) as `typ`: replaced if it exists,
+    appended otherwise (stages outside a runner see tables without their declared columns)."""
+    arr = pa.array(values, typ)
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), name, arr)
+    return table.append_column(pa.field(name, typ), arr)
+
+
 def mark(table: pa.Table, mask, status: str, stage: str, reason, error=None) -> pa.Table:
     """Mark the rows under `mask` as dropped/failed by `stage` with `reason` (scalar or per-row list)."""
     if status not in STATUSES:

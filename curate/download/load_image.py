@@ -122,11 +122,7 @@ class LoadImage(Stage):
             out["orig_width"][i], out["orig_height"][i] = result["orig_width"], result["orig_height"]
             out["sha256"][i] = result["sha256"]
         for name, typ in self.writes.items():
-            arr = pa.array(out.pop(name), typ)
-            if name in table.column_names:
-                table = table.set_column(table.column_names.index(name), name, arr)
-            else:
-                table = table.append_column(pa.field(name, typ), arr)
+            table = schema.put_column(table, name, out.pop(name), typ)
         failed = pa.array([r is not None for r in fail_reason])
         if any(r is not None for r in fail_reason):
             table = schema.mark(table, failed, schema.FAILED, self.name, fail_reason, error=fail_error)

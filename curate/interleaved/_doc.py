@@ -52,8 +52,3 @@ def text_of(segments: list[dict] | None) -> str:
     return "\n\n".join(s["text"] for s in segments or () if s["type"] == "text" and s["text"])
 
 
-def set_column(table: pa.Table, name: str, values, typ: pa.DataType) -> pa.Table:
-    arr = pa.array(values, typ)
-    if name in table.column_names:
-        return table.set_column(table.column_names.index(name), name, arr)
-    return table.append_column(pa.field(name, typ), arr)

@@ -78,8 +78,8 @@ class DocDownload(Download):
             for i in active:
                 recs = docs[i] or []
                 drop[i] = bool(recs) and not any(r["status"] == schema.OK for r in recs)
-        table = _doc.set_column(table, "doc_images", docs, _doc.IMAGES_T)
-        table = _doc.set_column(table, "doc_image_bytes", payload, _doc.BYTES_T)
+        table = schema.put_column(table, "doc_images", docs, _doc.IMAGES_T)
+        table = schema.put_column(table, "doc_image_bytes", payload, _doc.BYTES_T)
         if any(drop):
             table = schema.mark(table, pa.array(drop), schema.DROPPED, self.name, "doc_all_images_failed")
         return table

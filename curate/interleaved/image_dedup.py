@@ -12,7 +12,6 @@ from collections import defaultdict
 from typing import ClassVar
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from curate import schema
 from curate.interleaved import _doc
@@ -84,7 +83,7 @@ class DocImageDedup(Job):
                     changed = True
         if not changed:
             return table
-        table = _doc.set_column(table, "doc_images", docs, _doc.IMAGES_T)
+        table = schema.put_column(table, "doc_images", docs, _doc.IMAGES_T)
         if payload is not None:
-            table = _doc.set_column(table, "doc_image_bytes", payload, _doc.BYTES_T)
+            table = schema.put_column(table, "doc_image_bytes", payload, _doc.BYTES_T)
         return table

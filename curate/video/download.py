@@ -126,11 +126,7 @@ class DownloadVideo(Stage):
             columns["url"] = [urlfmt.redact(u) if isinstance(u, str) else u for u in urls]
         table = schema.set_rows(table, pa.array([True] * n), columns)
         for name, typ in self.writes.items():
-            arr = pa.array(out.pop(name), typ)
-            if name in table.column_names:
-                table = table.set_column(table.column_names.index(name), name, arr)
-            else:
-                table = table.append_column(pa.field(name, typ), arr)
+            table = schema.put_column(table, name, out.pop(name), typ)
         return table
 
 

@@ -6,6 +6,7 @@ pixels a correct decoder must produce, computed from the source arrays with nump
 from __future__ import annotations
 
 import io
+from http.server import BaseHTTPRequestHandler
 import struct
 import zlib
 
@@ -181,3 +182,19 @@ def bomb_cases() -> dict[str, tuple[bytes, str]]:
         "jpeg_65000": (jpeg, "image_too_many_pixels"),
         "png_ztxt_100mb": (plain[:33] + ztxt + plain[33:], "image_decode_error"),
     }
+
+
+class Files(BaseHTTPRequestHandler):
+    """Loopback HTTP handler for the test and bench/pixels.py: GET /NAME answers `files[NAME]` (404 if absent)."""
+
+    files: dict[str, bytes] = {}
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        body = self.files.get(self.path.lstrip("/"))
+        self.send_response(200 if body is not None else 404)
+        self.send_header("Content-Length", str(len(body or b"")))
+        self.end_headers()
+        self.wfile.write(body or b"")
+
+    def log_message(self, *args):
+        pass

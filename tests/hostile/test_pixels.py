@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -32,26 +32,12 @@ CORRECT = pixel_cases.correct_cases()
 REFUSED = pixel_cases.refused_cases()
 
 
-class _Files(BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
-
-    def do_GET(self):  # noqa: N802 - http.server's name
-        body = self.files.get(self.path.lstrip("/"))
-        self.send_response(200 if body is not None else 404)
-        self.send_header("Content-Length", str(len(body or b"")))
-        self.end_headers()
-        self.wfile.write(body or b"")
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture(scope="module")
 def server():
     """A plain loopback HTTP server answering /NAME with the bytes in `files[NAME]`."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Files)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), pixel_cases.Files)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    files = _Files.files
+    files = pixel_cases.Files.files
     files.update({k: v[0] for k, v in {**CORRECT, **REFUSED}.items()})
     yield f"http://127.0.0.1:{httpd.server_address[1]}", files
     httpd.shutdown()

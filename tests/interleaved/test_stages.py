@@ -95,9 +95,9 @@ def test_doc_image_dedup_across_and_within_documents(served):
 
 def _doc_with(recs, text="Some text.", payload=None, scores=None):
     t = doc_table(1)
-    t = _doc.set_column(t, "doc_images", [[{**_doc.image_record("http://x/i.jpg", None, 0), **r} for r in recs]], _doc.IMAGES_T)
-    t = _doc.set_column(t, "doc_image_bytes", [payload or [b"x"] * len(recs)], _doc.BYTES_T)
-    t = _doc.set_column(t, "image_clip_score", [scores], pa.list_(pa.float32()))
+    t = schema.put_column(t, "doc_images", [[{**_doc.image_record("http://x/i.jpg", None, 0), **r} for r in recs]], _doc.IMAGES_T)
+    t = schema.put_column(t, "doc_image_bytes", [payload or [b"x"] * len(recs)], _doc.BYTES_T)
+    t = schema.put_column(t, "image_clip_score", [scores], pa.list_(pa.float32()))
     return schema.set_rows(t, pa.array([True]), {"text": text})
 
 
