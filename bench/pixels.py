@@ -26,7 +26,6 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -182,10 +181,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-write", dest="write", action="store_false")
     a = p.parse_args(argv)
 
-    from tests.hostile.pixel_cases import Files
+    from tests.hostile.pixel_cases import Server
 
     env = bench_env(PYTHONPATH=str(REPO))
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    httpd = Server()
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{httpd.server_address[1]}"
     load0 = os.getloadavg()

@@ -6,7 +6,7 @@ pixels a correct decoder must produce, computed from the source arrays with nump
 from __future__ import annotations
 
 import io
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import struct
 import zlib
 
@@ -198,3 +198,14 @@ class Files(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+class Server(ThreadingHTTPServer):
+    """Serves `Files`; a deep listen backlog (socketserver's default is 5) so parallel downloads are not
+    slowed by dropped SYNs that the kernel retries a second later."""
+
+    daemon_threads = True
+    request_queue_size = 256
+
+    def __init__(self, address=("127.0.0.1", 0)):
+        super().__init__(address, Files)

@@ -228,6 +228,9 @@ def default_routes() -> dict:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default listen backlog is 5: with every route fetched at once the kernel drops SYNs
+    # and the client retries them a second later, so a redirect loop's hops ran past the deadline in CI.
+    request_queue_size = 256
     owner: HostileServer
     hits: dict
 

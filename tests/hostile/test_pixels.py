@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 import threading
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ REFUSED = pixel_cases.refused_cases()
 @pytest.fixture(scope="module")
 def server():
     """A plain loopback HTTP server answering /NAME with the bytes in `files[NAME]`."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), pixel_cases.Files)
+    httpd = pixel_cases.Server()
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     files = pixel_cases.Files.files
     files.update({k: v[0] for k, v in {**CORRECT, **REFUSED}.items()})
