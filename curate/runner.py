@@ -583,10 +583,9 @@ class Runner:
                     manifest.timings[f"job{s}:{self.recipe.steps[self.jobs[s]].name}"] = round(time.time() - t0, 3)
                 run.save_manifest(manifest)
         self._reconcile()
-        run.finalize(manifest, report=False)
-        if not self.recipe.output.keep_work:
+        if not self.recipe.output.keep_work:  # every part is committed: nothing left to resume from
             shutil.rmtree(run.work, ignore_errors=True)
-        self.write_report()
+        run.finalize(manifest)  # counts, sizes.json, status complete, report.html
         return manifest
 
     def write_report(self, extra_sections: list | None = None) -> Path | None:
