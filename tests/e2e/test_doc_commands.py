@@ -6,7 +6,8 @@ What counts as a command: each line of a ```bash / ```sh / ```shell block (a tra
 next line), without its trailing comment. A command that cannot run here is preceded by one of
     # doc-test: skip (why)                       e.g. needs a GPU, a cluster, or runs for minutes
     # doc-test: covered by tests/FILE.py::NAME   an existing test runs the same thing at a size that fits
-and the test checks that the reason is given, or that the named test exists.
+and the test checks that the reason is given, or that the named test exists. A command shown to fail
+(troubleshooting) is preceded by `# doc-test: exit N`: it runs and must exit N with a one-line error.
 
 How they run: the module runs MAIN_JOB (the README's `curate run`) once, in-process, on a 300-row demo
 URL list served on loopback. Each page then gets a fresh folder holding `urls.parquet` (that list), `out/`
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 MAIN_JOB = "curate run image_text -i urls.parquet -o out/"
 DIRECTIVE = re.compile(r"#\s*doc-test:\s*(.*)$")
 SKIP = re.compile(r"skip \((.+)\)$")
+EXIT = re.compile(r"exit (\d+)$")
 COVERED = re.compile(r"covered by (tests/[\w/]+\.py)::(\w+)(?: \(.+\))?$")
 FENCE = re.compile(r"^```(\w*)\s*$")
 SHELL_FENCES = {"bash", "sh", "shell"}
@@ -72,7 +74,7 @@ def commands(path: Path) -> list[tuple[int, str, str | None]]:
 def check_directive(directive: str, where: str) -> None:
     """A skip must say why; a 'covered by' must name a test that exists."""
     skip, covered = SKIP.match(directive), COVERED.match(directive)
-    assert skip or covered, f"{where}: unknown doc-test directive {directive!r}"
+    assert skip or covered or EXIT.match(directive), f"{where}: unknown doc-test directive {directive!r}"
     if covered:
         test_file = ROOT / covered.group(1)
         assert test_file.is_file(), f"{where}: {covered.group(1)} does not exist"
@@ -143,8 +145,12 @@ def test_command_parser_joins_lines_and_keeps_directives(tmp_path):
 @pytest.mark.parametrize("page", doc_pages(), ids=lambda p: p.name)
 def test_every_command_on_the_page_runs(page, page_workdir, capsys):
     for line, command, directive in commands(page):
-        if directive or command == MAIN_JOB:  # the main job ran once, in main_run, to make out/
+        expected = EXIT.match(directive or "")
+        if (directive and not expected) or command == MAIN_JOB:  # the main job ran once, in main_run
             continue
         result = run_command(command, page_workdir, capsys)
-        assert result.returncode == 0, (f"{page.name}:{line}: `{command}` exited {result.returncode}\n"
-                                        f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        code = int(expected.group(1)) if expected else 0
+        assert result.returncode == code, (f"{page.name}:{line}: `{command}` exited {result.returncode}, "
+                                           f"not {code}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        if expected:  # a documented failure is one line on stderr, never a traceback
+            assert len(result.stderr.strip().splitlines()) == 1, (f"{page.name}:{line}", result.stderr)
