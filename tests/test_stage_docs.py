@@ -86,3 +86,11 @@ def test_links_between_doc_pages_resolve():
             if anchor and dest.suffix == ".md":
                 slugs = {_slug(h) for h in re.findall(r"^#+ (.+)$", dest.read_text(encoding="utf-8"), re.M)}
                 assert anchor in slugs, f"{page.name}: no heading #{anchor} in {path}"
+
+
+def test_every_shipped_recipe_is_in_the_recipes_table():
+    """issue 16: the README's "Shipped recipes" named 3 of 8. A new pipelines/*.yaml needs a row in docs/recipes.md."""
+    root = DOC.parents[1]
+    table = (root / "docs" / "recipes.md").read_text(encoding="utf-8")
+    missing = [p.stem for p in sorted((root / "pipelines").glob("*.yaml")) if f"| `{p.stem}` |" not in table]
+    assert not missing, f"add a row for {missing} to the Shipped recipes table in docs/recipes.md"
