@@ -363,7 +363,10 @@ class Runner:
         self.recipe = recipe
         if not recipe.output.path:
             raise RunError("no output folder: pass --output DIR or set output.path in the recipe")
-        self.run = RunDir(recipe.output.path)
+        # Ray workers do not share the driver's working directory (an existing cluster, RAY_ADDRESS), so a
+        # relative local output folder is made absolute here, once, for every path derived from it.
+        root = recipe.output.path
+        self.run = RunDir(root if "://" in str(root) else os.path.abspath(root))
         self.ray_address = ray_address
         self.on_progress = on_progress or (lambda label, done, total: None)
         self.segs, self.jobs = segments(recipe)
