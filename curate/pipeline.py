@@ -23,9 +23,9 @@ from curate.stage import Step, run_local
 class Pipeline:
     """A list of stages with the input, output and Ray settings of a recipe, validated when built.
 
-    `stages` holds stage objects (`curate.filters.caption.CaptionFilter(min_words=2)`, or a class of your
+    `stages` holds stage objects (`CaptionText(min_words=2)` from curate.filters.caption_text, or a class of your
     own), optionally paired with scheduling keys (`(stage, {"concurrency": 2})`), and/or recipe-style
-    entries (`"exact_dedup"`, `{"caption_filter": {"min_words": 2}}`, `{"mypkg.filters:NoWatermark": {}}`).
+    entries (`"exact_dedup"`, `{"caption_text": {"min_words": 2}}`, `{"mypkg.filters:NoWatermark": {}}`).
     Every mistake a recipe can hold raises curate.RecipeError with a one-line message, before any work.
     """
 

@@ -1,7 +1,7 @@
 """Stages of a user's own: how a recipe names a Step class that does not ship with curate.
 
 A recipe's stage key is one of
-  - a shipped (or already `@register`ed) stage name:        `- caption_filter: {min_words: 2}`
+  - a shipped (or already `@register`ed) stage name:        `- caption_text: {min_words: 2}`
   - an import path `module:Class` (dots in both parts):      `- stage: mypkg.filters:NoWatermark` style keys,
     e.g. `- mypkg.filters:NoWatermark: {max_ratio: 0.5}`
   - the name of an entry point in the group `curate.stages` of an installed distribution, whose object is
