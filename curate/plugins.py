@@ -95,6 +95,8 @@ def _from_import_path(ref: str):
     if not IMPORT_PATH.match(ref):
         raise StageLookupError(f"stage {ref!r}: an import path looks like package.module:ClassName")
     module_name, attr = ref.split(":", 1)
+    if module_name.split(".")[0] in sys.stdlib_module_names:  # no stages there; some run code on import
+        raise StageLookupError(f"stage {ref!r}: {module_name!r} is a standard-library module, not a stage package")
     try:
         obj = importlib.import_module(module_name)
     except ModuleNotFoundError as err:

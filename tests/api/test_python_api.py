@@ -98,6 +98,7 @@ def test_stage_by_import_path_is_validated_like_a_shipped_one(tmp_path, monkeypa
     ("{mod}:Short", SHORT.format(name="download"), "stage name 'download' is already taken by class curate.download"),
     ("{mod}:Short", SHORT.format(name="short_c").replace("too_short_", "Too-Short-"), "reason code must be snake_case"),
     ("{mod}:Short.", None, "an import path looks like package.module:ClassName"),
+    ("antigravity:Fly", None, "'antigravity' is a standard-library module, not a stage package"),
 ])
 def test_import_failures_are_one_line(tmp_path, monkeypatch, key, body, message, request):
     i = abs(hash(request.node.name)) % 10**8  # a fresh package name per case (sys.modules keeps imports)
