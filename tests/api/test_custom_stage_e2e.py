@@ -32,7 +32,7 @@ def test_example_filter_from_python_and_from_yaml(ray_address, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert counts["rows"] == 8 and counts["kept"] == 5 and counts["dropped"] == {"no_watermark": {"watermark_text": 3}}
+    assert counts["rows"] == 8 and counts["kept"] == 5 and counts["dropped"] == {"no_watermark/watermark_text": 3}
     input_path = tmp_path / "py-input.parquet"
 
     yaml_out = tmp_path / "yaml"
