@@ -1,9 +1,10 @@
 """Use the NoWatermark filter from Python: build a curate.Pipeline from stage objects and run it.
 
-    PYTHONPATH=examples/custom_stage python examples/custom_stage/run_pipeline.py OUT [INPUT.parquet]
+    PYTHONPATH=examples/custom_stage python examples/custom_stage/run_pipeline.py WORK [INPUT.parquet]
 
-Without INPUT it writes a tiny corpus of its own (8 generated images, 3 with stock-photo captions) next to
-OUT. Prints the run's counts (kept, and dropped/failed by reason) as one JSON line.
+Without INPUT it writes a tiny corpus of its own to WORK/input.parquet (8 generated images, 3 with
+stock-photo captions). The run directory is WORK/python-run. Prints the run's counts (kept, and
+dropped/failed by stage/reason) as one JSON line.
 """
 from __future__ import annotations
 
@@ -37,13 +38,14 @@ def tiny_corpus(path: Path) -> Path:
     return path
 
 
-def main(out: str, input_path: str | None = None) -> curate.RunDir:
+def main(work: str, input_path: str | None = None) -> curate.RunDir:
+    Path(work).mkdir(parents=True, exist_ok=True)
     if input_path is None:
-        input_path = str(tiny_corpus(Path(out).resolve().parent / f"{Path(out).name}-input.parquet"))
+        input_path = str(tiny_corpus(Path(work) / "input.parquet"))
     pipeline = curate.Pipeline(
         [LoadImage(), NoWatermark(markers=("shutterstock", "stock photo", "alamy", "all rights reserved"))],
         name="watermark-example", input={"text_col": "caption"}, output={"samples_per_shard": 1000})
-    run = pipeline.run(input_path, out)
+    run = pipeline.run(input_path, Path(work) / "python-run")
     print(json.dumps(run.load_manifest()["counts"], sort_keys=True))
     return run
 

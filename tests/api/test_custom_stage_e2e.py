@@ -27,15 +27,15 @@ def outcomes(out: Path) -> dict[str, tuple]:
 def test_example_filter_from_python_and_from_yaml(ray_address, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLE), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
            "RAY_ADDRESS": ray_address}
-    py_out = tmp_path / "py"
-    proc = subprocess.run([sys.executable, str(EXAMPLE / "run_pipeline.py"), str(py_out)], env=env, cwd=tmp_path,
+    py_out = tmp_path / "python-run"
+    proc = subprocess.run([sys.executable, str(EXAMPLE / "run_pipeline.py"), str(tmp_path)], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = json.loads(proc.stdout.strip().splitlines()[-1])
     assert counts["rows"] == 8 and counts["kept"] == 5 and counts["dropped"] == {"no_watermark/watermark_text": 3}
-    input_path = tmp_path / "py-input.parquet"
+    input_path = tmp_path / "input.parquet"
 
-    yaml_out = tmp_path / "yaml"
+    yaml_out = tmp_path / "yaml-run"
     res = curate_cli("run", str(EXAMPLE / "recipe.yaml"), "-i", str(input_path), "-o", str(yaml_out), env=env)
     assert res.returncode == 0, res.stderr[-3000:]
 

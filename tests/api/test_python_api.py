@@ -168,3 +168,13 @@ def test_user_packages_travel_to_ray_workers(example, tmp_path):
     assert env == {"env_vars": {"A": "1"}, "py_modules": [str(EXAMPLE / "curate_watermark")]}
     assert plugins.runtime_env_for([CaptionText()]) is None  # shipped stages need nothing
     assert plugins.runtime_env_for([pa.table({})]) is None  # pyarrow: installed in site-packages
+
+
+def test_cli_reports_a_broken_plugin_in_one_line(tmp_path, cli_inprocess):
+    rec = tmp_path / "r.yaml"
+    rec.write_text("name: t\ninput: {}\noutput: {}\nstages:\n  - nosuchpkg_cli.filters:Nope: {}\n")
+    (tmp_path / "in.parquet").write_bytes(b"")
+    res = cli_inprocess("run", str(rec), "-i", str(tmp_path / "in.parquet"), "-o", str(tmp_path / "out"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "cannot import 'nosuchpkg_cli.filters' (no module named 'nosuchpkg_cli')" in res.stderr
+    assert not (tmp_path / "out").exists()
