@@ -14,7 +14,6 @@ from pathlib import Path
 import pyarrow.dataset as pads
 import yaml
 
-from tests.conftest import curate_cli
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_stage"
 
@@ -27,17 +26,23 @@ def outcomes(out: Path) -> dict[str, tuple]:
 def test_example_filter_from_python_and_from_yaml(ray_address, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLE), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
            "RAY_ADDRESS": ray_address}
-    py_out = tmp_path / "python-run"
-    proc = subprocess.run([sys.executable, str(EXAMPLE / "run_pipeline.py"), str(tmp_path)], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    py_out, yaml_out, input_path = tmp_path / "python-run", tmp_path / "yaml-run", tmp_path / "input.parquet"
+    # one driver process runs both (an interpreter start is seconds on a small machine): the example script as
+    # `python run_pipeline.py WORK` would, then `curate run` through its console entry point
+    driver = f"""
+import runpy, sys
+sys.argv = ["run_pipeline.py", {str(tmp_path)!r}]
+runpy.run_path({str(EXAMPLE / "run_pipeline.py")!r}, run_name="__main__")
+from curate.cli import main
+sys.argv = ["curate", "run", {str(EXAMPLE / "recipe.yaml")!r}, "-i", {str(input_path)!r}, "-o", {str(yaml_out)!r}]
+main()
+"""
+    proc = subprocess.run([sys.executable, "-c", driver], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    counts = json.loads(proc.stdout.strip().splitlines()[-1])
+    counts = json.loads(proc.stdout.strip().splitlines()[0])
     assert counts["rows"] == 8 and counts["kept"] == 5 and counts["dropped"] == {"no_watermark/watermark_text": 3}
-    input_path = tmp_path / "input.parquet"
-
-    yaml_out = tmp_path / "yaml-run"
-    res = curate_cli("run", str(EXAMPLE / "recipe.yaml"), "-i", str(input_path), "-o", str(yaml_out), env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert (yaml_out / "manifest.json").exists()
 
     got = outcomes(py_out)
     assert got == outcomes(yaml_out)  # same rows, same outcomes, either way
