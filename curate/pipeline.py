@@ -10,6 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import logging
+import sys
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
@@ -18,6 +21,22 @@ from curate import schema
 from curate.io.rundir import RunDir
 from curate.recipe import Recipe, build_recipe, load_recipe
 from curate.stage import Step, run_local
+
+
+log = logging.getLogger("curate")
+
+
+def _warn_if_unshipped(runtime_env: dict | None) -> None:
+    """A Ray this process initialised itself keeps its own runtime_env, so packages of user stages cannot be
+    shipped to its workers: say which, and how, before a worker fails to unpickle a stage."""
+    wanted = list((runtime_env or {}).get("py_modules") or [])
+    ray = sys.modules.get("ray")
+    if not wanted or ray is None or not ray.is_initialized():
+        return
+    # after ray.init its py_modules are upload URIs, not paths: any py_modules means the caller took care
+    if not (ray.get_runtime_context().runtime_env or {}).get("py_modules"):
+        log.warning("Ray was initialised before this run, so curate cannot ship %s to its workers; unless they can "
+                    "import it already, pass runtime_env={'py_modules': %r} to your ray.init", ", ".join(wanted), wanted)
 
 
 class Pipeline:
@@ -91,6 +110,7 @@ class Pipeline:
         if output is not None:
             recipe = recipe.model_copy(update={"output": recipe.output.model_copy(update={"path": str(output)})})
         runner = Runner(recipe, ray_address=ray_address, on_progress=on_progress, runtime_env=runtime_env)
+        _warn_if_unshipped(runner.runtime_env)
         runner.start(resume=resume)
         return runner.run
 

@@ -178,3 +178,12 @@ def test_cli_reports_a_broken_plugin_in_one_line(tmp_path, cli_inprocess):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "cannot import 'nosuchpkg_cli.filters' (no module named 'nosuchpkg_cli')" in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_ray_initialised_by_the_caller_gets_a_warning_not_a_silent_failure(ray_address, caplog):
+    from curate.pipeline import _warn_if_unshipped
+
+    _warn_if_unshipped(None)
+    assert not caplog.records
+    _warn_if_unshipped({"py_modules": ["/src/mypkg"]})
+    assert "cannot ship /src/mypkg" in caplog.text and "runtime_env={'py_modules': ['/src/mypkg']}" in caplog.text
