@@ -316,6 +316,7 @@ def build_recipe(data: dict, source: str = "<dict>") -> Recipe:
         raise RecipeError("recipe: `stages` must be a non-empty list")
     steps, scheds = [], []
     available = set(schema.CORE_COLUMNS)
+    declared = {col: (typ, "the core schema") for col, typ in schema.CORE_COLUMNS.items()}
     for i, entry in enumerate(entries):
         step, sch = _build_step(i, entry, registry)
         missing = [c for c in step.needs() if c not in available]
@@ -323,6 +324,11 @@ def build_recipe(data: dict, source: str = "<dict>") -> Recipe:
             writers = [n for n, c in registry.items() if missing[0] in c.writes]
             hint = f" (add {' or '.join(repr(w) for w in writers)} before it)" if writers else ""
             raise RecipeError(f"stages[{i}] {step.name}: needs column {missing[0]!r}, which no earlier stage writes{hint}")
+        for col, typ in step.writes.items():  # one row schema: a column keeps its type (a user stage may clash)
+            if declared.setdefault(col, (typ, step.name))[0] != typ:
+                typ0, by = declared[col]
+                raise RecipeError(f"stages[{i}] {step.name}: writes column {col!r} as {typ}, but {by} declares it "
+                                  f"as {typ0}; a column keeps one type (name yours differently)")
         available |= set(step.writes)
         steps.append(step)
         scheds.append(sch)

@@ -8,6 +8,7 @@ import sys
 import textwrap
 import tomllib
 from pathlib import Path
+from typing import ClassVar
 
 import pyarrow as pa
 import pytest
@@ -108,6 +109,18 @@ def test_import_failures_are_one_line(tmp_path, monkeypatch, key, body, message,
     with pytest.raises(RecipeError) as err:
         build_recipe(recipe({key: {}}))
     assert message in str(err.value) and "\n" not in str(err.value) and str(err.value).startswith("stages[0]")
+
+
+def test_a_user_stage_cannot_change_a_column_type():
+    from curate.stage import Stage
+
+    class Length(Stage):
+        name: ClassVar[str] = "length_q"
+        writes: ClassVar[dict] = {"text": pa.int32()}
+
+    with pytest.raises(RecipeError, match=r"stages\[0\] length_q: writes column 'text' as int32, but the core schema "
+                                          r"declares it as string"):
+        curate.Pipeline([Length()])
 
 
 def test_unknown_stage_names_the_ways_to_add_one():
