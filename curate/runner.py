@@ -29,7 +29,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import yaml
 
-from curate import schema
+from curate import plugins, schema
 from curate.io import atomic, reader
 from curate.io.manifest import Batch, InputInfo, Manifest, ManifestError, PartInfo, recipe_hash
 from curate.io.rundir import RunDir, versions
@@ -315,8 +315,11 @@ def _check_reachable(address: str) -> None:
 
 
 @contextmanager
-def ray_session(address: str | None, num_cpus: int | None = None, object_store_mb: int | None = None):
-    """Connect to `address` (or RAY_ADDRESS), reuse an initialised Ray, or start a local one."""
+def ray_session(address: str | None, num_cpus: int | None = None, object_store_mb: int | None = None,
+                runtime_env: dict | None = None):
+    """Connect to `address` (or RAY_ADDRESS), reuse an initialised Ray, or start a local one. `runtime_env`
+    (e.g. py_modules of user stages) applies when this call starts or connects Ray; a Ray the caller
+    initialised keeps its own."""
     import ray
 
     started = False
@@ -324,6 +327,8 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
         address = address or os.environ.get("RAY_ADDRESS") or None
         kwargs = dict(include_dashboard=False, logging_level=logging.WARNING,
                       log_to_driver=bool(os.environ.get("CURATE_RAY_LOGS")), configure_logging=True)
+        if runtime_env:
+            kwargs["runtime_env"] = runtime_env
         try:
             if address:
                 _check_reachable(address)
@@ -359,8 +364,10 @@ class Runner:
     """Executes a validated recipe into a run directory, resumably."""
 
     def __init__(self, recipe: Recipe, *, ray_address: str | None = None,
-                 on_progress: Callable[[str, int, int], None] | None = None):
+                 on_progress: Callable[[str, int, int], None] | None = None, runtime_env: dict | None = None):
         self.recipe = recipe
+        # user stages' packages travel to the Ray workers, which unpickle the stages by importing them
+        self.runtime_env = plugins.runtime_env_for(recipe.steps, runtime_env)
         if not recipe.output.path:
             raise RunError("no output folder: pass --output DIR or set output.path in the recipe")
         # Ray workers do not share the driver's working directory (an existing cluster, RAY_ADDRESS), so a
@@ -546,7 +553,8 @@ class Runner:
         run = self.run
         atomic.remove_stale_tmp(run.root)
         batch = manifest.current_batch
-        with ray_session(self.ray_address, self.recipe.ray.num_cpus, self.recipe.ray.object_store_memory_mb) as ray:
+        with ray_session(self.ray_address, self.recipe.ray.num_cpus, self.recipe.ray.object_store_memory_mb,
+                         self.runtime_env) as ray:
             if batch.status == "splitting":
                 t0 = time.time()
                 spec = self.recipe.input_spec()
