@@ -27,18 +27,30 @@ class _Open(BaseModel):
     """A manifest section: known fields typed, unknown keys kept (newer or older versions wrote them).
 
     Item access (`m["counts"]`, `m.get("status")`) is read-only compatibility for code written against the
-    manifest when it was a plain dict; new code uses attributes.
+    manifest when it was a plain dict: it returns plain JSON data (a copy), as the dict did, so callers can
+    `json.dumps` it; new code uses attributes.
     """
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
     def __getitem__(self, key: str) -> Any:
         if key in type(self).model_fields or key in (self.model_extra or {}):
-            return getattr(self, key)
+            return _plain(getattr(self, key))
         raise KeyError(key)
 
     def get(self, key: str, default: Any = None) -> Any:
         value = getattr(self, key, None) if key in type(self).model_fields or key in (self.model_extra or {}) else None
-        return default if value is None else value
+        return default if value is None else _plain(value)
+
+
+def _plain(value: Any) -> Any:
+    """Models (also inside lists and dicts) as the JSON data they are written as."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_none=True)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 class InputInfo(_Open):

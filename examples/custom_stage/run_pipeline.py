@@ -46,7 +46,7 @@ def main(work: str, input_path: str | None = None) -> curate.RunDir:
         [LoadImage(), NoWatermark(markers=("shutterstock", "stock photo", "alamy", "all rights reserved"))],
         name="watermark-example", input={"text_col": "caption"}, output={"samples_per_shard": 1000})
     run = pipeline.run(input_path, Path(work) / "python-run")
-    print(json.dumps(run.load_manifest()["counts"], sort_keys=True))
+    print(json.dumps(run.load_manifest().counts.model_dump(exclude_none=True), sort_keys=True))
     return run
 
 
