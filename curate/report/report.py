@@ -36,6 +36,7 @@ TOP_REASONS = 6
 KEPT_SHARDS = 4  # the kept grid comes from this many shards, so only a few tars are scanned
 KEPT_HEAD = 2000  # ... from the first this many kept rows of each (tar members follow row order: short scans)
 THUMB_HEADERS = 120_000  # at most this many tar headers are read per section (~40 shards of 1,000 samples)
+SCATTER_MAX = 3000  # above this many sized rows the size plot is a 2-D histogram (a scatter would overplot)
 DROPPED_GRID = 24  # tiles per dropping stage
 DUP_CLUSTERS = 8  # clusters shown side by side per dedup stage
 DUP_MEMBERS = 5  # dropped copies shown next to each keeper
@@ -240,9 +241,7 @@ def _distributions(r: _Run) -> str:
     wcol, hcol = ("orig_width", "orig_height") if "orig_width" in r.cols and "orig_height" in r.cols else (
         ("width", "height") if "width" in r.cols and "height" in r.cols else (None, None))
     if wcol:
-        pts = data.size_sample(r.con, wcol, hcol)
-        if pts:
-            figs.append('<div class="fig">' + _img(plots.scatter_sizes(pts), "original image sizes") + "</div>")
+        figs.append(_size_plot(r, wcol, hcol))
         w, hh = data.q(wcol), data.q(hcol)
         h = data.numeric_hist(r.con, f"log10(least({w}, {hh}))", where=f"{w} > 0 AND {hh} > 0")
         if h is not None:
@@ -259,6 +258,21 @@ def _distributions(r: _Run) -> str:
                         _stats_table(h) + "</div>")
     out.append('<div class="figs">' + "".join(figs) + "</div>" if figs else "<p class='muted'>Nothing to plot.</p>")
     return "".join(out)
+
+
+def _size_plot(r: _Run, wcol: str, hcol: str, scatter_max: int | None = None) -> str:
+    """Original sizes: every point of a small run as a scatter, a 2-D histogram over all rows of a bigger one."""
+    scatter_max = SCATTER_MAX if scatter_max is None else scatter_max
+    sized = r.con.execute(f"SELECT count(*) FROM samples WHERE {data.q(wcol)} > 0 AND {data.q(hcol)} > 0").fetchone()[0]
+    if sized <= scatter_max:
+        pts = data.size_sample(r.con, wcol, hcol, per_status=max(scatter_max, 1))
+        return ('<div class="fig">' + _img(plots.scatter_sizes(pts), "original image sizes", "plot size-scatter")
+                + "</div>") if pts else ""
+    g = data.size_grid(r.con, wcol, hcol)
+    if g is None:
+        return ""
+    return ('<div class="fig wide">' + _img(plots.size_density(g.x_edges, g.y_edges, g.counts),
+                                           "original image sizes (2-D histogram)", "plot size-density") + "</div>")
 
 
 CLUSTER_COLUMNS = {"minhash_cluster": "MinHash text near-duplicate", "image_cluster": "perceptual image near-duplicate",
@@ -321,12 +335,13 @@ def _dup_sets(r: _Run, stage: str, where: str) -> str:
     Clusters with stored thumbnails of their copies come first (the part writer stores whole clusters), then
     by size; the keeper's image comes from its shard (or from thumbs/ when a later stage dropped it)."""
     stored = _has_thumbs(r)
-    has_stored = (f"(SELECT count(*) FROM thumbs t WHERE t.dup_of = c.k AND t.stage = {data.lit(stage)})"
-                  if stored else "0")
+    shown = (f"LEFT JOIN (SELECT dup_of, count(*) AS n FROM thumbs WHERE stage = {data.lit(stage)} GROUP BY dup_of) t "
+             "ON t.dup_of = c.k " if stored else "")
     top = r.con.execute(
-        f"SELECT k, size, {has_stored} AS shown, s.status, s.text, s.shard, s.key FROM "
-        f"(SELECT dup_of AS k, count(*) + 1 AS size FROM samples WHERE {where} GROUP BY dup_of) c "
-        f"LEFT JOIN samples s ON s.uid = c.k ORDER BY shown > 0 DESC, size DESC, hash(k) LIMIT {DUP_CLUSTERS}").fetchall()
+        f"SELECT c.k, c.size, s.status, s.text, s.shard, s.key FROM "
+        f"(SELECT dup_of AS k, count(*) + 1 AS size FROM samples WHERE {where} GROUP BY dup_of) c {shown}"
+        f"LEFT JOIN samples s ON s.uid = c.k ORDER BY {'coalesce(t.n, 0) > 0 DESC, ' if stored else ''}"
+        f"c.size DESC, hash(c.k) LIMIT {DUP_CLUSTERS}").fetchall()
     if not top:
         return ""
     keys = [t[0] for t in top]
@@ -344,12 +359,12 @@ def _dup_sets(r: _Run, stage: str, where: str) -> str:
     else:
         keeper_thumbs = {}
     wanted: dict[str, set[str]] = {}
-    for _, _, _, _, _, shard, key in top:
+    for _, _, _, _, shard, key in top:
         if shard and key:
             wanted.setdefault(shard, set()).add(key)
     from_shards = read_thumbnails(r.run.root, wanted, max_headers=THUMB_HEADERS)
     sets = []
-    for k, size, _, status, text, shard, key in top:
+    for k, size, status, text, shard, key in top:
         thumb = from_shards.get((shard, key)) or (jpeg_uri(keeper_thumbs[k]) if keeper_thumbs.get(k) else None)
         tiles = [_tile(thumb, text, f"keeper {k} ({status or 'not in meta'})", cls="keeper")]
         mine = members.get(k, [])
@@ -521,7 +536,7 @@ background:#eceff1}.card .label{font-size:12px;color:#555}.card .value{font-size
 .two{display:flex;gap:32px;flex-wrap:wrap}.bar{height:10px;background:#90a4ae;border-radius:2px;min-width:2px;width:0}
 td:last-child .bar{display:block}table.timings td:nth-child(3){width:240px}.versions span{white-space:nowrap}
 img.plot{max-width:100%;height:auto;display:block;margin:6px 0}.figs{display:flex;flex-wrap:wrap;gap:16px}
-.fig{flex:0 1 600px}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:10px}
+.fig{flex:0 1 600px}.fig.wide{flex:1 1 100%}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:10px}
 figure.tile{margin:0;border:1px solid #e0e0e0;border-radius:6px;padding:6px;background:#fff;overflow:hidden}
 img.thumb{width:100%;height:150px;object-fit:contain;background:#f5f5f5;display:block}
 .noimg{height:60px;display:flex;align-items:center;justify-content:center;background:#f5f5f5;color:#999;font-size:12px}
