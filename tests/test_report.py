@@ -252,17 +252,42 @@ def test_report_main_and_errors(tmp_path):
     assert "no metadata parts yet" in page and "job0:exact_dedup" in page
 
 
+# Injected into a copy of the page: records script errors and images that fail to load (capture phase: an
+# <img> error does not bubble), then, after load, writes what it found into <body data-check> for --dump-dom.
+CHECK_SCRIPT = """<script>
+window.__errors = [];
+window.addEventListener("error", e => __errors.push(e.target && e.target.tagName === "IMG" ? "img failed"
+  : String(e.message)), true);
+window.addEventListener("load", () => {
+  const imgs = [...document.images];
+  document.body.setAttribute("data-check", JSON.stringify({images: imgs.length,
+    broken: imgs.filter(i => !i.complete || i.naturalWidth === 0).length,
+    unseen: imgs.filter(i => i.getBoundingClientRect().width === 0).length, errors: __errors}));
+});
+</script>"""
+
+
 def test_report_renders_in_chromium(tmp_path):
+    """The report in headless Chromium: every image (plots, kept and dropped thumbnails) decodes and is laid
+    out with a width, and no script error occurs."""
     browser = next((b for b in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
                     if shutil.which(b)), None)
     if browser is None:
-        pytest.skip("no headless Chromium installed")
-    path = write_report(make_run(tmp_path / "run"), strict=True)
-    shot = tmp_path / "shot.png"
-    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-                           "--window-size=1280,2000", path.as_uri()], capture_output=True, timeout=60)
+        pytest.skip("no headless Chromium installed (make setup-dev installs Debian's chromium when run as root)")
+    page = write_report(make_run(tmp_path / "run"), strict=True).read_text()
+    n_img = page.count("<img ")
+    checked = tmp_path / "checked.html"
+    checked.write_text(page.replace('<meta charset="utf-8">', '<meta charset="utf-8">' + CHECK_SCRIPT, 1))
+    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000",
+                           "--virtual-time-budget=5000", "--dump-dom", checked.as_uri()],
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert shot.stat().st_size > 10_000
+    found = re.search(r'data-check="([^"]*)"', proc.stdout)
+    assert found, proc.stdout[-2000:]
+    check = json.loads(found.group(1).replace("&quot;", '"'))
+    assert check == {"images": n_img, "broken": 0, "unseen": 0, "errors": []}, check
+    assert n_img >= 20  # plots, 7 kept, 5 dropped, the keeper and its 2 copies
 
 
 def test_size_plot_is_a_2d_histogram_of_every_row_above_the_scatter_limit(tmp_path):
