@@ -194,7 +194,10 @@ def cluster_sizes(sizes: list[tuple[int, int]], title: str) -> str:
     if biggest <= 40:
         ax.bar(s, c, width=0.8, color=REMAIN)
         ax.set_xlim(s.min() - 0.6, biggest + 0.6)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(s) <= 12:  # one tick per size present (a single size otherwise gets 1.5, 1.65, ... ticks)
+            ax.set_xticks(s, [str(int(v)) for v in s])
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     else:
         edges = np.unique(np.round(np.logspace(0, math.log10(biggest + 1), 30)))
         edges = np.append(edges, edges[-1] + 1)

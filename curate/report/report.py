@@ -1,9 +1,12 @@
 """`OUT/report.html`: one self-contained page (inline CSS, base64 PNG plots and JPEG thumbnails) about a run.
 
 Sections: header (name, status, counts, versions, timings), funnel (rows left after each stage in recipe
-order, with every drop and failure reason), distributions (score columns, original image size, caption
-length; kept vs dropped), duplicates (per dedup stage, and the cluster sizes of every *_cluster column), sample grids (kept samples
-from the shards, examples of the top drop reasons), then any extra sections a caller passes in.
+order, with every drop and failure reason), distributions (score columns, original image size as a scatter
+or, for big runs, a 2-D histogram, caption length; kept vs dropped), duplicates (per dedup stage: cluster
+sizes and the largest clusters' keeper beside its dropped copies; the sizes of every *_cluster column),
+samples (kept samples from the shards, examples of the top failure reasons), dropped samples (a grid per
+dropping stage from the thumbnails stored in thumbs/, with reason and score), then any extra sections a
+caller passes in. docs/report.md describes them.
 
 All aggregation runs in DuckDB over meta/*.parquet; Python only ever holds binned counts and a few
 thousand sampled rows, so a report over a million-row run takes seconds and little memory.
@@ -319,13 +322,9 @@ def _duplicates(r: _Run) -> str:
 
 
 def _has_thumbs(r: _Run) -> bool:
-    """Whether the run stored thumbnails of dropped rows (thumbs/part-*.parquet); views `thumbs` over them."""
-    if r.thumbs is None:
-        files = sorted(str(p) for p in r.run.thumbs.glob("part-*.parquet")) if r.run.thumbs.is_dir() else []
-        if files:
-            r.con.execute("CREATE OR REPLACE TEMP VIEW thumbs AS SELECT * FROM read_parquet("
-                          f"[{', '.join(data.lit(f) for f in files)}], union_by_name = true)")
-        r.thumbs = bool(files)
+    """Whether the run stored thumbnails of dropped rows (thumbs/part-*.parquet, the catalog's `thumbs` view)."""
+    if r.thumbs is None:  # the catalog makes the view when thumbs/ has parts
+        r.thumbs = bool(r.con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'thumbs'").fetchone()[0])
     return r.thumbs
 
 
@@ -374,11 +373,11 @@ def _dup_sets(r: _Run, stage: str, where: str) -> str:
                 f'{" (no thumbnail stored)" if rest else ""}</div>') if rest else ""
         sets.append(f'<div class="dupset"><div class="dupsize">{_n(size)} rows</div>{"".join(tiles)}{more}</div>')
     return (f"<h4>Largest {esc(stage)} clusters: keeper (green) beside its dropped copies (red)</h4>"
-            + "".join(sets))
+            f'<div class="dupsets">{"".join(sets)}</div>')
 
 
-def _tile(thumb: str | None, text, info: str, extra: str = "", cls: str = "") -> str:
-    pic = (_img(thumb, _short(text, 80), "thumb") if thumb else '<div class="noimg">no image stored</div>')
+def _tile(thumb: str | None, text, info: str, extra: str = "", cls: str = "", noimg: str = "no image stored") -> str:
+    pic = (_img(thumb, _short(text, 80), "thumb") if thumb else f'<div class="noimg">{esc(noimg)}</div>')
     return (f'<figure class="tile {cls}">{pic}<figcaption><span class="cap" title="{esc(_short(text, 500))}">'
             f'{esc(_short(text, 160))}</span><span class="info">{esc(info)}</span>{extra}</figcaption></figure>')
 
@@ -431,7 +430,7 @@ def _samples(r: _Run) -> str:
         names = [d[0] for d in cur.description]
         out.append(f'<h4><span class="st {esc(s)}">{esc(s)}</span> {esc(st)} / <code>{esc(rs)}</code> '
                    f'<span class="muted">({_n(n)} rows)</span></h4>')
-        out.append('<div class="grid">' + "".join(_example_tile(dict(zip(names, t)), scores, None)
+        out.append('<div class="grid">' + "".join(_example_tile(dict(zip(names, t)), scores, None, noimg="failed: no image")
                                                   for t in cur.fetchall()) + "</div>")
     return "".join(out)
 
@@ -440,7 +439,7 @@ _EXTRA_COLS = ("url", "error", "dup_of", "orig_width", "orig_height")
 
 
 def _example_tile(row: dict, scores: list[str], thumb: str | None, show_reason: bool = False,
-                  thumb_note: str = "") -> str:
+                  noimg: str = "no image stored") -> str:
     """A dropped or failed row's tile: image if any, caption, then reason, size, the scores, error and url."""
     bits = [row["reason"]] if show_reason and row.get("reason") else []
     if row.get("orig_width") and row.get("orig_height"):
@@ -449,13 +448,13 @@ def _example_tile(row: dict, scores: list[str], thumb: str | None, show_reason: 
     if sc:
         bits.append(sc)
     if row.get("dup_of"):
-        bits.append(f'duplicate of {row["dup_of"]}{thumb_note}')
+        bits.append(f'duplicate of {row["dup_of"]}')
     extra = ""
     if row.get("error"):
         extra += f'<span class="err">{esc(_short(row["error"], 200))}</span>'
     if row.get("url"):
         extra += f'<span class="url">{esc(_short(row["url"], 120))}</span>'
-    return _tile(thumb, row.get("text"), " · ".join(bits) or row["uid"], extra)
+    return _tile(thumb, row.get("text"), " · ".join(bits) or row["uid"], extra, noimg=noimg)
 
 
 def _stage_scores(stage: str, cols: dict[str, str]) -> list[str]:
@@ -541,8 +540,8 @@ figure.tile{margin:0;border:1px solid #e0e0e0;border-radius:6px;padding:6px;back
 img.thumb{width:100%;height:150px;object-fit:contain;background:#f5f5f5;display:block}
 .noimg{height:60px;display:flex;align-items:center;justify-content:center;background:#f5f5f5;color:#999;font-size:12px}
 figure.keeper{border:2px solid #2e7d32}figure.copy{border:2px solid #c62828}
-.dupset{display:flex;gap:8px;align-items:stretch;overflow-x:auto;margin:6px 0 12px}.dupset figure.tile{flex:0 0 170px}
-.dupsize,.more{flex:0 0 70px;display:flex;align-items:center;justify-content:center;color:#555;font-size:12px;text-align:center}
+.dupsets{display:flex;flex-wrap:wrap;gap:4px 28px}.dupset{display:flex;gap:8px;align-items:stretch;overflow-x:auto;margin:6px 0;max-width:100%}.dupset figure.tile{flex:0 0 170px}
+.dupsize,.more{flex:0 0 54px;display:flex;align-items:center;justify-content:center;color:#555;font-size:12px;text-align:center}
 figcaption{font-size:12px;margin-top:4px;word-break:break-word}figcaption span{display:block}.info{color:#666}
 .err{color:#b71c1c}.url{color:#777;font-family:monospace;font-size:11px}.muted{color:#888}
 .warn{background:#fff8e1;border-left:4px solid #ffb300;padding:6px 10px}.st{padding:0 6px;border-radius:3px;font-size:12px}
