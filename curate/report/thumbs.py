@@ -226,3 +226,28 @@ def read_thumbnails(root: Path, wanted: dict[str, set[str]], size: int = 160,
         except (OSError, ValueError) as err:
             log.warning("report: cannot read %s: %s", path, err)
     return out
+
+
+def dropped_from_shard(tar: Path, rows: list[dict], per_reason: int = DROPPED_PER_REASON,
+                       size: int = THUMB_SIZE) -> pa.Table:
+    """Thumbnails (DROPPED_SCHEMA) of a bounded sample of rows dropped after their part was committed
+    (`curate refilter`): rows are dicts with uid, stage, reason, dup_of and the `key` their image still
+    has in the committed shard `tar`. Same choice as at commit time (pick_dropped)."""
+    rows = [{**r, "status": "dropped", "has_image": bool(r.get("key"))} for r in rows]
+    picked = [rows[i] for i in pick_dropped(rows, per_reason)]
+    out = {name: [] for name in DROPPED_SCHEMA.names}
+    if picked and Path(tar).is_file():
+        members, _ = scan_members(Path(tar), {r["key"] for r in picked})
+        with open(tar, "rb") as f:
+            for r in picked:
+                if r["key"] not in members:
+                    continue
+                offset, n = members[r["key"]]
+                f.seek(offset)
+                jpeg = thumbnail_jpeg(f.read(n), size)
+                if jpeg is None:
+                    continue
+                for c in ("uid", "stage", "reason", "dup_of"):
+                    out[c].append(r.get(c))
+                out["thumb"].append(jpeg)
+    return pa.table(out, schema=DROPPED_SCHEMA)
