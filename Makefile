@@ -11,7 +11,7 @@ unexport PYTHONDONTWRITEBYTECODE
 install = if [ -x $(BIN)/uv ]; then $(BIN)/uv pip install --python $(BIN)/python $(1); \
           else $(BIN)/python -m pip install $(1); fi
 
-.PHONY: demo test setup setup-dev clean
+.PHONY: demo test setup setup-dev chromium clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,16 @@ $(VENV)/.deps-dev: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.deps-run
 setup-dev: $(VENV)/.deps-dev
+	@$(MAKE) --no-print-directory chromium
+
+# Headless Chromium for the report's render test (tests/test_report.py): Debian's package, installed only
+# when it is missing and we are root; anything else (no apt, no network, not root) is silently skipped.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null 2>&1 && \
+	        DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }; } ; } || true
 
 demo: $(VENV)/.deps-run
 	$(BIN)/curate demo

@@ -46,13 +46,16 @@ def connect(out: str | Path, locked: bool = False) -> duckdb.DuckDBPyConnection:
     if not parts:
         raise CatalogError(f"{run.root} has no metadata parts (meta/part-*.parquet): is it a curate run directory?")
     emb = sorted(run.embeddings.glob("part-*.parquet")) if run.embeddings.exists() else []
-    con = _locked_down(parts + emb) if locked else duckdb.connect()
+    thumbs = sorted(run.thumbs.glob("part-*.parquet")) if run.thumbs.exists() else []
+    con = _locked_down(parts + emb + thumbs) if locked else duckdb.connect()
     con.execute(f"CREATE VIEW samples AS SELECT * FROM read_parquet({_file_list(parts)}, union_by_name = true)")
     con.execute("CREATE VIEW kept AS SELECT * FROM samples WHERE status = 'ok'")
     con.execute("CREATE VIEW dropped AS SELECT * FROM samples WHERE status = 'dropped'")
     con.execute("CREATE VIEW failed AS SELECT * FROM samples WHERE status = 'failed'")
     if emb:
         con.execute(f"CREATE VIEW embeddings AS SELECT * FROM read_parquet({_file_list(emb)}, union_by_name = true)")
+    if thumbs:  # the report's thumbnails of a sample of dropped rows (docs/report.md)
+        con.execute(f"CREATE VIEW thumbs AS SELECT * FROM read_parquet({_file_list(thumbs)}, union_by_name = true)")
     shard_files = sorted(run.shards.glob("*.tar")) if run.shards.exists() else []
     con.execute("CREATE TABLE _shard_files (shard VARCHAR, path VARCHAR, bytes BIGINT)")
     if shard_files:

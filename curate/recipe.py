@@ -122,6 +122,8 @@ class OutputConfig(_Strict):
     # with a recaption stage: original | recaption | both (original .txt + synthetic .recap.txt)
     # | fuse (.txt = fused_caption from a fuse_captions stage)
     caption_policy: str = Field("both", pattern="^(original|recaption|both|fuse)$")
+    # thumbnails kept (in thumbs/) of at most this many dropped rows per stage, reason and part, for the report
+    dropped_thumbnails: int = Field(24, ge=0, le=1000)
 
 
 class RayConfig(_Strict):

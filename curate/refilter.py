@@ -61,6 +61,33 @@ def _copy_members(src_tar: Path, dst_tar: Path, keys: set[str]) -> int:
     return n
 
 
+def _dropped_thumbnails(run: RunDir) -> int:
+    """OUT's output.dropped_thumbnails (the default when its recipe does not say)."""
+    import yaml
+
+    from curate.report.thumbs import DROPPED_PER_REASON
+
+    try:
+        out = (yaml.safe_load(run.recipe.read_text()) or {}).get("output") or {}
+        return int(out.get("dropped_thumbnails", DROPPED_PER_REASON))
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
+        return DROPPED_PER_REASON
+
+
+def _copy_thumbs(src_run: RunDir, tmp: RunDir, k: int, newly: pa.Table, per_reason: int) -> None:
+    """The report's thumbnails of dropped rows: OUT's, plus a sample of the rows this refilter drops (their
+    images are still in OUT's shard), so OUT2's report shows what the new condition removed."""
+    from curate.report.thumbs import DROPPED_SCHEMA, dropped_from_shard
+
+    old = pq.read_table(src_run.thumbs_part(k)) if src_run.thumbs_part(k).exists() else DROPPED_SCHEMA.empty_table()
+    rows = [{"uid": u, "stage": STAGE, "reason": REASON, "dup_of": None, "key": key}
+            for u, key in zip(newly.column("uid").to_pylist(), newly.column("key").to_pylist())]
+    both = pa.concat_tables([old.select(DROPPED_SCHEMA.names).cast(DROPPED_SCHEMA),
+                             dropped_from_shard(src_run.shard(k), rows, per_reason)])
+    if both.num_rows:
+        atomic.write_parquet(both, tmp.thumbs_part(k))
+
+
 def refilter(src: str | Path, where: str, dst: str | Path, report: bool = True) -> Manifest:
     """Write OUT2 = OUT with kept rows failing `where` dropped (and its report); returns OUT2's manifest."""
     src_run, dst_run = RunDir(src), RunDir(dst)
@@ -79,6 +106,7 @@ def refilter(src: str | Path, where: str, dst: str | Path, report: bool = True) 
     if not where.strip():
         raise RefilterError("--where needs a condition, e.g. \"clip_score >= 0.3\"")
     drop = _failing_uids(src_run.root, where)
+    per_reason = _dropped_thumbnails(src_run)
 
     tmp_root = dst_run.root.with_name(f".{dst_run.root.name}.refilter-tmp")
     shutil.rmtree(tmp_root, ignore_errors=True)
@@ -90,6 +118,7 @@ def refilter(src: str | Path, where: str, dst: str | Path, report: bool = True) 
             t = pq.read_table(meta_path)
             hit = pa.array([u in drop for u in t.column("uid").to_pylist()], pa.bool_())
             hit = pc.and_(hit, schema.active_mask(t))
+            _copy_thumbs(src_run, tmp, k, t.filter(hit), per_reason)
             if pc.any(hit).as_py():
                 t = schema.set_rows(t, hit, {"status": schema.DROPPED, "stage": STAGE, "reason": REASON,
                                              "shard": None, "key": None})

@@ -36,6 +36,7 @@ from curate.io.rundir import RunDir, versions
 from curate.dedup import graph
 from curate.io.shard_writer import write_part
 from curate.recipe import Recipe, RecipeError, Scheduling, saved_recipe, segments
+from curate.report.thumbs import write_dropped
 from curate.stage import Job, Stage, apply_decisions, fit_sample, prepare_records, reduce_records
 
 log = logging.getLogger("curate")
@@ -131,7 +132,7 @@ class _StageActor:
 
 
 def _commit_parts(batch: pa.Table, *, root: str, seg: int, final: bool, run_schema: pa.Schema,
-                  expected: dict[int, int], caption_policy: str = "both") -> pa.Table:
+                  expected: dict[int, int], caption_policy: str = "both", dropped_thumbnails: int = 0) -> pa.Table:
     run = RunDir(root)
     rows = []
     for k, part in _parts_of(batch):
@@ -141,6 +142,8 @@ def _commit_parts(batch: pa.Table, *, root: str, seg: int, final: bool, run_sche
         if part.num_rows > 1 and not pc.all(pc.greater(order.slice(1), order.slice(0, part.num_rows - 1))).as_py():
             part = part.take(pc.sort_indices(part, sort_keys=[("row", "ascending")]))
         if final:
+            # dropped rows' image bytes go with this commit: keep the report's sample of them first
+            write_dropped(run.thumbs_part(k), part, dropped_thumbnails)
             rows.append(write_part(run, k, part, run_schema, caption_policy))
         else:
             atomic.write_parquet(schema.conform(part, run_schema), run.segment_part(seg, k))
@@ -624,7 +627,8 @@ class Runner:
             ds = self._map_stage(ray, ds, stage, sched, run_schema)
         ds = ds.map_batches(_commit_parts, batch_size=None, batch_format="pyarrow",
                             fn_kwargs=dict(root=str(run.root), seg=s, final=final, run_schema=run_schema,
-                                           expected=parts, caption_policy=self.recipe.output.caption_policy))
+                                           expected=parts, caption_policy=self.recipe.output.caption_policy,
+                                           dropped_thumbnails=self.recipe.output.dropped_thumbnails))
         done = total - len(pending)
         last_save = time.time()
         for row in ds.iter_rows():

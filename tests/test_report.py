@@ -19,6 +19,7 @@ from PIL import Image
 
 from curate.io.shard_writer import write_tar
 from curate.report import ReportError, report_main, write_report
+from curate.report.thumbs import dropped_thumbnails, pick_dropped, write_dropped
 
 STAGES = ["download", "image_size", "caption_text", "exact_dedup", "clip_threshold"]
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -76,6 +77,9 @@ def make_run(root: Path, scores: bool = True, kept: bool = True) -> Path:
                 samples.append({"key": r["uid"], "uid": r["uid"], "text": r["text"], "image_format": "jpg",
                                 "image": _jpeg(colors[r["row"] % len(colors)])})
         write_tar(root / "shards" / f"{part:06d}.tar", samples)
+        # as the runner's part writer does: thumbnails of dropped rows while their bytes exist, then meta
+        write_dropped(root / "thumbs" / f"part-{part:06d}.parquet", pa.Table.from_pylist(
+            [{**r, "image": _jpeg(colors[r["row"] % len(colors)]) if r["orig_width"] else None} for r in mine]))
         pq.write_table(pa.Table.from_pylist(mine), root / "meta" / f"part-{part:06d}.parquet")
     stages = [{s: {}} for s in STAGES]
     (root / "recipe.yaml").write_text(yaml.safe_dump({"name": "fake-run", "modality": "image-text",
@@ -138,6 +142,40 @@ def _decode_all(srcs: list[str], kind: str) -> int:
     return n
 
 
+def dropped_grids(page: str) -> dict[str, str]:
+    """{stage: html of its grid} from the Dropped samples section."""
+    return dict(re.findall(r'<h3 class="dropped-stage" data-stage="([^"]+)">.*?</h3>(<div class="grid">.*?)'
+                           r'(?=<h3|</section>)', page))
+
+
+def test_pick_dropped_is_bounded_reproducible_and_keeps_clusters():
+    """Per (stage, reason) at most per_reason rows, chosen by uid hash (row order does not matter), and for
+    duplicates the largest clusters first with at most per_cluster copies each; kept and imageless rows never."""
+    rows = [{"uid": f"d{i}", "status": "dropped", "stage": "clip_threshold", "reason": "low", "dup_of": None,
+             "has_image": True} for i in range(50)]
+    rows += [{"uid": f"x{c}-{i}", "status": "dropped", "stage": "phash_dedup", "reason": "near_duplicate",
+              "dup_of": f"k{c}", "has_image": True} for c, size in enumerate((6, 3, 2)) for i in range(size)]
+    rows += [{"uid": "ok", "status": "ok", "stage": None, "reason": None, "dup_of": None, "has_image": True},
+             {"uid": "noimg", "status": "dropped", "stage": "clip_threshold", "reason": "low", "dup_of": None,
+              "has_image": False}]
+    uids = lambda rs, idx: sorted(rs[i]["uid"] for i in idx)  # noqa: E731
+    picked = uids(rows, pick_dropped(rows, per_reason=6, per_cluster=4))
+    assert len([u for u in picked if u.startswith("d")]) == 6
+    per_cluster = [sum(u.startswith(f"x{c}-") for u in picked) for c in range(3)]
+    assert per_cluster == [4, 2, 0]  # 4 copies of the biggest cluster, then the next one's, up to 6
+    assert "ok" not in picked and "noimg" not in picked
+    shuffled = rows[::-1]
+    assert uids(shuffled, pick_dropped(shuffled, per_reason=6, per_cluster=4)) == picked
+    assert pick_dropped(rows, per_reason=0) == []
+    # real bytes: an undecodable image is left out, the rest shrink to <= 160 px JPEGs
+    t = pa.Table.from_pylist([{"uid": "a", "status": "dropped", "stage": "s", "reason": "r", "dup_of": None,
+                               "image": _jpeg("red", (640, 320))},
+                              {"uid": "b", "status": "dropped", "stage": "s", "reason": "r", "dup_of": None,
+                               "image": b"not an image"}])
+    out = dropped_thumbnails(t).to_pylist()
+    assert [r["uid"] for r in out] == ["a"] and Image.open(io.BytesIO(out[0]["thumb"])).size == (160, 80)
+
+
 def test_report_full_run(tmp_path):
     out = make_run(tmp_path / "run")
     path = write_report(out, extra_sections=[("Training curves", "<p id='extra'>loss went down</p>")], strict=True)
@@ -158,10 +196,20 @@ def test_report_full_run(tmp_path):
     assert "job0:exact_dedup" in page and "fake-run" in page  # timings, name
     # plots and thumbnails
     assert _decode_all(c.images, "png") >= 5  # funnel, reasons, clip_score, size, caption length, dup clusters
-    assert _decode_all(c.images, "jpeg") >= 7  # every kept sample plus the duplicates' kept copy
+    assert _decode_all(c.images, "jpeg") >= 7 + 5 + 1  # kept samples, the 5 dropped rows' stored thumbs, a keeper
     assert "clip_score" in page and 'id="dup-clusters">1<' in page
     assert "a red square number 3 on grey" in page  # captions under thumbnails
-    assert "HTTP Error 404" in page and "click here" in page  # dropped/failed examples, text only
+    assert "HTTP Error 404" in page and "click here" in page  # dropped/failed examples
+    # a grid per dropping stage, each tile with its stored image, reason and the score the stage decided on
+    grids = dropped_grids(page)
+    assert sorted(grids) == ["caption_text", "clip_threshold", "exact_dedup", "image_size"]
+    assert all(g.count('class="thumb"') == g.count("<figure") >= 1 for g in grids.values())
+    assert "clip_score_below_threshold · 200×150 · clip_score 0.12" in grids["clip_threshold"]
+    assert "image_too_small · 12×9" in grids["image_size"]
+    # the duplicates: the keeper (kept, image from its shard) beside both dropped copies (stored thumbnails)
+    sets = re.findall(r'<div class="dupset">(.*?)(?=<div class="dupset">|<h\d|<p|</section>)', page)
+    assert len(sets) == 1 and sets[0].count('class="thumb"') == 3
+    assert "keeper u001 (ok)" in sets[0] and "copy u007" in sets[0] and "copy u008" in sets[0]
     # extra sections are appended verbatim and linked from the navigation
     assert "<p id='extra'>loss went down</p>" in page and 'href="#training-curves"' in page
     assert "sec-error" not in page.split("<style>")[1].split("</style>")[1]
@@ -183,7 +231,9 @@ def test_report_nothing_kept(tmp_path):
     assert re.search(r'id="count-kept">0<', page)
     assert "No sample was kept" in page
     assert 'data-stage="clip_threshold">0<' in page
-    assert "data:image/png;base64" in page and _decode_all(c.images, "jpeg") == 0
+    assert "data:image/png;base64" in page
+    assert _decode_all(c.images, "jpeg") == 12  # no kept grid; every dropped row (all have images) is shown
+    assert dropped_grids(page)["clip_threshold"].count('class="thumb"') == 8
 
 
 def test_report_main_and_errors(tmp_path):
@@ -202,14 +252,68 @@ def test_report_main_and_errors(tmp_path):
     assert "no metadata parts yet" in page and "job0:exact_dedup" in page
 
 
+# Injected into a copy of the page: records script errors and images that fail to load (capture phase: an
+# <img> error does not bubble), then, after load, writes what it found into <body data-check> for --dump-dom.
+CHECK_SCRIPT = """<script>
+window.__errors = [];
+window.addEventListener("error", e => __errors.push(e.target && e.target.tagName === "IMG" ? "img failed"
+  : String(e.message)), true);
+window.addEventListener("load", () => {
+  const imgs = [...document.images];
+  document.body.setAttribute("data-check", JSON.stringify({images: imgs.length,
+    broken: imgs.filter(i => !i.complete || i.naturalWidth === 0).length,
+    unseen: imgs.filter(i => i.getBoundingClientRect().width === 0).length, errors: __errors}));
+});
+</script>"""
+
+
 def test_report_renders_in_chromium(tmp_path):
+    """The report in headless Chromium: every image (plots, kept and dropped thumbnails) decodes and is laid
+    out with a width, and no script error occurs."""
     browser = next((b for b in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
                     if shutil.which(b)), None)
     if browser is None:
-        pytest.skip("no headless Chromium installed")
-    path = write_report(make_run(tmp_path / "run"), strict=True)
-    shot = tmp_path / "shot.png"
-    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-                           "--window-size=1280,2000", path.as_uri()], capture_output=True, timeout=60)
+        pytest.skip("no headless Chromium installed (make setup-dev installs Debian's chromium when run as root)")
+    page = write_report(make_run(tmp_path / "run"), strict=True).read_text()
+    n_img = page.count("<img ")
+    checked = tmp_path / "checked.html"
+    checked.write_text(page.replace('<meta charset="utf-8">', '<meta charset="utf-8">' + CHECK_SCRIPT, 1))
+    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000",
+                           "--virtual-time-budget=5000", "--dump-dom", checked.as_uri()],
+                          capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert shot.stat().st_size > 10_000
+    found = re.search(r'data-check="([^"]*)"', proc.stdout)
+    assert found, proc.stdout[-2000:]
+    check = json.loads(found.group(1).replace("&quot;", '"'))
+    assert check == {"images": n_img, "broken": 0, "unseen": 0, "errors": []}, check
+    assert n_img >= 20  # plots, 7 kept, 5 dropped, the keeper and its 2 copies
+
+
+def test_size_plot_is_a_2d_histogram_of_every_row_above_the_scatter_limit(tmp_path):
+    """100,000 sized rows: the size plot bins all of them in SQL (no sample, nothing overplotted) and draws one
+    panel per outcome; a run under the limit keeps the scatter of every point."""
+    import duckdb
+
+    from curate.io.rundir import RunDir
+    from curate.report import data, plots
+    from curate.report.report import _Run, _size_plot
+
+    con = duckdb.connect()
+    con.execute("CREATE VIEW samples AS SELECT CASE WHEN i % 10 = 0 THEN 'dropped' WHEN i % 97 = 0 THEN 'failed' "
+                "ELSE 'ok' END AS status, (64 + (hash(i) % 4000))::INTEGER AS orig_width, "
+                "(32 + (hash(i * 7) % 3000))::INTEGER AS orig_height, i::VARCHAR AS uid FROM range(100000) t(i)")
+    g = data.size_grid(con, "orig_width", "orig_height", bins=32)
+    per_status = dict(con.execute("SELECT status, count(*) FROM samples GROUP BY status").fetchall())
+    assert {s: int(c.sum()) for s, c in g.counts.items()} == per_status and list(g.counts) == ["ok", "dropped", "failed"]
+    assert g.x_edges[0] < 64 and g.x_edges[-1] > 4063 and g.y_edges[0] < 32 and g.counts["ok"].shape == (32, 32)
+    png = plots.size_density(g.x_edges, g.y_edges, g.counts)
+    assert Image.open(io.BytesIO(base64.b64decode(png.split(",", 1)[1]))).size[0] > 900  # three panels
+    r = _Run(run=RunDir(tmp_path), manifest={}, recipe={}, stages=[], con=con)
+    assert "size-density" in _size_plot(r, "orig_width", "orig_height")
+    # one size only: still a drawable grid; and a run this small keeps its scatter
+    con.execute("CREATE OR REPLACE VIEW samples AS SELECT 'ok' AS status, 64 AS orig_width, 64 AS orig_height, "
+                "'u' AS uid")
+    one = data.size_grid(con, "orig_width", "orig_height")
+    assert one.counts["ok"].sum() == 1 and one.x_edges[0] < 64 < one.x_edges[-1]
+    assert "size-scatter" in _size_plot(r, "orig_width", "orig_height")

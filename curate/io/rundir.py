@@ -1,7 +1,8 @@
 """The run directory layout (public API) and its manifest.
 
 out/recipe.yaml, out/manifest.json, out/sizes.json, out/shards/NNNNNN.tar, out/meta/part-NNNNNN.parquet,
-out/report.html; out/_work/ holds resumable intermediate state and is removed when a run completes.
+out/report.html, out/thumbs/part-NNNNNN.parquet (thumbnails of a sample of dropped rows, for the report);
+out/_work/ holds resumable intermediate state and is removed when a run completes.
 shards/ holds only the tars, so WebDataset readers that list a folder (Hugging Face `datasets`,
 `ray.data.read_webdataset`) read it as it is; the per-shard sample counts are in out/sizes.json.
 """
@@ -30,6 +31,7 @@ class RunDir:
         self.report = self.root / "report.html"
         self.embeddings = self.root / "embeddings"  # sidecar: uid + CLIP embedding vectors per part
         self.sizes = self.root / "sizes.json"  # {"000000.tar": kept samples}, open_clip's sizes.json format
+        self.thumbs = self.root / "thumbs"  # sidecar: thumbnails of a bounded sample of dropped rows per part
 
     # final outputs
     def meta_part(self, k: int) -> Path:
@@ -37,6 +39,9 @@ class RunDir:
 
     def embeddings_part(self, k: int) -> Path:
         return self.embeddings / f"part-{k:06d}.parquet"
+
+    def thumbs_part(self, k: int) -> Path:
+        return self.thumbs / f"part-{k:06d}.parquet"
 
     def shard(self, k: int) -> Path:
         return self.shards / f"{k:06d}.tar"

@@ -203,6 +203,35 @@ def size_sample(con, wcol: str, hcol: str, per_status: int = 5000) -> dict[str, 
     return out
 
 
+@dataclass
+class Grid:
+    """Counts of (width, height) on log-spaced bins per status, over every row (not a sample)."""
+    x_edges: np.ndarray  # pixels
+    y_edges: np.ndarray
+    counts: dict[str, np.ndarray]  # status -> (len(y_edges) - 1, len(x_edges) - 1)
+
+
+def size_grid(con, wcol: str, hcol: str, bins: int = 48) -> Grid | None:
+    """A 2-D histogram of log10(width) x log10(height) per status, binned in SQL, so the plot of a
+    million-row run is as readable as that of a hundred rows and Python holds only bins x bins counts."""
+    w, h = f"log10({q(wcol)})", f"log10({q(hcol)})"
+    cond = f"{q(wcol)} > 0 AND {q(hcol)} > 0"
+    lx, hx, ly, hy = con.execute(f"SELECT min({w}), max({w}), min({h}), max({h}) FROM samples WHERE {cond}").fetchone()
+    if lx is None:
+        return None
+    lx, hx, ly, hy = lx - 0.01, hx + 0.01, ly - 0.01, hy + 0.01  # a single size still gets a bin of width
+    dx, dy = (hx - lx) / bins, (hy - ly) / bins
+    bx = f"least(floor(({w} - {lx!r}) / {dx!r}), {bins - 1})::INTEGER"
+    by = f"least(floor(({h} - {ly!r}) / {dy!r}), {bins - 1})::INTEGER"
+    counts: dict[str, np.ndarray] = {}
+    for status, i, j, n in con.execute(f"SELECT status, {bx}, {by}, count(*) FROM samples WHERE {cond} "
+                                       "GROUP BY ALL").fetchall():
+        counts.setdefault(status, np.zeros((bins, bins)))[j, i] += n
+    order = [s for s in STATUS_ORDER if s in counts] + sorted(s for s in counts if s not in STATUS_ORDER and s)
+    return Grid(10 ** (lx + dx * np.arange(bins + 1)), 10 ** (ly + dy * np.arange(bins + 1)),
+                {s: counts[s] for s in order})
+
+
 def cluster_size_counts(con, key_sql: str, where: str = "TRUE") -> list[tuple[int, int]]:
     """[(cluster size, number of clusters)] for clusters keyed by `key_sql`."""
     return [(int(a), int(b)) for a, b in con.execute(

@@ -11,8 +11,9 @@ import math
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
 _PLAIN = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 10 else f"{v:g}")
 
@@ -146,6 +147,43 @@ def scatter_sizes(points: dict[str, tuple[np.ndarray, np.ndarray, int]]) -> str:
     return to_data_uri(fig)
 
 
+def size_density(x_edges: np.ndarray, y_edges: np.ndarray, counts: dict[str, np.ndarray]) -> str:
+    """Original width x height as a 2-D histogram (log-log axes, log colour), one panel per outcome.
+
+    For runs too big for a scatter: every row counts and nothing overplots. Each panel shows its group's
+    share of rows per bin on one shared log colour scale, so shapes compare whatever the group sizes."""
+    counts = {s: c for s, c in counts.items() if c.sum() > 0}
+    n = max(1, len(counts))
+    fig = _figure(3.2 * n + 1.0, 3.6, left=0.75, right=0.9, top=0.4)
+    share = {s: c / c.sum() for s, c in counts.items()}  # each group's own distribution, as in the histograms
+    lo = min([float(v[v > 0].min()) for v in share.values()] or [1e-6])
+    hi = max([float(v.max()) for v in share.values()] or [1.0])
+    norm = LogNorm(vmin=lo, vmax=max(hi, lo * 10))
+    axes = fig.subplots(1, n, sharex=True, sharey=True, squeeze=False)[0]
+    mesh = None
+    for ax, (status, c) in zip(axes, counts.items()):
+        mesh = ax.pcolormesh(x_edges, y_edges, np.ma.masked_equal(share[status], 0), norm=norm, cmap="viridis",
+                             rasterized=True)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"{LABELS.get(status, status)} (n={_fmt(c.sum())})", fontsize=10,
+                     color=COLORS.get(status, "#333"))
+        ax.set_xlabel("original width (px)")
+        for axis, edges in ((ax.xaxis, x_edges), (ax.yaxis, y_edges)):
+            axis.set_major_formatter(_PLAIN)
+            if edges[-1] / edges[0] < 20:
+                axis.set_minor_formatter(_PLAIN)
+            else:  # unlabelled minor ticks on log axes cost most of the render time
+                axis.set_minor_locator(NullLocator())
+        ax.set_facecolor("#f5f5f5")
+    axes[0].set_ylabel("original height (px)")
+    if mesh is not None:
+        cax = fig.add_axes([1 - 0.75 / fig.get_figwidth(), 0.5 / 3.6, 0.12 / fig.get_figwidth(), 1 - 0.9 / 3.6])
+        fig.colorbar(mesh, cax=cax, label="share of group per bin")
+        cax.yaxis.set_minor_locator(NullLocator())
+    return to_data_uri(fig)
+
+
 def cluster_sizes(sizes: list[tuple[int, int]], title: str) -> str:
     """Number of clusters per cluster size (log y); log-spaced bins when sizes spread wide."""
     fig = _figure(6.0, 3.0)
@@ -156,7 +194,10 @@ def cluster_sizes(sizes: list[tuple[int, int]], title: str) -> str:
     if biggest <= 40:
         ax.bar(s, c, width=0.8, color=REMAIN)
         ax.set_xlim(s.min() - 0.6, biggest + 0.6)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(s) <= 12:  # one tick per size present (a single size otherwise gets 1.5, 1.65, ... ticks)
+            ax.set_xticks(s, [str(int(v)) for v in s])
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     else:
         edges = np.unique(np.round(np.logspace(0, math.log10(biggest + 1), 30)))
         edges = np.append(edges, edges[-1] + 1)

@@ -1,9 +1,12 @@
 """`OUT/report.html`: one self-contained page (inline CSS, base64 PNG plots and JPEG thumbnails) about a run.
 
 Sections: header (name, status, counts, versions, timings), funnel (rows left after each stage in recipe
-order, with every drop and failure reason), distributions (score columns, original image size, caption
-length; kept vs dropped), duplicates (per dedup stage, and the cluster sizes of every *_cluster column), sample grids (kept samples
-from the shards, examples of the top drop reasons), then any extra sections a caller passes in.
+order, with every drop and failure reason), distributions (score columns, original image size as a scatter
+or, for big runs, a 2-D histogram, caption length; kept vs dropped), duplicates (per dedup stage: cluster
+sizes and the largest clusters' keeper beside its dropped copies; the sizes of every *_cluster column),
+samples (kept samples from the shards, examples of the top failure reasons), dropped samples (a grid per
+dropping stage from the thumbnails stored in thumbs/, with reason and score), then any extra sections a
+caller passes in. docs/report.md describes them.
 
 All aggregation runs in DuckDB over meta/*.parquet; Python only ever holds binned counts and a few
 thousand sampled rows, so a report over a million-row run takes seconds and little memory.
@@ -26,7 +29,7 @@ from curate.io import atomic
 from curate.io.manifest import Manifest, ManifestError
 from curate.io.rundir import RunDir
 from curate.report import data, plots
-from curate.report.thumbs import read_thumbnails
+from curate.report.thumbs import jpeg_uri, read_thumbnails
 
 log = logging.getLogger("curate.report")
 
@@ -36,6 +39,10 @@ TOP_REASONS = 6
 KEPT_SHARDS = 4  # the kept grid comes from this many shards, so only a few tars are scanned
 KEPT_HEAD = 2000  # ... from the first this many kept rows of each (tar members follow row order: short scans)
 THUMB_HEADERS = 120_000  # at most this many tar headers are read per section (~40 shards of 1,000 samples)
+SCATTER_MAX = 3000  # above this many sized rows the size plot is a 2-D histogram (a scatter would overplot)
+DROPPED_GRID = 24  # tiles per dropping stage
+DUP_CLUSTERS = 8  # clusters shown side by side per dedup stage
+DUP_MEMBERS = 5  # dropped copies shown next to each keeper
 
 
 class ReportError(Exception):
@@ -89,6 +96,7 @@ class _Run:
     counts: list = field(default_factory=list)
     total: int = 0
     kept: int = 0
+    thumbs: bool | None = None  # whether thumbs/ holds dropped rows' thumbnails (a `thumbs` view), once checked
 
 
 def _load_recipe(run: RunDir) -> tuple[dict, list[str]]:
@@ -235,9 +243,7 @@ def _distributions(r: _Run) -> str:
     wcol, hcol = ("orig_width", "orig_height") if "orig_width" in r.cols and "orig_height" in r.cols else (
         ("width", "height") if "width" in r.cols and "height" in r.cols else (None, None))
     if wcol:
-        pts = data.size_sample(r.con, wcol, hcol)
-        if pts:
-            figs.append('<div class="fig">' + _img(plots.scatter_sizes(pts), "original image sizes") + "</div>")
+        figs.append(_size_plot(r, wcol, hcol))
         w, hh = data.q(wcol), data.q(hcol)
         h = data.numeric_hist(r.con, f"log10(least({w}, {hh}))", where=f"{w} > 0 AND {hh} > 0")
         if h is not None:
@@ -254,6 +260,21 @@ def _distributions(r: _Run) -> str:
                         _stats_table(h) + "</div>")
     out.append('<div class="figs">' + "".join(figs) + "</div>" if figs else "<p class='muted'>Nothing to plot.</p>")
     return "".join(out)
+
+
+def _size_plot(r: _Run, wcol: str, hcol: str, scatter_max: int | None = None) -> str:
+    """Original sizes: every point of a small run as a scatter, a 2-D histogram over all rows of a bigger one."""
+    scatter_max = SCATTER_MAX if scatter_max is None else scatter_max
+    sized = r.con.execute(f"SELECT count(*) FROM samples WHERE {data.q(wcol)} > 0 AND {data.q(hcol)} > 0").fetchone()[0]
+    if sized <= scatter_max:
+        pts = data.size_sample(r.con, wcol, hcol, per_status=max(scatter_max, 1))
+        return ('<div class="fig">' + _img(plots.scatter_sizes(pts), "original image sizes", "plot size-scatter")
+                + "</div>") if pts else ""
+    g = data.size_grid(r.con, wcol, hcol)
+    if g is None:
+        return ""
+    return ('<div class="fig wide">' + _img(plots.size_density(g.x_edges, g.y_edges, g.counts),
+                                           "original image sizes (2-D histogram)", "plot size-density") + "</div>")
 
 
 CLUSTER_COLUMNS = {"minhash_cluster": "MinHash text near-duplicate", "image_cluster": "perceptual image near-duplicate",
@@ -283,18 +304,7 @@ def _duplicates(r: _Run) -> str:
         if not sizes:
             continue
         out.append(_img(plots.cluster_sizes(sizes, f"{stage} cluster sizes (clusters of 2+)"), f"{stage} cluster sizes"))
-        top = r.con.execute(
-            "SELECT k, size, s.status, s.text, s.shard, s.key FROM (SELECT dup_of AS k, count(*) + 1 AS size "
-            f"FROM samples WHERE {where} GROUP BY dup_of ORDER BY size DESC, k LIMIT 8) c "
-            "LEFT JOIN samples s ON s.uid = c.k ORDER BY size DESC, k").fetchall()
-        wanted: dict[str, set[str]] = {}
-        for _, _, _, _, shard, key in top:
-            if shard and key:
-                wanted.setdefault(shard, set()).add(key)
-        thumbs = read_thumbnails(r.run.root, wanted, max_headers=THUMB_HEADERS)
-        cells = [_tile(thumbs.get((shard, key)), text, f"{_n(size)} copies · keeper {uid} ({status or 'not in meta'})")
-                 for uid, size, status, text, shard, key in top]
-        out.append(f"<h4>Largest {esc(stage)} clusters</h4><div class='grid'>" + "".join(cells) + "</div>")
+        out.append(_dup_sets(r, stage, where))
     for col in [c for c in r.cols if c.endswith("_cluster")]:
         what = CLUSTER_COLUMNS.get(col, col.removesuffix("_cluster"))
         sizes = data.cluster_size_counts(r.con, data.q(col), f"{data.q(col)} IS NOT NULL")
@@ -310,9 +320,64 @@ def _duplicates(r: _Run) -> str:
     return "".join(out)
 
 
-def _tile(thumb: str | None, text, info: str, extra: str = "") -> str:
-    pic = (_img(thumb, _short(text, 80), "thumb") if thumb else '<div class="noimg">no image stored</div>')
-    return (f'<figure class="tile">{pic}<figcaption><span class="cap" title="{esc(_short(text, 500))}">'
+def _has_thumbs(r: _Run) -> bool:
+    """Whether the run stored thumbnails of dropped rows (thumbs/part-*.parquet, the catalog's `thumbs` view)."""
+    if r.thumbs is None:  # the catalog makes the view when thumbs/ has parts
+        r.thumbs = bool(r.con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'thumbs'").fetchone()[0])
+    return r.thumbs
+
+
+def _dup_sets(r: _Run, stage: str, where: str) -> str:
+    """The largest clusters of a dedup stage, each as its keeper beside up to DUP_MEMBERS of the dropped copies.
+
+    Clusters with stored thumbnails of their copies come first (the part writer stores whole clusters), then
+    by size; the keeper's image comes from its shard (or from thumbs/ when a later stage dropped it)."""
+    stored = _has_thumbs(r)
+    shown = (f"LEFT JOIN (SELECT dup_of, count(*) AS n FROM thumbs WHERE stage = {data.lit(stage)} GROUP BY dup_of) t "
+             "ON t.dup_of = c.k " if stored else "")
+    top = r.con.execute(
+        f"SELECT c.k, c.size, s.status, s.text, s.shard, s.key FROM "
+        f"(SELECT dup_of AS k, count(*) + 1 AS size FROM samples WHERE {where} GROUP BY dup_of) c {shown}"
+        f"LEFT JOIN samples s ON s.uid = c.k ORDER BY {'coalesce(t.n, 0) > 0 DESC, ' if stored else ''}"
+        f"c.size DESC, hash(c.k) LIMIT {DUP_CLUSTERS}").fetchall()
+    if not top:
+        return ""
+    keys = [t[0] for t in top]
+    members: dict[str, list[tuple]] = {}
+    if stored:
+        in_list = ", ".join(data.lit(k) for k in keys)
+        for k, uid, text, thumb in r.con.execute(
+                f"SELECT t.dup_of, t.uid, s.text, t.thumb FROM thumbs t LEFT JOIN samples s ON s.uid = t.uid "
+                f"WHERE t.stage = {data.lit(stage)} AND t.dup_of IN ({in_list}) "
+                f"QUALIFY row_number() OVER (PARTITION BY t.dup_of ORDER BY hash(t.uid)) <= {DUP_MEMBERS} "
+                "ORDER BY t.dup_of, hash(t.uid)").fetchall():
+            members.setdefault(k, []).append((uid, text, thumb))
+        keeper_thumbs = {u: th for u, th in r.con.execute(
+            f"SELECT uid, any_value(thumb) FROM thumbs WHERE uid IN ({in_list}) GROUP BY uid").fetchall()}
+    else:
+        keeper_thumbs = {}
+    wanted: dict[str, set[str]] = {}
+    for _, _, _, _, shard, key in top:
+        if shard and key:
+            wanted.setdefault(shard, set()).add(key)
+    from_shards = read_thumbnails(r.run.root, wanted, max_headers=THUMB_HEADERS)
+    sets = []
+    for k, size, status, text, shard, key in top:
+        thumb = from_shards.get((shard, key)) or (jpeg_uri(keeper_thumbs[k]) if keeper_thumbs.get(k) else None)
+        tiles = [_tile(thumb, text, f"keeper {k} ({status or 'not in meta'})", cls="keeper")]
+        mine = members.get(k, [])
+        tiles += [_tile(jpeg_uri(th) if th else None, mtext, f"copy {uid}", cls="copy") for uid, mtext, th in mine]
+        rest = size - 1 - len(mine)
+        more = (f'<div class="more">+{_n(rest)} {"more " if mine else ""}cop{"y" if rest == 1 else "ies"}'
+                f'{" (no thumbnail stored)" if rest else ""}</div>') if rest else ""
+        sets.append(f'<div class="dupset"><div class="dupsize">{_n(size)} rows</div>{"".join(tiles)}{more}</div>')
+    return (f"<h4>Largest {esc(stage)} clusters: keeper (green) beside its dropped copies (red)</h4>"
+            f'<div class="dupsets">{"".join(sets)}</div>')
+
+
+def _tile(thumb: str | None, text, info: str, extra: str = "", cls: str = "", noimg: str = "no image stored") -> str:
+    pic = (_img(thumb, _short(text, 80), "thumb") if thumb else f'<div class="noimg">{esc(noimg)}</div>')
+    return (f'<figure class="tile {cls}">{pic}<figcaption><span class="cap" title="{esc(_short(text, 500))}">'
             f'{esc(_short(text, 160))}</span><span class="info">{esc(info)}</span>{extra}</figcaption></figure>')
 
 
@@ -340,32 +405,10 @@ def _samples(r: _Run) -> str:
                 f"WHERE _rn <= {KEPT_HEAD} ORDER BY hash(uid) LIMIT {KEPT_GRID}")
             names = [d[0] for d in cur.description]
             kept_rows = [dict(zip(names, t)) for t in cur.fetchall()]
-    # top drop/failure reasons, a few examples each
-    reason_rows: list[tuple[tuple, list[dict]]] = []
-    top = [(s, st, rs, n) for s, st, rs, n in r.counts if s != schema.OK][:TOP_REASONS]
-    extra_cols = [c for c in ("url", "error", "dup_of", "orig_width", "orig_height") if c in r.cols]
-    sel = ", ".join(data.q(c) for c in ["uid", "text", *extra_cols, *scores])
-    for s, st, rs, n in top:
-        cond = " AND ".join([f"status = {data.lit(s)}",
-                             f"stage = {data.lit(st)}" if st is not None else "stage IS NULL",
-                             f"reason = {data.lit(rs)}" if rs is not None else "reason IS NULL"])
-        cur = r.con.execute(f"SELECT {sel} FROM samples WHERE {cond} ORDER BY hash(uid) LIMIT {REASON_EXAMPLES}")
-        names = [d[0] for d in cur.description]
-        reason_rows.append(((s, st, rs, n), [dict(zip(names, t)) for t in cur.fetchall()]))
-    # a dropped duplicate's image is its keeper's image, which is in a shard when the keeper was kept
-    targets = {row["dup_of"] for _, rows in reason_rows for row in rows if row.get("dup_of")}
-    keeper_place = {}
-    if targets and has_place:
-        in_list = ", ".join(data.lit(u) for u in targets)
-        keeper_place = {u: (sh, k) for u, sh, k in r.con.execute(
-            f"SELECT uid, shard, key FROM kept WHERE uid IN ({in_list})").fetchall()}
     wanted: dict[str, set[str]] = {}
     for row in kept_rows:
         wanted.setdefault(row["shard"], set()).add(row["key"])
-    for sh, k in keeper_place.values():
-        wanted.setdefault(sh, set()).add(k)
     thumbs = read_thumbnails(r.run.root, wanted, max_headers=THUMB_HEADERS) if wanted else {}
-
     out.append(f"<h3>Kept samples ({_n(len(kept_rows))} of {_n(r.kept)})</h3>")
     if kept_rows:
         tiles = [_tile(thumbs.get((row["shard"], row["key"])), row["text"],
@@ -373,30 +416,102 @@ def _samples(r: _Run) -> str:
         out.append('<div class="grid">' + "".join(tiles) + "</div>")
     else:
         out.append("<p class='muted'>No sample was kept.</p>")
-    if reason_rows:
-        out.append("<h3>Dropped and failed examples</h3>")
-    for (s, st, rs, n), rows in reason_rows:
+    # failures: the top reasons, a few examples each (a failed row has no image: its error says why)
+    top = [(s, st, rs, n) for s, st, rs, n in r.counts if s == schema.FAILED][:TOP_REASONS]
+    if top:
+        out.append("<h3>Failed examples</h3>")
+    sel = ", ".join(data.q(c) for c in ["uid", "text", *_EXTRA_COLS, *scores] if c in r.cols)
+    for s, st, rs, n in top:
+        cond = " AND ".join([f"status = {data.lit(s)}",
+                             f"stage = {data.lit(st)}" if st is not None else "stage IS NULL",
+                             f"reason = {data.lit(rs)}" if rs is not None else "reason IS NULL"])
+        cur = r.con.execute(f"SELECT {sel} FROM samples WHERE {cond} ORDER BY hash(uid) LIMIT {REASON_EXAMPLES}")
+        names = [d[0] for d in cur.description]
         out.append(f'<h4><span class="st {esc(s)}">{esc(s)}</span> {esc(st)} / <code>{esc(rs)}</code> '
                    f'<span class="muted">({_n(n)} rows)</span></h4>')
-        tiles = []
-        for row in rows:
-            bits = []
-            if row.get("orig_width") and row.get("orig_height"):
-                bits.append(f'{row["orig_width"]}×{row["orig_height"]}')
-            sc = _score_info(row, scores)
-            if sc:
-                bits.append(sc)
-            thumb = None
-            if row.get("dup_of"):
-                place = keeper_place.get(row["dup_of"])
-                thumb = thumbs.get(place) if place else None
-                bits.append(f'duplicate of {row["dup_of"]}' + (" (image shown is the kept copy)" if thumb else ""))
-            extra = ""
-            if row.get("error"):
-                extra += f'<span class="err">{esc(_short(row["error"], 200))}</span>'
-            if row.get("url"):
-                extra += f'<span class="url">{esc(_short(row["url"], 120))}</span>'
-            tiles.append(_tile(thumb, row["text"], " · ".join(bits) or row["uid"], extra))
+        out.append('<div class="grid">' + "".join(_example_tile(dict(zip(names, t)), scores, None, noimg="failed: no image")
+                                                  for t in cur.fetchall()) + "</div>")
+    return "".join(out)
+
+
+_EXTRA_COLS = ("url", "error", "dup_of", "orig_width", "orig_height")
+
+
+def _example_tile(row: dict, scores: list[str], thumb: str | None, show_reason: bool = False,
+                  noimg: str = "no image stored") -> str:
+    """A dropped or failed row's tile: image if any, caption, then reason, size, the scores, error and url."""
+    bits = [row["reason"]] if show_reason and row.get("reason") else []
+    if row.get("orig_width") and row.get("orig_height"):
+        bits.append(f'{row["orig_width"]}×{row["orig_height"]}')
+    sc = _score_info(row, scores)
+    if sc:
+        bits.append(sc)
+    if row.get("dup_of"):
+        bits.append(f'duplicate of {row["dup_of"]}')
+    extra = ""
+    if row.get("error"):
+        extra += f'<span class="err">{esc(_short(row["error"], 200))}</span>'
+    if row.get("url"):
+        extra += f'<span class="url">{esc(_short(row["url"], 120))}</span>'
+    return _tile(thumb, row.get("text"), " · ".join(bits) or row["uid"], extra, noimg=noimg)
+
+
+def _stage_scores(stage: str, cols: dict[str, str]) -> list[str]:
+    """The numeric columns behind a stage's decision (what it reads or writes), so a tile shows why it was dropped;
+    width and height are shown as the original size instead."""
+    _reason_docs()  # loads the built-in steps
+    from curate.stage import REGISTRY
+
+    cls = REGISTRY.get(stage)
+    names = [*getattr(cls, "reads", ()), *getattr(cls, "writes", {})] if cls else []
+    numeric = data.FLOAT_TYPES + data.INT_TYPES
+    return [c for c in dict.fromkeys(names) if c in cols and c not in ("width", "height", "row", "part")
+            and cols[c].startswith(numeric) and not cols[c].endswith("]")]
+
+
+def _dropped(r: _Run) -> str:
+    """One grid per dropping stage (recipe order): stored thumbnails of up to DROPPED_GRID of its dropped rows,
+    spread over its reasons, each with the reason and the score that dropped it."""
+    per_stage: dict[str, dict[str, int]] = {}
+    for s, st, rs, n in r.counts:
+        if s == schema.DROPPED:
+            per_stage.setdefault(st or "(none)", {})[rs or "(none)"] = n
+    if not per_stage:
+        return "<p class='muted'>No row was dropped.</p>"
+    order = [st for st in dict.fromkeys(r.stages) if st in per_stage]
+    order += sorted((st for st in per_stage if st not in order), key=lambda st: -sum(per_stage[st].values()))
+    general = data.score_columns(r.cols)[:2]
+    stored = _has_thumbs(r)
+    out = [] if stored else ["<p class='muted'>This run stored no thumbnails of dropped rows (thumbs/; "
+                             "output.dropped_thumbnails is 0, or the run predates them): captions only.</p>"]
+    for st in order:
+        reasons = per_stage[st]
+        scores = list(dict.fromkeys(_stage_scores(st, r.cols) + general))[:3]
+        cols = [c for c in ["uid", "text", "reason", *_EXTRA_COLS, *scores] if c in r.cols]
+        sel = ", ".join(f"s.{data.q(c)}" for c in cols)
+        rows = []
+        if stored:
+            cur = r.con.execute(
+                f"SELECT {sel}, p.thumb FROM (SELECT uid, thumb, row_number() OVER (PARTITION BY reason "
+                f"ORDER BY hash(uid)) AS rn FROM thumbs WHERE stage = {data.lit(st)} ORDER BY rn, reason "
+                f"LIMIT {DROPPED_GRID}) p JOIN samples s ON s.uid = p.uid ORDER BY p.rn, s.reason")
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, t)) for t in cur.fetchall()]
+        if not rows:  # no stored thumbnails for this stage: its rows as text
+            cond = "s.stage IS NULL" if st == "(none)" else f"s.stage = {data.lit(st)}"
+            cur = r.con.execute(
+                f"SELECT {sel}, NULL AS thumb FROM (SELECT *, row_number() OVER (PARTITION BY reason "
+                f"ORDER BY hash(uid)) AS rn FROM samples s WHERE status = 'dropped' AND {cond}) s "
+                f"ORDER BY s.rn, s.reason LIMIT {DROPPED_GRID}")
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, t)) for t in cur.fetchall()]
+        n = sum(reasons.values())
+        why = ", ".join(f"<code>{esc(rs)}</code> {_n(c)}" for rs, c in sorted(reasons.items(), key=lambda x: -x[1]))
+        shown = sum(1 for row in rows if row["thumb"])
+        out.append(f'<h3 class="dropped-stage" data-stage="{esc(st)}">{esc(st)} '
+                   f'<span class="muted">({_n(n)} dropped: {why}; {_n(shown)} with a stored image shown)</span></h3>')
+        tiles = [_example_tile(row, scores, jpeg_uri(row["thumb"]) if row["thumb"] else None, show_reason=True)
+                 for row in rows]
         out.append('<div class="grid">' + "".join(tiles) + "</div>")
     return "".join(out)
 
@@ -419,10 +534,13 @@ background:#eceff1}.card .label{font-size:12px;color:#555}.card .value{font-size
 .two{display:flex;gap:32px;flex-wrap:wrap}.bar{height:10px;background:#90a4ae;border-radius:2px;min-width:2px;width:0}
 td:last-child .bar{display:block}table.timings td:nth-child(3){width:240px}.versions span{white-space:nowrap}
 img.plot{max-width:100%;height:auto;display:block;margin:6px 0}.figs{display:flex;flex-wrap:wrap;gap:16px}
-.fig{flex:0 1 600px}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:10px}
+.fig{flex:0 1 600px}.fig.wide{flex:1 1 100%}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:10px}
 figure.tile{margin:0;border:1px solid #e0e0e0;border-radius:6px;padding:6px;background:#fff;overflow:hidden}
 img.thumb{width:100%;height:150px;object-fit:contain;background:#f5f5f5;display:block}
 .noimg{height:60px;display:flex;align-items:center;justify-content:center;background:#f5f5f5;color:#999;font-size:12px}
+figure.keeper{border:2px solid #2e7d32}figure.copy{border:2px solid #c62828}
+.dupsets{display:flex;flex-wrap:wrap;gap:4px 28px}.dupset{display:flex;gap:8px;align-items:stretch;overflow-x:auto;margin:6px 0;max-width:100%}.dupset figure.tile{flex:0 0 170px}
+.dupsize,.more{flex:0 0 54px;display:flex;align-items:center;justify-content:center;color:#555;font-size:12px;text-align:center}
 figcaption{font-size:12px;margin-top:4px;word-break:break-word}figcaption span{display:block}.info{color:#666}
 .err{color:#b71c1c}.url{color:#777;font-family:monospace;font-size:11px}.muted{color:#888}
 .warn{background:#fff8e1;border-left:4px solid #ffb300;padding:6px 10px}.st{padding:0 6px;border-radius:3px;font-size:12px}
@@ -513,6 +631,7 @@ def build_html(out_dir: Path | str, extra_sections: list | None = None, *, stric
 
                     add("Balancing", lambda: balance_section(r.con, r.run.root, r.recipe))
                 add("Samples", lambda: _samples(r))
+                add("Dropped samples", lambda: _dropped(r))
         finally:
             if r.con is not None:
                 r.con.close()

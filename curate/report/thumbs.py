@@ -1,22 +1,36 @@
-"""Thumbnails for the report, read from the run's WebDataset shards by member key.
+"""Thumbnails for the report: kept samples' read from the run's WebDataset shards by member key, dropped
+samples' stored at commit time in OUT/thumbs/part-k.parquet.
 
 Each shard is opened once and scanned only until every wanted key is found; images are shrunk to a small
 JPEG and inlined as base64, so the report stays one file and reading stays bounded by what is shown.
+
+A dropped row's image bytes exist only until its part is committed (meta/ holds no payload), so the
+runner's part writer calls `write_dropped` first: for each (stage, reason) it keeps a small thumbnail of
+at most `per_reason` dropped rows, chosen by a hash of the uid (the same rows on every re-run), and for
+duplicates (rows with `dup_of`) whole clusters, so the report can show a keeper beside its copies.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import logging
 from pathlib import Path
 
+import pyarrow as pa
+
 log = logging.getLogger("curate.report")
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
+THUMB_SIZE = 160
+DROPPED_PER_REASON = 24  # default of output.dropped_thumbnails
+MEMBERS_PER_CLUSTER = 4  # dropped copies stored per duplicate cluster and part
+DROPPED_SCHEMA = pa.schema([("uid", pa.string()), ("stage", pa.string()), ("reason", pa.string()),
+                            ("dup_of", pa.string()), ("thumb", pa.binary())])
 
 
-def thumbnail_uri(data: bytes, size: int = 160) -> str | None:
-    """A base64 JPEG data URI of `data` shrunk to fit size x size; None if the bytes are not an image."""
+def thumbnail_jpeg(data: bytes, size: int = THUMB_SIZE) -> bytes | None:
+    """`data` shrunk to fit size x size as JPEG bytes; None if the bytes are not an image."""
     from curate import images
 
     try:
@@ -26,7 +40,90 @@ def thumbnail_uri(data: bytes, size: int = 160) -> str | None:
         im.save(buf, format="JPEG", quality=80)
     except Exception:  # noqa: BLE001 - a broken image just shows no thumbnail
         return None
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
+
+
+def jpeg_uri(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+def thumbnail_uri(data: bytes, size: int = THUMB_SIZE) -> str | None:
+    """A base64 JPEG data URI of `data` shrunk to fit size x size; None if the bytes are not an image."""
+    jpeg = thumbnail_jpeg(data, size)
+    return jpeg_uri(jpeg) if jpeg else None
+
+
+def _h(value: str) -> int:
+    """A stable 64-bit hash (Python's hash() changes per process)."""
+    return int.from_bytes(hashlib.blake2b(value.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
+
+
+def pick_dropped(rows: list[dict], per_reason: int, per_cluster: int = MEMBERS_PER_CLUSTER) -> list[int]:
+    """Indices of the dropped rows (with image bytes) whose thumbnails a part keeps.
+
+    rows: dicts with uid, status, stage, reason, dup_of, has_image. Per (stage, reason) at most `per_reason`:
+    plain drops by hash(uid); duplicates cluster by cluster (largest in this part first, then hash(dup_of)),
+    at most `per_cluster` copies each, so a stored copy usually comes with its cluster-mates.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        if r["status"] == "dropped" and r["has_image"] and per_reason > 0:
+            groups.setdefault((r["stage"], r["reason"]), []).append(i)
+    picked: list[int] = []
+    for idx in groups.values():
+        dups = [i for i in idx if rows[i]["dup_of"]]
+        plain = sorted((i for i in idx if not rows[i]["dup_of"]), key=lambda i: _h(rows[i]["uid"]))
+        size: dict[str, int] = {}
+        for i in dups:
+            size[rows[i]["dup_of"]] = size.get(rows[i]["dup_of"], 0) + 1
+        dups.sort(key=lambda i: (-size[rows[i]["dup_of"]], _h(rows[i]["dup_of"]), _h(rows[i]["uid"])))
+        taken: dict[str, int] = {}
+        chosen = []
+        for i in dups:
+            k = rows[i]["dup_of"]
+            if taken.get(k, 0) < per_cluster:
+                taken[k] = taken.get(k, 0) + 1
+                chosen.append(i)
+        picked += (chosen + plain)[:per_reason]
+    return sorted(picked)
+
+
+def dropped_thumbnails(part: pa.Table, per_reason: int = DROPPED_PER_REASON, size: int = THUMB_SIZE) -> pa.Table:
+    """The stored thumbnails (DROPPED_SCHEMA) of a bounded, reproducible sample of a part's dropped rows.
+
+    Only the `image` column is thumbnailed (videos and documents have no single image); a row whose bytes do
+    not decode is left out (its metadata row still says why it was dropped).
+    """
+    if per_reason <= 0 or "image" not in part.column_names or "status" not in part.column_names:
+        return DROPPED_SCHEMA.empty_table()
+    import pyarrow.compute as pc
+
+    cols = {c: (part.column(c).to_pylist() if c in part.column_names else [None] * part.num_rows)
+            for c in ("uid", "status", "stage", "reason", "dup_of")}
+    has_image = pc.is_valid(part.column("image")).to_pylist()
+    rows = [{**{c: v[i] for c, v in cols.items()}, "has_image": has_image[i]} for i in range(part.num_rows)]
+    out = {name: [] for name in DROPPED_SCHEMA.names}
+    images = part.column("image")
+    for i in pick_dropped(rows, per_reason):
+        jpeg = thumbnail_jpeg(images[i].as_py(), size)
+        if jpeg is None:
+            continue
+        for c in ("uid", "stage", "reason", "dup_of"):
+            out[c].append(rows[i][c])
+        out["thumb"].append(jpeg)
+    return pa.table(out, schema=DROPPED_SCHEMA)
+
+
+def write_dropped(path: Path, part: pa.Table, per_reason: int = DROPPED_PER_REASON) -> int:
+    """Store `dropped_thumbnails(part)` at `path` (atomically; nothing when there is none); returns how many."""
+    from curate.io import atomic
+
+    t = dropped_thumbnails(part, per_reason)
+    if t.num_rows:
+        atomic.write_parquet(t, path)
+    else:
+        Path(path).unlink(missing_ok=True)  # a re-committed part leaves no stale file
+    return t.num_rows
 
 
 def _octal(field: bytes) -> int:
@@ -129,3 +226,28 @@ def read_thumbnails(root: Path, wanted: dict[str, set[str]], size: int = 160,
         except (OSError, ValueError) as err:
             log.warning("report: cannot read %s: %s", path, err)
     return out
+
+
+def dropped_from_shard(tar: Path, rows: list[dict], per_reason: int = DROPPED_PER_REASON,
+                       size: int = THUMB_SIZE) -> pa.Table:
+    """Thumbnails (DROPPED_SCHEMA) of a bounded sample of rows dropped after their part was committed
+    (`curate refilter`): rows are dicts with uid, stage, reason, dup_of and the `key` their image still
+    has in the committed shard `tar`. Same choice as at commit time (pick_dropped)."""
+    rows = [{**r, "status": "dropped", "has_image": bool(r.get("key"))} for r in rows]
+    picked = [rows[i] for i in pick_dropped(rows, per_reason)]
+    out = {name: [] for name in DROPPED_SCHEMA.names}
+    if picked and Path(tar).is_file():
+        members, _ = scan_members(Path(tar), {r["key"] for r in picked})
+        with open(tar, "rb") as f:
+            for r in picked:
+                if r["key"] not in members:
+                    continue
+                offset, n = members[r["key"]]
+                f.seek(offset)
+                jpeg = thumbnail_jpeg(f.read(n), size)
+                if jpeg is None:
+                    continue
+                for c in ("uid", "stage", "reason", "dup_of"):
+                    out[c].append(r.get(c))
+                out["thumb"].append(jpeg)
+    return pa.table(out, schema=DROPPED_SCHEMA)

@@ -160,3 +160,33 @@ def test_demo_command(ray_address, tmp_path, monkeypatch, cli_inprocess):
     (other / "keep.txt").write_text("x")
     res = cli_inprocess("demo", "--samples", "200", "--output", str(other), "--no-clip-filter")
     assert res.returncode == 2 and (other / "keep.txt").exists()
+
+
+def test_report_shows_dropped_images_and_duplicates(demo_run):
+    """The run's own report: thumbs/ holds a bounded sample of the dropped rows (each a real thumbnail of
+    a row meta/ says was dropped, by that stage and reason), every dropping stage gets a grid of them, and
+    duplicates appear beside their kept keeper."""
+    import io
+    import re
+
+    from PIL import Image
+
+    out, _ = demo_run
+    rows = {r["uid"]: r for r in meta_rows(out)}
+    thumbs = pads.dataset(str(out / "thumbs"), format="parquet").to_table().to_pylist()
+    per_group: dict = {}
+    for t in thumbs:
+        r = rows[t["uid"]]
+        assert (r["status"], r["stage"], r["reason"], r["dup_of"]) == ("dropped", t["stage"], t["reason"], t["dup_of"])
+        assert max(Image.open(io.BytesIO(t["thumb"])).size) <= 160
+        key = (r["part"], r["stage"], r["reason"])
+        per_group[key] = per_group.get(key, 0) + 1
+    assert max(per_group.values()) <= 24  # output.dropped_thumbnails per part, stage and reason
+    dropping = {r["stage"] for r in rows.values() if r["status"] == "dropped"}
+    assert dropping >= {"image_size", "caption_text", "exact_dedup"} and {t["stage"] for t in thumbs} == dropping
+    page = (out / "report.html").read_text()
+    grids = dict(re.findall(r'<h3 class="dropped-stage" data-stage="([^"]+)">.*?</h3>(<div class="grid">.*?)'
+                            r'(?=<h3|</section>)', page))
+    assert set(grids) == dropping and all('class="thumb"' in g for g in grids.values())
+    sets = re.findall(r'<div class="dupset">(.*?)(?=<div class="dupset">|<h\d|<p|</section>)', page)
+    assert any('tile keeper"><img' in s and 'tile copy"><img' in s and "(ok)" in s for s in sets)

@@ -78,6 +78,24 @@ def test_refilter_end_to_end(scored_run, tmp_path, cli):
     val = cli("validate", str(out2))
     assert val.returncode == 0, val.stdout + val.stderr
     assert (out2 / "embeddings").is_dir() and (out2 / "report.html").is_file()
+    # the report's dropped thumbnails: OUT's, plus the rows refilter dropped (read back from OUT's shards)
+    before = pq.read_table(str(scored_run / "thumbs")).column("uid").to_pylist()
+    after = {r["uid"]: r for r in pq.read_table(str(out2 / "thumbs")).to_pylist()}
+    assert set(before) < set(after)
+    assert all(b[u]["stage"] == "refilter" and r["stage"] == "refilter" for u, r in after.items() if u not in before)
+    assert 'data-stage="refilter"' in (out2 / "report.html").read_text()
+
+
+def test_report_shows_what_the_clip_filter_dropped(scored_run):
+    """Rows dropped by a model filter (clip_top_fraction) get their image and clip_score in the report."""
+    import re
+
+    page = (scored_run / "report.html").read_text()
+    grid = re.search(r'<h3 class="dropped-stage" data-stage="clip_top_fraction">.*?</h3>(<div class="grid">.*?)'
+                     r'(?=<h3|</section>)', page).group(1)
+    tiles = grid.count("<figure")
+    assert tiles == grid.count('class="thumb"') >= 5 and grid.count("clip_score_not_top · ") == tiles
+    assert re.search(r"clip_score_not_top · (\d+×\d+ · )?clip_score -?\d", grid)
 
 
 def test_refilter_errors_are_one_line(scored_run, tmp_path, cli_inprocess):
