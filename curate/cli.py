@@ -169,12 +169,9 @@ def _dry_run(rec) -> None:
 
     from curate.runner import plan_lines, stage_plan
 
-    out_console.print("# resolved recipe", highlight=False, markup=False)
-    out_console.print(yaml.safe_dump(rec.to_dict(), sort_keys=False).rstrip(), highlight=False, markup=False,
-                      soft_wrap=True)
-    out_console.print("# plan", highlight=False, markup=False)
-    for line in plan_lines(stage_plan(rec)):
-        out_console.print(f"# {line}", highlight=False, markup=False, soft_wrap=True)
+    # plain writes: the output is valid YAML (the plan lines are comments), untouched by rich
+    sys.stdout.write("# resolved recipe\n" + yaml.safe_dump(rec.to_dict(), sort_keys=False) + "# plan\n")
+    sys.stdout.write("".join(f"# {line}\n" for line in plan_lines(stage_plan(rec))))
 
 
 def _exit_if_all_failed(manifest: dict) -> None:

@@ -124,23 +124,33 @@ class ProgressSink:
     def __init__(self):
         self.done: dict[tuple, dict] = {}
         self.flight: dict[tuple, int] = {}
+        self.first: dict[str, float] = {}  # when a stage first reported (this actor's clock)
+
+    def _seen(self, stage: str) -> None:
+        self.first.setdefault(stage, time.time())
 
     def stage_done(self, stage: str, part: int, counts: dict) -> None:
+        self._seen(stage)
         self.done[(stage, part)] = counts
         self.flight.pop((stage, part), None)
 
     def tick(self, stage: str, part: int, rows: int) -> None:
+        self._seen(stage)
         if (stage, part) not in self.done:
             self.flight[(stage, part)] = rows
 
     def snapshot(self) -> dict:
-        """{stage: counts summed over finished parts, plus `rows` ticked by parts in flight}."""
+        """{stage: counts summed over finished parts, plus `rows` ticked by parts in flight, plus `active_s`:
+        seconds since the stage first reported (rates leave out Ray's start-up and the stages before)}."""
         out: dict[str, dict] = {}
         for (stage, _), c in self.done.items():
             merge(out.setdefault(stage, {}), c)
         for (stage, _), n in self.flight.items():
             s = out.setdefault(stage, {})
             s["rows"] = s.get("rows", 0) + n
+        now = time.time()
+        for stage, s in out.items():
+            s["active_s"] = now - self.first.get(stage, now)
         return out
 
 
@@ -151,7 +161,7 @@ _current: dict | None = None  # the stage a worker is running, while a sink list
 def reporting(sink, stage: str, part: int):
     """Inside, `tick()` sends this stage's rows done in `part` to `sink` (at most once a second)."""
     global _current
-    _current = None if sink is None else {"sink": sink, "stage": stage, "part": part, "rows": 0, "sent": time.time()}
+    _current = None if sink is None else {"sink": sink, "stage": stage, "part": part, "rows": 0, "sent": 0.0}
     try:
         yield
     finally:
@@ -188,13 +198,17 @@ def duration(seconds: float | None) -> str:
 
 
 def stage_line(name: str, c: dict, total: int, elapsed: float) -> str:
-    """`download: 3000/10000 rows (30%), kept 2800, dropped 100, failed 100, 97 rows/s, ETA 1m12s`."""
+    """`download: 3000/10000 rows (30%), kept 2800, dropped 100, failed 100, 97 rows/s, ETA 1m12s`.
+
+    The rate counts from the stage's first report (`active_s`) when known, else from `elapsed`."""
     rows = min(c.get("rows", 0), total) if total else c.get("rows", 0)
-    rate = rows / elapsed if elapsed > 0 else 0.0
+    secs = c.get("active_s") or elapsed
+    rate = rows / secs if secs > 0 else 0.0
     eta = (total - rows) / rate if rate > 0 and total else None
     pct = f" ({100 * rows / total:.0f}%)" if total else ""
+    when = "done" if total and rows >= total else f"ETA {duration(eta)}"
     return (f"{name}: {rows}/{total} rows{pct}, kept {c.get('kept', 0)}, dropped {c.get('dropped', 0)}, "
-            f"failed {c.get('failed', 0)}, {rate:.1f} rows/s, ETA {duration(0 if rows >= total else eta)}")
+            f"failed {c.get('failed', 0)}, {rate:.1f} rows/s, {when}")
 
 
 class ProgressView:
@@ -264,7 +278,7 @@ class ProgressView:
             self._print(f"job {event['name']}: running for {duration(event['elapsed'])}")
             return
         stages = event.get("stages") or {}
-        if not stages:
+        if not stages and event.get("order"):
             self._print(f"{event.get('label', 'segment')}: starting ({duration(event['elapsed'])})")
         for name in event.get("order", list(stages)):
             if name in stages:

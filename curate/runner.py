@@ -334,8 +334,7 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
         verbose = progress.ray_verbose()
-        if not verbose:  # the raylet's and core worker's own log lines (C++), inherited by what Ray starts
-            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+        # (RAY_BACKEND_LOG_LEVEL is left alone: setting it makes every Ray process print a line saying so)
         # Ray's start-up warnings (token auth, ...) and the workers' logs only with -v (or CURATE_RAY_LOGS=1)
         kwargs = dict(include_dashboard=False, logging_level=logging.INFO if verbose else logging.ERROR,
                       log_to_driver=verbose, configure_logging=True)

@@ -54,6 +54,9 @@ def test_dry_run_prints_recipe_and_plan_and_writes_nothing(cli_inprocess, tmp_pa
     # the model stage runs in an actor pool that the loading task fuses into; the write after it cannot fuse
     assert "load checkpoint + apply phash_dedup decisions -> clip_score  [actor pool of 1" in r.stdout
     assert not out.exists() and list(tmp_path.iterdir()) == []
+    import yaml
+
+    assert yaml.safe_load(r.stdout)["stages"][0]["download"]["threads"] == 3  # valid YAML: plan lines are comments
 
 
 def test_plan_does_not_fuse_across_different_resources():

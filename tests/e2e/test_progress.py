@@ -39,8 +39,9 @@ def test_progress_lines_before_the_run_ends(ray_address, tmp_path):
              "--set", "download.threads=4", "--set", "download.timeout_s=5"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "RAY_ADDRESS": ray_address, "CURATE_PROGRESS_INTERVAL": "0.2"})
-        seen_running = []
+        seen_running, stderr = [], []
         for line in proc.stderr:  # stderr is a pipe, not a TTY: plain lines
+            stderr.append(line)
             if "download:" in line and "rows/s" in line:
                 m = out / "manifest.json"
                 seen_running.append(line.strip() if not m.exists() or '"complete"' not in m.read_text() else None)
@@ -51,6 +52,9 @@ def test_progress_lines_before_the_run_ends(ray_address, tmp_path):
     assert [x for x in seen_running if x], f"no progress line before the run ended: {seen_running}"
     assert any(f"/{n} rows" in x for x in seen_running if x)
     assert rc == 3, stdout  # every row failed: a distinct exit code, with a warning
+    assert any(line.startswith("warning: every row failed") for line in stderr)
+    noise = [line for line in stderr if "WARNING" in line or "logging.cc" in line or "core_worker" in line]
+    assert not noise, noise  # Ray's start-up warnings and C++ log lines stay hidden without -v
     manifest = json.loads((out / "manifest.json").read_text())
     st = manifest["stage_timings"]
     assert list(st)[:3] == ["download", "image_size", "caption_text"]
