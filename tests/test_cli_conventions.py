@@ -131,3 +131,16 @@ def test_plain_lines_every_interval():
     quiet = progress.ProgressView(Console(file=io.StringIO()), every=0.0, enabled=False)
     quiet.rows({"phase": "job", "name": "x", "elapsed": 1.0})
     assert quiet.console.file.getvalue() == ""
+
+
+def test_terminal_view_draws_bars():
+    buf = io.StringIO()
+    view = progress.ProgressView(Console(file=buf, force_terminal=True, width=160), every=0.0)
+    assert view.live
+    with view:
+        view.rows({"phase": "segment", "label": "download", "order": ["download"], "total": 100, "elapsed": 1.0,
+                   "stages": {"download": {"rows": 50, "in": 50, "kept": 45, "dropped": 5, "failed": 0,
+                                           "active_s": 5.0}}})
+        view.parts("download", 1, 1)
+    text = buf.getvalue()
+    assert "download" in text and "50/100 rows (50%)" in text and "10.0 rows/s" in text and "1/1 parts" in text
