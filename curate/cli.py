@@ -46,7 +46,7 @@ _ALLOW_EXTERNAL = typer.Option(False, "--allow-external",
                                help="Let the SQL reach beyond the run (COPY TO, ATTACH, other files, extensions).")
 
 
-EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_ALL_FAILED = 0, 1, 2, 3
+EXIT_BUG, EXIT_USER, EXIT_ALL_FAILED = 1, 2, 3  # docs/cli.md
 
 
 def _version(value: bool) -> None:
@@ -735,7 +735,7 @@ def main() -> None:
         sys.exit(e.exit_code)
     except known as err:
         _error_line(str(err))  # [..] and control characters in it are text
-        sys.exit(2)
+        sys.exit(EXIT_USER)
     except KeyboardInterrupt:
         err_console.print("interrupted; finish with --resume", highlight=False)
         sys.exit(130)
@@ -755,10 +755,10 @@ def main() -> None:
             raise
         if line:
             _error_line(line)
-            sys.exit(2)
+            sys.exit(EXIT_USER)
         _error_line(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
                     " (set CURATE_DEBUG=1 for the traceback)")
-        sys.exit(1)
+        sys.exit(EXIT_BUG)
 
 
 if __name__ == "__main__":
