@@ -1,4 +1,4 @@
-"""DuckDB over a run directory: views `samples`, `kept`, `dropped`, `failed`, `shards`.
+"""DuckDB over a run directory: views `samples`, `kept`, `dropped`, `failed`, `shards`, `stages`.
 
 DuckDB reads the Parquet parts in place (no import step), so a catalog over millions of rows opens instantly.
 
@@ -66,9 +66,27 @@ def connect(out: str | Path, locked: bool = False) -> duckdb.DuckDBPyConnection:
         "FROM _shard_files f LEFT JOIN (SELECT shard, count(*) AS samples FROM kept GROUP BY shard) k "
         "USING (shard) ORDER BY f.shard"
     )
+    _stages_table(con, run)
     if locked:
         con.execute("SET lock_configuration = true")
     return con
+
+
+def _stages_table(con: duckdb.DuckDBPyConnection, run: RunDir) -> None:
+    """`stages`: the manifest's stage_timings, one row per recipe step in order (rows that reached it, rows in
+    play, kept, dropped, failed, seconds; empty for runs from before stage timings)."""
+    import json
+
+    con.execute("CREATE TABLE stages (step INTEGER, stage VARCHAR, kind VARCHAR, rows BIGINT, rows_in BIGINT, "
+                "kept BIGINT, dropped BIGINT, failed BIGINT, seconds DOUBLE)")
+    try:
+        timings = json.loads(run.manifest_path.read_text()).get("stage_timings") or {}
+    except (OSError, ValueError):
+        return
+    rows = [(i, name, c.get("kind"), c.get("rows"), c.get("in"), c.get("kept"), c.get("dropped"), c.get("failed"),
+             c.get("seconds")) for i, (name, c) in enumerate(timings.items())]
+    if rows:
+        con.executemany("INSERT INTO stages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
 def _only_selects(sql: str) -> None:

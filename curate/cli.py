@@ -1,6 +1,8 @@
 """The `curate` command line: run recipes, generate the demo, query and check run directories.
 
-Every user error ends as one line on stderr and a non-zero exit; set CURATE_DEBUG=1 for tracebacks.
+Exit codes (docs/cli.md): 0 ok; 1 a bug in curate; 2 a user or environment error (bad argument or recipe,
+missing input, Ray or disk trouble), always one `error:` line; 3 a run that finished but in which every row
+failed; 130 interrupted. Set CURATE_DEBUG=1 for tracebacks; -v/-q or CURATE_LOG_LEVEL for how loud it is.
 """
 from __future__ import annotations
 
@@ -44,22 +46,51 @@ _ALLOW_EXTERNAL = typer.Option(False, "--allow-external",
                                help="Let the SQL reach beyond the run (COPY TO, ATTACH, other files, extensions).")
 
 
+EXIT_BUG, EXIT_USER, EXIT_ALL_FAILED = 1, 2, 3  # docs/cli.md
+
+
+def _version(value: bool) -> None:
+    if value:
+        from curate import __version__
+
+        out_console.print(f"curate {__version__}", highlight=False, markup=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True,
+                                help="More output: -v info and Ray's own warnings and worker logs, -vv debug."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only results and errors: no progress, no warnings."),
+):
+    """Build multimodal pre-training datasets: download, dedup, filter, shard, validate."""
+    import logging
+
+    from curate import progress
+
+    if verbose and quiet:
+        _fail("use -v or -q, not both")
+    if quiet:
+        progress.set_log_level(logging.ERROR)
+    elif verbose:
+        progress.set_log_level(logging.DEBUG if verbose > 1 else logging.INFO)
+    else:
+        try:
+            progress.parse_level(os.environ.get("CURATE_LOG_LEVEL") or "warning")
+        except ValueError as err:
+            _fail(f"CURATE_LOG_LEVEL: {err}")
+        progress.set_log_level(None)
+    if not logging.getLogger().handlers:  # curate's own warnings, one plain line each
+        logging.basicConfig(format="%(levelname)s: %(message)s", stream=sys.stderr)
+
+
 def _progress():
-    """A rich progress display on stderr fed by Runner.on_progress(label, done, total)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """The progress display on stderr: (context manager, Runner.on_progress); its `.rows` is Runner.on_rows."""
+    from curate.progress import ProgressView
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err_console, transient=False, disable=not err_console.is_terminal)
-    tasks: dict[str, int] = {}
-
-    def update(label: str, done: int, total: int):
-        if label not in tasks:
-            tasks[label] = progress.add_task(label, total=total)
-        progress.update(tasks[label], completed=done, total=total)
-        if not err_console.is_terminal and done == total:
-            err_console.print(f"{label}: {done}/{total} parts", highlight=False)
-
-    return progress, update
+    view = ProgressView(err_console)
+    return view, view.parts
 
 
 def print_truth_table(title: str, rows: list[dict], kind_col: str = "noise", key: str = "noise") -> None:
@@ -111,6 +142,7 @@ def run(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Existing Ray cluster (default: RAY_ADDRESS or local)."),
     resume: bool = typer.Option(False, "--resume", help="Finish an interrupted run in --output."),
     retry_failed: Optional[str] = typer.Option(None, "--retry-failed", help="Re-run only the failed rows of this run directory."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and the stage plan; run and write nothing."),
 ):
     """Run a recipe into a run directory (shards/, meta/, manifest.json)."""
     from curate.recipe import load_recipe
@@ -121,12 +153,38 @@ def run(
             _fail("--retry-failed writes into the run it retries; drop --output or make it the same folder")
         output = retry_failed
     rec = load_recipe(recipe, set_, input_path=input, output_path=output)
-    progress, update = _progress()
-    runner = Runner(rec, ray_address=ray_address, on_progress=update)
-    with progress:
+    if dry_run:
+        return _dry_run(rec)
+    view, update = _progress()
+    runner = Runner(rec, ray_address=ray_address, on_progress=update, on_rows=view.rows if view.enabled else None)
+    with view:
         manifest = runner.retry_failed() if retry_failed else runner.start(resume=resume)
     print_funnel(manifest)
     out_console.print(f"run directory: {runner.run.root}", highlight=False, markup=False)
+    _exit_if_all_failed(manifest)
+
+
+def _dry_run(rec) -> None:
+    """The resolved recipe (YAML, every default filled in) and the plan: which stages fuse into which Ray
+    operator, which run as jobs. Starts no Ray and writes nothing."""
+    import yaml
+
+    from curate.runner import plan_lines, stage_plan
+
+    # plain writes: the output is valid YAML (the plan lines are comments), untouched by rich
+    sys.stdout.write("# resolved recipe\n" + yaml.safe_dump(rec.to_dict(), sort_keys=False) + "# plan\n")
+    sys.stdout.write("".join(f"# {line}\n" for line in plan_lines(stage_plan(rec))))
+
+
+def _exit_if_all_failed(manifest: dict) -> None:
+    """Exit 3 (with a warning) when a run finished but every row in it failed: nothing was even judged."""
+    c = manifest.get("counts") or {}
+    rows, failed = c.get("rows", 0), sum((c.get("failed") or {}).values())
+    if rows and failed == rows:
+        top = max((c.get("failed") or {}).items(), key=lambda kv: kv[1])[0]
+        err_console.print(f"warning: every row failed ({rows} rows; most often {top}): check the input URLs, the "
+                          "network and the recipe; exit code 3", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(EXIT_ALL_FAILED)
 
 
 @app.command()
@@ -152,7 +210,7 @@ def _emit(cols, rows, format: str) -> None:
 
     if format == "csv":
         clean = printable if sys.stdout.isatty() else (lambda v: v)
-        w = csv.writer(sys.stdout)
+        w = csv.writer(sys.stdout, lineterminator="\n")  # LF like every other Unix tool (csv's default is CRLF)
         w.writerow([clean(str(c)) for c in cols])
         w.writerows([[clean(v) if isinstance(v, str) else v for v in r] for r in rows])
     elif format == "json":
@@ -310,27 +368,37 @@ def report(out: str = typer.Argument(..., help="Run directory.")):
 
 
 @app.command()
-def stages(name: Optional[str] = typer.Argument(None, help="Show one stage in detail.")):
+def stages(
+    name: Optional[str] = typer.Argument(None, help="Show one stage in detail."),
+    markdown: bool = typer.Option(False, "--markdown", help="Markdown (for docs/): every stage with settings, columns, reasons."),
+):
     """List the stages recipes can use, with their settings and the reason codes they set."""
     from curate.stage import load_builtin_steps
 
     registry = load_builtin_steps()
     if name and name not in registry:
         _fail(f"unknown stage {name!r} (known: {', '.join(sorted(registry))})")
-    for key in [name] if name else sorted(registry):
+    keys = [name] if name else sorted(registry)
+    if markdown:
+        from curate.stage_docs import render_markdown  # the same page as docs/stages.md (one renderer)
+
+        sys.stdout.write(render_markdown({k: registry[k] for k in keys}))
+        return
+    for key in keys:
         cls = registry[key]
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        out_console.print(f"[bold]{key}[/] ({cls.kind}) {doc}", highlight=False)
+        # docstrings and reasons are text: "[min, max]" must not be read as rich markup
+        out_console.print(f"{key} ({cls.kind}) {doc}", highlight=False, markup=False, soft_wrap=True)
         for field, info in cls.model_fields.items():
             if info.is_required():
-                out_console.print(f"    {field} (required)", highlight=False)
+                out_console.print(f"    {field} (required)", highlight=False, markup=False)
                 continue
             default = info.get_default(call_default_factory=True)
-            out_console.print(f"    {field} = {default!r}", highlight=False, markup=False)
+            out_console.print(f"    {field} = {default!r}", highlight=False, markup=False, soft_wrap=True)
         if cls.writes:
-            out_console.print(f"    writes: {', '.join(cls.writes)}", highlight=False)
+            out_console.print(f"    writes: {', '.join(cls.writes)}", highlight=False, markup=False, soft_wrap=True)
         for code, why in cls.reasons.items():
-            out_console.print(f"    reason [cyan]{code}[/]: {why}", highlight=False)
+            out_console.print(f"    reason {code}: {why}", highlight=False, markup=False, soft_wrap=True)
 
 
 # --- validation loop: curate train / eval / experiment (curate/train/) ---------------------------------
@@ -568,7 +636,8 @@ def demo(
         urls = write_url_list(corpus, server.url, Path(tmp) / "urls.parquet")
         err_console.print(f"serving {samples} samples at {server.url}", highlight=False)
         rec = load_recipe(recipe, overrides, input_path=str(urls), output_path=str(out))
-        runner = Runner(rec, ray_address=ray_address, on_progress=update)
+        runner = Runner(rec, ray_address=ray_address, on_progress=update,
+                        on_rows=progress.rows if progress.enabled else None)
         with progress:
             manifest = runner.start()
     print_funnel(manifest)
@@ -640,7 +709,7 @@ def main() -> None:
         sys.exit(e.exit_code)
     except known as err:
         _error_line(str(err))  # [..] and control characters in it are text
-        sys.exit(2)
+        sys.exit(EXIT_USER)
     except KeyboardInterrupt:
         err_console.print("interrupted; finish with --resume", highlight=False)
         sys.exit(130)
@@ -660,10 +729,10 @@ def main() -> None:
             raise
         if line:
             _error_line(line)
-            sys.exit(2)
+            sys.exit(EXIT_USER)
         _error_line(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
                     " (set CURATE_DEBUG=1 for the traceback)")
-        sys.exit(1)
+        sys.exit(EXIT_BUG)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import yaml
 
-from curate import plugins, schema
+from curate import plugins, progress, schema
 from curate.io import atomic, reader
 from curate.io.manifest import Batch, InputInfo, Manifest, ManifestError, PartInfo, recipe_hash
 from curate.io.rundir import RunDir, versions
@@ -61,7 +61,7 @@ def _parts_of(table: pa.Table) -> list[tuple[int, pa.Table]]:
 def _load_parts(batch: pa.Table, *, root: str, seg: int, job: Job | None, job_index: int | None,
                 run_schema: pa.Schema) -> pa.Table:
     run = RunDir(root)
-    out = []
+    out, counts = [], {}
     for k in batch.column("part").to_pylist():
         if seg == 0:
             t = pq.read_table(run.input_part(k))
@@ -71,21 +71,30 @@ def _load_parts(batch: pa.Table, *, root: str, seg: int, job: Job | None, job_in
         if seg == 0:  # every input row starts in play
             t = t.set_column(t.column_names.index("status"), "status", pc.fill_null(t.column("status"), schema.OK))
         if job is not None:
+            t0, before = time.time(), t
             t = apply_decisions(t, job, pq.read_table(run.job_part(job_index, k)))
+            counts[str(k)] = {job.name: progress.stage_counts(before, t, job.name, time.time() - t0)}
         out.append(t)
-    return pa.concat_tables(out)
+    return progress.carry(pa.concat_tables(out), counts)
 
 
-def _process(stage: Stage, batch: pa.Table, run_schema: pa.Schema) -> pa.Table:
+def _process(stage: Stage, batch: pa.Table, run_schema: pa.Schema, sink=None) -> pa.Table:
     out = []
-    for _, part in _parts_of(batch):
-        result = stage.run(part)  # a row the stage raises on fails alone (Stage.run isolates it)
+    counts = progress.carried(batch)  # what the stages before this one did to these parts
+    for k, part in _parts_of(batch):
+        t0 = time.time()
+        with progress.reporting(sink, stage.name, k):
+            result = stage.run(part)  # a row the stage raises on fails alone (Stage.run isolates it)
         if stage.adds_rows:
             _check_derived(stage, part, result)
         elif result.num_rows != part.num_rows:
             raise RuntimeError(f"stage {stage.name} returned {result.num_rows} rows for {part.num_rows}")
+        c = progress.stage_counts(part, result, stage.name, time.time() - t0)
+        counts.setdefault(str(k), {})[stage.name] = c
+        if sink is not None:
+            sink.stage_done.remote(stage.name, k, c)
         out.append(schema.conform(result, run_schema))
-    return pa.concat_tables(out)
+    return progress.carry(pa.concat_tables(out), counts)
 
 
 def _check_derived(stage: Stage, part: pa.Table, result: pa.Table) -> None:
@@ -113,28 +122,29 @@ def _setup_error(err: BaseException) -> str | None:
     return m.group(1) if m else None
 
 
-def _run_stage_task(batch: pa.Table, *, stage: Stage, run_schema: pa.Schema) -> pa.Table:
+def _run_stage_task(batch: pa.Table, *, stage: Stage, run_schema: pa.Schema, sink=None) -> pa.Table:
     # task stages arrive freshly unpickled in every task, so their (cheap) setup runs per task;
     # model stages run on _StageActor, which sets up once
     stage.setup()
-    return _process(stage, batch, run_schema)
+    return _process(stage, batch, run_schema, sink)
 
 
 class _StageActor:
     """Long-lived worker for model stages: setup (model load) happens once per actor."""
 
-    def __init__(self, stage: Stage, run_schema: pa.Schema):
-        self.stage, self.run_schema = stage, run_schema
+    def __init__(self, stage: Stage, run_schema: pa.Schema, sink=None):
+        self.stage, self.run_schema, self.sink = stage, run_schema, sink
         stage.setup()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return _process(self.stage, batch, self.run_schema)
+        return _process(self.stage, batch, self.run_schema, self.sink)
 
 
 def _commit_parts(batch: pa.Table, *, root: str, seg: int, final: bool, run_schema: pa.Schema,
                   expected: dict[int, int], caption_policy: str = "both", dropped_thumbnails: int = 0) -> pa.Table:
     run = RunDir(root)
     rows = []
+    counts = progress.carried(batch)
     for k, part in _parts_of(batch):
         if schema.input_rows(part) != expected[k]:  # rows derived by a stage (clips) are on top
             raise RuntimeError(f"part {k} arrived with {schema.input_rows(part)} input rows, expected {expected[k]}")
@@ -148,8 +158,10 @@ def _commit_parts(batch: pa.Table, *, root: str, seg: int, final: bool, run_sche
         else:
             atomic.write_parquet(schema.conform(part, run_schema), run.segment_part(seg, k))
             rows.append({"part": k, "rows": part.num_rows, "kept": 0, "failed": 0})
+        rows[-1]["stages"] = json.dumps(counts.get(str(k), {}))
     return pa.Table.from_pylist(rows, schema=pa.schema([("part", pa.int64()), ("rows", pa.int64()),
-                                                       ("kept", pa.int64()), ("failed", pa.int64())]))
+                                                       ("kept", pa.int64()), ("failed", pa.int64()),
+                                                       ("stages", pa.string())]))
 
 
 def _read_part(run: RunDir, k: int, seg: int, columns: list[str], prior: bool) -> pa.Table:
@@ -328,8 +340,11 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
     started = False
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
-        kwargs = dict(include_dashboard=False, logging_level=logging.WARNING,
-                      log_to_driver=bool(os.environ.get("CURATE_RAY_LOGS")), configure_logging=True)
+        verbose = progress.ray_verbose()
+        # (RAY_BACKEND_LOG_LEVEL is left alone: setting it makes every Ray process print a line saying so)
+        # Ray's start-up warnings (token auth, ...) and the workers' logs only with -v (or CURATE_RAY_LOGS=1)
+        kwargs = dict(include_dashboard=False, logging_level=logging.INFO if verbose else logging.ERROR,
+                      log_to_driver=verbose, configure_logging=True)
         if runtime_env:
             kwargs["runtime_env"] = runtime_env
         try:
@@ -355,7 +370,7 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
     ctx.target_max_block_size = None
     # Ray Data logs a failing task's error (and a stack trace) before raising it in the driver, where the
     # CLI prints it as one line: keep its logs for CURATE_RAY_LOGS=1
-    logging.getLogger("ray.data").setLevel(logging.WARNING if os.environ.get("CURATE_RAY_LOGS") else logging.CRITICAL)
+    logging.getLogger("ray.data").setLevel(logging.WARNING if progress.ray_verbose() else logging.CRITICAL)
     try:
         yield ray
     finally:
@@ -363,11 +378,70 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
             ray.shutdown()
 
 
+def stage_plan(recipe: Recipe) -> list[dict]:
+    """What a run of `recipe` executes, worked out without Ray (for `curate run --dry-run`).
+
+    Segments become Ray Data pipelines of map_batches calls (see Runner._run_segment, _map_stage); Ray Data
+    fuses a task map into the next map when both ask for the same resources and the next is a task map of the
+    same concurrency or an actor pool (a task map of unset concurrency fuses into any pool); nothing fuses
+    after an actor pool (ray.data operator_fusion, Ray 2.x). Jobs run between segments."""
+    segs, jobs = segments(recipe)
+    plan: list[dict] = []
+    for s, seg in enumerate(segs):
+        final = s == len(segs) - 1
+        first = "load input part" if s == 0 else f"load checkpoint + apply {recipe.steps[jobs[s - 1]].name} decisions"
+        ops = [{"compute": "tasks", "size": None, "resources": (1.0, 0.0), "stages": [first]}]
+        for i in seg:
+            step, sched = recipe.steps[i], recipe.scheduling[i]
+            actor = bool(step.uses_model or sched.num_gpus)
+            res = (1.0 if sched.num_cpus is None else float(sched.num_cpus), float(sched.num_gpus or 0))
+            ops.append({"compute": "actor pool" if actor else "tasks",
+                        "size": (sched.concurrency or 1) if actor else sched.concurrency, "resources": res,
+                        "stages": [step.name]})
+        ops.append({"compute": "tasks", "size": None, "resources": (1.0, 0.0),
+                    "stages": ["write shards + meta" if final else "write checkpoint"]})
+        fused = [ops[0]]
+        for op in ops[1:]:
+            up = fused[-1]
+            same_size = up["size"] == op["size"] or (op["compute"] == "actor pool" and up["size"] is None)
+            if up["compute"] == "tasks" and up["resources"] == op["resources"] and same_size:
+                fused[-1] = {**op, "stages": up["stages"] + op["stages"]}
+            else:
+                fused.append(op)
+        plan.append({"segment": s, "operators": fused})
+        if not final:
+            job = recipe.steps[jobs[s]]
+            plan.append({"job": job.name, "where": f"in the driver up to {recipe.ray.job_local_max_rows} rows, "
+                                                  "else Ray shuffles (map -> group by key -> reduce)"})
+    return plan
+
+
+def plan_lines(plan: list[dict]) -> list[str]:
+    """`stage_plan` as text: one line per Ray operator or job."""
+    lines = []
+    for item in plan:
+        if "job" in item:
+            lines.append(f"job {item['job']}: whole-dataset step, {item['where']}")
+            continue
+        lines.append(f"segment {item['segment']} (streams part by part):")
+        for n, op in enumerate(item["operators"]):
+            cpus, gpus = op["resources"]
+            size = f" of {op['size']}" if op["size"] else ""
+            res = f"{cpus:g} CPU" + (f", {gpus:g} GPU" if gpus else "")
+            lines.append(f"  operator {n + 1}: {' -> '.join(op['stages'])}  [{op['compute']}{size}, {res} each]")
+    return lines
+
+
 class Runner:
-    """Executes a validated recipe into a run directory, resumably."""
+    """Executes a validated recipe into a run directory, resumably.
+
+    on_progress(label, done, total): parts committed per segment, and jobs (0/1, 1/1).
+    on_rows(event): about once a second, row counts per stage of the running segment (see
+    curate.progress.ProgressView.rows); giving it starts a small progress actor, not giving it costs nothing."""
 
     def __init__(self, recipe: Recipe, *, ray_address: str | None = None,
-                 on_progress: Callable[[str, int, int], None] | None = None, runtime_env: dict | None = None):
+                 on_progress: Callable[[str, int, int], None] | None = None,
+                 on_rows: Callable[[dict], None] | None = None, runtime_env: dict | None = None):
         self.recipe = recipe
         # user stages' packages travel to the Ray workers, which unpickle the stages by importing them
         self.runtime_env = plugins.runtime_env_for(recipe.steps, runtime_env)
@@ -379,7 +453,10 @@ class Runner:
         self.run = RunDir(root if "://" in str(root) else os.path.abspath(root))
         self.ray_address = ray_address
         self.on_progress = on_progress or (lambda label, done, total: None)
+        self.on_rows = on_rows
         self.segs, self.jobs = segments(recipe)
+        self._phase: dict = {}
+        self._sink = None
 
     # -- preflight ------------------------------------------------------------------------------------
     def _check_input(self) -> reader.InputSpec:
@@ -557,7 +634,7 @@ class Runner:
         atomic.remove_stale_tmp(run.root)
         batch = manifest.current_batch
         with ray_session(self.ray_address, self.recipe.ray.num_cpus, self.recipe.ray.object_store_memory_mb,
-                         self.runtime_env) as ray:
+                         self.runtime_env) as ray, self._watching(ray):
             if batch.status == "splitting":
                 t0 = time.time()
                 spec = self.recipe.input_spec()
@@ -597,10 +674,73 @@ class Runner:
                     manifest.timings[f"job{s}:{self.recipe.steps[self.jobs[s]].name}"] = round(time.time() - t0, 3)
                 run.save_manifest(manifest)
         self._reconcile()
+        manifest.stage_timings = self._stage_timings(manifest)
         if not self.recipe.output.keep_work:  # every part is committed: nothing left to resume from
             shutil.rmtree(run.work, ignore_errors=True)
         run.finalize(manifest)  # counts, sizes.json, status complete, report.html
         return manifest
+
+    def _stage_timings(self, manifest: Manifest) -> dict:
+        """Per step, in recipe order: rows, in, kept, dropped, failed and seconds, summed over every part
+        (stages: worker seconds spent in the stage; jobs: the job's wall time plus applying its decisions)."""
+        out: dict[str, dict] = {}
+        for i, step in enumerate(self.recipe.steps):
+            total = {"kind": "job" if isinstance(step, Job) else "stage"}
+            for p in manifest["parts"].values():
+                c = (p.get("stages") or {}).get(step.name)
+                if c:
+                    progress.merge(total, c)
+            if i in self.jobs:
+                key = f"job{self.jobs.index(i)}:{step.name}"
+                total["seconds"] = round(total.get("seconds", 0) + manifest["timings"].get(key, 0), 3)
+            out[step.name] = total
+        return out
+
+    @contextmanager
+    def _watching(self, ray):
+        """With on_rows: a ProgressSink actor the stages report to, and a thread that polls it every second."""
+        if self.on_rows is None:
+            yield
+            return
+        import threading
+
+        self._sink = ray.remote(progress.ProgressSink).options(num_cpus=0).remote()
+        stop = threading.Event()
+
+        def poll():
+            while not stop.wait(1.0):
+                self._emit(ray)
+
+        thread = threading.Thread(target=poll, name="curate-progress", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+            try:
+                ray.kill(self._sink)
+            except Exception:  # noqa: BLE001 - the view's actor; the run's data is not at stake
+                pass
+            self._sink = None
+
+    def _emit(self, ray, final: bool = False) -> None:
+        """One progress event for on_rows (a failed poll is skipped: progress is a view)."""
+        phase = dict(self._phase)
+        if not phase or self.on_rows is None:
+            return
+        event = {**phase, "elapsed": time.time() - phase["started"], "final": final}
+        if phase["phase"] == "segment" and self._sink is not None:
+            try:
+                snap = ray.get(self._sink.snapshot.remote(), timeout=10)
+            except Exception as err:  # noqa: BLE001
+                log.debug("progress poll failed: %s", err)
+                return
+            event["stages"] = {n: snap[n] for n in phase["order"] if n in snap}
+        try:
+            self.on_rows(event)
+        except Exception as err:  # noqa: BLE001 - a broken display never stops a run
+            log.debug("progress display failed: %s", err)
 
     def write_report(self, extra_sections: list | None = None) -> Path | None:
         """The HTML report is a view of finished data: failing to draw it never fails the run."""
@@ -618,13 +758,15 @@ class Runner:
         if not pending:
             return
         job = self.recipe.steps[self.jobs[s - 1]] if s > 0 else None
+        self._phase = {"phase": "segment", "label": label, "order": names, "started": time.time(),
+                       "total": sum(parts[k] for k in pending)}
         ds = ray.data.from_items([{"part": k} for k in pending], override_num_blocks=len(pending))
         ds = ds.map_batches(_load_parts, batch_size=None, batch_format="pyarrow",
                             fn_kwargs=dict(root=str(run.root), seg=s, job=job, job_index=s - 1,
                                            run_schema=run_schema))
         for i in seg:
             stage, sched = self.recipe.steps[i].for_run(run.root), self.recipe.scheduling[i]
-            ds = self._map_stage(ray, ds, stage, sched, run_schema)
+            ds = self._map_stage(ray, ds, stage, sched, run_schema, self._sink)
         ds = ds.map_batches(_commit_parts, batch_size=None, batch_format="pyarrow",
                             fn_kwargs=dict(root=str(run.root), seg=s, final=final, run_schema=run_schema,
                                            expected=parts, caption_policy=self.recipe.output.caption_policy,
@@ -633,16 +775,19 @@ class Runner:
         last_save = time.time()
         for row in ds.iter_rows():
             done += 1
+            info = manifest.parts[row["part"]]
+            info.stages = {**(info.stages or {}), **json.loads(row["stages"] or "{}")}
             if final:
-                info = manifest.parts[row["part"]]
                 info.kept, info.failed, info.committed = row["kept"], row["failed"], True
                 if time.time() - last_save > 2:
                     run.save_manifest(manifest)
                     last_save = time.time()
             self.on_progress(label, done, total)
+        self._emit(ray, final=True)
+        self._phase = {}
 
     @staticmethod
-    def _map_stage(ray, ds, stage: Stage, sched: Scheduling, run_schema: pa.Schema):
+    def _map_stage(ray, ds, stage: Stage, sched: Scheduling, run_schema: pa.Schema, sink=None):
         res = {}
         if sched.num_cpus is not None:
             res["num_cpus"] = sched.num_cpus
@@ -656,10 +801,10 @@ class Runner:
             # reverted: with two CPU actor pools on a 2-CPU node the actors held every CPU and the download
             # tasks never ran (ray-project/ray#54433 has no fusion switch either).
             return ds.map_batches(_StageActor, batch_size=None, batch_format="pyarrow",
-                                  fn_constructor_kwargs=dict(stage=stage, run_schema=run_schema),
+                                  fn_constructor_kwargs=dict(stage=stage, run_schema=run_schema, sink=sink),
                                   compute=ActorPoolStrategy(size=sched.concurrency or 1), **res)
         return ds.map_batches(_run_stage_task, batch_size=None, batch_format="pyarrow",
-                              fn_kwargs=dict(stage=stage, run_schema=run_schema),
+                              fn_kwargs=dict(stage=stage, run_schema=run_schema, sink=sink),
                               compute=TaskPoolStrategy(size=sched.concurrency) if sched.concurrency else None, **res)
 
     def _prior(self, first_part: int) -> list[int]:
@@ -677,6 +822,7 @@ class Runner:
         if marker.exists():
             self.on_progress(job.name, 1, 1)
             return json.loads(marker.read_text())
+        self._phase = {"phase": "job", "name": job.name, "started": time.time()}
         cols = list(dict.fromkeys(["uid", "part", "status", *job.needs()]))
         prior_rows = sum(pq.read_metadata(run.meta_part(k)).num_rows for k in prior)
         rows = sum(parts.values()) + prior_rows
@@ -687,6 +833,7 @@ class Runner:
         else:
             info = self._job_ray(ray, job, s, parts, cols, prior)
         info["rows"] = rows
+        self._phase = {}
         atomic.write_bytes(marker, json.dumps(info).encode())
         self.on_progress(job.name, 1, 1)
         return info

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from curate import images, schema
+from curate import images, progress, schema
 from curate.download import errors, urls as urlfmt
 from curate.stage import Stage, register
 
@@ -227,6 +227,7 @@ class Download(Stage):
 
         expected = self._expected_hashes(table)
         for i, result in self.fetch_all(todo):
+            progress.tick()  # live rows/s while the part is in flight (a no-op unless a progress view listens)
             if isinstance(result, tuple):
                 fail(i, *result)
                 continue

@@ -69,6 +69,7 @@ class PartInfo(_Open):
     kept: int | None = None
     failed: int | None = None
     committed: bool | None = None
+    stages: dict[str, Any] | None = None  # per-stage row counts and seconds for this part (curate.progress)
 
 
 class Batch(_Open):

@@ -162,6 +162,7 @@ def _header(r: _Run, elapsed_note: str = "") -> str:
         if total_t > 0 and r.total:
             rows.append(["throughput", f"{r.total / total_t:,.1f} rows/s", ""])
         t_html = "<h3>Timings</h3>" + _table(["phase", "seconds", ""], rows, "timings")
+    t_html += _stage_timings_html(m.stage_timings or {}, esc)
     versions = m.versions
     v_html = ("<h3>Versions</h3><p class='versions'>" +
               " · ".join(f"<span><b>{esc(k)}</b> {esc(v)}</span>" for k, v in versions.items()) + "</p>"
@@ -664,3 +665,21 @@ def write_report(out_dir: Path | str, extra_sections: list | None = None, *, str
 def report_main(out: Path | str) -> Path:
     """CLI entry: `curate report OUT` -> writes and returns OUT/report.html; ReportError carries a one-line message."""
     return write_report(Path(out))
+
+
+def _stage_timings_html(stages: dict, esc) -> str:
+    """Per recipe step: rows that reached it, rows in play, kept, dropped, failed and seconds (stages: worker
+    seconds summed over parts; jobs: wall time), from the manifest's stage_timings."""
+    if not stages:
+        return ""
+    top = max([float(c.get("seconds") or 0) for c in stages.values()] or [1.0]) or 1.0
+    rows = []
+    for name, c in stages.items():
+        secs = float(c.get("seconds") or 0)
+        rate = f"{c.get('rows', 0) / secs:,.1f}" if secs > 0 and c.get("rows") else "-"
+        rows.append([esc(name), esc(c.get("kind", "")), *(f"{int(c.get(k) or 0):,}" for k in
+                     ("rows", "in", "kept", "dropped", "failed")), f"{secs:,.2f} s", rate,
+                     f'<div class="bar" style="width:{max(0.5, 100 * secs / top):.1f}%"></div>'])
+    return ("<h3>Stage timings</h3>" +
+            _table(["step", "kind", "rows", "in play", "kept", "dropped", "failed", "seconds", "rows/s", ""], rows,
+                   "timings"))
