@@ -19,9 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, PrivateAttr, model_validator
 
-from curate import schema
 from curate.dedup.graph import EDGE_SCHEMA, ClusterJob, edges_table
-from curate.stage import Job, register
+from curate.stage import register
 
 
 def embeddings_of(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
