@@ -27,10 +27,10 @@ def raw_vectors(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndar
         return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
     dim = int(np.bincount(lengths[lengths > 0]).argmax())
     idx = np.flatnonzero(lengths == dim)
-    offsets = arr.offsets.to_numpy(zero_copy_only=False)[:-1]
-    values = pc.fill_null(arr.values, np.nan).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    starts = offsets[idx].astype(np.int64)
-    x = values[starts[:, None] + np.arange(dim)[None, :]]
+    # flatten() drops slice offsets and null rows (their length counts 0 here); a boolean mask over the values
+    # keeps the rows of length `dim` without building an index per element
+    values = pc.fill_null(arr.flatten(), np.nan).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    x = values[np.repeat(lengths == dim, lengths)].reshape(len(idx), dim)
     return idx, x
 
 

@@ -142,3 +142,18 @@ def test_config_errors():
     with pytest.raises(ValidationError):
         Reduce(fraction=0.5, allocation="zipf")
     assert Reduce(fraction=0.5, rank_by="clip_score").needs() == ("clip_image_embedding", "clip_score")
+
+
+def test_vectors_read_from_sliced_nullable_and_fixed_size_columns():
+    from curate.reduce.vectors import raw_vectors
+
+    vals = [[1.0, 2.0], None, [3.0, 4.0], [5.0], [], [6.0, None], [7.0, 8.0]]
+    arr = pa.array(vals, pa.list_(pa.float64()))
+    idx, x = raw_vectors(pa.chunked_array([arr.slice(0, 3), arr.slice(3)]))
+    assert idx.tolist() == [0, 2, 5, 6] and np.allclose(x[[0, 1, 3]], [[1, 2], [3, 4], [7, 8]])
+    assert np.isnan(x[2, 1])  # a null element becomes NaN (unit_rows then leaves the row out)
+    idx, x = raw_vectors(arr.slice(2, 4))  # a slice whose offsets do not start at 0
+    assert idx.tolist() == [0, 3] and x[0].tolist() == [3.0, 4.0]
+    fixed = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(6, dtype=np.float32)), 3)
+    idx, x = raw_vectors(fixed)
+    assert idx.tolist() == [0, 1] and x.tolist() == [[0, 1, 2], [3, 4, 5]]
