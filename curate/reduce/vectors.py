@@ -29,7 +29,10 @@ def raw_vectors(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndar
     idx = np.flatnonzero(lengths == dim)
     # flatten() drops slice offsets and null rows (their length counts 0 here); a boolean mask over the values
     # keeps the rows of length `dim` without building an index per element
-    values = pc.fill_null(arr.flatten(), np.nan).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    flat = arr.flatten()
+    if flat.null_count:
+        flat = pc.fill_null(flat, np.nan)
+    values = flat.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     x = values[np.repeat(lengths == dim, lengths)].reshape(len(idx), dim)
     return idx, x
 
