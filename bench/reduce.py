@@ -1,7 +1,7 @@
 """`reduce` job benchmark: wall time per phase on N random unit vectors (default 100k x 512) in this process,
 the same code path as a small run's driver (fit on the bounded sample -> prepare -> per-cluster ranking ->
 allocation). Usage: python bench/reduce.py [--rows 100000] [--dim 512] [--clusters 100] [--fraction 0.25]
-[--json OUT.json]. Random vectors have no cluster structure, so k-means runs all its iterations: a worst case.
+[--json OUT.json] [--results] (--results writes the `reduce` section of bench/RESULTS.md). Random vectors have no cluster structure, so k-means runs all its iterations: a worst case.
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, default=0.25)
     ap.add_argument("--allocation", default="proportional")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--results", action="store_true", help="write the `reduce` section of bench/RESULTS.md")
     args = ap.parse_args()
 
     from curate.reduce.job import Reduce
@@ -74,6 +75,23 @@ def main() -> None:
     print(json.dumps(result, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
+    if args.results:
+        write_results(result, sys.argv[1:])
+
+
+def write_results(r: dict, argv: list[str]) -> None:
+    from _common import update_results
+
+    rows = "\n".join(f"| {k} | {r['cpu_s'][k]} | {r['wall_s'][k]} |" for k in r["wall_s"])
+    body = (f"Command: `.venv/bin/python bench/reduce.py {' '.join(argv)}`\n\n"
+            f"`reduce` job in one process (the driver path) on {r['rows']:,} random unit vectors of {r['dim']} "
+            f"dimensions: fraction {r['fraction']}, {r['allocation']} allocation, {r['clusters']} k-means clusters "
+            f"(fit on all rows: the fit-sample cap is 100k), rank_by centre; kept {r['kept']:,}. Load average "
+            f"(1 min) at the end: {r['load_avg_1m']} on {r['cpus']} CPUs, so CPU seconds estimate an idle "
+            f"machine's wall time better than the wall seconds.\n\n"
+            f"| phase | CPU s | wall s |\n|---|---|---|\n{rows}\n"
+            f"| **job (all but read_vectors)** | **{r['job_cpu_s']}** | **{r['job_wall_s']}** |")
+    update_results("reduce", body, ["numpy", "pyarrow", "scipy"])
 
 
 if __name__ == "__main__":

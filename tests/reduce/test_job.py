@@ -157,3 +157,17 @@ def test_vectors_read_from_sliced_nullable_and_fixed_size_columns():
     fixed = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(6, dtype=np.float32)), 3)
     idx, x = raw_vectors(fixed)
     assert idx.tolist() == [0, 1] and x.tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_recipe_errors_are_one_line():
+    from curate.recipe import RecipeError, build_recipe
+
+    def build(cfg):
+        build_recipe({"name": "t", "input": {"path": "in.parquet"}, "output": {"path": "out"},
+                      "stages": [{"download": {}}, {"reduce": cfg}]})
+
+    with pytest.raises(RecipeError, match=r"needs column 'clip_image_embedding'.*add 'clip_score' before it"):
+        build({"fraction": 0.5})
+    with pytest.raises(RecipeError, match="exactly one of fraction") as err:
+        build({"fraction": 0.5, "count": 3})
+    assert "\n" not in str(err.value)
