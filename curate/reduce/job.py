@@ -128,9 +128,8 @@ class Reduce(Job):
                 dist[idx] = 1.0 - sim[np.arange(len(idx)), best]
         uids = table.column("uid").to_pylist()
         if self._by_column():
-            v = pc.cast(table.column(self.rank_by), pa.float64()).to_numpy(zero_copy_only=False)
-            v = np.where(np.isnan(v), np.nan, -v if self.descending else v)
-            rank = np.where(np.isnan(v), np.inf, v)
+            v = pc.cast(table.column(self.rank_by), pa.float64()).to_numpy(zero_copy_only=False)  # null: NaN
+            rank = np.where(np.isnan(v), np.inf, -v if self.descending else v)  # missing values come last
         elif self.rank_by == "random":
             rank = uid_draws(uids, self.seed)
         else:  # centre; rows without a vector have no centre: a seeded draw orders them
