@@ -73,11 +73,13 @@ def print_truth_table(title: str, rows: list[dict], kind_col: str = "noise", key
     out_console.print(table)
 
 
-def print_funnel(manifest: dict, console: Console = out_console) -> None:
-    """Rows in, kept, and dropped/failed per stage and reason."""
-    c = manifest.get("counts") or {}
-    rows = c.get("rows", 0)
-    table = Table(title=f"funnel: {manifest.get('name', '')}", show_lines=False)
+def print_funnel(manifest, console: Console = out_console) -> None:
+    """Rows in, kept, and dropped/failed per stage and reason (of a curate.io.manifest.Manifest)."""
+    from curate.io.manifest import Counts
+
+    c = manifest.counts or Counts()
+    rows = c.rows
+    table = Table(title=f"funnel: {manifest.name}", show_lines=False)
     table.add_column("outcome")
     table.add_column("stage/reason")
     table.add_column("rows", justify="right")
@@ -86,16 +88,16 @@ def print_funnel(manifest: dict, console: Console = out_console) -> None:
     def pct(n):
         return f"{100 * n / rows:.1f}" if rows else "-"
 
-    derived = c.get("derived") or 0  # rows a stage derived from input rows (video clips)
+    derived = c.derived or 0  # rows a stage derived from input rows (video clips)
     if derived:
         rows -= derived
         table.add_row("input", "", str(rows), "100.0")
         table.add_row("derived", "(clips: % of input rows)", str(derived), pct(derived))
     else:
         table.add_row("input", "", str(rows), "100.0")
-    table.add_row("[green]kept[/]", "", str(c.get("kept", 0)), pct(c.get("kept", 0)))
-    for status in ("dropped", "failed"):
-        for key, n in sorted((c.get(status) or {}).items(), key=lambda kv: -kv[1]):
+    table.add_row("[green]kept[/]", "", str(c.kept), pct(c.kept))
+    for status, by_reason in (("dropped", c.dropped), ("failed", c.failed)):
+        for key, n in sorted(by_reason.items(), key=lambda kv: -kv[1]):
             table.add_row(status, key, str(n), pct(n))
     console.print(table)
 
@@ -258,12 +260,6 @@ def refilter(
     manifest = run_refilter(out, where, output)
     print_funnel(manifest)
     out_console.print(f"run directory: {output}", highlight=False)
-    try:
-        from curate.report import write_report
-
-        write_report(Path(output))
-    except Exception as err:  # noqa: BLE001 - the report is a view; the data is already written
-        err_console.print(f"could not write the report: {err}", highlight=False)
 
 
 @app.command()
@@ -279,7 +275,7 @@ def reshard(
         manifest = run_reshard(out, samples_per_shard, output)
     except OutputError as err:
         raise UserError(str(err)) from None
-    out_console.print(f"{manifest['counts']['kept']} kept samples in {len(manifest['parts'])} shards: {output}",
+    out_console.print(f"{manifest.counts.kept} kept samples in {len(manifest.parts)} shards: {output}",
                       highlight=False)
 
 

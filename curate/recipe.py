@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from curate import schema
+from curate import plugins, schema
 from curate.io.reader import InputSpec
 from curate.stage import Job, Step, load_builtin_steps
 
@@ -170,7 +170,7 @@ class Recipe(BaseModel):
         for step, sched in zip(self.steps, self.scheduling):
             cfg = step.model_dump(mode="json")
             cfg.update(sched.model_dump(exclude_none=True))
-            stages.append({step.name: cfg})
+            stages.append({plugins.ref_of(type(step)): cfg})
         return {"name": self.name, "modality": self.modality, "input": self.input.model_dump(),
                 "output": self.output.model_dump(), "ray": self.ray.model_dump(exclude_none=True), "stages": stages}
 
@@ -294,6 +294,21 @@ def load_recipe(ref: str, overrides: list[str] | tuple[str, ...] = (), input_pat
     return build_recipe(data, source=str(path))
 
 
+def saved_recipe(path: str | Path) -> dict[str, Any]:
+    """A run's saved recipe.yaml, resolved through today's schema (to_dict shape).
+
+    A run directory outlives the curate version that wrote it: settings added since (input.image_col, a new
+    stage option) get their defaults here, so resuming compares what the recipes mean, not which keys the
+    older version knew to write. Settings that no longer exist raise RecipeError."""
+    try:
+        data = load_yaml(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, _YamlLimit) as err:
+        raise RecipeError(f"cannot read {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path} is not a recipe mapping")
+    return build_recipe(data, source=str(path)).to_dict()
+
+
 def build_recipe(data: dict, source: str = "<dict>") -> Recipe:
     unknown = set(data) - {"name", "modality", "input", "output", "ray", "stages", "description"}
     if unknown:
@@ -316,33 +331,19 @@ def build_recipe(data: dict, source: str = "<dict>") -> Recipe:
         raise RecipeError("recipe: `stages` must be a non-empty list")
     steps, scheds = [], []
     available = set(schema.CORE_COLUMNS)
+    declared = {col: (typ, "the core schema") for col, typ in schema.CORE_COLUMNS.items()}
     for i, entry in enumerate(entries):
-        if isinstance(entry, str):
-            entry = {entry: {}}
-        if not isinstance(entry, dict) or len(entry) != 1:
-            raise RecipeError(f"stages[{i}]: each stage is a one-key mapping like `- download: {{timeout_s: 10}}`")
-        (name, cfg), = entry.items()
-        if cfg is not None and not isinstance(cfg, dict):
-            raise RecipeError(f"stages[{i}] {name}: its settings must be a mapping, got {cfg!r}")
-        cfg = dict(cfg or {})
-        bad = [k for k in cfg if not isinstance(k, str)]
-        if bad:
-            raise RecipeError(f"stages[{i}] {name}: setting name {bad[0]!r} is not a string (quote YAML words like on/off/yes/no)")
-        if name not in registry:
-            raise RecipeError(f"stages[{i}]: unknown stage {name!r} (known: {', '.join(sorted(registry))})")
-        sched = {k: cfg.pop(k) for k in SCHEDULING_KEYS if k in cfg}
-        _refuse_non_finite(cfg, f"stages[{i}] {name}")  # before the stage's own validators see it
-        try:
-            step = registry[name](**cfg)
-            sch = Scheduling(**sched)
-        except ValidationError as err:
-            raise RecipeError(_one_line(err, f"stages[{i}] {name}")) from None
-        _refuse_non_finite(step.model_dump(), f"stages[{i}] {name}")
+        step, sch = _build_step(i, entry, registry)
         missing = [c for c in step.needs() if c not in available]
         if missing:
             writers = [n for n, c in registry.items() if missing[0] in c.writes]
             hint = f" (add {' or '.join(repr(w) for w in writers)} before it)" if writers else ""
-            raise RecipeError(f"stages[{i}] {name}: needs column {missing[0]!r}, which no earlier stage writes{hint}")
+            raise RecipeError(f"stages[{i}] {step.name}: needs column {missing[0]!r}, which no earlier stage writes{hint}")
+        for col, typ in step.writes.items():  # one row schema: a column keeps its type (a user stage may clash)
+            if declared.setdefault(col, (typ, step.name))[0] != typ:
+                typ0, by = declared[col]
+                raise RecipeError(f"stages[{i}] {step.name}: writes column {col!r} as {typ}, but {by} declares it "
+                                  f"as {typ0}; a column keeps one type (name yours differently)")
         available |= set(step.writes)
         steps.append(step)
         scheds.append(sch)
@@ -354,6 +355,55 @@ def build_recipe(data: dict, source: str = "<dict>") -> Recipe:
                       ray=ray_cfg, steps=steps, scheduling=scheds, source=source)
     except ValidationError as err:
         raise RecipeError(_one_line(err, "recipe")) from None
+
+
+def _build_step(i: int, entry, registry: dict) -> tuple[Step, Scheduling]:
+    """One validated step and its scheduling from a `stages` entry: a name, a one-key mapping
+    `{name or module:Class: settings}`, a Step object, or a (Step object, scheduling mapping) pair."""
+    if isinstance(entry, Step) or (isinstance(entry, tuple) and entry and isinstance(entry[0], Step)):
+        step, sched = (entry, {}) if isinstance(entry, Step) else (entry[0], entry[1] if len(entry) > 1 else {})
+        if len(entry if isinstance(entry, tuple) else ()) > 2 or not isinstance(sched, dict):
+            raise RecipeError(f"stages[{i}] {step.name}: pair a stage object with a mapping of scheduling keys only")
+        try:
+            plugins.checked(type(step), f"stages[{i}] {type(step).__qualname__}", keep=False)
+        except plugins.StageLookupError as err:
+            raise RecipeError(str(err)) from None
+        _refuse_non_finite(step.model_dump(), f"stages[{i}] {step.name}")
+        return step, _scheduling(i, step.name, sched)
+    if isinstance(entry, str):
+        entry = {entry: {}}
+    if not isinstance(entry, dict) or len(entry) != 1:
+        raise RecipeError(f"stages[{i}]: each stage is a one-key mapping like `- download: {{timeout_s: 10}}`")
+    (name, cfg), = entry.items()
+    if not isinstance(name, str):
+        raise RecipeError(f"stages[{i}]: stage name {name!r} is not a string")
+    if cfg is not None and not isinstance(cfg, dict):
+        raise RecipeError(f"stages[{i}] {name}: its settings must be a mapping, got {cfg!r}")
+    cfg = dict(cfg or {})
+    bad = [k for k in cfg if not isinstance(k, str)]
+    if bad:
+        raise RecipeError(f"stages[{i}] {name}: setting name {bad[0]!r} is not a string (quote YAML words like on/off/yes/no)")
+    try:
+        cls = plugins.resolve(name, registry)
+    except plugins.StageLookupError as err:
+        raise RecipeError(f"stages[{i}]: {err}") from None
+    sched = {k: cfg.pop(k) for k in SCHEDULING_KEYS if k in cfg}
+    _refuse_non_finite(cfg, f"stages[{i}] {name}")  # before the stage's own validators see it
+    try:
+        step = cls(**cfg)
+    except ValidationError as err:
+        raise RecipeError(_one_line(err, f"stages[{i}] {name}")) from None
+    _refuse_non_finite(step.model_dump(), f"stages[{i}] {name}")
+    return step, _scheduling(i, name, sched)
+
+
+def _scheduling(i: int, name: str, sched: dict) -> Scheduling:
+    try:
+        return Scheduling(**sched)
+    except ValidationError as err:
+        raise RecipeError(_one_line(err, f"stages[{i}] {name}")) from None
+    except TypeError as err:
+        raise RecipeError(f"stages[{i}] {name}: scheduling keys must be strings ({err})") from None
 
 
 def segments(recipe: Recipe) -> tuple[list[list[int]], list[int]]:

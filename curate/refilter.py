@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import tarfile
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -21,6 +20,7 @@ import pyarrow.parquet as pq
 from curate import schema
 from curate.catalog import CatalogError, _only_selects, connect
 from curate.io import atomic
+from curate.io.manifest import Manifest, ManifestError, now
 from curate.io.rundir import RunDir
 
 STAGE, REASON = "refilter", "refilter_where"
@@ -61,13 +61,16 @@ def _copy_members(src_tar: Path, dst_tar: Path, keys: set[str]) -> int:
     return n
 
 
-def refilter(src: str | Path, where: str, dst: str | Path) -> dict:
-    """Write OUT2 = OUT with kept rows failing `where` dropped; returns OUT2's manifest."""
+def refilter(src: str | Path, where: str, dst: str | Path, report: bool = True) -> Manifest:
+    """Write OUT2 = OUT with kept rows failing `where` dropped (and its report); returns OUT2's manifest."""
     src_run, dst_run = RunDir(src), RunDir(dst)
     if not src_run.exists():
         raise RefilterError(f"{src_run.root} holds no run (no manifest.json)")
-    manifest = src_run.load_manifest()
-    if manifest.get("status") != "complete":
+    try:
+        manifest = src_run.load_manifest()
+    except ManifestError as err:
+        raise RefilterError(str(err)) from None
+    if not manifest.complete:
         raise RefilterError(f"the run in {src_run.root} is not complete; finish it with `curate run --resume` first")
     if dst_run.root.resolve() == src_run.root.resolve():
         raise RefilterError("--output must be a new folder: refilter never changes the run it reads")
@@ -99,16 +102,13 @@ def refilter(src: str | Path, where: str, dst: str | Path) -> dict:
         for extra in ("recipe.yaml",):
             if (src_run.root / extra).exists():
                 shutil.copy(src_run.root / extra, tmp_root / extra)
-        meta = pq.ParquetDataset(str(tmp.meta)).read(columns=["status", "stage", "reason", "shard"])
-        c = schema.counts(meta)
-        tmp.write_sizes()
-        out = {**manifest, "status": "complete", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-               "refilter": {"from": str(src_run.root.resolve()), "where": where, "dropped": len(drop)},
-               "counts": {"rows": meta.num_rows, "kept": sum(c[schema.OK].values()),
-                          "dropped": c[schema.DROPPED], "failed": c[schema.FAILED]}}
-        if out["counts"]["rows"] != (manifest.get("counts") or {}).get("rows", meta.num_rows):
-            raise RefilterError(f"row count changed ({out['counts']['rows']} != {manifest['counts']['rows']})")
-        tmp.save_manifest(out)
+        out = manifest.model_copy(deep=True)
+        out.created = now()
+        out.refilter = {"from": str(src_run.root.resolve()), "where": where, "dropped": len(drop)}
+        tmp.finalize(out, report=False)  # the report is drawn once OUT2 is in place
+        before = manifest.counts.rows if manifest.counts else out.counts.rows
+        if out.counts.rows != before:
+            raise RefilterError(f"row count changed ({out.counts.rows} != {before})")
         if dst_run.root.exists():
             dst_run.root.rmdir()  # empty (checked above)
         tmp_root.rename(dst_run.root)
@@ -116,4 +116,6 @@ def refilter(src: str | Path, where: str, dst: str | Path) -> dict:
     except BaseException:
         shutil.rmtree(tmp_root, ignore_errors=True)
         raise
+    if report:
+        dst_run.write_report()
     return out

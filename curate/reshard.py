@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import tarfile
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,6 +18,7 @@ import pyarrow.parquet as pq
 
 from curate import schema
 from curate.io import atomic
+from curate.io.manifest import Batch, Manifest, ManifestError, PartInfo, now
 from curate.io.rundir import RunDir
 
 
@@ -26,12 +26,15 @@ class OutputError(Exception):
     """A problem with a run directory given to reshard/export; one line for the user."""
 
 
-def complete_run(src: str | Path) -> tuple[RunDir, dict]:
+def complete_run(src: str | Path) -> tuple[RunDir, Manifest]:
     run = RunDir(src)
     if not run.exists():
         raise OutputError(f"{run.root} holds no run (no manifest.json)")
-    manifest = run.load_manifest()
-    if manifest.get("status") != "complete":
+    try:
+        manifest = run.load_manifest()
+    except ManifestError as err:
+        raise OutputError(str(err)) from None
+    if not manifest.complete:
         raise OutputError(f"the run in {run.root} is not complete; finish it with `curate run --resume` first")
     return run, manifest
 
@@ -63,7 +66,7 @@ class _Writer:
         self.taken[-1][2].append(i)
         self.kept += 1
 
-    def close(self) -> dict:
+    def close(self) -> PartInfo:
         self.tar.close()
         self.ctx.__exit__(None, None, None)
         vectors = []
@@ -82,10 +85,10 @@ class _Writer:
             t = t.sort_by([("row", "ascending")])
             atomic.write_parquet(t, self.run.meta_part(self.k))
             rows = t.num_rows
-        return {"rows": rows, "kept": self.kept, "batch": 0, "committed": True}
+        return PartInfo(rows=rows, kept=self.kept, batch=0, committed=True)
 
 
-def reshard(src: str | Path, samples_per_shard: int, dst: str | Path) -> dict:
+def reshard(src: str | Path, samples_per_shard: int, dst: str | Path) -> Manifest:
     """Write OUT2 = OUT with kept samples in shards of `samples_per_shard`; returns OUT2's manifest."""
     if samples_per_shard < 1:
         raise OutputError("--samples-per-shard must be at least 1")
@@ -95,7 +98,7 @@ def reshard(src: str | Path, samples_per_shard: int, dst: str | Path) -> dict:
     shutil.rmtree(tmp_root, ignore_errors=True)
     tmp = RunDir(tmp_root)
     (tmp_root / "shards").mkdir(parents=True)
-    parts_out: dict[str, dict] = {}
+    parts_out: dict[int, PartInfo] = {}
     try:
         w = _Writer(tmp, 0)
         for meta_path in sorted(src_run.meta.glob("part-*.parquet")):
@@ -115,7 +118,7 @@ def reshard(src: str | Path, samples_per_shard: int, dst: str | Path) -> dict:
                             continue
                         if key != current:
                             if w.kept == samples_per_shard:
-                                parts_out[str(w.k)] = w.close()
+                                parts_out[w.k] = w.close()
                                 w = _Writer(tmp, w.k + 1)
                             current = key
                             copied += 1
@@ -124,18 +127,18 @@ def reshard(src: str | Path, samples_per_shard: int, dst: str | Path) -> dict:
             if copied != len(row_of):
                 raise OutputError(f"{src_run.shard(k)} holds {copied} of its {len(row_of)} kept samples; "
                                   "run `curate validate` on it")
-        parts_out[str(w.k)] = w.close()
+        parts_out[w.k] = w.close()
         if (src_run.root / "recipe.yaml").exists():
             shutil.copy(src_run.root / "recipe.yaml", tmp_root / "recipe.yaml")
-        tmp.write_sizes()
         rows_in = sum(pq.read_metadata(p).num_rows for p in src_run.meta.glob("part-*.parquet"))
-        rows_out = sum(p["rows"] for p in parts_out.values())
+        rows_out = sum(p.rows for p in parts_out.values())
         if rows_in != rows_out:
             raise OutputError(f"row count changed ({rows_out} != {rows_in}); nothing was written")
-        out = {**manifest, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "parts": parts_out,
-               "batches": [{"kind": "reshard", "status": "complete", "parts": [0, len(parts_out) - 1], "rows": rows_out}],
-               "reshard": {"from": str(src_run.root.resolve()), "samples_per_shard": samples_per_shard}}
-        tmp.save_manifest(out)
+        out = manifest.model_copy(deep=True, update={
+            "created": now(), "parts": parts_out,
+            "batches": [Batch(kind="reshard", status="complete", parts=[0, len(parts_out) - 1], rows=rows_out)],
+            "reshard": {"from": str(src_run.root.resolve()), "samples_per_shard": samples_per_shard}})
+        tmp.finalize(out, report=False)  # counts (unchanged: the same rows), sizes.json of the new shards
         if dst.exists():
             dst.rmdir()
         tmp_root.rename(dst)

@@ -29,12 +29,13 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import yaml
 
-from curate import schema
+from curate import plugins, schema
 from curate.io import atomic, reader
-from curate.io.rundir import MANIFEST_FORMAT, RunDir, versions
+from curate.io.manifest import Batch, InputInfo, Manifest, ManifestError, PartInfo, recipe_hash
+from curate.io.rundir import RunDir, versions
 from curate.dedup import graph
 from curate.io.shard_writer import write_part
-from curate.recipe import Recipe, Scheduling, segments
+from curate.recipe import Recipe, RecipeError, Scheduling, saved_recipe, segments
 from curate.stage import Job, Stage, apply_decisions, fit_sample, prepare_records, reduce_records
 
 log = logging.getLogger("curate")
@@ -314,8 +315,11 @@ def _check_reachable(address: str) -> None:
 
 
 @contextmanager
-def ray_session(address: str | None, num_cpus: int | None = None, object_store_mb: int | None = None):
-    """Connect to `address` (or RAY_ADDRESS), reuse an initialised Ray, or start a local one."""
+def ray_session(address: str | None, num_cpus: int | None = None, object_store_mb: int | None = None,
+                runtime_env: dict | None = None):
+    """Connect to `address` (or RAY_ADDRESS), reuse an initialised Ray, or start a local one. `runtime_env`
+    (e.g. py_modules of user stages) applies when this call starts or connects Ray; a Ray the caller
+    initialised keeps its own."""
     import ray
 
     started = False
@@ -323,6 +327,8 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
         address = address or os.environ.get("RAY_ADDRESS") or None
         kwargs = dict(include_dashboard=False, logging_level=logging.WARNING,
                       log_to_driver=bool(os.environ.get("CURATE_RAY_LOGS")), configure_logging=True)
+        if runtime_env:
+            kwargs["runtime_env"] = runtime_env
         try:
             if address:
                 _check_reachable(address)
@@ -358,11 +364,16 @@ class Runner:
     """Executes a validated recipe into a run directory, resumably."""
 
     def __init__(self, recipe: Recipe, *, ray_address: str | None = None,
-                 on_progress: Callable[[str, int, int], None] | None = None):
+                 on_progress: Callable[[str, int, int], None] | None = None, runtime_env: dict | None = None):
         self.recipe = recipe
+        # user stages' packages travel to the Ray workers, which unpickle the stages by importing them
+        self.runtime_env = plugins.runtime_env_for(recipe.steps, runtime_env)
         if not recipe.output.path:
             raise RunError("no output folder: pass --output DIR or set output.path in the recipe")
-        self.run = RunDir(recipe.output.path)
+        # Ray workers do not share the driver's working directory (an existing cluster, RAY_ADDRESS), so a
+        # relative local output folder is made absolute here, once, for every path derived from it.
+        root = recipe.output.path
+        self.run = RunDir(root if "://" in str(root) else os.path.abspath(root))
         self.ray_address = ray_address
         self.on_progress = on_progress or (lambda label, done, total: None)
         self.segs, self.jobs = segments(recipe)
@@ -385,7 +396,13 @@ class Runner:
         return spec
 
     def _saved_recipe_matches(self) -> None:
-        saved = yaml.safe_load(self.run.recipe.read_text())
+        """Refuse to resume with another recipe. The saved recipe is read back through today's schema first,
+        so settings added since the run started (with their defaults) do not count as a change."""
+        try:
+            saved = saved_recipe(self.run.recipe)
+        except RecipeError as err:
+            raise RunError(f"the recipe this run started with ({self.run.recipe}) cannot be read by this version "
+                           f"({err}); finish it with the curate version that started it, or start a new --output") from None
         now = self.recipe.to_dict()
         for d in (saved, now):
             d.get("input", {}).pop("path", None)
@@ -402,17 +419,17 @@ class Runner:
     def _named_files(self) -> dict:
         return {p: self._identity(reader.fingerprint(Path(p))) for p in self.recipe.named_files()}
 
-    def _named_files_match(self, manifest: dict) -> None:
+    def _named_files_match(self, manifest: Manifest) -> None:
         """Refuse to resume over a changed input list or a changed file the recipe names (a retrained
         checkpoint under the same path would score half the parts with another model)."""
-        saved = manifest.get("input") or {}
+        saved = manifest.input.model_dump()
         spec = self.recipe.input_spec()
-        if saved and spec.path and "files" in saved:
+        if spec.path and manifest.input.files is not None:
             now = reader.fingerprint(spec.path)
             if self._identity(now) != self._identity(saved):
                 raise RunError(f"the input {spec.path} changed since this run started (or is another input); "
                                "resume with the same input or start a new --output")
-        before = manifest.get("named_files")
+        before = manifest.named_files
         if before is None:  # runs from before this check
             return
         now = self._named_files()
@@ -423,16 +440,22 @@ class Runner:
                                "files, or start a new --output")
 
     # -- entry points -----------------------------------------------------------------------------------
-    def start(self, resume: bool = False) -> dict:
+    def _load_manifest(self) -> Manifest:
+        try:
+            return self.run.load_manifest()
+        except ManifestError as err:
+            raise RunError(str(err)) from None
+
+    def start(self, resume: bool = False) -> Manifest:
         run = self.run
         if run.exists():
-            manifest = run.load_manifest()
+            manifest = self._load_manifest()
             if not resume:
-                raise RunError(f"{run.root} already holds a run ({manifest.get('status')}); pass --resume to "
+                raise RunError(f"{run.root} already holds a run ({manifest.status}); pass --resume to "
                                "finish it, or choose another --output")
             self._saved_recipe_matches()
             self._named_files_match(manifest)
-            if manifest.get("status") == "complete":
+            if manifest.complete:
                 return manifest
             return self._execute(manifest)
         if resume:
@@ -465,40 +488,38 @@ class Runner:
             for p in root.iterdir():
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
-    def _start_fresh(self, spec: reader.InputSpec) -> dict:
+    def _start_fresh(self, spec: reader.InputSpec) -> Manifest:
         run = self.run
-        manifest = {
-            "format": MANIFEST_FORMAT, "status": "running", "name": self.recipe.name,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(),
-            "input": reader.fingerprint(spec.path), "named_files": self._named_files(),
-            "batches": [], "parts": {}, "timings": {},
-        }
+        recipe_yaml = yaml.safe_dump(self.recipe.to_dict(), sort_keys=False).encode()
+        manifest = Manifest(name=self.recipe.name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                            recipe_sha256=recipe_hash(recipe_yaml), versions=versions(),
+                            input=InputInfo(**reader.fingerprint(spec.path)), named_files=self._named_files(),
+                            batches=[Batch(kind="run", status="splitting")])
         run.root.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(run.recipe, yaml.safe_dump(self.recipe.to_dict(), sort_keys=False).encode())
-        manifest["batches"].append({"kind": "run", "status": "splitting"})
+        atomic.write_bytes(run.recipe, recipe_yaml)
         run.save_manifest(manifest)
         return self._execute(manifest)
 
-    def retry_failed(self) -> dict:
+    def retry_failed(self) -> Manifest:
         """Re-run the rows of an existing run whose status is failed, as new parts of the same run."""
         run = self.run
         if not run.exists():
             raise RunError(f"--retry-failed: {run.root} holds no run")
-        manifest = run.load_manifest()
-        if manifest.get("status") != "complete":
+        manifest = self._load_manifest()
+        if not manifest.complete:
             raise RunError(f"--retry-failed: the run in {run.root} is not complete; finish it with --resume first")
         meta = self._meta_dataset()
         failed = meta.to_table(filter=pads.field("status") == schema.FAILED)
         if schema.PARENT_COLUMN in failed.column_names:  # derived rows (clips) come back only with their source
             failed = failed.filter(pc.is_null(failed.column(schema.PARENT_COLUMN)))
         if failed.num_rows == 0:
-            manifest["note"] = "retry-failed: no failed rows"
+            manifest.note = "retry-failed: no failed rows"
             return manifest
         keep = [c for c in failed.column_names if c in schema.CORE_COLUMNS and c not in
                 ("status", "stage", "reason", "error", "shard", "key", "part")]
-        keep += [c for c in manifest.get("extra_columns", {}) if c in failed.column_names]
+        keep += [c for c in manifest.extra_columns if c in failed.column_names]
         failed = failed.select(keep).sort_by([("row", "ascending"), ("uid", "ascending")])
-        first = max(int(k) for k in manifest["parts"]) + 1
+        first = manifest.next_part()
         per = self.recipe.output.samples_per_shard
         sizes = []
         for i in range(0, failed.num_rows, per):
@@ -507,33 +528,34 @@ class Runner:
             chunk = chunk.append_column("part", pa.array([k] * chunk.num_rows, pa.int32()))
             atomic.write_parquet(chunk, run.input_part(k))
             sizes.append(chunk.num_rows)
-        batch_no = len(manifest["batches"])
+        batch_no = len(manifest.batches)
         for j, n in enumerate(sizes):
-            manifest["parts"][str(first + j)] = {"rows": n, "batch": batch_no}
-        manifest["batches"].append({"kind": "retry-failed", "status": "running", "parts": [first, first + len(sizes) - 1],
-                                    "rows": failed.num_rows, "recipe": self.recipe.to_dict()})
-        manifest["status"] = "running"
+            manifest.parts[first + j] = PartInfo(rows=n, batch=batch_no)
+        manifest.batches.append(Batch(kind="retry-failed", status="running", parts=[first, first + len(sizes) - 1],
+                                      rows=failed.num_rows, recipe=self.recipe.to_dict()))
+        manifest.status = "running"
         atomic.write_bytes(run.work / "input" / "_SUCCESS", b"")
         run.save_manifest(manifest)
         return self._execute(manifest)
 
     # -- execution ----------------------------------------------------------------------------------------
-    def _run_schema(self, manifest: dict) -> pa.Schema:
+    def _run_schema(self, manifest: Manifest) -> pa.Schema:
         cols = dict(self.recipe.stage_columns())
-        if manifest.get("extra_schema"):
-            saved = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(manifest["extra_schema"])))
+        if manifest.extra_schema:
+            saved = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(manifest.extra_schema)))
             for field in saved:
                 cols.setdefault(field.name, field.type)
-        for name, typ in manifest.get("extra_columns", {}).items():
+        for name, typ in manifest.extra_columns.items():
             cols.setdefault(name, _type_from_str(typ))
         return schema.run_schema(cols)
 
-    def _execute(self, manifest: dict) -> dict:
+    def _execute(self, manifest: Manifest) -> Manifest:
         run = self.run
         atomic.remove_stale_tmp(run.root)
-        batch = manifest["batches"][-1]
-        with ray_session(self.ray_address, self.recipe.ray.num_cpus, self.recipe.ray.object_store_memory_mb) as ray:
-            if batch["status"] == "splitting":
+        batch = manifest.current_batch
+        with ray_session(self.ray_address, self.recipe.ray.num_cpus, self.recipe.ray.object_store_memory_mb,
+                         self.runtime_env) as ray:
+            if batch.status == "splitting":
                 t0 = time.time()
                 spec = self.recipe.input_spec()
                 try:
@@ -541,18 +563,18 @@ class Runner:
                 except reader.InputError as err:
                     shutil.rmtree(run.root)  # nothing was produced yet: leave no half-made run behind
                     raise RunError(str(err)) from None
-                manifest["parts"] = {str(k): {"rows": n, "batch": 0} for k, n in enumerate(sizes)}
-                manifest["extra_columns"] = {n: str(t) for n, t in extras.items()}
+                manifest.parts = {k: PartInfo(rows=n, batch=0) for k, n in enumerate(sizes)}
+                manifest.extra_columns = {n: str(t) for n, t in extras.items()}
                 # nested types (document segments, OBELICS texts/images lists) do not survive str(type)
-                manifest["extra_schema"] = base64.b64encode(pa.schema(list(extras.items())).serialize().to_pybytes()).decode()
-                manifest["input"]["rows"] = sum(sizes)
-                batch.update(status="running", parts=[0, len(sizes) - 1], rows=sum(sizes))
-                manifest["timings"]["split"] = round(time.time() - t0, 3)
+                manifest.extra_schema = base64.b64encode(pa.schema(list(extras.items())).serialize().to_pybytes()).decode()
+                manifest.input.rows = sum(sizes)
+                batch.status, batch.parts, batch.rows = "running", [0, len(sizes) - 1], sum(sizes)
+                manifest.timings["split"] = round(time.time() - t0, 3)
                 atomic.write_bytes(run.work / "input" / "_SUCCESS", b"")
                 run.save_manifest(manifest)
             run_schema = self._run_schema(manifest)
-            lo, hi = batch["parts"]
-            parts = {k: manifest["parts"][str(k)]["rows"] for k in range(lo, hi + 1)}
+            lo, hi = batch.parts
+            parts = {k: manifest.parts[k].rows for k in range(lo, hi + 1)}
             prior = self._prior(lo)
             for s, seg in enumerate(self.segs):
                 final = s == len(self.segs) - 1
@@ -564,36 +586,25 @@ class Runner:
                     if setup is None:
                         raise
                     raise RunError(f"{setup}; fix the recipe and finish with --resume") from None
-                manifest["timings"][f"segment{s}"] = round(manifest["timings"].get(f"segment{s}", 0) + time.time() - t0, 3)
+                manifest.add_timing(f"segment{s}", time.time() - t0)
                 if not final:
                     t0 = time.time()
                     info = self._run_job(ray, s, parts, prior)
-                    manifest.setdefault("jobs", {})[f"job{s}:{self.recipe.steps[self.jobs[s]].name}"] = info
-                    manifest["timings"][f"job{s}:{self.recipe.steps[self.jobs[s]].name}"] = round(time.time() - t0, 3)
+                    manifest.jobs[f"job{s}:{self.recipe.steps[self.jobs[s]].name}"] = info
+                    manifest.timings[f"job{s}:{self.recipe.steps[self.jobs[s]].name}"] = round(time.time() - t0, 3)
                 run.save_manifest(manifest)
         self._reconcile()
-        batch["status"] = "complete"
-        manifest["status"] = "complete"
-        manifest["counts"] = self.counts()
-        self._write_sizes()
-        run.save_manifest(manifest)
-        if not self.recipe.output.keep_work:
+        if not self.recipe.output.keep_work:  # every part is committed: nothing left to resume from
             shutil.rmtree(run.work, ignore_errors=True)
-        self.write_report()
+        run.finalize(manifest)  # counts, sizes.json, status complete, report.html
         return manifest
 
     def write_report(self, extra_sections: list | None = None) -> Path | None:
         """The HTML report is a view of finished data: failing to draw it never fails the run."""
-        try:
-            from curate.report import write_report
-
-            return write_report(self.run.root, extra_sections)
-        except Exception as err:  # noqa: BLE001
-            log.warning("could not write %s: %s", self.run.report, err)
-            return None
+        return self.run.write_report(extra_sections)
 
     def _run_segment(self, ray, s: int, seg: list[int], final: bool, parts: dict[int, int],
-                     run_schema: pa.Schema, manifest: dict) -> None:
+                     run_schema: pa.Schema, manifest: Manifest) -> None:
         run = self.run
         done_path = run.meta_part if final else (lambda k: run.segment_part(s, k))
         pending = [k for k in parts if not done_path(k).exists()]
@@ -619,7 +630,8 @@ class Runner:
         for row in ds.iter_rows():
             done += 1
             if final:
-                manifest["parts"][str(row["part"])].update(kept=row["kept"], failed=row["failed"], committed=True)
+                info = manifest.parts[row["part"]]
+                info.kept, info.failed, info.committed = row["kept"], row["failed"], True
                 if time.time() - last_save > 2:
                     run.save_manifest(manifest)
                     last_save = time.time()
@@ -787,19 +799,9 @@ class Runner:
                     raise RunError(f"part {k} holds a kept sample that a later part also holds; run `curate validate`")
                 atomic.write_parquet(part.filter(pa.array([not d for d in drop])), self.run.meta_part(k))
 
-    def _write_sizes(self) -> None:
-        """sizes.json ({"000000.tar": n}): lets WebDataset trainers count samples (out/, not shards/)."""
-        self.run.write_sizes()
-
-    def counts(self) -> dict:
-        ds = self._meta_dataset()
-        t = ds.to_table(columns=["status", "stage", "reason"])
-        c = schema.counts(t)
-        out = {"rows": t.num_rows, "kept": sum(c[schema.OK].values()),
-               "dropped": c[schema.DROPPED], "failed": c[schema.FAILED]}
-        if schema.PARENT_COLUMN in ds.schema.names:  # rows = input rows + rows derived from them (clips)
-            out["derived"] = t.num_rows - schema.input_rows(ds.to_table(columns=[schema.PARENT_COLUMN]))
-        return out
+    def counts(self):
+        """The funnel counted from meta/ (RunDir.counts)."""
+        return self.run.counts()
 
 
 def _type_from_str(name: str) -> pa.DataType:

@@ -12,10 +12,39 @@ from collections import defaultdict
 from pathlib import Path
 
 import pyarrow.dataset as pads
+import yaml
+
 from curate.images import decode as decode_image
+from curate.io import members as sample_members
+from curate.io.manifest import ManifestError
 from curate.io.rundir import RunDir
 
 IMAGE_EXTS = {"jpg", "jpeg", "png", "webp", "gif"}
+
+
+def caption_policy(run: RunDir) -> str:
+    """output.caption_policy of the recipe the run was made with (the default where recipe.yaml does not say)."""
+    try:
+        recipe = yaml.safe_load(run.recipe.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return sample_members.DEFAULT_POLICY
+    policy = ((recipe.get("output") if isinstance(recipe, dict) else None) or {}).get("caption_policy")
+    return policy if policy in sample_members.CAPTION_POLICIES else sample_members.DEFAULT_POLICY
+
+
+def _check_text(where: str, row: dict, members: dict[str, bytes], policy: str) -> list[str]:
+    """The sample's text members and json caption_source against what the caption policy says they hold."""
+    problems = []
+    expect = sample_members.text_members(row, policy)
+    for ext, text in expect.items():
+        if ext not in members:
+            problems.append(f"{where}: no .{ext} member")
+        elif members[ext].decode("utf-8", "replace") != text:
+            col = sample_members.text_column(row, ext, policy)
+            problems.append(f"{where}: .{ext} differs from meta {col} (caption_policy {policy})")
+    for ext in sorted(set(members) & set(sample_members.EXTRA_TEXT_MEMBERS.values()) - set(expect)):
+        problems.append(f"{where}: .{ext} member, which caption_policy {policy} does not write")
+    return problems
 
 
 def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tuple[list[str], dict]:
@@ -24,9 +53,13 @@ def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tu
     problems: list[str] = []
     if not run.exists():
         return [f"{run.root}: no manifest.json (not a curate run directory)"], {}
-    manifest = run.load_manifest()
-    if manifest.get("status") != "complete":
-        problems.append(f"run status is {manifest.get('status')!r}, not 'complete' (finish it with --resume)")
+    try:
+        manifest = run.load_manifest()
+    except ManifestError as err:
+        return [str(err)], {}
+    if not manifest.complete:
+        problems.append(f"run status is {manifest.status!r}, not 'complete' (finish it with --resume)")
+    policy = caption_policy(run)
     parts = sorted(run.meta.glob("part-*.parquet"))
     if not parts:
         return problems + ["no metadata parts"], {}
@@ -39,7 +72,7 @@ def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tu
     dups = [u for u, n in uids.items() if n > 1]
     if dups:
         problems.append(f"{len(dups)} uids appear more than once in meta (e.g. {dups[0]})")
-    expected_rows = manifest.get("input", {}).get("rows")
+    expected_rows = manifest.input.rows
     # rows a stage derived from an input row (video clips) name it in parent_uid and come on top
     derived = [r for r in rows if r.get("parent_uid") is not None]
     if expected_rows is not None and expected_rows != len(rows) - len(derived):
@@ -94,10 +127,7 @@ def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tu
                 bad = probe(members[row["video_format"]])
                 if bad.reason:
                     problems.append(f"{shard}/{key}.{row['video_format']}: does not decode ({bad.reason}: {bad.error})")
-            if "txt" not in members:
-                problems.append(f"{shard}/{key}: no .txt member")
-            elif members["txt"].decode("utf-8", "replace") != (row.get("text") or ""):
-                problems.append(f"{shard}/{key}: .txt differs from meta text")
+            problems += _check_text(f"{shard}/{key}", row, members, policy)
             if "json" not in members:
                 problems.append(f"{shard}/{key}: no .json member")
             else:
@@ -105,6 +135,10 @@ def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tu
                     info = json.loads(members["json"])
                     if info.get("uid") != row["uid"]:
                         problems.append(f"{shard}/{key}: json uid {info.get('uid')} != meta uid {row['uid']}")
+                    source = sample_members.caption_source(row, policy)
+                    if info.get("caption_source") != source:
+                        problems.append(f"{shard}/{key}: json caption_source {info.get('caption_source')!r}, "
+                                        f"caption_policy {policy} says {source!r}")
                 except ValueError:
                     problems.append(f"{shard}/{key}: .json is not valid JSON")
             if decode:

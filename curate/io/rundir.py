@@ -8,14 +8,15 @@ shards/ holds only the tars, so WebDataset readers that list a folder (Hugging F
 from __future__ import annotations
 
 import json
+import logging
 import platform
-import time
 from importlib import metadata
 from pathlib import Path
 
 from curate.io import atomic
+from curate.io.manifest import COMPLETE, Counts, Manifest, ManifestError, now
 
-MANIFEST_FORMAT = 1
+log = logging.getLogger(__name__)
 
 
 class RunDir:
@@ -77,12 +78,56 @@ class RunDir:
     def exists(self) -> bool:
         return self.manifest_path.exists()
 
-    def load_manifest(self) -> dict:
-        return json.loads(self.manifest_path.read_text())
+    def load_manifest(self) -> Manifest:
+        """The run's typed manifest; ManifestError (one line) when manifest.json is unreadable or malformed."""
+        try:
+            text = self.manifest_path.read_bytes()
+        except OSError as err:
+            raise ManifestError(f"cannot read {self.manifest_path}: {err.strerror or err}") from None
+        return Manifest.from_json(text, str(self.manifest_path))
 
-    def save_manifest(self, manifest: dict) -> None:
-        manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        atomic.write_bytes(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=False).encode())
+    def save_manifest(self, manifest: Manifest) -> None:
+        manifest.updated = now()
+        atomic.write_bytes(self.manifest_path, manifest.to_json())
+
+    def counts(self) -> Counts:
+        """The funnel counted from meta/ (rows, kept, dropped and failed by stage/reason, derived rows)."""
+        import pyarrow.dataset as pads
+
+        from curate import schema
+
+        ds = pads.dataset(sorted(str(p) for p in self.meta.glob("part-*.parquet")), format="parquet")
+        t = ds.to_table(columns=["status", "stage", "reason"])
+        c = schema.counts(t)
+        out = Counts(rows=t.num_rows, kept=sum(c[schema.OK].values()), dropped=c[schema.DROPPED],
+                     failed=c[schema.FAILED])
+        if schema.PARENT_COLUMN in ds.schema.names:  # rows = input rows + rows derived from them (clips)
+            out.derived = t.num_rows - schema.input_rows(ds.to_table(columns=[schema.PARENT_COLUMN]))
+        return out
+
+    def finalize(self, manifest: Manifest, report: bool = True, extra_sections: list | None = None) -> Manifest:
+        """Mark a run whose meta/ parts are all committed complete: counts from meta/, sizes.json, the manifest,
+        then the report. One method, so a run, a retry and a refilter finish the same way; the report is a view
+        of finished data, so failing to draw it never fails the run."""
+        manifest.counts = self.counts()
+        self.write_sizes()
+        if manifest.batches:
+            manifest.batches[-1].status = COMPLETE
+        manifest.status = COMPLETE
+        self.save_manifest(manifest)
+        if report:
+            self.write_report(extra_sections)
+        return manifest
+
+    def write_report(self, extra_sections: list | None = None) -> Path | None:
+        """report.html from the finished data; a warning, never an error, when it cannot be drawn."""
+        try:
+            from curate.report import write_report
+
+            return write_report(self.root, extra_sections)
+        except Exception as err:  # noqa: BLE001 - the report is a view; the data is already written
+            log.warning("could not write %s: %s", self.report, err)
+            return None
 
 
 def versions() -> dict[str, str]:

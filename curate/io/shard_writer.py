@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
-import math
 import tarfile
 import time
 
@@ -18,64 +16,11 @@ import pyarrow.compute as pc
 
 from curate import schema
 from curate.io import atomic
+from curate.io.members import CAPTION_POLICIES, sample_members
 from curate.io.rundir import RunDir
 
-# columns that never go into the per-sample json (payload, bookkeeping that the tar name already says)
-_JSON_SKIP = schema.PAYLOAD_COLUMNS | schema.SIDECAR_COLUMNS | {"status", "stage", "reason", "error", "shard", "key", "part", "modality"}
-_TEXT_MEMBERS = {"recaption": "recap.txt"}
-
-# What a sample's .txt holds when a `recaption` column exists (output.caption_policy in the recipe):
-#   original  - the original text only
-#   recaption - the synthetic caption, the original text where there is none
-#   both      - the original in .txt and the synthetic caption in .recap.txt (the default)
-#   fuse      - the LLM-merged caption (`fused_caption`, stage fuse_captions); the original where there is
-#               none, the synthetic caption where the original is empty too
-# The per-sample json always carries every caption column, so no policy loses information.
-CAPTION_POLICIES = ("original", "recaption", "both", "fuse")
-
-
-def _jsonable(v):
-    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
-        return None
-    if isinstance(v, bytes):
-        return None
-    return v
-
-
-def sample_members(row: dict, caption_policy: str = "both") -> list[tuple[str, bytes]]:
-    """The tar members of one kept sample: image, caption, json (and extra text members if present)."""
-    if caption_policy not in CAPTION_POLICIES:
-        raise ValueError(f"caption_policy must be one of {', '.join(CAPTION_POLICIES)}, not {caption_policy!r}")
-    key = row["key"]
-    members = []
-    if row.get("image") is not None:
-        members.append((f"{key}.{row.get('image_format') or 'jpg'}", row["image"]))
-    # interleaved documents: image j of the document as <key>.NNN.<ext> (the json's doc_images[j])
-    infos = row.get("doc_images") or ()
-    for j, data in enumerate(row.get("doc_image_bytes") or ()):
-        if data is not None:
-            members.append((f"{key}.{j:03d}.{(infos[j] or {}).get('format') or 'jpg'}", data))
-    if row.get("video") is not None:
-        members.append((f"{key}.{row.get('video_format') or 'mp4'}", row["video"]))
-    text = row.get("text") or ""
-    source = "original"
-    if caption_policy == "recaption" and row.get("recaption"):
-        text, source = row["recaption"], "recaption"
-    elif caption_policy == "fuse":
-        if row.get("fused_caption"):
-            text, source = row["fused_caption"], "fused"
-        elif not text.strip() and row.get("recaption"):
-            text, source = row["recaption"], "recaption"
-    members.append((f"{key}.txt", text.encode("utf-8")))
-    if caption_policy == "both":
-        for col, ext in _TEXT_MEMBERS.items():
-            if row.get(col) is not None:
-                members.append((f"{key}.{ext}", row[col].encode("utf-8")))
-    info = {k: _jsonable(v) for k, v in row.items() if k not in _JSON_SKIP}
-    if "recaption" in row or "fused_caption" in row:
-        info["caption_source"] = source
-    members.append((f"{key}.json", json.dumps(info, ensure_ascii=False, default=str).encode("utf-8")))
-    return members
+# which members a sample has under each caption_policy is decided in curate.io.members (validate uses it too)
+__all__ = ["CAPTION_POLICIES", "sample_members", "write_tar", "write_part", "place", "key_for"]
 
 
 def _rows(samples):

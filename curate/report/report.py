@@ -11,7 +11,6 @@ thousand sampled rows, so a report over a million-row run takes seconds and litt
 from __future__ import annotations
 
 import html
-import json
 import logging
 import tempfile
 import time
@@ -24,6 +23,7 @@ import yaml
 from curate import schema
 from curate.catalog import CatalogError, connect
 from curate.io import atomic
+from curate.io.manifest import Manifest, ManifestError
 from curate.io.rundir import RunDir
 from curate.report import data, plots
 from curate.report.thumbs import read_thumbnails
@@ -81,7 +81,7 @@ def _img(uri: str, alt: str, cls: str = "plot") -> str:
 @dataclass
 class _Run:
     run: RunDir
-    manifest: dict
+    manifest: Manifest
     recipe: dict
     stages: list[str]
     con: object = None
@@ -123,25 +123,24 @@ def _header(r: _Run, elapsed_note: str = "") -> str:
         f'<div class="card {cls}"><div class="label">{esc(label)}</div>'
         f'<div class="value" id="count-{cls}">{val}</div><div class="pct">{esc(pct)}</div></div>'
         for label, val, pct, cls in cards)
-    facts = [("status", m.get("status", "unknown")), ("created", m.get("created", "–")),
-             ("updated", m.get("updated", "–")), ("modality", r.recipe.get("modality", "–")),
-             ("input", (m.get("input") or {}).get("path", (r.recipe.get("input") or {}).get("path", "–"))),
+    facts = [("status", m.status), ("created", m.created or "–"),
+             ("updated", m.updated or "–"), ("modality", r.recipe.get("modality", "–")),
+             ("input", m.input.path or (r.recipe.get("input") or {}).get("path", "–")),
              ("run directory", str(r.run.root.resolve()))]
-    batches = m.get("batches") or []
-    if len(batches) > 1:
-        facts.append(("batches", ", ".join(f"{b.get('kind')} ({b.get('status')})" for b in batches)))
-    if m.get("note"):
-        facts.append(("note", m["note"]))
+    if len(m.batches) > 1:
+        facts.append(("batches", ", ".join(f"{b.kind} ({b.status})" for b in m.batches)))
+    if m.note:
+        facts.append(("note", m.note))
     facts_html = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in facts)
 
     notes = []
-    mc = m.get("counts")
-    if mc and (mc.get("rows") != r.total or mc.get("kept") != r.kept):
-        notes.append(f'<p class="warn">manifest counts (rows {esc(mc.get("rows"))}, kept {esc(mc.get("kept"))}) '
+    mc = m.counts
+    if mc and (mc.rows != r.total or mc.kept != r.kept):
+        notes.append(f'<p class="warn">manifest counts (rows {esc(mc.rows)}, kept {esc(mc.kept)}) '
                      f"differ from meta/*.parquet (rows {r.total}, kept {r.kept}); the report follows the "
                      f"metadata. Run <code>curate validate</code>.</p>")
 
-    timings = m.get("timings") or {}
+    timings = m.timings
     t_html = ""
     if timings:
         top = max([float(v) for v in timings.values() if isinstance(v, (int, float))] or [1.0]) or 1.0
@@ -155,7 +154,7 @@ def _header(r: _Run, elapsed_note: str = "") -> str:
         if total_t > 0 and r.total:
             rows.append(["throughput", f"{r.total / total_t:,.1f} rows/s", ""])
         t_html = "<h3>Timings</h3>" + _table(["phase", "seconds", ""], rows, "timings")
-    versions = m.get("versions") or {}
+    versions = m.versions
     v_html = ("<h3>Versions</h3><p class='versions'>" +
               " · ".join(f"<span><b>{esc(k)}</b> {esc(v)}</span>" for k, v in versions.items()) + "</p>"
               ) if versions else ""
@@ -458,17 +457,18 @@ def build_html(out_dir: Path | str, extra_sections: list | None = None, *, stric
     run = RunDir(out_dir)
     if not run.root.is_dir():
         raise ReportError(f"no such run directory: {run.root}")
-    manifest = {}
-    if run.manifest_path.exists():
+    manifest = None
+    if run.exists():
         try:
-            manifest = json.loads(run.manifest_path.read_text())
-        except ValueError as err:
-            raise ReportError(f"{run.manifest_path} is not valid JSON: {err}") from None
+            manifest = run.load_manifest()
+        except ManifestError as err:
+            raise ReportError(str(err)) from None
     recipe, stages = _load_recipe(run)
-    if not manifest and not run.meta.exists():
+    if manifest is None and not run.meta.exists():
         raise ReportError(f"{run.root} is not a curate run directory (no manifest.json, no meta/)")
+    manifest = manifest or Manifest(status="unknown status")
     r = _Run(run=run, manifest=manifest, recipe=recipe, stages=stages)
-    title = manifest.get("name") or recipe.get("name") or run.root.name
+    title = manifest.name or recipe.get("name") or run.root.name
     sections: list[tuple[str, str, str]] = []
     used: set[str] = set()
 
@@ -522,9 +522,9 @@ def build_html(out_dir: Path | str, extra_sections: list | None = None, *, stric
         else:
             t, h = item
         sections.append((_slug(str(t), used), str(t), str(h)))
-    subtitle = (f"{manifest.get('status', 'unknown status')} · {_n(r.total)} rows · {_n(r.kept)} kept "
+    subtitle = (f"{manifest.status} · {_n(r.total)} rows · {_n(r.kept)} kept "
                 f"({_pct(r.kept, r.total)})")
-    version = (manifest.get("versions") or {}).get("curate", "")
+    version = manifest.versions.get("curate", "")
     footer = (f"generated {esc(time.strftime('%Y-%m-%dT%H:%M:%S%z'))} by curate {esc(version)} in "
               f"{time.time() - t0:.1f} s from {esc(run.root.resolve())}")
     return _page(str(title), subtitle, sections, footer)

@@ -210,3 +210,6 @@ stages:
         assert info["caption_source"] == ("fused" if r["fused_caption"] else "original")
         assert (info["text"], info["recaption"], info["fused_caption"]) == (r["text"], r["recaption"], r["fused_caption"])
     assert (out / "cache" / "fuse_captions.sqlite").exists()
+    from curate.validate import validate
+
+    assert validate(out)[0] == []  # validate checks each .txt against caption_policy fuse, as the writer wrote it

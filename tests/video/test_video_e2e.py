@@ -76,3 +76,7 @@ def test_validate_accepts_video_run(video_demo, cli_inprocess):
     out, _, _ = video_demo
     res = cli_inprocess("validate", str(out))
     assert res.returncode == 0, res.stderr
+    # the query docs/video.md shows (its doc-test names this test)
+    res = cli_inprocess("query", str(out), 'SELECT parent_uid, start, "end", text, motion FROM kept ORDER BY parent_uid, start',
+                        "--format", "csv")
+    assert res.returncode == 0 and res.stdout.startswith("parent_uid,start,end,text,motion"), res.stderr

@@ -1,0 +1,1 @@
+"""Example curate plugin: one custom filter (see filters.py and ../README.md)."""
