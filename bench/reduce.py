@@ -1,7 +1,8 @@
 """`reduce` job benchmark: wall time per phase on N random unit vectors (default 100k x 512) in this process,
 the same code path as a small run's driver (fit on the bounded sample -> prepare -> per-cluster ranking ->
 allocation). Usage: python bench/reduce.py [--rows 100000] [--dim 512] [--clusters 100] [--fraction 0.25]
-[--json OUT.json] [--results] (--results writes the `reduce` section of bench/RESULTS.md). Random vectors have no cluster structure, so k-means runs all its iterations: a worst case.
+[--json OUT.json] [--results] (--results writes the `reduce` section of bench/RESULTS.md).
+Random vectors have no cluster structure, so k-means runs all its iterations: a worst case.
 """
 from __future__ import annotations
 

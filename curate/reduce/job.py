@@ -71,16 +71,16 @@ class Reduce(Job):
     singletons_matter: ClassVar[bool] = True  # a one-row cluster still takes part in the budget
     fit_rows: ClassVar[int] = 100_000
 
-    fraction: float | None = Field(None, gt=0, le=1)
-    count: int | None = Field(None, ge=0)
-    column: str = "clip_image_embedding"
+    fraction: float | None = Field(None, gt=0, le=1)  # keep round(fraction x rows seen); or set count
+    count: int | None = Field(None, ge=0)  # keep exactly this many rows (all when fewer)
+    column: str = "clip_image_embedding"  # embedding column (clip_score with embeddings: true)
     text_column: str | None = None  # e.g. clip_text_embedding: cluster on image and text together
-    text_weight: float = Field(0.5, ge=0, le=1)
-    clusters: int = Field(100, ge=1)
-    allocation: Literal["proportional", "sqrt", "balanced"] = "proportional"
+    text_weight: float = Field(0.5, ge=0, le=1)  # w: joined cosine = (1 - w) image + w text
+    clusters: int = Field(100, ge=1)  # k-means k (at most fit-sample rows / 10)
+    allocation: Literal["proportional", "sqrt", "balanced"] = "proportional"  # cluster weights: n, sqrt n or 1
     rank_by: str = "centre"  # centre | random | <column>
     descending: bool = True  # rank_by <column>: higher is better
-    seed: int = 0
+    seed: int = 0  # k-means seeding and the random draw
 
     _centroids: np.ndarray | None = PrivateAttr(default=None)
 
