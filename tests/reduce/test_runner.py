@@ -63,12 +63,12 @@ def _run(tmp_path, name, local_max, per_shard):
 def test_local_and_ray_paths_agree(tmp_path, ray_address, registered_vectors):
     local, m1 = _run(tmp_path, "local", 10**6, 1000)  # one part, decided in the driver
     on_ray, m2 = _run(tmp_path, "ray", 0, 160)  # three parts, grouped by a Ray shuffle
-    assert m1["jobs"]["job0:reduce"]["path"] == "driver" and m2["jobs"]["job0:reduce"]["path"] == "ray"
+    assert m1.jobs["job0:reduce"]["path"] == "driver" and m2.jobs["job0:reduce"]["path"] == "ray"
     assert local == on_ray
     assert len(local) == 472  # every input row accounted for
     kept = [v for v in local.values() if v[0] == "ok"]
     assert len(kept) == int(np.floor(0.3 * 472 + 0.5))
-    assert m2["counts"]["kept"] == len(kept)
+    assert m2.counts.kept == len(kept)
     dropped = [v for v in local.values() if v[0] != "ok"]
     assert all(v[1:3] == ("reduce", "reduce_not_selected") for v in dropped)
     assert {v[3] for v in kept} == {-1, 0, 1, 2, 3}  # every cluster (and the no-vector rows) is represented
