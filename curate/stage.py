@@ -41,7 +41,7 @@ def register(cls: type["Step"]) -> type["Step"]:
 # Packages whose modules register shipped steps. Every public module in them is imported, so a new
 # step needs no edit here; modules must keep heavy imports (torch, models) inside functions.
 STEP_PACKAGES = ("curate.filters", "curate.download", "curate.dedup", "curate.scorers", "curate.caption",
-                 "curate.video", "curate.interleaved", "curate.balance")
+                 "curate.video", "curate.interleaved", "curate.balance", "curate.reduce")
 
 
 def load_builtin_steps() -> dict[str, type["Step"]]:

@@ -19,9 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, PrivateAttr, model_validator
 
-from curate import schema
 from curate.dedup.graph import EDGE_SCHEMA, ClusterJob, edges_table
-from curate.stage import Job, register
+from curate.stage import register
 
 
 def embeddings_of(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -40,6 +39,8 @@ def embeddings_of(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.nd
 
 def spherical_kmeans(x: np.ndarray, k: int, iters: int = 25, seed: int = 0) -> np.ndarray:
     """k unit-norm centroids (k-means++-style seeding by cosine distance, then Lloyd iterations)."""
+    from scipy import sparse  # (kept out of module import: step modules are all imported at recipe load)
+
     rng = np.random.default_rng(seed)
     n = len(x)
     k = max(1, min(k, n))
@@ -53,8 +54,9 @@ def spherical_kmeans(x: np.ndarray, k: int, iters: int = 25, seed: int = 0) -> n
     c = np.array(cent, np.float32)
     for _ in range(iters):
         assign = np.argmax(x @ c.T, axis=1)
-        new = np.zeros_like(c)
-        np.add.at(new, assign, x)
+        # cluster sums as a sparse one-hot product: np.add.at took 6 s per iteration on 100k x 512
+        onehot = sparse.csr_matrix((np.ones(n, np.float32), (assign, np.arange(n))), shape=(len(c), n))
+        new = np.asarray(onehot @ x, np.float32)
         norm = np.linalg.norm(new, axis=1, keepdims=True)
         empty = norm[:, 0] == 0
         new[~empty] /= norm[~empty]
