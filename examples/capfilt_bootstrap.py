@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 RATES = {"boilerplate_caption": 0.20, "exact_duplicate": 0.03, "tiny_image": 0.0, "extreme_aspect": 0.0,
@@ -127,25 +128,36 @@ def main(argv: list[str] | None = None) -> dict:
 
         generate_corpus(corpus, a.samples, seed=a.seed, rates=RATES, workers=1, eval_n=max(40, a.samples // 10))
     seed_shards = [str(corpus / "seed")]
+    seconds, t0 = {}, time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal t0
+        seconds[name], t0 = round(time.monotonic() - t0, 1), time.monotonic()
+
     filter1 = train_clip(seed_shards, out / "filter_round1", a, samples_seen=a.filter_samples_seen)
+    lap("train_filter_round1")
     coca = Path(a.coca) if a.coca else train_clip(seed_shards, out / "coca", a, model="curate-tiny-coca", loss="coca",
                                                   samples_seen=a.coca_samples_seen)
+    lap("train_captioner")
     run = capfilt_run(corpus, out / "capfilt_run", coca, filter1, a)
+    lap("capfilt_run")
     filter2 = train_clip([*seed_shards, str(run / "shards")], out / "filter_round2", a,
                          samples_seen=a.filter_samples_seen, recaption_prob=0.5)
+    lap("train_filter_round2")
     from curate.train.evaluate import evaluate
 
     rounds = {}
     for name, ckpt in (("round1", filter1), ("round2", filter2)):
         ev = evaluate(str(ckpt), str(corpus / "eval"), device="cpu")
         rounds[name] = {"filter": filter_auc(corpus, ckpt), **{m: ev.get(m) for m in METRICS}}
+    lap("measure")
     helps = {k: (rounds["round2"][k] > rounds["round1"][k]) if rounds["round1"][k] is not None else None
              for k in METRICS}
     a1, a2 = rounds["round1"]["filter"]["auc"], rounds["round2"]["filter"]["auc"]
     helps["filter_auc"] = None if a1 is None or a2 is None else a2 > a1
     result = {"samples": a.samples, "filter_samples_seen": a.filter_samples_seen, "seed": a.seed, "rounds": rounds,
               "round1_capfilt": round_one_decisions(corpus, run), "second_round_higher": helps,
-              "note": "one seed, no confidence interval: a sign, not a significance test"}
+              "seconds": seconds, "note": "one seed, no confidence interval: a sign, not a significance test"}
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
     print(json.dumps(result, indent=1, default=str))
     return result
