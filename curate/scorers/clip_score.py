@@ -13,6 +13,10 @@ resize, crop in PIL) and the float conversion and normalisation run on the devic
 quarter of the bytes cross the bus, and each thread does less per image; the result is the same tensor the
 full transform gives. Even so, one process's decode threads do not feed a large GPU: on an H200 the host side
 peaked at ~0.9k img/s on 15 threads (the GIL) against 12.7k img/s for ViT-B-32 (bench/RESULTS.md, gpu-notes).
+
+Which caption (`text_col`, for CapFilt): `text` (the original, column `clip_score`), `recaption` (the
+synthetic caption, column `recaption_clip_score`) or `both` (both columns from one image forward pass).
+A row without a synthetic caption gets a null `recaption_clip_score`; a null original text is scored as "".
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, PrivateAttr, model_validator
 
+from curate.scorers.caption_columns import PerConfig, TextCol, captions, score_column
 from curate.stage import Annotations, Stage, register
 
 EMBEDDING = pa.list_(pa.float32())
@@ -64,6 +69,7 @@ def normalise(pixels, mean, std, device: str):
 
 def decode_batch(clip, blobs: list[bytes], texts: list[str], draft: bool = False, pil_part=None):
     """(pixel tensor, token tensor, ok mask) for one batch; undecodable images are masked out, not raised.
+    The tokens are those of `texts` at the decodable rows.
 
     draft: let libjpeg decode at a reduced DCT scale that still covers the model's input size (PIL's
     `Image.draft`), so a 512 px JPEG scored at 224 px is not decoded at full size first.
@@ -94,15 +100,33 @@ def decode_batch(clip, blobs: list[bytes], texts: list[str], draft: bool = False
     return pixels, tokens, np.array(ok, bool)
 
 
+def decode_chunk(clip, blobs: list[bytes], columns: list[list[str | None]], draft: bool = False, pil_part=None):
+    """`decode_batch` for several caption columns: (pixels, ok mask, [(tokens, has-text mask)] per column).
+
+    A column's tokens cover the decodable rows whose caption is not None (the has-text mask, over the
+    decodable rows), so a row without a synthetic caption costs no text forward and gets no score.
+    """
+    pixels, _, ok = decode_batch(clip, blobs, [""] * len(blobs), draft, pil_part)
+    texts = []
+    for col in columns:
+        present = np.array([t is not None for t, good in zip(col, ok) if good], bool)
+        kept = [t for t, good in zip(col, ok) if good and t is not None]
+        texts.append((clip.tokenizer(kept) if kept else None, present))
+    return pixels, ok, texts
+
+
 @register
 class ClipScore(Stage):
     """Score image-caption agreement: cosine similarity of open_clip image and text embeddings."""
 
     name: ClassVar[str] = "clip_score"
     reads: ClassVar[tuple[str, ...]] = ("image",)
-    writes: ClassVar[dict[str, pa.DataType]] = {
-        "clip_score": pa.float32(), IMAGE_EMBEDDING: EMBEDDING, TEXT_EMBEDDING: EMBEDDING,
-    }
+    writes: ClassVar[dict[str, pa.DataType]] = PerConfig(  # type: ignore[assignment]
+        {"clip_score": pa.float32(), "recaption_clip_score": pa.float32(),
+         IMAGE_EMBEDDING: EMBEDDING, TEXT_EMBEDDING: EMBEDDING},
+        lambda self: {**{score_column("clip_score", c): pa.float32() for c in captions(self.text_col)},
+                      **({IMAGE_EMBEDDING: EMBEDDING, TEXT_EMBEDDING: EMBEDDING} if self.text_col != "recaption"
+                         else {})})
     uses_model: ClassVar[bool] = True
 
     model: str | None = None  # open_clip name (ViT-B-32, curate-tiny, ...); read from `checkpoint` if omitted
@@ -115,6 +139,7 @@ class ClipScore(Stage):
     embeddings: bool = False  # also keep the L2-normalised image/text embeddings (embeddings/ sidecar)
     fast_decode: bool = True  # JPEG draft decoding at the smallest scale that covers the model's input
     device_preprocess: bool = True  # on a GPU: uint8 pixels to the device, float conversion + normalisation there
+    text_col: TextCol = "text"  # text -> clip_score, recaption -> recaption_clip_score, both -> both columns
 
     _clip: Any = PrivateAttr(default=None)
 
@@ -130,7 +155,13 @@ class ClipScore(Stage):
                                                "train_filter.py; `curate demo` builds the demo's)")
         except ModelLoadError as err:
             raise ValueError(str(err)) from None
+        if self.embeddings and self.text_col == "recaption":
+            raise ValueError("embeddings: true stores the original caption's text embedding; "
+                             "use text_col: both (or a clip_score with text_col: text) to keep them")
         return self
+
+    def needs(self) -> tuple[str, ...]:
+        return ("image", "recaption") if self.text_col != "text" else self.reads
 
     def setup(self) -> None:
         if self._clip is None:
@@ -140,14 +171,23 @@ class ClipScore(Stage):
 
     def score(self, images: list[bytes], texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(scores with NaN for undecodable images, image embeddings, text embeddings) in input order."""
+        scores, ie, te = self.score_columns(images, [texts])
+        return scores[0], ie, te[0]
+
+    def score_columns(self, images: list[bytes], columns: list[list[str | None]]):
+        """Score each image against each caption column with one image forward pass per image.
+
+        Returns ([scores per column], image embeddings, [text embeddings per column]), in input order;
+        a score is NaN (and its embedding zero) where the image does not decode or the caption is None.
+        """
         import torch
 
         self.setup()
-        clip, n, bs = self._clip, len(images), self.batch_size
+        clip, n, bs, k = self._clip, len(images), self.batch_size, len(columns)
         dim = clip.dim
-        scores = np.full(n, np.nan, np.float32)
+        scores = [np.full(n, np.nan, np.float32) for _ in range(k)]
         img_emb = np.zeros((n, dim), np.float32)
-        txt_emb = np.zeros((n, dim), np.float32)
+        txt_emb = [np.zeros((n, dim), np.float32) for _ in range(k)]
         starts = list(range(0, n, bs))
         split = split_preprocess(clip.preprocess) if self.device_preprocess and clip.device.startswith("cuda") else None
         pil_part = split[0] if split else None
@@ -156,15 +196,15 @@ class ClipScore(Stage):
             def submit(lo: int):
                 hi = min(n, lo + bs)
                 step = -(-(hi - lo) // self.decode_threads)
-                return [pool.submit(decode_batch, clip, images[a:min(hi, a + step)], texts[a:min(hi, a + step)],
-                                    self.fast_decode, pil_part)
+                return [pool.submit(decode_chunk, clip, images[a:min(hi, a + step)],
+                                    [col[a:min(hi, a + step)] for col in columns], self.fast_decode, pil_part)
                         for a in range(lo, hi, step)]
 
             pending = submit(starts[0]) if starts else None
             for b, lo in enumerate(starts):
                 chunks = [f.result() for f in pending]
                 pending = submit(starts[b + 1]) if b + 1 < len(starts) else None
-                ok = np.concatenate([c[2] for c in chunks])
+                ok = np.concatenate([c[1] for c in chunks])
                 if not ok.any():
                     continue
                 if split:  # each chunk goes to the device as uint8 and is normalised there
@@ -172,31 +212,42 @@ class ClipScore(Stage):
                                         for c in chunks if c[0] is not None])
                 else:
                     pixels = torch.cat([c[0] for c in chunks if c[0] is not None])
-                tokens = torch.cat([c[1] for c in chunks if c[1] is not None])
                 ie = clip.embed_image_tensors(pixels)
-                with torch.inference_mode(), clip._autocast():
-                    te = clip.model.encode_text(tokens.to(clip.device))
-                te = torch.nn.functional.normalize(te.float(), dim=-1).cpu().numpy()
                 rows = lo + np.flatnonzero(ok)
-                scores[rows] = np.einsum("ij,ij->i", ie, te)
-                img_emb[rows], txt_emb[rows] = ie, te
+                img_emb[rows] = ie
+                for j in range(k):
+                    present = np.concatenate([c[2][j][1] for c in chunks])  # over the decodable rows
+                    if not present.any():
+                        continue
+                    tokens = torch.cat([c[2][j][0] for c in chunks if c[2][j][0] is not None])
+                    with torch.inference_mode(), clip._autocast():
+                        te = clip.model.encode_text(tokens.to(clip.device))
+                    te = torch.nn.functional.normalize(te.float(), dim=-1).cpu().numpy()
+                    scores[j][rows[present]] = np.einsum("ij,ij->i", ie[present], te)
+                    txt_emb[j][rows[present]] = te
         return scores, img_emb, txt_emb
 
     def annotate(self, active: pa.Table) -> Annotations:
         idx = np.flatnonzero(pc.is_valid(active.column("image")).to_numpy(zero_copy_only=False))
         if len(idx) == 0:
             return Annotations()
-        sub = active.take(pa.array(idx)).select(["image", "text"])
-        scores, ie, te = self.score(sub.column("image").to_pylist(), [t or "" for t in sub.column("text").to_pylist()])
+        which = captions(self.text_col)
+        sub = active.take(pa.array(idx)).select(["image", *which])
+        # a null original caption is scored as "" (as before); a row without a synthetic caption is not scored
+        columns = [[t or "" for t in sub.column(c).to_pylist()] if c == "text" else sub.column(c).to_pylist()
+                   for c in which]
+        scores, ie, te = self.score_columns(sub.column("image").to_pylist(), columns)
         n = active.num_rows
-        full = np.full(n, np.nan, np.float32)
-        full[idx] = scores
-        mask = ~np.isnan(full)  # rows without an image or with an undecodable one get no score
-        columns: dict[str, Any] = {"clip_score": pa.array(full, pa.float32(), mask=~mask)}
-        if self.embeddings:
-            columns[IMAGE_EMBEDDING] = _scatter(ie, idx, mask, n)
-            columns[TEXT_EMBEDDING] = _scatter(te, idx, mask, n)
-        return Annotations(columns=columns)
+        out: dict[str, Any] = {}
+        for c, col_scores in zip(which, scores):
+            full = np.full(n, np.nan, np.float32)
+            full[idx] = col_scores
+            out[score_column("clip_score", c)] = pa.array(full, pa.float32(), mask=np.isnan(full))
+        if self.embeddings:  # the image and the original caption (text_col text or both)
+            mask = ~np.isnan(out["clip_score"].to_numpy(zero_copy_only=False))
+            out[IMAGE_EMBEDDING] = _scatter(ie, idx, mask, n)
+            out[TEXT_EMBEDDING] = _scatter(te[0], idx, mask, n)
+        return Annotations(columns=out)
 
 
 def _scatter(emb: np.ndarray, idx: np.ndarray, mask: np.ndarray, n: int) -> pa.Array:

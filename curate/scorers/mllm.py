@@ -8,6 +8,11 @@ Scores only; `mllm_threshold` decides. Two backends:
   `--resume` and `--retry-failed` ask only the rows without an answer.
 A row whose request fails for good is `failed` with reason `mllm_<code>` (`on_error: fail`, the
 default, so `--retry-failed` can ask again) or stays `ok` with a null score (`on_error: keep`).
+
+Which caption (`text_col`, for CapFilt): `text` (column `mllm_score`), `recaption` (the synthetic caption,
+column `recaption_mllm_score`) or `both`. A row without a synthetic caption gets a null
+`recaption_mllm_score` and no request. The answer cache keys on the prompt, so the two captions of a row
+never share an answer.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import pyarrow as pa
 from pydantic import Field, PrivateAttr, model_validator
 
 from curate.endpoint.errors import prefixed
+from curate.scorers.caption_columns import PerConfig, TextCol, captions, score_column
 from curate.stage import Annotations, Stage, register
 
 PROMPTS = {
@@ -32,7 +38,10 @@ class MllmScore(Stage):
 
     name: ClassVar[str] = "mllm_score"
     reads: ClassVar[tuple[str, ...]] = ("image", "text")
-    writes: ClassVar[dict[str, pa.DataType]] = {"mllm_score": pa.float32(), "mllm_model": pa.string()}
+    writes: ClassVar[dict[str, pa.DataType]] = PerConfig(  # type: ignore[assignment]
+        {"mllm_score": pa.float32(), "recaption_mllm_score": pa.float32(), "mllm_model": pa.string()},
+        lambda self: {**{score_column("mllm_score", c): pa.float32() for c in captions(self.text_col)},
+                      "mllm_model": pa.string()})
     reasons: ClassVar[dict[str, str]] = prefixed("mllm", {
         "mllm_unparseable": "the model's answer held no yes/no or no rating in range",
         "mllm_image_error": "the image bytes could not be decoded or encoded for the model",
@@ -50,6 +59,7 @@ class MllmScore(Stage):
     rating_max: int = Field(10, ge=2)
     max_new_tokens: int = Field(8, ge=1)
     on_error: Literal["fail", "keep"] = "fail"
+    text_col: TextCol = "text"  # text -> mllm_score, recaption -> recaption_mllm_score, both -> both columns
     # transformers backend
     batch_size: int = Field(16, ge=1)
     device: str = "auto"
@@ -77,6 +87,9 @@ class MllmScore(Stage):
             raise ValueError(f"model folder {self.model} does not exist")
         return self
 
+    def needs(self) -> tuple[str, ...]:
+        return ("image", "recaption") if self.text_col != "text" else self.reads
+
     def setup(self) -> None:
         if self._backend is not None:
             return
@@ -97,14 +110,24 @@ class MllmScore(Stage):
         return client_for(self)
 
     def annotate(self, active: pa.Table) -> Annotations:
+        """One request per (row, caption); the original's null text is asked as "", a missing synthetic
+        caption is not asked. A row fails (on_error: fail) when any of its requests failed for good."""
         self.setup()
         template = self.prompt or PROMPTS[self.mode]
-        prompts = [template.replace("{caption}", t or "") for t in active.column("text").to_pylist()]
-        outcomes = self._backend.score(active.column("uid").to_pylist(), active.column("image").to_pylist(), prompts)
-        ann = Annotations(columns={"mllm_score": [o.score for o in outcomes],
-                                   "mllm_model": [self.model] * active.num_rows})
-        if self.on_error == "fail":
-            for i, o in enumerate(outcomes):
-                if o.reason is not None:
-                    ann.fail(i, f"mllm_{o.reason}", o.error)
+        n, which = active.num_rows, captions(self.text_col)
+        uids, images = active.column("uid").to_pylist(), active.column("image").to_pylist()
+        asks: list[tuple[int, int, str]] = []  # (caption index, row, prompt)
+        for j, c in enumerate(which):
+            for i, t in enumerate(active.column(c).to_pylist()):
+                if c == "text" or t is not None:
+                    asks.append((j, i, template.replace("{caption}", t or "")))
+        outcomes = self._backend.score([uids[i] for _, i, _ in asks], [images[i] for _, i, _ in asks],
+                                       [p for _, _, p in asks]) if asks else []
+        scores: list[list] = [[None] * n for _ in which]
+        ann = Annotations(columns={**{score_column("mllm_score", c): scores[j] for j, c in enumerate(which)},
+                                   "mllm_model": [self.model] * n})
+        for (j, i, _), o in zip(asks, outcomes):
+            scores[j][i] = o.score
+            if self.on_error == "fail" and o.reason is not None and i not in ann.failed:
+                ann.fail(i, f"mllm_{o.reason}", o.error)
         return ann
