@@ -43,6 +43,8 @@ def caption(row: dict, caption_policy: str = DEFAULT_POLICY) -> tuple[str, str]:
             return row["fused_caption"], "fused"
         if not text.strip() and row.get("recaption"):
             return row["recaption"], "recaption"
+    if row.get("caption_kept") == "recaption":  # caption_select moved the passing synthetic caption into `text`
+        return text, "recaption"
     return text, "original"
 
 

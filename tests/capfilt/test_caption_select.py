@@ -79,3 +79,13 @@ def test_recipe_needs_both_scores_before_caption_select(tiny_ckpt):
                                  {"clip_score": {"checkpoint": str(tiny_ckpt), "text_col": "both"}},
                                  {"caption_select": {"min_score": 0.3}}]})
     assert {"recaption_clip_score", "caption_kept", "caption_dropped"} <= set(r.stage_columns())
+
+
+def test_json_caption_source_names_the_synthetic_caption_when_only_it_passed():
+    """caption_select puts a recaption-only sample's synthetic caption in `text`: the json says so."""
+    from curate.io.members import caption
+
+    row = {"text": "a red square", "recaption": None, "caption_kept": "recaption", "caption_dropped": "buy now"}
+    for policy in ("original", "both", "recaption"):
+        assert caption(row, policy) == ("a red square", "recaption")
+    assert caption({**row, "caption_kept": "original"}, "both") == ("a red square", "original")
