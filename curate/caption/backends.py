@@ -105,7 +105,11 @@ class CocaCaptioner(Captioner):
 
         kwargs: dict = dict(seq_len=self.max_tokens + 2, min_seq_len=min(self.min_tokens, self.max_tokens),
                             temperature=self.temperature)
-        if self.decoding == "beam":
+        if self.decoding == "beam" and self.num_beams == 1:
+            # one beam is greedy decoding; open_clip's beam search needs two or more beams, so ask for
+            # top-k with k = 1 (only the most probable token survives the warper: deterministic)
+            kwargs.update(generation_type="top_k", top_k=1)
+        elif self.decoding == "beam":
             kwargs.update(generation_type="beam_search", num_beams=self.num_beams, num_beam_groups=1)
         else:
             kwargs.update(generation_type="top_p", top_p=self.top_p)

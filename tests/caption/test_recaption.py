@@ -29,6 +29,17 @@ def test_coca_beam_adds_columns_and_keeps_original_text(coca_ckpt):
     assert one.column("recaption").to_pylist() == caps
 
 
+def test_coca_one_beam_is_greedy_not_an_error(coca_ckpt):
+    """num_beams 1 (allowed by the settings) decodes greedily: every row gets a caption, and the same one twice."""
+    kw = dict(backend="coca", checkpoint=str(coca_ckpt), num_beams=1, max_tokens=8, min_tokens=2,
+              on_truncated="keep")
+    t = image_table(TEXTS[:3])
+    a = Recaption(**kw).process(t)
+    assert set(a.column("status").to_pylist()) == {"ok"}
+    assert all(isinstance(c, str) and c for c in a.column("recaption").to_pylist())
+    assert Recaption(seed=5, **kw).process(t).column("recaption").to_pylist() == a.column("recaption").to_pylist()
+
+
 def test_coca_top_p_is_seeded(coca_ckpt):
     kw = dict(backend="coca", checkpoint=str(coca_ckpt), decoding="top_p", top_p=0.9, max_tokens=10,
               on_truncated="keep")
