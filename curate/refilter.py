@@ -16,11 +16,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from curate import schema
 from curate.catalog import CatalogError, _only_selects, connect
-from curate.io import atomic
+from curate.io import atomic, storage
 from curate.io.rundir import RunDir
 
 STAGE, REASON = "refilter", "refilter_where"
@@ -52,13 +51,18 @@ def _failing_uids(src: Path, where: str) -> set[str]:
 def _copy_members(src_tar: Path, dst_tar: Path, keys: set[str]) -> int:
     """Copy the members of samples whose key is in `keys` (bytes and names unchanged); returns members written."""
     n = 0
-    with atomic.atomic_path(dst_tar) as tmp, tarfile.open(src_tar) as tin, \
+    with atomic.atomic_path(dst_tar) as tmp, storage.open_tar(src_tar) as tin, \
             tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tout:
         for m in tin:
             if m.isfile() and m.name.rsplit("/", 1)[-1].split(".", 1)[0] in keys:
                 tout.addfile(m, tin.extractfile(m))
                 n += 1
     return n
+
+
+def _where(root) -> str:
+    """A run directory's absolute location, to tell two apart."""
+    return str(root) if storage.is_remote(root) else str(root.resolve())
 
 
 def refilter(src: str | Path, where: str, dst: str | Path) -> dict:
@@ -69,7 +73,7 @@ def refilter(src: str | Path, where: str, dst: str | Path) -> dict:
     manifest = src_run.load_manifest()
     if manifest.get("status") != "complete":
         raise RefilterError(f"the run in {src_run.root} is not complete; finish it with `curate run --resume` first")
-    if dst_run.root.resolve() == src_run.root.resolve():
+    if _where(dst_run.root) == _where(src_run.root):
         raise RefilterError("--output must be a new folder: refilter never changes the run it reads")
     if dst_run.root.exists() and any(dst_run.root.iterdir()):
         raise RefilterError(f"output folder {dst_run.root} is not empty; choose another --output")
@@ -77,14 +81,18 @@ def refilter(src: str | Path, where: str, dst: str | Path) -> dict:
         raise RefilterError("--where needs a condition, e.g. \"clip_score >= 0.3\"")
     drop = _failing_uids(src_run.root, where)
 
-    tmp_root = dst_run.root.with_name(f".{dst_run.root.name}.refilter-tmp")
-    shutil.rmtree(tmp_root, ignore_errors=True)
+    # locally OUT2 is built in a hidden sibling and renamed into place; object stores have no rename, so
+    # there OUT2 is written in place and its manifest.json, written last, is what makes it a run
+    remote = storage.is_remote(dst_run.root)
+    tmp_root = dst_run.root if remote else dst_run.root.with_name(f".{dst_run.root.name}.refilter-tmp")
+    if not remote:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+        tmp_root.mkdir(parents=True)
     tmp = RunDir(tmp_root)
-    tmp_root.mkdir(parents=True)
     try:
-        for meta_path in sorted(src_run.meta.glob("part-*.parquet")):
+        for meta_path in storage.glob(src_run.meta, "part-*.parquet"):
             k = int(meta_path.stem.split("-")[1])
-            t = pq.read_table(meta_path)
+            t = storage.read_table(meta_path)
             hit = pa.array([u in drop for u in t.column("uid").to_pylist()], pa.bool_())
             hit = pc.and_(hit, schema.active_mask(t))
             if pc.any(hit).as_py():
@@ -98,22 +106,24 @@ def refilter(src: str | Path, where: str, dst: str | Path) -> dict:
             atomic.write_parquet(t, tmp.meta_part(k))
         for extra in ("recipe.yaml",):
             if (src_run.root / extra).exists():
-                shutil.copy(src_run.root / extra, tmp_root / extra)
-        meta = pq.ParquetDataset(str(tmp.meta)).read(columns=["status", "stage", "reason", "shard"])
+                atomic.write_bytes(tmp_root / extra, (src_run.root / extra).read_bytes())
+        meta = storage.dataset(storage.glob(tmp.meta, "part-*.parquet")).to_table(
+            columns=["status", "stage", "reason", "shard"])
         c = schema.counts(meta)
         tmp.write_sizes()
         out = {**manifest, "status": "complete", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-               "refilter": {"from": str(src_run.root.resolve()), "where": where, "dropped": len(drop)},
+               "refilter": {"from": _where(src_run.root), "where": where, "dropped": len(drop)},
                "counts": {"rows": meta.num_rows, "kept": sum(c[schema.OK].values()),
                           "dropped": c[schema.DROPPED], "failed": c[schema.FAILED]}}
         if out["counts"]["rows"] != (manifest.get("counts") or {}).get("rows", meta.num_rows):
             raise RefilterError(f"row count changed ({out['counts']['rows']} != {manifest['counts']['rows']})")
         tmp.save_manifest(out)
-        if dst_run.root.exists():
-            dst_run.root.rmdir()  # empty (checked above)
-        tmp_root.rename(dst_run.root)
-        atomic.sync_dir(dst_run.root.parent)
+        if not remote:
+            if dst_run.root.exists():
+                dst_run.root.rmdir()  # empty (checked above)
+            tmp_root.rename(dst_run.root)
+            atomic.sync_dir(dst_run.root.parent)
     except BaseException:
-        shutil.rmtree(tmp_root, ignore_errors=True)
+        storage.rmtree(tmp_root)
         raise
     return out

@@ -16,7 +16,6 @@ import base64
 import json
 import logging
 import os
-import shutil
 import time
 import zlib
 from contextlib import contextmanager
@@ -26,11 +25,10 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import yaml
 
 from curate import schema
-from curate.io import atomic, reader
+from curate.io import atomic, reader, storage
 from curate.io.rundir import MANIFEST_FORMAT, RunDir, versions
 from curate.dedup import graph
 from curate.io.shard_writer import write_part
@@ -62,14 +60,14 @@ def _load_parts(batch: pa.Table, *, root: str, seg: int, job: Job | None, job_in
     out = []
     for k in batch.column("part").to_pylist():
         if seg == 0:
-            t = pq.read_table(run.input_part(k))
+            t = storage.read_table(run.input_part(k))
         else:
-            t = pq.read_table(run.segment_part(seg - 1, k))
+            t = storage.read_table(run.segment_part(seg - 1, k))
         t = schema.conform(t, run_schema)
         if seg == 0:  # every input row starts in play
             t = t.set_column(t.column_names.index("status"), "status", pc.fill_null(t.column("status"), schema.OK))
         if job is not None:
-            t = apply_decisions(t, job, pq.read_table(run.job_part(job_index, k)))
+            t = apply_decisions(t, job, storage.read_table(run.job_part(job_index, k)))
         out.append(t)
     return pa.concat_tables(out)
 
@@ -151,13 +149,13 @@ def _commit_parts(batch: pa.Table, *, root: str, seg: int, final: bool, run_sche
 def _read_part(run: RunDir, k: int, seg: int, columns: list[str], prior: bool) -> pa.Table:
     """A job's input columns of one part: this batch's checkpoint, or an earlier batch's kept rows (part -1)."""
     if not prior:
-        return pq.read_table(run.segment_part(seg, k), columns=columns)
+        return storage.read_table(run.segment_part(seg, k), columns=columns)
     # meta/ holds no payload (image bytes): a job that reads it gets it back from the part's shard
     payload = [c for c in columns if c in schema.PAYLOAD_COLUMNS]
     meta_cols = [c for c in columns if c not in payload]
     if payload:
         meta_cols += [c for c in ("key", "image_format") if c not in meta_cols]
-    t = pq.read_table(run.meta_part(k), columns=meta_cols, filters=[("status", "=", schema.OK)])
+    t = storage.read_table(run.meta_part(k), columns=meta_cols, filters=[("status", "=", schema.OK)])
     for c in payload:
         t = t.append_column(c, _payload_from_shard(run.shard(k), t, c))
     t = t.select(columns)
@@ -166,8 +164,6 @@ def _read_part(run: RunDir, k: int, seg: int, columns: list[str], prior: bool) -
 
 def _payload_from_shard(tar_path, t: pa.Table, column: str) -> pa.Array:
     """Column `column` (image bytes) of kept rows `t`, read from their committed WebDataset tar."""
-    import tarfile
-
     if column != "image":
         raise RunError(f"an earlier batch's {column!r} bytes are not kept in meta/; this job cannot be re-run "
                        "against it with --retry-failed")
@@ -175,7 +171,7 @@ def _payload_from_shard(tar_path, t: pa.Table, column: str) -> pa.Array:
             enumerate(zip(t.column("key").to_pylist(), t.column("image_format").to_pylist()))}
     out: list = [None] * t.num_rows
     if want:
-        with tarfile.open(tar_path) as tar:
+        with storage.open_tar(tar_path) as tar:
             for member in tar:
                 i = want.get(member.name)
                 if i is not None:
@@ -326,6 +322,8 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
         try:
             if address:
                 _check_reachable(address)
+                if storage.worker_env():  # a cluster's workers do not see this shell: give them its store settings
+                    kwargs["runtime_env"] = {"env_vars": storage.worker_env()}
                 ray.init(address=address, **kwargs)
             else:
                 if object_store_mb:
@@ -460,10 +458,10 @@ class Runner:
         """Remove what a fresh run wrote (the folder itself if this run created it)."""
         root = self.run.root
         if created:
-            shutil.rmtree(root, ignore_errors=True)
+            storage.rmtree(root)
         elif root.exists():
             for p in root.iterdir():
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                storage.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
 
     def _start_fresh(self, spec: reader.InputSpec) -> dict:
         run = self.run
@@ -473,7 +471,8 @@ class Runner:
             "input": reader.fingerprint(spec.path), "named_files": self._named_files(),
             "batches": [], "parts": {}, "timings": {},
         }
-        run.root.mkdir(parents=True, exist_ok=True)
+        if not storage.is_remote(run.root):  # object stores have no folders
+            run.root.mkdir(parents=True, exist_ok=True)
         atomic.write_bytes(run.recipe, yaml.safe_dump(self.recipe.to_dict(), sort_keys=False).encode())
         manifest["batches"].append({"kind": "run", "status": "splitting"})
         run.save_manifest(manifest)
@@ -539,7 +538,7 @@ class Runner:
                 try:
                     sizes, extras = reader.split_parts(spec, self.recipe.output.samples_per_shard, run.input_part)
                 except reader.InputError as err:
-                    shutil.rmtree(run.root)  # nothing was produced yet: leave no half-made run behind
+                    storage.rmtree(run.root)  # nothing was produced yet: leave no half-made run behind
                     raise RunError(str(err)) from None
                 manifest["parts"] = {str(k): {"rows": n, "batch": 0} for k, n in enumerate(sizes)}
                 manifest["extra_columns"] = {n: str(t) for n, t in extras.items()}
@@ -578,7 +577,7 @@ class Runner:
         self._write_sizes()
         run.save_manifest(manifest)
         if not self.recipe.output.keep_work:
-            shutil.rmtree(run.work, ignore_errors=True)
+            storage.rmtree(run.work)
         self.write_report()
         return manifest
 
@@ -662,7 +661,7 @@ class Runner:
             self.on_progress(job.name, 1, 1)
             return json.loads(marker.read_text())
         cols = list(dict.fromkeys(["uid", "part", "status", *job.needs()]))
-        prior_rows = sum(pq.read_metadata(run.meta_part(k)).num_rows for k in prior)
+        prior_rows = sum(storage.read_metadata(run.meta_part(k)).num_rows for k in prior)
         rows = sum(parts.values()) + prior_rows
         if job.fit_rows:  # a first round on a bounded sample (e.g. k-means centroids), then the fitted job
             job = job.fit(self._fit_sample(job, s, parts, cols, prior, rows))
@@ -765,7 +764,7 @@ class Runner:
 
     # -- after ------------------------------------------------------------------------------------------
     def _meta_dataset(self) -> pads.Dataset:
-        return pads.dataset(sorted(str(p) for p in self.run.meta.glob("part-*.parquet")), format="parquet")
+        return storage.dataset(storage.glob(self.run.meta, "part-*.parquet"))
 
     def _reconcile(self) -> None:
         """Keep one row per uid: a retried row replaces its earlier failed row (idempotent, atomic per part)."""
@@ -780,7 +779,7 @@ class Runner:
         newest = dict(zip(dup.column("uid").to_pylist(), dup.column("part_max").to_pylist()))
         stale = t.filter(pc.is_in(t.column("uid"), value_set=dup.column("uid").combine_chunks()))
         for k in sorted(set(stale.column("part").to_pylist())):
-            part = pq.read_table(self.run.meta_part(k))
+            part = storage.read_table(self.run.meta_part(k))
             drop = [newest.get(u, k) > k for u in part.column("uid").to_pylist()]
             if any(drop):
                 if any(s == schema.OK for s, d in zip(part.column("status").to_pylist(), drop) if d):

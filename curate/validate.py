@@ -11,8 +11,8 @@ import tarfile
 from collections import defaultdict
 from pathlib import Path
 
-import pyarrow.dataset as pads
 from curate.images import decode as decode_image
+from curate.io import storage
 from curate.io.rundir import RunDir
 
 IMAGE_EXTS = {"jpg", "jpeg", "png", "webp", "gif"}
@@ -27,10 +27,10 @@ def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tu
     manifest = run.load_manifest()
     if manifest.get("status") != "complete":
         problems.append(f"run status is {manifest.get('status')!r}, not 'complete' (finish it with --resume)")
-    parts = sorted(run.meta.glob("part-*.parquet"))
+    parts = storage.glob(run.meta, "part-*.parquet")
     if not parts:
         return problems + ["no metadata parts"], {}
-    meta = pads.dataset([str(p) for p in parts], format="parquet").to_table()
+    meta = storage.dataset(parts).to_table()
     rows = meta.to_pylist()
     stats = {"rows": len(rows), "kept": 0, "shards": 0, "members": 0}
     uids = defaultdict(int)
@@ -57,7 +57,7 @@ def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tu
             kept_by_shard[r["shard"]][r["key"]] = r
         elif r.get("shard"):
             problems.append(f"{r['status']} row {r['uid']} claims shard {r['shard']}")
-    tars = {f"shards/{p.name}": p for p in sorted(run.shards.glob("*.tar"))} if run.shards.exists() else {}
+    tars = {f"shards/{p.name}": p for p in storage.glob(run.shards, "*.tar")}
     stats["shards"] = len(tars)
     for shard in sorted(set(kept_by_shard) - set(tars)):
         problems.append(f"{shard}: listed in meta but missing")
@@ -65,7 +65,7 @@ def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tu
         expect = kept_by_shard.get(shard, {})
         seen: dict[str, dict[str, bytes]] = defaultdict(dict)
         try:
-            with tarfile.open(path) as tar:
+            with storage.open_tar(path) as tar:
                 for m in tar:
                     if not m.isfile():
                         continue

@@ -13,14 +13,14 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from curate.io import atomic
+from curate.io import atomic, storage
 
 MANIFEST_FORMAT = 1
 
 
 class RunDir:
     def __init__(self, root: Path | str):
-        self.root = Path(root)
+        self.root = storage.as_path(root)  # a Path, or a UPath for a URL (s3://bucket/out): curate/io/storage.py
         self.recipe = self.root / "recipe.yaml"
         self.manifest_path = self.root / "manifest.json"
         self.shards = self.root / "shards"
@@ -58,16 +58,16 @@ class RunDir:
         return self.job_dir(j) / f"part-{k:06d}.parquet"
 
     def done_meta_parts(self) -> set[int]:
-        return {int(p.stem.split("-")[1]) for p in self.meta.glob("part-*.parquet")} if self.meta.exists() else set()
+        return {int(p.stem.split("-")[1]) for p in storage.glob(self.meta, "part-*.parquet")}
 
     def write_sizes(self) -> dict[str, int]:
         """Write sizes.json ({"000000.tar": n}, the format open_clip_train reads) from meta/: kept rows per shard."""
         import pyarrow.dataset as pads
 
-        sizes = {p.name: 0 for p in sorted(self.shards.glob("*.tar"))} if self.shards.exists() else {}
-        parts = sorted(str(p) for p in self.meta.glob("part-*.parquet"))
+        sizes = {p.name: 0 for p in storage.glob(self.shards, "*.tar")}
+        parts = storage.glob(self.meta, "part-*.parquet")
         if parts:
-            t = pads.dataset(parts, format="parquet").to_table(columns=["shard"], filter=pads.field("status") == "ok")
+            t = storage.dataset(parts).to_table(columns=["shard"], filter=pads.field("status") == "ok")
             for row in t.group_by("shard").aggregate([("shard", "count")]).to_pylist():
                 sizes[Path(row["shard"]).name] = row["shard_count"]
         sizes = dict(sorted(sizes.items()))
