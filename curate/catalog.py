@@ -60,7 +60,11 @@ def _parquet(con: duckdb.DuckDBPyConnection, name: str, paths: list, remote: boo
 
 def connect(out: str | Path, locked: bool = False) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the run's views; `locked` for user SQL (module doc)."""
-    run = RunDir(out)
+    try:
+        storage.preflight(out)
+        run = RunDir(out)
+    except storage.StorageError as err:
+        raise CatalogError(str(err)) from None
     if not run.root.exists():
         raise CatalogError(f"no such run directory: {run.root}")
     parts = storage.glob(run.meta, "part-*.parquet")

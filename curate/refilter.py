@@ -67,6 +67,8 @@ def _where(root) -> str:
 
 def refilter(src: str | Path, where: str, dst: str | Path) -> dict:
     """Write OUT2 = OUT with kept rows failing `where` dropped; returns OUT2's manifest."""
+    storage.preflight(src)
+    storage.preflight(dst, write=True)
     src_run, dst_run = RunDir(src), RunDir(dst)
     if not src_run.exists():
         raise RefilterError(f"{src_run.root} holds no run (no manifest.json)")

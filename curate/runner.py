@@ -360,7 +360,10 @@ class Runner:
         self.recipe = recipe
         if not recipe.output.path:
             raise RunError("no output folder: pass --output DIR or set output.path in the recipe")
-        self.run = RunDir(recipe.output.path)
+        try:
+            self.run = RunDir(recipe.output.path)
+        except storage.StorageError as err:
+            raise RunError(str(err)) from None
         self.ray_address = ray_address
         self.on_progress = on_progress or (lambda label, done, total: None)
         self.segs, self.jobs = segments(recipe)
@@ -421,8 +424,19 @@ class Runner:
                                "files, or start a new --output")
 
     # -- entry points -----------------------------------------------------------------------------------
+    def _check_storage(self) -> None:
+        """Remote output and input (s3://...) must be reachable, exist and accept these credentials: found
+        out here, before Ray starts and before anything is written (curate/io/storage.py)."""
+        try:
+            storage.preflight(self.run.root, write=True)
+            if self.recipe.input.path and not reader.inputfs.is_pattern(self.recipe.input.path):
+                storage.preflight(self.recipe.input.path)
+        except storage.StorageError as err:
+            raise RunError(str(err)) from None
+
     def start(self, resume: bool = False) -> dict:
         run = self.run
+        self._check_storage()
         if run.exists():
             manifest = run.load_manifest()
             if not resume:
@@ -481,6 +495,7 @@ class Runner:
     def retry_failed(self) -> dict:
         """Re-run the rows of an existing run whose status is failed, as new parts of the same run."""
         run = self.run
+        self._check_storage()
         if not run.exists():
             raise RunError(f"--retry-failed: {run.root} holds no run")
         manifest = run.load_manifest()

@@ -20,6 +20,7 @@ IMAGE_EXTS = {"jpg", "jpeg", "png", "webp", "gif"}
 
 def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tuple[list[str], dict]:
     """Return (problems, stats); no problems means the run is consistent."""
+    storage.preflight(out)  # an unreachable store or missing bucket is one line (StorageError), not a problem list
     run = RunDir(out)
     problems: list[str] = []
     if not run.exists():

@@ -46,9 +46,25 @@ def as_path(path):
         return Path(s[len("file://"):])
     if not is_remote(s):
         return Path(s)
-    from upath import UPath
+    try:
+        from upath import UPath
+    except ImportError:
+        raise StorageError(f"{s}: remote paths need the storage extra: pip install 'curate[s3]' (or [gcs])") from None
+    try:
+        return path if isinstance(path, UPath) else UPath(s)
+    except (ImportError, ValueError) as err:  # no fsspec implementation for the scheme, or its package missing
+        raise StorageError(f"{s}: {_scheme_fix(scheme(s), err)}") from None
 
-    return path if isinstance(path, UPath) else UPath(s)
+
+def _scheme_fix(name: str | None, err: Exception) -> str:
+    """Why a URL's scheme cannot be opened, and the fix."""
+    from fsspec.registry import known_implementations
+
+    if name not in known_implementations:
+        return (f"unknown URL scheme {name}://; use a local path or s3://, gs://, hf://, http(s):// "
+                "(or any fsspec protocol)")
+    extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}.get(name)
+    return f"{name}:// needs its filesystem package: " + (f"pip install 'curate[{extra}]'" if extra else str(err))
 
 
 def filesystem(path):
@@ -126,3 +142,69 @@ def glob(folder, pattern: str) -> list:
 def worker_env() -> dict[str, str]:
     """The storage variables of this process that Ray workers need to reach the same stores."""
     return {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+
+
+def preflight(path, *, write: bool = False) -> None:
+    """Fail fast, with the fix, on a remote path that cannot work: an unknown scheme, a read-only scheme as
+    an output, an endpoint where nothing listens, a missing bucket, missing or wrong credentials. Runs
+    before Ray starts and before anything is written; local paths pass (their checks are the callers')."""
+    name = scheme(path)
+    if name is None:
+        return
+    if write and name in READ_ONLY:
+        raise StorageError(f"{path}: {name}:// is read-only here; write to a local folder, s3:// or gs://")
+    p = as_path(path)
+    if name in ("s3", "s3a"):
+        _endpoint_listens(path)
+    import fsspec
+
+    # a fresh client, not fsspec's cached one: it must see the credentials of the environment as it is now
+    fs, inner = fsspec.filesystem(p.protocol, skip_instance_cache=True, **p.storage_options), p.path
+    bucket = inner.split("/", 1)[0]
+    try:
+        if name in ("s3", "s3a", "gs", "gcs"):
+            fs.ls(bucket, refresh=True)
+        else:
+            fs.exists(inner)
+    except FileNotFoundError:
+        raise StorageError(f"{path}: bucket {bucket!r} does not exist (or is not visible with these credentials); "
+                           "create it or fix the URL") from None
+    except Exception as err:  # noqa: BLE001 - botocore/gcsfs raise many kinds; each becomes one line
+        raise StorageError(f"{path}: {_access_error(err)}") from None
+
+
+def _endpoint_listens(path) -> None:
+    """Refuse at once an S3 endpoint (AWS_ENDPOINT_URL) where nothing listens: botocore retries it for
+    a minute before giving up."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not url:
+        return
+    u = urlparse(url)
+    if not u.hostname:
+        raise StorageError(f"{path}: AWS_ENDPOINT_URL={url} is not a URL; set it to http(s)://host:port")
+    port = u.port or (443 if u.scheme == "https" else 80)
+    try:
+        with socket.create_connection((u.hostname, port), timeout=5):
+            pass
+    except OSError as err:
+        raise StorageError(f"{path}: cannot reach the S3 endpoint {url} ({err.strerror or err}); start the "
+                           "server or fix AWS_ENDPOINT_URL") from None
+
+
+def _access_error(err: Exception) -> str:
+    """One line for a failed first request to a store: what went wrong and which setting fixes it."""
+    kinds = {c.__name__ for c in type(err).__mro__}
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    creds = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (for gs://: "
+             "GOOGLE_APPLICATION_CREDENTIALS)")
+    if kinds & {"NoCredentialsError", "PartialCredentialsError", "ProfileNotFound"}:
+        return f"no usable credentials ({text}); {creds}"
+    if "PermissionError" in kinds or any(code in text for code in (
+            "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden", "403", "401")):
+        return f"access denied ({text}); check the credentials: {creds}"
+    if kinds & {"EndpointConnectionError", "ConnectionError", "ConnectTimeoutError", "ClientConnectorError"}:
+        return f"cannot reach the store ({text}); check AWS_ENDPOINT_URL and the network"
+    return f"cannot open it ({type(err).__name__}: {text})"
