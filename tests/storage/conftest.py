@@ -76,6 +76,6 @@ def bucket(s3_env) -> str:
 @pytest.fixture(scope="module")
 def s3_corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("s3corpus")
-    generate_corpus(root, 120, seed=3)
+    generate_corpus(root, 60, seed=3)
     with DemoServer(root) as server:
         yield root, server
