@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.demo.corpus import generate_corpus, write_url_list
+from curate.demo.corpus import generate_corpus
 from curate.demo.server import DemoServer
 
 
