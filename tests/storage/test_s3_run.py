@@ -27,7 +27,9 @@ def _fs():
     return fsspec.filesystem("s3", skip_instance_cache=True)  # no cached listings: see the bucket as it is
 
 
-def test_run_kill_resume_validate_query_refilter_train(ray_address, s3_corpus, bucket, tmp_path, cli):
+def test_run_kill_resume_validate_query_refilter_train(ray_address, s3_corpus, bucket, tmp_path, cli, capsys):
+    from tests.conftest import curate_inprocess
+
     from curate.demo.corpus import write_url_list
 
     root, server = s3_corpus
@@ -66,18 +68,20 @@ def test_run_kill_resume_validate_query_refilter_train(ray_address, s3_corpus, b
     problems, stats = validate(out)
     assert problems == [] and stats["kept"] > 0 and stats["members"] == 3 * stats["kept"]
 
-    res = cli("query", out, "select status, count(*) as n from samples group by status order by status", "-f", "json")
+    # query, refilter and train run in this process (no interpreter start-up each): same entry point
+    res = curate_inprocess("query", out, "select status, count(*) as n from samples group by status order by status", "-f", "json", capsys=capsys)
     assert res.returncode == 0, res.stderr
     counts = {r["status"]: r["n"] for r in json.loads(res.stdout)}
     assert sum(counts.values()) == ROWS and counts["ok"] == stats["kept"]
 
-    res = cli("refilter", out, "--where", "width >= 64 and length(text) > 25", "-o", f"s3://{bucket}/out2")
+    res = curate_inprocess("refilter", out, "--where", "width >= 64 and length(text) > 25", "-o", f"s3://{bucket}/out2",
+                           capsys=capsys)
     assert res.returncode == 0, res.stderr
     problems, stats2 = validate(f"s3://{bucket}/out2")
     assert problems == [] and 0 < stats2["kept"] < stats["kept"] and stats2["rows"] == ROWS
 
-    res = cli("train", f"s3://{bucket}/out2", "--samples-seen", "16", "--batch-size", "8", "--workers", "0",
-              "-o", str(tmp_path / "train"), timeout=600)
+    res = curate_inprocess("train", f"s3://{bucket}/out2", "--samples-seen", "16", "--batch-size", "8", "--workers", "0",
+                           "-o", str(tmp_path / "train"), capsys=capsys)
     assert res.returncode == 0, res.stderr[-2000:]
     log = [json.loads(x) for x in (tmp_path / "train" / "log.jsonl").read_text().splitlines()]
     assert log and storage.is_remote(out)
