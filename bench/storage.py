@@ -1,7 +1,14 @@
-"""Data users already have: re-curating N samples from existing tars vs re-downloading them (issue 14, 8b).
+"""Data users already have and where they keep it (issue 14, item 8).
 
-    .venv/bin/python bench/storage.py                 # N = 10,000, writes the `storage` section of bench/RESULTS.md
+    .venv/bin/python bench/storage.py                 # (b) N = 10,000, writes the `storage` section of bench/RESULTS.md
     .venv/bin/python bench/storage.py --n 2000 --no-write
+    .venv/bin/python bench/storage.py --s3 --n 2000   # (a) and (c), writes the `storage-s3` section
+
+--s3: starts a moto_server on 127.0.0.1 and (a) runs `curate run download_only -o s3://...` and img2dataset
+with `output_folder=s3://...` (s3fs) on the same URLs, printing the wall-time ratio; (c) runs download_only
+to S3 with 2, 8 and 32 shards of the same rows and prints the peak memory of each run's process tree.
+
+Without --s3, (b):
 
 What it does, in one invocation:
   1. makes a pool of distinct JPEGs (bench/download.py's make_pool) and serves it with
@@ -56,13 +63,133 @@ def curate_run(recipe: str, inp: Path, out: Path, sets: list[str]) -> dict:
     return {"wall": wall, "work": work, "kept": manifest["counts"]["kept"], "rows": manifest["counts"]["rows"]}
 
 
+# ----------------------------------------------------------------------------------------------------------
+# (a) writing to an S3-compatible server, (c) peak memory vs number of shards: `--s3`
+
+
+def moto_server(work: Path):
+    """A moto_server (moto[server]) on a free loopback port; returns (process, AWS_* environment)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    exe = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if time.time() > deadline:
+                proc.kill()
+                raise SystemExit("moto_server did not start")
+            time.sleep(0.2)
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
+           "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+    return proc, env
+
+
+def s3_bench(args, work: Path) -> str:
+    """(a) download_only -> s3:// vs img2dataset -> s3:// (s3fs), same URLs; (c) peak memory of the
+    download_only run tree for 2, 8 and 32 shards of the same N rows. Returns the RESULTS.md body."""
+    import os
+
+    import fsspec
+
+    import download as dl_bench
+    from curate.demo.server import DemoServer
+
+    moto, s3env = moto_server(work)
+    os.environ.update(s3env)
+    dl_bench.ENV.update({**bench_env(), **s3env})
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs.mkdir("bench")
+    names = make_pool(work / "root" / "files", args.pool)
+    rows = []
+    try:
+        with DemoServer(work / "root") as srv:
+            urls = work / f"urls-s3-{args.n}.parquet"
+            write_urls(urls, srv.url, names, args.n)
+            # (a): both with bench/download.py's settings (256 px center_crop, jpg q95, 32 threads, 2 processes)
+            cur = dl_bench.measure(_curate_cmd(urls, "s3://bench/curate", dl_bench.SETTINGS["samples_per_shard"]),
+                                   work / "s3-curate.log", srv.pid, 0.2)
+            cur["kept"] = json.loads(fs.cat_file("bench/curate/manifest.json"))["counts"]["kept"]
+            timing = work / "s3-i2d.timing.json"
+            cfg = {"urls": str(urls), "out": "s3://bench/i2d", "timing": str(timing)}
+            i2d = dl_bench.measure([sys.executable, str(BENCH / "download.py"), "--_img2dataset", json.dumps(cfg)],
+                                   work / "s3-i2d.log", None, 0.2)
+            i2d["kept"] = sum(json.loads(fs.cat_file(p))["successes"] for p in fs.glob("bench/i2d/*_stats.json"))
+            # (c)
+            for shards in (2, 8, 32):
+                r = dl_bench.measure(_curate_cmd(urls, f"s3://bench/mem{shards}", max(1, args.n // shards)),
+                                     work / f"s3-mem{shards}.log", None, 0.2)
+                got = len(fs.glob(f"bench/mem{shards}/shards/*.tar"))
+                rows.append((shards, got, r["rss_mb"], r["pss_mb"], r["wall_s"]))
+    finally:
+        moto.terminate()
+    ratio = i2d["wall_s"] / cur["wall_s"]
+    print(f"(a) curate -> s3: {cur['wall_s']:.1f} s kept {cur['kept']}; img2dataset -> s3: {i2d['wall_s']:.1f} s "
+          f"kept {i2d['kept']}; ratio img2dataset/curate {ratio:.2f}x")
+    for r in rows:
+        print(f"(c) {r[0]} shards asked, {r[1]} written: peak tree RSS {r[2]:.0f} MB, PSS {r[3]:.0f} MB, {r[4]:.1f} s")
+    load = Path("/proc/loadavg").read_text().split()[0]
+    mem = "\n".join(f"| {a} | {b} | {c:.0f} | {d:.0f} | {e:.1f} |" for a, b, c, d, e in rows)
+    return f"""Command: `.venv/bin/python bench/storage.py --s3 --n {args.n}`
+
+Writes go to a moto_server (moto[server], an S3-compatible HTTP server) on 127.0.0.1; the images come
+from a loopback DemoServer ({args.pool} distinct JPEGs, `?n=i` URLs). Both sides use bench/download.py's
+settings (256 px center_crop, jpg q95, timeout 10, retries 0, 32 threads, 2 processes / Ray num_cpus=2).
+*wall s* is the whole subprocess (interpreter and Ray start-up included). Ran
+{time.strftime('%Y-%m-%d %H:%M')}, load1 at the end {load}: the 2 cores were shared with other jobs,
+so absolute times are noisy.
+
+(a) writing {args.n:,} downloads to the S3 server
+
+| side | wall s | peak tree RSS MB | kept |
+|---|---|---|---|
+| `curate run download_only -o s3://bench/curate` | {cur['wall_s']:.1f} | {cur['rss_mb']:.0f} | {cur['kept']:,} |
+| img2dataset `output_folder=s3://bench/i2d` (s3fs) | {i2d['wall_s']:.1f} | {i2d['rss_mb']:.0f} | {i2d['kept']:,} |
+
+Ratio img2dataset / curate wall time: **{ratio:.2f}x** (above 1 means curate is faster).
+
+(c) peak memory of the same download_only run to S3 by number of shards (samples_per_shard = N / shards)
+
+| shards asked | shards written | peak tree RSS MB | peak tree PSS MB | wall s |
+|---|---|---|---|---|
+{mem}
+"""
+
+
+def _curate_cmd(urls: Path, out: str, per: int) -> list[str]:
+    import download as dl_bench
+
+    st = dl_bench.SETTINGS
+    cmd = [sys.executable, "-m", "curate.cli", "run", "download_only", "-i", str(urls), "-o", out]
+    for k, v in (("download.threads", st["threads"]), ("download.image_size", st["image_size"]),
+                 ("download.resize_mode", st["resize_mode"]), ("download.encode_format", st["encode_format"]),
+                 ("download.encode_quality", st["encode_quality"]), ("download.timeout_s", st["timeout"]),
+                 ("download.retries", st["retries"]), ("ray.num_cpus", st["processes"]),
+                 ("output.samples_per_shard", per)):
+        cmd += ["--set", f"{k}={v}"]
+    return cmd
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=10000)
     ap.add_argument("--pool", type=int, default=500)
     ap.add_argument("--work", default=str(BENCH / "out" / "storage"))
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--s3", action="store_true", help="(a) and (c): writes to a loopback S3 server instead of (b)")
     args = ap.parse_args()
+    if args.s3:
+        body = s3_bench(args, Path(args.work))
+        if not args.no_write:
+            print(f"wrote {update_results('storage-s3', body, PACKAGES + ['s3fs', 'moto'])}")
+        return
 
     from curate.demo.server import DemoServer
 

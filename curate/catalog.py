@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 
+from curate.io import storage
 from curate.io.rundir import RunDir
 
 
@@ -37,26 +38,51 @@ def _locked_down(allowed: list[Path]) -> duckdb.DuckDBPyConnection:
     return con
 
 
+def _parquet(con: duckdb.DuckDBPyConnection, name: str, paths: list, remote: bool) -> str:
+    """The FROM clause that reads Parquet files `paths`. Local files: DuckDB's read_parquet. Remote ones
+    (s3://, gs://): an Arrow dataset over the fsspec filesystem, registered as `name`: DuckDB scans it
+    lazily (projection and filter pushdown, no download step), and it works with external access off,
+    which refuses DuckDB's own remote readers and registered filesystems alike."""
+    if not remote:
+        return f"read_parquet({_file_list(paths)}, union_by_name = true)"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs, _ = storage.filesystem(paths[0])
+    inner = [storage.filesystem(p)[1] for p in paths]
+    schemas = []
+    for p in inner:
+        with fs.open(p, "rb") as f:
+            schemas.append(pq.read_schema(f))
+    con.register(name, storage.dataset(paths, schema=pa.unify_schemas(schemas, promote_options="permissive")))
+    return name
+
+
 def connect(out: str | Path, locked: bool = False) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the run's views; `locked` for user SQL (module doc)."""
-    run = RunDir(out)
+    try:
+        storage.preflight(out)
+        run = RunDir(out)
+    except storage.StorageError as err:
+        raise CatalogError(str(err)) from None
     if not run.root.exists():
         raise CatalogError(f"no such run directory: {run.root}")
-    parts = sorted(run.meta.glob("part-*.parquet")) if run.meta.exists() else []
+    parts = storage.glob(run.meta, "part-*.parquet")
     if not parts:
         raise CatalogError(f"{run.root} has no metadata parts (meta/part-*.parquet): is it a curate run directory?")
-    emb = sorted(run.embeddings.glob("part-*.parquet")) if run.embeddings.exists() else []
-    thumbs = sorted(run.thumbs.glob("part-*.parquet")) if run.thumbs.exists() else []
-    con = _locked_down(parts + emb + thumbs) if locked else duckdb.connect()
-    con.execute(f"CREATE VIEW samples AS SELECT * FROM read_parquet({_file_list(parts)}, union_by_name = true)")
+    emb = storage.glob(run.embeddings, "part-*.parquet")
+    thumbs = storage.glob(run.thumbs, "part-*.parquet")
+    remote = storage.is_remote(run.root)
+    con = _locked_down([] if remote else parts + emb + thumbs) if locked else duckdb.connect()
+    con.execute(f"CREATE VIEW samples AS SELECT * FROM {_parquet(con, '_samples', parts, remote)}")
     con.execute("CREATE VIEW kept AS SELECT * FROM samples WHERE status = 'ok'")
     con.execute("CREATE VIEW dropped AS SELECT * FROM samples WHERE status = 'dropped'")
     con.execute("CREATE VIEW failed AS SELECT * FROM samples WHERE status = 'failed'")
     if emb:
-        con.execute(f"CREATE VIEW embeddings AS SELECT * FROM read_parquet({_file_list(emb)}, union_by_name = true)")
+        con.execute(f"CREATE VIEW embeddings AS SELECT * FROM {_parquet(con, '_embeddings', emb, remote)}")
     if thumbs:  # the report's thumbnails of a sample of dropped rows (docs/report.md)
-        con.execute(f"CREATE VIEW thumbs AS SELECT * FROM read_parquet({_file_list(thumbs)}, union_by_name = true)")
-    shard_files = sorted(run.shards.glob("*.tar")) if run.shards.exists() else []
+        con.execute(f"CREATE VIEW thumbs AS SELECT * FROM {_parquet(con, '_thumbs', thumbs, remote)}")
+    shard_files = storage.glob(run.shards, "*.tar")
     con.execute("CREATE TABLE _shard_files (shard VARCHAR, path VARCHAR, bytes BIGINT)")
     if shard_files:
         con.executemany("INSERT INTO _shard_files VALUES (?, ?, ?)",

@@ -698,9 +698,10 @@ def main() -> None:
     from curate.models.clip import ModelLoadError
     from curate.recipe import RecipeError
     from curate.refilter import RefilterError
+    from curate.io.storage import StorageError
     from curate.runner import RunError
 
-    known = (RecipeError, RunError, InputError, CatalogError, ModelLoadError, UserError, RefilterError)
+    known = (RecipeError, RunError, InputError, CatalogError, ModelLoadError, UserError, RefilterError, StorageError)
     try:
         rc = app(standalone_mode=False)
         if isinstance(rc, int) and rc:

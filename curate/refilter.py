@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from curate import schema
 from curate.catalog import CatalogError, _only_selects, connect
-from curate.io import atomic
+from curate.io import atomic, storage
 from curate.io.manifest import Manifest, ManifestError, now
 from curate.io.rundir import RunDir
 
@@ -52,7 +51,7 @@ def _failing_uids(src: Path, where: str) -> set[str]:
 def _copy_members(src_tar: Path, dst_tar: Path, keys: set[str]) -> int:
     """Copy the members of samples whose key is in `keys` (bytes and names unchanged); returns members written."""
     n = 0
-    with atomic.atomic_path(dst_tar) as tmp, tarfile.open(src_tar) as tin, \
+    with atomic.atomic_path(dst_tar) as tmp, storage.open_tar(src_tar) as tin, \
             tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tout:
         for m in tin:
             if m.isfile() and m.name.rsplit("/", 1)[-1].split(".", 1)[0] in keys:
@@ -79,7 +78,7 @@ def _copy_thumbs(src_run: RunDir, tmp: RunDir, k: int, newly: pa.Table, per_reas
     images are still in OUT's shard), so OUT2's report shows what the new condition removed."""
     from curate.report.thumbs import DROPPED_SCHEMA, dropped_from_shard
 
-    old = pq.read_table(src_run.thumbs_part(k)) if src_run.thumbs_part(k).exists() else DROPPED_SCHEMA.empty_table()
+    old = storage.read_table(src_run.thumbs_part(k)) if src_run.thumbs_part(k).exists() else DROPPED_SCHEMA.empty_table()
     rows = [{"uid": u, "stage": STAGE, "reason": REASON, "dup_of": None, "key": key}
             for u, key in zip(newly.column("uid").to_pylist(), newly.column("key").to_pylist())]
     both = pa.concat_tables([old.select(DROPPED_SCHEMA.names).cast(DROPPED_SCHEMA),
@@ -88,8 +87,15 @@ def _copy_thumbs(src_run: RunDir, tmp: RunDir, k: int, newly: pa.Table, per_reas
         atomic.write_parquet(both, tmp.thumbs_part(k))
 
 
+def _where(root) -> str:
+    """A run directory's absolute location, to tell two apart."""
+    return str(root) if storage.is_remote(root) else str(root.resolve())
+
+
 def refilter(src: str | Path, where: str, dst: str | Path, report: bool = True) -> Manifest:
     """Write OUT2 = OUT with kept rows failing `where` dropped (and its report); returns OUT2's manifest."""
+    storage.preflight(src)
+    storage.preflight(dst, write=True)
     src_run, dst_run = RunDir(src), RunDir(dst)
     if not src_run.exists():
         raise RefilterError(f"{src_run.root} holds no run (no manifest.json)")
@@ -99,7 +105,7 @@ def refilter(src: str | Path, where: str, dst: str | Path, report: bool = True) 
         raise RefilterError(str(err)) from None
     if not manifest.complete:
         raise RefilterError(f"the run in {src_run.root} is not complete; finish it with `curate run --resume` first")
-    if dst_run.root.resolve() == src_run.root.resolve():
+    if _where(dst_run.root) == _where(src_run.root):
         raise RefilterError("--output must be a new folder: refilter never changes the run it reads")
     if dst_run.root.exists() and any(dst_run.root.iterdir()):
         raise RefilterError(f"output folder {dst_run.root} is not empty; choose another --output")
@@ -108,14 +114,18 @@ def refilter(src: str | Path, where: str, dst: str | Path, report: bool = True) 
     drop = _failing_uids(src_run.root, where)
     per_reason = _dropped_thumbnails(src_run)
 
-    tmp_root = dst_run.root.with_name(f".{dst_run.root.name}.refilter-tmp")
-    shutil.rmtree(tmp_root, ignore_errors=True)
+    # locally OUT2 is built in a hidden sibling and renamed into place; object stores have no rename, so
+    # there OUT2 is written in place and its manifest.json, written last, is what makes it a run
+    remote = storage.is_remote(dst_run.root)
+    tmp_root = dst_run.root if remote else dst_run.root.with_name(f".{dst_run.root.name}.refilter-tmp")
+    if not remote:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+        tmp_root.mkdir(parents=True)
     tmp = RunDir(tmp_root)
-    tmp_root.mkdir(parents=True)
     try:
-        for meta_path in sorted(src_run.meta.glob("part-*.parquet")):
+        for meta_path in storage.glob(src_run.meta, "part-*.parquet"):
             k = int(meta_path.stem.split("-")[1])
-            t = pq.read_table(meta_path)
+            t = storage.read_table(meta_path)
             hit = pa.array([u in drop for u in t.column("uid").to_pylist()], pa.bool_())
             hit = pc.and_(hit, schema.active_mask(t))
             _copy_thumbs(src_run, tmp, k, t.filter(hit), per_reason)
@@ -130,20 +140,21 @@ def refilter(src: str | Path, where: str, dst: str | Path, report: bool = True) 
             atomic.write_parquet(t, tmp.meta_part(k))
         for extra in ("recipe.yaml",):
             if (src_run.root / extra).exists():
-                shutil.copy(src_run.root / extra, tmp_root / extra)
+                atomic.write_bytes(tmp_root / extra, (src_run.root / extra).read_bytes())
         out = manifest.model_copy(deep=True)
         out.created = now()
-        out.refilter = {"from": str(src_run.root.resolve()), "where": where, "dropped": len(drop)}
-        tmp.finalize(out, report=False)  # the report is drawn once OUT2 is in place
+        out.refilter = {"from": _where(src_run.root), "where": where, "dropped": len(drop)}
+        tmp.finalize(out, report=False)  # manifest.json last; the report is drawn once OUT2 is in place
         before = manifest.counts.rows if manifest.counts else out.counts.rows
         if out.counts.rows != before:
             raise RefilterError(f"row count changed ({out.counts.rows} != {before})")
-        if dst_run.root.exists():
-            dst_run.root.rmdir()  # empty (checked above)
-        tmp_root.rename(dst_run.root)
-        atomic.sync_dir(dst_run.root.parent)
+        if not remote:
+            if dst_run.root.exists():
+                dst_run.root.rmdir()  # empty (checked above)
+            tmp_root.rename(dst_run.root)
+            atomic.sync_dir(dst_run.root.parent)
     except BaseException:
-        shutil.rmtree(tmp_root, ignore_errors=True)
+        storage.rmtree(tmp_root)
         raise
     if report:
         dst_run.write_report()

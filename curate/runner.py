@@ -16,7 +16,6 @@ import base64
 import json
 import logging
 import os
-import shutil
 import time
 import zlib
 from contextlib import contextmanager
@@ -26,11 +25,10 @@ from typing import Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import yaml
 
 from curate import plugins, progress, schema
-from curate.io import atomic, reader
+from curate.io import atomic, reader, storage
 from curate.io.manifest import Batch, InputInfo, Manifest, ManifestError, PartInfo, recipe_hash
 from curate.io.rundir import RunDir, versions
 from curate.dedup import graph
@@ -64,15 +62,15 @@ def _load_parts(batch: pa.Table, *, root: str, seg: int, job: Job | None, job_in
     out, counts = [], {}
     for k in batch.column("part").to_pylist():
         if seg == 0:
-            t = pq.read_table(run.input_part(k))
+            t = storage.read_table(run.input_part(k))
         else:
-            t = pq.read_table(run.segment_part(seg - 1, k))
+            t = storage.read_table(run.segment_part(seg - 1, k))
         t = schema.conform(t, run_schema)
         if seg == 0:  # every input row starts in play
             t = t.set_column(t.column_names.index("status"), "status", pc.fill_null(t.column("status"), schema.OK))
         if job is not None:
             t0, before = time.time(), t
-            t = apply_decisions(t, job, pq.read_table(run.job_part(job_index, k)))
+            t = apply_decisions(t, job, storage.read_table(run.job_part(job_index, k)))
             counts[str(k)] = {job.name: progress.stage_counts(before, t, job.name, time.time() - t0)}
         out.append(t)
     return progress.carry(pa.concat_tables(out), counts)
@@ -167,13 +165,13 @@ def _commit_parts(batch: pa.Table, *, root: str, seg: int, final: bool, run_sche
 def _read_part(run: RunDir, k: int, seg: int, columns: list[str], prior: bool) -> pa.Table:
     """A job's input columns of one part: this batch's checkpoint, or an earlier batch's kept rows (part -1)."""
     if not prior:
-        return pq.read_table(run.segment_part(seg, k), columns=columns)
+        return storage.read_table(run.segment_part(seg, k), columns=columns)
     # meta/ holds no payload (image bytes): a job that reads it gets it back from the part's shard
     payload = [c for c in columns if c in schema.PAYLOAD_COLUMNS]
     meta_cols = [c for c in columns if c not in payload]
     if payload:
         meta_cols += [c for c in ("key", "image_format") if c not in meta_cols]
-    t = pq.read_table(run.meta_part(k), columns=meta_cols, filters=[("status", "=", schema.OK)])
+    t = storage.read_table(run.meta_part(k), columns=meta_cols, filters=[("status", "=", schema.OK)])
     for c in payload:
         t = t.append_column(c, _payload_from_shard(run.shard(k), t, c))
     t = t.select(columns)
@@ -182,8 +180,6 @@ def _read_part(run: RunDir, k: int, seg: int, columns: list[str], prior: bool) -
 
 def _payload_from_shard(tar_path, t: pa.Table, column: str) -> pa.Array:
     """Column `column` (image bytes) of kept rows `t`, read from their committed WebDataset tar."""
-    import tarfile
-
     if column != "image":
         raise RunError(f"an earlier batch's {column!r} bytes are not kept in meta/; this job cannot be re-run "
                        "against it with --retry-failed")
@@ -191,7 +187,7 @@ def _payload_from_shard(tar_path, t: pa.Table, column: str) -> pa.Array:
             enumerate(zip(t.column("key").to_pylist(), t.column("image_format").to_pylist()))}
     out: list = [None] * t.num_rows
     if want:
-        with tarfile.open(tar_path) as tar:
+        with storage.open_tar(tar_path) as tar:
             for member in tar:
                 i = want.get(member.name)
                 if i is not None:
@@ -350,6 +346,8 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
         try:
             if address:
                 _check_reachable(address)
+                if storage.worker_env():  # a cluster's workers do not see this shell: give them its store settings
+                    kwargs["runtime_env"] = {"env_vars": storage.worker_env()}
                 ray.init(address=address, **kwargs)
             else:
                 if object_store_mb:
@@ -450,7 +448,10 @@ class Runner:
         # Ray workers do not share the driver's working directory (an existing cluster, RAY_ADDRESS), so a
         # relative local output folder is made absolute here, once, for every path derived from it.
         root = recipe.output.path
-        self.run = RunDir(root if "://" in str(root) else os.path.abspath(root))
+        try:
+            self.run = RunDir(root if "://" in str(root) else os.path.abspath(root))
+        except storage.StorageError as err:
+            raise RunError(str(err)) from None
         self.ray_address = ray_address
         self.on_progress = on_progress or (lambda label, done, total: None)
         self.on_rows = on_rows
@@ -526,8 +527,19 @@ class Runner:
         except ManifestError as err:
             raise RunError(str(err)) from None
 
+    def _check_storage(self) -> None:
+        """Remote output and input (s3://...) must be reachable, exist and accept these credentials: found
+        out here, before Ray starts and before anything is written (curate/io/storage.py)."""
+        try:
+            storage.preflight(self.run.root, write=True)
+            if self.recipe.input.path and not reader.inputfs.is_pattern(self.recipe.input.path):
+                storage.preflight(self.recipe.input.path)
+        except storage.StorageError as err:
+            raise RunError(str(err)) from None
+
     def start(self, resume: bool = False) -> Manifest:
         run = self.run
+        self._check_storage()
         if run.exists():
             manifest = self._load_manifest()
             if not resume:
@@ -563,10 +575,10 @@ class Runner:
         """Remove what a fresh run wrote (the folder itself if this run created it)."""
         root = self.run.root
         if created:
-            shutil.rmtree(root, ignore_errors=True)
+            storage.rmtree(root)
         elif root.exists():
             for p in root.iterdir():
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                storage.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
 
     def _start_fresh(self, spec: reader.InputSpec) -> Manifest:
         run = self.run
@@ -575,7 +587,8 @@ class Runner:
                             recipe_sha256=recipe_hash(recipe_yaml), versions=versions(),
                             input=InputInfo(**reader.fingerprint(spec.path)), named_files=self._named_files(),
                             batches=[Batch(kind="run", status="splitting")])
-        run.root.mkdir(parents=True, exist_ok=True)
+        if not storage.is_remote(run.root):  # object stores have no folders
+            run.root.mkdir(parents=True, exist_ok=True)
         atomic.write_bytes(run.recipe, recipe_yaml)
         run.save_manifest(manifest)
         return self._execute(manifest)
@@ -583,6 +596,7 @@ class Runner:
     def retry_failed(self) -> Manifest:
         """Re-run the rows of an existing run whose status is failed, as new parts of the same run."""
         run = self.run
+        self._check_storage()
         if not run.exists():
             raise RunError(f"--retry-failed: {run.root} holds no run")
         manifest = self._load_manifest()
@@ -641,7 +655,7 @@ class Runner:
                 try:
                     sizes, extras = reader.split_parts(spec, self.recipe.output.samples_per_shard, run.input_part)
                 except reader.InputError as err:
-                    shutil.rmtree(run.root)  # nothing was produced yet: leave no half-made run behind
+                    storage.rmtree(run.root)  # nothing was produced yet: leave no half-made run behind
                     raise RunError(str(err)) from None
                 manifest.parts = {k: PartInfo(rows=n, batch=0) for k, n in enumerate(sizes)}
                 manifest.extra_columns = {n: str(t) for n, t in extras.items()}
@@ -676,7 +690,7 @@ class Runner:
         self._reconcile()
         manifest.stage_timings = self._stage_timings(manifest)
         if not self.recipe.output.keep_work:  # every part is committed: nothing left to resume from
-            shutil.rmtree(run.work, ignore_errors=True)
+            storage.rmtree(run.work)
         run.finalize(manifest)  # counts, sizes.json, status complete, report.html
         return manifest
 
@@ -824,7 +838,7 @@ class Runner:
             return json.loads(marker.read_text())
         self._phase = {"phase": "job", "name": job.name, "started": time.time()}
         cols = list(dict.fromkeys(["uid", "part", "status", *job.needs()]))
-        prior_rows = sum(pq.read_metadata(run.meta_part(k)).num_rows for k in prior)
+        prior_rows = sum(storage.read_metadata(run.meta_part(k)).num_rows for k in prior)
         rows = sum(parts.values()) + prior_rows
         if job.fit_rows:  # a first round on a bounded sample (e.g. k-means centroids), then the fitted job
             job = job.fit(self._fit_sample(job, s, parts, cols, prior, rows))
@@ -928,7 +942,7 @@ class Runner:
 
     # -- after ------------------------------------------------------------------------------------------
     def _meta_dataset(self) -> pads.Dataset:
-        return pads.dataset(sorted(str(p) for p in self.run.meta.glob("part-*.parquet")), format="parquet")
+        return storage.dataset(storage.glob(self.run.meta, "part-*.parquet"))
 
     def _reconcile(self) -> None:
         """Keep one row per uid: a retried row replaces its earlier failed row (idempotent, atomic per part)."""
@@ -943,7 +957,7 @@ class Runner:
         newest = dict(zip(dup.column("uid").to_pylist(), dup.column("part_max").to_pylist()))
         stale = t.filter(pc.is_in(t.column("uid"), value_set=dup.column("uid").combine_chunks()))
         for k in sorted(set(stale.column("part").to_pylist())):
-            part = pq.read_table(self.run.meta_part(k))
+            part = storage.read_table(self.run.meta_part(k))
             drop = [newest.get(u, k) > k for u in part.column("uid").to_pylist()]
             if any(drop):
                 if any(s == schema.OK for s, d in zip(part.column("status").to_pylist(), drop) if d):

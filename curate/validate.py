@@ -11,11 +11,11 @@ import tarfile
 from collections import defaultdict
 from pathlib import Path
 
-import pyarrow.dataset as pads
 import yaml
 
 from curate.images import decode as decode_image
 from curate.io import members as sample_members
+from curate.io import storage
 from curate.io.manifest import ManifestError
 from curate.io.rundir import RunDir
 
@@ -49,6 +49,7 @@ def _check_text(where: str, row: dict, members: dict[str, bytes], policy: str) -
 
 def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tuple[list[str], dict]:
     """Return (problems, stats); no problems means the run is consistent."""
+    storage.preflight(out)  # an unreachable store or missing bucket is one line (StorageError), not a problem list
     run = RunDir(out)
     problems: list[str] = []
     if not run.exists():
@@ -60,10 +61,10 @@ def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tu
     if not manifest.complete:
         problems.append(f"run status is {manifest.status!r}, not 'complete' (finish it with --resume)")
     policy = caption_policy(run)
-    parts = sorted(run.meta.glob("part-*.parquet"))
+    parts = storage.glob(run.meta, "part-*.parquet")
     if not parts:
         return problems + ["no metadata parts"], {}
-    meta = pads.dataset([str(p) for p in parts], format="parquet").to_table()
+    meta = storage.dataset(parts).to_table()
     rows = meta.to_pylist()
     stats = {"rows": len(rows), "kept": 0, "shards": 0, "members": 0}
     uids = defaultdict(int)
@@ -90,7 +91,7 @@ def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tu
             kept_by_shard[r["shard"]][r["key"]] = r
         elif r.get("shard"):
             problems.append(f"{r['status']} row {r['uid']} claims shard {r['shard']}")
-    tars = {f"shards/{p.name}": p for p in sorted(run.shards.glob("*.tar"))} if run.shards.exists() else {}
+    tars = {f"shards/{p.name}": p for p in storage.glob(run.shards, "*.tar")}
     stats["shards"] = len(tars)
     for shard in sorted(set(kept_by_shard) - set(tars)):
         problems.append(f"{shard}: listed in meta but missing")
@@ -98,7 +99,7 @@ def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tu
         expect = kept_by_shard.get(shard, {})
         seen: dict[str, dict[str, bytes]] = defaultdict(dict)
         try:
-            with tarfile.open(path) as tar:
+            with storage.open_tar(path) as tar:
                 for m in tar:
                     if not m.isfile():
                         continue

@@ -1,16 +1,23 @@
-"""Atomic file writes: write to a temporary name in the same folder, fsync, rename.
+"""Atomic writes: a file under its final name is always complete.
 
-A killed run therefore never leaves a truncated shard or part: a file under its final name is complete.
+Local files: write to a temporary name in the same folder, fsync, rename. Object stores (s3://, gs://) have
+no rename: the file is written to a local temporary file and then PUT whole under its final name (a PUT is
+atomic per object; large files go up as a multipart upload, which becomes visible only when it completes),
+so no reader ever sees a half-written object. Which object marks a part as committed is the run
+directory's business (curate/io/rundir.py): the meta part, written last.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from curate.io import storage
 
 TMP_MARK = ".tmp-"
 
@@ -20,8 +27,14 @@ def tmp_path(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path):
-    """Yield a temporary path; on success fsync it and rename it to `path`, on error remove it."""
+def atomic_path(path):
+    """Yield a local temporary path; on success publish it as `path` (fsync + rename locally, one whole
+    PUT on an object store), on error remove it."""
+    if storage.is_remote(path):
+        with _remote_path(storage.as_path(path)) as tmp:
+            yield tmp
+        return
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path(path)
     try:
@@ -34,12 +47,29 @@ def atomic_path(path: Path):
             tmp.unlink()
 
 
-def write_bytes(path: Path, data: bytes) -> None:
+@contextlib.contextmanager
+def _remote_path(path):
+    fd, name = tempfile.mkstemp(prefix="curate-put-", suffix=path.suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        fs, inner = storage.filesystem(path)
+        fs.put_file(str(tmp), inner)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path, data: bytes) -> None:
+    if storage.is_remote(path):
+        fs, inner = storage.filesystem(path)
+        fs.pipe_file(inner, data)  # one PUT of the whole object
+        return
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
-def write_parquet(table: pa.Table, path: Path) -> None:
+def write_parquet(table: pa.Table, path) -> None:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 
@@ -54,9 +84,13 @@ def sync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def remove_stale_tmp(folder: Path) -> int:
-    """Delete temporary files a killed run left behind; returns how many."""
+def remove_stale_tmp(folder) -> int:
+    """Delete temporary files a killed run left behind; returns how many. Object stores hold none: an
+    unfinished PUT or multipart upload never appears under any name."""
     n = 0
+    if storage.is_remote(folder):
+        return 0
+    folder = Path(folder)
     if folder.exists():
         for p in folder.rglob(f".*{TMP_MARK}*"):
             with contextlib.suppress(FileNotFoundError):

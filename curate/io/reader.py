@@ -23,7 +23,7 @@ import pyarrow.dataset as pads
 import pyarrow.json as pajson
 
 from curate import schema
-from curate.io import atomic, inputfs, wds_input
+from curate.io import atomic, inputfs, storage, wds_input
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv", ".jsonl": "json",
            ".ndjson": "json", ".json": "json"}
@@ -55,7 +55,7 @@ def detect_format(path: Path) -> str:
 
     if inputfs.is_pattern(str(path)) or str(path).endswith(".tar"):
         return "webdataset"
-    if path.is_file() and is_warc(path):
+    if not storage.is_remote(path) and path.is_file() and is_warc(path):
         return "warc"
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
     if not files:
@@ -73,24 +73,25 @@ def detect_format(path: Path) -> str:
 
 def resolve_format(spec: InputSpec) -> str:
     """The input's format: as the recipe says, or detected from its file names."""
-    path = Path(spec.path)
+    path = storage.as_path(spec.path)  # a UPath for s3://... (Path would collapse the //)
     if spec.format == "auto" and not inputfs.is_pattern(spec.path):
         if not path.exists():
             raise InputError(f"input not found: {path}")
-        if not os.access(path, os.R_OK):
+        if not storage.is_remote(path) and not os.access(path, os.R_OK):
             raise InputError(f"input not readable: {path}")
     return detect_format(path) if spec.format == "auto" else {"jsonl": "json"}.get(spec.format, spec.format)
 
 
 def open_dataset(spec: InputSpec) -> pads.Dataset:
-    path = Path(spec.path)
+    path = storage.as_path(spec.path)
     if not path.exists():
         raise InputError(f"input not found: {path}")
-    if not os.access(path, os.R_OK):
+    if not storage.is_remote(path) and not os.access(path, os.R_OK):
         raise InputError(f"input not readable: {path}")
     fmt = resolve_format(spec)
     if fmt in IMAGE_FORMATS:
         raise InputError(f"{path} is {fmt} input, not a table")
+    inner, fs = storage.arrow(path)
     try:
         if fmt == "warc":  # a crawl archive: its HTML responses as (url, html) rows, for document recipes
             from curate.interleaved._warc import read_warc
@@ -100,10 +101,11 @@ def open_dataset(spec: InputSpec) -> pads.Dataset:
             delim = "\t" if path.suffix.lower() == ".tsv" else ","
             file_format = pads.CsvFileFormat(parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=True),
                                               read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES))
-            return pads.dataset(str(path), format=file_format)
+            return pads.dataset(inner, format=file_format, filesystem=fs)
         if fmt == "json":
-            return pads.dataset(str(path), format=pads.JsonFileFormat(read_options=pajson.ReadOptions(block_size=BLOCK_BYTES)))
-        return pads.dataset(str(path), format=fmt)
+            return pads.dataset(inner, format=pads.JsonFileFormat(read_options=pajson.ReadOptions(block_size=BLOCK_BYTES)),
+                                filesystem=fs)
+        return pads.dataset(inner, format=fmt, filesystem=fs)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, ValueError) as err:
         raise InputError(f"cannot read {path} as {fmt}: {str(err).splitlines()[0]}") from None
 

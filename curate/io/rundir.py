@@ -14,7 +14,7 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-from curate.io import atomic
+from curate.io import atomic, storage
 from curate.io.manifest import COMPLETE, Counts, Manifest, ManifestError, now
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 class RunDir:
     def __init__(self, root: Path | str):
-        self.root = Path(root)
+        self.root = storage.as_path(root)  # a Path, or a UPath for a URL (s3://bucket/out): curate/io/storage.py
         self.recipe = self.root / "recipe.yaml"
         self.manifest_path = self.root / "manifest.json"
         self.shards = self.root / "shards"
@@ -64,16 +64,16 @@ class RunDir:
         return self.job_dir(j) / f"part-{k:06d}.parquet"
 
     def done_meta_parts(self) -> set[int]:
-        return {int(p.stem.split("-")[1]) for p in self.meta.glob("part-*.parquet")} if self.meta.exists() else set()
+        return {int(p.stem.split("-")[1]) for p in storage.glob(self.meta, "part-*.parquet")}
 
     def write_sizes(self) -> dict[str, int]:
         """Write sizes.json ({"000000.tar": n}, the format open_clip_train reads) from meta/: kept rows per shard."""
         import pyarrow.dataset as pads
 
-        sizes = {p.name: 0 for p in sorted(self.shards.glob("*.tar"))} if self.shards.exists() else {}
-        parts = sorted(str(p) for p in self.meta.glob("part-*.parquet"))
+        sizes = {p.name: 0 for p in storage.glob(self.shards, "*.tar")}
+        parts = storage.glob(self.meta, "part-*.parquet")
         if parts:
-            t = pads.dataset(parts, format="parquet").to_table(columns=["shard"], filter=pads.field("status") == "ok")
+            t = storage.dataset(parts).to_table(columns=["shard"], filter=pads.field("status") == "ok")
             for row in t.group_by("shard").aggregate([("shard", "count")]).to_pylist():
                 sizes[Path(row["shard"]).name] = row["shard_count"]
         sizes = dict(sorted(sizes.items()))
@@ -97,11 +97,9 @@ class RunDir:
 
     def counts(self) -> Counts:
         """The funnel counted from meta/ (rows, kept, dropped and failed by stage/reason, derived rows)."""
-        import pyarrow.dataset as pads
-
         from curate import schema
 
-        ds = pads.dataset(sorted(str(p) for p in self.meta.glob("part-*.parquet")), format="parquet")
+        ds = storage.dataset(storage.glob(self.meta, "part-*.parquet"))
         t = ds.to_table(columns=["status", "stage", "reason"])
         c = schema.counts(t)
         out = Counts(rows=t.num_rows, kept=sum(c[schema.OK].values()), dropped=c[schema.DROPPED],

@@ -19,6 +19,7 @@ import torch
 import webdataset as wds
 
 from curate.images import decode_rgb
+from curate.io import storage
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 TEXT_KEYS = ("txt", "text", "caption")
@@ -38,6 +39,9 @@ def expand_shards(specs: Sequence[str]) -> list[str]:
     out: list[str] = []
     for spec in specs:
         for s in braceexpand.braceexpand(str(spec)):
+            if storage.is_remote(s) and not s.startswith(("pipe:", "http://", "https://")):
+                out.extend(_remote_shards(s))
+                continue
             p = Path(s)
             if p.is_dir():
                 found = sorted(str(x) for x in p.glob("*.tar"))
@@ -58,6 +62,53 @@ def expand_shards(specs: Sequence[str]) -> list[str]:
     if not out:
         raise DataError("no shards given")
     return out
+
+
+def _remote_shards(url: str) -> list[str]:
+    """Tars named by an fsspec URL (s3://bucket/out, .../shards/, a glob, one tar), as URLs."""
+    from curate.io import inputfs
+
+    try:
+        fs, inner = inputfs.filesystem(url)
+        if any(c in inner for c in "*?["):
+            found = fs.glob(inner)
+        elif fs.isdir(inner):
+            found = [p for p in fs.ls(inner, detail=False) if p.endswith(".tar")]
+            if not found and fs.isdir(inner.rstrip("/") + "/shards"):  # a curate run directory
+                found = [p for p in fs.ls(inner.rstrip("/") + "/shards", detail=False) if p.endswith(".tar")]
+        else:
+            found = [inner] if fs.isfile(inner) else []
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot list shards {url}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    if not found:
+        raise DataError(f"no .tar shards at {url}")
+    return sorted(fs.unstrip_protocol(p) for p in found)
+
+
+def _open_shards(data, handler):
+    """webdataset's url_opener, with fsspec for object-store URLs (s3://, gs://, ...): webdataset's own
+    gopen knows local files, pipe: and curl-able URLs only."""
+    import fsspec
+
+    for sample in data:
+        url = sample["url"]
+        try:
+            if storage.is_remote(url) and not url.startswith(("pipe:", "http://", "https://")):
+                sample.update(stream=fsspec.open(url, "rb").open())
+            else:
+                sample.update(stream=wds.gopen(url))
+            yield sample
+        except Exception as exn:  # noqa: BLE001 - the handler decides, as in webdataset
+            exn.args = exn.args + (url,)
+            if not handler(exn):
+                break
+
+
+def _tar_samples(src, handler):
+    from webdataset import tariterators
+
+    files = tariterators.tar_file_expander(_open_shards(src, handler), handler=handler)
+    return tariterators.group_by_keys(files, handler=handler)
 
 
 class SkipCounter:
@@ -105,7 +156,7 @@ def raw_samples(shards: list[str], handler: SkipCounter, split: bool = True) -> 
     stages = [wds.SimpleShardList(shards)]
     if split:
         stages += [wds.split_by_node, wds.split_by_worker]
-    stages.append(wds.tarfile_to_samples(handler=handler))
+    stages.append(wds.filters.pipelinefilter(_tar_samples)(handler=handler))
     return iter(wds.DataPipeline(*stages))
 
 

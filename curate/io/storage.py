@@ -1,0 +1,210 @@
+"""The one filesystem layer for run directories: a local path or an fsspec URL (`s3://`, `gs://`, `memory://`,
+`file://`) becomes a Path-like object, and Arrow, DuckDB and tarfile read through it.
+
+Local paths stay `pathlib.Path` (nothing changes for them); URLs become universal-pathlib `UPath`s, which
+have the same API (`/`, exists, glob, read_text, write_bytes, iterdir) over fsspec. Credentials come from
+the filesystem package's standard environment: for S3 (s3fs/botocore) AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_PROFILE, AWS_DEFAULT_REGION and AWS_ENDPOINT_URL for S3-compatible stores.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tarfile
+from pathlib import Path
+
+# environment variables that reach the filesystem packages: a run forwards them to its Ray workers
+ENV_PREFIXES = ("AWS_", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "GCSFS_", "FSSPEC_", "HF_TOKEN")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# schemes a run directory can live on (http(s) is read-only)
+READ_ONLY = ("http", "https", "hf")
+
+
+class StorageError(Exception):
+    """A path that cannot be used (unknown scheme, missing bucket, bad credentials); one line for the user."""
+
+
+def scheme(path) -> str | None:
+    """The URL scheme of `path` (`s3`, `gs`, ...), None for a local path or `file://`."""
+    m = _SCHEME.match(str(path))
+    if not m or m.group(1).lower() in ("file", "local"):
+        return None
+    return m.group(1).lower()
+
+
+def is_remote(path) -> bool:
+    return scheme(path) is not None
+
+
+def as_path(path):
+    """A Path for a local path (or file:// URL), a UPath for any other URL."""
+    if isinstance(path, Path) and not is_remote(path):
+        return path
+    s = str(path)
+    if s.startswith("file://"):
+        return Path(s[len("file://"):])
+    if not is_remote(s):
+        return Path(s)
+    try:
+        from upath import UPath
+    except ImportError:
+        raise StorageError(f"{s}: remote paths need the storage extra: pip install 'curate[s3]' (or [gcs])") from None
+    try:
+        return path if isinstance(path, UPath) else UPath(s)
+    except (ImportError, ValueError) as err:  # no fsspec implementation for the scheme, or its package missing
+        raise StorageError(f"{s}: {_scheme_fix(scheme(s), err)}") from None
+
+
+def _scheme_fix(name: str | None, err: Exception) -> str:
+    """Why a URL's scheme cannot be opened, and the fix."""
+    from fsspec.registry import known_implementations
+
+    if name not in known_implementations:
+        return (f"unknown URL scheme {name}://; use a local path or s3://, gs://, hf://, http(s):// "
+                "(or any fsspec protocol)")
+    extra = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}.get(name)
+    return f"{name}:// needs its filesystem package: " + (f"pip install 'curate[{extra}]'" if extra else str(err))
+
+
+def filesystem(path):
+    """(fsspec filesystem, path inside it) of a remote path; (None, str) for a local one."""
+    if not is_remote(path):
+        return None, str(as_path(path))
+    p = as_path(path)
+    return p.fs, p.path
+
+
+def arrow(path) -> tuple[str, object]:
+    """(path, filesystem) arguments for pyarrow readers and writers: filesystem None for local paths."""
+    fs, inner = filesystem(path)
+    return inner, fs
+
+
+def read_table(path, **kwargs):
+    import pyarrow.parquet as pq
+
+    inner, fs = arrow(path)
+    return pq.read_table(inner, filesystem=fs, **kwargs)
+
+
+def read_metadata(path):
+    import pyarrow.parquet as pq
+
+    fs, inner = filesystem(path)
+    if fs is None:
+        return pq.read_metadata(inner)
+    with fs.open(inner, "rb") as f:
+        return pq.read_metadata(f)
+
+
+def dataset(paths: list, **kwargs):
+    """A pyarrow dataset over Parquet files that all live on one filesystem."""
+    import pyarrow.dataset as pads
+
+    paths = list(paths)
+    if not paths:
+        return pads.dataset([], format="parquet", **kwargs)
+    fs, _ = filesystem(paths[0])
+    return pads.dataset([filesystem(p)[1] for p in paths], format="parquet", filesystem=fs, **kwargs)
+
+
+@contextlib.contextmanager
+def open_tar(path):
+    """A tarfile open for reading, local or remote (streamed through fsspec)."""
+    if not is_remote(path):
+        with tarfile.open(path) as tar:
+            yield tar
+        return
+    with as_path(path).open("rb") as f, tarfile.open(fileobj=f) as tar:
+        yield tar
+
+
+def rmtree(path) -> None:
+    """Remove a folder (or every object under a prefix) if it is there."""
+    path = as_path(path)
+    if not is_remote(path):
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    fs, inner = filesystem(path)
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm(inner, recursive=True)
+
+
+def glob(folder, pattern: str) -> list:
+    """Sorted matches of `pattern` in `folder` (none when the folder is absent)."""
+    folder = as_path(folder)
+    return sorted(folder.glob(pattern), key=str) if folder.exists() else []
+
+
+def worker_env() -> dict[str, str]:
+    """The storage variables of this process that Ray workers need to reach the same stores."""
+    return {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+
+
+def preflight(path, *, write: bool = False) -> None:
+    """Fail fast, with the fix, on a remote path that cannot work: an unknown scheme, a read-only scheme as
+    an output, an endpoint where nothing listens, a missing bucket, missing or wrong credentials. Runs
+    before Ray starts and before anything is written; local paths pass (their checks are the callers')."""
+    name = scheme(path)
+    if name is None:
+        return
+    if write and name in READ_ONLY:
+        raise StorageError(f"{path}: {name}:// is read-only here; write to a local folder, s3:// or gs://")
+    p = as_path(path)
+    if name in ("s3", "s3a"):
+        _endpoint_listens(path)
+    import fsspec
+
+    # a fresh client, not fsspec's cached one: it must see the credentials of the environment as it is now
+    fs, inner = fsspec.filesystem(p.protocol, skip_instance_cache=True, **p.storage_options), p.path
+    bucket = inner.split("/", 1)[0]
+    try:
+        if name in ("s3", "s3a", "gs", "gcs"):
+            fs.ls(bucket, refresh=True)
+        else:
+            fs.exists(inner)
+    except FileNotFoundError:
+        raise StorageError(f"{path}: bucket {bucket!r} does not exist (or is not visible with these credentials); "
+                           "create it or fix the URL") from None
+    except Exception as err:  # noqa: BLE001 - botocore/gcsfs raise many kinds; each becomes one line
+        raise StorageError(f"{path}: {_access_error(err)}") from None
+
+
+def _endpoint_listens(path) -> None:
+    """Refuse at once an S3 endpoint (AWS_ENDPOINT_URL) where nothing listens: botocore retries it for
+    a minute before giving up."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not url:
+        return
+    u = urlparse(url)
+    if not u.hostname:
+        raise StorageError(f"{path}: AWS_ENDPOINT_URL={url} is not a URL; set it to http(s)://host:port")
+    port = u.port or (443 if u.scheme == "https" else 80)
+    try:
+        with socket.create_connection((u.hostname, port), timeout=5):
+            pass
+    except OSError as err:
+        raise StorageError(f"{path}: cannot reach the S3 endpoint {url} ({err.strerror or err}); start the "
+                           "server or fix AWS_ENDPOINT_URL") from None
+
+
+def _access_error(err: Exception) -> str:
+    """One line for a failed first request to a store: what went wrong and which setting fixes it."""
+    kinds = {c.__name__ for c in type(err).__mro__}
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    creds = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (for gs://: "
+             "GOOGLE_APPLICATION_CREDENTIALS)")
+    if kinds & {"NoCredentialsError", "PartialCredentialsError", "ProfileNotFound"}:
+        return f"no usable credentials ({text}); {creds}"
+    if "PermissionError" in kinds or any(code in text for code in (
+            "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden", "403", "401")):
+        return f"access denied ({text}); check the credentials: {creds}"
+    if kinds & {"EndpointConnectionError", "ConnectionError", "ConnectTimeoutError", "ClientConnectorError"}:
+        return f"cannot reach the store ({text}); check AWS_ENDPOINT_URL and the network"
+    return f"cannot open it ({type(err).__name__}: {text})"
