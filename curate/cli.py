@@ -382,7 +382,7 @@ def stages(
     if markdown:
         from curate.stage_docs import render_markdown  # the same page as docs/stages.md (one renderer)
 
-        sys.stdout.write(render_markdown({k: registry[k] for k in keys}))
+        sys.stdout.write(render_markdown({name: registry[name]} if name else None))
         return
     for key in keys:
         cls = registry[key]

@@ -120,9 +120,16 @@ def render_stage(name: str, cls: type[Step]) -> str:
     return "\n".join(out)
 
 
+def shipped_steps() -> dict[str, type[Step]]:
+    """The stages curate ships (not ones a user or a test registered in this process)."""
+    from curate.stage import STEP_PACKAGES
+
+    return {n: c for n, c in load_builtin_steps().items() if c.__module__.rpartition(".")[0] in STEP_PACKAGES}
+
+
 def render_markdown(registry: dict[str, type[Step]] | None = None) -> str:
-    """The whole page: an index table, then one section per registered stage, sorted by name."""
-    registry = load_builtin_steps() if registry is None else registry
+    """The whole page: an index table, then one section per stage (default: the shipped ones), sorted by name."""
+    registry = shipped_steps() if registry is None else registry
     names = sorted(registry)
     index = ["| stage | kind | what it does |", "|---|---|---|"]
     index += [f"| [`{n}`](#{n}) | {kind_of(registry[n]).split(' ')[0]} | {cell(summary(registry[n]))} |"

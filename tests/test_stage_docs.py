@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 
 import pyarrow as pa
 
-from curate.stage import Filter, load_builtin_steps
+from curate.stage import Filter
 from curate.stage_docs import render_markdown
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "stages.md"
@@ -26,7 +26,9 @@ def test_docs_stages_md_is_the_generated_text():
 
 def test_every_registered_stage_and_reason_is_on_the_page():
     text = DOC.read_text(encoding="utf-8")
-    for name, cls in load_builtin_steps().items():
+    from curate.stage_docs import shipped_steps
+
+    for name, cls in shipped_steps().items():  # what tests register in this process is not shipped
         assert f"## `{name}`" in text, name
         for reason in cls.reasons:
             assert f"| `{reason}` |" in text, (name, reason)

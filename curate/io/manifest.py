@@ -43,14 +43,10 @@ class _Open(BaseModel):
 
 
 def _plain(value: Any) -> Any:
-    """Models (also inside lists and dicts) as the JSON data they are written as."""
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", exclude_none=True)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
+    """Models (also inside lists and dicts) as the JSON data they are written as (string keys included)."""
+    from pydantic_core import to_jsonable_python
+
+    return json.loads(json.dumps(to_jsonable_python(value, exclude_none=True)))
 
 
 class InputInfo(_Open):
