@@ -296,14 +296,15 @@ def load_recipe(ref: str, overrides: list[str] | tuple[str, ...] = (), input_pat
     return build_recipe(data, source=str(path))
 
 
-def saved_recipe(path: str | Path) -> dict[str, Any]:
+def saved_recipe(path) -> dict[str, Any]:
     """A run's saved recipe.yaml, resolved through today's schema (to_dict shape).
 
     A run directory outlives the curate version that wrote it: settings added since (input.image_col, a new
     stage option) get their defaults here, so resuming compares what the recipes mean, not which keys the
     older version knew to write. Settings that no longer exist raise RecipeError."""
     try:
-        data = load_yaml(Path(path).read_text(encoding="utf-8"))
+        # a local path, or the run directory's own path object (a UPath on an object store)
+        data = load_yaml((path if hasattr(path, "read_text") else Path(path)).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError, _YamlLimit) as err:
         raise RecipeError(f"cannot read {path}: {err}") from None
     if not isinstance(data, dict):

@@ -15,6 +15,7 @@ import base64
 import hashlib
 import io
 import logging
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -122,7 +123,10 @@ def write_dropped(path: Path, part: pa.Table, per_reason: int = DROPPED_PER_REAS
     if t.num_rows:
         atomic.write_parquet(t, path)
     else:
-        Path(path).unlink(missing_ok=True)  # a re-committed part leaves no stale file
+        try:  # a re-committed part leaves no stale file (`path` may be an object-store path: curate.io.storage)
+            (path if hasattr(path, "unlink") else Path(path)).unlink()
+        except FileNotFoundError:
+            pass
     return t.num_rows
 
 
@@ -236,7 +240,9 @@ def dropped_from_shard(tar: Path, rows: list[dict], per_reason: int = DROPPED_PE
     rows = [{**r, "status": "dropped", "has_image": bool(r.get("key"))} for r in rows]
     picked = [rows[i] for i in pick_dropped(rows, per_reason)]
     out = {name: [] for name in DROPPED_SCHEMA.names}
-    if picked and Path(tar).is_file():
+    # thumbnails are read from local shards only (scan_members seeks in the file; the report of a run on an
+    # object store is not drawn either, docs/storage.md)
+    if picked and isinstance(tar, (str, os.PathLike)) and Path(tar).is_file():
         members, _ = scan_members(Path(tar), {r["key"] for r in picked})
         with open(tar, "rb") as f:
             for r in picked:
