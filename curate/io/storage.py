@@ -51,7 +51,12 @@ def as_path(path):
     except ImportError:
         raise StorageError(f"{s}: remote paths need the storage extra: pip install 'curate[s3]' (or [gcs])") from None
     try:
-        return path if isinstance(path, UPath) else UPath(s)
+        if isinstance(path, UPath):
+            return path
+        # no listings cache: Ray workers write parts behind this process's back, and a cached listing of
+        # meta/ would miss them (a resumed run counted only the parts committed before the kill)
+        options = {"use_listings_cache": False} if scheme(s) in ("s3", "s3a", "gs", "gcs") else {}
+        return UPath(s, **options)
     except (ImportError, ValueError) as err:  # no fsspec implementation for the scheme, or its package missing
         raise StorageError(f"{s}: {_scheme_fix(scheme(s), err)}") from None
 
