@@ -347,7 +347,9 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
             if address:
                 _check_reachable(address)
                 if storage.worker_env():  # a cluster's workers do not see this shell: give them its store settings
-                    kwargs["runtime_env"] = {"env_vars": storage.worker_env()}
+                    env = dict(kwargs.get("runtime_env") or {})  # keeps py_modules of user stages
+                    env["env_vars"] = {**(env.get("env_vars") or {}), **storage.worker_env()}
+                    kwargs["runtime_env"] = env
                 ray.init(address=address, **kwargs)
             else:
                 if object_store_mb:
