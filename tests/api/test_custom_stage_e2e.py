@@ -25,7 +25,9 @@ def outcomes(out: Path) -> dict[str, tuple]:
 
 def test_example_filter_from_python_and_from_yaml(ray_address, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLE), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-           "RAY_ADDRESS": ray_address}
+           "RAY_ADDRESS": ray_address,
+           # a storage variable is forwarded to the cluster's workers too: it must not replace the py_modules
+           "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
     py_out, yaml_out, input_path = tmp_path / "python-run", tmp_path / "yaml-run", tmp_path / "input.parquet"
     # one driver process runs both (an interpreter start is seconds on a small machine): the example script as
     # `python run_pipeline.py WORK` would, then `curate run` through its console entry point
