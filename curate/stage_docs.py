@@ -25,7 +25,7 @@ each setting's its Field description, each reason code's the text the stage decl
 a stage by the name in the heading; besides its settings, every stage accepts the scheduling keys
 `num_cpus`, `num_gpus` and `concurrency`. Rows a stage drops end `dropped`, rows it fails end
 `failed`, each with the stage's name and one of its reason codes (see
-[run_directory_and_schema.md](run_directory_and_schema.md)).
+[run_directory.md](run_directory.md)).
 """
 
 

@@ -64,7 +64,7 @@ def test_renderer_uses_docstring_summary_field_comments_and_escapes_pipes():
 
 
 # Pages other branches add at the same time as this one (issue 16): linked from README before they land.
-PAGES_ADDED_ELSEWHERE = {"install.md", "cli.md", "storage.md", "python_api.md", "run_directory.md"}
+PAGES_ADDED_ELSEWHERE = {"install.md", "cli.md", "storage.md", "python_api.md"}
 
 
 def _slug(heading: str) -> str:
