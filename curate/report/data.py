@@ -31,6 +31,13 @@ def lit(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def dicts(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict]:
+    """The rows of a query as dicts keyed by column name (the grids read cells by name, not position)."""
+    cur = con.execute(sql)
+    names = [c[0] for c in cur.description]
+    return [dict(zip(names, t)) for t in cur.fetchall()]
+
+
 def columns(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     return {r[0]: str(r[1]).upper() for r in con.execute("DESCRIBE samples").fetchall()}
 

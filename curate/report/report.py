@@ -400,12 +400,10 @@ def _samples(r: _Run) -> str:
         if shards:
             in_list = ", ".join(data.lit(s) for s in shards)
             order = "part, \"row\"" if "part" in r.cols and "row" in r.cols else "key"
-            cur = r.con.execute(
+            kept_rows = data.dicts(r.con,
                 f"SELECT uid, text, shard, key{score_sel} FROM (SELECT *, row_number() OVER "
                 f"(PARTITION BY shard ORDER BY {order}) AS _rn FROM kept WHERE shard IN ({in_list})) "
                 f"WHERE _rn <= {KEPT_HEAD} ORDER BY hash(uid) LIMIT {KEPT_GRID}")
-            names = [d[0] for d in cur.description]
-            kept_rows = [dict(zip(names, t)) for t in cur.fetchall()]
     wanted: dict[str, set[str]] = {}
     for row in kept_rows:
         wanted.setdefault(row["shard"], set()).add(row["key"])
@@ -426,12 +424,11 @@ def _samples(r: _Run) -> str:
         cond = " AND ".join([f"status = {data.lit(s)}",
                              f"stage = {data.lit(st)}" if st is not None else "stage IS NULL",
                              f"reason = {data.lit(rs)}" if rs is not None else "reason IS NULL"])
-        cur = r.con.execute(f"SELECT {sel} FROM samples WHERE {cond} ORDER BY hash(uid) LIMIT {REASON_EXAMPLES}")
-        names = [d[0] for d in cur.description]
+        examples = data.dicts(r.con, f"SELECT {sel} FROM samples WHERE {cond} ORDER BY hash(uid) LIMIT {REASON_EXAMPLES}")
         out.append(f'<h4><span class="st {esc(s)}">{esc(s)}</span> {esc(st)} / <code>{esc(rs)}</code> '
                    f'<span class="muted">({_n(n)} rows)</span></h4>')
-        out.append('<div class="grid">' + "".join(_example_tile(dict(zip(names, t)), scores, None, noimg="failed: no image")
-                                                  for t in cur.fetchall()) + "</div>")
+        out.append('<div class="grid">' + "".join(_example_tile(row, scores, None, noimg="failed: no image")
+                                                  for row in examples) + "</div>")
     return "".join(out)
 
 
@@ -492,20 +489,16 @@ def _dropped(r: _Run) -> str:
         sel = ", ".join(f"s.{data.q(c)}" for c in cols)
         rows = []
         if stored:
-            cur = r.con.execute(
+            rows = data.dicts(r.con,
                 f"SELECT {sel}, p.thumb FROM (SELECT uid, thumb, row_number() OVER (PARTITION BY reason "
                 f"ORDER BY hash(uid)) AS rn FROM thumbs WHERE stage = {data.lit(st)} ORDER BY rn, reason "
                 f"LIMIT {DROPPED_GRID}) p JOIN samples s ON s.uid = p.uid ORDER BY p.rn, s.reason")
-            names = [d[0] for d in cur.description]
-            rows = [dict(zip(names, t)) for t in cur.fetchall()]
         if not rows:  # no stored thumbnails for this stage: its rows as text
             cond = "s.stage IS NULL" if st == "(none)" else f"s.stage = {data.lit(st)}"
-            cur = r.con.execute(
+            rows = data.dicts(r.con,
                 f"SELECT {sel}, NULL AS thumb FROM (SELECT *, row_number() OVER (PARTITION BY reason "
                 f"ORDER BY hash(uid)) AS rn FROM samples s WHERE status = 'dropped' AND {cond}) s "
                 f"ORDER BY s.rn, s.reason LIMIT {DROPPED_GRID}")
-            names = [d[0] for d in cur.description]
-            rows = [dict(zip(names, t)) for t in cur.fetchall()]
         n = sum(reasons.values())
         why = ", ".join(f"<code>{esc(rs)}</code> {_n(c)}" for rs, c in sorted(reasons.items(), key=lambda x: -x[1]))
         shown = sum(1 for row in rows if row["thumb"])
