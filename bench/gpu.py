@@ -51,7 +51,7 @@ FULL = dict(clip_model="ViT-B-32", clip_n=4096, unique=2048, clip_bs=512, image_
             train_model="ViT-B-32", train_bs=256, train_workers=12, shards=24, per_shard=1024, skip=10,
             lr=5e-4, cap_model="coca_ViT-B-32", cap_n=128, cap_bs=64, cap_tokens=20, cap_repeats=1)
 # the host-decode measurement on a CPU machine: a tiny model, so decode vs model is visible on a few cores
-CPU = dict(clip_model="curate-tiny", clip_n=1024, unique=256, clip_bs=128, image_px=256, repeats=3,
+CPU = dict(clip_model="curate-tiny", clip_n=384, unique=128, clip_bs=64, image_px=256, repeats=1,
            train_model="curate-tiny", train_bs=32, train_workers=1, shards=2, per_shard=256, skip=2,
            lr=1e-3, cap_model="curate-tiny-coca", cap_n=8, cap_bs=4, cap_tokens=8, cap_repeats=1)
 TINY = dict(clip_model="curate-tiny", clip_n=8, unique=8, clip_bs=4, image_px=64, repeats=1,

@@ -13,6 +13,9 @@ resize, crop in PIL) and the float conversion and normalisation run on the devic
 quarter of the bytes cross the bus, and each thread does less per image; the result is the same tensor the
 full transform gives. Even so, one process's decode threads do not feed a large GPU: on an H200 the host side
 peaked at ~0.9k img/s on 15 threads (the GIL) against 12.7k img/s for ViT-B-32 (bench/RESULTS.md, gpu-notes).
+`decode_processes: N` moves that host work into N worker processes (curate.scorers.decode_pool), each with
+its own GIL, so it scales with cores; the pixels and tokens are the same as the threads' (uint8, normalised
+on the model's device; tests/scoring/test_clip_decode_processes.py).
 
 Which caption (`text_col`, for CapFilt): `text` (the original, column `clip_score`), `recaption` (the
 synthetic caption, column `recaption_clip_score`) or `both` (both columns from one image forward pass).
@@ -146,7 +149,7 @@ class ClipScore(Stage):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # autocast on GPU; CPU always fp32
     batch_size: int = Field(256, ge=1)
     decode_threads: int = Field(2, ge=1)  # threads decoding/preprocessing the next batch
-    decode_processes: int = Field(0, ge=0)  # >0: decode/preprocess/tokenise in this many worker processes instead
+    decode_processes: int = Field(0, ge=0)  # >0: decode/preprocess/tokenise in N worker processes (GPU hosts: cores - 1; give the stage num_cpus to match)
     embeddings: bool = False  # also keep the L2-normalised image/text embeddings (embeddings/ sidecar)
     fast_decode: bool = True  # JPEG draft decoding at the smallest scale that covers the model's input
     device_preprocess: bool = True  # on a GPU: uint8 pixels to the device, float conversion + normalisation there
