@@ -67,7 +67,7 @@ def write_random_subset(source: list[str], size: int, out_dir: Path, seed: int, 
     listing = hashlib.sha256("\n".join(f"{t}|{k}" for t, k in keys).encode()).hexdigest()
     per_tar = max(1, min(PER_TAR, size // max(1, min_tars)))
     request = {"source": list(source), "source_samples": len(keys), "source_listing": listing,
-               "size": size, "seed": seed, **({"per_tar": per_tar} if per_tar != PER_TAR else {})}
+               "size": size, "seed": seed, **({"per_tar": per_tar} if per_tar < min(PER_TAR, size) else {})}
     done = out_dir / "subset.json"
     if done.is_file() and json.loads(done.read_text()).get("request") == request:
         return sorted(str(p) for p in out_dir.glob("*.tar"))
