@@ -69,7 +69,10 @@ def rank0_leads(fn: Callable) -> Callable:
         try:
             result = fn(*args, **kwargs)
         except Exception as err:
-            broadcast(("error", str(err), type(err) if isinstance(err, ValueError) else TrainError))
+            try:
+                broadcast(("error", str(err), type(err) if isinstance(err, ValueError) else TrainError))
+            except Exception:  # noqa: BLE001 - the other ranks are gone (they failed too): keep rank 0's error
+                pass
             raise
         broadcast(("done", result))
         return result
