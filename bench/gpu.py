@@ -49,14 +49,16 @@ PY = sys.executable
 
 FULL = dict(clip_model="ViT-B-32", clip_n=4096, unique=2048, clip_bs=512, image_px=256, repeats=2,
             train_model="ViT-B-32", train_bs=256, train_workers=12, shards=24, per_shard=1024, skip=10,
-            lr=5e-4, cap_model="coca_ViT-B-32", cap_n=128, cap_bs=64, cap_tokens=20, cap_repeats=1)
+            lr=5e-4, cap_model="coca_ViT-B-32", cap_n=128, cap_bs=64, cap_tokens=20, cap_repeats=1,
+            proto_scale="gpu-smoke", proto_samples=65536, proto_seeds=2, proto_eval=1000)
 # the host-decode measurement on a CPU machine: a tiny model, so decode vs model is visible on a few cores
 CPU = dict(clip_model="curate-tiny", clip_n=384, unique=128, clip_bs=64, image_px=256, repeats=1,
            train_model="curate-tiny", train_bs=32, train_workers=1, shards=2, per_shard=256, skip=2,
            lr=1e-3, cap_model="curate-tiny-coca", cap_n=8, cap_bs=4, cap_tokens=8, cap_repeats=1)
 TINY = dict(clip_model="curate-tiny", clip_n=8, unique=8, clip_bs=4, image_px=64, repeats=1,
             train_model="curate-tiny", train_bs=8, train_workers=1, shards=2, per_shard=16, skip=1,
-            lr=1e-3, cap_model="curate-tiny-coca", cap_n=4, cap_bs=2, cap_tokens=4, cap_repeats=1)
+            lr=1e-3, cap_model="curate-tiny-coca", cap_n=4, cap_bs=2, cap_tokens=4, cap_repeats=1,
+            proto_scale="cpu-tiny", proto_samples=32, proto_seeds=2, proto_eval=16)
 
 
 def env(extra_path: str = "") -> dict[str, str]:
@@ -120,6 +122,12 @@ def best_of(fn, repeats: int, device: str) -> float:
     return best
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (decode processes count once joined)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 # ---------------------------------------------------------------------------------------------- clip_score
 
 
@@ -155,8 +163,10 @@ def bench_clip(s: dict, device: str, threads: list[int], blobs: list[bytes], tex
                 clip.model.encode_text(tok)
 
     progress("clip: batches decoded for model-only")
+    c0 = cpu_seconds()
     t = best_of(model_only, reps, clip.device)
     out["model_only_ips"] = n / t
+    out["model_only_cpu_ms_per_img"] = 1e3 * (cpu_seconds() - c0) / (n * (reps + 1))
     progress(f"clip: model-only {n / t:.0f} img/s")
     batches.clear()  # free the device copies before the stage runs
 
@@ -172,12 +182,15 @@ def bench_clip(s: dict, device: str, threads: list[int], blobs: list[bytes], tex
         def pipeline():
             res["t"] = actor(table)
 
+        c0 = cpu_seconds()
         t = best_of(pipeline, reps, clip.device)
+        cpu = 1e3 * (cpu_seconds() - c0) / (n * (reps + 1))
         col = res["t"].column("clip_score")
         assert col.null_count == 0, "clip_score left rows unscored"
         scores[(nthreads, dev_pre)] = col.to_numpy()
         out["stage"].append({"decode_threads": nthreads, "device_preprocess": dev_pre, "ips": n / t,
-                             "ratio": (n / t) / out["model_only_ips"]})
+                             "ratio": (n / t) / out["model_only_ips"], "cpu_ms_per_img": cpu,
+                             "cpu_ratio": out["model_only_cpu_ms_per_img"] / cpu})
         progress(f"clip: stage {nthreads} threads device_preprocess {dev_pre}: {n / t:.0f} img/s")
     for p in procs:  # decode + preprocess + tokenise in worker processes (uint8 pixels, normalised on the device)
         stage = ClipScore(model=s["clip_model"], device=device, batch_size=bs, decode_processes=p)
@@ -188,15 +201,18 @@ def bench_clip(s: dict, device: str, threads: list[int], blobs: list[bytes], tex
         def pipeline():
             res["t"] = actor(table)
 
+        c0 = cpu_seconds()
         try:
             t = best_of(pipeline, reps, clip.device)  # the warm-up call also starts the workers
         finally:
-            stage.close()
+            stage.close()  # joins the workers: their CPU time is now in the children fields
+        cpu = 1e3 * (cpu_seconds() - c0) / (n * (reps + 1))
         col = res["t"].column("clip_score")
         assert col.null_count == 0, "clip_score left rows unscored"
         ref = scores[(max(threads), True)]
         out["stage"].append({"decode_threads": 0, "decode_processes": p, "device_preprocess": True, "ips": n / t,
-                             "ratio": (n / t) / out["model_only_ips"],
+                             "ratio": (n / t) / out["model_only_ips"], "cpu_ms_per_img": cpu,
+                             "cpu_ratio": out["model_only_cpu_ms_per_img"] / cpu,
                              "max_abs_score_diff_vs_threads": float(abs(col.to_numpy() - ref).max())})
         progress(f"clip: stage {p} decode processes: {n / t:.0f} img/s")
     if len(scores) > 1:  # device_preprocess must not change the scores beyond bf16 noise
@@ -363,6 +379,38 @@ def bench_train(s: dict, device: str, work: Path, blobs: list[bytes], texts: lis
     return out
 
 
+# ------------------------------------------------------------------------------------------------ protocol
+
+
+def bench_protocol(s: dict, device: str, work: Path, blobs: list[bytes], texts: list[str], timeout: float) -> dict:
+    """examples/datacomp_small_protocol.py at a short scale (a subprocess, as a user runs it): curated = half of
+    the bench shards, raw = all of them, a random subset of raw as the control, a demo-renderer labelled eval
+    set. Records each run's samples/s and data_wait_frac (the protocol's own protocol.json)."""
+    from curate.demo import splits
+
+    shards = write_shards(work / "shards", s, blobs, texts)
+    ev = work / "eval"
+    if not (ev / "classes.json").is_file():
+        splits.write_split(ev, s["proto_eval"], 0, 101, balanced=True)
+        splits.write_classes(ev / "classes.json")
+    out = work / "protocol"
+    cmd = [PY, str(ROOT / "examples" / "datacomp_small_protocol.py"), "--scale", s["proto_scale"],
+           "--curated", *shards[: max(1, len(shards) // 2)], "--raw", *shards, "--eval-set", str(ev),
+           "--seeds", str(s["proto_seeds"]), "--samples-seen", str(s["proto_samples"]), "--device", device,
+           "-o", str(out)]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=timeout)
+    res: dict = {"scale": s["proto_scale"], "samples_seen": s["proto_samples"], "seeds": s["proto_seeds"],
+                 "wall_s": time.perf_counter() - t0}
+    if p.returncode:
+        res["error"] = (p.stderr or p.stdout)[-2000:]
+        return res
+    proto = json.loads((out / "protocol.json").read_text())
+    res.update(runs=proto["runs"], verdicts=proto["verdicts"], global_batch=proto["global_batch"],
+               model=proto["settings"]["model"], workers=proto["settings"]["workers"])
+    return res
+
+
 # ------------------------------------------------------------------------------------------------- caption
 
 CAPTION_CHILD = """
@@ -438,7 +486,8 @@ def summary_lines(r: dict) -> list[str]:
         lines.append(f"clip_score {c['model']} {c['device']}: model-only {c['model_only_ips']:.0f} img/s")
         for x in c["stage"]:
             lines.append(f"  stage {_decoders(x)} device_preprocess {x['device_preprocess']!s:5}: "
-                         f"{x['ips']:8.0f} img/s  ratio {x['ratio']:.3f}")
+                         f"{x['ips']:8.0f} img/s  ratio {x['ratio']:.3f}  CPU {x.get('cpu_ms_per_img', 0):.2f} ms/img "
+                         f"(CPU-time ratio {x.get('cpu_ratio', 0):.3f})")
         for x in c.get("decode_only_processes") or []:
             lines.append(f"  host decode only, {x['processes']:2d} processes: {x['ips']:8.0f} img/s  worker CPU "
                          f"{x['worker_cpu_ms_per_img']:.2f} ms/img  parent CPU {x['parent_cpu_ms_per_img']:.3f} ms/img")
@@ -454,6 +503,13 @@ def summary_lines(r: dict) -> list[str]:
                                                if "samples_per_s" in x else f"FAILED {x['error'][-300:]}"))
         if t.get("ratio"):
             lines.append(f"  curate / open_clip_train: {t['ratio']:.3f}")
+    pr = r.get("protocol")
+    if pr:
+        for x in pr.get("runs") or []:
+            lines.append(f"protocol {pr['scale']} {x['set']:8s} seed {x['seed']}: {x['samples_per_s']:8.1f} samples/s "
+                         f"data_wait {x['data_wait_frac']:.3f}{'  loader-bound' if x['loader_bound'] else ''}")
+        if pr.get("error"):
+            lines.append(f"protocol error: {pr['error'][-300:]}")
     cap = r.get("caption")
     if cap:
         for x in cap["backends"]:
@@ -515,7 +571,15 @@ def record(r: dict, source: str) -> Path:
                       f"**{x['ratio']:.2f}** | {x['transformers']} |" for x in cap["backends"]]
         if cap.get("error"):
             lines += ["", f"Caption run error: `{cap['error'].strip().splitlines()[-1][:300]}`"]
-    for part in ("clip", "train", "caption"):
+    pr = r.get("protocol")
+    if pr and pr.get("runs"):
+        lines += [f"**protocol** examples/datacomp_small_protocol.py --scale {pr['scale']}, {pr['model']}, "
+                  f"{pr['samples_seen']} samples seen per run, global batch {pr['global_batch']}, {pr['workers']} "
+                  f"loader workers, {pr['seeds']} seeds (bench shards; throughput, not a data-quality result).", "",
+                  "| arm | seed | samples/s | data_wait_frac |", "|---|---|---|---|"]
+        lines += [f"| {x['set']} | {x['seed']} | {x['samples_per_s']:.0f} | {x['data_wait_frac']:.3f} |" for x in pr["runs"]]
+        lines.append("")
+    for part in ("clip", "train", "caption", "protocol"):
         if r.get(f"{part}_error"):
             lines += ["", f"{part} failed: `{r[part + '_error'].strip().splitlines()[-1][:300]}`"]
     return update_results("gpu", "\n".join(lines), [], info=m)
@@ -527,7 +591,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--tiny", action="store_true", help="toy sizes and curate-tiny models (the CPU test)")
     ap.add_argument("--cpu-scale", action="store_true",
                     help="curate-tiny at a size that measures the host decode on a CPU machine (bench/RESULTS.md gpu-host-decode)")
-    ap.add_argument("--parts", nargs="+", default=["clip", "train", "caption"], choices=["clip", "train", "caption"])
+    ap.add_argument("--parts", nargs="+", default=["clip", "train", "caption"],
+                    choices=["clip", "train", "caption", "protocol"],
+                    help="protocol (examples/datacomp_small_protocol.py, short scale) runs only when named")
     ap.add_argument("--decode-threads", type=int, nargs="+", help="clip_score decode-thread counts to measure")
     ap.add_argument("--decode-processes", type=int, nargs="*",
                     help="clip_score decode-process counts to measure (default: cores - 1 on a GPU, 1 2 on CPU)")
@@ -577,6 +643,8 @@ def main(argv: list[str] | None = None) -> dict:
                 r["clip"] = bench_clip(s, device, threads, blobs[:s["clip_n"]], texts[:s["clip_n"]], procs)
             elif part == "train":
                 r["train"] = bench_train(s, device, work / "train", blobs, texts, a.timeout)
+            elif part == "protocol":
+                r["protocol"] = bench_protocol(s, device, work / "train", blobs, texts, 4 * a.timeout)
             else:
                 r["caption"] = bench_caption(s, device, a.caption_pythonpath, a.timeout)
         except Exception as err:  # noqa: BLE001 - one part failing must not lose the others' numbers
