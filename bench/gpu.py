@@ -2,6 +2,7 @@
 recaption stage vs generate-only. Writes one JSON and prints the ratios.
 
     python bench/gpu.py                       # on a GPU machine: ViT-B-32 scale, about 5 minutes
+    python bench/gpu.py --parts clip train protocol   # also the DataComp-small protocol at a short scale
     python bench/gpu.py --device cpu --tiny   # the same code paths at toy scale (tests/test_bench_gpu.py)
     python bench/gpu.py --record results.json # write the "gpu" section of bench/RESULTS.md from a run's JSON
 
@@ -12,11 +13,14 @@ decode cost is real), a few thousand unique ones tiled to the sample count.
 
 1. clip_score: the stage through runner._StageActor (JPEG bytes in, scores out: decode thread pool one
    batch ahead of the model, bf16 autocast) at several decode-thread counts, with and without
-   device_preprocess; against the model's image + text forward alone on pre-decoded tensors already on
-   the device; and the host decode path alone (no model) to show which side limits.
+   device_preprocess, and with `decode_processes` (host work in worker processes; cores - 1 on a GPU);
+   against the model's image + text forward alone on pre-decoded tensors already on the device; and the host
+   decode path alone (no model; threads and processes, with CPU time per image) to show which side limits.
 2. train: `curate train` (curate.train.loop.train, a subprocess) against open_clip_train
    (curate.train.open_clip_launch, a subprocess) on the same shards written with curate's shard writer,
    same model, batch, workers, optimiser settings and bf16; steady-state samples/s after --skip steps.
+4. protocol (only with --parts protocol): examples/datacomp_small_protocol.py at a short scale on the train
+   part's shards (curated = half of them), recording each run's samples/s and data_wait_frac.
 3. caption: the `recaption` stage against the CoCa model's own generate on pre-decoded batches
    (bench/caption.py's bench_backend), in a subprocess, since open_clip's CoCa generate needs
    transformers < 4.57 (pass --caption-pythonpath to a folder holding one when the image has 5.x).
