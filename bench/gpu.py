@@ -19,11 +19,12 @@ decode cost is real), a few thousand unique ones tiled to the sample count.
 2. train: `curate train` (curate.train.loop.train, a subprocess) against open_clip_train
    (curate.train.open_clip_launch, a subprocess) on the same shards written with curate's shard writer,
    same model, batch, workers, optimiser settings and bf16; steady-state samples/s after --skip steps.
-4. protocol (only with --parts protocol): examples/datacomp_small_protocol.py at a short scale on the train
-   part's shards (curated = half of them), recording each run's samples/s and data_wait_frac.
 3. caption: the `recaption` stage against the CoCa model's own generate on pre-decoded batches
    (bench/caption.py's bench_backend), in a subprocess, since open_clip's CoCa generate needs
    transformers < 4.57 (pass --caption-pythonpath to a folder holding one when the image has 5.x).
+4. protocol (only with --parts protocol): examples/datacomp_small_protocol.py at a short scale on the train
+   part's shards (curated = half of them), recording each run's samples/s and data_wait_frac (its report
+   needs matplotlib: add it to the wheels below when the image lacks it).
 
 On a bare GPU image (torch, torchvision, timm, pyarrow, pillow present) the run needs this repo with
 filters/ and pipelines/ copied to curate/filters and curate/pipelines (what `pip install .` does), and
