@@ -2,6 +2,7 @@
 recaption stage vs generate-only. Writes one JSON and prints the ratios.
 
     python bench/gpu.py                       # on a GPU machine: ViT-B-32 scale, about 5 minutes
+    python bench/gpu.py --parts clip train protocol   # also the DataComp-small protocol at a short scale
     python bench/gpu.py --device cpu --tiny   # the same code paths at toy scale (tests/test_bench_gpu.py)
     python bench/gpu.py --record results.json # write the "gpu" section of bench/RESULTS.md from a run's JSON
 
@@ -12,14 +13,18 @@ decode cost is real), a few thousand unique ones tiled to the sample count.
 
 1. clip_score: the stage through runner._StageActor (JPEG bytes in, scores out: decode thread pool one
    batch ahead of the model, bf16 autocast) at several decode-thread counts, with and without
-   device_preprocess; against the model's image + text forward alone on pre-decoded tensors already on
-   the device; and the host decode path alone (no model) to show which side limits.
+   device_preprocess, and with `decode_processes` (host work in worker processes; cores - 1 on a GPU);
+   against the model's image + text forward alone on pre-decoded tensors already on the device; and the host
+   decode path alone (no model; threads and processes, with CPU time per image) to show which side limits.
 2. train: `curate train` (curate.train.loop.train, a subprocess) against open_clip_train
    (curate.train.open_clip_launch, a subprocess) on the same shards written with curate's shard writer,
    same model, batch, workers, optimiser settings and bf16; steady-state samples/s after --skip steps.
 3. caption: the `recaption` stage against the CoCa model's own generate on pre-decoded batches
    (bench/caption.py's bench_backend), in a subprocess, since open_clip's CoCa generate needs
    transformers < 4.57 (pass --caption-pythonpath to a folder holding one when the image has 5.x).
+4. protocol (only with --parts protocol): examples/datacomp_small_protocol.py at a short scale on the train
+   part's shards (curated = half of them), recording each run's samples/s and data_wait_frac (its report
+   needs matplotlib: add it to the wheels below when the image lacks it).
 
 On a bare GPU image (torch, torchvision, timm, pyarrow, pillow present) the run needs this repo with
 filters/ and pipelines/ copied to curate/filters and curate/pipelines (what `pip install .` does), and
@@ -49,10 +54,16 @@ PY = sys.executable
 
 FULL = dict(clip_model="ViT-B-32", clip_n=4096, unique=2048, clip_bs=512, image_px=256, repeats=2,
             train_model="ViT-B-32", train_bs=256, train_workers=12, shards=24, per_shard=1024, skip=10,
-            lr=5e-4, cap_model="coca_ViT-B-32", cap_n=128, cap_bs=64, cap_tokens=20, cap_repeats=1)
+            lr=5e-4, cap_model="coca_ViT-B-32", cap_n=128, cap_bs=64, cap_tokens=20, cap_repeats=1,
+            proto_scale="gpu-smoke", proto_samples=65536, proto_seeds=2, proto_eval=1000)
+# the host-decode measurement on a CPU machine: a tiny model, so decode vs model is visible on a few cores
+CPU = dict(clip_model="curate-tiny", clip_n=384, unique=128, clip_bs=64, image_px=256, repeats=1,
+           train_model="curate-tiny", train_bs=32, train_workers=1, shards=2, per_shard=256, skip=2,
+           lr=1e-3, cap_model="curate-tiny-coca", cap_n=8, cap_bs=4, cap_tokens=8, cap_repeats=1)
 TINY = dict(clip_model="curate-tiny", clip_n=8, unique=8, clip_bs=4, image_px=64, repeats=1,
             train_model="curate-tiny", train_bs=8, train_workers=1, shards=2, per_shard=16, skip=1,
-            lr=1e-3, cap_model="curate-tiny-coca", cap_n=4, cap_bs=2, cap_tokens=4, cap_repeats=1)
+            lr=1e-3, cap_model="curate-tiny-coca", cap_n=4, cap_bs=2, cap_tokens=4, cap_repeats=1,
+            proto_scale="cpu-tiny", proto_samples=32, proto_seeds=2, proto_eval=16)
 
 
 def env(extra_path: str = "") -> dict[str, str]:
@@ -116,16 +127,23 @@ def best_of(fn, repeats: int, device: str) -> float:
     return best
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (decode processes count once joined)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 # ---------------------------------------------------------------------------------------------- clip_score
 
 
-def bench_clip(s: dict, device: str, threads: list[int], blobs: list[bytes], texts: list[str]) -> dict:
+def bench_clip(s: dict, device: str, threads: list[int], blobs: list[bytes], texts: list[str],
+               procs: list[int] = ()) -> dict:
     import torch
     from concurrent.futures import ThreadPoolExecutor
 
     from bench.score import part_table
     from curate.runner import _StageActor
-    from curate.scorers.clip_score import ClipScore, decode_batch, normalise, split_preprocess
+    from curate.scorers.clip_score import ClipScore, decode_batch, split_preprocess
 
     n, bs, reps = len(blobs), s["clip_bs"], s["repeats"]
     table, run_schema = part_table(blobs, texts)
@@ -150,10 +168,12 @@ def bench_clip(s: dict, device: str, threads: list[int], blobs: list[bytes], tex
                 clip.model.encode_text(tok)
 
     progress("clip: batches decoded for model-only")
+    c0 = cpu_seconds()
     t = best_of(model_only, reps, clip.device)
     out["model_only_ips"] = n / t
+    out["model_only_cpu_ms_per_img"] = 1e3 * (cpu_seconds() - c0) / (n * (reps + 1))
     progress(f"clip: model-only {n / t:.0f} img/s")
-    del batches
+    batches.clear()  # free the device copies before the stage runs
 
     split = split_preprocess(clip.preprocess)
     scores = {}
@@ -167,13 +187,39 @@ def bench_clip(s: dict, device: str, threads: list[int], blobs: list[bytes], tex
         def pipeline():
             res["t"] = actor(table)
 
+        c0 = cpu_seconds()
         t = best_of(pipeline, reps, clip.device)
+        cpu = 1e3 * (cpu_seconds() - c0) / (n * (reps + 1))
         col = res["t"].column("clip_score")
         assert col.null_count == 0, "clip_score left rows unscored"
         scores[(nthreads, dev_pre)] = col.to_numpy()
         out["stage"].append({"decode_threads": nthreads, "device_preprocess": dev_pre, "ips": n / t,
-                             "ratio": (n / t) / out["model_only_ips"]})
+                             "ratio": (n / t) / out["model_only_ips"], "cpu_ms_per_img": cpu,
+                             "cpu_ratio": out["model_only_cpu_ms_per_img"] / cpu})
         progress(f"clip: stage {nthreads} threads device_preprocess {dev_pre}: {n / t:.0f} img/s")
+    for p in procs:  # decode + preprocess + tokenise in worker processes (uint8 pixels, normalised on the device)
+        stage = ClipScore(model=s["clip_model"], device=device, batch_size=bs, decode_processes=p)
+        stage._clip = clip
+        actor = _StageActor(stage, run_schema)
+        res = {}
+
+        def pipeline():
+            res["t"] = actor(table)
+
+        c0 = cpu_seconds()
+        try:
+            t = best_of(pipeline, reps, clip.device)  # the warm-up call also starts the workers
+        finally:
+            stage.close()  # joins the workers: their CPU time is now in the children fields
+        cpu = 1e3 * (cpu_seconds() - c0) / (n * (reps + 1))
+        col = res["t"].column("clip_score")
+        assert col.null_count == 0, "clip_score left rows unscored"
+        ref = scores[(max(threads), True)]
+        out["stage"].append({"decode_threads": 0, "decode_processes": p, "device_preprocess": True, "ips": n / t,
+                             "ratio": (n / t) / out["model_only_ips"], "cpu_ms_per_img": cpu,
+                             "cpu_ratio": out["model_only_cpu_ms_per_img"] / cpu,
+                             "max_abs_score_diff_vs_threads": float(abs(col.to_numpy() - ref).max())})
+        progress(f"clip: stage {p} decode processes: {n / t:.0f} img/s")
     if len(scores) > 1:  # device_preprocess must not change the scores beyond bf16 noise
         import numpy as np
 
@@ -198,12 +244,54 @@ def bench_clip(s: dict, device: str, threads: list[int], blobs: list[bytes], tex
             t = best_of(decode_only(nthreads, pil_part, m), max(1, reps - 1), "cpu")
             out["decode_only"].append({"threads": nthreads, "uint8": pil_part is not None, "ips": m / t})
             progress(f"clip: decode only {nthreads} threads uint8 {pil_part is not None}: {m / t:.0f} img/s")
+    out["decode_only_processes"] = [host_processes(clip, split, blobs, texts, bs, p, max(1, reps - 1))
+                                    for p in procs]
+    for x in out["decode_only_processes"]:
+        progress(f"clip: decode only {x['processes']} processes: {x['ips']:.0f} img/s, worker CPU "
+                 f"{x['worker_cpu_ms_per_img']:.2f} ms/img, parent CPU {x['parent_cpu_ms_per_img']:.3f} ms/img")
     # the tokenizer alone, one thread: the part of the host work that holds the GIL throughout
     t0 = time.perf_counter()
     for lo in range(0, n, bs):
         clip.tokenizer(texts[lo:lo + bs])
     out["tokenize_only_ips_1thread"] = n / (time.perf_counter() - t0)
     return out
+
+
+def host_processes(clip, split, blobs: list[bytes], texts: list[str], bs: int, procs: int, repeats: int) -> dict:
+    """The host side alone in `procs` decode processes (clip_score's decode_processes path, no model).
+
+    Besides img/s (wall, distorted on a loaded machine) it reports CPU time per image in the workers and in
+    this process (receiving and unpickling the uint8 chunks, turning them into tensors): the workers'
+    cost divides over the cores, the parent's does not, so together they bound what N cores can reach.
+    """
+    import torch
+
+    from curate.scorers import clip_score, decode_pool
+
+    m = min(len(blobs), max(bs, 256) * procs)
+    step = -(-bs // procs)
+    transform = split[0] if split else clip.preprocess
+    before = os.times()
+    pool = decode_pool.start(procs, transform, clip.tokenizer, clip_score.input_size(clip))
+    try:
+        for f in [pool.submit(decode_pool.decode_in_worker, blobs[:step], [texts[:step]]) for _ in range(procs)]:
+            f.result()  # workers started and warm
+        best, parent_cpu = float("inf"), float("inf")
+        for _ in range(repeats):
+            c0, t0 = time.process_time(), time.perf_counter()
+            futs = [pool.submit(decode_pool.decode_in_worker, blobs[a:min(m, a + step)], [texts[a:min(m, a + step)]])
+                    for a in range(0, m, step)]
+            for f in futs:
+                clip_score._to_torch(f.result(), torch.cuda.is_available())
+            best = min(best, time.perf_counter() - t0)
+            parent_cpu = min(parent_cpu, time.process_time() - c0)
+    finally:
+        pool.shutdown()
+    after = os.times()  # the joined workers' CPU time lands in the children fields
+    worker_cpu = (after.children_user + after.children_system) - (before.children_user + before.children_system)
+    images = m * repeats + step * procs
+    return {"processes": procs, "ips": m / best, "worker_cpu_ms_per_img": 1e3 * worker_cpu / images,
+            "parent_cpu_ms_per_img": 1e3 * parent_cpu / m, "images": m, "start_method": decode_pool.start_method()}
 
 
 # --------------------------------------------------------------------------------------------------- train
@@ -296,6 +384,38 @@ def bench_train(s: dict, device: str, work: Path, blobs: list[bytes], texts: lis
     return out
 
 
+# ------------------------------------------------------------------------------------------------ protocol
+
+
+def bench_protocol(s: dict, device: str, work: Path, blobs: list[bytes], texts: list[str], timeout: float) -> dict:
+    """examples/datacomp_small_protocol.py at a short scale (a subprocess, as a user runs it): curated = half of
+    the bench shards, raw = all of them, a random subset of raw as the control, a demo-renderer labelled eval
+    set. Records each run's samples/s and data_wait_frac (the protocol's own protocol.json)."""
+    from curate.demo import splits
+
+    shards = write_shards(work / "shards", s, blobs, texts)
+    ev = work / "eval"
+    if not (ev / "classes.json").is_file():
+        splits.write_split(ev, s["proto_eval"], 0, 101, balanced=True)
+        splits.write_classes(ev / "classes.json")
+    out = work / "protocol"
+    cmd = [PY, str(ROOT / "examples" / "datacomp_small_protocol.py"), "--scale", s["proto_scale"],
+           "--curated", *shards[: max(1, len(shards) // 2)], "--raw", *shards, "--eval-set", str(ev),
+           "--seeds", str(s["proto_seeds"]), "--samples-seen", str(s["proto_samples"]), "--device", device,
+           "-o", str(out)]
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=timeout)
+    res: dict = {"scale": s["proto_scale"], "samples_seen": s["proto_samples"], "seeds": s["proto_seeds"],
+                 "wall_s": time.perf_counter() - t0}
+    if p.returncode:
+        res["error"] = (p.stderr or p.stdout)[-2000:]
+        return res
+    proto = json.loads((out / "protocol.json").read_text())
+    res.update(runs=proto["runs"], verdicts=proto["verdicts"], global_batch=proto["global_batch"],
+               model=proto["settings"]["model"], workers=proto["settings"]["workers"])
+    return res
+
+
 # ------------------------------------------------------------------------------------------------- caption
 
 CAPTION_CHILD = """
@@ -359,14 +479,23 @@ def machine(device: str) -> dict:
     return info
 
 
+def _decoders(x: dict) -> str:
+    p = x.get("decode_processes")
+    return f"decode_processes {p:2d}" if p else f"decode_threads   {x['decode_threads']:2d}"
+
+
 def summary_lines(r: dict) -> list[str]:
     lines = []
     c = r.get("clip")
     if c:
         lines.append(f"clip_score {c['model']} {c['device']}: model-only {c['model_only_ips']:.0f} img/s")
         for x in c["stage"]:
-            lines.append(f"  stage decode_threads {x['decode_threads']:2d} device_preprocess {x['device_preprocess']!s:5}: "
-                         f"{x['ips']:8.0f} img/s  ratio {x['ratio']:.3f}")
+            lines.append(f"  stage {_decoders(x)} device_preprocess {x['device_preprocess']!s:5}: "
+                         f"{x['ips']:8.0f} img/s  ratio {x['ratio']:.3f}  CPU {x.get('cpu_ms_per_img', 0):.2f} ms/img "
+                         f"(CPU-time ratio {x.get('cpu_ratio', 0):.3f})")
+        for x in c.get("decode_only_processes") or []:
+            lines.append(f"  host decode only, {x['processes']:2d} processes: {x['ips']:8.0f} img/s  worker CPU "
+                         f"{x['worker_cpu_ms_per_img']:.2f} ms/img  parent CPU {x['parent_cpu_ms_per_img']:.3f} ms/img")
         for x in c["decode_only"]:
             lines.append(f"  host decode only, {x['threads']:2d} threads, {'uint8' if x['uint8'] else 'float'}: "
                          f"{x['ips']:8.0f} img/s")
@@ -379,6 +508,13 @@ def summary_lines(r: dict) -> list[str]:
                                                if "samples_per_s" in x else f"FAILED {x['error'][-300:]}"))
         if t.get("ratio"):
             lines.append(f"  curate / open_clip_train: {t['ratio']:.3f}")
+    pr = r.get("protocol")
+    if pr:
+        for x in pr.get("runs") or []:
+            lines.append(f"protocol {pr['scale']} {x['set']:8s} seed {x['seed']}: {x['samples_per_s']:8.1f} samples/s "
+                         f"data_wait {x['data_wait_frac']:.3f}{'  loader-bound' if x['loader_bound'] else ''}")
+        if pr.get("error"):
+            lines.append(f"protocol error: {pr['error'][-300:]}")
     cap = r.get("caption")
     if cap:
         for x in cap["backends"]:
@@ -402,9 +538,13 @@ def record(r: dict, source: str) -> Path:
                   f"(mean {c['jpeg_bytes_mean'] / 1000:.1f} kB), batch {c['batch_size']}, best of "
                   f"{r['settings']['repeats']}. Model-only = image + text forward on pre-decoded tensors already on "
                   f"the device: **{c['model_only_ips']:.0f} img/s**.", "",
-                  "| stage decode threads | device_preprocess | stage img/s | stage / model-only |", "|---|---|---|---|"]
-        lines += [f"| {x['decode_threads']} | {x['device_preprocess']} | {x['ips']:.0f} | **{x['ratio']:.2f}** |"
+                  "| stage decoders | device_preprocess | stage img/s | stage / model-only |", "|---|---|---|---|"]
+        lines += [f"| {_decoders(x).replace('_', ' ')} | {x['device_preprocess']} | {x['ips']:.0f} | **{x['ratio']:.2f}** |"
                   for x in c["stage"]]
+        if c.get("decode_only_processes"):
+            lines += ["", "Host side alone in decode processes (clip_score decode_processes, no model): " + ", ".join(
+                f"{x['processes']} process(es) {x['ips']:.0f} img/s (worker CPU {x['worker_cpu_ms_per_img']:.2f} ms/img, "
+                f"scoring-process CPU {x['parent_cpu_ms_per_img']:.3f} ms/img)" for x in c["decode_only_processes"]) + "."]
         lines += ["", "Host side alone (decode + preprocess + tokenise on the same thread pool, no model): " + ", ".join(
             f"{x['threads']} thread(s) {'uint8' if x['uint8'] else 'float'} {x['ips']:.0f} img/s" for x in c["decode_only"])
                   + f"; the tokenizer alone on one thread: {c['tokenize_only_ips_1thread']:.0f} captions/s. "
@@ -436,7 +576,15 @@ def record(r: dict, source: str) -> Path:
                       f"**{x['ratio']:.2f}** | {x['transformers']} |" for x in cap["backends"]]
         if cap.get("error"):
             lines += ["", f"Caption run error: `{cap['error'].strip().splitlines()[-1][:300]}`"]
-    for part in ("clip", "train", "caption"):
+    pr = r.get("protocol")
+    if pr and pr.get("runs"):
+        lines += [f"**protocol** examples/datacomp_small_protocol.py --scale {pr['scale']}, {pr['model']}, "
+                  f"{pr['samples_seen']} samples seen per run, global batch {pr['global_batch']}, {pr['workers']} "
+                  f"loader workers, {pr['seeds']} seeds (bench shards; throughput, not a data-quality result).", "",
+                  "| arm | seed | samples/s | data_wait_frac |", "|---|---|---|---|"]
+        lines += [f"| {x['set']} | {x['seed']} | {x['samples_per_s']:.0f} | {x['data_wait_frac']:.3f} |" for x in pr["runs"]]
+        lines.append("")
+    for part in ("clip", "train", "caption", "protocol"):
         if r.get(f"{part}_error"):
             lines += ["", f"{part} failed: `{r[part + '_error'].strip().splitlines()[-1][:300]}`"]
     return update_results("gpu", "\n".join(lines), [], info=m)
@@ -446,8 +594,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto", help="auto, cuda or cpu")
     ap.add_argument("--tiny", action="store_true", help="toy sizes and curate-tiny models (the CPU test)")
-    ap.add_argument("--parts", nargs="+", default=["clip", "train", "caption"], choices=["clip", "train", "caption"])
+    ap.add_argument("--cpu-scale", action="store_true",
+                    help="curate-tiny at a size that measures the host decode on a CPU machine (bench/RESULTS.md gpu-host-decode)")
+    ap.add_argument("--parts", nargs="+", default=["clip", "train", "caption"],
+                    choices=["clip", "train", "caption", "protocol"],
+                    help="protocol (examples/datacomp_small_protocol.py, short scale) runs only when named")
     ap.add_argument("--decode-threads", type=int, nargs="+", help="clip_score decode-thread counts to measure")
+    ap.add_argument("--decode-processes", type=int, nargs="*",
+                    help="clip_score decode-process counts to measure (default: cores - 1 on a GPU, 1 2 on CPU)")
     ap.add_argument("--work", default=str(ROOT / "bench" / "out" / "gpu"), help="scratch folder (shards, runs)")
     ap.add_argument("--json", help="results file (default WORK/results.json)")
     ap.add_argument("--caption-pythonpath", default="", help="prepended to the caption child's PYTHONPATH")
@@ -461,13 +615,16 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     device = a.device if a.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    s = dict(TINY if a.tiny else FULL)
+    s = dict(TINY if a.tiny else CPU if a.cpu_scale else FULL)
     cores = os.cpu_count() or 2
-    threads = a.decode_threads or ([2] if a.tiny else [max(1, cores - 1)])
+    threads = a.decode_threads or ([2] if a.tiny or a.cpu_scale else [max(1, cores - 1)])
+    procs = a.decode_processes if a.decode_processes is not None else (
+        [max(1, cores - 1)] if device.startswith("cuda") else [1, 2])
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     dest = Path(a.json) if a.json else work / "results.json"
-    r: dict = {"argv": sys.argv[1:] if argv is None else argv, "settings": s, "decode_threads": threads}
+    r: dict = {"argv": sys.argv[1:] if argv is None else argv, "settings": s, "decode_threads": threads,
+               "decode_processes": procs}
 
     def save():
         dest.write_text(json.dumps(r, indent=1))
@@ -488,9 +645,11 @@ def main(argv: list[str] | None = None) -> dict:
         t0 = time.perf_counter()
         try:
             if part == "clip":
-                r["clip"] = bench_clip(s, device, threads, blobs[:s["clip_n"]], texts[:s["clip_n"]])
+                r["clip"] = bench_clip(s, device, threads, blobs[:s["clip_n"]], texts[:s["clip_n"]], procs)
             elif part == "train":
                 r["train"] = bench_train(s, device, work / "train", blobs, texts, a.timeout)
+            elif part == "protocol":
+                r["protocol"] = bench_protocol(s, device, work / "train", blobs, texts, 4 * a.timeout)
             else:
                 r["caption"] = bench_caption(s, device, a.caption_pythonpath, a.timeout)
         except Exception as err:  # noqa: BLE001 - one part failing must not lose the others' numbers

@@ -459,6 +459,8 @@ def train(
         s = run_train(cfg, resume=resume, on_log=show)
     except _train_errors() as err:
         _fail(str(err))
+    if s["rank"] != 0:  # under torchrun: rank 0 reports for all ranks
+        return
     skipped = ", ".join(f"{k} {v}" for k, v in s["skipped"].items()) or "none"
     out_console.print(f"trained {s['steps']} steps ({s['samples_seen']} samples) in {s['seconds']:.0f} s, "
                       f"{s['samples_per_s']:.0f} samples/s, data wait {100 * s['data_wait_frac']:.0f}%, "
@@ -552,7 +554,10 @@ def experiment(
     except _train_errors() as err:
         _fail(str(err))
     from curate.train.experiment import _table_md, _verdicts
+    from curate.train.ranks import is_lead
 
+    if not is_lead():  # under torchrun every rank returns the results; rank 0 prints them
+        return
     out_console.print(_table_md(res), highlight=False)
     for v in _verdicts(res):
         out_console.print(v, highlight=False)

@@ -13,6 +13,9 @@ resize, crop in PIL) and the float conversion and normalisation run on the devic
 quarter of the bytes cross the bus, and each thread does less per image; the result is the same tensor the
 full transform gives. Even so, one process's decode threads do not feed a large GPU: on an H200 the host side
 peaked at ~0.9k img/s on 15 threads (the GIL) against 12.7k img/s for ViT-B-32 (bench/RESULTS.md, gpu-notes).
+`decode_processes: N` moves that host work into N worker processes (curate.scorers.decode_pool), each with
+its own GIL, so it scales with cores; the pixels and tokens are the same as the threads' (uint8, normalised
+on the model's device; tests/scoring/test_clip_decode_processes.py).
 
 Which caption (`text_col`, for CapFilt): `text` (the original, column `clip_score`), `recaption` (the
 synthetic caption, column `recaption_clip_score`) or `both` (both columns from one image forward pass).
@@ -20,6 +23,8 @@ A row without a synthetic caption gets a null `recaption_clip_score`; a null ori
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
 
@@ -28,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, PrivateAttr, model_validator
 
+from curate.scorers import decode_pool
 from curate.scorers.caption_columns import PerConfig, TextCol, captions, score_column
 from curate.stage import Annotations, Stage, register
 
@@ -67,6 +73,22 @@ def normalise(pixels, mean, std, device: str):
     return x.sub_(m).div_(s)
 
 
+def decode_rows(blobs: list[bytes], transform, side: int | None) -> tuple[list, list[bool]]:
+    """(transform(image) per decodable blob, ok per blob): the per-image host work, shared by the decode
+    threads and the decode processes (curate.scorers.decode_pool), so both give the same pixels.
+    side: JPEG draft decoding at the smallest DCT scale that covers it (None: full size)."""
+    from curate.images import decode_rgb
+
+    pix, ok = [], []
+    for blob in blobs:
+        try:
+            pix.append(transform(decode_rgb(blob, draft=side or None)))
+            ok.append(True)
+        except Exception:  # noqa: BLE001 - a broken image gets no score; the run goes on
+            ok.append(False)
+    return pix, ok
+
+
 def decode_batch(clip, blobs: list[bytes], texts: list[str], draft: bool = False, pil_part=None):
     """(pixel tensor, token tensor, ok mask) for one batch; undecodable images are masked out, not raised.
     The tokens are those of `texts` at the decodable rows.
@@ -78,17 +100,8 @@ def decode_batch(clip, blobs: list[bytes], texts: list[str], draft: bool = False
     """
     import torch
 
-    from curate.images import decode_rgb
-
-    pix, ok = [], []
-    side = input_size(clip) if draft else 0
-    for blob in blobs:
-        try:
-            im = decode_rgb(blob, draft=side or None)
-            pix.append(np.asarray(pil_part(im)) if pil_part is not None else clip.preprocess(im))
-            ok.append(True)
-        except Exception:  # noqa: BLE001 - a broken image gets no score; the run goes on
-            ok.append(False)
+    pix, ok = decode_rows(blobs, (lambda im: np.asarray(pil_part(im))) if pil_part is not None else clip.preprocess,
+                          input_size(clip) if draft else None)
     pixels = None
     if pix and pil_part is not None:
         pixels = torch.from_numpy(np.stack(pix))
@@ -136,12 +149,14 @@ class ClipScore(Stage):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # autocast on GPU; CPU always fp32
     batch_size: int = Field(256, ge=1)
     decode_threads: int = Field(2, ge=1)  # threads decoding/preprocessing the next batch
+    decode_processes: int = Field(0, ge=0)  # >0: decode/preprocess/tokenise in N worker processes (GPU hosts: cores - 1; give the stage num_cpus to match)
     embeddings: bool = False  # also keep the L2-normalised image/text embeddings (embeddings/ sidecar)
     fast_decode: bool = True  # JPEG draft decoding at the smallest scale that covers the model's input
     device_preprocess: bool = True  # on a GPU: uint8 pixels to the device, float conversion + normalisation there
     text_col: TextCol = "text"  # text -> clip_score, recaption -> recaption_clip_score, both -> both columns
 
     _clip: Any = PrivateAttr(default=None)
+    _pool: Any = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check_model(self):
@@ -169,6 +184,19 @@ class ClipScore(Stage):
 
             self._clip = load_clip(self.model, self.pretrained, self.checkpoint, self.device, self.precision)
 
+    def _decode_pool(self, transform, clip):
+        """The worker processes (started once per stage object, i.e. once per actor, and kept)."""
+        if self._pool is None:
+            self._pool = decode_pool.start(self.decode_processes, transform, clip.tokenizer,
+                                           input_size(clip) if self.fast_decode else None)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the decode processes (they also end with the process that started them)."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
     def score(self, images: list[bytes], texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(scores with NaN for undecodable images, image embeddings, text embeddings) in input order."""
         scores, ie, te = self.score_columns(images, [texts])
@@ -189,21 +217,38 @@ class ClipScore(Stage):
         img_emb = np.zeros((n, dim), np.float32)
         txt_emb = [np.zeros((n, dim), np.float32) for _ in range(k)]
         starts = list(range(0, n, bs))
-        split = split_preprocess(clip.preprocess) if self.device_preprocess and clip.device.startswith("cuda") else None
+        procs = self.decode_processes
+        on_gpu = clip.device.startswith("cuda")
+        # processes always return uint8 pixels (normalised here: bit-identical on CPU, a quarter of the bytes)
+        split = split_preprocess(clip.preprocess) if (self.device_preprocess and on_gpu) or procs else None
         pil_part = split[0] if split else None
-        with ThreadPoolExecutor(self.decode_threads) as pool:
-            # split each batch over the decode threads; keep the next batch in flight while the model runs
+        parts, depth = (procs, 2) if procs else (self.decode_threads, 1)  # chunks per batch, batches in flight
+        with contextlib.ExitStack() as stack:
+            if procs:
+                pool = self._decode_pool(pil_part or clip.preprocess, clip)
+
+                def chunk(a: int, b: int):
+                    return pool.submit(decode_pool.decode_in_worker, images[a:b], [col[a:b] for col in columns])
+            else:
+                threads = stack.enter_context(ThreadPoolExecutor(self.decode_threads))
+
+                def chunk(a: int, b: int):
+                    return threads.submit(decode_chunk, clip, images[a:b], [col[a:b] for col in columns],
+                                          self.fast_decode, pil_part)
+
+            # split each batch over the decode workers; keep the next batch(es) in flight while the model runs
             def submit(lo: int):
                 hi = min(n, lo + bs)
-                step = -(-(hi - lo) // self.decode_threads)
-                return [pool.submit(decode_chunk, clip, images[a:min(hi, a + step)],
-                                    [col[a:min(hi, a + step)] for col in columns], self.fast_decode, pil_part)
-                        for a in range(lo, hi, step)]
+                step = -(-(hi - lo) // parts)
+                return [chunk(a, min(hi, a + step)) for a in range(lo, hi, step)]
 
-            pending = submit(starts[0]) if starts else None
+            pending = collections.deque(submit(lo) for lo in starts[:depth])
             for b, lo in enumerate(starts):
-                chunks = [f.result() for f in pending]
-                pending = submit(starts[b + 1]) if b + 1 < len(starts) else None
+                chunks = [f.result() for f in pending.popleft()]
+                if b + depth < len(starts):
+                    pending.append(submit(starts[b + depth]))
+                if procs:
+                    chunks = [_to_torch(c, on_gpu) for c in chunks]
                 ok = np.concatenate([c[1] for c in chunks])
                 if not ok.any():
                     continue
@@ -248,6 +293,17 @@ class ClipScore(Stage):
             out[IMAGE_EMBEDDING] = _scatter(ie, idx, mask, n)
             out[TEXT_EMBEDDING] = _scatter(te[0], idx, mask, n)
         return Annotations(columns=out)
+
+
+def _to_torch(chunk, pin: bool):
+    """A decode process's numpy chunk as the thread path's tensors (pixels pinned for an async copy to a GPU)."""
+    import torch
+
+    pixels, ok, texts = chunk
+    if pixels is not None:
+        pixels = torch.from_numpy(pixels)
+        pixels = pixels.pin_memory() if pin else pixels
+    return pixels, ok, [(None if t is None else torch.from_numpy(t), m) for t, m in texts]
 
 
 def _scatter(emb: np.ndarray, idx: np.ndarray, mask: np.ndarray, n: int) -> pa.Array:

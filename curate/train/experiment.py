@@ -40,7 +40,8 @@ from curate.train import stats
 from curate.train.data import DataError
 from curate.train.evaluate import EvalError, evaluate, load_eval_meta
 from curate.train.fingerprint import DigestCache, eval_fingerprint, shards_fingerprint
-from curate.train.loop import TrainConfig, TrainError, train
+from curate.train.loop import TrainConfig, TrainError
+from curate.train.ranks import lead_train, rank0_leads, rank_world
 from curate.train.subsets import usable_keys, write_random_subset
 
 METRICS = ("zeroshot_top1", "zeroshot_top5", "image_to_text_R@1", "text_to_image_R@1",
@@ -224,7 +225,7 @@ class _Runner:
             self.sizes[ref.name] = len(usable_keys(ref.shards))
         try:
             return write_random_subset(src.shards, self.sizes[ref.name], self.out / "subsets" / arm.name / f"seed{seed}",
-                                       seed)
+                                       seed, min_tars=rank_world()[1])  # a tar per torchrun rank at least
         except ValueError as err:
             raise TrainError(f"{arm.name}: {err}") from None
 
@@ -254,7 +255,7 @@ class _Runner:
             resume = (rdir / "checkpoint.pt").is_file()
             self.log(f"{name} seed {seed}: {'resuming' if resume else 'training'} {cfg.samples_seen} samples "
                      f"on {', '.join(shards[:3])}{' ...' if len(shards) > 3 else ''}")
-            train(cfg, resume=resume)
+            lead_train(cfg, resume=resume)  # every torchrun rank joins this run
             ev_path.unlink(missing_ok=True)
         ev = json.loads(ev_path.read_text()) if ev_path.is_file() else {}
         if ev.get("eval_fingerprint") != eval_fp["sha256"] or "per_example" not in ev:
@@ -302,6 +303,7 @@ def select_settings(spec: ExperimentSpec, base: TrainConfig, runner: _Runner, lo
             "validation_fingerprint": val_fp, "candidates": cands}
 
 
+@rank0_leads  # under torchrun: rank 0 decides, writes and evaluates; the other ranks join each training
 def run_experiment(spec: ExperimentSpec, output: str, base: TrainConfig,
                    log: Callable[[str], None] = print) -> dict:
     """Choose settings on the validation set (if a sweep is given), then train and evaluate every arm x seed."""

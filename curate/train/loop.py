@@ -90,9 +90,17 @@ def _dist():
         return 0, 1, 0
     import torch.distributed as dist
 
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+        from datetime import timedelta
+
+        # long enough for rank 0's solo work in `curate experiment` (fingerprints, evaluation; curate.train.ranks)
+        timeout = timedelta(seconds=float(os.environ.get("CURATE_DIST_TIMEOUT_S", "7200")))
+        nccl = torch.cuda.is_available()
+        if nccl:  # NCCL collectives (and broadcast_object_list) run on the rank's current device
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if nccl else "gloo", timeout=timeout)
+    return dist.get_rank(), world, local_rank
 
 
 def resolve_device(spec: str, local_rank: int, cuda_available: bool) -> torch.device:
@@ -324,4 +332,8 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
         checkpoints.save(latest, payload(True))
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         log_f.close()
+    if world > 1:  # no rank returns before rank 0's checkpoint and summary are on disk
+        import torch.distributed as dist
+
+        dist.barrier()
     return summary

@@ -50,8 +50,11 @@ def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
     tf.addfile(info, io.BytesIO(data))
 
 
-def write_random_subset(source: list[str], size: int, out_dir: Path, seed: int) -> list[str]:
+def write_random_subset(source: list[str], size: int, out_dir: Path, seed: int, min_tars: int = 1) -> list[str]:
     """Copy `size` usable samples of `source`, drawn without replacement with `seed`, into out_dir tars.
+
+    min_tars: write at least this many tars (when there are that many samples), so every torchrun rank
+    has a shard of its own (training splits shards per rank).
 
     Samples are renamed 00000000, 00000001, ... (keys of different source tars may collide); their
     members are copied byte for byte. Reuses out_dir when its subset.json records the same request
@@ -62,8 +65,9 @@ def write_random_subset(source: list[str], size: int, out_dir: Path, seed: int) 
     if size > len(keys):
         raise ValueError(f"a random subset of {size} samples needs that many; the source has {len(keys)}")
     listing = hashlib.sha256("\n".join(f"{t}|{k}" for t, k in keys).encode()).hexdigest()
+    per_tar = max(1, min(PER_TAR, size // max(1, min_tars)))
     request = {"source": list(source), "source_samples": len(keys), "source_listing": listing,
-               "size": size, "seed": seed}
+               "size": size, "seed": seed, **({"per_tar": per_tar} if per_tar < min(PER_TAR, size) else {})}
     done = out_dir / "subset.json"
     if done.is_file() and json.loads(done.read_text()).get("request") == request:
         return sorted(str(p) for p in out_dir.glob("*.tar"))
@@ -87,10 +91,10 @@ def write_random_subset(source: list[str], size: int, out_dir: Path, seed: int) 
                     if k in chosen[tar]:
                         members.setdefault(k, []).append((ext, tf.extractfile(m).read()))
         for k in sorted(members):
-            if n % PER_TAR == 0:
+            if n % per_tar == 0:
                 if out is not None:
                     out.close()
-                written.append(str(out_dir / f"{n // PER_TAR:06d}.tar"))
+                written.append(str(out_dir / f"{n // per_tar:06d}.tar"))
                 out = tarfile.open(written[-1], "w", format=tarfile.USTAR_FORMAT)
             for ext, data in members[k]:
                 _add(out, f"{n:08d}.{ext}", data)
