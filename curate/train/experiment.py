@@ -71,6 +71,7 @@ class ExperimentSpec:
     validation_set: str | None = None
     sweep: dict[str, list] = field(default_factory=dict)
     compare: list[tuple[str, str]] = field(default_factory=list)  # (a, b): a - b; default first vs each other
+    ground_truth: str | None = None  # a demo corpus (corpus.parquet): report each arm's curation decisions against it
 
     def validate(self) -> None:
         if not self.arms:
@@ -96,6 +97,8 @@ class ExperimentSpec:
         for k, vals in self.sweep.items():
             if k not in SWEEPABLE or not vals:
                 raise TrainError(f"sweep {k!r}: only {', '.join(SWEEPABLE)} with at least one value")
+        if self.ground_truth and not Path(self.ground_truth).exists():
+            raise TrainError(f"--ground-truth {self.ground_truth}: no such demo corpus (folder or corpus.parquet)")
         if self.sweep and not self.validation_set:
             raise TrainError("a sweep chooses settings on a validation split: give --validation-set "
                              "(never the eval set)")
@@ -191,7 +194,8 @@ def spec_from_config(doc: dict) -> tuple[ExperimentSpec, dict]:
                           primary_metrics=list(doc.get("primary_metrics") or PRIMARY),
                           validation_set=doc.get("validation_set"),
                           sweep={k: list(v) for k, v in (doc.get("sweep") or {}).items()},
-                          compare=[tuple(c) for c in doc.get("compare") or []])
+                          compare=[tuple(c) for c in doc.get("compare") or []],
+                          ground_truth=doc.get("ground_truth"))
     return spec, dict(doc.get("train") or {})
 
 
@@ -335,6 +339,10 @@ def run_experiment(spec: ExperimentSpec, output: str, base: TrainConfig,
                 f"{rec['train']['samples_per_s']:.0f} samples/s")
             runs.append(rec)
     results = summarise(runs, spec, base, eval_fp, selection)
+    if spec.ground_truth:  # precision/recall of the curate runs that made the arms (curate.demo.truth)
+        from curate.demo.truth import experiment_accuracy
+
+        results["accuracy"] = experiment_accuracy({n: a.shards for n, a in spec.arms.items()}, spec.ground_truth, out)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     write_report(results, out)
     return results
@@ -513,6 +521,10 @@ def write_report(results: dict, out: Path) -> None:
     md = (f"# Experiment\n\n{head}\n\nData sets:\n{sets}\n\n{_selection_md(results)}\n\n{rule}\n\n"
           + "\n".join(f"- {v}" for v in _verdicts(results))
           + f"\n\n{_table_md(results)}\n\n![loss](loss.png)\n\n![metrics](metrics.png)\n")
+    if results.get("accuracy"):
+        from curate.demo.truth import experiment_markdown
+
+        md += "\n" + experiment_markdown(results["accuracy"]) + "\n"
     (out / "report.md").write_text(md)
     imgs = "".join(f'<img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">' for p in pngs)
     names = list(results["sets"])
