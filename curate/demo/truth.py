@@ -188,7 +188,8 @@ def plot_scores(report: dict, out_png: Path, title: str = "") -> Path | None:
                         alpha=0.35 if name == CLEAN else 0.9, label=f"{name} ({len(v)})")
         ax.set_xlabel(col)
         ax.set_ylabel("density")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
         ax.set_title(title or f"{col}: planted vs clean")
     fig.tight_layout()
     fig.savefig(out_png, dpi=90)

@@ -398,12 +398,15 @@ def summarise(runs: list[dict], spec: ExperimentSpec, base: TrainConfig, eval_fp
     arms = {n: {"shards": a.shards, "random_subset_of": a.random_subset_of, "size_of": a.size_of,
                 "overrides": a.overrides} for n, a in spec.arms.items()}
     slim = [{**r, "eval": {k: v for k, v in r["eval"].items() if k != "per_example"}} for r in runs]
+    learned = {n: {m[len("attribute_"):]: stats.above_baseline(
+        [metric_value(r["eval"], m) for r in runs if r["set"] == n], chance[m])
+        for m in metrics if m.startswith("attribute_") and chance.get(m) is not None} for n in spec.arms}
     return {"sets": {n: a.shards or [f"random subset of {a.random_subset_of}, size of {a.size_of}"]
                      for n, a in spec.arms.items()},
             "arms": arms, "eval_set": spec.eval_set, "validation_set": spec.validation_set, "seeds": spec.seeds,
             "primary_metrics": spec.primary_metrics, "settings": settings, "selection": selection,
             "fingerprints": {"eval": eval_fp}, "chance": chance, "metrics": metrics, "aggregate": agg,
-            "comparisons": comparisons, "verdict_rule": stats.__doc__.strip().splitlines()[-2:],
+            "comparisons": comparisons, "attributes_vs_baseline": learned, "verdict_rule": stats.__doc__.strip().splitlines()[-2:],
             "runs": slim}
 
 
@@ -507,6 +510,22 @@ def _selection_md(results: dict) -> str:
             f"{sel['chosen']}\n\n{rows}")
 
 
+def _learned_md(results: dict) -> str:
+    """Per attribute and data set: mean accuracy over seeds beside its majority-class baseline."""
+    learned = results.get("attributes_vs_baseline") or {}
+    names = [n for n in results["sets"] if learned.get(n)]
+    if not names:
+        return ""
+    attrs = list(learned[names[0]])
+    lines = ["Attributes: zero-shot accuracy (mean over seeds) vs the majority-class baseline; ✓ = the 95% t interval "
+             "over seeds lies above the baseline.", "",
+             "| attribute | baseline | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for a in attrs:
+        lines.append(f"| {a} | {learned[names[0]][a]['baseline']:.3f} | " + " | ".join(
+            f"{_num(learned[n][a]['mean'])}{' ✓' if learned[n][a]['learned'] else ''}" for n in names) + " |")
+    return "\n".join(lines)
+
+
 def write_report(results: dict, out: Path) -> None:
     pngs = _plots(results, out)
     s = results["settings"]
@@ -520,7 +539,7 @@ def write_report(results: dict, out: Path) -> None:
     sets = "\n".join(f"- **{n}**: {', '.join(v)}" for n, v in results["sets"].items())
     md = (f"# Experiment\n\n{head}\n\nData sets:\n{sets}\n\n{_selection_md(results)}\n\n{rule}\n\n"
           + "\n".join(f"- {v}" for v in _verdicts(results))
-          + f"\n\n{_table_md(results)}\n\n![loss](loss.png)\n\n![metrics](metrics.png)\n")
+          + f"\n\n{_table_md(results)}\n\n{_learned_md(results)}\n\n![loss](loss.png)\n\n![metrics](metrics.png)\n")
     if results.get("accuracy"):
         from curate.demo.truth import experiment_markdown
 

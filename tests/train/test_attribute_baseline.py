@@ -1,0 +1,18 @@
+"""An attribute counts as learned only when its interval over seeds lies above the majority baseline."""
+from __future__ import annotations
+
+import pytest
+
+from curate.train.stats import above_baseline
+
+
+def test_learned_needs_the_whole_interval_above_the_baseline():
+    assert above_baseline([0.41, 0.43, 0.40, 0.44, 0.42], 0.25)["learned"] is True
+    # mean above the baseline but one seed below it and a wide spread: not called learned
+    r = above_baseline([0.30, 0.22, 0.35, 0.20, 0.28], 0.25)
+    assert r["mean"] == pytest.approx(0.27) and r["learned"] is False
+    assert r["diff_ci"][0] < 0 < r["diff_ci"][1]
+    # at the baseline exactly (a model that answers the majority class): never learned
+    assert above_baseline([0.25] * 5, 0.25)["learned"] is False
+    assert above_baseline([0.9], 0.25)["learned"] is None  # one seed: no interval
+    assert above_baseline([None, 0.5, 0.52], 0.25)["seeds"] == 2
