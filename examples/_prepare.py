@@ -89,6 +89,8 @@ def experiment_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--noise", choices=("tuned", "held-out"), default="tuned",
                     help="planted noise: this example's tuned rates, or the held-out families (curate.demo.heldout)")
     ap.add_argument("--corpus", default=None, help="corpus folder (default OUT/corpus); several examples may share one")
+    ap.add_argument("--results", default=None,
+                    help="also copy results.json, report.md, plots, curate run manifests and corpus.json here")
 
 
 def run_experiment(a: argparse.Namespace, out: Path, corpus: Path, sets: list[str],
@@ -106,3 +108,21 @@ def run_experiment(a: argparse.Namespace, out: Path, corpus: Path, sets: list[st
                "--samples-seen", str(a.samples_seen), "--seeds", str(a.seeds),
                "--model", a.model, "--batch-size", str(a.batch_size), "--warmup", str(a.warmup),
                "--threads", str(a.threads), "--ground-truth", str(corpus), "--output", str(out / "experiment"))
+    collect_results(out, corpus, sets, a.results)
+
+
+def collect_results(out: Path, corpus: Path, sets: list[str], dest: str | None) -> None:
+    """Copy what a claim rests on into `dest`: the experiment's results.json, report.md and plots, the
+    manifest.json of every curate run that made an arm, and the corpus summary (its noise mode and counts)."""
+    import shutil
+
+    if not dest:
+        return
+    dest_p = Path(dest)
+    dest_p.mkdir(parents=True, exist_ok=True)
+    exp = out / "experiment"
+    for f in ["results.json", "report.md", *(p.name for p in exp.glob("*.png"))]:
+        shutil.copy(exp / f, dest_p / f)
+    for name in sets:
+        shutil.copy(out / name / "manifest.json", dest_p / f"manifest_{name}.json")
+    shutil.copy(Path(corpus) / "corpus.json", dest_p / "corpus.json")
