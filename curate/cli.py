@@ -520,6 +520,7 @@ def experiment(
     sweep: list[str] = typer.Option([], "--sweep", help="KEY=V1,V2: candidates chosen on --validation-set (repeatable)."),
     config: Optional[str] = typer.Option(None, "--config", help="Experiment YAML: arms, eval_set, validation_set, seeds, primary_metrics, sweep, compare, train."),
     ground_truth: Optional[str] = typer.Option(None, "--ground-truth", help="Demo corpus (folder or corpus.parquet): report each curated arm's decisions against its planted labels."),
+    arms_only: Optional[str] = typer.Option(None, "--arms", help="NAME[,NAME]: train and evaluate only these data sets (parallel workers on one --output); a final run without it reuses their runs and writes the report."),
 ):
     """Train one model per data set and seed at identical settings, evaluate, report verdicts from paired intervals."""
     from curate.train.experiment import (Arm, load_config, parse_set_options, parse_sets, parse_subsets, parse_sweep,
@@ -550,9 +551,14 @@ def experiment(
                              train_cfg.get("batch_size", batch_size), train_cfg.get("lr", lr),
                              train_cfg.get("warmup", warmup), train_cfg.get("weight_decay", weight_decay), 0,
                              train_cfg.get("loss", loss), workers, 0, 10, False, "auto", threads)
-        res = run_experiment(spec, output, base, log=lambda m: err_console.print(m, highlight=False))
+        res = run_experiment(spec, output, base, log=lambda m: err_console.print(m, highlight=False),
+                             only=[x for x in (arms_only or "").split(",") if x] or None)
     except _train_errors() as err:
         _fail(str(err))
+    if res.get("partial"):
+        out_console.print(f"trained and evaluated {len(res['runs'])} run(s) of {arms_only}; run again without --arms "
+                          "for the report", highlight=False)
+        return
     from curate.train.experiment import _table_md, _verdicts
 
     out_console.print(_table_md(res), highlight=False)

@@ -89,6 +89,8 @@ def experiment_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--noise", choices=("tuned", "held-out"), default="tuned",
                     help="planted noise: this example's tuned rates, or the held-out families (curate.demo.heldout)")
     ap.add_argument("--corpus", default=None, help="corpus folder (default OUT/corpus); several examples may share one")
+    ap.add_argument("--arms", default=None,
+                    help="NAME[,NAME]: only train these data sets (parallel workers); rerun without it for the report")
     ap.add_argument("--results", default=None,
                     help="also copy results.json, report.md, plots, curate run manifests and corpus.json here")
 
@@ -107,8 +109,10 @@ def run_experiment(a: argparse.Namespace, out: Path, corpus: Path, sets: list[st
                "--eval-set", str(corpus / "eval"), "--validation-set", str(valid), *lr_args,
                "--samples-seen", str(a.samples_seen), "--seeds", str(a.seeds),
                "--model", a.model, "--batch-size", str(a.batch_size), "--warmup", str(a.warmup),
-               "--threads", str(a.threads), "--ground-truth", str(corpus), "--output", str(out / "experiment"))
-    collect_results(out, corpus, sets, a.results)
+               "--threads", str(a.threads), "--ground-truth", str(corpus), "--output", str(out / "experiment"),
+               *(["--arms", a.arms] if a.arms else []))
+    if not a.arms:
+        collect_results(out, corpus, sets, a.results)
 
 
 def collect_results(out: Path, corpus: Path, sets: list[str], dest: str | None) -> None:

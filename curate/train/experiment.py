@@ -307,9 +307,17 @@ def select_settings(spec: ExperimentSpec, base: TrainConfig, runner: _Runner, lo
 
 
 def run_experiment(spec: ExperimentSpec, output: str, base: TrainConfig,
-                   log: Callable[[str], None] = print) -> dict:
-    """Choose settings on the validation set (if a sweep is given), then train and evaluate every arm x seed."""
+                   log: Callable[[str], None] = print, only: list[str] | None = None) -> dict:
+    """Choose settings on the validation set (if a sweep is given), then train and evaluate every arm x seed.
+
+    `only`: train and evaluate just these arms and return {"partial": True, "runs": [...]}, writing no
+    results: parallel workers on one output folder; a final run without it reuses their runs (same
+    settings and contents) and writes results.json and the report.
+    """
     spec.validate()
+    unknown = sorted(set(only or ()) - set(spec.arms))
+    if unknown:
+        raise TrainError(f"--arms {', '.join(unknown)}: not a data set of this experiment")
     meta = load_eval_meta(spec.eval_set)  # fail before hours of training, not after
     spec.check_metrics(meta)
     out = Path(output)
@@ -328,6 +336,8 @@ def run_experiment(spec: ExperimentSpec, output: str, base: TrainConfig,
     base = replace(base, **selection["chosen"])
     runs = []
     for arm in spec.arms.values():
+        if only and arm.name not in only:
+            continue
         for seed in range(spec.seeds):
             rdir = out / "runs" / arm.name / f"seed{seed}"
             shards = runner.shards_of(spec, arm, seed)
@@ -338,6 +348,8 @@ def run_experiment(spec: ExperimentSpec, output: str, base: TrainConfig,
                 f"{ev['zeroshot_top1']:.3f}, i2t R@1 {ev['image_to_text_R@1']:.3f}, "
                 f"{rec['train']['samples_per_s']:.0f} samples/s")
             runs.append(rec)
+    if only:
+        return {"partial": True, "runs": runs}
     results = summarise(runs, spec, base, eval_fp, selection)
     if spec.ground_truth:  # precision/recall of the curate runs that made the arms (curate.demo.truth)
         from curate.demo.truth import experiment_accuracy

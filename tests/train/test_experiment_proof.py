@@ -1,4 +1,4 @@
-"""An attribute counts as learned only when its interval over seeds lies above the majority baseline."""
+"""Proof helpers of curate experiment: attributes vs their baseline, parallel workers (--arms)."""
 from __future__ import annotations
 
 import pytest
@@ -16,3 +16,13 @@ def test_learned_needs_the_whole_interval_above_the_baseline():
     assert above_baseline([0.25] * 5, 0.25)["learned"] is False
     assert above_baseline([0.9], 0.25)["learned"] is None  # one seed: no interval
     assert above_baseline([None, 0.5, 0.52], 0.25)["seeds"] == 2
+
+
+def test_parallel_workers_must_name_arms_of_the_experiment(tmp_path):
+    from curate.train.experiment import Arm, ExperimentSpec, run_experiment
+    from curate.train.loop import TrainConfig, TrainError
+
+    spec = ExperimentSpec(arms={"a": Arm("a", shards=["x.tar"])}, eval_set=str(tmp_path / "eval"))
+    with pytest.raises(TrainError, match="--arms b: not a data set"):
+        run_experiment(spec, str(tmp_path / "out"), TrainConfig(shards=[], output=""), only=["b"])
+    assert not (tmp_path / "out").exists()  # refused before anything was written
