@@ -520,7 +520,7 @@ def experiment(
     sweep: list[str] = typer.Option([], "--sweep", help="KEY=V1,V2: candidates chosen on --validation-set (repeatable)."),
     config: Optional[str] = typer.Option(None, "--config", help="Experiment YAML: arms, eval_set, validation_set, seeds, primary_metrics, sweep, compare, train."),
     ground_truth: Optional[str] = typer.Option(None, "--ground-truth", help="Demo corpus (folder or corpus.parquet): report each curated arm's decisions against its planted labels."),
-    arms_only: Optional[str] = typer.Option(None, "--arms", help="NAME[,NAME]: train and evaluate only these data sets (parallel workers on one --output); a final run without it reuses their runs and writes the report."),
+    arms_only: Optional[str] = typer.Option(None, "--arms", help="NAME[,NAME] or NAME@SEED: train and evaluate only these data sets or runs (parallel workers on one --output); a final run without it reuses their runs and writes the report."),
 ):
     """Train one model per data set and seed at identical settings, evaluate, report verdicts from paired intervals."""
     from curate.train.experiment import (Arm, load_config, parse_set_options, parse_sets, parse_subsets, parse_sweep,

@@ -310,12 +310,12 @@ def run_experiment(spec: ExperimentSpec, output: str, base: TrainConfig,
                    log: Callable[[str], None] = print, only: list[str] | None = None) -> dict:
     """Choose settings on the validation set (if a sweep is given), then train and evaluate every arm x seed.
 
-    `only`: train and evaluate just these arms and return {"partial": True, "runs": [...]}, writing no
-    results: parallel workers on one output folder; a final run without it reuses their runs (same
-    settings and contents) and writes results.json and the report.
+    `only`: train and evaluate just these arms (NAME) or runs (NAME@SEED) and return {"partial": True,
+    "runs": [...]}, writing no results: parallel workers on one output folder; a final run without it
+    reuses their runs (same settings and contents) and writes results.json and the report.
     """
     spec.validate()
-    unknown = sorted(set(only or ()) - set(spec.arms))
+    unknown = sorted({o.split("@")[0] for o in only or ()} - set(spec.arms))
     if unknown:
         raise TrainError(f"--arms {', '.join(unknown)}: not a data set of this experiment")
     meta = load_eval_meta(spec.eval_set)  # fail before hours of training, not after
@@ -336,9 +336,9 @@ def run_experiment(spec: ExperimentSpec, output: str, base: TrainConfig,
     base = replace(base, **selection["chosen"])
     runs = []
     for arm in spec.arms.values():
-        if only and arm.name not in only:
-            continue
         for seed in range(spec.seeds):
+            if only and arm.name not in only and f"{arm.name}@{seed}" not in only:
+                continue
             rdir = out / "runs" / arm.name / f"seed{seed}"
             shards = runner.shards_of(spec, arm, seed)
             cfg = replace(base, shards=shards, output=str(rdir), seed=seed, **arm.overrides)

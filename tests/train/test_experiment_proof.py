@@ -25,4 +25,6 @@ def test_parallel_workers_must_name_arms_of_the_experiment(tmp_path):
     spec = ExperimentSpec(arms={"a": Arm("a", shards=["x.tar"])}, eval_set=str(tmp_path / "eval"))
     with pytest.raises(TrainError, match="--arms b: not a data set"):
         run_experiment(spec, str(tmp_path / "out"), TrainConfig(shards=[], output=""), only=["b"])
+    with pytest.raises(TrainError, match="--arms b: not a data set"):  # NAME@SEED names one run of an arm
+        run_experiment(spec, str(tmp_path / "out"), TrainConfig(shards=[], output=""), only=["a@0", "b@1"])
     assert not (tmp_path / "out").exists()  # refused before anything was written
