@@ -27,6 +27,8 @@ from curate.images import ImageError, decode_rgb, open_checked
 from . import captions, images, noise, splits
 from .noise import DEFAULT_RATES, NOISE_KINDS, expected_outcome  # noqa: F401  (re-exported)
 
+__all__ = ["DEFAULT_RATES", "NOISE_KINDS", "SCHEMA", "expected_outcome", "generate_corpus", "write_url_list"]
+
 SCHEMA = pa.schema([
     ("id", pa.int64()), ("path", pa.string()), ("caption", pa.string()), ("noise", pa.string()),
     ("dup_of", pa.int64()), ("label", pa.string()),
