@@ -296,3 +296,25 @@ def html_section(report: dict, out: Path) -> str:
     if png:
         parts.append(f'<img src="data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}">')
     return "".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m curate.demo.truth CORPUS NAME=RUN_DIR [NAME=RUN_DIR ...] --out DIR: accuracy.json + accuracy.md."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("corpus")
+    p.add_argument("runs", nargs="+", help="NAME=RUN_DIR: a curate run of the corpus' URL list")
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    acc = experiment_accuracy(dict((n, [r]) for n, _, r in (x.partition("=") for x in a.runs)), a.corpus, out)
+    (out / "accuracy.json").write_text(json.dumps(acc, indent=1))
+    (out / "accuracy.md").write_text(experiment_markdown(acc) + "\n")
+    print(out / "accuracy.md")
+
+
+if __name__ == "__main__":
+    main()
