@@ -667,7 +667,7 @@ def demo(
         print_truth_table("ground truth: planted noise vs outcome", truth)
     for s in accuracy["stages"]:
         out_console.print(f"{s['stage']}: dropped {s['dropped']}, planted among them {s['planted_dropped']} "
-                          f"(precision {gt._pct(s['precision'])}), recall {gt._pct(s['recall'])} of the planted "
+                          f"(precision {gt.pct(s['precision'])}), recall {gt.pct(s['recall'])} of the planted "
                           f"rows that reached it", highlight=False)
     if quality:
         out_console.print(f"CLIP filter vs planted mismatched captions: precision {quality['precision']:.2f}, "

@@ -197,7 +197,8 @@ def plot_scores(report: dict, out_png: Path, title: str = "") -> Path | None:
     return Path(out_png)
 
 
-def _pct(x) -> str:
+def pct(x) -> str:
+    """A share as a whole percentage, "n/a" when undefined."""
     return "n/a" if x is None else f"{100 * x:.0f}%"
 
 
@@ -208,7 +209,7 @@ def markdown(report: dict, heading: str = "###") -> str:
              "|---|---|---|---|---|"]
     for s in report["stages"]:
         lines.append(f"| {s['stage']} | {s['reached']} | {s['dropped']} | {s['planted_dropped']} "
-                     f"({_pct(s['precision'])}) | {_pct(s['recall'])} |")
+                     f"({pct(s['precision'])}) | {pct(s['recall'])} |")
     labels = list(report["end_to_end"])
     names = [s["stage"] for s in report["stages"]]
     lines += ["", "Drop rate per stage among the rows of each family/grade that reached it, and the share kept end to end:",
@@ -218,8 +219,8 @@ def markdown(report: dict, heading: str = "###") -> str:
         cells = []
         for s in report["stages"]:
             d = s["per_label"].get(lab)
-            cells.append("–" if not d else f"{_pct(d['rate'])} ({d['dropped']}/{d['reached']})")
-        lines.append(f"| {lab} | {e['rows']} | " + " | ".join(cells) + f" | {_pct(e['kept_frac'])} |")
+            cells.append("–" if not d else f"{pct(d['rate'])} ({d['dropped']}/{d['reached']})")
+        lines.append(f"| {lab} | {e['rows']} | " + " | ".join(cells) + f" | {pct(e['kept_frac'])} |")
     for col, d in report["scores"].items():
         lines += ["", f"Score `{col}`: clean median {d['clean']['quantiles'].get('0.5', float('nan')):.3f} "
                   f"(n={d['clean']['n']}); planted median {d['planted']['quantiles'].get('0.5', float('nan')):.3f} "
