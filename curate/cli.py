@@ -521,6 +521,8 @@ def experiment(
     validation_set: Optional[str] = typer.Option(None, "--validation-set", help="Labelled split for choosing settings (--sweep); never the eval set."),
     sweep: list[str] = typer.Option([], "--sweep", help="KEY=V1,V2: candidates chosen on --validation-set (repeatable)."),
     config: Optional[str] = typer.Option(None, "--config", help="Experiment YAML: arms, eval_set, validation_set, seeds, primary_metrics, sweep, compare, train."),
+    ground_truth: Optional[str] = typer.Option(None, "--ground-truth", help="Demo corpus (folder or corpus.parquet): report each curated arm's decisions against its planted labels."),
+    arms_only: Optional[str] = typer.Option(None, "--arms", help="NAME[,NAME] or NAME@SEED: train and evaluate only these data sets or runs (parallel workers on one --output); a final run without it reuses their runs and writes the report."),
 ):
     """Train one model per data set and seed at identical settings, evaluate, report verdicts from paired intervals."""
     from curate.train.experiment import (Arm, load_config, parse_set_options, parse_sets, parse_subsets, parse_sweep,
@@ -540,6 +542,7 @@ def experiment(
         spec.seeds = seeds or spec.seeds
         spec.primary_metrics = list(primary) or spec.primary_metrics
         spec.sweep.update(parse_sweep(sweep))
+        spec.ground_truth = ground_truth or spec.ground_truth
         if not spec.eval_set:
             _fail("give --eval-set (or eval_set in --config)")
         if samples_seen:
@@ -550,9 +553,14 @@ def experiment(
                              train_cfg.get("batch_size", batch_size), train_cfg.get("lr", lr),
                              train_cfg.get("warmup", warmup), train_cfg.get("weight_decay", weight_decay), 0,
                              train_cfg.get("loss", loss), workers, 0, 10, False, "auto", threads)
-        res = run_experiment(spec, output, base, log=lambda m: err_console.print(m, highlight=False))
+        res = run_experiment(spec, output, base, log=lambda m: err_console.print(m, highlight=False),
+                             only=[x for x in (arms_only or "").split(",") if x] or None)
     except _train_errors() as err:
         _fail(str(err))
+    if res.get("partial"):
+        out_console.print(f"trained and evaluated {len(res['runs'])} run(s) of {arms_only}; run again without --arms "
+                          "for the report", highlight=False)
+        return
     from curate.train.experiment import _table_md, _verdicts
     from curate.train.ranks import is_lead
 
@@ -599,6 +607,8 @@ def demo(
                                      help="Train (once, cached) and apply the filter CLIP (image_text_clip); off: image_text."),
     filter_samples_seen: Optional[int] = typer.Option(None, "--filter-samples-seen", min=64,
                                                       help="Training length of the filter CLIP (default: curate.demo.filter.FILTER_SETTINGS)."),
+    noise: str = typer.Option("tuned", "--noise", help="Planted noise: tuned (the families the stages were written against) "
+                              "or held-out (families and parameters they never saw: curate.demo.heldout)."),
 ):
     """Generate a synthetic corpus with planted noise, serve it on 127.0.0.1, curate it, check the ground truth."""
     import tempfile
@@ -620,6 +630,8 @@ def demo(
                               truth_html=_truth_html, fail=_fail)
     if modality != "image":
         _fail(f"--modality {modality!r} is not available yet; use image, video or interleaved")
+    if noise not in ("tuned", "held-out"):
+        _fail(f"--noise {noise!r}: use tuned or held-out")
     samples = samples or 3000
     if samples < 200:
         _fail("--samples must be at least 200 for the image-text demo")
@@ -628,7 +640,7 @@ def demo(
         prepare_run_dir(out)
     except FileExistsError as err:
         _fail(str(err))
-    corpus = ensure_corpus(samples, seed, log=lambda m: err_console.print(m, highlight=False))
+    corpus = ensure_corpus(samples, seed, log=lambda m: err_console.print(m, highlight=False), noise_mode=noise)
     recipe, overrides = "image_text", list(set_)
     if clip_filter:
         from curate.demo.filter import ensure_filter
@@ -646,13 +658,22 @@ def demo(
         with progress:
             manifest = runner.start()
     print_funnel(manifest)
-    truth = truth_table(out, corpus)
-    quality = filter_quality(out, corpus)
-    sections = [("Ground truth (demo)", _truth_html(truth))]
+    from curate.demo import truth as gt
+
+    accuracy = gt.accuracy_report(out, corpus)
+    truth = truth_table(out, corpus) if noise == "tuned" else []
+    quality = filter_quality(out, corpus) if noise == "tuned" else None
+    sections = [("Ground truth (demo)", _truth_html(truth))] if truth else []
+    sections.append(("Decisions vs planted ground truth", gt.html_section(accuracy, out)))
     if quality:
         sections.append(("CLIP filter vs planted mismatched captions", _filter_html(quality)))
     runner.write_report(sections)
-    print_truth_table("ground truth: planted noise vs outcome", truth)
+    if truth:
+        print_truth_table("ground truth: planted noise vs outcome", truth)
+    for s in accuracy["stages"]:
+        out_console.print(f"{s['stage']}: dropped {s['dropped']}, planted among them {s['planted_dropped']} "
+                          f"(precision {gt.pct(s['precision'])}), recall {gt.pct(s['recall'])} of the planted "
+                          f"rows that reached it", highlight=False)
     if quality:
         out_console.print(f"CLIP filter vs planted mismatched captions: precision {quality['precision']:.2f}, "
                           f"recall {quality['recall']:.2f} ({quality['true_positives']} of {quality['flagged']} "

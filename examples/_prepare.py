@@ -25,12 +25,20 @@ def curate_cmd(*args: str) -> None:
     subprocess.run([str(exe), *args], check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
-def ensure_corpus(corpus: Path, samples: int, rates: dict[str, float], seed: int = 0) -> Path:
-    """Generate the demo corpus into `corpus` unless it is already there (generation is deterministic)."""
+def ensure_corpus(corpus: Path, samples: int, rates: dict[str, float] | None, seed: int = 0,
+                  noise_mode: str = "tuned") -> Path:
+    """Generate the demo corpus into `corpus` unless it is already there (generation is deterministic).
+
+    noise_mode "held-out": the noise families the stages were not written against (curate.demo.heldout,
+    its own rates; `rates` is then ignored)."""
     from curate.demo.corpus import generate_corpus
 
     if not (Path(corpus) / "corpus.json").is_file():
-        generate_corpus(Path(corpus), samples, seed=seed, rates=rates, workers=2)
+        generate_corpus(Path(corpus), samples, seed=seed, rates=None if noise_mode == "held-out" else rates,
+                        workers=2, noise_mode=noise_mode)
+    mode = json.loads((Path(corpus) / "corpus.json").read_text()).get("noise_mode", "tuned")
+    if mode != noise_mode:
+        raise SystemExit(f"{corpus} holds a {mode}-noise corpus, not {noise_mode}; give another --corpus")
     return Path(corpus)
 
 
@@ -46,8 +54,9 @@ def ensure_validation(corpus: Path, n: int = 400) -> Path:
 
     valid = Path(corpus) / "valid"
     if not (valid / "classes.json").is_file():
-        seed = json.loads((Path(corpus) / "corpus.json").read_text()).get("seed", 0)
-        splits.write_split(valid, n, seed, VALID_STREAM, balanced=True)
+        info = json.loads((Path(corpus) / "corpus.json").read_text())
+        style = {"scale": info["shape_scale"]} if info.get("shape_scale") else None  # as the corpus' own splits
+        splits.write_split(valid, n, info.get("seed", 0), VALID_STREAM, balanced=True, style=style)
         splits.write_classes(valid / "classes.json")
     return valid
 
@@ -77,6 +86,13 @@ def experiment_args(ap: argparse.ArgumentParser) -> None:
                     help="primary metrics, named before the runs")
     ap.add_argument("--valid-n", type=int, default=400, help="validation split size")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
+    ap.add_argument("--noise", choices=("tuned", "held-out"), default="tuned",
+                    help="planted noise: this example's tuned rates, or the held-out families (curate.demo.heldout)")
+    ap.add_argument("--corpus", default=None, help="corpus folder (default OUT/corpus); several examples may share one")
+    ap.add_argument("--arms", default=None,
+                    help="NAME[,NAME]: only train these data sets (parallel workers); rerun without it for the report")
+    ap.add_argument("--results", default=None,
+                    help="also copy results.json, report.md, plots, curate run manifests and corpus.json here")
 
 
 def run_experiment(a: argparse.Namespace, out: Path, corpus: Path, sets: list[str],
@@ -93,4 +109,24 @@ def run_experiment(a: argparse.Namespace, out: Path, corpus: Path, sets: list[st
                "--eval-set", str(corpus / "eval"), "--validation-set", str(valid), *lr_args,
                "--samples-seen", str(a.samples_seen), "--seeds", str(a.seeds),
                "--model", a.model, "--batch-size", str(a.batch_size), "--warmup", str(a.warmup),
-               "--threads", str(a.threads), "--output", str(out / "experiment"))
+               "--threads", str(a.threads), "--ground-truth", str(corpus), "--output", str(out / "experiment"),
+               *(["--arms", a.arms] if a.arms else []))
+    if not a.arms:
+        collect_results(out, corpus, sets, a.results)
+
+
+def collect_results(out: Path, corpus: Path, sets: list[str], dest: str | None) -> None:
+    """Copy what a claim rests on into `dest`: the experiment's results.json, report.md and plots, the
+    manifest.json of every curate run that made an arm, and the corpus summary (its noise mode and counts)."""
+    import shutil
+
+    if not dest:
+        return
+    dest_p = Path(dest)
+    dest_p.mkdir(parents=True, exist_ok=True)
+    exp = out / "experiment"
+    for f in ["results.json", "report.md", *(p.name for p in exp.glob("*.png"))]:
+        shutil.copy(exp / f, dest_p / f)
+    for name in sets:
+        shutil.copy(out / name / "manifest.json", dest_p / f"manifest_{name}.json")
+    shutil.copy(Path(corpus) / "corpus.json", dest_p / "corpus.json")

@@ -38,9 +38,9 @@ def main() -> None:
     ap.add_argument("--prepare-only", action="store_true", help="stop after the two downloads and the validation split")
     a = ap.parse_args()
     out = Path(a.out)
-    corpus = out / "corpus"
+    corpus = Path(a.corpus) if a.corpus else out / "corpus"
     if not a.skip_prepare:
-        ensure_corpus(corpus, a.samples, RATES)
+        ensure_corpus(corpus, a.samples, RATES, noise_mode=a.noise)
         curate_runs(corpus, {out / "curated": ("image_text", []),
                              out / "raw": ("download_only", ["--set", "download.image_size=64",
                                                              "--set", "download.timeout_s=2"])})

@@ -27,6 +27,8 @@ from curate.images import ImageError, decode_rgb, open_checked
 from . import captions, images, noise, splits
 from .noise import DEFAULT_RATES, NOISE_KINDS, expected_outcome  # noqa: F401  (re-exported)
 
+__all__ = ["DEFAULT_RATES", "NOISE_KINDS", "SCHEMA", "expected_outcome", "generate_corpus", "write_url_list"]
+
 SCHEMA = pa.schema([
     ("id", pa.int64()), ("path", pa.string()), ("caption", pa.string()), ("noise", pa.string()),
     ("dup_of", pa.int64()), ("label", pa.string()),
@@ -138,12 +140,20 @@ def generate_corpus(
     timeout_ms: int = 3000,
     slow_ms: int = 500,
     workers: int = 1,
+    noise_mode: str = "tuned",
 ) -> dict:
     """Write root/files/, root/corpus.parquet, root/eval/, root/seed/ and root/corpus.json; return the summary.
 
     eval_n defaults to max(200, n // 10), seed_n to n // 2. `rates` overrides DEFAULT_RATES per kind.
-    workers > 1 renders in a process pool (output is identical to workers=1).
+    workers > 1 renders in a process pool (output is identical to workers=1). noise_mode "held-out"
+    plants the noise the stages were not tuned on instead (curate.demo.heldout; `rates` then per family).
     """
+    if noise_mode == "held-out":
+        from .heldout_corpus import generate_heldout_corpus
+
+        return generate_heldout_corpus(root, n, seed, eval_n, seed_n=seed_n, rates=rates, workers=workers)
+    if noise_mode != "tuned":
+        raise ValueError(f"unknown noise mode {noise_mode!r}; use tuned or held-out")
     t0 = time.perf_counter()
     root = Path(root)
     (root / "files").mkdir(parents=True, exist_ok=True)
@@ -286,9 +296,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-n", type=int, default=None)
     p.add_argument("--seed-n", type=int, default=None)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--noise", choices=("tuned", "held-out"), default="tuned")
     args = p.parse_args(argv)
     s = generate_corpus(args.root, args.n, args.seed, args.eval_n, seed_n=args.seed_n,
-                        workers=args.workers or (os.cpu_count() or 1))
+                        workers=args.workers or (os.cpu_count() or 1), noise_mode=args.noise)
     print(json.dumps(s, indent=1))
 
 

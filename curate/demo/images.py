@@ -44,6 +44,8 @@ ATTRIBUTES = ("shape", "colour", "count", "size", "position", "texture", "backgr
 
 _SMALL = (0.15, 0.2)  # shape diameter as a fraction of the short side
 _LARGE = (0.3, 0.36)
+# `scale` (an optional attribute, default 1) multiplies the diameter: the held-out corpus draws bigger shapes so
+# that shape, not only colour, is visible at a 32 px model input (curate.demo.heldout).
 _MIN_CONTRAST = 110.0  # RGB distance between shape and background colour
 
 
@@ -62,6 +64,8 @@ def sample_attributes(seed, **overrides) -> dict:
         "texture": TEXTURES[rng.integers(len(TEXTURES))],
     }
     a.update({k: v for k, v in overrides.items() if k in a})
+    if overrides.get("scale"):
+        a["scale"] = float(overrides["scale"])
     # Large shapes only fit the half-canvas regions when there are at most two of them.
     a["size"] = overrides.get("size") or ("large" if a["count"] <= 2 and rng.random() < 0.5 else "small")
     if "background" in overrides:
@@ -201,7 +205,7 @@ def draw(seed, a: dict) -> Image.Image:
     cols, rows = _grid(a["count"], x1 - x0, y1 - y0)
     cw, ch = (x1 - x0) / cols, (y1 - y0) / rows
     lo, hi = _SMALL if a["size"] == "small" else _LARGE
-    d = min(rng.uniform(lo, hi) * min(w, h), 0.85 * min(cw, ch))
+    d = min(rng.uniform(lo, hi) * a.get("scale", 1.0) * min(w, h), 0.85 * min(cw, ch))
     fg = tuple(int(np.clip(v + rng.integers(-12, 13), 0, 255)) for v in COLOURS[a["colour"]])
     cells = rng.permutation(cols * rows)[: a["count"]]
     for cell in sorted(cells.tolist()):

@@ -20,21 +20,23 @@ def cache_root() -> Path:
     return Path(os.environ.get("CURATE_CACHE", Path.home() / ".cache" / "curate"))
 
 
-def corpus_dir(samples: int, seed: int) -> Path:
-    return cache_root() / "demo" / f"image-text-n{samples}-s{seed}"
+def corpus_dir(samples: int, seed: int, noise_mode: str = "tuned") -> Path:
+    mode = "" if noise_mode == "tuned" else "-heldout"
+    return cache_root() / "demo" / f"image-text{mode}-n{samples}-s{seed}"
 
 
-def ensure_corpus(samples: int, seed: int, root: Path | None = None, log: Callable[[str], None] = print) -> Path:
-    """Generate the corpus once and reuse it (generation is deterministic for a given size and seed)."""
+def ensure_corpus(samples: int, seed: int, root: Path | None = None, log: Callable[[str], None] = print,
+                  noise_mode: str = "tuned") -> Path:
+    """Generate the corpus once and reuse it (generation is deterministic for a given size, seed and noise mode)."""
     from curate.demo.corpus import generate_corpus
 
-    root = root or corpus_dir(samples, seed)
+    root = root or corpus_dir(samples, seed, noise_mode)
     if (root / "corpus.parquet").exists() and (root / "_COMPLETE").exists():
         return root
     if root.exists():
         shutil.rmtree(root)
-    log(f"generating {samples} demo samples into {root}")
-    generate_corpus(root, samples, seed=seed, workers=min(2, os.cpu_count() or 1))
+    log(f"generating {samples} demo samples ({noise_mode} noise) into {root}")
+    generate_corpus(root, samples, seed=seed, workers=min(2, os.cpu_count() or 1), noise_mode=noise_mode)
     (root / "_COMPLETE").write_text("ok\n")
     return root
 

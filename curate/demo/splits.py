@@ -79,20 +79,24 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def render_sample(job: tuple) -> tuple[bytes, bytes, bytes]:
     """(jpg, txt, json) bytes of split sample k; a top-level function so a process pool can run it."""
-    seed, stream, k, balanced = job
+    seed, stream, k, balanced, *style = job
     names = images.classnames()
     rng = np.random.default_rng([seed, stream, k])
     pin = dict(zip(("colour", "shape"), names[k % len(names)].split(" "))) if balanced else {}
-    img, a = images.render(rng, format="jpeg", **pin)
+    img, a = images.render(rng, format="jpeg", **pin, **(style[0] if style else {}))
     meta = json.dumps(sample_json(a, names), sort_keys=True).encode()
     return images.encode(img, "jpeg", a["quality"]), captions.caption(a, rng).encode(), meta
 
 
-def write_split(out_dir: Path, n: int, seed: int, stream: int, balanced: bool, pmap=map) -> list[str]:
-    """Render n clean samples into out_dir/000000.tar, ...; returns the tar paths. pmap may be a pool's map."""
+def write_split(out_dir: Path, n: int, seed: int, stream: int, balanced: bool, pmap=map,
+                style: dict | None = None) -> list[str]:
+    """Render n clean samples into out_dir/000000.tar, ...; returns the tar paths. pmap may be a pool's map.
+
+    `style`: attribute overrides for every sample (e.g. {"scale": 1.8}, the held-out corpus' bigger shapes).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     tars, tar = [], None
-    samples = pmap(render_sample, [(seed, stream, k, balanced) for k in range(n)])
+    samples = pmap(render_sample, [(seed, stream, k, balanced, style or {}) for k in range(n)])
     for k, (jpg, txt, meta) in enumerate(samples):
         if k % SAMPLES_PER_TAR == 0:
             if tar is not None:

@@ -72,6 +72,7 @@ class ExperimentSpec:
     validation_set: str | None = None
     sweep: dict[str, list] = field(default_factory=dict)
     compare: list[tuple[str, str]] = field(default_factory=list)  # (a, b): a - b; default first vs each other
+    ground_truth: str | None = None  # a demo corpus (corpus.parquet): report each arm's curation decisions against it
 
     def validate(self) -> None:
         if not self.arms:
@@ -97,6 +98,8 @@ class ExperimentSpec:
         for k, vals in self.sweep.items():
             if k not in SWEEPABLE or not vals:
                 raise TrainError(f"sweep {k!r}: only {', '.join(SWEEPABLE)} with at least one value")
+        if self.ground_truth and not Path(self.ground_truth).exists():
+            raise TrainError(f"--ground-truth {self.ground_truth}: no such demo corpus (folder or corpus.parquet)")
         if self.sweep and not self.validation_set:
             raise TrainError("a sweep chooses settings on a validation split: give --validation-set "
                              "(never the eval set)")
@@ -192,7 +195,8 @@ def spec_from_config(doc: dict) -> tuple[ExperimentSpec, dict]:
                           primary_metrics=list(doc.get("primary_metrics") or PRIMARY),
                           validation_set=doc.get("validation_set"),
                           sweep={k: list(v) for k, v in (doc.get("sweep") or {}).items()},
-                          compare=[tuple(c) for c in doc.get("compare") or []])
+                          compare=[tuple(c) for c in doc.get("compare") or []],
+                          ground_truth=doc.get("ground_truth"))
     return spec, dict(doc.get("train") or {})
 
 
@@ -305,9 +309,17 @@ def select_settings(spec: ExperimentSpec, base: TrainConfig, runner: _Runner, lo
 
 @rank0_leads  # under torchrun: rank 0 decides, writes and evaluates; the other ranks join each training
 def run_experiment(spec: ExperimentSpec, output: str, base: TrainConfig,
-                   log: Callable[[str], None] = print) -> dict:
-    """Choose settings on the validation set (if a sweep is given), then train and evaluate every arm x seed."""
+                   log: Callable[[str], None] = print, only: list[str] | None = None) -> dict:
+    """Choose settings on the validation set (if a sweep is given), then train and evaluate every arm x seed.
+
+    `only`: train and evaluate just these arms (NAME) or runs (NAME@SEED) and return {"partial": True,
+    "runs": [...]}, writing no results: parallel workers on one output folder; a final run without it
+    reuses their runs (same settings and contents) and writes results.json and the report.
+    """
     spec.validate()
+    unknown = sorted({o.split("@")[0] for o in only or ()} - set(spec.arms))
+    if unknown:
+        raise TrainError(f"--arms {', '.join(unknown)}: not a data set of this experiment")
     meta = load_eval_meta(spec.eval_set)  # fail before hours of training, not after
     spec.check_metrics(meta)
     out = Path(output)
@@ -327,6 +339,8 @@ def run_experiment(spec: ExperimentSpec, output: str, base: TrainConfig,
     runs = []
     for arm in spec.arms.values():
         for seed in range(spec.seeds):
+            if only and arm.name not in only and f"{arm.name}@{seed}" not in only:
+                continue
             rdir = out / "runs" / arm.name / f"seed{seed}"
             shards = runner.shards_of(spec, arm, seed)
             cfg = replace(base, shards=shards, output=str(rdir), seed=seed, **arm.overrides)
@@ -336,7 +350,13 @@ def run_experiment(spec: ExperimentSpec, output: str, base: TrainConfig,
                 f"{ev['zeroshot_top1']:.3f}, i2t R@1 {ev['image_to_text_R@1']:.3f}, "
                 f"{rec['train']['samples_per_s']:.0f} samples/s")
             runs.append(rec)
+    if only:
+        return {"partial": True, "runs": runs}
     results = summarise(runs, spec, base, eval_fp, selection)
+    if spec.ground_truth:  # precision/recall of the curate runs that made the arms (curate.demo.truth)
+        from curate.demo.truth import experiment_accuracy
+
+        results["accuracy"] = experiment_accuracy({n: a.shards for n, a in spec.arms.items()}, spec.ground_truth, out)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     write_report(results, out)
     return results
@@ -392,12 +412,15 @@ def summarise(runs: list[dict], spec: ExperimentSpec, base: TrainConfig, eval_fp
     arms = {n: {"shards": a.shards, "random_subset_of": a.random_subset_of, "size_of": a.size_of,
                 "overrides": a.overrides} for n, a in spec.arms.items()}
     slim = [{**r, "eval": {k: v for k, v in r["eval"].items() if k != "per_example"}} for r in runs]
+    learned = {n: {m[len("attribute_"):]: stats.above_baseline(
+        [metric_value(r["eval"], m) for r in runs if r["set"] == n], chance[m])
+        for m in metrics if m.startswith("attribute_") and chance.get(m) is not None} for n in spec.arms}
     return {"sets": {n: a.shards or [f"random subset of {a.random_subset_of}, size of {a.size_of}"]
                      for n, a in spec.arms.items()},
             "arms": arms, "eval_set": spec.eval_set, "validation_set": spec.validation_set, "seeds": spec.seeds,
             "primary_metrics": spec.primary_metrics, "settings": settings, "selection": selection,
             "fingerprints": {"eval": eval_fp}, "chance": chance, "metrics": metrics, "aggregate": agg,
-            "comparisons": comparisons, "verdict_rule": stats.__doc__.strip().splitlines()[-2:],
+            "comparisons": comparisons, "attributes_vs_baseline": learned, "verdict_rule": stats.__doc__.strip().splitlines()[-2:],
             "runs": slim}
 
 
@@ -501,6 +524,22 @@ def _selection_md(results: dict) -> str:
             f"{sel['chosen']}\n\n{rows}")
 
 
+def _learned_md(results: dict) -> str:
+    """Per attribute and data set: mean accuracy over seeds beside its majority-class baseline."""
+    learned = results.get("attributes_vs_baseline") or {}
+    names = [n for n in results["sets"] if learned.get(n)]
+    if not names:
+        return ""
+    attrs = list(learned[names[0]])
+    lines = ["Attributes: zero-shot accuracy (mean over seeds) vs the majority-class baseline; ✓ = the 95% t interval "
+             "over seeds lies above the baseline.", "",
+             "| attribute | baseline | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for a in attrs:
+        lines.append(f"| {a} | {learned[names[0]][a]['baseline']:.3f} | " + " | ".join(
+            f"{_num(learned[n][a]['mean'])}{' ✓' if learned[n][a]['learned'] else ''}" for n in names) + " |")
+    return "\n".join(lines)
+
+
 def write_report(results: dict, out: Path) -> None:
     pngs = _plots(results, out)
     s = results["settings"]
@@ -514,7 +553,11 @@ def write_report(results: dict, out: Path) -> None:
     sets = "\n".join(f"- **{n}**: {', '.join(v)}" for n, v in results["sets"].items())
     md = (f"# Experiment\n\n{head}\n\nData sets:\n{sets}\n\n{_selection_md(results)}\n\n{rule}\n\n"
           + "\n".join(f"- {v}" for v in _verdicts(results))
-          + f"\n\n{_table_md(results)}\n\n![loss](loss.png)\n\n![metrics](metrics.png)\n")
+          + f"\n\n{_table_md(results)}\n\n{_learned_md(results)}\n\n![loss](loss.png)\n\n![metrics](metrics.png)\n")
+    if results.get("accuracy"):
+        from curate.demo.truth import experiment_markdown
+
+        md += "\n" + experiment_markdown(results["accuracy"]) + "\n"
     (out / "report.md").write_text(md)
     imgs = "".join(f'<img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">' for p in pngs)
     names = list(results["sets"])

@@ -64,3 +64,16 @@ def verdict(t: dict, boot: dict) -> str:
     if t["hi"] < 0 and boot["hi"] < 0:
         return WORSE
     return NONE
+
+
+def above_baseline(values: list[float], baseline: float, level: float = LEVEL) -> dict:
+    """Is a per-seed accuracy above its majority-class baseline? t interval of mean - baseline over seeds.
+
+    Why: "shape is learned" needs more than a mean above chance; `learned` is True only when the whole
+    95% interval over seeds lies above the baseline (None below 2 seeds).
+    """
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    v = v[np.isfinite(v)]
+    t = paired_t_interval(v, np.full(v.size, baseline), level)
+    return {"mean": float(v.mean()) if v.size else None, "baseline": baseline, "seeds": int(v.size),
+            "diff_ci": [t["lo"], t["hi"]], "learned": None if t["lo"] is None else bool(t["lo"] > 0)}
