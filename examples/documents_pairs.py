@@ -58,38 +58,22 @@ def prepare_corpus(root: Path, a) -> Path:
 
     if not (root / "docs" / "documents.json").is_file():
         generate_documents(root / "docs", a.docs, a.corpus_seed)
-    if not (root / "eval" / "classes.json").is_file():
+    if not a.eval_set and not (root / "eval" / "classes.json").is_file():
         splits.write_split(root / "eval", a.eval_n, a.corpus_seed, EVAL_STREAM, balanced=True)
         splits.write_classes(root / "eval" / "classes.json")
-    if not any((root / "seed").glob("*.tar")):
+    if not a.placement_clip and not any((root / "seed").glob("*.tar")):
         splits.write_split(root / "seed", a.seed_n, a.corpus_seed, SEED_STREAM, balanced=False)
     return root
 
 
 def placement_clip(root: Path, a) -> Path:
-    """curate-tiny-32 trained on the seed split with the demo filter's settings (cached by its settings)."""
+    """--placement-clip as given, else curate-tiny-32 trained on the seed split with the demo filter's
+    settings (cached by its settings)."""
     from curate.demo.filter import ensure_filter
 
+    if a.placement_clip:
+        return Path(a.placement_clip)
     return ensure_filter(root, threads=a.threads, samples_seen=a.placement_samples_seen)
-
-
-def start_ray(tries: int = 4) -> None:
-    """A local Ray both runs reuse, started with retries: Ray waits a fixed 30 s for its raylet, which a
-    heavily loaded machine can miss (the runner would then fail the run)."""
-    import logging
-
-    import ray
-
-    for k in range(tries):
-        try:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.ERROR,
-                     log_to_driver=False)
-            return
-        except Exception as err:  # noqa: BLE001 - any start-up failure is retried, the last one raised
-            ray.shutdown()
-            if k == tries - 1:
-                raise
-            print(f"ray start failed ({str(err).splitlines()[0]}); retrying")
 
 
 def curate_runs(root: Path, out: Path, ckpt: Path, a) -> dict[str, Path]:
@@ -100,16 +84,10 @@ def curate_runs(root: Path, out: Path, ckpt: Path, a) -> dict[str, Path]:
     todo = {k: v for k, v in runs.items() if not (v / "manifest.json").is_file()}
     if not todo:
         return runs
-    import ray
+    from _ray_local import shared_ray
 
-    own = not ray.is_initialized() and not a.ray_address
-    if own:
-        start_ray()
-    try:
-        _run_recipes(root, todo, raw_recipe, ckpt, a.ray_address)
-    finally:
-        if own:
-            ray.shutdown()
+    with shared_ray(a.ray_address) as address:
+        _run_recipes(root, todo, raw_recipe, ckpt, address)
     return runs
 
 
@@ -160,6 +138,10 @@ def pair_truth(pairs_dir: Path, docs_json: Path) -> dict:
     return out
 
 
+def eval_dir(root: Path, a) -> str:
+    return a.eval_set or str(root / "eval")
+
+
 def experiment(out: Path, root: Path, pairs: dict[str, Path], a) -> dict:
     """The arms at equal samples seen, random subset of raw as the control, seeds paired."""
     from curate.train.experiment import Arm, ExperimentSpec, run_experiment
@@ -168,7 +150,7 @@ def experiment(out: Path, root: Path, pairs: dict[str, Path], a) -> dict:
     arms = {"curated": Arm("curated", [str(pairs["curated"])]), "raw": Arm("raw", [str(pairs["raw"])]),
             "random": Arm("random", random_subset_of="raw", size_of="curated"),
             "curated_page_order": Arm("curated_page_order", [str(pairs["curated_page_order"])])}
-    spec = ExperimentSpec(arms=arms, eval_set=str(root / "eval"), seeds=a.seeds, primary_metrics=list(a.primary),
+    spec = ExperimentSpec(arms=arms, eval_set=eval_dir(root, a), seeds=a.seeds, primary_metrics=list(a.primary),
                           compare=[("curated", "raw"), ("curated", "random"), ("curated", "curated_page_order")])
     base = TrainConfig(shards=[], output="", model=a.model, samples_seen=a.samples_seen, batch_size=a.batch_size,
                        lr=a.lr, warmup=a.warmup, workers=0, threads=a.threads, log_every=20, device="cpu")
@@ -181,8 +163,8 @@ def documents_md(doc: dict) -> str:
     rows = "\n".join(f"| {n} | {t['pairs']} | {t['with_truth']} | {t['holds_true_sentence']} | {t['share_true']} |"
                      for n, t in doc["pair_truth"].items())
     return (f"\n## Placement and pair truth (ground truth of the synthetic documents)\n\n"
-            f"Placement CLIP: {doc['placement_clip']['model']} trained on {doc['placement_clip']['samples_seen']} "
-            f"samples of the seed split; its own eval zero-shot top-1 {doc['placement_clip']['eval']['zeroshot_top1']:.3f}, "
+            f"Placement CLIP: {doc['placement_clip']['model']} ({doc['placement_clip']['checkpoint']}, "
+            f"{doc['placement_clip']['samples_seen'] or 'given'} samples seen on a clean seed split); its own eval zero-shot top-1 {doc['placement_clip']['eval']['zeroshot_top1']:.3f}, "
             f"image-to-text R@1 {doc['placement_clip']['eval']['image_to_text_R@1']:.3f}.\n\n"
             f"Placement accuracy (curated run): **{p['placement_accuracy']:.3f}** over {p['placed']} placed images "
             f"with a true sentence (chance {p['placement_chance']:.3f}).\n\n"
@@ -193,14 +175,18 @@ def documents_md(doc: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="examples/out/documents_pairs")
-    ap.add_argument("--docs", type=int, default=600, help="documents in the corpus")
+    ap.add_argument("--docs", type=int, default=500, help="documents in the corpus")
     ap.add_argument("--corpus-seed", type=int, default=0)
     ap.add_argument("--eval-n", type=int, default=400, help="eval split size (balanced over 64 classes)")
     ap.add_argument("--seed-n", type=int, default=1500, help="seed split size (the placement CLIP's training data)")
     ap.add_argument("--placement-samples-seen", type=int, default=16000)
+    ap.add_argument("--placement-clip", default=None,
+                    help="a trained CLIP checkpoint for doc_clip (e.g. `curate demo`'s filter_clip.pt) instead of "
+                         "training one on the seed split")
+    ap.add_argument("--eval-set", default=None, help="a labelled eval split (default: one generated beside the corpus)")
     ap.add_argument("--model", default="curate-tiny-32")
-    ap.add_argument("--samples-seen", type=int, default=6000)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--samples-seen", type=int, default=3200)
+    ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--seeds", type=int, default=5)
@@ -232,13 +218,14 @@ def main(argv: list[str] | None = None) -> dict:
               "curated_page_order": write_pairs(runs["curated"], pairs["curated_page_order"], "page_order")}
     _, placement = truth_table(runs["curated"], root / "docs")
     truth = {n: pair_truth(p, root / "docs" / "documents.json") for n, p in pairs.items()}
-    ev = evaluate(str(ckpt), str(root / "eval"), device="cpu")
+    ev = evaluate(str(ckpt), eval_dir(root, a), device="cpu")
     lap("pairs_and_truth")
     results = experiment(out, root, pairs, a)
     lap("experiment")
     results["documents"] = {
         "docs": a.docs, "corpus_seed": a.corpus_seed, "pairs": counts, "pair_truth": truth, "placement": placement,
-        "placement_clip": {"model": "curate-tiny-32", "samples_seen": a.placement_samples_seen,
+        "placement_clip": {"checkpoint": str(ckpt), "model": "curate-tiny-32",
+                           "samples_seen": None if a.placement_clip else a.placement_samples_seen,
                            "eval": {k: ev.get(k) for k in ("zeroshot_top1", "image_to_text_R@1", "text_to_image_R@1")}},
         "seconds": seconds, "load_average": [round(x, 1) for x in os.getloadavg()]}
     exp = out / "experiment"
