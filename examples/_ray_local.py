@@ -33,3 +33,17 @@ def shared_ray(address: str | None, tries: int = 4):
         yield None
     finally:
         ray.shutdown()
+
+
+def complete(run) -> bool:
+    """True for a finished run folder (reused); an unfinished one is removed so the run starts afresh."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    m = Path(run) / "manifest.json"
+    if m.is_file() and json.loads(m.read_text()).get("status") == "complete":
+        return True
+    if Path(run).exists():
+        shutil.rmtree(run)
+    return False

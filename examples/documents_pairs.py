@@ -78,14 +78,14 @@ def placement_clip(root: Path, a) -> Path:
 
 def curate_runs(root: Path, out: Path, ckpt: Path, a) -> dict[str, Path]:
     """`curate run` interleaved (curated) and the raw recipe over the same pages on loopback."""
+    from _ray_local import complete, shared_ray
+
     runs = {"curated": out / "curated_run", "raw": out / "raw_run"}
     raw_recipe = out / "interleaved_raw.yaml"
     raw_recipe.write_text(RAW_RECIPE)
-    todo = {k: v for k, v in runs.items() if not (v / "manifest.json").is_file()}
+    todo = {k: v for k, v in runs.items() if not complete(v)}
     if not todo:
         return runs
-    from _ray_local import shared_ray
-
     with shared_ray(a.ray_address) as address:
         _run_recipes(root, todo, raw_recipe, ckpt, address)
     return runs

@@ -56,7 +56,7 @@ def recipes(out: Path, filter_ckpt: Path, a) -> dict[str, Path]:
 
 
 def curate_runs(corpus: Path, out: Path, paths: dict[str, Path], ray_address: str | None) -> dict[str, Path]:
-    from _ray_local import shared_ray
+    from _ray_local import complete, shared_ray
 
     from curate.demo.corpus import write_url_list
     from curate.demo.server import DemoServer
@@ -64,7 +64,7 @@ def curate_runs(corpus: Path, out: Path, paths: dict[str, Path], ray_address: st
     from curate.runner import Runner
 
     runs = {n: out / f"{n}_run" for n in paths}
-    todo = [n for n, r in runs.items() if not (r / "manifest.json").is_file()]
+    todo = [n for n, r in runs.items() if not complete(r)]
     if todo:
         with shared_ray(ray_address) as address, DemoServer(corpus) as server, tempfile.TemporaryDirectory() as tmp:
             urls = write_url_list(corpus, server.url, Path(tmp) / "urls.parquet")

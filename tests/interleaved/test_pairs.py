@@ -60,4 +60,6 @@ def test_write_pairs_accounts_for_every_image(tmp_path):
     s = write_pairs(src, tmp_path / "page", "page_order", samples_per_shard=1)
     assert s["pairs"] == 2 and s["outcomes"] == {"pair": 2, "image_not_in_shard": 1}
     assert sorted(p.name for p in (tmp_path / "page").glob("*.tar")) == ["000000.tar", "000001.tar"]
+    assert main([str(src / "000000.tar"), str(tmp_path / "cli"), "--mode", "page_order"]) == 0
+    assert json.loads((tmp_path / "cli" / "pairs.json").read_text())["pairs"] == 2
     assert main([str(tmp_path / "nothing"), str(tmp_path / "o")]) == 2   # a one-line error, exit 2
