@@ -28,8 +28,9 @@ give better image-text training pairs than the raw pages do. Steps:
     python examples/documents_pairs.py --out /tmp/dp --docs 40 --placement-samples-seen 64 \\
         --samples-seen 64 --seeds 1 --eval-n 64      # the plumbing only (what the test runs)
 
-Writes OUT/experiment/results.json (with a `documents` section: placement accuracy, pair truth, counts)
-and report.md; the committed copies are in examples/results/documents_pairs/.
+Writes OUT/documents.json (placement accuracy, pair truth, counts; all that `--truth-only` runs) and
+OUT/experiment/results.json (the same under `documents`) and report.md; committed copies are in
+examples/results/documents_pairs/.
 """
 from __future__ import annotations
 
@@ -199,6 +200,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--page-order-arm", action=argparse.BooleanOptionalAction, default=False,
                     help="also train curated_page_order (placement off, filters on: separates placement from "
                          "filtering); a quarter more compute")
+    ap.add_argument("--truth-only", action="store_true",
+                    help="stop after the runs, pairs and ground-truth measures (OUT/documents.json); no training")
     ap.add_argument("--ray-address", default=None, help="a running Ray (default: start a local one)")
     ap.add_argument("--primary", nargs="+", default=["zeroshot_top1", "image_to_text_R@1"])
     a = ap.parse_args(argv)
@@ -231,14 +234,19 @@ def main(argv: list[str] | None = None) -> dict:
     truth = {n: pair_truth(p, root / "docs" / "documents.json") for n, p in pairs.items()}
     ev = evaluate(str(ckpt), eval_dir(root, a), device="cpu")
     lap("pairs_and_truth")
-    results = experiment(out, root, pairs, a)
-    lap("experiment")
-    results["documents"] = {
+    documents = {
         "docs": a.docs, "corpus_seed": a.corpus_seed, "pairs": counts, "pair_truth": truth, "placement": placement,
         "placement_clip": {"checkpoint": str(ckpt), "model": "curate-tiny-32",
                            "samples_seen": None if a.placement_clip else a.placement_samples_seen,
                            "eval": {k: ev.get(k) for k in ("zeroshot_top1", "image_to_text_R@1", "text_to_image_R@1")}},
         "seconds": seconds, "load_average": [round(x, 1) for x in os.getloadavg()]}
+    (out / "documents.json").write_text(json.dumps(documents, indent=1))
+    if a.truth_only:
+        print(json.dumps({k: documents[k] for k in ("pairs", "pair_truth", "placement")}, indent=1))
+        return {"documents": documents}
+    results = experiment(out, root, pairs, a)
+    lap("experiment")
+    results["documents"] = {**documents, "seconds": seconds, "load_average": [round(x, 1) for x in os.getloadavg()]}
     exp = out / "experiment"
     (exp / "results.json").write_text(json.dumps(results, indent=1))
     with open(exp / "report.md", "a") as f:

@@ -46,4 +46,5 @@ def test_documents_pairs_tiny_path(tmp_path, ray_address, monkeypatch):
         ("curated", "raw"), ("curated", "random"), ("curated", "curated_page_order")}
     saved = json.loads((tmp_path / "experiment" / "results.json").read_text())
     assert saved["documents"]["pair_truth"] == doc["pair_truth"]
+    assert json.loads((tmp_path / "documents.json").read_text())["placement"] == doc["placement"]
     assert "Placement accuracy" in (tmp_path / "experiment" / "report.md").read_text()
