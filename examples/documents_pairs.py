@@ -174,7 +174,7 @@ def documents_md(doc: dict) -> str:
             f"image-to-text R@1 {doc['placement_clip']['eval']['image_to_text_R@1']:.3f}.\n\n"
             f"Placement accuracy (curated run): **{p['placement_accuracy']:.3f}** over {p['placed']} placed images "
             f"with a true sentence (chance {p['placement_chance']:.3f}).\n\n"
-            "| pairs | pairs | with a true sentence | text holds it | share of all pairs |\n|---|---|---|---|---|\n"
+            "| arm | pairs | with a true sentence | text holds it | share of all pairs |\n|---|---|---|---|---|\n"
             f"{rows}\n")
 
 
