@@ -103,10 +103,8 @@ def test_zero_shot_accuracy_constructed():
     assert zero_shot_accuracy(img, classes, torch.tensor([1, 2, 3, 0, 1, 2]), ks=(1,))["top1"] == 0.0
 
 
-def test_trained_model_beats_chance(colour_shards, colour_eval, tmp_path):
-    out = tmp_path / "run"
-    train(TrainConfig(shards=[str(colour_shards)], output=str(out), samples_seen=32 * 24, batch_size=32, lr=2e-3,
-                      warmup=2, workers=0, shuffle_buffer=64))
+def test_trained_model_beats_chance(trained_tiny, colour_eval, tmp_path):
+    out = trained_tiny  # 24 steps of 32 at lr 2e-3 on colour_shards (conftest)
     res = evaluate(str(out / "checkpoint.pt"), str(colour_eval), per_example=True)
     assert res["samples"] == 96 and res["skipped"] == {}
     assert res["zeroshot_top1"] > 0.5, res  # chance is about 1/8: the majority class's share

@@ -27,9 +27,10 @@ def log_of(out):
     return [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
 
 
-def test_loss_decreases_and_checkpoint_loads_in_open_clip(colour_shards, tmp_path):
-    out = tmp_path / "run"
-    s = train(cfg(colour_shards, out, samples_seen=32 * 24))
+def test_loss_decreases_and_checkpoint_loads_in_open_clip(trained_tiny):
+    """The shared run (conftest.trained_tiny) is cfg(colour_shards, out, samples_seen=32 * 24)."""
+    out = trained_tiny
+    s = json.loads((out / "summary.json").read_text())  # what train() returned
     losses = [r["loss"] for r in log_of(out)]
     assert s["steps"] == 24 and len(losses) == 24
     assert sum(losses[-4:]) / 4 < 0.7 * sum(losses[:4]) / 4, losses
