@@ -8,7 +8,6 @@ import torch
 
 from curate.train.evaluate import (EvalError, evaluate, load_eval_meta, majority_baseline, read_eval_set,
                                    retrieval_chance, retrieval_metrics, retrieval_scores, zero_shot_accuracy)
-from curate.train.loop import TrainConfig, train
 
 from .conftest import add, write_classes, write_colour_shards
 
@@ -121,7 +120,7 @@ def test_trained_model_beats_chance(trained_tiny, colour_eval, tmp_path):
     assert m["samples"] == 8 and m["captions"] == 16
 
 
-def test_bad_eval_input(colour_shards, tmp_path):
+def test_bad_eval_input(trained_tiny, tmp_path):
     ck = tmp_path / "missing.pt"
     ev = tmp_path / "ev"
     write_colour_shards(ev, 16, 1)
@@ -142,9 +141,8 @@ def test_bad_eval_input(colour_shards, tmp_path):
         evaluate(str(tmp_path / "empty.pt"), str(ev))
     with pytest.raises(EvalError, match="no such|not found"):
         evaluate(str(bad), str(tmp_path / "nowhere"))
-    # a real checkpoint on an eval set without labels
-    out = tmp_path / "run"
-    train(TrainConfig(shards=[str(colour_shards)], output=str(out), samples_seen=32, batch_size=32, workers=0))
+    # a real checkpoint (the shared run of conftest.trained_tiny, read-only) on an eval set without labels
+    out = trained_tiny
     with pytest.raises(EvalError, match="has a label"):
         evaluate(str(out / "checkpoint.pt"), str(nolab))
     # a diverged checkpoint (NaN in the image projection): one clear error, not R@1 = 1.0
