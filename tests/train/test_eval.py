@@ -161,7 +161,9 @@ def test_unusable_eval_samples_are_skipped_with_counts(tmp_path):
 
     import open_clip
 
-    from curate.train import configs  # noqa: F401
+    from curate.train import configs
+
+    configs.register()  # curate-tiny for open_clip (idempotent)
 
     ev = tmp_path / "ev"
     write_colour_shards(ev, 10, 1)

@@ -9,11 +9,13 @@ import open_clip
 import pytest
 import torch
 
-from curate.train import configs  # noqa: F401  (registers curate-tiny)
+from curate.train import configs
 from curate.train.checkpoints import load
 from curate.train.loop import TrainConfig, TrainError, lr_at, train
 
 from .conftest import add, write_colour_shards
+
+configs.register()  # curate-tiny for open_clip.create_model_and_transforms below (idempotent)
 
 
 def cfg(shards, out, **kw) -> TrainConfig:
