@@ -48,14 +48,16 @@ def test_loss_decreases_and_checkpoint_loads_in_open_clip(trained_tiny):
 
 
 def test_resume_continues_from_the_same_step(colour_shards, tmp_path):
+    """Steps of 8 samples: what is checked (step numbers, optimiser state, lr schedule, settings) does not
+    depend on the batch size, and a quarter of the batch is a quarter of the compute."""
     full = tmp_path / "full"
-    train(cfg(colour_shards, full, samples_seen=32 * 6, checkpoint_every=3))
+    train(cfg(colour_shards, full, samples_seen=8 * 6, batch_size=8, checkpoint_every=3))
     assert (full / "checkpoints" / "step_00000003.pt").is_file()
     # a run killed after step 3: its folder holds the step-3 checkpoint as the latest
     part = tmp_path / "part"
     part.mkdir()
     shutil.copy(full / "checkpoints" / "step_00000003.pt", part / "checkpoint.pt")
-    s = train(cfg(colour_shards, part, samples_seen=32 * 6), resume=True)
+    s = train(cfg(colour_shards, part, samples_seen=8 * 6, batch_size=8), resume=True)
     steps = [r["step"] for r in log_of(part)]
     assert steps == [4, 5, 6] and s["steps"] == 6 and s["steps_this_run"] == 3
     ck = load(part / "checkpoint.pt")
@@ -66,9 +68,9 @@ def test_resume_continues_from_the_same_step(colour_shards, tmp_path):
     assert log_of(part)[0]["lr"] == pytest.approx(lr_at(3, 2e-3, 2, 6))
 
     with pytest.raises(TrainError, match="different settings"):
-        train(cfg(colour_shards, part, samples_seen=32 * 6, lr=1e-4), resume=True)
+        train(cfg(colour_shards, part, samples_seen=8 * 6, batch_size=8, lr=1e-4), resume=True)
     with pytest.raises(TrainError, match="already holds"):
-        train(cfg(colour_shards, part, samples_seen=32 * 6))
+        train(cfg(colour_shards, part, samples_seen=8 * 6, batch_size=8))
     with pytest.raises(TrainError, match="no checkpoint.pt"):
         train(cfg(colour_shards, tmp_path / "none"), resume=True)
 
