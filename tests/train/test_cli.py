@@ -9,8 +9,8 @@ import pytest
 def test_experiment_end_to_end(colour_shards, colour_eval, tmp_path, cli_inprocess):
     """Two data sets + a random-subset control x two seeds, tiny budget: results.json with fingerprints and
     interval verdicts, report.md/.html with plots and verdicts; a repeat reuses every run.
-    In-process through the console entry point (curate.cli.main): two fresh interpreters importing torch cost
-    more than the six one-step trainings."""
+    In-process through the console entry point (curate.cli.main): a fresh interpreter spends about 14 CPU-s
+    importing torch, open_clip and matplotlib before any work."""
     out = tmp_path / "exp"
     shards = sorted(colour_shards.glob("*.tar"))
     args = ("experiment", f"half={shards[0]},{shards[1]}", f"all={colour_shards}", "--random-subset", "random=all:half",
