@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -23,7 +22,9 @@ def ray_address():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, object_store_memory=400 * 1024 * 1024, include_dashboard=False,
+        # address="local": always a new instance. Without it ray.init joins the machine's latest `ray start`
+        # cluster (/tmp/ray/ray_current_cluster) and refuses num_cpus ("When connecting to an existing cluster").
+        ray.init(address="local", num_cpus=2, object_store_memory=400 * 1024 * 1024, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)
     address = ray.get_runtime_context().gcs_address
     os.environ["RAY_ADDRESS"] = address

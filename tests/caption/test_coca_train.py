@@ -22,7 +22,8 @@ def test_tiny_coca_trains_and_recaptions(tmp_path, colour):
     from .conftest import image_table
 
     s = train(TrainConfig(shards=[str(colour)], output=str(tmp_path / "coca"), model="curate-tiny-coca", loss="coca",
-                          samples_seen=256, batch_size=32, lr=2e-3, warmup=2, log_every=2, threads=1))
+                          samples_seen=64, batch_size=8, lr=2e-3, warmup=2, log_every=2, threads=1))
+    # 8 steps of 8: a step's cost is mostly the captioning head's logits over the 49k-token vocabulary
     assert s["steps"] == 8 and math.isfinite(s["final_loss"]) and s["final_loss"] < s["first_loss"]
     out = Recaption(backend="coca", checkpoint=s["checkpoint"], max_tokens=8, on_truncated="keep").process(
         image_table(["x", "y"]))

@@ -9,8 +9,8 @@ next line), without its trailing comment. A command that cannot run here is prec
 and the test checks that the reason is given, or that the named test exists. A command shown to fail
 (troubleshooting) is preceded by `# doc-test: exit N`: it runs and must exit N with a one-line error.
 
-How they run: the module runs MAIN_JOB (the README's `curate run`) once, in-process, on a 300-row demo
-URL list served on loopback. Each page then gets a fresh folder holding `urls.parquet` (that list), `out/`
+How they run: MAIN_JOB (the README's `curate run`) runs once per session, in-process, on a 300-row demo
+URL list served on loopback (tests/e2e/conftest.py main_run, shared with test_image_text.py). Each page then gets a fresh folder holding `urls.parquet` (that list), `out/`
 (a copy of the main job's run directory, so commands may write into it) and links to examples/, bench/
 and pipelines/; its commands run there in order, `curate ...` in-process (curate.cli.main), `python ...`
 in a subprocess with this interpreter. Every command must exit 0.
@@ -28,9 +28,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import curate_inprocess
+from tests.e2e.conftest import MAIN_JOB  # run once per session by the main_run fixture there
 
 ROOT = Path(__file__).resolve().parents[2]
-MAIN_JOB = "curate run image_text -i urls.parquet -o out/"
 DIRECTIVE = re.compile(r"#\s*doc-test:\s*(.*)$")
 SKIP = re.compile(r"skip \((.+)\)$")
 EXIT = re.compile(r"exit (\d+)$")
@@ -95,21 +95,6 @@ def run_command(command: str, workdir: Path, capsys) -> subprocess.CompletedProc
                               env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, timeout=300)
     raise AssertionError(f"the doc-test cannot run {words[0]!r}: mark the command "
                          "`# doc-test: skip (why)` or `# doc-test: covered by tests/...::test_name`")
-
-
-@pytest.fixture(scope="module")
-def main_run(ray_address, demo_urls, tmp_path_factory):
-    """The README's main job, run once by its literal command line; every page's commands use its output."""
-    base = tmp_path_factory.mktemp("doc_main")
-    shutil.copy2(demo_urls, base / "urls.parquet")  # copy2: keeps the mtime --resume checks
-    old = os.getcwd()
-    os.chdir(base)
-    try:
-        result = curate_inprocess(*shlex.split(MAIN_JOB)[1:])
-    finally:
-        os.chdir(old)
-    assert result.returncode == 0, f"{MAIN_JOB} exited {result.returncode}"
-    return base
 
 
 @pytest.fixture

@@ -19,7 +19,9 @@ def meta(out):
     return pads.dataset(str(out / "meta"), format="parquet").to_table().to_pylist()
 
 
-def test_sigkill_then_resume_has_every_row_once(ray_address, demo_urls, tmp_path, cli):
+def test_sigkill_then_resume_has_every_row_once(ray_address, demo_urls, tmp_path, cli_inprocess):
+    """The killed run is a console-script subprocess; the resumes run in-process (curate.cli.main, same error
+    handling) on the session's Ray, which spares an interpreter start per command."""
     out = tmp_path / "out"
     # small parts and few threads so the run takes long enough to be killed in the middle
     args = ["run", "image_text", "--input", str(demo_urls), "--output", str(out),
@@ -41,8 +43,8 @@ def test_sigkill_then_resume_has_every_row_once(ray_address, demo_urls, tmp_path
             tf.getmembers()
     time.sleep(1)  # let Ray reap the dead driver's workers
 
-    res = cli("run", "image_text", "--input", str(demo_urls), "--output", str(out), "--resume",
-              "--set", "output.samples_per_shard=12", "--set", "download.threads=2", timeout=600)
+    res = cli_inprocess("run", "image_text", "--input", str(demo_urls), "--output", str(out), "--resume",
+                        "--set", "output.samples_per_shard=12", "--set", "download.threads=2")
     assert res.returncode == 0, res.stdout + res.stderr
     rows = meta(out)
     assert len(rows) == 300 and len({r["uid"] for r in rows}) == 300
@@ -52,18 +54,20 @@ def test_sigkill_then_resume_has_every_row_once(ray_address, demo_urls, tmp_path
     assert not list(out.rglob(".*.tmp-*")) and not (out / "_work").exists()
 
     # the recipe must match on resume; a finished run resumes to a no-op
-    res = cli("run", "image_text", "--input", str(demo_urls), "--output", str(out), "--resume")
+    res = cli_inprocess("run", "image_text", "--input", str(demo_urls), "--output", str(out), "--resume")
     assert res.returncode == 2 and "recipe differs" in res.stderr
 
 
-def test_retry_failed_reruns_only_failed_rows(ray_address, demo_corpus, tmp_path, cli):
+def test_retry_failed_reruns_only_failed_rows(ray_address, demo_corpus, tmp_path, cli_inprocess):
+    """Runs in-process through the console entry point (curate.cli.main) on the session's Ray."""
     from curate.demo.corpus import write_url_list
     from curate.demo.server import DemoServer
 
     out = tmp_path / "out"
     server = DemoServer(demo_corpus).start()  # fresh server: its flaky paths have not been asked yet
     demo_urls = write_url_list(demo_corpus, server.url, tmp_path / "urls.parquet")
-    res = cli("run", "image_text", "--input", str(demo_urls), "--output", str(out), "--set", "output.samples_per_shard=100")
+    res = cli_inprocess("run", "image_text", "--input", str(demo_urls), "--output", str(out),
+                        "--set", "output.samples_per_shard=100")
     assert res.returncode == 0, res.stderr
     before = {r["uid"]: r for r in meta(out)}
     truth = {r["id"]: r["noise"] for r in pq.read_table(demo_corpus / "corpus.parquet").to_pylist()}
@@ -73,8 +77,8 @@ def test_retry_failed_reruns_only_failed_rows(ray_address, demo_corpus, tmp_path
     kept_before = {u for u, r in before.items() if r["status"] == "ok"}
 
     # retries=1 gets past the flaky server; dedup runs as a distributed Ray job against kept samples
-    res = cli("run", "image_text", "--retry-failed", str(out), "--set", "download.retries=1",
-              "--set", "output.samples_per_shard=100", "--set", "ray.job_local_max_rows=0")
+    res = cli_inprocess("run", "image_text", "--retry-failed", str(out), "--set", "download.retries=1",
+                        "--set", "output.samples_per_shard=100", "--set", "ray.job_local_max_rows=0")
     assert res.returncode == 0, res.stdout + res.stderr
     after = {r["uid"]: r for r in meta(out)}
     assert set(after) == set(before)
@@ -85,7 +89,7 @@ def test_retry_failed_reruns_only_failed_rows(ray_address, demo_corpus, tmp_path
     problems, _ = validate(out)
     assert problems == []
     # a second retry finds only permanent failures and leaves kept samples alone
-    res = cli("run", "image_text", "--retry-failed", str(out), "--set", "output.samples_per_shard=100")
+    res = cli_inprocess("run", "image_text", "--retry-failed", str(out), "--set", "output.samples_per_shard=100")
     assert res.returncode == 0
     final = meta(out)
     assert len(final) == 300 and validate(out)[0] == []

@@ -6,10 +6,9 @@ import tarfile
 
 import pyarrow.dataset as pads
 import pytest
+import yaml
 
 from curate.demo.run import truth_table
-from curate.recipe import load_recipe
-from curate.runner import Runner
 from curate.validate import validate
 
 
@@ -17,17 +16,18 @@ def meta_rows(out):
     return pads.dataset(str(out / "meta"), format="parquet").to_table().to_pylist()
 
 
-def run_recipe(urls, out, *overrides, ray_address=None):
-    rec = load_recipe("image_text", ["output.samples_per_shard=64", *overrides], input_path=str(urls),
-                      output_path=str(out))
-    return Runner(rec, ray_address=ray_address).start()
-
-
 @pytest.fixture(scope="module")
-def demo_run(ray_address, demo_urls, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "out"
-    manifest = run_recipe(demo_urls, out, ray_address=ray_address)
-    return out, manifest
+def demo_run(main_run):
+    """The README's main job on the 300-row demo (conftest.main_run, shared with the doc-tests): the recipe's
+    own settings, so one part and one shard (test_faults covers many parts, with resume and retries)."""
+    out = main_run / "out"
+    return out, json.loads((out / "manifest.json").read_text())
+
+
+def parts_of(out) -> int:
+    """Input parts of a 300-row run: one per output.samples_per_shard rows (as the saved recipe says)."""
+    per = yaml.safe_load((out / "recipe.yaml").read_text())["output"]["samples_per_shard"]
+    return -(-300 // per)
 
 
 def test_every_input_row_is_accounted_for(demo_run):
@@ -40,7 +40,7 @@ def test_every_input_row_is_accounted_for(demo_run):
     assert all(r["reason"] is None and r["shard"] and r["key"] for r in rows if r["status"] == "ok")
     kept = sum(1 for r in rows if r["status"] == "ok")
     assert kept == manifest["counts"]["kept"]
-    assert sorted(manifest["parts"]) == [str(k) for k in range(5)]  # 300 rows / 64 per part
+    assert sorted(manifest["parts"]) == [str(k) for k in range(parts_of(out))]
 
 
 def test_funnel_matches_ground_truth(demo_run, demo_corpus):
@@ -85,14 +85,21 @@ def test_shards_match_metadata(demo_run):
     assert (out / "recipe.yaml").exists() and not (out / "_work").exists()
 
 
-def test_query_inspect_validate_cli(demo_run, cli):
+def test_query_inspect_validate_cli(demo_run, cli_inprocess):
+    """The commands through their entry point in this process (test_faults runs the console script itself)."""
     out, manifest = demo_run
+
+    def cli(*args, check=False):
+        res = cli_inprocess(*args)
+        assert not check or res.returncode == 0, (args, res.stdout, res.stderr)
+        return res
+
     proc = cli("query", str(out), "SELECT status, count(*) AS n FROM samples GROUP BY status ORDER BY status",
                "--format", "json", check=True)
     got = {r["status"]: r["n"] for r in json.loads(proc.stdout)}
     assert got["ok"] == manifest["counts"]["kept"] and sum(got.values()) == 300
     proc = cli("query", str(out), "SELECT sum(samples) AS s, count(*) AS n FROM shards", "--format", "csv", check=True)
-    assert proc.stdout.splitlines()[1] == f"{manifest['counts']['kept']},5"
+    assert proc.stdout.splitlines()[1] == f"{manifest['counts']['kept']},{len(list((out / 'shards').glob('*.tar')))}"
     proc = cli("query", str(out), "SELECT reason, count(*) FROM dropped GROUP BY reason", check=True)
     assert "duplicate_image" in proc.stdout
     uid = next(r["uid"] for r in meta_rows(out) if r["reason"] == "download_http_404")

@@ -77,7 +77,8 @@ def test_bad_model_is_a_recipe_error(cfg, msg):
     assert "\n" not in str(err.value)
 
 
-def test_cli_one_line_error_before_any_work(tmp_path, cli):
+def test_cli_one_line_error_before_any_work(tmp_path, cli_inprocess):
+    cli = cli_inprocess  # the entry point in this process: same error handling, no interpreter start
     src = tmp_path / "urls.csv"
     src.write_text("url,caption\nhttp://127.0.0.1:9/a.jpg,a cat\n")
     rec = tmp_path / "r.yaml"

@@ -58,7 +58,9 @@ def test_scores_sidecar_and_top_fraction(scored_run):
     assert all(r["semantic_cluster"] is not None for r in scored)
 
 
-def test_refilter_end_to_end(scored_run, tmp_path, cli):
+def test_refilter_end_to_end(scored_run, tmp_path, cli_inprocess):
+    """Through the console entry point in this process (the one-line-error tests below do the same)."""
+    cli = cli_inprocess
     med = float(np.median([r["clip_score"] for r in pq.read_table(str(scored_run / "meta")).to_pylist()
                            if r["status"] == "ok"]))
     out2 = tmp_path / "out2"

@@ -2,36 +2,22 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-
-import tempfile
 
 import pytest
 
-# Subprocesses keep compiled bytecode in a shared cache: with PYTHONDONTWRITEBYTECODE and no .pyc,
-# every `curate` process would compile torch from source (tens of seconds each on a busy 2-core box).
-ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-ENV.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
-           PYTHONPYCACHEPREFIX=os.path.join(tempfile.gettempdir(), "curate-test-pycache"))
 
-
-def curate(*args, timeout=300):
-    return subprocess.run([sys.executable, "-c", "from curate.cli import main; main()", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=ENV)
-
-
-def test_experiment_end_to_end(colour_shards, colour_eval, tmp_path):
+def test_experiment_end_to_end(colour_shards, colour_eval, tmp_path, cli_inprocess):
     """Two data sets + a random-subset control x two seeds, tiny budget: results.json with fingerprints and
-    interval verdicts, report.md/.html with plots and verdicts; a repeat reuses every run."""
+    interval verdicts, report.md/.html with plots and verdicts; a repeat reuses every run.
+    In-process through the console entry point (curate.cli.main): a fresh interpreter spends about 14 CPU-s
+    importing torch, open_clip and matplotlib before any work."""
     out = tmp_path / "exp"
     shards = sorted(colour_shards.glob("*.tar"))
     args = ("experiment", f"half={shards[0]},{shards[1]}", f"all={colour_shards}", "--random-subset", "random=all:half",
             "--primary", "zeroshot_top1", "--primary", "image_to_text_R@1", "--eval-set", colour_eval,
             "--samples-seen", 32, "--batch-size", 32, "--seeds", 2, "--workers", 0, "--model", "curate-tiny-32",
             "--output", out)
-    p = curate(*args, timeout=900)
+    p = cli_inprocess(*args)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads((out / "results.json").read_text())
     assert [r["set"] for r in res["runs"]] == ["half", "half", "all", "all", "random", "random"]
@@ -53,7 +39,7 @@ def test_experiment_end_to_end(colour_shards, colour_eval, tmp_path):
     assert "data:image/png;base64" in html and "bootstrap CI" in html and c["verdict"] in html
     assert "half vs random on zeroshot_top1 (primary)" in p.stdout and "seed spread" not in p.stdout
     # repeating reuses the finished runs
-    p2 = curate(*args)
+    p2 = cli_inprocess(*args)
     assert p2.returncode == 0 and p2.stderr.count("reusing") == 6, p2.stderr[-2000:]
 
 

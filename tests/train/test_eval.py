@@ -8,7 +8,6 @@ import torch
 
 from curate.train.evaluate import (EvalError, evaluate, load_eval_meta, majority_baseline, read_eval_set,
                                    retrieval_chance, retrieval_metrics, retrieval_scores, zero_shot_accuracy)
-from curate.train.loop import TrainConfig, train
 
 from .conftest import add, write_classes, write_colour_shards
 
@@ -103,10 +102,8 @@ def test_zero_shot_accuracy_constructed():
     assert zero_shot_accuracy(img, classes, torch.tensor([1, 2, 3, 0, 1, 2]), ks=(1,))["top1"] == 0.0
 
 
-def test_trained_model_beats_chance(colour_shards, colour_eval, tmp_path):
-    out = tmp_path / "run"
-    train(TrainConfig(shards=[str(colour_shards)], output=str(out), samples_seen=32 * 24, batch_size=32, lr=2e-3,
-                      warmup=2, workers=0, shuffle_buffer=64))
+def test_trained_model_beats_chance(trained_tiny, colour_eval, tmp_path):
+    out = trained_tiny  # 24 steps of 32 at lr 2e-3 on colour_shards (conftest)
     res = evaluate(str(out / "checkpoint.pt"), str(colour_eval), per_example=True)
     assert res["samples"] == 96 and res["skipped"] == {}
     assert res["zeroshot_top1"] > 0.5, res  # chance is about 1/8: the majority class's share
@@ -123,7 +120,7 @@ def test_trained_model_beats_chance(colour_shards, colour_eval, tmp_path):
     assert m["samples"] == 8 and m["captions"] == 16
 
 
-def test_bad_eval_input(colour_shards, tmp_path):
+def test_bad_eval_input(trained_tiny, tmp_path):
     ck = tmp_path / "missing.pt"
     ev = tmp_path / "ev"
     write_colour_shards(ev, 16, 1)
@@ -144,9 +141,8 @@ def test_bad_eval_input(colour_shards, tmp_path):
         evaluate(str(tmp_path / "empty.pt"), str(ev))
     with pytest.raises(EvalError, match="no such|not found"):
         evaluate(str(bad), str(tmp_path / "nowhere"))
-    # a real checkpoint on an eval set without labels
-    out = tmp_path / "run"
-    train(TrainConfig(shards=[str(colour_shards)], output=str(out), samples_seen=32, batch_size=32, workers=0))
+    # a real checkpoint (the shared run of conftest.trained_tiny, read-only) on an eval set without labels
+    out = trained_tiny
     with pytest.raises(EvalError, match="has a label"):
         evaluate(str(out / "checkpoint.pt"), str(nolab))
     # a diverged checkpoint (NaN in the image projection): one clear error, not R@1 = 1.0
@@ -165,7 +161,9 @@ def test_unusable_eval_samples_are_skipped_with_counts(tmp_path):
 
     import open_clip
 
-    from curate.train import configs  # noqa: F401
+    from curate.train import configs
+
+    configs.register()  # curate-tiny for open_clip (idempotent)
 
     ev = tmp_path / "ev"
     write_colour_shards(ev, 10, 1)

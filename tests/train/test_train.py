@@ -9,11 +9,13 @@ import open_clip
 import pytest
 import torch
 
-from curate.train import configs  # noqa: F401  (registers curate-tiny)
+from curate.train import configs
 from curate.train.checkpoints import load
 from curate.train.loop import TrainConfig, TrainError, lr_at, train
 
 from .conftest import add, write_colour_shards
+
+configs.register()  # curate-tiny for open_clip.create_model_and_transforms below (idempotent)
 
 
 def cfg(shards, out, **kw) -> TrainConfig:
@@ -27,9 +29,10 @@ def log_of(out):
     return [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
 
 
-def test_loss_decreases_and_checkpoint_loads_in_open_clip(colour_shards, tmp_path):
-    out = tmp_path / "run"
-    s = train(cfg(colour_shards, out, samples_seen=32 * 24))
+def test_loss_decreases_and_checkpoint_loads_in_open_clip(trained_tiny):
+    """The shared run (conftest.trained_tiny) is cfg(colour_shards, out, samples_seen=32 * 24)."""
+    out = trained_tiny
+    s = json.loads((out / "summary.json").read_text())  # what train() returned
     losses = [r["loss"] for r in log_of(out)]
     assert s["steps"] == 24 and len(losses) == 24
     assert sum(losses[-4:]) / 4 < 0.7 * sum(losses[:4]) / 4, losses
@@ -45,14 +48,16 @@ def test_loss_decreases_and_checkpoint_loads_in_open_clip(colour_shards, tmp_pat
 
 
 def test_resume_continues_from_the_same_step(colour_shards, tmp_path):
+    """Steps of 8 samples: what is checked (step numbers, optimiser state, lr schedule, settings) does not
+    depend on the batch size, and a quarter of the batch is a quarter of the compute."""
     full = tmp_path / "full"
-    train(cfg(colour_shards, full, samples_seen=32 * 6, checkpoint_every=3))
+    train(cfg(colour_shards, full, samples_seen=8 * 6, batch_size=8, checkpoint_every=3))
     assert (full / "checkpoints" / "step_00000003.pt").is_file()
     # a run killed after step 3: its folder holds the step-3 checkpoint as the latest
     part = tmp_path / "part"
     part.mkdir()
     shutil.copy(full / "checkpoints" / "step_00000003.pt", part / "checkpoint.pt")
-    s = train(cfg(colour_shards, part, samples_seen=32 * 6), resume=True)
+    s = train(cfg(colour_shards, part, samples_seen=8 * 6, batch_size=8), resume=True)
     steps = [r["step"] for r in log_of(part)]
     assert steps == [4, 5, 6] and s["steps"] == 6 and s["steps_this_run"] == 3
     ck = load(part / "checkpoint.pt")
@@ -63,9 +68,9 @@ def test_resume_continues_from_the_same_step(colour_shards, tmp_path):
     assert log_of(part)[0]["lr"] == pytest.approx(lr_at(3, 2e-3, 2, 6))
 
     with pytest.raises(TrainError, match="different settings"):
-        train(cfg(colour_shards, part, samples_seen=32 * 6, lr=1e-4), resume=True)
+        train(cfg(colour_shards, part, samples_seen=8 * 6, batch_size=8, lr=1e-4), resume=True)
     with pytest.raises(TrainError, match="already holds"):
-        train(cfg(colour_shards, part, samples_seen=32 * 6))
+        train(cfg(colour_shards, part, samples_seen=8 * 6, batch_size=8))
     with pytest.raises(TrainError, match="no checkpoint.pt"):
         train(cfg(colour_shards, tmp_path / "none"), resume=True)
 
