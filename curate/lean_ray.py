@@ -64,11 +64,14 @@ def _patchable(names: tuple[str, ...]) -> bool:
 
 
 def lean_local_init(*, keep_log_monitor: bool, **init_kwargs) -> bool:
-    """ray.init(**init_kwargs) of a new local Ray without the API server, autoscaler monitor and (unless
+    """ray.init(address="local", **init_kwargs): a new local Ray without the API server, autoscaler monitor and (unless
     keep_log_monitor) log monitor, with LEAN_ENV. Returns whether the lean start was used."""
     import ray
 
     names = SKIPPED + (() if keep_log_monitor else (LOG_MONITOR,))
+    # "local": a new Ray for this run, as documented. Without an address ray.init joins the cluster named in
+    # /tmp/ray/ray_current_cluster (left by any `ray start` on the machine) and then refuses num_cpus.
+    init_kwargs.setdefault("address", "local")
     if not enabled() or not _patchable(names):
         if enabled():
             log.debug("lean Ray start unavailable in ray %s: starting Ray with its defaults", ray.__version__)
