@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -64,7 +65,7 @@ def _probe(out: str) -> None:
                                      "shutdown_s": time.time() - t_closing, "procs": procs}))
 
 
-def one_run(mode: str, work: Path, k: int) -> dict:
+def one_run(mode: str, work: Path, k: int, attempt: int = 1) -> dict:
     out = work / f"{mode}-{k}.json"
     env = bench_env(CURATE_RAY_LEAN="1" if mode == "after" else "0")
     env.pop("RAY_ADDRESS", None)
@@ -77,7 +78,11 @@ def one_run(mode: str, work: Path, k: int) -> dict:
         wall = time.time() - t0
         sampler.stop()
     if proc.returncode != 0:
-        raise SystemExit(f"probe ({mode}) failed:\n{log.decode(errors='replace')[-3000:]}")
+        text = log.decode(errors="replace")
+        if "timed out during startup" in text and attempt < 3:  # Ray gives a raylet 30 s to register
+            print(f"    ({mode}: Ray start timed out at load1 {os.getloadavg()[0]:.1f}; again)", flush=True)
+            return one_run(mode, work, k, attempt + 1)
+        raise SystemExit(f"probe ({mode}) failed:\n{text[-3000:]}")
     r = json.loads(out.read_text())
     helpers = [p for p in r["procs"] if p["label"] != "driver"]
     # Ray's own processes: not the driver, not the num_cpus workers that run the stages' tasks
@@ -86,7 +91,7 @@ def one_run(mode: str, work: Path, k: int) -> dict:
              helpers=len(helpers), helper_rss_mb=sum(p["rss"] for p in helpers) / 2**20,
              helper_pss_mb=sum(p["pss"] for p in helpers) / 2**20, own=len(own),
              own_rss_mb=sum(p["rss"] for p in own) / 2**20, own_pss_mb=sum(p["pss"] for p in own) / 2**20, load=cpu.load0[0], load_after=cpu.load1[0],
-             breakdown=sampler.breakdown())
+             breakdown=sampler.breakdown(), attempt=attempt)
     return r
 
 
