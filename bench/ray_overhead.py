@@ -32,6 +32,7 @@ sys.path.insert(1, str(BENCH.parent))
 from _common import REPO, CpuMeter, TreeSampler, bench_env, process_label, update_results  # noqa: E402
 
 PACKAGES = ["curate", "ray", "pyarrow"]
+TIMEOUTS: dict[str, int] = {}  # Ray starts that timed out (raylet not registered within Ray's fixed 30 s), per side
 
 
 def _probe(out: str) -> None:
@@ -79,8 +80,9 @@ def one_run(mode: str, work: Path, k: int, attempt: int = 1) -> dict:
         sampler.stop()
     if proc.returncode != 0:
         text = log.decode(errors="replace")
-        if "timed out during startup" in text and attempt < 3:  # Ray gives a raylet 30 s to register
+        if "timed out during startup" in text and attempt < 6:  # Ray gives a raylet 30 s to register
             print(f"    ({mode}: Ray start timed out at load1 {os.getloadavg()[0]:.1f}; again)", flush=True)
+            TIMEOUTS[mode] = TIMEOUTS.get(mode, 0) + 1
             return one_run(mode, work, k, attempt + 1)
         raise SystemExit(f"probe ({mode}) failed:\n{text[-3000:]}")
     r = json.loads(out.read_text())
@@ -103,6 +105,10 @@ def kinds(r: dict) -> str:
         a[1] += p["rss"] / 2**20
         a[2] += p["pss"] / 2**20
     return "; ".join(f"{lab} x{n}: {rss:.0f}/{pss:.0f}" for lab, (n, rss, pss) in sorted(agg.items(), key=lambda x: -x[1][1]))
+
+
+def cpu_kinds(r: dict) -> str:
+    return "; ".join(f"{label} x{k}: {c:.1f}" for label, k, c, _ in r["breakdown"] if c >= 0.1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -152,6 +158,14 @@ Ray Data's two actors; the workers are the num_cpus processes a run's stages exe
 {summary}
 
 {chr(10).join(per_run)}
+
+Ray starts that timed out and were retried (Ray gives the raylet a fixed 30 s to register; at this load
+and nice 15 that is sometimes not enough): before {TIMEOUTS.get('before', 0)}, after {TIMEOUTS.get('after', 0)}.
+
+CPU seconds per kind of process, last run of each side:
+
+- before: {cpu_kinds(last['before'])}
+- after: {cpu_kinds(last['after'])}
 
 Processes after the first batch, last run of each side (label xN: RSS/PSS MB):
 
