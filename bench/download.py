@@ -124,7 +124,9 @@ def wait_for_quiet(max_load: float | None, wait_s: float) -> None:
 ENV: dict[str, str] = {}
 
 
-def measure(cmd: list[str], log: Path, server_pid: int | None, interval: float) -> dict:
+def measure(cmd: list[str], log: Path, server_pid: int | None, interval: float, attempt: int = 1) -> dict:
+    """Run `cmd` once, sampling its process tree. A local Ray start that times out (Ray gives the raylet a
+    fixed 30 s to register with the GCS, which a heavily loaded machine can miss) is retried up to 3 times."""
     import psutil
 
     server = psutil.Process(server_pid) if server_pid else None
@@ -144,6 +146,9 @@ def measure(cmd: list[str], log: Path, server_pid: int | None, interval: float) 
     server_cpu = (sum(server.cpu_times()[:2]) - s0) if server else 0.0
     if rc != 0:
         tail = log.read_text(errors="replace")[-3000:]
+        if "timed out during startup" in tail and attempt < 3:
+            print(f"    (Ray start timed out at load1 {os.getloadavg()[0]:.1f}; running again)", flush=True)
+            return measure(cmd, log, server_pid, interval, attempt + 1)
         raise SystemExit(f"command failed (exit {rc}): {' '.join(cmd)}\n--- {log} ---\n{tail}")
     return {
         "wall_s": wall, "rss_mb": sampler.peak_rss / 2**20, "pss_mb": sampler.peak_pss / 2**20,

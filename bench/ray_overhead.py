@@ -159,8 +159,8 @@ Ray Data's two actors; the workers are the num_cpus processes a run's stages exe
 
 {chr(10).join(per_run)}
 
-Ray starts that timed out and were retried (Ray gives the raylet a fixed 30 s to register; at this load
-and nice 15 that is sometimes not enough): before {TIMEOUTS.get('before', 0)}, after {TIMEOUTS.get('after', 0)}.
+Ray starts that timed out and were retried (Ray gives the raylet a fixed 30 s to register; at a load of
+40-60 on 2 cores that is sometimes not enough): before {TIMEOUTS.get('before', 0)}, after {TIMEOUTS.get('after', 0)}.
 
 CPU seconds per kind of process, last run of each side:
 
