@@ -1,4 +1,5 @@
-"""The only module that imports Ray (with curate.lean_ray, which starts a local one): turns a recipe into Ray Data pipelines over input parts.
+"""The only module that imports Ray (curate.lean_ray starts a local one for it): turns a recipe into Ray Data
+pipelines over input parts.
 
 Shape of a run:
   input list --split--> _work/input/part-k  (one part = samples_per_shard input rows)
