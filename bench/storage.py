@@ -123,7 +123,7 @@ def s3_bench(args, work: Path) -> str:
                                    work / "s3-i2d.log", None, 0.2)
             i2d["kept"] = sum(json.loads(fs.cat_file(p))["successes"] for p in fs.glob("bench/i2d/*_stats.json"))
             # (c)
-            for shards in (2, 8, 32):
+            for shards in args.shards:
                 r = dl_bench.measure(_curate_cmd(urls, f"s3://bench/mem{shards}", max(1, args.n // shards)),
                                      work / f"s3-mem{shards}.log", None, 0.2)
                 got = len(fs.glob(f"bench/mem{shards}/shards/*.tar"))
@@ -132,12 +132,14 @@ def s3_bench(args, work: Path) -> str:
         moto.terminate()
     ratio = i2d["wall_s"] / cur["wall_s"]
     print(f"(a) curate -> s3: {cur['wall_s']:.1f} s kept {cur['kept']}; img2dataset -> s3: {i2d['wall_s']:.1f} s "
-          f"kept {i2d['kept']}; ratio img2dataset/curate {ratio:.2f}x")
+          f"kept {i2d['kept']}; ratio img2dataset/curate {ratio:.2f}x; CPU s curate {cur['tree_cpu_s']:.1f} "
+          f"img2dataset {i2d['tree_cpu_s']:.1f}")
     for r in rows:
         print(f"(c) {r[0]} shards asked, {r[1]} written: peak tree RSS {r[2]:.0f} MB, PSS {r[3]:.0f} MB, {r[4]:.1f} s")
     load = Path("/proc/loadavg").read_text().split()[0]
     mem = "\n".join(f"| {a} | {b} | {c:.0f} | {d:.0f} | {e:.1f} |" for a, b, c, d, e in rows)
-    return f"""Command: `.venv/bin/python bench/storage.py --s3 --n {args.n}`
+    shards = f" --shards {' '.join(map(str, args.shards))}" if args.shards != [2, 8, 32] else ""
+    return f"""Command: `.venv/bin/python bench/storage.py --s3 --n {args.n}{shards}`
 
 Writes go to a moto_server (moto[server], an S3-compatible HTTP server) on 127.0.0.1; the images come
 from a loopback DemoServer ({args.pool} distinct JPEGs, `?n=i` URLs). Both sides use bench/download.py's
@@ -148,19 +150,21 @@ so absolute times are noisy.
 
 (a) writing {args.n:,} downloads to the S3 server
 
-| side | wall s | peak tree RSS MB | kept |
-|---|---|---|---|
-| `curate run download_only -o s3://bench/curate` | {cur['wall_s']:.1f} | {cur['rss_mb']:.0f} | {cur['kept']:,} |
-| img2dataset `output_folder=s3://bench/i2d` (s3fs) | {i2d['wall_s']:.1f} | {i2d['rss_mb']:.0f} | {i2d['kept']:,} |
+| side | wall s | CPU s (tree) | peak tree RSS MB | kept | load1 before/after |
+|---|---|---|---|---|---|
+| `curate run download_only -o s3://bench/curate` | {cur['wall_s']:.1f} | {cur['tree_cpu_s']:.1f} | {cur['rss_mb']:.0f} | {cur['kept']:,} | {cur['load_before']:.1f}/{cur['load_after']:.1f} |
+| img2dataset `output_folder=s3://bench/i2d` (s3fs) | {i2d['wall_s']:.1f} | {i2d['tree_cpu_s']:.1f} | {i2d['rss_mb']:.0f} | {i2d['kept']:,} | {i2d['load_before']:.1f}/{i2d['load_after']:.1f} |
 
-Ratio img2dataset / curate wall time: **{ratio:.2f}x** (above 1 means curate is faster).
+Ratio img2dataset / curate wall time: **{ratio:.2f}x** (above 1 means curate is faster); CPU seconds
+img2dataset / curate: **{i2d['tree_cpu_s'] / cur['tree_cpu_s']:.2f}x** (less distorted by the load).
 
+""" + (f"""
 (c) peak memory of the same download_only run to S3 by number of shards (samples_per_shard = N / shards)
 
 | shards asked | shards written | peak tree RSS MB | peak tree PSS MB | wall s |
 |---|---|---|---|---|
 {mem}
-"""
+""" if rows else "")
 
 
 def _curate_cmd(urls: Path, out: str, per: int) -> list[str]:
@@ -184,11 +188,14 @@ def main() -> None:
     ap.add_argument("--work", default=str(BENCH / "out" / "storage"))
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--s3", action="store_true", help="(a) and (c): writes to a loopback S3 server instead of (b)")
+    ap.add_argument("--shards", type=int, nargs="*", default=[2, 8, 32],
+                    help="(c): shard counts to measure (default 2 8 32; none: (a) only)")
+    ap.add_argument("--section", default=None, help="bench/RESULTS.md section (default storage / storage-s3)")
     args = ap.parse_args()
     if args.s3:
         body = s3_bench(args, Path(args.work))
         if not args.no_write:
-            print(f"wrote {update_results('storage-s3', body, PACKAGES + ['s3fs', 'moto'])}")
+            print(f"wrote {update_results(args.section or 'storage-s3', body, PACKAGES + ['s3fs', 'moto'])}")
         return
 
     from curate.demo.server import DemoServer
@@ -232,7 +239,7 @@ noisy, the ratio less so).
 
 Ratio re-download / re-curate: **{ratio_wall:.2f}x** wall, **{ratio_work:.2f}x** work.
 """
-    print(f"wrote {update_results('storage', body, PACKAGES)}")
+    print(f"wrote {update_results(args.section or 'storage', body, PACKAGES)}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The only module that imports Ray: turns a recipe into Ray Data pipelines over input parts.
+"""The only module that imports Ray (curate.lean_ray starts a local one for it): turns a recipe into Ray Data
+pipelines over input parts.
 
 Shape of a run:
   input list --split--> _work/input/part-k  (one part = samples_per_shard input rows)
@@ -27,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import yaml
 
-from curate import plugins, progress, schema
+from curate import lean_ray, plugins, progress, schema
 from curate.io import atomic, reader, storage
 from curate.io.manifest import Batch, InputInfo, Manifest, ManifestError, PartInfo, recipe_hash
 from curate.io.rundir import RunDir, versions
@@ -354,7 +355,8 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
             else:
                 if object_store_mb:
                     kwargs["object_store_memory"] = object_store_mb * 1024 * 1024
-                ray.init(num_cpus=num_cpus, **kwargs)
+                # only the processes a local run uses (no API server, autoscaler monitor, log monitor)
+                lean_ray.lean_local_init(num_cpus=num_cpus, keep_log_monitor=verbose, **kwargs)
         except RunError:
             raise
         except Exception as err:  # noqa: BLE001 - whatever ray.init raises is about the machine or the cluster

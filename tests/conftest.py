@@ -21,11 +21,11 @@ def ray_address():
     """Start the session's Ray (2 CPUs, small object store) and export its address for subprocesses."""
     import ray
 
-    if not ray.is_initialized():
-        # address="local": always a new instance. Without it ray.init joins the machine's latest `ray start`
-        # cluster (/tmp/ray/ray_current_cluster) and refuses num_cpus ("When connecting to an existing cluster").
-        ray.init(address="local", num_cpus=2, object_store_memory=400 * 1024 * 1024, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+    from curate.lean_ray import lean_local_init
+
+    if not ray.is_initialized():  # started as curate starts a local Ray (no API server/monitors)
+        lean_local_init(num_cpus=2, object_store_memory=400 * 1024 * 1024, include_dashboard=False,
+                        log_to_driver=False, configure_logging=False, keep_log_monitor=False)
     address = ray.get_runtime_context().gcs_address
     os.environ["RAY_ADDRESS"] = address
     yield address

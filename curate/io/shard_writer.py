@@ -32,6 +32,13 @@ def _rows(samples):
         yield from samples
 
 
+def _kept_rows(table: pa.Table, mask, step: int = 256):
+    """The rows of `table` where `mask` holds, as dicts, `step` rows at a time: filtering the whole part
+    first would hold a second copy of every kept image (the part's largest column) while the tar is written."""
+    for lo in range(0, table.num_rows, step):
+        yield from table.slice(lo, step).filter(mask.slice(lo, step)).to_pylist()
+
+
 def write_tar(path, samples, caption_policy: str = "both") -> None:
     """Write samples (dicts or a Table with key/image/text/... columns) as one WebDataset tar, atomically."""
     now = int(time.time())
@@ -79,13 +86,13 @@ def place(table: pa.Table, part: int) -> pa.Table:
 def write_part(run: RunDir, part: int, table: pa.Table, run_schema: pa.Schema, caption_policy: str = "both") -> dict:
     """Commit a finished part; returns its summary (rows, kept, funnel counts)."""
     table = place(schema.conform(table, run_schema), part)
-    kept = table.filter(schema.active_mask(table))
-    write_tar(run.shard(part), kept, caption_policy)
+    mask = pc.fill_null(schema.active_mask(table), False)
+    write_tar(run.shard(part), _kept_rows(table, mask), caption_policy)
     vectors = [c for c in run_schema.names if c in schema.SIDECAR_COLUMNS and table.column(c).null_count < table.num_rows]
     if vectors:  # before the meta part: the meta part stays the commit marker
         side = table.select(["uid", *vectors])
         atomic.write_parquet(side.filter(pc.is_valid(side.column(vectors[0]))), run.embeddings_part(part))
     meta = table.select(schema.meta_schema(run_schema).names)
     atomic.write_parquet(meta, run.meta_part(part))
-    return {"part": part, "rows": table.num_rows, "kept": kept.num_rows,
+    return {"part": part, "rows": table.num_rows, "kept": int(pc.sum(mask.cast(pa.int64())).as_py() or 0),
             "failed": int(pc.sum(pc.equal(table.column("status"), schema.FAILED)).as_py() or 0)}
