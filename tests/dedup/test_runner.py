@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from curate.recipe import build_recipe
 from curate.runner import Runner
@@ -25,9 +24,12 @@ def _run(tmp_path, name, local_max, texts, max_edges=2_000_000, prepass="on", **
     return {r["uid"]: (r["status"], r["reason"], r["dup_of"], r["minhash_cluster"]) for r in t.to_pylist()}, manifest["jobs"]
 
 
-def test_local_and_ray_paths_agree(tmp_path, ray_address):
+def test_local_and_ray_paths_agree(tmp_path, ray_address, monkeypatch):
     texts = planted_corpus(80, seed=3) + ["", "   "]
-    local, local_job = _run(tmp_path, "local", 10**6, texts)
+    with monkeypatch.context() as m:  # no Ray address: the whole run in this process (ray.in_process_max_rows)
+        m.delenv("RAY_ADDRESS")
+        local, local_job = _run(tmp_path, "local", 10**6, texts)
+    assert local_job["job0:minhash_dedup"].get("in_process") is True
     on_ray, ray_job = _run(tmp_path, "ray", 0, texts, max_edges=0)
     one_task, one_task_job = _run(tmp_path, "ray-one-task", 0, texts, prepass="auto")  # one node: no pre-pass
     assert local_job["job0:minhash_dedup"]["path"] == "driver"
