@@ -45,23 +45,24 @@ def _group_pairs(starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.
 
 def candidate_pairs(keys: np.ndarray, uids: list[str]) -> tuple[np.ndarray, np.ndarray, list]:
     """Distinct row pairs (i < j) sharing a band key in a bucket of at most ALL_PAIRS_MAX members, plus the
-    member lists (rows, in uid order) of the larger buckets."""
+    member lists (rows, in uid order) of the larger buckets. One band at a time: memory O(rows), not
+    O(rows x bands)."""
     n, bands = keys.shape
-    flat = keys.reshape(-1)
-    order = np.argsort(flat)  # member order within a bucket does not matter (pairs are unordered)
-    k = flat[order]
-    rows = (order // bands).astype(np.int64)
-    edge = np.flatnonzero(k[1:] != k[:-1]) + 1
-    starts = np.concatenate([[0], edge])
-    sizes = np.diff(np.concatenate([starts, [len(k)]]))
-    multi = sizes >= 2
-    starts, sizes = starts[multi], sizes[multi]
-    small = sizes <= mh.ALL_PAIRS_MAX
-    x, y = _group_pairs(starts[small], sizes[small])
-    a, b = rows[x], rows[y]
-    i, j = np.minimum(a, b), np.maximum(a, b)
-    code = np.unique(i * n + j)
-    large = [sorted(rows[s:s + m].tolist(), key=uids.__getitem__) for s, m in zip(starts[~small], sizes[~small])]
+    codes, large = [], []
+    for band in range(bands):
+        order = np.argsort(keys[:, band])  # member order within a bucket does not matter (pairs are unordered)
+        k = keys[order, band]
+        edge = np.flatnonzero(k[1:] != k[:-1]) + 1
+        starts = np.concatenate([[0], edge])
+        sizes = np.diff(np.concatenate([starts, [n]]))
+        multi = sizes >= 2
+        starts, sizes = starts[multi], sizes[multi]
+        small = sizes <= mh.ALL_PAIRS_MAX
+        x, y = _group_pairs(starts[small], sizes[small])
+        a, b = order[x].astype(np.int64), order[y].astype(np.int64)
+        codes.append(np.minimum(a, b) * n + np.maximum(a, b))
+        large += [sorted(order[s:s + m].tolist(), key=uids.__getitem__) for s, m in zip(starts[~small], sizes[~small])]
+    code = np.unique(np.concatenate(codes)) if codes else np.empty(0, np.int64)
     return code // n, code % n, large
 
 
