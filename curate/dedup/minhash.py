@@ -473,7 +473,14 @@ class MinHashDedup(ClusterJob):
     def complete(self, table: pa.Table) -> pa.Table:
         table = super().complete(table)
         active = schema.active_mask(table)
-        empty = [not normalise_text(t[: self.max_chars] if t else t) for t in table.column("text").to_pylist()]
+        text = table.column("text")
+        # a text with an ASCII letter, digit or "_" is never empty after normalisation: only the others
+        # (few: empty, punctuation, non-ASCII) go through normalise_text
+        maybe = pc.invert(pc.fill_null(pc.match_substring_regex(text, "[0-9A-Za-z_]"), False))
+        empty = np.zeros(table.num_rows, bool)
+        for i in np.flatnonzero(maybe.to_numpy(zero_copy_only=False)):
+            t = text[int(i)].as_py()
+            empty[i] = not normalise_text(t[: self.max_chars] if t else t)
         mask = pc.and_(active, pa.array(empty))
         if pc.any(mask).as_py():
             table = schema.mark(table, mask, schema.DROPPED, self.name, "near_dup_empty_text")
