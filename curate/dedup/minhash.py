@@ -393,21 +393,21 @@ class MinHashDedup(ClusterJob):
 
     def shingle_sets(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Each normalised text's distinct shingle hashes, sorted (CSR: values, offsets). Word shingles go
-        through the compiled kernel (curate/dedup/minhash_kernel.py), character shingles through Python."""
+        through the compiled kernel (curate/dedup/_minhash_kernel.py), character shingles through Python."""
         if self.shingle == "word":
-            from curate.dedup.minhash_kernel import word_shingle_sets
+            from curate.dedup._minhash_kernel import word_shingle_sets
 
             return word_shingle_sets(texts, self.ngram)
         return distinct_sets(*shingle_hashes([shingles(t, self.shingle, self.ngram) for t in texts]))
 
     def signatures_of_sets(self, values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        from curate.dedup.minhash_kernel import signatures_of_sets
+        from curate.dedup._minhash_kernel import signatures_of_sets
 
         return signatures_of_sets(values, offsets, *permutations(self.num_perm, self.seed))
 
     def band_keys_of_sets(self, values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """(rows, bands) LSH band keys, as `band_keys(signatures)`, from the compiled kernel."""
-        from curate.dedup.minhash_kernel import band_keys_of_sets
+        from curate.dedup._minhash_kernel import band_keys_of_sets
 
         return band_keys_of_sets(values, offsets, *permutations(self.num_perm, self.seed), *self.lsh())
 

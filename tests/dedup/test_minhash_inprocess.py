@@ -12,7 +12,7 @@ import pytest
 
 from curate.dedup.minhash import (ALL_PAIRS_MAX, MinHashDedup, band_keys, distinct_sets, normalise_text,
                                   permutations, shingle_hashes, shingles, signatures)
-from curate.dedup.minhash_kernel import band_keys_of_sets, signatures_of_sets, word_shingle_sets
+from curate.dedup._minhash_kernel import band_keys_of_sets, signatures_of_sets, word_shingle_sets
 from curate.stage import run_job_local
 
 from ._corpus import planted_corpus

@@ -1,4 +1,6 @@
 """Compiled (numba) kernels for `minhash_dedup`'s hot loops: word n-gram shingle hashes and MinHash signatures.
+(A private module: the step registry imports every public module of curate.dedup, and numba costs ~1.5 s to
+import, so only a run that hashes shingles pays for it.)
 
 In Python, shingling and hashing cost ~60% of the job (a `set` of n-grams, `encode`, `sha1`, `digest` and
 `unpack` per shingle: ~5 us per caption-shingle); the signature loop builds a (shingles x num_perm) array.
@@ -12,7 +14,7 @@ Here both run over one UTF-8 buffer of all texts, with the same results bit for 
 - `signatures_of_sets`: datasketch's affine32 MinHash of those hashes (uint32 wrap-around arithmetic, as the
   numpy version), one row at a time, no temporary arrays.
 
-tests/dedup/test_minhash_kernel.py checks both against hashlib / the Python path / datasketch. Compiled on
+tests/dedup/test_minhash_inprocess.py checks both against hashlib / the Python path / datasketch. Compiled on
 first use and cached next to this file (numba's `cache=True`; the first call in a fresh install takes a few
 seconds).
 """
