@@ -1,6 +1,10 @@
 """Near-dup dedup benchmark: signature throughput per core against datasketch, end-to-end minhash_dedup with
 peak RSS at two corpus sizes. Usage: python bench/dedup.py [--sizes 200000 1000000] [--skip-e2e]
 
+Against the peers (rensa, datatrove; wall, CPU, peak tree RSS, ratios, recall per Jaccard bucket, same corpus,
+same run): `python bench/dedup.py --peers [--sizes ...] [--recall N]`, which runs bench/dedup_peers.py (the one
+implementation; it can also be run directly).
+
 Throughput runs in this process on one core. End-to-end runs the real Runner (local Ray, 2 CPUs, the Ray
 shuffle path) in a subprocess per size and samples the RSS (every 0.5 s) and PSS (every 2 s) summed over
 that process tree (driver, Ray GCS/raylet, workers). --two-node N runs the same recipe with `curate run` on a
@@ -104,7 +108,7 @@ def accuracy() -> dict:
 
     from curate.dedup.graph import edge_uids
     from curate.dedup.minhash import MinHashDedup
-    from curate.stage import prepare_records, reduce_records
+    from curate.stage import reduce_records
     import pyarrow as pa
 
     res = {}
@@ -182,6 +186,7 @@ def e2e_child(src: str, out: str, local_max: int = 0, address: str | None = None
     recipe = build_recipe({"name": "bench-dedup", "input": {"path": src},
                            "output": {"path": out, "samples_per_shard": 50000},
                            "ray": {"num_cpus": None if address else 2, "job_local_max_rows": local_max,
+                                   "in_process_max_rows": 0,  # this measures the Ray path (dedup_peers: the default)
                                    "job_key_prepass": os.environ.get("BENCH_PREPASS", "auto")},
                            "stages": [{"minhash_dedup": {}}]})
     t0 = time.time()
@@ -270,7 +275,6 @@ def two_node(n: int, work: Path) -> dict:
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-    import ray
 
     src = work / f"captions-{n}.parquet"
     if not src.exists():
@@ -360,7 +364,17 @@ def main() -> None:
     ap.add_argument("--job-cpu", type=int, default=0, help="rows for the in-process job CPU measurement (0: skip)")
     ap.add_argument("--compare-prepass", action="store_true",
                     help="also run each size with the key pre-pass forced on (interleaved), to compare")
-    a = ap.parse_args()
+    ap.add_argument("--peers", action="store_true",
+                    help="run bench/dedup_peers.py instead: curate (default settings), rensa, datatrove, same corpus")
+    a, rest = ap.parse_known_args()
+    if a.peers:
+        from bench import dedup_peers
+
+        sys.argv = [str(ROOT / "bench" / "dedup_peers.py"), "--sizes", *map(str, a.sizes),
+                    "--recall", str(a.recall or 10_000), *rest]
+        return dedup_peers.main()
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
     if a.child:
         return e2e_child(*a.child, local_max=a.local_max, address=a.address)
     if a.recall:

@@ -1,5 +1,5 @@
-"""Near-dup dedup against its peers, same corpus, same run: curate `minhash_dedup` (the real Runner on local
-Ray), rensa (Rust MinHash + LSH, one process, a library call) and datatrove (its 4-step MinHash pipeline,
+"""Near-dup dedup against its peers, same corpus, same run: curate `minhash_dedup` (the real Runner with default
+settings: in one process up to `ray.in_process_max_rows` rows, else on local Ray), rensa (Rust MinHash + LSH, one process, a library call) and datatrove (its 4-step MinHash pipeline,
 LocalPipelineExecutor with 2 workers). All three use word 3-grams and the same banding (curate's default,
 15 bands x 7 rows at threshold 0.8). Prints wall, CPU and peak RSS of each whole process tree, the ratios to
 curate, and recall per exact-Jaccard bucket (brute force) on the independent recall corpus of
@@ -138,7 +138,8 @@ def _datatrove_labels(w: Path, n: int) -> dict:
 
 
 def child_curate(src: str, out: Path) -> dict:
-    """The `minhash_dedup` recipe through the real Runner (local Ray with 2 CPUs, its default path)."""
+    """The `minhash_dedup` recipe through the real Runner, default settings (RAY_ADDRESS unset: in process
+    up to ray.in_process_max_rows rows, else a local Ray with 2 CPUs)."""
     import pyarrow.parquet as pq
 
     from curate.recipe import build_recipe

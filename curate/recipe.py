@@ -141,6 +141,10 @@ class RayConfig(_Strict):
     # seen twice (6x fewer bytes). It costs one more shuffle, which only pays where bytes cross a network:
     # auto = on when the cluster has more than one node
     job_key_prepass: Literal["auto", "on", "off"] = "auto"
+    # runs of at most this many input rows whose steps are all jobs and model-free filters, with no Ray
+    # address given (argument or RAY_ADDRESS), run in this process without starting Ray: Ray's start-up
+    # and shuffles cost more than such work (0: always Ray)
+    in_process_max_rows: int = Field(2_000_000, ge=0)
 
 
 class Scheduling(_Strict):

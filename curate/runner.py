@@ -647,12 +647,38 @@ class Runner:
             cols.setdefault(name, _type_from_str(typ))
         return schema.run_schema(cols)
 
+    def _in_process(self, manifest: Manifest) -> bool:
+        """Run without Ray: a run of at most ray.in_process_max_rows rows whose steps are all jobs and
+        model-free filters, with no cluster address given (argument or RAY_ADDRESS)."""
+        from curate.stage import Filter
+
+        if self.ray_address or os.environ.get("RAY_ADDRESS") or not self.recipe.ray.in_process_max_rows:
+            return False
+        if not all(isinstance(step, (Job, Filter)) and not step.uses_model and not sched.num_gpus
+                   for step, sched in zip(self.recipe.steps, self.recipe.scheduling)):
+            return False
+        rows = manifest.input.rows
+        if manifest.current_batch.status == "splitting":
+            try:
+                rows = reader.open_dataset(self.recipe.input_spec()).count_rows()
+            except Exception:  # noqa: BLE001 - the split reports a bad input in its own words
+                return False
+        return rows <= self.recipe.ray.in_process_max_rows
+
+    def _session(self, manifest: Manifest):
+        """Ray (yields the module), or, for an in-process run, nothing (yields None)."""
+        from contextlib import nullcontext
+
+        if self._in_process(manifest):
+            return nullcontext(None)
+        return ray_session(self.ray_address, self.recipe.ray.num_cpus, self.recipe.ray.object_store_memory_mb,
+                           self.runtime_env)
+
     def _execute(self, manifest: Manifest) -> Manifest:
         run = self.run
         atomic.remove_stale_tmp(run.root)
         batch = manifest.current_batch
-        with ray_session(self.ray_address, self.recipe.ray.num_cpus, self.recipe.ray.object_store_memory_mb,
-                         self.runtime_env) as ray, self._watching(ray):
+        with self._session(manifest) as ray, self._watching(ray):
             if batch.status == "splitting":
                 t0 = time.time()
                 spec = self.recipe.input_spec()
@@ -722,7 +748,8 @@ class Runner:
             return
         import threading
 
-        self._sink = ray.remote(progress.ProgressSink).options(num_cpus=0).remote()
+        if ray is not None:  # in-process runs report per part only
+            self._sink = ray.remote(progress.ProgressSink).options(num_cpus=0).remote()
         stop = threading.Event()
 
         def poll():
@@ -736,10 +763,11 @@ class Runner:
         finally:
             stop.set()
             thread.join(timeout=10)
-            try:
-                ray.kill(self._sink)
-            except Exception:  # noqa: BLE001 - the view's actor; the run's data is not at stake
-                pass
+            if self._sink is not None:
+                try:
+                    ray.kill(self._sink)
+                except Exception:  # noqa: BLE001 - the view's actor; the run's data is not at stake
+                    pass
             self._sink = None
 
     def _emit(self, ray, final: bool = False) -> None:
@@ -778,20 +806,22 @@ class Runner:
         job = self.recipe.steps[self.jobs[s - 1]] if s > 0 else None
         self._phase = {"phase": "segment", "label": label, "order": names, "started": time.time(),
                        "total": sum(parts[k] for k in pending)}
-        ds = ray.data.from_items([{"part": k} for k in pending], override_num_blocks=len(pending))
-        ds = ds.map_batches(_load_parts, batch_size=None, batch_format="pyarrow",
-                            fn_kwargs=dict(root=str(run.root), seg=s, job=job, job_index=s - 1,
-                                           run_schema=run_schema))
-        for i in seg:
-            stage, sched = self.recipe.steps[i].for_run(run.root), self.recipe.scheduling[i]
-            ds = self._map_stage(ray, ds, stage, sched, run_schema, self._sink)
-        ds = ds.map_batches(_commit_parts, batch_size=None, batch_format="pyarrow",
-                            fn_kwargs=dict(root=str(run.root), seg=s, final=final, run_schema=run_schema,
-                                           expected=parts, caption_policy=self.recipe.output.caption_policy,
-                                           dropped_thumbnails=self.recipe.output.dropped_thumbnails))
+        load = dict(root=str(run.root), seg=s, job=job, job_index=s - 1, run_schema=run_schema)
+        commit = dict(root=str(run.root), seg=s, final=final, run_schema=run_schema, expected=parts,
+                      caption_policy=self.recipe.output.caption_policy,
+                      dropped_thumbnails=self.recipe.output.dropped_thumbnails)
+        stages = [self.recipe.steps[i].for_run(run.root) for i in seg]
+        if ray is None:
+            rows = self._segment_in_process(pending, stages, load, commit, run_schema)
+        else:
+            ds = ray.data.from_items([{"part": k} for k in pending], override_num_blocks=len(pending))
+            ds = ds.map_batches(_load_parts, batch_size=None, batch_format="pyarrow", fn_kwargs=load)
+            for i, stage in zip(seg, stages):
+                ds = self._map_stage(ray, ds, stage, self.recipe.scheduling[i], run_schema, self._sink)
+            rows = ds.map_batches(_commit_parts, batch_size=None, batch_format="pyarrow", fn_kwargs=commit).iter_rows()
         done = total - len(pending)
         last_save = time.time()
-        for row in ds.iter_rows():
+        for row in rows:
             done += 1
             info = manifest.parts[row["part"]]
             info.stages = {**(info.stages or {}), **json.loads(row["stages"] or "{}")}
@@ -803,6 +833,17 @@ class Runner:
             self.on_progress(label, done, total)
         self._emit(ray, final=True)
         self._phase = {}
+
+    @staticmethod
+    def _segment_in_process(pending: list[int], stages: list[Stage], load: dict, commit: dict, run_schema: pa.Schema):
+        """A segment in this process, part by part (the same functions the Ray tasks run): commit rows."""
+        for stage in stages:
+            stage.setup()
+        for k in pending:
+            t = _load_parts(pa.table({"part": [k]}), **load)
+            for stage in stages:
+                t = _process(stage, t, run_schema)
+            yield from _commit_parts(t, **commit).to_pylist()
 
     @staticmethod
     def _map_stage(ray, ds, stage: Stage, sched: Scheduling, run_schema: pa.Schema, sink=None):
@@ -846,8 +887,10 @@ class Runner:
         rows = sum(parts.values()) + prior_rows
         if job.fit_rows:  # a first round on a bounded sample (e.g. k-means centroids), then the fitted job
             job = job.fit(self._fit_sample(job, s, parts, cols, prior, rows))
-        if rows <= self.recipe.ray.job_local_max_rows:
+        if ray is None or rows <= self.recipe.ray.job_local_max_rows:
             info = self._job_local(job, s, parts, cols, prior)
+            if ray is None:
+                info["in_process"] = True  # the whole run: Ray was not started
         else:
             info = self._job_ray(ray, job, s, parts, cols, prior)
         info["rows"] = rows
@@ -869,10 +912,12 @@ class Runner:
         return fit_sample(job, tables)
 
     def _job_local(self, job: Job, s: int, parts: dict[int, int], cols: list[str], prior: list[int]) -> dict:
-        """Small runs: records, groups, edges and components all in the driver (no shuffle start-up)."""
-        records = [prepare_records(job, _read_part(self.run, k, s, cols, False)) for k in parts]
-        records += [prepare_records(job, _read_part(self.run, k, s, cols, True)) for k in prior]
-        decisions = job.finalize(reduce_records(job, pa.concat_tables(records, promote_options="default")))
+        """Small runs: the job over all active rows at once in the driver (`Job.in_process`; no shuffle)."""
+        tables = [_read_part(self.run, k, s, cols, False) for k in parts]
+        tables += [_read_part(self.run, k, s, cols, True) for k in prior]
+        tables = [t.filter(schema.active_mask(t)).select(list(dict.fromkeys(["uid", "part", *job.needs()])))
+                  for t in tables]
+        decisions = job.in_process(pa.concat_tables(tables, promote_options="default"))
         decisions = decisions.select(job.decision_schema().names).cast(job.decision_schema())
         for k in parts:
             atomic.write_parquet(decisions.filter(pc.equal(decisions.column("part"), k)), self.run.job_part(s, k))

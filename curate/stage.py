@@ -403,6 +403,13 @@ class Job(Step):
     def finalize(self, reduced: pa.Table) -> pa.Table:
         return reduced
 
+    def in_process(self, table: pa.Table) -> pa.Table:
+        """Decisions over all of a run's active rows at once (`uid`, `part`, the `needs()` columns; earlier
+        batches' rows with part -1), in this process: the runner's small-run path. By default the same
+        prepare -> group -> reduce -> finalize as `run_job_local`; a job may override it with a whole-table
+        algorithm that makes the same decisions faster (minhash_dedup does)."""
+        return self.finalize(reduce_records(self, self.prepare(table)))
+
     def complete(self, table: pa.Table) -> pa.Table:
         return table
 

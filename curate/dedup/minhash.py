@@ -38,7 +38,7 @@ from pydantic import Field, model_validator
 
 from curate import schema
 from curate.dedup.graph import EDGE_SCHEMA, ClusterJob, node_key
-from curate.stage import Job, register
+from curate.stage import register
 
 _M32 = np.uint32
 _FMIX = (_M32(16), _M32(0x85EBCA6B), _M32(13), _M32(0xC2B2AE35), _M32(16))
@@ -194,6 +194,18 @@ def signatures_of_hashes(raw: np.ndarray, lens: np.ndarray, num_perm: int = 128,
             out[rows[i:j]] = np.minimum.reduceat(phv, starts[i:j] - lo, axis=1).T
             i = j
     return out
+
+
+def distinct_sets(raw: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each list's distinct hashes, sorted (CSR: values, offsets) from `shingle_hashes` output."""
+    n = len(lens)
+    row = np.repeat(np.arange(n), lens)
+    order = np.lexsort((raw, row))
+    v, r = raw[order], row[order]
+    first = np.ones(len(v), bool)
+    first[1:] = (v[1:] != v[:-1]) | (r[1:] != r[:-1])
+    sizes = np.bincount(r[first], minlength=n)
+    return v[first], np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
 
 def sketches(raw: np.ndarray, lens: np.ndarray, k: int) -> tuple[pa.Array, np.ndarray]:
@@ -379,9 +391,30 @@ class MinHashDedup(ClusterJob):
     def signatures_of(self, texts: list[str]) -> np.ndarray:
         return signatures([shingles(t, self.shingle, self.ngram) for t in texts], self.num_perm, self.seed)
 
-    def signatures_and_sketches(self, texts: list[str]) -> tuple[np.ndarray, pa.Array, np.ndarray]:
-        raw, lens = shingle_hashes([shingles(t, self.shingle, self.ngram) for t in texts])
-        return (signatures_of_hashes(raw, lens, self.num_perm, self.seed), *sketches(raw, lens, self.sketch_size))
+    def shingle_sets(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Each normalised text's distinct shingle hashes, sorted (CSR: values, offsets). Word shingles go
+        through the compiled kernel (curate/dedup/_minhash_kernel.py), character shingles through Python."""
+        if self.shingle == "word":
+            from curate.dedup._minhash_kernel import word_shingle_sets
+
+            return word_shingle_sets(texts, self.ngram)
+        return distinct_sets(*shingle_hashes([shingles(t, self.shingle, self.ngram) for t in texts]))
+
+    def signatures_of_sets(self, values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        from curate.dedup._minhash_kernel import signatures_of_sets
+
+        return signatures_of_sets(values, offsets, *permutations(self.num_perm, self.seed))
+
+    def band_keys_of_sets(self, values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """(rows, bands) LSH band keys, as `band_keys(signatures)`, from the compiled kernel."""
+        from curate.dedup._minhash_kernel import band_keys_of_sets
+
+        return band_keys_of_sets(values, offsets, *permutations(self.num_perm, self.seed), *self.lsh())
+
+    def keys_and_sketches(self, texts: list[str]) -> tuple[np.ndarray, pa.Array, np.ndarray]:
+        """(rows, bands) band keys, sketches and distinct-shingle counts of normalised texts."""
+        values, offsets = self.shingle_sets(texts)
+        return (self.band_keys_of_sets(values, offsets), *sketches(values, np.diff(offsets), self.sketch_size))
 
     def _ranks(self, table: pa.Table, texts: list[str]) -> np.ndarray:
         if self.keep == "longest":
@@ -398,8 +431,7 @@ class MinHashDedup(ClusterJob):
         bands, rows = self.lsh()
         if len(idx) == 0:
             return self._record_schema().empty_table()
-        sigs, sk, sizes = self.signatures_and_sketches([texts[i] for i in idx])
-        keys = band_keys(sigs, bands, rows)  # (n, bands)
+        keys, sk, sizes = self.keys_and_sketches([texts[i] for i in idx])  # keys: (n, bands)
         n = len(idx)
         rep = np.repeat(np.arange(n), bands)
         sub = table.take(pa.array(idx))
@@ -418,6 +450,12 @@ class MinHashDedup(ClusterJob):
         return pa.schema([("key", pa.int64()), ("uid", pa.string()), ("node", pa.string()),
                           ("n", pa.int32()), ("sketch", pa.large_binary())])
 
+    def in_process(self, table: pa.Table) -> pa.Table:
+        """The whole run in one process, vectorised (curate/dedup/minhash_inprocess.py): same decisions."""
+        from curate.dedup.minhash_inprocess import in_process_edges
+
+        return self.finalize(in_process_edges(self, table))
+
     # -- reduce: one LSH bucket -> verified edges --------------------------------------------------------
     def reduce_schema(self) -> pa.Schema:
         return EDGE_SCHEMA
@@ -435,7 +473,14 @@ class MinHashDedup(ClusterJob):
     def complete(self, table: pa.Table) -> pa.Table:
         table = super().complete(table)
         active = schema.active_mask(table)
-        empty = [not normalise_text(t[: self.max_chars] if t else t) for t in table.column("text").to_pylist()]
+        text = table.column("text")
+        # a text with an ASCII letter, digit or "_" is never empty after normalisation: only the others
+        # (few: empty, punctuation, non-ASCII) go through normalise_text
+        maybe = pc.invert(pc.fill_null(pc.match_substring_regex(text, "[0-9A-Za-z_]"), False))
+        empty = np.zeros(table.num_rows, bool)
+        for i in np.flatnonzero(maybe.to_numpy(zero_copy_only=False)):
+            t = text[int(i)].as_py()
+            empty[i] = not normalise_text(t[: self.max_chars] if t else t)
         mask = pc.and_(active, pa.array(empty))
         if pc.any(mask).as_py():
             table = schema.mark(table, mask, schema.DROPPED, self.name, "near_dup_empty_text")

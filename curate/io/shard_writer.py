@@ -6,7 +6,6 @@ marker, so a part counts as done exactly when meta/part-k.parquet exists.
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import tarfile
 import time
@@ -37,21 +36,57 @@ def _kept_rows(table: pa.Table, mask, step: int = 256):
     first would hold a second copy of every kept image (the part's largest column) while the tar is written."""
     for lo in range(0, table.num_rows, step):
         yield from table.slice(lo, step).filter(mask.slice(lo, step)).to_pylist()
+class _TarOut:
+    """Appends regular-file members to a tar stream with the bytes `tarfile` (PAX format) would write.
+
+    tarfile builds every header through a dict, a pax check and a copy of the TarInfo: ~25 us a member,
+    most of a text-only part's commit (two members per sample). A member with an ASCII name of at most 100
+    characters needs no pax record, so its ustar header is a fixed template plus name, size and checksum;
+    other members go through tarfile itself (tests/io check the bytes are identical)."""
+
+    def __init__(self, fileobj, mtime: int):
+        self.f, self.offset, self.mtime = fileobj, 0, mtime
+        self.mid = (tarfile.itn(0o644, 8, tarfile.USTAR_FORMAT) + tarfile.itn(0, 8, tarfile.USTAR_FORMAT) * 2)
+        self.tail = (tarfile.itn(mtime, 12, tarfile.USTAR_FORMAT) + b" " * 8 + tarfile.REGTYPE + b"\0" * 100
+                     + tarfile.POSIX_MAGIC + tarfile.stn("curate", 32, "ascii", "strict") * 2 + b"\0" * 183)
+        self.base = sum(self.mid) + sum(self.tail)
+
+    def add(self, name: str, data: bytes) -> None:
+        size = len(data)
+        if len(name) <= 100 and name.isascii() and size < 8 ** 11:
+            nb = name.encode("ascii")
+            sz = b"%011o\0" % size
+            head = nb + b"\0" * (100 - len(nb)) + self.mid + sz + self.tail
+            chk = b"%06o\0" % (self.base + sum(nb) + sum(sz))
+            head = head[:148] + chk + head[155:]
+        else:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = size, self.mtime, 0o644
+            info.uname = info.gname = "curate"
+            head = info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+        pad = -size % tarfile.BLOCKSIZE
+        self.f.write(head)
+        self.f.write(data)
+        if pad:
+            self.f.write(b"\0" * pad)
+        self.offset += len(head) + size + pad
+
+    def close(self) -> None:
+        """The end of archive: two zero blocks, then zeros up to a whole record (as TarFile.close)."""
+        end = self.offset + 2 * tarfile.BLOCKSIZE
+        self.f.write(b"\0" * (2 * tarfile.BLOCKSIZE + (-end % tarfile.RECORDSIZE)))
 
 
 def write_tar(path, samples, caption_policy: str = "both") -> None:
     """Write samples (dicts or a Table with key/image/text/... columns) as one WebDataset tar, atomically."""
     now = int(time.time())
     with atomic.atomic_path(path) as tmp:
-        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        with open(tmp, "wb", buffering=1 << 20) as f:
+            out = _TarOut(f, now)
             for row in _rows(samples):
                 for name, data in sample_members(row, caption_policy):
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    info.mtime = now
-                    info.mode = 0o644
-                    info.uname = info.gname = "curate"
-                    tar.addfile(info, io.BytesIO(data))
+                    out.add(name, data)
+            out.close()
 
 
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{1,120}")

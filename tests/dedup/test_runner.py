@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from curate.recipe import build_recipe
 from curate.runner import Runner
@@ -25,9 +24,12 @@ def _run(tmp_path, name, local_max, texts, max_edges=2_000_000, prepass="on", **
     return {r["uid"]: (r["status"], r["reason"], r["dup_of"], r["minhash_cluster"]) for r in t.to_pylist()}, manifest["jobs"]
 
 
-def test_local_and_ray_paths_agree(tmp_path, ray_address):
+def test_local_and_ray_paths_agree(tmp_path, ray_address, monkeypatch):
     texts = planted_corpus(80, seed=3) + ["", "   "]
-    local, local_job = _run(tmp_path, "local", 10**6, texts)
+    with monkeypatch.context() as m:  # no Ray address: the whole run in this process (ray.in_process_max_rows)
+        m.delenv("RAY_ADDRESS")
+        local, local_job = _run(tmp_path, "local", 10**6, texts)
+    assert local_job["job0:minhash_dedup"].get("in_process") is True
     on_ray, ray_job = _run(tmp_path, "ray", 0, texts, max_edges=0)
     one_task, one_task_job = _run(tmp_path, "ray-one-task", 0, texts, prepass="auto")  # one node: no pre-pass
     assert local_job["job0:minhash_dedup"]["path"] == "driver"
@@ -75,3 +77,34 @@ def test_ray_path_with_no_shared_keys(tmp_path, ray_address):
     on_ray, job = _run(tmp_path, "ray", 0, texts)
     assert job["job0:minhash_dedup"]["shared_keys"] == 0 and job["job0:minhash_dedup"]["decisions"] == 0
     assert [v[0] for v in on_ray.values()] == ["ok"] * len(texts)
+
+
+def test_in_process_run_matches_the_reference_job(tmp_path, monkeypatch):
+    """No Ray address: a run of two jobs (three segments) in this process; its near-dup decisions are those
+    of the map/group/reduce reference (run_job_local) on the same rows."""
+    from curate import schema
+    from curate.dedup.minhash import MinHashDedup
+    from curate.stage import run_job_local
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    texts = planted_corpus(25, seed=5) + ["", "!!"] + planted_corpus(25, seed=5)[:10]  # exact copies too
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"url": [f"http://x/{i}" for i in range(len(texts))], "caption": texts}), src)
+    recipe = build_recipe({"name": "t", "input": {"path": str(src)},
+                           "output": {"path": str(tmp_path / "out"), "samples_per_shard": 40},
+                           "stages": [{"exact_dedup": {"by": "text"}}, {"minhash_dedup": {}}]})
+    m = Runner(recipe).start()
+    assert m["jobs"]["job0:exact_dedup"]["in_process"] and m["jobs"]["job1:minhash_dedup"]["in_process"]
+    meta = pq.read_table(str(tmp_path / "out" / "meta"))
+    assert meta.num_rows == len(texts)
+    rows = meta.to_pylist()
+    assert sum(r["reason"] == "duplicate_text" for r in rows) >= 10
+    # the reference over the rows exact_dedup left active, with the parts the run gave them
+    left = [r for r in rows if r["reason"] != "duplicate_text"]
+    t = schema.conform(pa.table({"uid": [r["uid"] for r in left], "part": pa.array([r["part"] for r in left], pa.int32()),
+                                 "text": [r["text"] for r in left], "status": ["ok"] * len(left)}),
+                       schema.run_schema(MinHashDedup.writes))
+    ref = {r["uid"]: (r["status"], r["reason"], r["dup_of"]) for r in run_job_local(MinHashDedup(), t).to_pylist()}
+    got = {r["uid"]: (r["status"], r["reason"], r["dup_of"]) for r in left if r["uid"] in ref}
+    assert got == ref and sum(v[1] == "near_duplicate" for v in got.values()) > 20
+    assert sum(r["reason"] == "near_dup_empty_text" for r in rows) == 2

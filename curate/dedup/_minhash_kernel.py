@@ -1,0 +1,210 @@
+"""Compiled (numba) kernels for `minhash_dedup`'s hot loops: word n-gram shingle hashes and MinHash signatures.
+(A private module: the step registry imports every public module of curate.dedup, and numba costs ~1.5 s to
+import, so only a run that hashes shingles pays for it.)
+
+In Python, shingling and hashing cost ~60% of the job (a `set` of n-grams, `encode`, `sha1`, `digest` and
+`unpack` per shingle: ~5 us per caption-shingle); the signature loop builds a (shingles x num_perm) array.
+Here both run over one UTF-8 buffer of all texts, with the same results bit for bit:
+
+- `word_shingle_sets`: each text's word n-grams are byte ranges of its UTF-8 encoding (normalised text has
+  single spaces and no edges, as `shingles` splits it); each range is hashed with SHA-1 implemented here
+  (datasketch's `sha1_hash32`: the digest's first 4 bytes as a little-endian uint32), and each row keeps its
+  distinct hashes sorted. That is the set `shingle_hashes` + `sketches` see (a 32-bit collision between two
+  distinct n-grams counts once in both);
+- `signatures_of_sets`: datasketch's affine32 MinHash of those hashes (uint32 wrap-around arithmetic, as the
+  numpy version), one row at a time, no temporary arrays.
+
+tests/dedup/test_minhash_inprocess.py checks both against hashlib / the Python path / datasketch. Compiled on
+first use and cached next to this file (numba's `cache=True`; the first call in a fresh install takes a few
+seconds).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_M32 = np.uint64(0xFFFFFFFF)
+_K = (np.uint64(0x5A827999), np.uint64(0x6ED9EBA1), np.uint64(0x8F1BBCDC), np.uint64(0xCA62C1D6))
+_H = (np.uint64(0x67452301), np.uint64(0xEFCDAB89), np.uint64(0x98BADCFE), np.uint64(0x10325476),
+      np.uint64(0xC3D2E1F0))
+_U1, _U2, _U5, _U8, _U16, _U24, _U27, _U30, _U31 = (np.uint64(x) for x in (1, 2, 5, 8, 16, 24, 27, 30, 31))
+_FF = np.uint64(0xFF)
+# (all arithmetic in uint64, masked to 32 bits: numba widens uint32 products and mixes signed types to float)
+
+
+@njit(cache=True)
+def _sha1_32(buf, start, end, w):
+    """First 4 bytes of SHA-1(buf[start:end]) as a little-endian uint32 (datasketch.hashfunc.sha1_hash32)."""
+    h0, h1, h2, h3, h4 = _H
+    length = end - start
+    nblocks = (length + 8) // 64 + 1
+    total = nblocks * 64
+    bits = np.uint64(length) * _U8
+    for blk in range(nblocks):
+        for t in range(16):
+            word = np.uint64(0)
+            for q in range(4):
+                pos = blk * 64 + t * 4 + q
+                if pos < length:
+                    byte = np.uint64(buf[start + pos])
+                elif pos == length:
+                    byte = np.uint64(0x80)
+                elif pos >= total - 8:
+                    byte = (bits >> np.uint64(8 * (total - 1 - pos))) & _FF
+                else:
+                    byte = np.uint64(0)
+                word = (word << _U8) | byte
+            w[t] = word
+        for t in range(16, 80):
+            x = w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16]
+            w[t] = ((x << _U1) | (x >> _U31)) & _M32
+        a, b, c, d, e = h0, h1, h2, h3, h4
+        for t in range(80):
+            if t < 20:
+                f = (b & c) | ((b ^ _M32) & d)
+                k = _K[0]
+            elif t < 40:
+                f = b ^ c ^ d
+                k = _K[1]
+            elif t < 60:
+                f = (b & c) | (b & d) | (c & d)
+                k = _K[2]
+            else:
+                f = b ^ c ^ d
+                k = _K[3]
+            tmp = ((((a << _U5) | (a >> _U27)) & _M32) + f + e + k + w[t]) & _M32
+            e = d
+            d = c
+            c = ((b << _U30) | (b >> _U2)) & _M32
+            b = a
+            a = tmp
+        h0 = (h0 + a) & _M32
+        h1 = (h1 + b) & _M32
+        h2 = (h2 + c) & _M32
+        h3 = (h3 + d) & _M32
+        h4 = (h4 + e) & _M32
+    # digest bytes 0..3 are h0 big-endian; read little-endian: byte-swap
+    return (((h0 >> _U24) & _FF) | (((h0 >> _U16) & _FF) << _U8) | (((h0 >> _U8) & _FF) << _U16)
+            | ((h0 & _FF) << _U24))
+
+
+@njit(cache=True)
+def _word_sets(buf, offsets, n):
+    rows = len(offsets) - 1
+    out = np.empty(len(buf) + rows, np.uint32)  # a text of T words has at most max(1, T - n + 1) <= bytes shingles
+    out_off = np.zeros(rows + 1, np.int64)
+    w = np.empty(80, np.uint64)
+    starts = np.empty(len(buf) + 1, np.int64)
+    ends = np.empty(len(buf) + 1, np.int64)
+    pos = 0
+    for r in range(rows):
+        lo, hi = offsets[r], offsets[r + 1]
+        if hi > lo:
+            # word boundaries: texts are normalised (single spaces, none at the edges)
+            t = 0
+            starts[0] = lo
+            for i in range(lo, hi):
+                if buf[i] == 32:
+                    ends[t] = i
+                    t += 1
+                    starts[t] = i + 1
+            ends[t] = hi
+            t += 1
+            first = pos
+            if t <= n:
+                out[pos] = _sha1_32(buf, lo, hi, w)
+                pos += 1
+            else:
+                for g in range(t - n + 1):
+                    out[pos] = _sha1_32(buf, starts[g], ends[g + n - 1], w)
+                    pos += 1
+            seg = np.sort(out[first:pos])
+            k = 0
+            for i in range(len(seg)):
+                if i == 0 or seg[i] != seg[i - 1]:
+                    out[first + k] = seg[i]
+                    k += 1
+            pos = first + k
+        out_off[r + 1] = pos
+    return out[:pos].copy(), out_off
+
+
+def word_shingle_sets(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per normalised text: its distinct word-n-gram hashes, sorted (CSR: values, offsets)."""
+    enc = [t.encode("utf-8", "surrogatepass") for t in texts]
+    offsets = np.zeros(len(enc) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, enc), np.int64, len(enc)), out=offsets[1:])
+    buf = np.frombuffer(b"".join(enc), np.uint8)
+    return _word_sets(buf, offsets, n)
+
+
+@njit(cache=True)
+def _signatures(values, offsets, a, b):
+    rows, perms = len(offsets) - 1, len(a)
+    out = np.full((rows, perms), np.uint32(0xFFFFFFFF), np.uint32)
+    cur = np.empty(perms, np.uint64)
+    m1, m2 = np.uint64(0x85EBCA6B), np.uint64(0xC2B2AE35)
+    s13, s16 = np.uint64(13), np.uint64(16)
+    for r in range(rows):
+        if offsets[r + 1] == offsets[r]:
+            continue
+        cur[:] = _M32
+        for s in range(offsets[r], offsets[r + 1]):
+            h = np.uint64(values[s])
+            h ^= h >> s16
+            h = (h * m1) & _M32
+            h ^= h >> s13
+            h = (h * m2) & _M32
+            h ^= h >> s16
+            for p in range(perms):
+                v = (a[p] * h + b[p]) & _M32
+                if v < cur[p]:
+                    cur[p] = v
+        for p in range(perms):
+            out[r, p] = np.uint32(cur[p])
+    return out
+
+
+def signatures_of_sets(values: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(rows, num_perm) uint32 affine32 MinHash signatures of CSR hash sets (empty rows: all 2**32-1)."""
+    return _signatures(values, offsets, a.astype(np.uint64), b.astype(np.uint64))
+
+
+@njit(cache=True)
+def _band_keys(values, offsets, a, b, bands, rows):
+    n, perms = len(offsets) - 1, len(a)
+    out = np.empty((n, bands), np.uint64)
+    cur = np.empty(perms, np.uint64)
+    m1, m2 = np.uint64(0x85EBCA6B), np.uint64(0xC2B2AE35)
+    s13, s16, s33 = np.uint64(13), np.uint64(16), np.uint64(33)
+    fnv, gold, prime, mix = (np.uint64(0xCBF29CE484222325), np.uint64(0x9E3779B97F4A7C15),
+                             np.uint64(0x100000001B3), np.uint64(0xFF51AFD7ED558CCD))
+    for r in range(n):
+        cur[:] = _M32
+        for s in range(offsets[r], offsets[r + 1]):
+            h = np.uint64(values[s])
+            h ^= h >> s16
+            h = (h * m1) & _M32
+            h ^= h >> s13
+            h = (h * m2) & _M32
+            h ^= h >> s16
+            for p in range(perms):
+                v = (a[p] * h + b[p]) & _M32
+                if v < cur[p]:
+                    cur[p] = v
+        for band in range(bands):
+            k = fnv ^ (np.uint64(band + 1) * gold)
+            for q in range(band * rows, (band + 1) * rows):
+                k = (k ^ cur[q]) * prime
+            k ^= k >> s33
+            k *= mix
+            k ^= k >> s33
+            out[r, band] = k
+    return out
+
+
+def band_keys_of_sets(values: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray,
+                      bands: int, rows: int) -> np.ndarray:
+    """(rows, bands) int64 LSH band keys of CSR hash sets, equal to `minhash.band_keys(signatures)`, without
+    materialising the (rows x num_perm) signatures (512 MB at 1M rows)."""
+    return _band_keys(values, offsets, a.astype(np.uint64), b.astype(np.uint64), bands, rows).view(np.int64)
