@@ -13,7 +13,8 @@ import fsspec
 import pytest
 import torch
 
-from curate.demo.splits import write_classes, write_split
+from curate.demo.images import classnames
+from curate.demo.splits import write_split
 from tests.conftest import curate_inprocess
 
 
@@ -29,7 +30,8 @@ def data(tmp_path_factory, s3_env):
     root = tmp_path_factory.mktemp("s3train")
     write_split(root / "train", 16, seed=0, stream=1, balanced=False)
     write_split(root / "eval", 12, seed=0, stream=2, balanced=True)
-    write_classes(root / "eval" / "classes.json")
+    # the demo's class names with one prompt and no attribute tasks: 64 text encodes per eval, not ~1400
+    (root / "eval" / "classes.json").write_text(json.dumps({"classnames": classnames(), "templates": ["a {}."]}))
     bucket = f"t-{uuid.uuid4().hex[:12]}"
     fs = _fs()
     fs.mkdir(bucket)
