@@ -321,7 +321,11 @@ class Mirror:
     a finished file whole under its final name (one PUT, or a multipart upload that appears only when it
     completes), in the order the caller gives: the file that marks progress goes last."""
 
-    def __init__(self, target):
+    def __init__(self, target, stable: bool = False):
+        """`stable`: work in $CURATE_CACHE_DIR/outputs/<hash of the URL>, kept between invocations, instead of
+        a temporary folder removed with this object. Why: an experiment records the local paths of the
+        random-subset tars it writes in each run's config, and reuses a run only for the same config."""
+        import hashlib
         import tempfile
 
         self.target = str(target)
@@ -329,8 +333,13 @@ class Mirror:
         self._seen: dict[str, tuple[int, int]] = {}  # relative name -> (size, mtime_ns) as last synced
         if self.remote:
             preflight(self.target, write=True)
-            self._tmp = tempfile.TemporaryDirectory(prefix="curate-out-")
-            self.local = Path(self._tmp.name)
+            if stable:
+                key = hashlib.sha256(self.target.rstrip("/").encode()).hexdigest()[:16]
+                self.local = fetch_cache_dir().parent / "outputs" / key
+                self.local.mkdir(parents=True, exist_ok=True)
+            else:
+                self._tmp = tempfile.TemporaryDirectory(prefix="curate-out-")
+                self.local = Path(self._tmp.name)
             self.root = as_path(self.target)
         else:
             self.local = as_path(target)

@@ -310,7 +310,7 @@ def run_experiment(spec: ExperimentSpec, output: str, base: TrainConfig,
     spec.validate()
     meta = load_eval_meta(spec.eval_set)  # fail before hours of training, not after
     spec.check_metrics(meta)
-    mirror = storage.Mirror(output)  # an output on s3://... is worked on in a local folder and uploaded
+    mirror = storage.Mirror(output, stable=True)  # an output on s3://... is worked on locally and uploaded
     out = mirror.local
     out.mkdir(parents=True, exist_ok=True)
     # the experiment so far, for reuse and resume (intermediate checkpoints and subsets are not needed)

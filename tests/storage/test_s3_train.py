@@ -41,6 +41,13 @@ def data(tmp_path_factory, s3_env):
     return bucket
 
 
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """Fetched checkpoints and the experiment's local working folder go under the test's tmp_path."""
+    monkeypatch.setenv("CURATE_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 class _Stop(Exception):
     """Stands for a killed training process: raised from the log callback after the step-2 checkpoint."""
 
