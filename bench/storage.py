@@ -68,28 +68,14 @@ def curate_run(recipe: str, inp: Path, out: Path, sets: list[str]) -> dict:
 
 
 def moto_server(work: Path):
-    """A moto_server (moto[server]) on a free loopback port; returns (process, AWS_* environment)."""
-    import socket
+    """A moto_server (moto[server]) on a free loopback port; returns (process, AWS_* environment).
+    The same start-up as the storage tests' (tests/storage/moto.py)."""
+    from tests.storage.moto import start_moto_server
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    exe = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if time.time() > deadline:
-                proc.kill()
-                raise SystemExit("moto_server did not start")
-            time.sleep(0.2)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
-           "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
-    return proc, env
+    try:
+        return start_moto_server(timeout=120, key="bench")
+    except RuntimeError as err:
+        raise SystemExit(str(err)) from None
 
 
 def s3_bench(args, work: Path) -> str:

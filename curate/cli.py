@@ -483,7 +483,9 @@ def eval_(
     except _train_errors() as err:
         _fail(str(err))
     if output:
-        Path(output).write_text(json.dumps(res, indent=1))
+        from curate.io import atomic, storage
+
+        atomic.write_bytes(storage.as_path(output), json.dumps(res, indent=1).encode())  # local or s3://...
     table = Table(title=f"{res['model']} on {res['samples']} samples (skipped: {res['skipped'] or 'none'})")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -569,7 +571,10 @@ def experiment(
     out_console.print(_table_md(res), highlight=False)
     for v in _verdicts(res):
         out_console.print(v, highlight=False)
-    out_console.print(f"report: {Path(output) / 'report.html'}  results: {Path(output) / 'results.json'}", highlight=False)
+    from curate.io.storage import as_path
+
+    out_console.print(f"report: {as_path(output) / 'report.html'}  results: {as_path(output) / 'results.json'}",
+                      highlight=False)
 
 
 def _truth_html(truth: list[dict]) -> str:

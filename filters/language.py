@@ -35,6 +35,9 @@ def load_model(path: str | None = None):
     if path not in _MODELS:
         import fasttext  # the `fasttext-predict` wheel: inference only, no compiler needed
 
+        from curate.io import storage
+
+        path = str(storage.local_file(path, "language.model_path"))  # s3://, http(s)://...: fetched, cached
         if not Path(path).is_file():
             raise FileNotFoundError(f"language model not found: {path}")
         _MODELS[path] = fasttext.load_model(path)
@@ -77,7 +80,9 @@ class Language(Stage):
     @field_validator("model_path")
     @classmethod
     def _exists(cls, path: str | None) -> str | None:
-        if path is not None and not Path(path).is_file():
+        from curate.io import storage
+
+        if path is not None and not storage.local_file(path, "language.model_path").is_file():
             raise ValueError(f"language model file not found: {path}")
         return path
 

@@ -50,8 +50,14 @@ def demo_entries() -> list[str]:
 
 
 def read_entries(path: str | Path) -> list[str]:
-    """Entries from a file: a JSON list of strings (.json) or one entry per line; blanks skipped, order kept."""
-    p = Path(path)
+    """Entries from a file or URL (s3://, http(s)://: fetched into this machine's cache): a JSON list of
+    strings (.json) or one entry per line; blanks skipped, order kept."""
+    from curate.io import storage
+
+    try:
+        p = storage.local_file(path, "metaclip_balance.entries")
+    except storage.StorageError as err:
+        raise ValueError(str(err)) from None
     try:
         raw = p.read_text(encoding="utf-8")
     except OSError as err:
@@ -114,7 +120,9 @@ class MetaClipBalance(Job):
     # -- matching ---------------------------------------------------------------------------------------
     def _source(self) -> tuple:
         if isinstance(self.entries, str):
-            p = Path(self.entries)
+            from curate.io import storage
+
+            p = storage.local_file(self.entries, "metaclip_balance.entries")  # a URL's cached copy
             st = p.stat()
             return ("file", str(p.resolve()), st.st_size, st.st_mtime_ns, self.lowercase)
         return ("list", tuple(self.entries or ()), self.lowercase)

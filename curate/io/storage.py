@@ -213,3 +213,184 @@ def _access_error(err: Exception) -> str:
     if kinds & {"EndpointConnectionError", "ConnectionError", "ConnectTimeoutError", "ClientConnectorError"}:
         return f"cannot reach the store ({text}); check AWS_ENDPOINT_URL and the network"
     return f"cannot open it ({type(err).__name__}: {text})"
+
+
+# --- remote files that settings name (checkpoints, entry lists, model files) ------------------------------
+FETCH_MAX_BYTES = int(os.environ.get("CURATE_FETCH_MAX_BYTES", 16 << 30))  # one fetched file, at most
+FETCH_CACHE_BYTES = int(os.environ.get("CURATE_FETCH_CACHE_BYTES", 32 << 30))  # the whole cache, at most
+
+
+def fetch_cache_dir() -> Path:
+    """Where fetched files live on this machine: $CURATE_CACHE_DIR/fetched (default ~/.cache/curate/fetched).
+
+    Why per machine and not in the run folder: a remote run has no local folder, and every Ray worker on a
+    machine (and every run) shares one copy of a checkpoint instead of downloading it again."""
+    base = os.environ.get("CURATE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "curate")
+    return Path(base) / "fetched"
+
+
+def local_file(path, setting: str = "", max_bytes: int | None = None) -> Path:
+    """A local file for `path`: a local path as it is, a URL (s3://, gs://, http(s)://, hf://, file://)
+    fetched through fsspec into the machine's cache, keyed by the URL and the object's ETag (or size and
+    modification time), so a changed object is fetched again and an unchanged one never is.
+
+    Raises StorageError (one line naming `setting` and the URL) when the object is missing, unreadable or
+    larger than `max_bytes` (CURATE_FETCH_MAX_BYTES, 16 GiB by default)."""
+    if not is_remote(path):
+        s = str(path)
+        return Path(s[len("file://"):] if s.startswith("file://") else s).expanduser()
+    import hashlib
+    import json
+    import shutil
+    import tempfile
+
+    import fsspec
+
+    url = str(path)
+    where = f"{setting}: {url}" if setting else url
+    limit = FETCH_MAX_BYTES if max_bytes is None else max_bytes
+    try:
+        fs, inner = fsspec.core.url_to_fs(url, **({"use_listings_cache": False} if scheme(url) in ("s3", "s3a", "gs", "gcs") else {}))
+        info = fs.info(inner)
+    except FileNotFoundError:
+        raise StorageError(f"{where} does not exist; fix the URL or upload the file") from None
+    except (ImportError, ValueError) as err:
+        raise StorageError(f"{where}: {_scheme_fix(scheme(url), err)}") from None
+    except Exception as err:  # noqa: BLE001 - botocore/aiohttp raise many kinds; each becomes one line
+        raise StorageError(f"{where}: {_access_error(err)}") from None
+    if info.get("type") == "directory":
+        raise StorageError(f"{where} is a folder, not a file")
+    size = int(info.get("size") or 0)
+    if size > limit:
+        raise StorageError(f"{where} is {size:,} bytes, over the {limit:,}-byte limit on fetched files "
+                           "(CURATE_FETCH_MAX_BYTES)")
+    version = info.get("ETag") or info.get("etag") or info.get("md5Hash") or \
+        f"{size}:{info.get('LastModified') or info.get('mtime') or info.get('updated') or ''}"
+    key = hashlib.sha256(f"{url}\n{version}".encode()).hexdigest()[:32]
+    folder = fetch_cache_dir() / key
+    name = url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0] or "file"
+    dest = folder / name
+    if dest.is_file() and dest.stat().st_size == size:
+        os.utime(dest)  # most recently used: pruned last
+        return dest
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fetch-")
+    try:
+        with os.fdopen(fd, "wb") as f, fs.open(inner, "rb") as src:
+            shutil.copyfileobj(src, f, 1 << 20)
+            if f.tell() > limit:
+                raise StorageError(f"{where} is over the {limit:,}-byte limit on fetched files")
+        os.replace(tmp, dest)  # concurrent workers fetching the same file each publish a whole copy
+    except StorageError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise StorageError(f"{where}: {_access_error(err)}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    (folder / ".source.json").write_text(json.dumps({"url": url, "version": str(version), "size": size}))
+    _prune_fetch_cache(keep=folder)
+    return dest
+
+
+def _prune_fetch_cache(keep: Path) -> None:
+    """Delete the least recently used fetched files while the cache is over CURATE_FETCH_CACHE_BYTES."""
+    import shutil
+
+    entries = []
+    for d in fetch_cache_dir().iterdir():
+        files = [f for f in d.iterdir() if f.is_file() and not f.name.startswith(".")] if d.is_dir() else []
+        if files:
+            entries.append((max(f.stat().st_mtime for f in files), sum(f.stat().st_size for f in files), d))
+    total = sum(size for _, size, _ in entries)
+    for _, size, d in sorted(entries, key=lambda e: e[0]):
+        if total <= FETCH_CACHE_BYTES:
+            break
+        if d != keep:
+            shutil.rmtree(d, ignore_errors=True)
+            total -= size
+
+
+# --- output folders on object stores (training runs, experiments) ------------------------------------------
+class Mirror:
+    """A local working folder for an output that may live on an object store.
+
+    Why: torch.save, open_clip and matplotlib write local files, and a checkpoint must never be visible
+    half-written. For a local output `local` is the output itself and push/pull do nothing. For a URL,
+    `local` is a private temporary folder: `pull` copies named files down (to resume), and `push` uploads
+    a finished file whole under its final name (one PUT, or a multipart upload that appears only when it
+    completes), in the order the caller gives: the file that marks progress goes last."""
+
+    def __init__(self, target, stable: bool = False):
+        """`stable`: work in $CURATE_CACHE_DIR/outputs/<hash of the URL>, kept between invocations, instead of
+        a temporary folder removed with this object. Why: an experiment records the local paths of the
+        random-subset tars it writes in each run's config, and reuses a run only for the same config."""
+        import hashlib
+        import tempfile
+
+        self.target = str(target)
+        self.remote = is_remote(target)
+        self._seen: dict[str, tuple[int, int]] = {}  # relative name -> (size, mtime_ns) as last synced
+        if self.remote:
+            preflight(self.target, write=True)
+            if stable:
+                key = hashlib.sha256(self.target.rstrip("/").encode()).hexdigest()[:16]
+                self.local = fetch_cache_dir().parent / "outputs" / key
+                self.local.mkdir(parents=True, exist_ok=True)
+            else:
+                self._tmp = tempfile.TemporaryDirectory(prefix="curate-out-")
+                self.local = Path(self._tmp.name)
+            self.root = as_path(self.target)
+        else:
+            self.local = as_path(target)
+            self.root = self.local
+
+    def url(self, rel: str = "") -> str:
+        """The output-side name of `rel` (a URL for a remote output)."""
+        return str(self.root / rel) if rel else str(self.root)
+
+    def exists(self, rel: str) -> bool:
+        return (self.root / rel).exists()
+
+    def pull(self, *rels: str, tree: bool = False, skip=None) -> list[str]:
+        """Copy these files (or, with `tree`, every file under these folders, "" for all) from the remote
+        output into `local`, except names for which `skip(rel)` is true; returns the relative names copied.
+        Missing ones are skipped."""
+        if not self.remote:
+            return []
+        fs, base = filesystem(self.target)
+        base = base.rstrip("/")
+        got = []
+        for rel in rels:
+            src = f"{base}/{rel}".rstrip("/")
+            names = (fs.find(src) if tree else [src] if fs.isfile(src) else [])
+            for name in names:
+                r = name[len(base) + 1:]
+                if skip and skip(r):
+                    continue
+                (self.local / r).parent.mkdir(parents=True, exist_ok=True)
+                fs.get_file(name, str(self.local / r))
+                self._seen[r] = _stamp(self.local / r)
+                got.append(r)
+        return got
+
+    def push(self, *paths) -> None:
+        """Upload these local files (or every file under these local folders), each whole, in order."""
+        if not self.remote:
+            return
+        fs, base = filesystem(self.target)
+        base = base.rstrip("/")
+        for p in paths:
+            p = Path(p)
+            files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p] if p.is_file() else []
+            for f in files:
+                rel = f.relative_to(self.local).as_posix()
+                if self._seen.get(rel) == _stamp(f):
+                    continue  # uploaded (or pulled) as it is now
+                fs.put_file(str(f), f"{base}/{rel}")
+                self._seen[rel] = _stamp(f)
+
+
+def _stamp(f: Path) -> tuple[int, int]:
+    st = f.stat()
+    return st.st_size, st.st_mtime_ns

@@ -12,6 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from curate.io import storage
+
 
 class ModelLoadError(ValueError):
     """A model name, pretrained tag or checkpoint that cannot be loaded (reported as one line)."""
@@ -99,9 +101,18 @@ class Clip:
         return int(self.model.visual.output_dim)
 
 
+def local_model_file(path: str, setting: str) -> Path:
+    """A local file for a checkpoint setting: a local path as given, a URL (s3://bucket/filter.pt,
+    http(s)://, hf://) fetched through fsspec into this machine's cache (curate/io/storage.py)."""
+    try:
+        return storage.local_file(path, setting)
+    except storage.StorageError as err:
+        raise ModelLoadError(str(err)) from None
+
+
 def resolve_model_name(model: str | None, pretrained: str | None, checkpoint: str | None,
                        missing: str = "no model name given (and no checkpoint that records one)",
-                       checkpoint_hint: str = "") -> str:
+                       checkpoint_hint: str = "", setting: str = "checkpoint") -> str:
     """The open_clip model name to load (read from our checkpoint when not given), checked without loading.
 
     Cheap enough for recipe-time validation (a checkpoint is memory-mapped, not read): an unknown name, an
@@ -116,10 +127,11 @@ def resolve_model_name(model: str | None, pretrained: str | None, checkpoint: st
     if checkpoint and pretrained:
         raise ModelLoadError("give either pretrained (a hub tag) or checkpoint (a local file), not both")
     if checkpoint:
-        if not Path(checkpoint).expanduser().is_file():
+        local = local_model_file(checkpoint, setting)
+        if not local.is_file():
             raise ModelLoadError(f"checkpoint not found: {checkpoint}{checkpoint_hint}")
         try:
-            model = checkpoints.model_name_of(Path(checkpoint).expanduser(), model)
+            model = checkpoints.model_name_of(local, model)
         except checkpoints.CheckpointError as err:
             raise ModelLoadError(str(err)) from None
     if not model:
@@ -128,7 +140,9 @@ def resolve_model_name(model: str | None, pretrained: str | None, checkpoint: st
         return model
     if model not in open_clip.list_models():
         raise ModelLoadError(f"unknown open_clip model {model!r} (see open_clip.list_models())")
-    if pretrained and not Path(pretrained).expanduser().is_file() and not open_clip.get_pretrained_cfg(model, pretrained):
+    if pretrained and storage.is_remote(pretrained):
+        local_model_file(pretrained, "pretrained")
+    elif pretrained and not Path(pretrained).expanduser().is_file() and not open_clip.get_pretrained_cfg(model, pretrained):
         raise ModelLoadError(f"open_clip has no pretrained tag {pretrained!r} for {model} "
                              "(see open_clip.list_pretrained())")
     return model
@@ -144,7 +158,9 @@ def load_clip(model: str | None = None, pretrained: str | None = None, checkpoin
     import open_clip
 
     model = resolve_model_name(model, pretrained, checkpoint)
-    checkpoint = str(Path(checkpoint).expanduser()) if checkpoint else None
+    checkpoint = str(local_model_file(checkpoint, "checkpoint")) if checkpoint else None
+    if pretrained and storage.is_remote(pretrained):  # a weights file on s3://, http(s)://, hf://...
+        pretrained = str(local_model_file(pretrained, "pretrained"))
     dev = pick_device(device)
     dtype = autocast_dtype(precision, dev)
     source = checkpoint or pretrained or "random-init"

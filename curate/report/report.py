@@ -25,7 +25,7 @@ import yaml
 
 from curate import schema
 from curate.catalog import CatalogError, connect
-from curate.io import atomic
+from curate.io import atomic, storage
 from curate.io.manifest import Manifest, ManifestError
 from curate.io.rundir import RunDir
 from curate.report import data, plots
@@ -657,7 +657,8 @@ def write_report(out_dir: Path | str, extra_sections: list | None = None, *, str
 
 def report_main(out: Path | str) -> Path:
     """CLI entry: `curate report OUT` -> writes and returns OUT/report.html; ReportError carries a one-line message."""
-    return write_report(Path(out))
+    storage.preflight(out, write=True)  # a remote run: unreachable store, missing bucket, bad keys: one line
+    return write_report(out)  # a local folder or a run on s3://... (RunDir resolves it)
 
 
 def _stage_timings_html(stages: dict, esc) -> str:

@@ -15,10 +15,11 @@ import base64
 import hashlib
 import io
 import logging
-import os
 from pathlib import Path
 
 import pyarrow as pa
+
+from curate.io import storage
 
 log = logging.getLogger("curate.report")
 
@@ -161,7 +162,7 @@ def scan_members(path: Path, wanted: set[str], exts=IMAGE_EXTS,
     found: dict[str, tuple[int, int]] = {}
     left = set(wanted)
     pos, long_name, pax, seen = 0, None, {}, 0
-    with open(path, "rb") as f:
+    with storage.as_path(path).open("rb") as f:  # a local file, or ranged reads of an s3://... object
         while left and (max_headers is None or seen < max_headers):
             seen += 1
             f.seek(pos)
@@ -221,7 +222,7 @@ def read_thumbnails(root: Path, wanted: dict[str, set[str]], size: int = 160,
             members, seen = scan_members(path, set(keys), max_headers=left)
             if left is not None:
                 left -= seen
-            with open(path, "rb") as f:
+            with path.open("rb") as f:
                 for key, (offset, n) in members.items():
                     f.seek(offset)
                     uri = thumbnail_uri(f.read(n), size)
@@ -240,11 +241,10 @@ def dropped_from_shard(tar: Path, rows: list[dict], per_reason: int = DROPPED_PE
     rows = [{**r, "status": "dropped", "has_image": bool(r.get("key"))} for r in rows]
     picked = [rows[i] for i in pick_dropped(rows, per_reason)]
     out = {name: [] for name in DROPPED_SCHEMA.names}
-    # thumbnails are read from local shards only (scan_members seeks in the file; the report of a run on an
-    # object store is not drawn either, docs/storage.md)
-    if picked and isinstance(tar, (str, os.PathLike)) and Path(tar).is_file():
-        members, _ = scan_members(Path(tar), {r["key"] for r in picked})
-        with open(tar, "rb") as f:
+    tar = storage.as_path(tar)  # a local shard or one on an object store (ranged reads)
+    if picked and tar.is_file():
+        members, _ = scan_members(tar, {r["key"] for r in picked})
+        with tar.open("rb") as f:
             for r in picked:
                 if r["key"] not in members:
                     continue

@@ -144,7 +144,7 @@ class ClipScore(Stage):
 
     model: str | None = None  # open_clip name (ViT-B-32, curate-tiny, ...); read from `checkpoint` if omitted
     pretrained: str | None = None  # hub tag (laion2b_s34b_b79k, openai), loaded from the local hub cache
-    checkpoint: str | None = None  # local checkpoint file (e.g. OUT/checkpoint.pt from `curate train`)
+    checkpoint: str | None = None  # checkpoint file or URL (OUT/checkpoint.pt from `curate train`, s3://b/filter.pt)
     device: str = "auto"  # auto: cuda when visible, else cpu
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # autocast on GPU; CPU always fp32
     batch_size: int = Field(256, ge=1)
@@ -167,7 +167,8 @@ class ClipScore(Stage):
             resolve_model_name(self.model, self.pretrained, self.checkpoint,
                                missing="set model (an open_clip name) or checkpoint",
                                checkpoint_hint=" (train one with `curate train` or examples/filter_bootstrap/"
-                                               "train_filter.py; `curate demo` builds the demo's)")
+                                               "train_filter.py; `curate demo` builds the demo's)",
+                               setting=f"{self.name}.checkpoint")
         except ModelLoadError as err:
             raise ValueError(str(err)) from None
         if self.embeddings and self.text_col == "recaption":

@@ -29,10 +29,21 @@ def save(path: Path, payload: dict) -> Path:
     return path
 
 
+def local_copy(path: str | Path) -> Path:
+    """A local file for a checkpoint path or URL (s3://, gs://, http(s)://, hf://: fetched through fsspec into
+    the machine's cache, curate/io/storage.py); CheckpointError (one line) when it cannot be had."""
+    from curate.io import storage
+
+    try:
+        return storage.local_file(path, "checkpoint")
+    except storage.StorageError as err:
+        raise CheckpointError(str(err)) from None
+
+
 def load(path: str | Path, mmap: bool = False) -> dict:
     """The checkpoint dict, with a clear error for missing or unreadable files. `mmap` maps tensors instead
     of reading them (for looking at the config of a large checkpoint)."""
-    p = Path(path)
+    p = local_copy(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:

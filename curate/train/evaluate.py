@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from curate.io import storage
 from curate.train import checkpoints, configs
 from curate.train.data import DataError, SkipCounter, decode_sample, expand_shards, raw_samples
 
@@ -36,7 +37,7 @@ TIE_EPS = 1e-6
 
 
 def load_eval_meta(eval_dir: str | Path) -> dict:
-    p = Path(eval_dir)
+    p = storage.as_path(eval_dir)  # a local folder or a URL (s3://bucket/eval)
     if not p.is_dir():
         raise EvalError(f"eval set not found: {eval_dir}")
     cj = p / "classes.json"
@@ -239,14 +240,15 @@ def evaluate(ckpt: str, eval_dir: str, model_name: str | None = None, batch_size
     configs.register()
     meta = load_eval_meta(eval_dir)
     try:
-        name = checkpoints.model_name_of(ckpt, model_name)
+        local = checkpoints.local_copy(ckpt)  # a checkpoint on s3:// etc. is fetched into the machine's cache
+        name = checkpoints.model_name_of(local, model_name)
     except checkpoints.CheckpointError as err:
         raise EvalError(str(err)) from None
     if name not in open_clip.list_models():
         raise EvalError(f"unknown model {name!r}")
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=str(ckpt), device=dev)
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=str(local), device=dev)
     except Exception as err:  # noqa: BLE001 - wrong keys/shapes, empty dicts: all "not this model"
         msg = (str(err).splitlines() or [type(err).__name__])[0]
         raise EvalError(f"{ckpt} does not fit model {name}: {msg}") from None

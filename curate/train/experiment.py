@@ -36,6 +36,7 @@ from typing import Callable
 
 import numpy as np
 
+from curate.io import storage
 from curate.train import stats
 from curate.train.data import DataError
 from curate.train.evaluate import EvalError, evaluate, load_eval_meta
@@ -216,8 +217,8 @@ def metric_value(ev: dict, m: str):
 class _Runner:
     """Trains and evaluates one (arm, seed), reusing a finished run only for the same config and bytes."""
 
-    def __init__(self, out: Path, log: Callable[[str], None]):
-        self.out, self.log = out, log
+    def __init__(self, out: Path, log: Callable[[str], None], push: Callable[..., None] = lambda *paths: None):
+        self.out, self.log, self.push = out, log, push  # push: upload finished files (an output on s3://...)
         self.cache = DigestCache(out / "fingerprint_cache.json")
         self.sizes: dict[str, int] = {}
 
@@ -272,6 +273,7 @@ class _Runner:
             self.log(f"{name} seed {seed}: reusing {rdir} (same settings, shard and eval-set contents)")
         fp_path.write_text(json.dumps(want, indent=1))
         self.cache.save()
+        self.push(rdir)
         return _run_record(name, seed, rdir, want)
 
 
@@ -322,9 +324,12 @@ def run_experiment(spec: ExperimentSpec, output: str, base: TrainConfig,
         raise TrainError(f"--arms {', '.join(unknown)}: not a data set of this experiment")
     meta = load_eval_meta(spec.eval_set)  # fail before hours of training, not after
     spec.check_metrics(meta)
-    out = Path(output)
+    mirror = storage.Mirror(output, stable=True)  # an output on s3://... is worked on locally and uploaded
+    out = mirror.local
     out.mkdir(parents=True, exist_ok=True)
-    runner = _Runner(out, log)
+    # the experiment so far, for reuse and resume (intermediate checkpoints and subsets are not needed)
+    mirror.pull("", tree=True, skip=lambda rel: "/checkpoints/" in rel or rel.startswith("subsets/"))
+    runner = _Runner(out, log, mirror.push)
     try:
         eval_fp = eval_fingerprint(spec.eval_set, runner.cache)
         if spec.validation_set:
@@ -345,6 +350,7 @@ def run_experiment(spec: ExperimentSpec, output: str, base: TrainConfig,
             shards = runner.shards_of(spec, arm, seed)
             cfg = replace(base, shards=shards, output=str(rdir), seed=seed, **arm.overrides)
             rec = runner.run(arm.name, seed, shards, cfg, rdir, spec.eval_set, eval_fp)
+            rec["dir"] = mirror.url(rdir.relative_to(out).as_posix())  # where it is kept, not the work folder
             ev = rec["eval"]
             log(f"{arm.name} seed {seed}: loss {rec['train']['final_loss']:.3f}, zero-shot top1 "
                 f"{ev['zeroshot_top1']:.3f}, i2t R@1 {ev['image_to_text_R@1']:.3f}, "
@@ -359,6 +365,7 @@ def run_experiment(spec: ExperimentSpec, output: str, base: TrainConfig,
         results["accuracy"] = experiment_accuracy({n: a.shards for n, a in spec.arms.items()}, spec.ground_truth, out)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     write_report(results, out)
+    mirror.push(*sorted((p for p in out.iterdir() if p.is_file()), key=lambda p: p.name == "results.json"))
     return results
 
 

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from curate.io import storage
 from curate.train.data import expand_shards
 
 BLOCK = 1 << 20
@@ -30,16 +31,26 @@ class DigestCache:
                 self.entries = {}  # a damaged cache only costs a re-hash
 
     def digest(self, file: str | Path) -> tuple[int, str]:
+        if storage.is_remote(file):
+            return self._remote_digest(str(file))
         p = Path(file).resolve()
         st = p.stat()
         key = f"{p}|{st.st_size}|{st.st_mtime_ns}"
         if key not in self.entries:
-            h = hashlib.sha256()
             with open(p, "rb") as f:
-                while block := f.read(BLOCK):
-                    h.update(block)
-            self.entries[key] = h.hexdigest()
+                self.entries[key] = _sha256(f)
         return st.st_size, self.entries[key]
+
+    def _remote_digest(self, url: str) -> tuple[int, str]:
+        """An object's digest, cached by URL, size and ETag (an object store's version of mtime)."""
+        fs, inner = storage.filesystem(url)
+        info = fs.info(inner)
+        size = int(info.get("size") or 0)
+        key = f"{url}|{size}|{info.get('ETag') or info.get('md5Hash') or info.get('LastModified') or info.get('mtime')}"
+        if key not in self.entries:
+            with fs.open(inner, "rb") as f:
+                self.entries[key] = _sha256(f)
+        return size, self.entries[key]
 
     def save(self) -> None:
         if self.path is None:
@@ -48,6 +59,13 @@ class DigestCache:
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps(self.entries))
         os.replace(tmp, self.path)
+
+
+def _sha256(f) -> str:
+    h = hashlib.sha256()
+    while block := f.read(BLOCK):
+        h.update(block)
+    return h.hexdigest()
 
 
 def files_fingerprint(files: list[str | Path], cache: DigestCache) -> dict:
@@ -68,4 +86,4 @@ def shards_fingerprint(specs: list[str], cache: DigestCache) -> dict:
 
 def eval_fingerprint(eval_dir: str | Path, cache: DigestCache) -> dict:
     """Fingerprint of an eval set: its tars and classes.json (class names and prompts change metrics too)."""
-    return files_fingerprint([*expand_shards([str(eval_dir)]), Path(eval_dir) / "classes.json"], cache)
+    return files_fingerprint([*expand_shards([str(eval_dir)]), storage.as_path(eval_dir) / "classes.json"], cache)

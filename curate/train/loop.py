@@ -18,12 +18,12 @@ import random
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
+from curate.io import storage
 from curate.train import checkpoints, configs
 from curate.train.data import DataError, TrainBatches, expand_shards, make_loader
 from curate.train.losses import LOSSES, ContrastiveLoss
@@ -173,12 +173,15 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
     cfg.validate()
     import open_clip
 
-    out = Path(cfg.output)
+    mirror = storage.Mirror(cfg.output)  # a remote output (s3://...) is written from a local folder, file by file
+    out = mirror.local
     latest = out / "checkpoint.pt"
-    if resume and not latest.is_file():
-        raise TrainError(f"--resume: no checkpoint.pt in {out}")
-    if not resume and latest.is_file():
-        raise TrainError(f"{out} already holds a training run; use --resume or another --output")
+    if resume and not mirror.exists("checkpoint.pt"):
+        raise TrainError(f"--resume: no checkpoint.pt in {cfg.output}")
+    if not resume and mirror.exists("checkpoint.pt"):
+        raise TrainError(f"{cfg.output} already holds a training run; use --resume or another --output")
+    if resume:
+        mirror.pull("checkpoint.pt", "log.jsonl")
     try:
         shards = expand_shards(cfg.shards)
     except DataError as err:
@@ -309,8 +312,10 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
                     on_log(rec)
             win_t, win_wait, win_n, win_loss = now, 0.0, 0, []
         if is_main and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
-            checkpoints.save(out / "checkpoints" / f"step_{step:08d}.pt", payload(False))
+            kept = checkpoints.save(out / "checkpoints" / f"step_{step:08d}.pt", payload(False))
             checkpoints.save(latest, payload(False))
+            log_f.flush()
+            mirror.push(kept, latest, out / "log.jsonl")  # each object whole; the latest checkpoint before its log
 
     elapsed = time.perf_counter() - t_start
     if world > 1:
@@ -326,12 +331,13 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
                "skipped": dict(skipped), "skipped_total": int(sum(skipped.values())),
                "steps_this_run": steps_run, "seconds": elapsed,
                "samples_per_s": steps_run * global_batch / max(elapsed, 1e-9),
-               "data_wait_frac": total_wait / max(elapsed, 1e-9), "checkpoint": str(latest),
+               "data_wait_frac": total_wait / max(elapsed, 1e-9), "checkpoint": mirror.url("checkpoint.pt"),
                "rank": rank, "model_digest": checkpoints.digest(model.state_dict())}
     if is_main:
         checkpoints.save(latest, payload(True))
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         log_f.close()
+        mirror.push(latest, out / "log.jsonl", out / "config.json", out / "summary.json")  # summary.json: done
     if world > 1:  # no rank returns before rank 0's checkpoint and summary are on disk
         import torch.distributed as dist
 

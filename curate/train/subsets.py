@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from curate.io import storage
 from curate.train.data import IMAGE_KEYS, TEXT_KEYS, expand_shards
 
 PER_TAR = 1000
@@ -33,7 +34,7 @@ def usable_keys(shards: list[str]) -> list[tuple[str, str]]:
     for tar in expand_shards(shards):
         exts: dict[str, set] = {}
         try:
-            with tarfile.open(tar) as tf:
+            with storage.open_tar(tar) as tf:  # local or s3://... (fsspec)
                 for m in tf:
                     if m.isfile():
                         k, e = _key_ext(m.name)
@@ -84,7 +85,7 @@ def write_random_subset(source: list[str], size: int, out_dir: Path, seed: int, 
     out, n = None, 0
     for tar in sorted(chosen):
         members: dict[str, list] = {}
-        with tarfile.open(tar) as tf:
+        with storage.open_tar(tar) as tf:  # local or s3://... (fsspec)
             for m in tf:
                 if m.isfile():
                     k, ext = _key_ext(m.name)
