@@ -33,26 +33,29 @@ HERE = Path(__file__).resolve().parent
 PRIMARY = ("text_to_image_R@1", "zeroshot_top1")  # text->video R@1 and zero-shot motion direction
 
 
-def start_ray(tries: int = 6, patience_s: float = 120) -> None:
+def start_ray(tries: int = 4, patience_s: float = 120) -> None:
     """A local Ray of our own for both curate runs, patient with a loaded machine.
 
-    Why: ray.init gives a new raylet 30 s to register (hard-coded in ray/_private/node.py), and on this
-    2-core machine at load 30-60 that fails every time ("The current node timed out during startup"). The
-    registration check (ray._private.services.get_node) is wrapped for the call so it keeps asking for up to
-    `patience_s`, and the whole start is tried `tries` times.
+    Why: on the shared 2-core machine at load 30-60, ray.init failed again and again: the raylet waits a
+    hard-coded 15 s for its Python dashboard agent to write its port files and aborts when the agent is slower
+    to import ("Timed out waiting for file .../metrics_agent_port_*"), and ray.init gives the raylet 30 s to
+    register. The registration check (ray._private.services.get_node) keeps asking for up to `patience_s`
+    here, and the whole start is tried `tries` times. (What made the agent slow: a venv without .pyc files
+    under PYTHONDONTWRITEBYTECODE=1, so every Ray helper compiled its imports from source; `python -m compileall`
+    on site-packages fixes that.)
     """
     import time
 
     import ray
     import ray._private.services as services
 
-    plain = services.get_node
+    plain_get = services.get_node
 
     def patient(gcs_address, node_id):
         give_up = time.monotonic() + patience_s
         while True:
             try:
-                return plain(gcs_address, node_id)
+                return plain_get(gcs_address, node_id)
             except RuntimeError:
                 if time.monotonic() > give_up:
                     raise
@@ -71,7 +74,7 @@ def start_ray(tries: int = 6, patience_s: float = 120) -> None:
                 if i == tries - 1:
                     raise SystemExit(f"cannot start Ray: {str(err).splitlines()[0]}") from None
     finally:
-        services.get_node = plain
+        services.get_node = plain_get
 
 
 def prepare(out: Path, videos: int, eval_n: int, seed: int = 0, ray_address: str | None = None) -> dict:
@@ -115,6 +118,27 @@ def experiment_argv(out: Path, a: argparse.Namespace) -> list[str]:
     return argv
 
 
+def publish(out: Path, dest: Path) -> None:
+    """Copy the experiment's results.json, report.md and plots, plus curation.json, to `dest` (committed),
+    with the curation table (what each planted kind became in each run) appended to the report."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("results.json", "loss.png", "metrics.png"):
+        shutil.copy(out / "experiment" / name, dest / name)
+    curation = json.loads((out / "curation.json").read_text())
+    shutil.copy(out / "curation.json", dest / "curation.json")
+    lines = ["", "## What curation did to each planted kind", "",
+             "Rows of the two `curate run`s by upload kind (video rows and clip rows apart); the raw corpus was "
+             "designed for these stages (curate/demo/video_proof.py).", "", "| run | kind | outcome | rows |", "|---|---|---|---|"]
+    for run, kinds in curation.items():
+        for kind, outcomes in sorted(kinds.items()):
+            for what, n in sorted(outcomes.items()):
+                lines.append(f"| {run} | {kind} | {what} | {n} |")
+    report = (out / "experiment" / "report.md").read_text().replace(str(out) + "/", "")
+    (dest / "report.md").write_text(report + "\n".join(lines) + "\n")
+
+
 def args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="examples/out/video_curated_vs_raw")
@@ -128,6 +152,8 @@ def args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--seeds", type=int, default=5, help="paired seeds (the protocol asks >= 5)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--results", default="examples/results/video_curated_vs_raw",
+                    help="where results.json, report.md and curation.json are copied (committed)")
     ap.add_argument("--prepare-only", action="store_true")
     return ap.parse_args(argv)
 
@@ -141,6 +167,7 @@ def main() -> None:
         return
     exe = Path(sys.executable).with_name("curate")
     subprocess.run([str(exe), *experiment_argv(out, a)], check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    publish(out, Path(a.results))
 
 
 if __name__ == "__main__":

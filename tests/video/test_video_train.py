@@ -144,3 +144,6 @@ def test_example_code_path_tiny(ray_address, tmp_path, capsys):
     assert res["primary_metrics"] == list(ve.PRIMARY)
     assert {r["eval"]["video_frames"] for r in res["runs"]} == {4} and len(res["runs"]) == 6
     assert all(r["eval"]["samples"] == 12 for r in res["runs"])
+    ve.publish(out, tmp_path / "published")
+    report = (tmp_path / "published" / "report.md").read_text()
+    assert "| curated | static | clip dropped/clip_static |" in report and str(out) not in report
