@@ -146,7 +146,7 @@ def args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--eval-n", type=int, default=400, help="held-out labelled clips")
     ap.add_argument("--frames", type=int, default=4, help="storyboard frames per clip")
     ap.add_argument("--model", default="curate-tiny-32")
-    ap.add_argument("--samples-seen", type=int, default=1920)
+    ap.add_argument("--samples-seen", type=int, default=960)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=10)

@@ -174,10 +174,11 @@ def outcomes(run_dir: Path, corpus: Path) -> dict[str, dict[str, int]]:
     import pyarrow.parquet as pq
 
     kind = {r["id"]: r["noise"] for r in json.loads((Path(corpus) / "corpus.json").read_text())}
-    meta = pq.ParquetDataset(str(Path(run_dir) / "meta")).read(columns=["id", "parent_uid", "status", "reason"])
+    table = pq.ParquetDataset(str(Path(run_dir) / "meta")).read()
+    cols = [c for c in ("id", "parent_uid", "status", "reason") if c in table.column_names]  # no clips: no parent_uid
     out: dict[str, dict[str, int]] = {}
-    for r in meta.to_pylist():
-        what = ("clip " if r["parent_uid"] is not None else "video ") + (
+    for r in table.select(cols).to_pylist():
+        what = ("clip " if r.get("parent_uid") is not None else "video ") + (
             "ok" if r["status"] == "ok" else f"{r['status']}/{r['reason']}")
         d = out.setdefault(kind.get(r["id"], "unknown"), {})
         d[what] = d.get(what, 0) + 1
