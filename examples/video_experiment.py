@@ -12,7 +12,7 @@
    samples seen for every arm, 5 paired seeds, verdicts from paired intervals; text->video retrieval and
    zero-shot motion direction (primary, named here before the runs), colour, shape, size and background.
 
-    nice -n 15 python examples/video_experiment.py            # all three steps (~20 CPU-minutes)
+    nice -n 15 python examples/video_experiment.py            # all three steps (~6 CPU-minutes of training)
     python examples/video_experiment.py --prepare-only        # steps 1-2
 
 Settings (lr, samples seen) were fixed before the runs, not chosen on the eval split (no sweep).
