@@ -404,13 +404,15 @@ def stages(
 # --- validation loop: curate train / eval / experiment (curate/train/) ---------------------------------
 
 def _train_config(shards, output, model, samples_seen, batch_size, lr, warmup, weight_decay, seed, loss,
-                  workers, checkpoint_every, log_every, compile_, precision, threads, recaption_prob=0.0):
+                  workers, checkpoint_every, log_every, compile_, precision, threads, recaption_prob=0.0,
+                  video_frames=0):
     from curate.train.loop import TrainConfig
 
     return TrainConfig(shards=list(shards), output=output, model=model, samples_seen=samples_seen,
                        batch_size=batch_size, lr=lr, warmup=warmup, weight_decay=weight_decay, seed=seed,
                        loss=loss, workers=workers, checkpoint_every=checkpoint_every, log_every=log_every,
-                       compile=compile_, precision=precision, threads=threads, recaption_prob=recaption_prob)
+                       compile=compile_, precision=precision, threads=threads, recaption_prob=recaption_prob,
+                       video_frames=video_frames)
 
 
 def _train_errors():
@@ -436,6 +438,8 @@ def train(
     loss: str = typer.Option("clip", "--loss", help="clip, siglip, or coca (for CoCa models: contrastive + captioning)."),
     recaption_prob: float = typer.Option(0.0, "--recaption-prob", min=0.0, max=1.0,
                                          help="Train on a sample's synthetic caption (.recap.txt) instead of .txt with this probability."),
+    video_frames: int = typer.Option(0, "--video-frames", min=0, max=16,
+                                     help="Video shards: each clip (.mp4) as a storyboard of this many frames (0 = images)."),
     workers: int = typer.Option(1, "--workers", min=0, help="Data loader worker processes per rank."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0, help="Also keep checkpoints/step_N.pt every N steps."),
     log_every: int = typer.Option(10, "--log-every", min=1),
@@ -448,7 +452,8 @@ def train(
     from curate.train.loop import train as run_train
 
     cfg = _train_config(shards, output, model, samples_seen, batch_size, lr, warmup, weight_decay, seed, loss,
-                        workers, checkpoint_every, log_every, compile_, precision, threads, recaption_prob)
+                        workers, checkpoint_every, log_every, compile_, precision, threads, recaption_prob,
+                        video_frames)
 
     def show(rec):
         err_console.print(f"step {rec['step']}  samples {rec['samples_seen']}  loss {rec['loss']:.4f}  "
@@ -515,6 +520,8 @@ def experiment(
     loss: str = typer.Option("clip", "--loss"),
     workers: int = typer.Option(1, "--workers", min=0),
     threads: int = typer.Option(0, "--threads", min=0),
+    video_frames: int = typer.Option(0, "--video-frames", min=0, max=16,
+                                     help="Video shards: each clip (.mp4) as a storyboard of this many frames (0 = images)."),
     recaption_prob: list[str] = typer.Option([], "--recaption-prob",
                                              help="NAME=P: train data set NAME on .recap.txt with probability P (repeatable)."),
     random_subset: list[str] = typer.Option([], "--random-subset",
@@ -554,7 +561,8 @@ def experiment(
         base = _train_config([], output, train_cfg.get("model", model), train_cfg["samples_seen"],
                              train_cfg.get("batch_size", batch_size), train_cfg.get("lr", lr),
                              train_cfg.get("warmup", warmup), train_cfg.get("weight_decay", weight_decay), 0,
-                             train_cfg.get("loss", loss), workers, 0, 10, False, "auto", threads)
+                             train_cfg.get("loss", loss), workers, 0, 10, False, "auto", threads,
+                             video_frames=int(train_cfg.get("video_frames", video_frames)))
         res = run_experiment(spec, output, base, log=lambda m: err_console.print(m, highlight=False),
                              only=[x for x in (arms_only or "").split(",") if x] or None)
     except _train_errors() as err:

@@ -126,13 +126,20 @@ RECAPTION_KEY = "recap.txt"  # the synthetic caption the shard writer stores bes
 
 
 def decode_sample(sample: dict, preprocess: Callable, skips: Counter, recaption_prob: float = 0.0,
-                  rng: random.Random | None = None):
+                  rng: random.Random | None = None, video_frames: int = 0):
     """(image tensor, text) from one raw tar sample, or None with the reason counted.
 
     With `recaption_prob` p, a sample that has a synthetic caption (`.recap.txt`) uses it instead of
     its original text with probability p (drawn from `rng`), so the caption mix is a training knob.
+    With `video_frames` k > 0 the picture is the sample's video (`.mp4`, ...) as a storyboard of k frames
+    (curate/train/video_data.py); a video that does not decode counts as `image_decode_error`.
     """
-    img_key = next((k for k in IMAGE_KEYS if k in sample), None)
+    if video_frames:
+        from curate.train.video_data import video_key
+
+        img_key = video_key(sample)
+    else:
+        img_key = next((k for k in IMAGE_KEYS if k in sample), None)
     if img_key is None:
         skips["missing_image"] += 1
         return None
@@ -144,7 +151,12 @@ def decode_sample(sample: dict, preprocess: Callable, skips: Counter, recaption_
         skips["missing_text"] += 1
         return None
     try:
-        image = preprocess(decode_rgb(sample[img_key]))
+        if video_frames:
+            from curate.train.video_data import video_image
+
+            image = preprocess(video_image(sample[img_key], video_frames))
+        else:
+            image = preprocess(decode_rgb(sample[img_key]))
     except Exception:  # noqa: BLE001 - any undecodable image is one counted skip
         skips["image_decode_error"] += 1
         return None
@@ -169,11 +181,12 @@ class TrainBatches(torch.utils.data.IterableDataset):
     """
 
     def __init__(self, shards: list[str], preprocess: Callable, tokenizer: Callable, batch_size: int,
-                 seed: int = 0, shuffle_buffer: int = 1000, start_pass: int = 0, recaption_prob: float = 0.0):
+                 seed: int = 0, shuffle_buffer: int = 1000, start_pass: int = 0, recaption_prob: float = 0.0,
+                 video_frames: int = 0):
         super().__init__()
         self.shards, self.preprocess, self.tokenizer = list(shards), preprocess, tokenizer
         self.batch_size, self.seed, self.shuffle_buffer, self.start_pass = batch_size, seed, shuffle_buffer, start_pass
-        self.recaption_prob = recaption_prob
+        self.recaption_prob, self.video_frames = recaption_prob, video_frames
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -193,7 +206,7 @@ class TrainBatches(torch.utils.data.IterableDataset):
             n_pass = 0
             cap_rng = random.Random((self.seed, p, rank, wid, 7).__hash__())
             for sample in raw_samples(order, handler):
-                got = decode_sample(sample, self.preprocess, skips, self.recaption_prob, cap_rng)
+                got = decode_sample(sample, self.preprocess, skips, self.recaption_prob, cap_rng, self.video_frames)
                 if got is None:
                     continue
                 n_pass += 1

@@ -52,8 +52,11 @@ def load_eval_meta(eval_dir: str | Path) -> dict:
     return meta
 
 
-def read_eval_set(eval_dir: str | Path, preprocess, meta: dict) -> dict:
-    """Images, captions, labels (and attribute values) of every usable sample; skips counted."""
+def read_eval_set(eval_dir: str | Path, preprocess, meta: dict, video_frames: int = 0) -> dict:
+    """Images, captions, labels (and attribute values) of every usable sample; skips counted.
+
+    With `video_frames` k > 0 each sample's picture is its video as a k-frame storyboard (video_data.py).
+    """
     try:
         shards = expand_shards([str(eval_dir)])
     except DataError as err:
@@ -80,7 +83,7 @@ def read_eval_set(eval_dir: str | Path, preprocess, meta: dict) -> dict:
         if label is None or not (0 <= int(label) < len(names)):
             skips["missing_label"] += 1
             continue
-        got = decode_sample(sample, preprocess, skips)
+        got = decode_sample(sample, preprocess, skips, video_frames=video_frames)
         if got is None:
             continue
         images.append(got[0])
@@ -229,11 +232,13 @@ def class_embeddings(model, tokenizer, classnames, templates, device) -> torch.T
 
 @torch.no_grad()
 def evaluate(ckpt: str, eval_dir: str, model_name: str | None = None, batch_size: int = 256,
-             device: str = "auto", per_example: bool = False) -> dict:
+             device: str = "auto", per_example: bool = False, video_frames: int | None = None) -> dict:
     """All metrics for one checkpoint on one eval set, each with its chance level.
 
     `per_example` adds "per_example": {metric: [one score per eval image]} (zero-shot hits, expected
     retrieval hits), in eval-set order, so two runs on the same eval set can be compared example by example.
+    `video_frames` (default: what the checkpoint was trained with, else 0) scores a video eval set's clips
+    as storyboards (video_data.py).
     """
     import open_clip
 
@@ -246,6 +251,8 @@ def evaluate(ckpt: str, eval_dir: str, model_name: str | None = None, batch_size
         raise EvalError(str(err)) from None
     if name not in open_clip.list_models():
         raise EvalError(f"unknown model {name!r}")
+    if video_frames is None:
+        video_frames = int((checkpoints.load(ckpt, mmap=True).get("config") or {}).get("video_frames") or 0)
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=str(local), device=dev)
@@ -254,7 +261,7 @@ def evaluate(ckpt: str, eval_dir: str, model_name: str | None = None, batch_size
         raise EvalError(f"{ckpt} does not fit model {name}: {msg}") from None
     model.eval()
     tokenizer = open_clip.get_tokenizer(name)
-    data = read_eval_set(eval_dir, preprocess, meta)
+    data = read_eval_set(eval_dir, preprocess, meta, video_frames)
     img_parts, txt_parts = [], []
     for i in range(0, len(data["texts"]), batch_size):
         img_parts.append(model.encode_image(data["images"][i:i + batch_size].to(dev)).float())
@@ -268,7 +275,7 @@ def evaluate(ckpt: str, eval_dir: str, model_name: str | None = None, batch_size
     cls = class_embeddings(model, tokenizer, meta["classnames"], meta["templates"], dev).cpu()
     scores = {f"zeroshot_{k}": v for k, v in zero_shot_scores(img, cls, data["labels"]).items()}
     scores.update(retrieval_scores(img, txt, data["owner"]))
-    res = {"checkpoint": str(ckpt), "model": name, "eval_set": str(eval_dir), "samples": n,
+    res = {"checkpoint": str(ckpt), "model": name, "eval_set": str(eval_dir), "samples": n, "video_frames": video_frames,
            "captions": len(data["captions"]), "read": data["read"], "skipped": data["skipped"],
            "zeroshot_top1": None, "zeroshot_top5": None, "attributes": {}}
     res.update({k: float(v.mean()) for k, v in scores.items()})

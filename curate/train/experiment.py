@@ -553,7 +553,8 @@ def write_report(results: dict, out: Path) -> None:
     head = (f"model {s['model']}, {s['samples_seen']} samples seen, batch {s['batch_size']}, lr {s['lr']} "
             f"(warmup {s['warmup']} steps, cosine), weight decay {s['weight_decay']}, loss {s['loss']}, "
             f"{results['seeds']} seeds paired by seed; eval set {results['eval_set']}; primary metrics: "
-            f"{', '.join(results['primary_metrics'])} (named before the runs)")
+            f"{', '.join(results['primary_metrics'])} (named before the runs)"
+            + (f"; video clips as {s['video_frames']}-frame storyboards" if s.get("video_frames") else ""))
     rule = ("Verdict per metric: better / worse when the 95% t interval of the paired per-seed differences and "
             "the 95% bootstrap interval over eval examples both exclude zero on that side; otherwise no "
             "detectable difference.")

@@ -57,6 +57,7 @@ class TrainConfig:
     shuffle_buffer: int = 1000
     recaption_prob: float = 0.0  # use a sample's .recap.txt instead of .txt with this probability
     threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default
+    video_frames: int = 0  # > 0: train on the shards' videos, each a storyboard of this many frames (video_data.py)
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -66,6 +67,8 @@ class TrainConfig:
             raise TrainError("--samples-seen and --batch-size must be positive")
         if not 0.0 <= self.recaption_prob <= 1.0:
             raise TrainError(f"--recaption-prob must be between 0 and 1, not {self.recaption_prob}")
+        if not 0 <= self.video_frames <= 16:
+            raise TrainError(f"--video-frames must be between 0 (images) and 16, not {self.video_frames}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise TrainError(f"--precision must be auto, fp32 or bf16, not {self.precision!r}")
         configs.register()
@@ -80,7 +83,8 @@ class TrainConfig:
 
 
 # Settings that must match for --resume to continue the same run.
-RESUME_KEYS = ("model", "samples_seen", "batch_size", "loss", "lr", "warmup", "weight_decay", "seed", "recaption_prob")
+RESUME_KEYS = ("model", "samples_seen", "batch_size", "loss", "lr", "warmup", "weight_decay", "seed", "recaption_prob",
+               "video_frames")
 
 
 def _dist():
@@ -239,7 +243,8 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
     # A resumed run draws a fresh, seeded data order (passes numbered from the resumed step), so it
     # does not replay the batches it already saw; the step, optimiser and schedule continue exactly.
     dataset = TrainBatches(shards, preprocess_train, tokenizer, cfg.batch_size, seed=cfg.seed,
-                           shuffle_buffer=cfg.shuffle_buffer, start_pass=step, recaption_prob=cfg.recaption_prob)
+                           shuffle_buffer=cfg.shuffle_buffer, start_pass=step, recaption_prob=cfg.recaption_prob,
+                           video_frames=cfg.video_frames)
     loader = iter(make_loader(dataset, workers))
     is_main = rank == 0
     log_f = None

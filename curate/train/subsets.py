@@ -17,8 +17,10 @@ import numpy as np
 
 from curate.io import storage
 from curate.train.data import IMAGE_KEYS, TEXT_KEYS, expand_shards
+from curate.train.video_data import VIDEO_KEYS
 
 PER_TAR = 1000
+PICTURE_KEYS = set(IMAGE_KEYS) | set(VIDEO_KEYS)  # a video sample (clip shards) is as usable as an image one
 
 
 def _key_ext(name: str) -> tuple[str, str]:
@@ -29,7 +31,7 @@ def _key_ext(name: str) -> tuple[str, str]:
 
 
 def usable_keys(shards: list[str]) -> list[tuple[str, str]]:
-    """(tar, key) of every sample with an image and a text: what training can use."""
+    """(tar, key) of every sample with an image (or a video) and a text: what training can use."""
     out = []
     for tar in expand_shards(shards):
         exts: dict[str, set] = {}
@@ -41,7 +43,7 @@ def usable_keys(shards: list[str]) -> list[tuple[str, str]]:
                         exts.setdefault(k, set()).add(e.lower())
         except (tarfile.TarError, OSError):
             continue  # training counts unreadable shards as shard_error; they hold no usable sample
-        out += [(tar, k) for k, e in exts.items() if e & set(IMAGE_KEYS) and e & set(TEXT_KEYS)]
+        out += [(tar, k) for k, e in exts.items() if e & PICTURE_KEYS and e & set(TEXT_KEYS)]
     return out
 
 
