@@ -23,7 +23,7 @@ from pydantic import Field
 
 from curate import schema
 from curate.dedup.graph import EDGE_SCHEMA, ClusterJob, edges_table
-from curate.stage import Job, register
+from curate.stage import register
 
 _POP8 = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 
