@@ -31,6 +31,20 @@ def ray_address():
     yield address
 
 
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    """A randomly initialised curate-tiny saved in our checkpoint format (plumbing tests need no training)."""
+    import torch
+
+    from curate.models.clip import load_clip
+
+    torch.manual_seed(0)
+    clip = load_clip("curate-tiny", device="cpu")
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    torch.save({"state_dict": clip.model.state_dict(), "config": {"model": "curate-tiny"}}, path)
+    return path
+
+
 def curate_cli(*args: str, env: dict | None = None, timeout: float = 300, check: bool | None = None) -> subprocess.CompletedProcess:
     """Run the real `curate` console entry point in a subprocess; returns the completed process."""
     full_env = {**os.environ, **(env or {})}

@@ -42,10 +42,10 @@ def test_missing_argument_exits_2(cli_inprocess):
     assert r.returncode == 2 and "Missing argument" in r.stderr
 
 
-def test_dry_run_prints_recipe_and_plan_and_writes_nothing(cli_inprocess, tmp_path):
+def test_dry_run_prints_recipe_and_plan_and_writes_nothing(cli_inprocess, tmp_path, tiny_ckpt):
     out = tmp_path / "out"
     r = cli_inprocess("run", "image_text_clip", "-i", str(tmp_path / "urls.parquet"), "-o", str(out), "--dry-run",
-                      "--set", "download.threads=3")
+                      "--set", "download.threads=3", "--set", f"clip_score.checkpoint={tiny_ckpt}")
     assert r.returncode == 0, r.stderr
     assert "name: image-text" in r.stdout and "threads: 3" in r.stdout  # resolved, overrides applied
     assert "operator 1: load input part -> download -> image_size -> caption_text -> write checkpoint" in r.stdout
@@ -58,8 +58,9 @@ def test_dry_run_prints_recipe_and_plan_and_writes_nothing(cli_inprocess, tmp_pa
     assert yaml.safe_load(r.stdout)["stages"][0]["download"]["threads"] == 3  # valid YAML: plan lines are comments
 
 
-def test_plan_does_not_fuse_across_different_resources():
-    rec = load_recipe("image_text_clip", ["clip_score.num_gpus=0.5", "image_size.concurrency=2"])
+def test_plan_does_not_fuse_across_different_resources(tiny_ckpt):
+    rec = load_recipe("image_text_clip", ["clip_score.num_gpus=0.5", "image_size.concurrency=2",
+                                          f"clip_score.checkpoint={tiny_ckpt}"])
     ops = [op["stages"] for item in stage_plan(rec) if "operators" in item for op in item["operators"]]
     # a task map of another concurrency and a GPU actor each start their own operator
     assert ["load input part", "download"] in ops and ["image_size"] in ops

@@ -253,6 +253,13 @@ def evaluate(ckpt: str, eval_dir: str, model_name: str | None = None, batch_size
         raise EvalError(f"unknown model {name!r}")
     if video_frames is None:
         video_frames = int((checkpoints.load(ckpt, mmap=True).get("config") or {}).get("video_frames") or 0)
+    if video_frames:
+        from curate.train.video_data import require_decoder
+
+        try:
+            require_decoder("curate eval")
+        except ValueError as err:
+            raise EvalError(str(err)) from None
     dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=str(local), device=dev)

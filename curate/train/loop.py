@@ -69,6 +69,13 @@ class TrainConfig:
             raise TrainError(f"--recaption-prob must be between 0 and 1, not {self.recaption_prob}")
         if not 0 <= self.video_frames <= 16:
             raise TrainError(f"--video-frames must be between 0 (images) and 16, not {self.video_frames}")
+        if self.video_frames:
+            from curate.train.video_data import require_decoder
+
+            try:
+                require_decoder("curate train")
+            except ValueError as err:
+                raise TrainError(str(err)) from None
         if self.precision not in ("auto", "fp32", "bf16"):
             raise TrainError(f"--precision must be auto, fp32 or bf16, not {self.precision!r}")
         configs.register()

@@ -28,6 +28,15 @@ class VideoDecodeError(ValueError):
     """A clip with no decodable frame."""
 
 
+def require_decoder(what: str) -> None:
+    """One line before any work when --video-frames is asked for without the video extra (PyAV)."""
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        raise ValueError(f"{what} with --video-frames needs PyAV, which is not installed: "
+                         "pip install 'curate[video]'") from None
+
+
 def grid_shape(k: int) -> tuple[int, int]:
     """(rows, cols) of the smallest square-ish grid holding k cells, filled row by row."""
     cols = math.ceil(math.sqrt(k))
@@ -36,7 +45,10 @@ def grid_shape(k: int) -> tuple[int, int]:
 
 def sample_frames(data: bytes, k: int, side: int = FRAME_SIDE) -> np.ndarray:
     """k RGB frames (uint8, k x side x side x 3) evenly spaced over the clip, first and last included."""
-    import av
+    try:
+        import av
+    except ImportError:  # checked up front by require_decoder(); this keeps a direct call one line too
+        raise VideoDecodeError("decoding video needs PyAV: pip install 'curate[video]'") from None
 
     frames: list[np.ndarray] = []
     try:

@@ -1,5 +1,4 @@
-"""The tiny filter CLIP and tiny CoCa checkpoints of the scoring and caption tests (built here, never downloaded)."""
+"""The tiny CoCa checkpoint of the caption tests (built there, never downloaded; the tiny CLIP is in tests/conftest.py)."""
 from tests.caption.conftest import coca_ckpt
-from tests.scoring.conftest import tiny_ckpt
 
-__all__ = ["coca_ckpt", "tiny_ckpt"]
+__all__ = ["coca_ckpt"]

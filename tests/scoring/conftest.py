@@ -43,15 +43,3 @@ def rows_table(n: int = 24) -> pa.Table:
                      "error": pa.nulls(m, pa.string())})
 
 
-@pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory):
-    """A randomly initialised curate-tiny saved in our checkpoint format (plumbing tests need no training)."""
-    import torch
-
-    from curate.models.clip import load_clip
-
-    torch.manual_seed(0)
-    clip = load_clip("curate-tiny", device="cpu")
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    torch.save({"state_dict": clip.model.state_dict(), "config": {"model": "curate-tiny"}}, path)
-    return path

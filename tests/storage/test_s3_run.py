@@ -1,6 +1,6 @@
 """A whole run on a real S3-compatible server (moto_server on loopback): an s3:// URL list (its URLs on a
-loopback HTTP server) curated into an s3:// run directory, SIGKILLed after its first committed part and
-resumed, then validated, queried, listed by duplicate cluster, reported, refiltered into another s3:// run,
+loopback HTTP server) curated into an s3:// run directory, SIGKILLed after its first segment checkpoint
+and resumed, then validated, queried, listed by duplicate cluster, reported, refiltered into another s3:// run,
 and trained on from the S3 shards; a copy of it retried with --retry-failed (its own test).
 
 The run's Ray workers never see this test's environment (the session's Ray started before the S3 server):
@@ -47,7 +47,7 @@ def _meta(fs, prefix: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def s3_run(ray_address, s3_corpus, s3_env, tmp_path_factory):
-    """(bucket, recipe file) of a run killed after its first committed part and resumed to completion."""
+    """(bucket, recipe file) of a run killed after its first segment checkpoint and resumed to completion."""
     import uuid
 
     from curate.demo.corpus import write_url_list
@@ -59,23 +59,26 @@ def s3_run(ray_address, s3_corpus, s3_env, tmp_path_factory):
     bucket = f"t-{uuid.uuid4().hex[:12]}"
     fs = _fs()
     fs.mkdir(bucket)
-    fs.put_file(str(write_url_list(root, server.url, tmp / "urls.parquet")), f"{bucket}/lists/urls.parquet")
+    # each image answers after 150 ms, so downloading the 4 parts takes seconds even on a quiet machine: a
+    # wide window to kill the run after its first segment checkpoint and before its job and final parts
+    urls = write_url_list(root, server.url + "/slow/150", tmp / "urls.parquet")
+    fs.put_file(str(urls), f"{bucket}/lists/urls.parquet")
     args = [sys.executable, "-m", "curate.cli", "run", str(recipe), "-i", f"s3://{bucket}/lists/urls.parquet",
             "-o", f"s3://{bucket}/out"]
     env = {**os.environ, "RAY_ADDRESS": ray_address}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 900  # minutes under load; seconds on a quiet machine
     while time.time() < deadline and proc.poll() is None:
-        if _fs().glob(f"{bucket}/out/meta/part-*.parquet"):
+        if _fs().glob(f"{bucket}/out/_work/segment0/part-*.parquet"):
             break
         time.sleep(0.1)
-    assert proc.poll() is None, "run ended before its first commit could be killed: " + proc.stdout.read().decode()[-2000:]
+    assert proc.poll() is None, "run ended before its first checkpoint could be killed: " + proc.stdout.read().decode()[-2000:]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     fs = _fs()
     assert json.loads(fs.cat_file(f"{bucket}/out/manifest.json"))["status"] != "complete"
-    committed = fs.glob(f"{bucket}/out/meta/part-*.parquet")
-    assert committed and len(committed) < ROWS // PER_PART
+    assert fs.glob(f"{bucket}/out/_work/segment0/part-*.parquet")  # the resume has checkpoints to start from
+    assert len(fs.glob(f"{bucket}/out/meta/part-*.parquet")) < ROWS // PER_PART
     res = subprocess.run([*args, "--resume"], capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     return bucket, recipe
