@@ -76,7 +76,8 @@ def curate_runs(corpus: Path, runs: dict[str, tuple[str, list[str]]], samples_pe
 def experiment_args(ap: argparse.ArgumentParser) -> None:
     """The training settings both comparisons share: the ones that learn within minutes on 2 CPU cores."""
     ap.add_argument("--model", default="curate-tiny-32", help="curate-tiny-32 learns within minutes on 2 CPU cores")
-    ap.add_argument("--samples-seen", type=int, default=25600)
+    ap.add_argument("--samples-seen", default="25600",
+                    help="training budget(s); several are a sweep chosen on the validation split with the lr")
     ap.add_argument("--seeds", type=int, default=5, help="seeds per data set, paired by seed (the protocol asks >= 5)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", default="1e-3,2e-3,4e-3",
@@ -101,13 +102,16 @@ def run_experiment(a: argparse.Namespace, out: Path, corpus: Path, sets: list[st
     other arm), `controls` {name: "OF:SIZE_OF"} random subsets, `extra` {name: shards} (e.g. the trusted split)."""
     valid = ensure_validation(corpus, a.valid_n)
     lrs = [x for x in str(a.lr).split(",") if x]
+    budgets = [x for x in str(a.samples_seen).split(",") if x]
     lr_args = ["--sweep", f"lr={','.join(lrs)}"] if len(lrs) > 1 else ["--lr", lrs[0]]
+    # one budget is fixed up front; several are chosen on the validation split like the lr (equal for every arm)
+    lr_args += ["--sweep", f"samples_seen={','.join(budgets)}"] if len(budgets) > 1 else []
     curate_cmd("experiment", *(f"{name}={out / name / 'shards'}" for name in sets),
                *(f"{name}={shards}" for name, shards in (extra or {}).items()),
                *(x for name, spec in (controls or {}).items() for x in ("--random-subset", f"{name}={spec}")),
                *(x for m in a.primary for x in ("--primary", m)),
                "--eval-set", str(corpus / "eval"), "--validation-set", str(valid), *lr_args,
-               "--samples-seen", str(a.samples_seen), "--seeds", str(a.seeds),
+               "--samples-seen", budgets[-1], "--seeds", str(a.seeds),
                "--model", a.model, "--batch-size", str(a.batch_size), "--warmup", str(a.warmup),
                "--threads", str(a.threads), "--ground-truth", str(corpus), "--output", str(out / "experiment"),
                *(["--arms", a.arms] if a.arms else []))
