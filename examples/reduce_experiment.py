@@ -16,6 +16,8 @@ Steps:
    before the runs (the image-text examples' lr 2e-3), none chosen on the eval split.
 
     nice -n 15 python examples/reduce_experiment.py --out examples/out/reduce
+    python examples/reduce_experiment.py --out examples/out/reduce --corpus examples/out/heldout_corpus \\
+        --samples-seen 9600 --lr 1e-3 --warmup 10     # the committed run (held-out-noise corpus)
     python examples/reduce_experiment.py --out /tmp/rx --samples 300 --samples-seen 64 --seeds 1 \\
         --filter-samples-seen 64 --corpus /tmp/rx/corpus --eval-n 64     # the plumbing only (what the test runs)
 
