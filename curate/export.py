@@ -13,16 +13,14 @@ from __future__ import annotations
 import io
 import re
 import shutil
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
 from curate import schema
-from curate.io import atomic
+from curate.io import atomic, storage
 from curate.reshard import OutputError, complete_run, new_output
 
 FORMATS = ("uids", "parquet")
@@ -39,7 +37,7 @@ def export(src: str | Path, fmt: str, dst: str | Path, uid_col: str = "uid") -> 
 
 def _kept(run, columns: list[str]) -> pa.Table:
     parts = sorted(str(p) for p in run.meta.glob("part-*.parquet"))
-    ds = pads.dataset(parts, format="parquet")
+    ds = storage.dataset(parts)  # a run directory on an object store too
     missing = [c for c in columns if c not in ds.schema.names]
     if missing:
         raise OutputError(f"the run has no column {missing[0]!r}; its columns are: {', '.join(ds.schema.names)}")
@@ -73,7 +71,7 @@ def export_parquet(run, dst: Path) -> dict:
     try:
         for meta_path in sorted(run.meta.glob("part-*.parquet")):
             k = int(meta_path.stem.split("-")[1])
-            t = pq.read_table(meta_path, filters=[("status", "=", schema.OK)])
+            t = storage.read_table(meta_path, filters=[("status", "=", schema.OK)])
             if t.num_rows == 0:
                 continue
             images = _images(run.shard(k), t)
@@ -96,7 +94,7 @@ def _images(tar_path: Path, t: pa.Table) -> pa.Array:
     want = {f"{key}.{fmt}": i for i, (key, fmt) in enumerate(zip(keys, fmts)) if fmt}
     out: list = [None] * len(keys)
     if want and tar_path.exists():
-        with tarfile.open(tar_path) as tar:
+        with storage.open_tar(tar_path) as tar:
             for m in tar:
                 i = want.get(m.name)
                 if i is not None:

@@ -158,11 +158,12 @@ def word_hist(parts: list, bins: int = 50, batch_rows: int = 131_072) -> Hist | 
     DuckDB is several times slower.)
     """
     import pyarrow.compute as pc
-    import pyarrow.dataset as pads
+
+    from curate.io import storage
 
     counts: dict[str, np.ndarray] = {}
     sums: dict[str, int] = {}
-    ds = pads.dataset([str(p) for p in parts], format="parquet")
+    ds = storage.dataset(parts)  # local paths or s3://... URLs (a run directory on an object store)
     if "text" not in ds.schema.names or "status" not in ds.schema.names:
         return None
     for batch in ds.to_batches(columns=["status", "text"], batch_size=batch_rows):
