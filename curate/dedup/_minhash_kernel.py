@@ -139,27 +139,34 @@ def word_shingle_sets(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]
 
 
 @njit(cache=True)
+def _row_min(values, start, end, a, b, cur):
+    """cur[p] = min over values[start:end] of the p-th affine32 hash of the value's murmur3 finaliser
+    (cur is set to 2**32-1 first): one row's MinHash, shared by both kernels below."""
+    m1, m2 = np.uint64(0x85EBCA6B), np.uint64(0xC2B2AE35)
+    s13, s16 = np.uint64(13), np.uint64(16)
+    cur[:] = _M32
+    for s in range(start, end):
+        h = np.uint64(values[s])
+        h ^= h >> s16
+        h = (h * m1) & _M32
+        h ^= h >> s13
+        h = (h * m2) & _M32
+        h ^= h >> s16
+        for p in range(len(a)):
+            v = (a[p] * h + b[p]) & _M32
+            if v < cur[p]:
+                cur[p] = v
+
+
+@njit(cache=True)
 def _signatures(values, offsets, a, b):
     rows, perms = len(offsets) - 1, len(a)
     out = np.full((rows, perms), np.uint32(0xFFFFFFFF), np.uint32)
     cur = np.empty(perms, np.uint64)
-    m1, m2 = np.uint64(0x85EBCA6B), np.uint64(0xC2B2AE35)
-    s13, s16 = np.uint64(13), np.uint64(16)
     for r in range(rows):
         if offsets[r + 1] == offsets[r]:
             continue
-        cur[:] = _M32
-        for s in range(offsets[r], offsets[r + 1]):
-            h = np.uint64(values[s])
-            h ^= h >> s16
-            h = (h * m1) & _M32
-            h ^= h >> s13
-            h = (h * m2) & _M32
-            h ^= h >> s16
-            for p in range(perms):
-                v = (a[p] * h + b[p]) & _M32
-                if v < cur[p]:
-                    cur[p] = v
+        _row_min(values, offsets[r], offsets[r + 1], a, b, cur)
         for p in range(perms):
             out[r, p] = np.uint32(cur[p])
     return out
@@ -175,23 +182,11 @@ def _band_keys(values, offsets, a, b, bands, rows):
     n, perms = len(offsets) - 1, len(a)
     out = np.empty((n, bands), np.uint64)
     cur = np.empty(perms, np.uint64)
-    m1, m2 = np.uint64(0x85EBCA6B), np.uint64(0xC2B2AE35)
-    s13, s16, s33 = np.uint64(13), np.uint64(16), np.uint64(33)
+    s33 = np.uint64(33)
     fnv, gold, prime, mix = (np.uint64(0xCBF29CE484222325), np.uint64(0x9E3779B97F4A7C15),
                              np.uint64(0x100000001B3), np.uint64(0xFF51AFD7ED558CCD))
     for r in range(n):
-        cur[:] = _M32
-        for s in range(offsets[r], offsets[r + 1]):
-            h = np.uint64(values[s])
-            h ^= h >> s16
-            h = (h * m1) & _M32
-            h ^= h >> s13
-            h = (h * m2) & _M32
-            h ^= h >> s16
-            for p in range(perms):
-                v = (a[p] * h + b[p]) & _M32
-                if v < cur[p]:
-                    cur[p] = v
+        _row_min(values, offsets[r], offsets[r + 1], a, b, cur)
         for band in range(bands):
             k = fnv ^ (np.uint64(band + 1) * gold)
             for q in range(band * rows, (band + 1) * rows):

@@ -213,15 +213,9 @@ def sketches(raw: np.ndarray, lens: np.ndarray, k: int) -> tuple[pa.Array, np.nd
     and its number of distinct hashes. A list with at most `k` is kept whole, so two such lists give
     their exact Jaccard; longer ones are bottom-k sketches (see `sketch_jaccard`). Vectorised: one sort."""
     n = len(lens)
-    row = np.repeat(np.arange(n), lens)
-    order = np.lexsort((raw, row))
-    v, r = raw[order], row[order]
-    first = np.ones(len(v), bool)
-    first[1:] = (v[1:] != v[:-1]) | (r[1:] != r[:-1])
-    v, r = v[first], r[first]
-    sizes = np.bincount(r, minlength=n).astype(np.int64)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    keep = (np.arange(len(v)) - starts[r]) < k
+    v, set_offsets = distinct_sets(raw, lens)
+    sizes = np.diff(set_offsets)
+    keep = (np.arange(len(v)) - np.repeat(set_offsets[:-1], sizes)) < k
     v = np.ascontiguousarray(v[keep], dtype="<u4")
     offsets = np.concatenate([[0], np.cumsum(np.minimum(sizes, k)) * 4]).astype(np.int64)
     arr = pa.Array.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(v.tobytes())])
