@@ -57,7 +57,7 @@ def fetch_ab(base: str, names: list[str], n: int, repeat: int, threads: int = 32
     from multiprocessing.pool import ThreadPool
 
     from curate.download.fetch import FetchError, Limits, fetch_many
-    from curate.download.i2d import resizer  # noqa: F401 - imports OpenCV first, as the stage does
+    from curate.download._i2d import resizer  # noqa: F401 - imports OpenCV first, as the stage does
     import img2dataset.downloader as old  # noqa: E402 - the real package (imports torch: slow, once)
 
     urls = [f"{base}/img/{names[i % len(names)]}?n={i}" for i in range(n)]

@@ -61,7 +61,7 @@ def peak_mb():  # this process's own peak: VmHWM (ru_maxrss would include the pa
     return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
 limit = int(float(sys.argv[2]) * 2**30)
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-from curate.download.i2d import Resizer, ResizeMode
+from curate.download._i2d import Resizer, ResizeMode
 data = open(sys.argv[1], "rb").read()
 r = Resizer(256, ResizeMode.center_crop, False, encode_format="jpg", encode_quality=95)
 rss0 = peak_mb()

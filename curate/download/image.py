@@ -61,7 +61,7 @@ class Resize:
         import albumentations as A
         import cv2
 
-        from curate.download.i2d import ResizeMode
+        from curate.download._i2d import ResizeMode
 
         self.r, self.cv2 = resizer, cv2
         size = resizer.image_size
@@ -189,7 +189,7 @@ class Download(Stage):
     hash_col: str = "input_sha256"
 
     def _resizer(self) -> Resize:
-        from curate.download.i2d import Resizer, ResizeMode
+        from curate.download._i2d import Resizer, ResizeMode
 
         return Resize(Resizer(
             image_size=self.image_size,
