@@ -15,27 +15,32 @@ import pyarrow.compute as pc
 
 from curate import schema
 from curate.io import atomic
-from curate.io.members import CAPTION_POLICIES, sample_members
+from curate.io.members import CAPTION_POLICIES, sample_members, table_members
 from curate.io.rundir import RunDir
 
 # which members a sample has under each caption_policy is decided in curate.io.members (validate uses it too)
 __all__ = ["CAPTION_POLICIES", "sample_members", "write_tar", "write_part", "place", "key_for"]
 
 
-def _rows(samples):
-    """Rows of a list of dicts or of a table, a batch at a time (no whole-part Python copy of the images)."""
+def _member_lists(samples, caption_policy: str):
+    """Each sample's members, from a table (a batch at a time: no whole-part Python copy of the images), an
+    iterable of tables, or a list of dicts."""
     if isinstance(samples, pa.Table):
-        for batch in samples.to_batches(max_chunksize=256):
-            yield from batch.to_pylist()
-    else:
-        yield from samples
+        samples = (samples,)
+    for s in samples:
+        if isinstance(s, pa.Table):
+            yield from table_members(s, caption_policy)
+        else:
+            yield sample_members(s, caption_policy)
 
 
-def _kept_rows(table: pa.Table, mask, step: int = 256):
-    """The rows of `table` where `mask` holds, as dicts, `step` rows at a time: filtering the whole part
-    first would hold a second copy of every kept image (the part's largest column) while the tar is written."""
+def _kept_tables(table: pa.Table, mask, step: int = 256):
+    """The rows of `table` where `mask` holds, `step` rows at a time: filtering the whole part first would
+    hold a second copy of every kept image (the part's largest column) while the tar is written."""
     for lo in range(0, table.num_rows, step):
-        yield from table.slice(lo, step).filter(mask.slice(lo, step)).to_pylist()
+        yield table.slice(lo, step).filter(mask.slice(lo, step))
+
+
 class _TarOut:
     """Appends regular-file members to a tar stream with the bytes `tarfile` (PAX format) would write.
 
@@ -46,25 +51,30 @@ class _TarOut:
 
     def __init__(self, fileobj, mtime: int):
         self.f, self.offset, self.mtime = fileobj, 0, mtime
+        # name (100) | mode uid gid (24) | size (12) | mtime (12) | checksum (8) | type, link, magic, owner...
         self.mid = (tarfile.itn(0o644, 8, tarfile.USTAR_FORMAT) + tarfile.itn(0, 8, tarfile.USTAR_FORMAT) * 2)
-        self.tail = (tarfile.itn(mtime, 12, tarfile.USTAR_FORMAT) + b" " * 8 + tarfile.REGTYPE + b"\0" * 100
-                     + tarfile.POSIX_MAGIC + tarfile.stn("curate", 32, "ascii", "strict") * 2 + b"\0" * 183)
-        self.base = sum(self.mid) + sum(self.tail)
+        self.mtime12 = tarfile.itn(mtime, 12, tarfile.USTAR_FORMAT)
+        self.rest = (tarfile.REGTYPE + b"\0" * 100 + tarfile.POSIX_MAGIC
+                     + tarfile.stn("curate", 32, "ascii", "strict") * 2 + b"\0" * 183)
+        self.base = sum(self.mid) + sum(self.mtime12) + 8 * ord(" ") + sum(self.rest)
 
     def add(self, name: str, data: bytes) -> None:
         size = len(data)
+        pad = -size % tarfile.BLOCKSIZE
         if len(name) <= 100 and name.isascii() and size < 8 ** 11:
             nb = name.encode("ascii")
             sz = b"%011o\0" % size
-            head = nb + b"\0" * (100 - len(nb)) + self.mid + sz + self.tail
-            chk = b"%06o\0" % (self.base + sum(nb) + sum(sz))
-            head = head[:148] + chk + head[155:]
+            chk = b"%06o\0 " % (self.base + sum(nb) + sum(sz))  # the checksum counts its own field as spaces
+            head = nb.ljust(100, b"\0") + self.mid + sz + self.mtime12 + chk + self.rest
+            if size <= 65536:  # one write for a small member (most of a text-only shard's members)
+                self.f.write(b"".join((head, data, b"\0" * pad)))
+                self.offset += 512 + size + pad
+                return
         else:
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = size, self.mtime, 0o644
             info.uname = info.gname = "curate"
             head = info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
-        pad = -size % tarfile.BLOCKSIZE
         self.f.write(head)
         self.f.write(data)
         if pad:
@@ -78,13 +88,14 @@ class _TarOut:
 
 
 def write_tar(path, samples, caption_policy: str = "both") -> None:
-    """Write samples (dicts or a Table with key/image/text/... columns) as one WebDataset tar, atomically."""
+    """Write samples (a Table with key/image/text/... columns, an iterable of such tables, or a list of dicts)
+    as one WebDataset tar, atomically."""
     now = int(time.time())
     with atomic.atomic_path(path) as tmp:
         with open(tmp, "wb", buffering=1 << 20) as f:
             out = _TarOut(f, now)
-            for row in _rows(samples):
-                for name, data in sample_members(row, caption_policy):
+            for members in _member_lists(samples, caption_policy):
+                for name, data in members:
                     out.add(name, data)
             out.close()
 
@@ -122,12 +133,15 @@ def write_part(run: RunDir, part: int, table: pa.Table, run_schema: pa.Schema, c
     """Commit a finished part; returns its summary (rows, kept, funnel counts)."""
     table = place(schema.conform(table, run_schema), part)
     mask = pc.fill_null(schema.active_mask(table), False)
-    write_tar(run.shard(part), _kept_rows(table, mask), caption_policy)
+    write_tar(run.shard(part), _kept_tables(table, mask), caption_policy)
     vectors = [c for c in run_schema.names if c in schema.SIDECAR_COLUMNS and table.column(c).null_count < table.num_rows]
     if vectors:  # before the meta part: the meta part stays the commit marker
         side = table.select(["uid", *vectors])
         atomic.write_parquet(side.filter(pc.is_valid(side.column(vectors[0]))), run.embeddings_part(part))
     meta = table.select(schema.meta_schema(run_schema).names)
     atomic.write_parquet(meta, run.meta_part(part))
+    images = (pc.sum(pc.and_(mask, pc.is_valid(table.column("image"))).cast(pa.int64())).as_py()
+              if "image" in table.column_names else 0)
     return {"part": part, "rows": table.num_rows, "kept": int(pc.sum(mask.cast(pa.int64())).as_py() or 0),
-            "failed": int(pc.sum(pc.equal(table.column("status"), schema.FAILED)).as_py() or 0)}
+            "failed": int(pc.sum(pc.equal(table.column("status"), schema.FAILED)).as_py() or 0),
+            "images": int(images or 0)}

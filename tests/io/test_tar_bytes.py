@@ -23,7 +23,8 @@ def test_tar_stream_equals_tarfile_bytes():
     members = [("abc.txt", b"a caption"), ("abc.json", b"{}"), ("empty.txt", b""), ("x" * 96 + ".jpg", b"\xff" * 512),
                ("y" * 97 + ".json", b"{}"),  # 101 characters: pax path record
                ("h0123456789abcdef01234567.txt", "déjà vu".encode()), ("ü-uid.txt", b"non-ASCII name: pax"),
-               ("big.bin", bytes(range(256)) * 41)]
+               ("big.bin", bytes(range(256)) * 41), ("large.jpg", bytes(range(256)) * 300 + b"x"),  # one write / three
+               ("at-limit.bin", b"z" * 65536)]
     for n in (0, 1, 3, len(members)):
         buf = io.BytesIO()
         out = _TarOut(buf, 1_700_000_000)
