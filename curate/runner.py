@@ -156,11 +156,11 @@ def _commit_parts(batch: pa.Table, *, root: str, seg: int, final: bool, run_sche
             rows.append(write_part(run, k, part, run_schema, caption_policy))
         else:
             atomic.write_parquet(schema.conform(part, run_schema), run.segment_part(seg, k))
-            rows.append({"part": k, "rows": part.num_rows, "kept": 0, "failed": 0})
+            rows.append({"part": k, "rows": part.num_rows, "kept": 0, "failed": 0, "images": 0})
         rows[-1]["stages"] = json.dumps(counts.get(str(k), {}))
     return pa.Table.from_pylist(rows, schema=pa.schema([("part", pa.int64()), ("rows", pa.int64()),
                                                        ("kept", pa.int64()), ("failed", pa.int64()),
-                                                       ("stages", pa.string())]))
+                                                       ("images", pa.int64()), ("stages", pa.string())]))
 
 
 def _read_part(run: RunDir, k: int, seg: int, columns: list[str], prior: bool) -> pa.Table:
@@ -827,6 +827,7 @@ class Runner:
             info.stages = {**(info.stages or {}), **json.loads(row["stages"] or "{}")}
             if final:
                 info.kept, info.failed, info.committed = row["kept"], row["failed"], True
+                info.images = row["images"]
                 if time.time() - last_save > 2:
                     run.save_manifest(manifest)
                     last_save = time.time()

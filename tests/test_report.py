@@ -19,7 +19,7 @@ from PIL import Image
 
 from curate.io.shard_writer import write_tar
 from curate.report import ReportError, report_main, write_report
-from curate.report.thumbs import dropped_thumbnails, pick_dropped, write_dropped
+from curate.report.thumbs import dropped_thumbnails, pick_dropped, scan_members, write_dropped
 
 STAGES = ["download", "image_size", "caption_text", "exact_dedup", "clip_threshold"]
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
@@ -176,6 +176,21 @@ def test_pick_dropped_is_bounded_reproducible_and_keeps_clusters():
     assert [r["uid"] for r in out] == ["a"] and Image.open(io.BytesIO(out[0]["thumb"])).size == (160, 80)
 
 
+def test_scan_members_settles_a_key_at_its_json_so_text_only_shards_are_not_read_to_the_end(tmp_path):
+    """A curate shard writes each sample's json after its media, so the scan stops at the wanted keys' json
+    members: a text-only shard is read only up to them, and an image shard still yields every image."""
+    text = [{"key": f"t{i:04d}", "text": f"caption {i}", "uid": f"t{i:04d}"} for i in range(400)]
+    write_tar(tmp_path / "text.tar", text)
+    found, seen = scan_members(tmp_path / "text.tar", {"t0001", "t0003"})
+    assert found == {} and seen == 8  # 2 members per sample: stopped at t0003.json, not at 800 headers
+    assert scan_members(tmp_path / "text.tar", {"t0001"}, last_ext=None)[1] == 801  # all, and the end block
+    imgs = [{"key": f"i{i}", "text": "x", "uid": f"i{i}", "image": _jpeg("red", (8, 8)), "image_format": "jpg"}
+            for i in range(5)]
+    write_tar(tmp_path / "img.tar", imgs[:2] + [dict(text[0])] + imgs[2:])
+    found, _ = scan_members(tmp_path / "img.tar", {"i1", "t0000", "i4"})
+    assert sorted(found) == ["i1", "i4"]
+
+
 def test_report_full_run(tmp_path):
     out = make_run(tmp_path / "run")
     path = write_report(out, extra_sections=[("Training curves", "<p id='extra'>loss went down</p>")], strict=True)
@@ -213,6 +228,29 @@ def test_report_full_run(tmp_path):
     # extra sections are appended verbatim and linked from the navigation
     assert "<p id='extra'>loss went down</p>" in page and 'href="#training-curves"' in page
     assert "sec-error" not in page.split("<style>")[1].split("</style>")[1]
+
+
+def test_report_reads_no_shard_headers_when_the_manifest_says_no_part_holds_an_image(tmp_path, monkeypatch):
+    """A text-only run's report skips the thumbnail scans (up to THUMB_HEADERS headers per section) on the
+    manifest's per-part image counts; a run whose parts hold images, or whose manifest has no counts (an
+    older run), still shows its kept samples' thumbnails."""
+    import curate.report.report as report_mod
+
+    out = make_run(tmp_path / "run")
+    m = json.loads((out / "manifest.json").read_text())
+    m["parts"] = {k: {**v, "committed": True, "kept": 3, "images": 3} for k, v in m["parts"].items()}
+    (out / "manifest.json").write_text(json.dumps(m))
+    kept_grid = lambda page: re.search(r"<h3>Kept samples.*?(?=<h3)", page, re.S).group(0)  # noqa: E731
+    with_images = write_report(out, strict=True).read_text()
+    assert kept_grid(with_images).count('class="thumb"') == 7
+    for v in m["parts"].values():
+        v["images"] = 0
+    (out / "manifest.json").write_text(json.dumps(m))
+    calls = []
+    monkeypatch.setattr(report_mod, "read_thumbnails", lambda *a, **k: calls.append(a) or {})
+    page = write_report(out, strict=True).read_text()
+    assert calls == [] and "sec-error" not in page.split("</style>")[1]
+    assert kept_grid(page).count("<figure") == 7 and 'class="thumb"' not in kept_grid(page)  # text-only tiles
 
 
 def test_report_without_scores(tmp_path):

@@ -64,6 +64,7 @@ class PartInfo(_Open):
     batch: int = 0
     kept: int | None = None
     failed: int | None = None
+    images: int | None = None  # kept samples with an image member (None: not recorded, e.g. older runs)
     committed: bool | None = None
     stages: dict[str, Any] | None = None  # per-stage row counts and seconds for this part (curate.progress)
 

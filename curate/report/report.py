@@ -361,7 +361,7 @@ def _dup_sets(r: _Run, stage: str, where: str) -> str:
     for _, _, _, _, shard, key in top:
         if shard and key:
             wanted.setdefault(shard, set()).add(key)
-    from_shards = read_thumbnails(r.run.root, wanted, max_headers=THUMB_HEADERS)
+    from_shards = _shard_thumbnails(r, wanted)
     sets = []
     for k, size, status, text, shard, key in top:
         thumb = from_shards.get((shard, key)) or (jpeg_uri(keeper_thumbs[k]) if keeper_thumbs.get(k) else None)
@@ -386,6 +386,15 @@ def _score_info(row: dict, scores: list[str]) -> str:
     return " · ".join(f"{c} {_num(row[c])}" for c in scores if row.get(c) is not None)
 
 
+def _shard_thumbnails(r: _Run, wanted: dict[str, set[str]]) -> dict[tuple[str, str], str]:
+    """Thumbnails of kept samples from their shards, unless the manifest says no committed part holds an
+    image (a text-only run): then reading up to THUMB_HEADERS tar headers per section would find nothing."""
+    parts = [p for p in r.manifest.parts.values() if p.committed]
+    if not wanted or (parts and all(p.images == 0 for p in parts)):
+        return {}
+    return read_thumbnails(r.run.root, wanted, max_headers=THUMB_HEADERS)
+
+
 def _samples(r: _Run) -> str:
     out = []
     scores = [c for c in data.score_columns(r.cols)][:4]
@@ -407,7 +416,7 @@ def _samples(r: _Run) -> str:
     wanted: dict[str, set[str]] = {}
     for row in kept_rows:
         wanted.setdefault(row["shard"], set()).add(row["key"])
-    thumbs = read_thumbnails(r.run.root, wanted, max_headers=THUMB_HEADERS) if wanted else {}
+    thumbs = _shard_thumbnails(r, wanted)
     out.append(f"<h3>Kept samples ({_n(len(kept_rows))} of {_n(r.kept)})</h3>")
     if kept_rows:
         tiles = [_tile(thumbs.get((row["shard"], row["key"])), row["text"],

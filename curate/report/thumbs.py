@@ -151,13 +151,16 @@ def _pax(data: bytes) -> dict[str, str]:
     return out
 
 
-def scan_members(path: Path, wanted: set[str], exts=IMAGE_EXTS,
-                 max_headers: int | None = None) -> tuple[dict[str, tuple[int, int]], int]:
+def scan_members(path: Path, wanted: set[str], exts=IMAGE_EXTS, max_headers: int | None = None,
+                 last_ext: str | None = "json") -> tuple[dict[str, tuple[int, int]], int]:
     """({key: (data offset, size)} of the image members of `wanted` keys, headers read), reading only the
     512-byte headers.
 
-    Stops as soon as every key is found or after `max_headers` headers. Understands ustar, PAX (path/size
-    records) and GNU long names; tarfile would build a TarInfo per member, ten times slower.
+    Stops as soon as every key is settled or after `max_headers` headers. A key is settled when its image
+    is found or when its `last_ext` member goes by: a curate shard writes each sample's json after its
+    media (curate.io.members), so a text-only run's scan ends at the wanted keys' json members instead of
+    reading every header of the shard. Understands ustar, PAX (path/size records) and GNU long names;
+    tarfile would build a TarInfo per member, ten times slower.
     """
     found: dict[str, tuple[int, int]] = {}
     left = set(wanted)
@@ -197,6 +200,8 @@ def scan_members(path: Path, wanted: set[str], exts=IMAGE_EXTS,
             base, _, ext = name.rpartition(".")
             if base in left and ext.lower() in exts:
                 found[base] = (data, size)
+                left.discard(base)
+            elif ext == last_ext:
                 left.discard(base)
     return found, seen
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from curate import schema
 from curate.io.manifest import Counts, Manifest, ManifestError, PartInfo
-from curate.io.members import CAPTION_POLICIES, sample_members, text_members
+from curate.io.members import CAPTION_POLICIES, sample_members, table_members, text_members
 from curate.io.rundir import RunDir
 from curate.io.shard_writer import write_part
 from curate.recipe import build_recipe
@@ -99,7 +99,11 @@ def _commit_run(root, policy: str) -> RunDir:
                       "fused_caption": [c[2] for c in CAPTIONS] + [None],
                       "image": [_jpg(i) for i in range(n)], "image_format": ["jpg"] * n,
                       "width": [20 + i for i in range(n)], "height": [10] * n})
-    write_part(run, 0, schema.conform(table, run_schema), run_schema, caption_policy=policy)
+    summary = write_part(run, 0, schema.conform(table, run_schema), run_schema, caption_policy=policy)
+    assert summary["kept"] == summary["images"] == n - 1  # the dropped row's image is not in the shard
+    text_only = write_part(RunDir(root.parent / f"text-{policy}"), 0, schema.conform(table.drop(["image"]), run_schema),
+                           run_schema, caption_policy=policy)
+    assert text_only["kept"] == n - 1 and text_only["images"] == 0
     run.recipe.write_text(yaml.safe_dump({"name": "t", "output": {"caption_policy": policy}}))
     run.finalize(Manifest(input={"rows": n}, parts={0: PartInfo(rows=n)}), report=False)
     return run
@@ -152,6 +156,23 @@ def test_text_members_follow_each_policy():
     assert names == ["k.png", "k.txt", "k.recap.txt", "k.json"]
     with pytest.raises(ValueError, match="caption_policy"):
         text_members(row, "fuse2")
+
+
+@pytest.mark.parametrize("policy", CAPTION_POLICIES)
+def test_table_members_are_sample_members_of_each_row_and_the_json_has_no_nan(policy):
+    """The shard writer's whole-table path and the per-row path are one decision: same members, same bytes."""
+    t = pa.table({"key": ["a", "b", "c"], "uid": ["a", "b", "c"], "text": ["one", "", None],
+                  "recaption": ["syn a", None, "syn c"], "fused_caption": [None, "fused b", None],
+                  "image": [b"\xff\xd8a", None, b"\x89PNGc"], "image_format": ["jpg", None, "png"],
+                  "clip_score": [0.25, float("nan"), float("inf")], "status": ["ok"] * 3, "shard": ["s"] * 3,
+                  "lang": ["en", None, "\u6f22\u5b57"], "blob": [b"raw", None, None],
+                  "doc_images": [None, None, None]})
+    rows = t.to_pylist()
+    assert list(table_members(t, policy, step=2)) == [sample_members(r, policy) for r in rows]
+    info = json.loads(dict(sample_members(rows[1], policy))["b.json"])
+    assert info["clip_score"] is None and "status" not in info and "shard" not in info and "image" not in info
+    assert json.loads(dict(sample_members(rows[0], policy))["a.json"])["blob"] is None
+    assert json.loads(dict(sample_members(rows[2], policy))["c.json"])["lang"] == "\u6f22\u5b57"
 
 
 # -- resuming a run written before a setting existed ----------------------------------------------------------
