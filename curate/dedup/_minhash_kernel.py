@@ -129,6 +129,77 @@ def _word_sets(buf, offsets, n):
     return out[:pos].copy(), out_off
 
 
+@njit(cache=True)
+def _normalise(buf, offsets, raw):
+    """Rows with raw[r]: ASCII text normalised as `normalise_text` does (lower case; every byte but
+    [A-Za-z0-9_] a separator, which is what its translate + split does to ASCII; single spaces, none at the
+    edges). Other rows are already normalised (non-ASCII text, done in Python) and are copied. Returns the
+    new buffer, its offsets and each row's length in characters (UTF-8 lead bytes)."""
+    rows = len(offsets) - 1
+    out = np.empty(len(buf), np.uint8)
+    out_off = np.zeros(rows + 1, np.int64)
+    chars = np.zeros(rows, np.int64)
+    pos = 0
+    for r in range(rows):
+        lo, hi = offsets[r], offsets[r + 1]
+        start = pos
+        if raw[r]:
+            gap = False
+            for i in range(lo, hi):
+                c = buf[i]
+                if 65 <= c <= 90:
+                    c += 32
+                if (97 <= c <= 122) or (48 <= c <= 57) or c == 95:
+                    if gap and pos > start:
+                        out[pos] = 32
+                        pos += 1
+                    gap = False
+                    out[pos] = c
+                    pos += 1
+                else:
+                    gap = True
+            chars[r] = pos - start
+        else:
+            k = 0
+            for i in range(lo, hi):
+                out[pos] = buf[i]
+                pos += 1
+                if (buf[i] & 0xC0) != 0x80:
+                    k += 1
+            chars[r] = k
+        out_off[r + 1] = pos
+    return out[:pos], out_off, chars
+
+
+def normalised_buffer(texts, max_chars: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(UTF-8 buffer, offsets, lengths in characters) of `normalise_text(t[:max_chars])` for every value of
+    an Arrow string array, with no Python per ASCII row: their bytes go to `_normalise` as they lie in the
+    array; only non-ASCII rows (NFKC and Unicode classes) go through Python. Nulls are empty texts."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from curate.dedup.minhash import normalise_text
+
+    arr = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
+    if pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type):  # decode as normalise_text does
+        arr = pa.array([None if b is None else b.decode("utf-8", "replace") for b in arr.to_pylist()], pa.string())
+    arr = pc.fill_null(pc.utf8_slice_codeunits(arr.cast(pa.large_string()), 0, max_chars), "")
+    ascii_ = pc.string_is_ascii(arr)
+    odd = np.flatnonzero(~ascii_.to_numpy(zero_copy_only=False))
+    if len(odd):
+        done = pa.array([normalise_text(t) for t in arr.take(pa.array(odd)).to_pylist()], pa.large_string())
+        arr = pc.replace_with_mask(arr, pc.invert(ascii_), done)
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    offs = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset: arr.offset + len(arr) + 1]
+    data = np.frombuffer(arr.buffers()[2], np.uint8) if arr.buffers()[2] is not None else np.zeros(0, np.uint8)
+    return _normalise(data, offs, ascii_.to_numpy(zero_copy_only=False))
+
+
+def word_sets_of_buffer(buf: np.ndarray, offsets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """`word_shingle_sets` of texts already normalised into one UTF-8 buffer (`normalised_buffer`)."""
+    return _word_sets(buf, offsets, n)
+
+
 def word_shingle_sets(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
     """Per normalised text: its distinct word-n-gram hashes, sorted (CSR: values, offsets)."""
     enc = [t.encode("utf-8", "surrogatepass") for t in texts]

@@ -92,11 +92,13 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """datasketch's affine32 permutation parameters (a, b) for (num_perm, seed)."""
-    from datasketch import MinHash
-
-    a, b = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
-    return a.astype(np.uint32), b.astype(np.uint32)
+    """datasketch's affine32 permutation parameters (a, b) for (num_perm, seed): its
+    `MinHash._init_permutations`, drawn the same way here because `import datasketch` pulls in scipy
+    (~0.25 s on every run and worker) for these two arrays (tests/dedup check they equal datasketch's)."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)  # odd: a bijection
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
 
 
 def _s_curve(j: np.ndarray, bands: int, rows: np.ndarray) -> np.ndarray:
@@ -410,9 +412,10 @@ class MinHashDedup(ClusterJob):
         values, offsets = self.shingle_sets(texts)
         return (self.band_keys_of_sets(values, offsets), *sketches(values, np.diff(offsets), self.sketch_size))
 
-    def _ranks(self, table: pa.Table, texts: list[str]) -> np.ndarray:
+    def _ranks(self, table: pa.Table, lengths) -> np.ndarray:
+        """Lower ranks are kept; `lengths`: each row's normalised text length in characters."""
         if self.keep == "longest":
-            return -np.array([len(t) for t in texts], np.float64)
+            return -np.asarray(lengths, np.float64)
         if self.keep == "score":
             s = pc.cast(table.column(self.score_col), pa.float64()).to_numpy(zero_copy_only=False)
             return np.where(np.isnan(s), np.inf, -s)
@@ -429,7 +432,7 @@ class MinHashDedup(ClusterJob):
         n = len(idx)
         rep = np.repeat(np.arange(n), bands)
         sub = table.take(pa.array(idx))
-        ranks = self._ranks(sub, [texts[i] for i in idx])
+        ranks = self._ranks(sub, [len(texts[i]) for i in idx])
         take = pa.array(rep)
         return pa.table({
             "key": pa.array(keys.reshape(-1), pa.int64()),

@@ -104,15 +104,27 @@ def verified(i, j, values, offsets, sizes, k: int, threshold: float) -> np.ndarr
     return ok
 
 
+def _shingle_sets(job: "mh.MinHashDedup", table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values, offsets, normalised length in characters) of every row's distinct shingle hashes. Word
+    shingles: texts normalised and hashed in the compiled kernels straight from the Arrow column."""
+    if job.shingle == "word":
+        from curate.dedup._minhash_kernel import normalised_buffer, word_sets_of_buffer
+
+        buf, offsets, lengths = normalised_buffer(table.column("text"), job.max_chars)
+        return (*word_sets_of_buffer(buf, offsets, job.ngram), lengths)
+    texts = job.texts(table)
+    return (*job.shingle_sets(texts), np.fromiter(map(len, texts), np.int64, len(texts)))
+
+
 def in_process_edges(job: "mh.MinHashDedup", table: pa.Table) -> pa.Table:
     """Verified edges (EDGE_SCHEMA) of all active rows of `table` (uid, part, text[, score_col])."""
-    texts = job.texts(table)
-    idx = np.flatnonzero(np.fromiter(map(bool, texts), bool, len(texts)))
+    values, offsets, lengths = _shingle_sets(job, table)
+    idx = np.flatnonzero(lengths)
     if len(idx) < 2:
         return EDGE_SCHEMA.empty_table()
     sub = table.take(pa.array(idx))
-    texts = [texts[x] for x in idx]
-    values, offsets = job.shingle_sets(texts)
+    # empty texts have no shingles, so dropping their rows leaves `values` as it is
+    offsets, lengths = np.concatenate([[0], offsets[idx + 1]]), lengths[idx]
     keys = job.band_keys_of_sets(values, offsets)
     uids = sub.column("uid").to_pylist()
     i, j, large = candidate_pairs(keys, uids)
@@ -130,7 +142,7 @@ def in_process_edges(job: "mh.MinHashDedup", table: pa.Table) -> pa.Table:
         return EDGE_SCHEMA.empty_table()
     used = np.unique(pairs)
     parts = sub.column("part").to_pylist()
-    ranks = job._ranks(sub, texts)
+    ranks = job._ranks(sub, lengths)
     key = {int(r): node_key(uids[r], parts[r], float(ranks[r])) for r in used}
     return pa.table({"a": [key[a] for a in pairs[:, 0].tolist()], "b": [key[b] for b in pairs[:, 1].tolist()]},
                     schema=EDGE_SCHEMA)

@@ -10,8 +10,8 @@ from datasketch import MinHash
 
 from curate import schema
 from curate.dedup.graph import EDGE_SCHEMA, component_labels, edge_uids, node_key, uid_of
-from curate.dedup.minhash import (MinHashDedup, balanced_lsh_params, lsh_params, normalise_text, shingle_hashes,
-                                  shingles, signatures, sketch_jaccard, sketch_lists, sketches, verified_pairs)
+from curate.dedup.minhash import (MinHashDedup, balanced_lsh_params, lsh_params, normalise_text, permutations,
+                                  shingle_hashes, shingles, signatures, sketch_jaccard, sketch_lists, sketches, verified_pairs)
 from curate.stage import apply_decisions, prepare_records, reduce_records, run_job_local
 
 from ._corpus import planted_corpus, true_pairs
@@ -47,6 +47,14 @@ def test_signatures_equal_datasketch(kind, n, num_perm, seed):
         assert np.array_equal(m.hashvalues, sigs[i])
     bulk = MinHash.bulk(sh, num_perm=num_perm, seed=seed)
     assert all(np.array_equal(m.hashvalues, sigs[i]) for i, m in enumerate(bulk))
+
+
+@pytest.mark.parametrize("num_perm,seed", [(1, 0), (128, 1), (256, 12345)])
+def test_permutations_equal_datasketch_without_importing_it(num_perm, seed):
+    """curate draws datasketch's affine32 (a, b) itself, so a run need not import datasketch (and scipy)."""
+    a, b = permutations(num_perm, seed)
+    ref_a, ref_b = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
+    assert a.dtype == b.dtype == np.uint32 and np.array_equal(a, ref_a) and np.array_equal(b, ref_b)
 
 
 @pytest.mark.parametrize("threshold,num_perm", [(0.5, 64), (0.8, 128), (0.9, 128)])

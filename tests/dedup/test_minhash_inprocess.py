@@ -12,7 +12,8 @@ import pytest
 
 from curate.dedup.minhash import (ALL_PAIRS_MAX, MinHashDedup, band_keys, distinct_sets, normalise_text,
                                   permutations, shingle_hashes, shingles, signatures)
-from curate.dedup._minhash_kernel import band_keys_of_sets, signatures_of_sets, word_shingle_sets
+from curate.dedup._minhash_kernel import (band_keys_of_sets, normalised_buffer, signatures_of_sets,
+                                          word_shingle_sets)
 from curate.stage import run_job_local
 
 from ._corpus import planted_corpus
@@ -32,6 +33,24 @@ def test_word_shingle_sets_equal_hashlib_and_python_shingles(n):
     assert np.array_equal(offsets, ref_o) and np.array_equal(values, ref_v)
     long = " ".join(["supercalifragilisticexpialidocious" * 3] * 3)  # one 3-gram of 308 bytes
     assert word_shingle_sets([long], 3)[0][0] == struct.unpack("<I", hashlib.sha1(long.encode()).digest()[:4])[0]
+
+
+@pytest.mark.parametrize("max_chars", [200_000, 5, 1])
+@pytest.mark.parametrize("kind", ["string", "large_string", "chunked", "sliced"])
+def test_normalised_buffer_equals_normalise_text(kind, max_chars):
+    """The compiled ASCII normalisation (and the Python one it hands non-ASCII rows to) give normalise_text's
+    text and length, byte for byte, on control characters, Unicode white space and case folding included."""
+    texts = ODD + ["Hello, World!! foo_bar\tx\x00y\x1fz\x7f END ", "   ", None, "ÀB c", "x\u2028y", "ß ﬁ Ǆ İ",
+                   "tab\x0bvt\x0cff\x1cfs", "__ a_b __"] + text_corpus(200, seed=5)
+    arr = pa.array(texts, pa.large_string() if kind == "large_string" else pa.string())
+    if kind == "chunked":
+        arr = pa.chunked_array([arr[:49], arr[49:]])
+    elif kind == "sliced":
+        arr = pa.array(["pad"] + texts)[1:]  # an array with a non-zero offset
+    buf, offsets, chars = normalised_buffer(arr, max_chars)
+    ref = [normalise_text(t[:max_chars] if t else t) for t in texts]
+    assert [bytes(buf[offsets[i]:offsets[i + 1]]).decode() for i in range(len(texts))] == ref
+    assert chars.tolist() == [len(r) for r in ref]
 
 
 @pytest.mark.parametrize("num_perm,seed,bands,rows", [(128, 1, 15, 7), (64, 7, 8, 8)])
