@@ -1,4 +1,5 @@
-"""exact_dedup keeps the smallest uid per identical image, prefers already-kept samples, ignores inactive rows."""
+"""exact_dedup keeps the smallest uid (or the earliest row) per identical image, prefers already-kept samples,
+ignores inactive rows."""
 import pyarrow as pa
 
 from curate import schema
@@ -6,10 +7,11 @@ from curate.dedup.exact import ExactDedup
 from curate.stage import apply_decisions, run_job_local
 
 
-def table(uids, shas, texts=None, status=None):
+def table(uids, shas, texts=None, status=None, rows=None):
     n = len(uids)
     t = pa.table({"uid": uids, "part": pa.array([0] * n, pa.int32()), "sha256": shas,
-                  "text": texts or ["t"] * n, "status": status or ["ok"] * n})
+                  "text": texts or ["t"] * n, "status": status or ["ok"] * n,
+                  "row": pa.array(rows if rows is not None else range(n), pa.int64())})
     return schema.conform(t, schema.run_schema({"sha256": pa.string(), "dup_of": pa.string()}))
 
 
@@ -46,3 +48,17 @@ def test_text_mode_normalises():
     job = ExactDedup(by="text")
     out = apply_decisions(t, job, run_job_local(job, t))
     assert out.column("reason").to_pylist() == [None, "duplicate_text", None]
+
+
+def test_keep_earliest_keeps_the_first_input_row_and_a_prior_keeper_still_wins():
+    """Rows 0..4 in input order; "c" (row 0) is the earliest copy of h1 although "a" is the smallest uid."""
+    t = table(["c", "a", "b", "d", "e"], ["h1", "h1", "h2", "h1", "h2"], rows=[10, 11, 12, 13, 9])
+    job = ExactDedup(keep="earliest")
+    assert "row" in job.needs()
+    by = {r["uid"]: r for r in apply_decisions(t, job, run_job_local(job, t)).to_pylist()}
+    assert [by[u]["status"] for u in "cadbe"] == ["ok", "dropped", "dropped", "dropped", "ok"]
+    assert by["a"]["dup_of"] == by["d"]["dup_of"] == "c" and by["b"]["dup_of"] == "e"
+    prior = table(["zz"], ["h1"], rows=[500])
+    prior = prior.set_column(prior.column_names.index("part"), "part", pa.array([-1], pa.int32()))
+    out = apply_decisions(t, job, run_job_local(job, t, prior))
+    assert {r["uid"]: r["dup_of"] for r in out.to_pylist()}["c"] == "zz"  # already in the dataset: it stays
