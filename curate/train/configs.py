@@ -6,7 +6,11 @@ smallest built-in configs (ViT-S-32 at 224 px) are far too slow for that. `curat
 its output stays usable by anything that takes an open_clip model name; `curate-tiny-32` is a
 32x32, patch-4 ViT with 2+2 layers of width 128, about 2.5x faster per sample on CPU, which learns the
 demo corpus's colour-and-shape captions within minutes on 2 cores (the curated-vs-raw example uses
-it); `curate-tiny-coca` is the CoCa twin for captioning. The names contain no "vit", so open_clip_train's name-based optimiser
+it); `curate-tiny-rn` is a 64x64 ModifiedResNet tower (one bottleneck block per stage, base width 16)
+with the same text tower: a convolution's locality is what a tiny model needs to tell shapes apart at
+CPU budgets (on the held-out corpus' validation split, 38,400 samples at batch 256: shape zero-shot 0.19
+vs curate-tiny-32's 0.12 against a 0.125 majority baseline; examples/results/curated_vs_raw/ uses it);
+`curate-tiny-coca` is the CoCa twin for captioning. The names contain no "vit", so open_clip_train's name-based optimiser
 defaults pick beta2=0.999/eps=1e-8 unless given --beta2/--eps.
 
 open_clip only knows configs registered in the running process: after `import curate.train.configs`,

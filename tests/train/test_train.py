@@ -83,6 +83,17 @@ def test_siglip_checkpoint_loads_unchanged(colour_shards, tmp_path):
     assert "loss_state" in load(out / "checkpoint.pt") and "logit_bias" in load(out / "checkpoint.pt")["loss_state"]
 
 
+def test_resnet_tower_trains_and_loads_in_open_clip(colour_shards, tmp_path):
+    """curate-tiny-rn (open_clip's ModifiedResNet at 64 px) trains through the same loop and loads back."""
+    out = tmp_path / "rn"
+    s = train(cfg(colour_shards, out, samples_seen=64, model="curate-tiny-rn"))
+    assert s["steps"] == 2
+    model, _, preprocess = open_clip.create_model_and_transforms("curate-tiny-rn", pretrained=str(out / "checkpoint.pt"))
+    assert type(model.visual).__name__ == "ModifiedResNet" and model.visual.image_size == 64
+    x = model.encode_image(torch.zeros(2, 3, 64, 64))
+    assert x.shape == (2, 128) and torch.isfinite(x).all()
+
+
 def test_bad_samples_are_counted_not_silent(tmp_path):
     root = tmp_path / "bad"
     write_colour_shards(root, 64, 2)
