@@ -181,8 +181,11 @@ class Recipe(BaseModel):
                 "output": self.output.model_dump(), "ray": self.ray.model_dump(exclude_none=True), "stages": stages}
 
     def named_files(self) -> list[str]:
-        """Existing files the stage settings name (checkpoints, concept lists, prompt files...): a resumed
-        run must see the same ones, or its parts would be scored by different models."""
+        """Existing files the stage settings name (checkpoints, concept lists, prompt files...), and
+        object-store URLs (s3://, gs://, hf://...: storage.FILE_SCHEMES) that may name one: a resumed run
+        must see the same ones, or its parts would be scored by different models."""
+        from curate.io.storage import FILE_SCHEMES, scheme
+
         found: list[str] = []
 
         def walk(v):
@@ -192,6 +195,8 @@ class Recipe(BaseModel):
             elif isinstance(v, list):
                 for x in v:
                     walk(x)
+            elif isinstance(v, str) and scheme(v) in FILE_SCHEMES:
+                found.append(v)
             elif isinstance(v, str) and v and len(v) < 4096 and ("/" in v or "." in v):
                 try:
                     p = Path(v).expanduser()

@@ -498,11 +498,19 @@ class Runner:
 
     @staticmethod
     def _identity(fingerprint: dict) -> dict:
-        """What must not change under a resumed run: a file's (or folder's) count, size and newest mtime."""
+        """What must not change under a resumed run: a local file's (or folder's) count, size and newest
+        mtime (a remote one's: storage.remote_identity)."""
         return {k: fingerprint.get(k) for k in ("files", "bytes", "mtime_ns")}
 
     def _named_files(self) -> dict:
-        return {p: self._identity(reader.fingerprint(Path(p))) for p in self.recipe.named_files()}
+        """{path or URL: identity} of the files the stage settings name; a URL that names no file (or
+        cannot be reached now) is left out, so a checkpoint URL that goes away reads as "is gone"."""
+        out = {}
+        for p in self.recipe.named_files():
+            ident = storage.remote_identity(p) if storage.is_remote(p) else self._identity(reader.fingerprint(Path(p)))
+            if ident is not None:
+                out[p] = ident
+        return out
 
     def _named_files_match(self, manifest: Manifest) -> None:
         """Refuse to resume over a changed input list or a changed file the recipe names (a retrained

@@ -229,6 +229,46 @@ def fetch_cache_dir() -> Path:
     return Path(base) / "fetched"
 
 
+def _remote_file(url: str, where: str) -> tuple[object, str, int, str]:
+    """(filesystem, inner path, size, version) of one remote file; version is its ETag (or md5, or size and
+    modification time), which changes when the object is rewritten under the same URL."""
+    import fsspec
+
+    try:
+        fs, inner = fsspec.core.url_to_fs(url, **({"use_listings_cache": False} if scheme(url) in ("s3", "s3a", "gs", "gcs") else {}))
+        info = fs.info(inner)
+    except FileNotFoundError:
+        raise StorageError(f"{where} does not exist; fix the URL or upload the file") from None
+    except (ImportError, ValueError) as err:
+        raise StorageError(f"{where}: {_scheme_fix(scheme(url), err)}") from None
+    except Exception as err:  # noqa: BLE001 - botocore/aiohttp raise many kinds; each becomes one line
+        raise StorageError(f"{where}: {_access_error(err)}") from None
+    if info.get("type") == "directory":
+        raise StorageError(f"{where} is a folder, not a file")
+    size = int(info.get("size") or 0)
+    version = info.get("ETag") or info.get("etag") or info.get("md5Hash") or \
+        f"{size}:{info.get('LastModified') or info.get('mtime') or info.get('updated') or ''}"
+    return fs, inner, size, str(version)
+
+
+# Schemes whose URLs in stage settings name stored files (checkpoints, entry lists). http(s) is left out:
+# in a setting it is as often an endpoint (an OpenAI-compatible server) as a file, and a HEAD to an endpoint
+# at every start is neither cheap nor meaningful.
+FILE_SCHEMES = ("s3", "s3a", "gs", "gcs", "hf", "az", "abfs", "abfss", "adl")
+
+
+def remote_identity(url: str) -> dict | None:
+    """What must not change under a resumed run for a file a setting names by URL: its size and version
+    ({"files": 1, "bytes", "version"}); None when `url` is not an object-store URL or names no file."""
+    if scheme(url) not in FILE_SCHEMES:
+        return None
+    try:
+        _fs, _inner, size, version = _remote_file(url, url)
+    except StorageError:
+        return None
+    return {"files": 1, "bytes": size, "version": version}
+
+
 def local_file(path, setting: str = "", max_bytes: int | None = None) -> Path:
     """A local file for `path`: a local path as it is, a URL (s3://, gs://, http(s)://, hf://, file://)
     fetched through fsspec into the machine's cache, keyed by the URL and the object's ETag (or size and
@@ -244,28 +284,13 @@ def local_file(path, setting: str = "", max_bytes: int | None = None) -> Path:
     import shutil
     import tempfile
 
-    import fsspec
-
     url = str(path)
     where = f"{setting}: {url}" if setting else url
     limit = FETCH_MAX_BYTES if max_bytes is None else max_bytes
-    try:
-        fs, inner = fsspec.core.url_to_fs(url, **({"use_listings_cache": False} if scheme(url) in ("s3", "s3a", "gs", "gcs") else {}))
-        info = fs.info(inner)
-    except FileNotFoundError:
-        raise StorageError(f"{where} does not exist; fix the URL or upload the file") from None
-    except (ImportError, ValueError) as err:
-        raise StorageError(f"{where}: {_scheme_fix(scheme(url), err)}") from None
-    except Exception as err:  # noqa: BLE001 - botocore/aiohttp raise many kinds; each becomes one line
-        raise StorageError(f"{where}: {_access_error(err)}") from None
-    if info.get("type") == "directory":
-        raise StorageError(f"{where} is a folder, not a file")
-    size = int(info.get("size") or 0)
+    fs, inner, size, version = _remote_file(url, where)
     if size > limit:
         raise StorageError(f"{where} is {size:,} bytes, over the {limit:,}-byte limit on fetched files "
                            "(CURATE_FETCH_MAX_BYTES)")
-    version = info.get("ETag") or info.get("etag") or info.get("md5Hash") or \
-        f"{size}:{info.get('LastModified') or info.get('mtime') or info.get('updated') or ''}"
     key = hashlib.sha256(f"{url}\n{version}".encode()).hexdigest()[:32]
     folder = fetch_cache_dir() / key
     name = url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0] or "file"

@@ -6,6 +6,7 @@ tested here (no internet)."""
 from __future__ import annotations
 
 import functools
+import json
 import http.server
 import threading
 import uuid
@@ -115,3 +116,38 @@ def test_fetch_cache_is_keyed_by_version_and_bounded(bucket, cache, monkeypatch)
     assert not first.exists() and [p.name for p in cache.glob("*/*.txt")] == [second.name]  # LRU pruned
     with pytest.raises(storage.StorageError, match="x.entries: .* over the 4-byte limit"):
         storage.local_file(url, "x.entries", max_bytes=4)
+
+
+def test_resume_refuses_a_rewritten_checkpoint_url(bucket, cache, tmp_path, monkeypatch):
+    """A file a setting names by URL is fingerprinted at start (size and ETag) like a local one: rewriting
+    the object under the same URL (a retrained checkpoint uploaded again) and resuming would mix two
+    configurations in one run, so it is refused; the same object resumes; an endpoint-like http URL is
+    not probed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curate.recipe import RecipeError, build_recipe
+    from curate.runner import Runner, RunError
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a small run stays in this process
+    url = _put(bucket, "lists/entries.txt", b"cat\ndog\n")
+    src, root = tmp_path / "in.parquet", tmp_path / "out"
+    pq.write_table(pa.table({"url": [f"http://x/{i}" for i in range(40)],
+                             "caption": [f"a {'cat' if i % 2 else 'dog'} photo {i}" for i in range(40)]}), src)
+
+    def runner():
+        return Runner(build_recipe({"name": "t", "input": {"path": str(src)}, "output": {"path": str(root)},
+                                    "stages": [{"caption_text": {"min_words": 1}},
+                                               {"metaclip_balance": {"entries": url, "t": 5, "seed": 1}}]}))
+
+    assert runner().start()["status"] == "complete"
+    saved = json.loads((root / "manifest.json").read_text())["named_files"]
+    assert list(saved) == [url] and saved[url]["bytes"] == 8 and saved[url]["version"]
+    assert runner().start(resume=True)["status"] == "complete"  # the same object: a no-op resume
+    _put(bucket, "lists/entries.txt", b"cat\ndog\nbird\n")
+    with pytest.raises(RunError, match=f"{url}, named by the recipe, changed since this run started"):
+        runner().start(resume=True)
+    fsspec.filesystem("s3", skip_instance_cache=True).rm_file(url)
+    with pytest.raises(RecipeError, match=f"{url} does not exist"):  # refused before the run is opened
+        runner().start(resume=True)
+    assert storage.remote_identity("http://127.0.0.1:9/v1") is None  # endpoints are not probed
