@@ -5,7 +5,7 @@ LocalPipelineExecutor with 2 workers). All three use word 3-grams and the same b
 curate, and recall per exact-Jaccard bucket (brute force) on the independent recall corpus of
 tests/dedup/_recall_corpus.py (5-200 words; substitutions, insertions, deletions, moved spans).
 
-Usage: python bench/dedup_peers.py [--sizes 200000] [--recall 10000] [--json out.json]
+Usage: python bench/dedup_peers.py [--sizes 200000] [--recall 10000] [--json out.json] [--in-process-max-rows N]
 Needs the bench extra: pip install -e ".[bench]" (rensa; datatrove < 0.9 keeps huggingface-hub < 1; spacy is
 datatrove's English word tokenizer).
 
@@ -150,9 +150,12 @@ def child_curate(src: str, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     pq.write_table(t.rename_columns(["url" if c == "id" else "caption" if c == "text" else c for c in t.column_names]),
                    src2)
+    ray = {"num_cpus": 2}
+    if os.environ.get("BENCH_IN_PROCESS_MAX_ROWS"):  # --in-process-max-rows: a user's `ray.in_process_max_rows`
+        ray["in_process_max_rows"] = int(os.environ["BENCH_IN_PROCESS_MAX_ROWS"])
     recipe = build_recipe({"name": "bench-dedup-peers", "input": {"path": str(src2)},
                            "output": {"path": str(out / "run"), "samples_per_shard": 50000},
-                           "ray": {"num_cpus": 2}, "stages": [{"minhash_dedup": {"threshold": THRESHOLD}}]})
+                           "ray": ray, "stages": [{"minhash_dedup": {"threshold": THRESHOLD}}]})
     Runner(recipe).start()
     return _curate_labels(out / "run")
 
@@ -297,8 +300,13 @@ def main() -> None:
     ap.add_argument("--recall", type=int, default=10_000, help="texts in the recall corpus (0: skip)")
     ap.add_argument("--tools", nargs="*", default=list(TOOLS))
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--in-process-max-rows", type=int, default=None,
+                    help="curate's ray.in_process_max_rows (default: the recipe default, 2,000,000): raise it to "
+                         "keep 10M captions in one process")
     ap.add_argument("--child", nargs=3)
     a = ap.parse_args()
+    if a.in_process_max_rows is not None:
+        os.environ["BENCH_IN_PROCESS_MAX_ROWS"] = str(a.in_process_max_rows)
     if a.child:
         child(*a.child)
         return
