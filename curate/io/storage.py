@@ -19,6 +19,8 @@ ENV_PREFIXES = ("AWS_", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 # schemes a run directory can live on (http(s) is read-only)
 READ_ONLY = ("http", "https", "hf")
+# bucket stores: a listing names their buckets, and fsspec's listings cache must be off for them
+BUCKET_SCHEMES = ("s3", "s3a", "gs", "gcs")
 
 
 class StorageError(Exception):
@@ -55,7 +57,7 @@ def as_path(path):
             return path
         # no listings cache: Ray workers write parts behind this process's back, and a cached listing of
         # meta/ would miss them (a resumed run counted only the parts committed before the kill)
-        options = {"use_listings_cache": False} if scheme(s) in ("s3", "s3a", "gs", "gcs") else {}
+        options = {"use_listings_cache": False} if scheme(s) in BUCKET_SCHEMES else {}
         return UPath(s, **options)
     except (ImportError, ValueError) as err:  # no fsspec implementation for the scheme, or its package missing
         raise StorageError(f"{s}: {_scheme_fix(scheme(s), err)}") from None
@@ -167,7 +169,7 @@ def preflight(path, *, write: bool = False) -> None:
     fs, inner = fsspec.filesystem(p.protocol, skip_instance_cache=True, **p.storage_options), p.path
     bucket = inner.split("/", 1)[0]
     try:
-        if name in ("s3", "s3a", "gs", "gcs"):
+        if name in BUCKET_SCHEMES:
             fs.ls(bucket, refresh=True)
         else:
             fs.exists(inner)
@@ -235,7 +237,7 @@ def _remote_file(url: str, where: str) -> tuple[object, str, int, str]:
     import fsspec
 
     try:
-        fs, inner = fsspec.core.url_to_fs(url, **({"use_listings_cache": False} if scheme(url) in ("s3", "s3a", "gs", "gcs") else {}))
+        fs, inner = fsspec.core.url_to_fs(url, **({"use_listings_cache": False} if scheme(url) in BUCKET_SCHEMES else {}))
         info = fs.info(inner)
     except FileNotFoundError:
         raise StorageError(f"{where} does not exist; fix the URL or upload the file") from None
@@ -254,7 +256,7 @@ def _remote_file(url: str, where: str) -> tuple[object, str, int, str]:
 # Schemes whose URLs in stage settings name stored files (checkpoints, entry lists). http(s) is left out:
 # in a setting it is as often an endpoint (an OpenAI-compatible server) as a file, and a HEAD to an endpoint
 # at every start is neither cheap nor meaningful.
-FILE_SCHEMES = ("s3", "s3a", "gs", "gcs", "hf", "az", "abfs", "abfss", "adl")
+FILE_SCHEMES = BUCKET_SCHEMES + ("hf", "az", "abfs", "abfss", "adl")
 
 
 def remote_identity(url: str) -> dict | None:
