@@ -6,8 +6,8 @@ tested here (no internet)."""
 from __future__ import annotations
 
 import functools
-import json
 import http.server
+import json
 import threading
 import uuid
 
@@ -150,4 +150,6 @@ def test_resume_refuses_a_rewritten_checkpoint_url(bucket, cache, tmp_path, monk
     fsspec.filesystem("s3", skip_instance_cache=True).rm_file(url)
     with pytest.raises(RecipeError, match=f"{url} does not exist"):  # refused before the run is opened
         runner().start(resume=True)
-    assert storage.remote_identity("http://127.0.0.1:9/v1") is None  # endpoints are not probed
+    probed = []  # endpoints are not probed: an unreachable one would also give None, so count the calls
+    monkeypatch.setattr(storage, "_remote_file", lambda u, w: probed.append(u))
+    assert storage.remote_identity("http://127.0.0.1:9/v1") is None and probed == []
