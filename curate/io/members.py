@@ -19,6 +19,8 @@ import json
 import math
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from curate import schema
 
@@ -118,6 +120,44 @@ def table_members(table, caption_policy: str = DEFAULT_POLICY, step: int = 256):
         chunk = table.slice(lo, step)
         for row, info in zip(chunk.select(own).to_pylist(), chunk.select(info_cols).to_pylist()):
             yield _members(row, info, caption_policy)
+
+
+# columns whose presence makes a sample's members depend on per-row caption logic or nested lists: tables
+# with any of them go row by row (`table_members`); recaption and interleaved runs are model- or I/O-bound
+_ROW_ONLY = {"recaption", "fused_caption", "caption_kept"}
+
+
+def member_columns(table: pa.Table, caption_policy: str = DEFAULT_POLICY) -> list[tuple[pa.Array, pa.Array]] | None:
+    """`sample_members` of every row as columns: one (names, bytes) pair of arrays per member slot, in member
+    order (media, .txt, .json), null where a sample has no such member; None where the table needs the row
+    path (synthetic caption columns, interleaved document images, a missing key).
+
+    Why: a text-only sample is two small members, and building each row's member list in Python was most of
+    a dedup run's commit; here only the json is made per row (the same `json_bytes`). tests/io check the
+    members equal `sample_members` of each row."""
+    check_policy(caption_policy)
+    cols = set(table.column_names)
+    if cols & _ROW_ONLY or "key" not in cols or table.column("key").null_count:
+        return None
+    if "doc_image_bytes" in cols and table.column("doc_image_bytes").null_count < table.num_rows:
+        return None
+    key = table.column("key").combine_chunks()
+    slots = []
+    for media, fmt, default in (("image", "image_format", "jpg"), ("video", "video_format", "mp4")):
+        if media in cols and table.column(media).null_count < table.num_rows:
+            ext = (table.column(fmt) if fmt in cols else pa.nulls(table.num_rows, pa.string())).combine_chunks()
+            ext = pc.if_else(pc.fill_null(pc.not_equal(ext, ""), False), ext, default)  # `or default`
+            data = table.column(media).combine_chunks()
+            slots.append((pc.if_else(pc.is_valid(data), _names(key, ext), pa.scalar(None, pa.string())), data))
+    text = (table.column("text") if "text" in cols else pa.nulls(table.num_rows, pa.string())).combine_chunks()
+    slots.append((_names(key, "txt"), pc.fill_null(text.cast(pa.string()), "").cast(pa.binary())))
+    info = table.select([c for c in table.column_names if c not in JSON_SKIP]).to_pylist()
+    slots.append((_names(key, "json"), pa.array([json_bytes(i) for i in info], pa.binary())))
+    return slots
+
+
+def _names(key: pa.Array, ext) -> pa.Array:
+    return pc.binary_join_element_wise(key, ext, ".")
 
 
 def _members(row: dict, info: dict, caption_policy: str) -> list[tuple[str, bytes]]:

@@ -10,28 +10,22 @@ import re
 import tarfile
 import time
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import schema
 from curate.io import atomic
-from curate.io.members import CAPTION_POLICIES, sample_members, table_members
+from curate.io.members import CAPTION_POLICIES, member_columns, sample_members, table_members
 from curate.io.rundir import RunDir
 
 # which members a sample has under each caption_policy is decided in curate.io.members (validate uses it too)
 __all__ = ["CAPTION_POLICIES", "sample_members", "write_tar", "write_part", "place", "key_for"]
 
 
-def _member_lists(samples, caption_policy: str):
-    """Each sample's members, from a table (a batch at a time: no whole-part Python copy of the images), an
-    iterable of tables, or a list of dicts."""
-    if isinstance(samples, pa.Table):
-        samples = (samples,)
-    for s in samples:
-        if isinstance(s, pa.Table):
-            yield from table_members(s, caption_policy)
-        else:
-            yield sample_members(s, caption_policy)
+def _tables(samples):
+    """A table, an iterable of tables, or a list of dicts, as a sequence of tables or dicts."""
+    return (samples,) if isinstance(samples, pa.Table) else samples
 
 
 def _kept_tables(table: pa.Table, mask, step: int = 256):
@@ -57,6 +51,45 @@ class _TarOut:
         self.rest = (tarfile.REGTYPE + b"\0" * 100 + tarfile.POSIX_MAGIC
                      + tarfile.stn("curate", 32, "ascii", "strict") * 2 + b"\0" * 183)
         self.base = sum(self.mid) + sum(self.mtime12) + 8 * ord(" ") + sum(self.rest)
+        # the same header with an empty name, a zero size field and the checksum as spaces, for add_columns
+        self.template = np.frombuffer(b"\0" * 100 + self.mid + b"\0" * 12 + self.mtime12 + b" " * 8 + self.rest,
+                                      np.uint8)
+
+    def add_columns(self, slots: list[tuple[pa.Array, pa.Array]]) -> None:
+        """Append the members of `members.member_columns` (sample by sample, in slot order) with headers built
+        as arrays: the bytes `add` writes member by member, at a fraction of the Python work per member."""
+        names, data = _interleave(slots)
+        if not len(names):
+            return
+        noff, nval = _flat(names)
+        doff, dval = _flat(data)
+        sizes, nlen = np.diff(doff), np.diff(noff)
+        if nlen.max() > 100 or (len(nval) and nval.max() > 127) or sizes.max() >= 8 ** 11:  # needs pax: tarfile
+            for name, payload in zip(names.to_pylist(), data.to_pylist()):
+                self.add(name.decode("utf-8"), payload)
+            return
+        head = np.tile(self.template, (len(sizes), 1))
+        rows = np.repeat(np.arange(len(sizes)), nlen)
+        head[rows, np.arange(len(rows)) - np.repeat(noff[:-1] - noff[0], nlen)] = nval[noff[0]:noff[-1]]
+        head[:, 124:135] = _octal(sizes, 11)
+        head[:, 135] = 0
+        head[:, 148:154] = _octal(head.sum(axis=1, dtype=np.int64), 6)  # the checksum field counts as spaces
+        head[:, 154] = 0
+        blocks = 1 + (sizes + 511) // 512
+        first = np.concatenate([[0], np.cumsum(blocks)[:-1]])
+        out = np.zeros((int(blocks.sum()), 512), np.uint8)
+        out[first] = head
+        flat = out.reshape(-1)
+        src = dval[doff[0]:doff[-1]]
+        shift = (first + 1) * 512 - (doff[:-1] - doff[0])
+        if len(src) <= 1 << 24:  # one scatter for text-sized payloads; member by member for media
+            flat[np.arange(len(src)) + np.repeat(shift, sizes)] = src
+        else:
+            for k in np.flatnonzero(sizes):
+                lo = doff[k] - doff[0]
+                flat[lo + shift[k]:lo + shift[k] + sizes[k]] = src[lo:lo + sizes[k]]
+        self.f.write(out.data)
+        self.offset += out.nbytes
 
     def add(self, name: str, data: bytes) -> None:
         size = len(data)
@@ -87,6 +120,29 @@ class _TarOut:
         self.f.write(b"\0" * (2 * tarfile.BLOCKSIZE + (-end % tarfile.RECORDSIZE)))
 
 
+def _interleave(slots):
+    """(names, data) of every present member, sample-major: sample 0's slots in order, then sample 1's."""
+    n = len(slots[0][0])
+    names = pa.concat_arrays([nm.cast(pa.binary()) for nm, _ in slots])
+    data = pa.concat_arrays([d.cast(pa.large_binary()) for _, d in slots])
+    order = np.arange(len(slots) * n).reshape(len(slots), n).T.reshape(-1)
+    order = order[pc.is_valid(names).to_numpy(zero_copy_only=False)[order]]
+    return names.take(pa.array(order)), data.take(pa.array(order))
+
+
+def _flat(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, values) of a binary or large_binary array as numpy views (values indexed by the offsets)."""
+    kind = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], kind)[arr.offset:arr.offset + len(arr) + 1].astype(np.int64)
+    values = arr.buffers()[2]
+    return offsets, (np.frombuffer(values, np.uint8) if values is not None else np.zeros(0, np.uint8))
+
+
+def _octal(v: np.ndarray, digits: int) -> np.ndarray:
+    """Zero-padded octal digits (ASCII) of each value, as a (len(v), digits) array."""
+    return ((v[:, None] >> (3 * np.arange(digits - 1, -1, -1))) & 7).astype(np.uint8) + ord("0")
+
+
 def write_tar(path, samples, caption_policy: str = "both") -> None:
     """Write samples (a Table with key/image/text/... columns, an iterable of such tables, or a list of dicts)
     as one WebDataset tar, atomically."""
@@ -94,9 +150,15 @@ def write_tar(path, samples, caption_policy: str = "both") -> None:
     with atomic.atomic_path(path) as tmp:
         with open(tmp, "wb", buffering=1 << 20) as f:
             out = _TarOut(f, now)
-            for members in _member_lists(samples, caption_policy):
-                for name, data in members:
-                    out.add(name, data)
+            for s in _tables(samples):
+                slots = member_columns(s, caption_policy) if isinstance(s, pa.Table) and s.num_rows else None
+                if slots is not None:
+                    out.add_columns(slots)
+                    continue
+                for members in (table_members(s, caption_policy) if isinstance(s, pa.Table)
+                                else (sample_members(s, caption_policy),)):
+                    for name, data in members:
+                        out.add(name, data)
             out.close()
 
 
