@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from curate.io.members import member_columns, table_members
-from curate.io.shard_writer import _TarOut, write_tar
+from curate.io.shard_writer import _TarOut, key_for, keys_for, write_tar
 
 
 def _reference(members, mtime: int) -> bytes:
@@ -108,3 +108,12 @@ def test_caption_columns_and_documents_take_the_row_path():
                   {"doc_image_bytes": [[b"x"]]}):
         assert member_columns(pa.table({**base, **extra})) is None, extra
     assert member_columns(pa.table({"key": [None], "text": ["t"]})) is None
+
+
+def test_keys_of_a_column_are_key_for_of_each_uid():
+    uids = ["3ffd15d56cade49f2ce2", "img.001", "a/b", "h0123456789abcdef01234567", "h0123456789abcdef0123456",
+            "x" * 120, "x" * 121, "ü", "", "ok_-9", "line\\n", "end\n"]
+    got = keys_for(pa.chunked_array([uids[:5], uids[5:]])).to_pylist()
+    assert got == [key_for(u) for u in uids]
+    assert got[0] == uids[0] and got[1] != uids[1] and got[3] != uids[3] and got[4] == uids[4]
+    assert keys_for(pa.array(["a", "b"])).to_pylist() == ["a", "b"]
