@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate.io import reader
+from curate.io.uids import Uids, row_uid
 
 
 def write_all(tmp_path, table):
@@ -52,3 +53,38 @@ def test_missing_column_message(tmp_path):
     pq.write_table(pa.table({"u": ["a"]}), tmp_path / "x.parquet")
     with pytest.raises(reader.InputError, match="no column 'url'.*columns are: u"):
         split(tmp_path / "x.parquet", tmp_path)
+
+
+def _reference_uids(source, rows):
+    """The uid rule spelled out row by row (curate.io.uids' docstring): SHA-1 of source, url (with the
+    input_key), text and the row's occurrence among earlier rows with the same url, text and key, all as
+    Python formats them (None and 'None' are one value: they give one SHA-1 input)."""
+    seen, out = {}, []
+    for u, t, k in rows:
+        ident = f"{u}\0{t}" if k is None else f"{u}\0{t}\0{k}"
+        occ = seen.get(ident, 0)
+        seen[ident] = occ + 1
+        out.append(row_uid(source, u, t, occ, k))
+    return out
+
+
+def test_column_uids_are_the_row_rule_on_hostile_values():
+    """DuckDB computes uids a batch at a time; they must be the row rule's, value for value: None vs the
+    string 'None', NUL bytes, non-ASCII, repeats inside a batch and across batches, keyed and unkeyed rows."""
+    urls = ["http://a", None, "None", "x\0y", "ü/é", "http://a", None, "", "http://a", "x\0y", "http://a"]
+    texts = ["t", "t", "t", "z", None, "t", "t", "", "t", "z", "None"]
+    keys = [None, None, None, "k", None, "k", None, "", None, "k", None]
+    for keyed in (False, True):
+        ks = keys if keyed else [None] * len(urls)
+        rows = list(zip(urls, texts, ks)) * 2  # the second copy repeats every row in a later batch
+        want = _reference_uids("src", rows)
+        uids, got = Uids("src"), []
+        for lo in (0, 4, 11, 15):
+            hi = {0: 4, 4: 11, 11: 15, 15: 22}[lo]
+            u, t, k = (list(c) for c in zip(*rows[lo:hi]))
+            got += uids.of_batch(pa.array(u, pa.string()), pa.array(t, pa.string()),
+                                 pa.array(k, pa.string()) if keyed else None).to_pylist()
+        assert got == want, keyed
+        assert len(set(got)) == len(got)
+    ints = Uids("src").of_batch(pa.array(["a", "a"]), pa.array(["t", "t"]), pa.array([1, 1]))  # Python path
+    assert ints.to_pylist() == _reference_uids("src", [("a", "t", 1), ("a", "t", 1)])

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -24,6 +25,7 @@ import pyarrow.json as pajson
 
 from curate import schema
 from curate.io import atomic, inputfs, storage, wds_input
+from curate.io.uids import Uids
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv", ".jsonl": "json",
            ".ndjson": "json", ".json": "json"}
@@ -180,11 +182,6 @@ def content_source(path: str) -> str:
     return "in-" + hashlib.blake2b(head, digest_size=6).hexdigest()
 
 
-def _uid(source: str, url: str | None, text: str | None, occurrence: int) -> str:
-    h = hashlib.sha1(f"{source}\0{url}\0{text}\0{occurrence}".encode("utf-8", "surrogatepass"))
-    return h.hexdigest()[:20]
-
-
 RESERVED = set(schema.CORE_COLUMNS) | schema.PAYLOAD_COLUMNS
 
 
@@ -224,7 +221,7 @@ def split_parts(spec: InputSpec, rows_per_part: int, part_path, first_part: int 
     reserved = reserved_columns()
     extras = {n: ("input_" + n if n in reserved else n) for n in names if n not in used}
     keyed = "input_key" in names  # samples with their own key (tar member, file path): part of the uid
-    seen: dict[bytes, int] = {}
+    default_uids = Uids(source)
     ids: set = set()
     sizes: list[int] = []
     buf: list[pa.Table] = []
@@ -248,10 +245,10 @@ def split_parts(spec: InputSpec, rows_per_part: int, part_path, first_part: int 
             if batch.num_rows == 0:
                 continue
             n = batch.num_rows
-            urls = (batch.column(spec.url_col).cast(pa.string()).to_pylist() if spec.url_col in names
-                    else [None] * n)
-            texts = (batch.column(spec.text_col).cast(pa.string()).to_pylist() if spec.text_col
-                     else [None] * n)
+            urls = (batch.column(spec.url_col).cast(pa.string()) if spec.url_col in names
+                    else pa.nulls(n, pa.string()))
+            texts = (batch.column(spec.text_col).cast(pa.string()) if spec.text_col
+                     else pa.nulls(n, pa.string()))
             if spec.id_col:
                 uids = [None if v is None else str(v) for v in batch.column(spec.id_col).to_pylist()]
                 for u in uids:
@@ -259,21 +256,14 @@ def split_parts(spec: InputSpec, rows_per_part: int, part_path, first_part: int 
                         raise InputError(f"input id column {spec.id_col!r} has a {'missing' if u is None else 'repeated'} value {u!r}")
                     ids.add(u)
             else:
-                uids = []
-                own = batch.column("input_key").to_pylist() if keyed else [None] * n
-                for u, t, key in zip(urls, texts, own):
-                    ident = f"{u}\0{t}" if key is None else f"{u}\0{t}\0{key}"
-                    k = hashlib.blake2b(ident.encode("utf-8", "surrogatepass"), digest_size=12).digest()
-                    occ = seen.get(k, 0)
-                    seen[k] = occ + 1
-                    uids.append(_uid(source, u if key is None else f"{u}\0{key}", t, occ))
+                uids = default_uids.of_batch(urls, texts, batch.column("input_key") if keyed else None)
             cols = {
-                "uid": pa.array(uids, pa.string()),
-                "source": pa.array([source] * n, pa.string()),
-                "modality": pa.array([spec.modality] * n, pa.string()),
-                "row": pa.array(range(row, row + n), pa.int64()),
-                "url": pa.array(urls, pa.string()),
-                "text": pa.array(texts, pa.string()),
+                "uid": uids if isinstance(uids, (pa.Array, pa.ChunkedArray)) else pa.array(uids, pa.string()),
+                "source": pa.repeat(pa.scalar(source, pa.string()), n),
+                "modality": pa.repeat(pa.scalar(spec.modality, pa.string()), n),
+                "row": pa.array(np.arange(row, row + n, dtype=np.int64)),
+                "url": urls,
+                "text": texts,
             }
             if "_reason" in names:  # samples that failed while being indexed are failed rows from the start
                 reason = batch.column("_reason")
