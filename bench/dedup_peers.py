@@ -1,11 +1,12 @@
-"""Near-dup dedup against its peers, same corpus, same run: curate `minhash_dedup` (the real Runner with default
+"""Near-dup dedup against its peers, same corpus, same run: curate `minhash_dedup` (`curate run` with default
 settings: in one process up to `ray.in_process_max_rows` rows, else on local Ray), rensa (Rust MinHash + LSH, one process, a library call) and datatrove (its 4-step MinHash pipeline,
 LocalPipelineExecutor with 2 workers). All three use word 3-grams and the same banding (curate's default,
 15 bands x 7 rows at threshold 0.8). Prints wall, CPU and peak RSS of each whole process tree, the ratios to
 curate, and recall per exact-Jaccard bucket (brute force) on the independent recall corpus of
 tests/dedup/_recall_corpus.py (5-200 words; substitutions, insertions, deletions, moved spans).
 
-Usage: python bench/dedup_peers.py [--sizes 200000] [--recall 10000] [--json out.json] [--in-process-max-rows N]
+Usage: python bench/dedup_peers.py [--sizes 200000] [--recall 10000] [--repeat 5] [--json out.json]
+       [--in-process-max-rows N]
 Needs the bench extra: pip install -e ".[bench]" (rensa; datatrove < 0.9 keeps huggingface-hub < 1; spacy is
 datatrove's English word tokenizer).
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -138,12 +140,13 @@ def _datatrove_labels(w: Path, n: int) -> dict:
 
 
 def child_curate(src: str, out: Path) -> dict:
-    """The `minhash_dedup` recipe through the real Runner, default settings (RAY_ADDRESS unset: in process
-    up to ray.in_process_max_rows rows, else a local Ray with 2 CPUs)."""
+    """The `minhash_dedup` recipe as a user runs it: `curate run recipe.yaml` (the console entry point, in
+    this process), default settings (RAY_ADDRESS unset: in process up to ray.in_process_max_rows rows, else
+    a local Ray with 2 CPUs)."""
     import pyarrow.parquet as pq
+    import yaml
 
-    from curate.recipe import build_recipe
-    from curate.runner import Runner
+    from curate.cli import main
 
     t = pq.read_table(src)
     src2 = out / "captions.parquet"
@@ -153,10 +156,16 @@ def child_curate(src: str, out: Path) -> dict:
     ray = {"num_cpus": 2}
     if os.environ.get("BENCH_IN_PROCESS_MAX_ROWS"):  # --in-process-max-rows: a user's `ray.in_process_max_rows`
         ray["in_process_max_rows"] = int(os.environ["BENCH_IN_PROCESS_MAX_ROWS"])
-    recipe = build_recipe({"name": "bench-dedup-peers", "input": {"path": str(src2)},
-                           "output": {"path": str(out / "run"), "samples_per_shard": 50000},
-                           "ray": ray, "stages": [{"minhash_dedup": {"threshold": THRESHOLD}}]})
-    Runner(recipe).start()
+    recipe = out / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "bench-dedup-peers", "input": {"path": str(src2)},
+                                      "output": {"path": str(out / "run"), "samples_per_shard": 50000},
+                                      "ray": ray, "stages": [{"minhash_dedup": {"threshold": THRESHOLD}}]}))
+    sys.argv = ["curate", "run", str(recipe)]
+    try:
+        main()
+    except SystemExit as e:
+        if e.code:
+            raise
     return _curate_labels(out / "run")
 
 
@@ -198,6 +207,7 @@ def measured(tool: str, src: Path, work: Path) -> dict:
     import psutil
 
     out = work / tool
+    shutil.rmtree(out, ignore_errors=True)  # a repeated run starts from nothing, as the first
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests")])
     load = round(os.getloadavg()[0], 1)
@@ -245,14 +255,32 @@ def recall_of(texts: list[str], labels: list[int]) -> list[dict]:
     return bucket_recall(jac, lab[i] == lab[j], TEXT_BUCKETS)
 
 
-def run(sizes: list[int], recall_n: int, work: Path, tools=TOOLS) -> dict:
+def median_of(runs: list[dict]) -> dict:
+    """One tool's repeated runs as one row: median wall and CPU, the largest peak RSS, every wall kept."""
+    import statistics
+
+    ok = [r for r in runs if "error" not in r]
+    if not ok:
+        return runs[-1]
+    row = dict(ok[len(ok) // 2])
+    row.update(wall_s=round(statistics.median(r["wall_s"] for r in ok), 2),
+               cpu_s=round(statistics.median(r["cpu_s"] for r in ok), 2),
+               peak_rss_mb=max(r["peak_rss_mb"] for r in ok), walls=[r["wall_s"] for r in runs])
+    return row
+
+
+def run(sizes: list[int], recall_n: int, work: Path, tools=TOOLS, repeat: int = 1) -> dict:
     from bench.dedup import captions
 
     out: dict = {"machine": f"{os.cpu_count()} CPUs", "banding": [BANDS, ROWS], "threshold": THRESHOLD,
-                 "speed": {}, "recall": {}}
+                 "repeat": repeat, "speed": {}, "recall": {}}
     for n in sizes:
         src = corpus(work / f"speed-{n}.parquet", captions(n))
-        rows = [measured(tool, src, work / f"speed-{n}") for tool in tools]
+        runs: dict = {tool: [] for tool in tools}
+        for _ in range(repeat):  # interleaved, so a slow spell of the machine hits every tool alike
+            for tool in tools:
+                runs[tool].append(measured(tool, src, work / f"speed-{n}"))
+        rows = [median_of(runs[tool]) for tool in tools]
         base = next((r for r in rows if r["tool"] == "curate" and "error" not in r), None)
         for r in rows:
             if base and "error" not in r:
@@ -277,7 +305,9 @@ def run(sizes: list[int], recall_n: int, work: Path, tools=TOOLS) -> dict:
 def table(res: dict) -> str:
     lines = []
     for n, rows in res["speed"].items():
-        lines += [f"\n{n} captions", "| tool | wall s | CPU s | peak RSS MB | wall / curate | RSS / curate | dropped |",
+        reps = res.get("repeat", 1)
+        lines += [f"\n{n} captions" + (f" (median of {reps} interleaved runs; peak RSS: the largest)" if reps > 1 else ""),
+                  "| tool | wall s | CPU s | peak RSS MB | wall / curate | RSS / curate | dropped |",
                   "|---|---|---|---|---|---|---|"]
         for r in rows:
             lines.append(f"| {r['tool']} | {r['wall_s']} | {r['cpu_s']} | {r['peak_rss_mb']} | "
@@ -299,6 +329,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="*", default=[200_000])
     ap.add_argument("--recall", type=int, default=10_000, help="texts in the recall corpus (0: skip)")
     ap.add_argument("--tools", nargs="*", default=list(TOOLS))
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each tool per size, interleaved; the table "
+                    "shows the median wall and CPU (this 2-core VM varies by 10-20%% from run to run)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--in-process-max-rows", type=int, default=None,
                     help="curate's ray.in_process_max_rows (default: the recipe default, 2,000,000): raise it to "
@@ -311,7 +343,7 @@ def main() -> None:
         child(*a.child)
         return
     with tempfile.TemporaryDirectory(prefix="dedup-peers-") as tmp:
-        res = run(a.sizes, a.recall, Path(tmp), tuple(a.tools))
+        res = run(a.sizes, a.recall, Path(tmp), tuple(a.tools), a.repeat)
     res["load_avg_after"] = [round(x, 1) for x in os.getloadavg()]
     if a.json:
         a.json.write_text(json.dumps(res, indent=1))

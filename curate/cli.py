@@ -731,7 +731,15 @@ def _demo_interleaved(out: Path, docs: int | None, seed: int, ray_address: str |
 
 
 def main() -> None:
-    """Console entry point: user and environment errors become one line and exit code 2; 1 means a bug."""
+    """Console entry point: user and environment errors become one line and exit code 2; 1 means a bug.
+
+    The garbage collector: everything imported by now lives as long as the process, so it is frozen out of
+    the collector's generations (every full collection during a run scans less), and frozen again at exit,
+    where the interpreter's last collection over every module took ~0.5 s of a 6 s dedup run. The process
+    ends right after, so nothing frozen is ever garbage that needed collecting."""
+    import atexit
+    import gc
+
     from curate.catalog import CatalogError
     from curate.io.reader import InputError
     from curate.models.clip import ModelLoadError
@@ -741,6 +749,8 @@ def main() -> None:
     from curate.runner import RunError
 
     known = (RecipeError, RunError, InputError, CatalogError, ModelLoadError, UserError, RefilterError, StorageError)
+    gc.freeze()
+    atexit.register(gc.freeze)
     try:
         rc = app(standalone_mode=False)
         if isinstance(rc, int) and rc:

@@ -36,7 +36,7 @@ from curate.dedup import graph
 from curate.io.shard_writer import write_part
 from curate.recipe import Recipe, RecipeError, Scheduling, saved_recipe, segments
 from curate.report.thumbs import write_dropped
-from curate.stage import Job, Stage, apply_decisions, fit_sample, prepare_records, reduce_records
+from curate.stage import IN_PROCESS_CPUS, Job, Stage, apply_decisions, fit_sample, prepare_records, reduce_records
 
 log = logging.getLogger("curate")
 
@@ -926,7 +926,12 @@ class Runner:
         tables += [_read_part(self.run, k, s, cols, True) for k in prior]
         tables = [t.filter(schema.active_mask(t)).select(list(dict.fromkeys(["uid", "part", *job.needs()])))
                   for t in tables]
-        decisions = job.in_process(pa.concat_tables(tables, promote_options="default"))
+        mine = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cpus = IN_PROCESS_CPUS.set(self.recipe.ray.num_cpus or mine)
+        try:
+            decisions = job.in_process(pa.concat_tables(tables, promote_options="default"))
+        finally:
+            IN_PROCESS_CPUS.reset(cpus)
         decisions = decisions.select(job.decision_schema().names).cast(job.decision_schema())
         for k in parts:
             atomic.write_parquet(decisions.filter(pc.equal(decisions.column("part"), k)), self.run.job_part(s, k))

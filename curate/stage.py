@@ -10,6 +10,7 @@ tests and inside Ray workers in runs.
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -23,6 +24,9 @@ from curate import schema
 from curate.models.clip import ModelLoadError
 
 log = logging.getLogger("curate")
+# CPUs a job's `in_process` may keep busy: the runner sets it for its small-run path (ray.num_cpus, else
+# the CPUs this process may use); 1 anywhere else (a Ray worker has its one CPU)
+IN_PROCESS_CPUS: ContextVar[int] = ContextVar("in_process_cpus", default=1)
 
 REGISTRY: dict[str, type["Step"]] = {}
 

@@ -88,7 +88,7 @@ def _sha1_32(buf, start, end, w):
             | ((h0 & _FF) << _U24))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _word_sets(buf, offsets, n):
     rows = len(offsets) - 1
     out = np.empty(len(buf) + rows, np.uint32)  # a text of T words has at most max(1, T - n + 1) <= bytes shingles
@@ -195,9 +195,32 @@ def normalised_buffer(texts, max_chars: int) -> tuple[np.ndarray, np.ndarray, np
     return _normalise(data, offs, ascii_.to_numpy(zero_copy_only=False))
 
 
-def word_sets_of_buffer(buf: np.ndarray, offsets: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """`word_shingle_sets` of texts already normalised into one UTF-8 buffer (`normalised_buffer`)."""
-    return _word_sets(buf, offsets, n)
+def _by_rows(kernel, data: np.ndarray, offsets: np.ndarray, threads: int, *args) -> list:
+    """`kernel(data, offsets, *args)` over `threads` row ranges of a CSR input at once (the kernels release
+    the GIL), cut where the data splits evenly; one call below 20k rows. Each range's result is what the
+    whole call gives for those rows, so concatenating them is the whole call's result."""
+    rows = len(offsets) - 1
+    if threads <= 1 or rows < 20_000:
+        return [kernel(data, offsets, *args)]
+    cuts = np.unique(np.searchsorted(offsets, np.linspace(offsets[0], offsets[-1], threads + 1)).clip(0, rows))
+    cuts[0], cuts[-1] = 0, rows
+    ranges = [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(ranges)) as pool:
+        return list(pool.map(lambda r: kernel(data[offsets[r[0]]:offsets[r[1]]],
+                                              offsets[r[0]:r[1] + 1] - offsets[r[0]], *args), ranges))
+
+
+def word_sets_of_buffer(buf: np.ndarray, offsets: np.ndarray, n: int, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """`word_shingle_sets` of texts already normalised into one UTF-8 buffer (`normalised_buffer`), on up
+    to `threads` cores."""
+    parts = _by_rows(_word_sets, buf, offsets, threads, n)
+    if len(parts) == 1:
+        return parts[0]
+    ends = np.cumsum([0] + [p[1][-1] for p in parts[:-1]])
+    return (np.concatenate([p[0] for p in parts]),
+            np.concatenate([[0]] + [p[1][1:] + e for p, e in zip(parts, ends)]).astype(np.int64))
 
 
 def word_shingle_sets(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -248,7 +271,7 @@ def signatures_of_sets(values: np.ndarray, offsets: np.ndarray, a: np.ndarray, b
     return _signatures(values, offsets, a.astype(np.uint64), b.astype(np.uint64))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _band_keys(values, offsets, a, b, bands, rows):
     n, perms = len(offsets) - 1, len(a)
     out = np.empty((n, bands), np.uint64)
@@ -270,7 +293,8 @@ def _band_keys(values, offsets, a, b, bands, rows):
 
 
 def band_keys_of_sets(values: np.ndarray, offsets: np.ndarray, a: np.ndarray, b: np.ndarray,
-                      bands: int, rows: int) -> np.ndarray:
+                      bands: int, rows: int, threads: int = 1) -> np.ndarray:
     """(rows, bands) int64 LSH band keys of CSR hash sets, equal to `minhash.band_keys(signatures)`, without
-    materialising the (rows x num_perm) signatures (512 MB at 1M rows)."""
-    return _band_keys(values, offsets, a.astype(np.uint64), b.astype(np.uint64), bands, rows).view(np.int64)
+    materialising the (rows x num_perm) signatures (512 MB at 1M rows); on up to `threads` cores."""
+    parts = _by_rows(_band_keys, values, offsets, threads, a.astype(np.uint64), b.astype(np.uint64), bands, rows)
+    return (parts[0] if len(parts) == 1 else np.concatenate(parts)).view(np.int64)

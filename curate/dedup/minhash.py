@@ -401,11 +401,12 @@ class MinHashDedup(ClusterJob):
 
         return signatures_of_sets(values, offsets, *permutations(self.num_perm, self.seed))
 
-    def band_keys_of_sets(self, values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    def band_keys_of_sets(self, values: np.ndarray, offsets: np.ndarray, threads: int = 1) -> np.ndarray:
         """(rows, bands) LSH band keys, as `band_keys(signatures)`, from the compiled kernel."""
         from curate.dedup._minhash_kernel import band_keys_of_sets
 
-        return band_keys_of_sets(values, offsets, *permutations(self.num_perm, self.seed), *self.lsh())
+        return band_keys_of_sets(values, offsets, *permutations(self.num_perm, self.seed), *self.lsh(),
+                                 threads=threads)
 
     def keys_and_sketches(self, texts: list[str]) -> tuple[np.ndarray, pa.Array, np.ndarray]:
         """(rows, bands) band keys, sketches and distinct-shingle counts of normalised texts."""

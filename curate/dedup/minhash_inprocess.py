@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from curate.dedup import minhash as mh
+from curate.stage import IN_PROCESS_CPUS
 from curate.dedup.graph import EDGE_SCHEMA, node_key
 
 
@@ -111,7 +112,7 @@ def _shingle_sets(job: "mh.MinHashDedup", table: pa.Table) -> tuple[np.ndarray, 
         from curate.dedup._minhash_kernel import normalised_buffer, word_sets_of_buffer
 
         buf, offsets, lengths = normalised_buffer(table.column("text"), job.max_chars)
-        return (*word_sets_of_buffer(buf, offsets, job.ngram), lengths)
+        return (*word_sets_of_buffer(buf, offsets, job.ngram, IN_PROCESS_CPUS.get()), lengths)
     texts = job.texts(table)
     return (*job.shingle_sets(texts), np.fromiter(map(len, texts), np.int64, len(texts)))
 
@@ -125,7 +126,7 @@ def in_process_edges(job: "mh.MinHashDedup", table: pa.Table) -> pa.Table:
     sub = table.take(pa.array(idx))
     # empty texts have no shingles, so dropping their rows leaves `values` as it is
     offsets, lengths = np.concatenate([[0], offsets[idx + 1]]), lengths[idx]
-    keys = job.band_keys_of_sets(values, offsets)
+    keys = job.band_keys_of_sets(values, offsets, IN_PROCESS_CPUS.get())
     uids = sub.column("uid").to_pylist()
     i, j, large = candidate_pairs(keys, uids)
     del keys

@@ -13,7 +13,7 @@ import pytest
 from curate.dedup.minhash import (ALL_PAIRS_MAX, MinHashDedup, band_keys, distinct_sets, normalise_text,
                                   permutations, shingle_hashes, shingles, signatures)
 from curate.dedup._minhash_kernel import (band_keys_of_sets, normalised_buffer, signatures_of_sets,
-                                          word_shingle_sets)
+                                          word_sets_of_buffer, word_shingle_sets)
 from curate.stage import run_job_local
 
 from ._corpus import planted_corpus
@@ -102,3 +102,20 @@ def test_in_process_large_buckets_long_texts_scores_and_prior_rows():
     assert all(by[f"u{i:06d}"][3] == "near_duplicate" for i in range(1, len(same)) if i % 7)
     k = len(same)  # the two long near-copies (J ~0.96, bottom-k verified): one cluster, the prior one kept
     assert k % 7 == 0 and by[f"u{k + 1:06d}"][4:] == (f"u{k:06d}", f"u{k:06d}")
+
+
+@pytest.mark.parametrize("threads", [2, 3, 8])
+def test_kernels_on_several_cores_give_the_one_core_result(threads):
+    """Shingle sets and band keys cut into row ranges (one thread each) concatenate to the single call's
+    arrays bit for bit, with empty rows, and with the empty rows dropped from the offsets (as the in-process
+    path does before the band keys)."""
+    texts = text_corpus(2500, seed=9) * 10 + [""] * 50  # 25,050 rows: past the 20k rows where threads start
+    buf, offsets, _ = normalised_buffer(pa.array(texts), 10_000)
+    values, off = word_sets_of_buffer(buf, offsets, 3)
+    many = word_sets_of_buffer(buf, offsets, 3, threads=threads)
+    assert np.array_equal(values, many[0]) and np.array_equal(off, many[1]) and many[1].dtype == np.int64
+    a, b = permutations(128, 1)
+    for o in (off, np.concatenate([[0], off[np.flatnonzero(np.diff(off)) + 1]])):
+        ref = band_keys_of_sets(values, o, a, b, 15, 7)
+        got = band_keys_of_sets(values, o, a, b, 15, 7, threads=threads)
+        assert got.dtype == np.int64 and np.array_equal(ref, got)
