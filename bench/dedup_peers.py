@@ -224,7 +224,8 @@ def measured(tool: str, src: Path, work: Path) -> dict:
         for q in procs:
             try:
                 t = q.cpu_times()
-                cpu[q.pid] = t.user + t.system + t.children_user + t.children_system
+                cpu[q.pid] = t.user + t.system  # each process's own time: a parent's children_* would count
+                # its exited workers twice (they were sampled while alive); one that lives < 0.2 s is missed
                 rss += q.memory_info().rss
             except psutil.Error:
                 pass
