@@ -1,7 +1,8 @@
 """Which tar members a kept sample has, and what its caption members hold: the one place that decides it.
 
 The shard writer writes exactly `sample_members(row, policy)` (`table_members` for a whole table, the same
-code row by row); `curate validate` checks a tar against
+code row by row; `member_columns`, the same members as Arrow columns for tables without synthetic captions
+or document images, held to it byte for byte by tests/io); `curate validate` checks a tar against
 `text_members(row, policy)` and `caption_source(row, policy)` computed from the metadata row. Keeping both
 in one module is why a new caption policy cannot make validate disagree with the writer.
 
