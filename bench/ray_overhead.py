@@ -148,11 +148,12 @@ def main(argv: list[str] | None = None) -> None:
 
 A fresh interpreter enters curate.runner.ray_session as `curate run` does (local Ray, num_cpus=2) and pulls
 the first row out of a segment-shaped Ray Data pipeline (4 parts, two map_batches), then drains it. *before* =
-CURATE_RAY_LEAN=0 (Ray started as `ray.init(include_dashboard=False)` does), *after* = the default lean start
-(curate/lean_ray.py). Times are seconds from process start; CPU s is user+sys of the whole process tree;
+CURATE_RAY_LEAN=0 (Ray started as `ray.init(include_dashboard=False)` does, Ray Data as it ships), *after* =
+the default lean start (curate/lean_ray.py: fewer Ray processes, and Ray Data's stats and
+autoscaling-coordinator actors kept in the driver). Times are seconds from process start; CPU s is user+sys of the whole process tree;
 helpers = every process but the driver, after the first batch (RSS counts shared pages once per process,
 PSS splits them); *not-worker* = helpers less the `ray::IDLE`/task worker processes (Ray's own daemons and
-Ray Data's two actors; the workers are the num_cpus processes a run's stages execute in). Runs alternate sides; ran {time.strftime('%Y-%m-%d %H:%M')} on the shared 2-core machine
+Ray Data's two actors where they run; the workers are the num_cpus processes a run's stages execute in). Runs alternate sides; ran {time.strftime('%Y-%m-%d %H:%M')} on the shared 2-core machine
 (load1 in the table: wall times are dominated by the load, CPU s and memory much less).
 
 {summary}

@@ -12,7 +12,9 @@ them, and sets Ray's config switch RAY_enable_metrics_collection=0 (src/ray/comm
 processes it starts: nothing reads metrics without the dashboard. It goes in as an environment variable, not
 _system_config, because a GCS given a _system_config key its release does not know aborts at start-up
 (ray_config.cc "unexpected config parameter"), while an unknown RAY_* variable is ignored.
-Measured before/after by bench/ray_overhead.py (bench/RESULTS.md, section ray-overhead).
+Ray Data's stats and autoscaling-coordinator actors are kept in the driver for the session
+(`data_in_driver`, below). Measured before/after by bench/ray_overhead.py (bench/RESULTS.md, section
+ray-overhead).
 
 How: Ray has no public switch for the three processes (RayParams has include_log_monitor/no_monitor, which
 ray.init does not pass on), so while ray.init starts the head node the three `Node.start_*` methods are
@@ -93,3 +95,115 @@ def _environ(values: dict[str, str]):
     finally:
         for k in added:
             os.environ.pop(k, None)
+
+
+# -- Ray Data's two per-cluster actors, kept in the driver of a lean local run ---------------------------------
+#
+# On its first dataset Ray Data starts two detached actors, each a Python worker process that imports
+# ray.data (~210 MB RSS, ~1 CPU s each, and the first dataset waits for one: its id comes from a call to it):
+#   - _StatsActor, which only gathers dataset metrics for the dashboard's Prometheus export: the lean start
+#     has no dashboard and no metrics collection, so nothing reads them;
+#   - _AutoscalingCoordinatorActor, which shares the cluster's resources among the datasets that run at
+#     once and forwards their requests to the autoscaler (there is none on a fixed local node).
+# `data_in_driver` keeps both in the driver: the metrics calls become no-ops (dataset ids fall back to a
+# uuid4, as Ray Data does when its actor fails), and the coordinator's own class runs in this process behind
+# an object with the actor handle's `.method.remote(...)` calls (results as ray.put refs, so Ray Data's
+# ray.wait / ray.get on them work). Same checks as the start: if a Ray release moves these names, or
+# CURATE_RAY_LEAN=0, Ray Data runs as it ships. Measured by bench/ray_overhead.py.
+
+_STATS = ("ray.data._internal.stats", "_StatsManager",
+          ("update_execution_metrics", "update_iteration_metrics", "register_dataset_to_stats_actor",
+           "gen_dataset_id_from_stats_actor"))
+_COORDINATOR = ("ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator",
+                "get_or_create_autoscaling_coordinator", "_AutoscalingCoordinatorActor")
+
+
+class _Call:
+    """`handle.method.remote(*a, **kw)` for an object in this process: run now, return a ref to the result.
+    As with the actor, an error does not reach the caller: it is logged and the ref holds `on_error`."""
+
+    def __init__(self, fn, on_error=None):
+        self.fn, self.on_error = fn, on_error
+
+    def remote(self, *args, **kwargs):
+        import ray
+
+        try:
+            result = self.fn(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - an actor's error stays in the actor; Ray Data logs and goes on
+            log.warning("Ray Data's in-driver autoscaling coordinator: %s failed", self.fn.__name__, exc_info=True)
+            result = self.on_error
+        return ray.put(result)
+
+
+class _InDriver:
+    """An actor handle's surface over a local instance (get_reserved_resources answers {} on an error: what
+    Ray Data's client holds before its first answer)."""
+
+    def __init__(self, instance):
+        self._instance = instance
+
+    def __getattr__(self, name):
+        return _Call(getattr(self._instance, name), {} if name == "get_reserved_resources" else None)
+
+
+def _coordinator_class(base):
+    class _Coordinator(base):
+        """The coordinator, ticking only while its Ray session lasts (its tick thread sleeps 20 s at a time
+        and cannot be stopped: after the session it finds `closed` and does nothing)."""
+
+        closed = False
+
+        def _tick(self):
+            if not self.closed:
+                super()._tick()
+
+    return _Coordinator
+
+
+def _data_patchable() -> bool:
+    import importlib
+
+    try:
+        stats = getattr(importlib.import_module(_STATS[0]), _STATS[1])
+        coord = importlib.import_module(_COORDINATOR[0])
+    except ImportError:
+        return False
+    return (all(callable(getattr(stats, n, None)) for n in _STATS[2])
+            and callable(getattr(coord, _COORDINATOR[1], None)) and isinstance(getattr(coord, _COORDINATOR[2], None), type)
+            and callable(getattr(getattr(coord, _COORDINATOR[2]), "_tick", None)))
+
+
+@contextmanager
+def data_in_driver():
+    """Ray Data without its stats and autoscaling-coordinator actors for the duration of the block (a lean
+    local run's Ray session); everything patched is restored after, and the coordinator stops ticking."""
+    import importlib
+    import uuid
+
+    if not enabled() or not _data_patchable():
+        yield False
+        return
+    stats = getattr(importlib.import_module(_STATS[0]), _STATS[1])
+    coord_mod = importlib.import_module(_COORDINATOR[0])
+    saved_stats = {n: stats.__dict__[n] for n in _STATS[2]}
+    saved_get = getattr(coord_mod, _COORDINATOR[1])
+    holder: list = []
+
+    def get_or_create():
+        if not holder:
+            holder.append(_coordinator_class(getattr(coord_mod, _COORDINATOR[2]))())
+        return _InDriver(holder[0])
+
+    try:
+        for n in _STATS[2]:
+            setattr(stats, n, staticmethod(lambda *a, **kw: None))
+        stats.gen_dataset_id_from_stats_actor = staticmethod(lambda: uuid.uuid4().hex)
+        setattr(coord_mod, _COORDINATOR[1], get_or_create)
+        yield True
+    finally:
+        for n, fn in saved_stats.items():
+            setattr(stats, n, fn)
+        setattr(coord_mod, _COORDINATOR[1], saved_get)
+        for c in holder:
+            c.closed = True

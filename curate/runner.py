@@ -19,6 +19,7 @@ import logging
 import os
 import time
 import zlib
+import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -334,7 +335,7 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
     initialised keeps its own."""
     import ray
 
-    started = False
+    started = lean = False
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
         verbose = progress.ray_verbose()
@@ -356,7 +357,7 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
                 if object_store_mb:
                     kwargs["object_store_memory"] = object_store_mb * 1024 * 1024
                 # only the processes a local run uses (no API server, autoscaler monitor, log monitor)
-                lean_ray.lean_local_init(num_cpus=num_cpus, keep_log_monitor=verbose, **kwargs)
+                lean = lean_ray.lean_local_init(num_cpus=num_cpus, keep_log_monitor=verbose, **kwargs)
         except RunError:
             raise
         except Exception as err:  # noqa: BLE001 - whatever ray.init raises is about the machine or the cluster
@@ -373,11 +374,13 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
     # Ray Data logs a failing task's error (and a stack trace) before raising it in the driver, where the
     # CLI prints it as one line: keep its logs for CURATE_RAY_LOGS=1
     logging.getLogger("ray.data").setLevel(logging.WARNING if progress.ray_verbose() else logging.CRITICAL)
-    try:
-        yield ray
-    finally:
-        if started:
-            ray.shutdown()
+    # a lean local Ray: Ray Data's stats and autoscaling-coordinator actors stay in this process
+    with lean_ray.data_in_driver() if lean else contextlib.nullcontext():
+        try:
+            yield ray
+        finally:
+            if started:
+                ray.shutdown()
 
 
 def stage_plan(recipe: Recipe) -> list[dict]:

@@ -16,11 +16,20 @@ import json, os, ray
 from ray._private import node as ray_node, ray_constants as rc
 from curate import runner
 
+from ray.data._internal.stats import _StatsManager
+from ray.data._internal.cluster_autoscaler import default_autoscaling_coordinator as dac
+
+originals = (_StatsManager.__dict__["gen_dataset_id_from_stats_actor"], dac.get_or_create_autoscaling_coordinator)
 with runner.ray_session(None, 1) as r:
     procs = sorted(ray._private.worker._global_node.all_processes)
     rows = r.data.from_items([{"x": i} for i in range(6)]).map_batches(
-        lambda b: {"y": [v * 2 for v in b["x"]]}, batch_size=None).take_all()
+        lambda b: {"y": [v * 2 for v in b["x"]]}, batch_size=None).map_batches(
+        lambda b: {"y": [v + 0 for v in b["y"]]}, batch_size=2).take_all()
+    actors = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True))
     print(json.dumps({
+        "actors": actors,
+        "data_restored": (_StatsManager.__dict__["gen_dataset_id_from_stats_actor"],
+                          dac.get_or_create_autoscaling_coordinator) != originals,
         "procs": procs,
         "skipped": [rc.PROCESS_TYPE_DASHBOARD, rc.PROCESS_TYPE_MONITOR, rc.PROCESS_TYPE_LOG_MONITOR],
         "kept": [rc.PROCESS_TYPE_GCS_SERVER, rc.PROCESS_TYPE_RAYLET],
@@ -41,6 +50,47 @@ def test_local_ray_starts_lean_and_ray_data_runs_on_it():
     assert set(out["kept"]) <= set(out["procs"]), out["procs"]
     assert out["restored"] and not out["env_left"]
     assert out["y"] == [0, 2, 4, 6, 8, 10]
+    # Ray Data's stats and autoscaling-coordinator actors are not started: they live in the driver
+    assert not {"AutoscalingCoordinator", "datasets_stats_actor"} & set(out["actors"]), out["actors"]
+    assert out["data_restored"] is True  # (patched inside the session: the originals differ there)
+
+
+def test_ray_data_in_driver_is_undone_after_the_session_even_on_error():
+    from ray.data._internal.cluster_autoscaler import default_autoscaling_coordinator as dac
+    from ray.data._internal.stats import _StatsManager
+
+    names = lean_ray._STATS[2]
+    before = ({n: _StatsManager.__dict__[n] for n in names}, dac.get_or_create_autoscaling_coordinator)
+    assert lean_ray._data_patchable()  # this Ray has the names we patch
+    with pytest.raises(RuntimeError):
+        with lean_ray.data_in_driver() as on:
+            assert on is True
+            assert _StatsManager.update_execution_metrics("any", "args") is None
+            assert len(_StatsManager.gen_dataset_id_from_stats_actor()) == 32  # a uuid4, no actor
+            raise RuntimeError("the run failed")
+    assert ({n: _StatsManager.__dict__[n] for n in names}, dac.get_or_create_autoscaling_coordinator) == before
+
+
+def test_in_driver_coordinator_answers_like_the_actor_without_raising():
+    """The coordinator class itself, behind the handle surface: a request for the node's resources is
+    reserved (what Ray Data's budget reads), a bad request is logged and answered, not raised."""
+    import ray
+
+    from ray.data._internal.cluster_autoscaler import default_autoscaling_coordinator as dac
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        handle = lean_ray._InDriver(lean_ray._coordinator_class(dac._AutoscalingCoordinatorActor)())
+        handle.request_resources.remote(requester_id="r", resources=[{"CPU": 1}], expire_after_s=60,
+                                        request_remaining=["CPU"])
+        reserved = ray.get(handle.get_reserved_resources.remote("r"))
+        assert sum(res.get("CPU", 0) for res in reserved.values()) == 2  # its request plus the rest
+        ray.get(handle.request_resources.remote(requester_id="r", resources=[{"CPU": 1}], expire_after_s=60,
+                                                request_remaining=["GPU"]))  # may not change: logged
+        assert ray.get(handle.get_reserved_resources.remote("r")) == reserved
+        handle._instance.closed = True
+    finally:
+        ray.shutdown()
 
 
 @pytest.mark.parametrize("value, lean", [(None, True), ("1", True), ("0", False), ("off", False), ("false", False)])
