@@ -71,16 +71,16 @@ def test_ray_data_in_driver_is_undone_after_the_session_even_on_error():
     assert ({n: _StatsManager.__dict__[n] for n in names}, dac.get_or_create_autoscaling_coordinator) == before
 
 
-def test_in_driver_coordinator_answers_like_the_actor_without_raising():
-    """The coordinator class itself, behind the handle surface: a request for the node's resources is
-    reserved (what Ray Data's budget reads), a bad request is logged and answered, not raised."""
+def test_in_driver_coordinator_answers_like_the_actor_without_raising(ray_address):
+    """The coordinator class itself, behind the handle surface, on the session's Ray (2 CPUs): a request is
+    reserved together with the node's remaining CPUs (what Ray Data's budget reads), and a request it
+    rejects is logged and answered, not raised."""
     import ray
 
     from ray.data._internal.cluster_autoscaler import default_autoscaling_coordinator as dac
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    handle = lean_ray._InDriver(lean_ray._coordinator_class(dac._AutoscalingCoordinatorActor)())
     try:
-        handle = lean_ray._InDriver(lean_ray._coordinator_class(dac._AutoscalingCoordinatorActor)())
         handle.request_resources.remote(requester_id="r", resources=[{"CPU": 1}], expire_after_s=60,
                                         request_remaining=["CPU"])
         reserved = ray.get(handle.get_reserved_resources.remote("r"))
@@ -88,9 +88,8 @@ def test_in_driver_coordinator_answers_like_the_actor_without_raising():
         ray.get(handle.request_resources.remote(requester_id="r", resources=[{"CPU": 1}], expire_after_s=60,
                                                 request_remaining=["GPU"]))  # may not change: logged
         assert ray.get(handle.get_reserved_resources.remote("r")) == reserved
-        handle._instance.closed = True
     finally:
-        ray.shutdown()
+        handle._instance.closed = True
 
 
 @pytest.mark.parametrize("value, lean", [(None, True), ("1", True), ("0", False), ("off", False), ("false", False)])
