@@ -169,7 +169,7 @@ def _data_patchable() -> bool:
         coord = importlib.import_module(_COORDINATOR[0])
     except ImportError:
         return False
-    return (all(callable(getattr(stats, n, None)) for n in _STATS[2])
+    return (all(n in stats.__dict__ and callable(getattr(stats, n)) for n in _STATS[2])
             and callable(getattr(coord, _COORDINATOR[1], None)) and isinstance(getattr(coord, _COORDINATOR[2], None), type)
             and callable(getattr(getattr(coord, _COORDINATOR[2]), "_tick", None)))
 
@@ -179,6 +179,7 @@ def data_in_driver():
     """Ray Data without its stats and autoscaling-coordinator actors for the duration of the block (a lean
     local run's Ray session); everything patched is restored after, and the coordinator stops ticking."""
     import importlib
+    import threading
     import uuid
 
     if not enabled() or not _data_patchable():
@@ -189,10 +190,12 @@ def data_in_driver():
     saved_stats = {n: stats.__dict__[n] for n in _STATS[2]}
     saved_get = getattr(coord_mod, _COORDINATOR[1])
     holder: list = []
+    lock = threading.Lock()  # Ray Data may ask from several threads: one coordinator, as with the named actor
 
     def get_or_create():
-        if not holder:
-            holder.append(_coordinator_class(getattr(coord_mod, _COORDINATOR[2]))())
+        with lock:
+            if not holder:
+                holder.append(_coordinator_class(getattr(coord_mod, _COORDINATOR[2]))())
         return _InDriver(holder[0])
 
     try:
