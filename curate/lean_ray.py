@@ -161,32 +161,33 @@ def _coordinator_class(base):
     return _Coordinator
 
 
-def _data_patchable() -> bool:
+def _data_targets():
+    """(Ray Data's _StatsManager, its coordinator module) where this Ray has every name we replace, else None."""
     import importlib
 
     try:
         stats = getattr(importlib.import_module(_STATS[0]), _STATS[1])
         coord = importlib.import_module(_COORDINATOR[0])
-    except ImportError:
-        return False
-    return (all(n in stats.__dict__ and callable(getattr(stats, n)) for n in _STATS[2])
-            and callable(getattr(coord, _COORDINATOR[1], None)) and isinstance(getattr(coord, _COORDINATOR[2], None), type)
-            and callable(getattr(getattr(coord, _COORDINATOR[2]), "_tick", None)))
+    except (ImportError, AttributeError):
+        return None
+    ok = (all(n in stats.__dict__ and callable(getattr(stats, n)) for n in _STATS[2])
+          and callable(getattr(coord, _COORDINATOR[1], None)) and isinstance(getattr(coord, _COORDINATOR[2], None), type)
+          and callable(getattr(getattr(coord, _COORDINATOR[2]), "_tick", None)))
+    return (stats, coord) if ok else None
 
 
 @contextmanager
 def data_in_driver():
     """Ray Data without its stats and autoscaling-coordinator actors for the duration of the block (a lean
     local run's Ray session); everything patched is restored after, and the coordinator stops ticking."""
-    import importlib
     import threading
     import uuid
 
-    if not enabled() or not _data_patchable():
+    targets = _data_targets() if enabled() else None
+    if targets is None:
         yield False
         return
-    stats = getattr(importlib.import_module(_STATS[0]), _STATS[1])
-    coord_mod = importlib.import_module(_COORDINATOR[0])
+    stats, coord_mod = targets
     saved_stats = {n: stats.__dict__[n] for n in _STATS[2]}
     saved_get = getattr(coord_mod, _COORDINATOR[1])
     holder: list = []

@@ -187,8 +187,8 @@ def key_for(uid: str) -> str:
 def keys_for(uids) -> pa.Array:
     """`key_for` of a column of uids: the safe ones (curate's own hex uids, most ids) are matched with one
     regex over the column, only the others are hashed in Python."""
-    uids = pa.chunked_array([uids]) if isinstance(uids, pa.Array) else uids
-    uids = uids.combine_chunks() if uids.num_chunks else pa.array([], pa.string())
+    if isinstance(uids, pa.ChunkedArray):
+        uids = uids.combine_chunks()
     safe = pc.and_(pc.match_substring_regex(uids, "^" + _SAFE_KEY.pattern + "$"),
                    pc.invert(pc.match_substring_regex(uids, "^" + _HASHED_KEY.pattern + "$")))
     safe = pc.fill_null(safe, False)
