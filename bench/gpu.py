@@ -244,10 +244,10 @@ def bench_clip(s: dict, device: str, threads: list[int], blobs: list[bytes], tex
             t = best_of(decode_only(nthreads, pil_part, m), max(1, reps - 1), "cpu")
             out["decode_only"].append({"threads": nthreads, "uint8": pil_part is not None, "ips": m / t})
             progress(f"clip: decode only {nthreads} threads uint8 {pil_part is not None}: {m / t:.0f} img/s")
-    out["decode_only_processes"] = [host_processes(clip, split, blobs, texts, bs, p, max(1, reps - 1))
-                                    for p in procs]
+    out["decode_only_processes"] = [host_processes(clip, split, blobs, texts, bs, p, max(1, reps - 1), shm)
+                                    for p in procs for shm in (True, False)]
     for x in out["decode_only_processes"]:
-        progress(f"clip: decode only {x['processes']} processes: {x['ips']:.0f} img/s, worker CPU "
+        progress(f"clip: decode only {x['processes']} processes (shm {x['shm']}): {x['ips']:.0f} img/s, worker CPU "
                  f"{x['worker_cpu_ms_per_img']:.2f} ms/img, parent CPU {x['parent_cpu_ms_per_img']:.3f} ms/img")
     # the tokenizer alone, one thread: the part of the host work that holds the GIL throughout
     t0 = time.perf_counter()
@@ -257,12 +257,15 @@ def bench_clip(s: dict, device: str, threads: list[int], blobs: list[bytes], tex
     return out
 
 
-def host_processes(clip, split, blobs: list[bytes], texts: list[str], bs: int, procs: int, repeats: int) -> dict:
+def host_processes(clip, split, blobs: list[bytes], texts: list[str], bs: int, procs: int, repeats: int,
+                   shm: bool = True) -> dict:
     """The host side alone in `procs` decode processes (clip_score's decode_processes path, no model).
 
     Besides img/s (wall, distorted on a loaded machine) it reports CPU time per image in the workers and in
-    this process (receiving and unpickling the uint8 chunks, turning them into tensors): the workers'
-    cost divides over the cores, the parent's does not, so together they bound what N cores can reach.
+    this process (receiving the chunks, handing the pixels on: to the GPU when there is one, else a host
+    copy standing in for the pageable copy to it): the workers' cost divides over the cores, the parent's
+    does not, so together they bound what N cores can reach. shm: pixels through shared-memory slots (the
+    stage's way) or through the result pipe (its fallback).
     """
     import torch
 
@@ -270,28 +273,47 @@ def host_processes(clip, split, blobs: list[bytes], texts: list[str], bs: int, p
 
     m = min(len(blobs), max(bs, 256) * procs)
     step = -(-bs // procs)
+    side = clip_score.input_size(clip)
     transform = split[0] if split else clip.preprocess
+    gpu = torch.cuda.is_available()
+    slots = decode_pool.PixelSlots(-(-m // step), step, (side, side, 3)) if shm and split else None
     before = os.times()
-    pool = decode_pool.start(procs, transform, clip.tokenizer, clip_score.input_size(clip))
+    pool = decode_pool.start(procs, transform, clip.tokenizer, side)
+
+    def hand_on(fut, slot):
+        pixels = clip_score._to_torch(fut.result(), gpu, slots, slot)[0]
+        if pixels is not None:
+            pixels.to("cuda") if gpu else pixels.clone()
+        if slot is not None:
+            slots.release(slot)
+
+    def run(lo_hi):
+        futs = []
+        for a in range(*lo_hi):
+            slot = slots.acquire() if slots else None
+            futs.append((pool.submit(decode_pool.decode_in_worker, blobs[a * step:min(m, (a + 1) * step)],
+                                     [texts[a * step:min(m, (a + 1) * step)]], slot), slot))
+        for f, slot in futs:
+            hand_on(f, slot)
+
     try:
-        for f in [pool.submit(decode_pool.decode_in_worker, blobs[:step], [texts[:step]]) for _ in range(procs)]:
-            f.result()  # workers started and warm
+        run((0, procs))  # workers started and warm
         best, parent_cpu = float("inf"), float("inf")
         for _ in range(repeats):
             c0, t0 = time.process_time(), time.perf_counter()
-            futs = [pool.submit(decode_pool.decode_in_worker, blobs[a:min(m, a + step)], [texts[a:min(m, a + step)]])
-                    for a in range(0, m, step)]
-            for f in futs:
-                clip_score._to_torch(f.result(), torch.cuda.is_available())
+            run((0, -(-m // step)))
             best = min(best, time.perf_counter() - t0)
             parent_cpu = min(parent_cpu, time.process_time() - c0)
     finally:
         pool.shutdown()
+        if slots is not None:
+            slots.close()
     after = os.times()  # the joined workers' CPU time lands in the children fields
     worker_cpu = (after.children_user + after.children_system) - (before.children_user + before.children_system)
     images = m * repeats + step * procs
-    return {"processes": procs, "ips": m / best, "worker_cpu_ms_per_img": 1e3 * worker_cpu / images,
-            "parent_cpu_ms_per_img": 1e3 * parent_cpu / m, "images": m, "start_method": decode_pool.start_method()}
+    return {"processes": procs, "shm": slots is not None, "ips": m / best,
+            "worker_cpu_ms_per_img": 1e3 * worker_cpu / images, "parent_cpu_ms_per_img": 1e3 * parent_cpu / m,
+            "images": m, "start_method": decode_pool.start_method()}
 
 
 # --------------------------------------------------------------------------------------------------- train
@@ -479,6 +501,11 @@ def machine(device: str) -> dict:
     return info
 
 
+def _via(x: dict) -> str:
+    """How a decode-process measurement moved the pixels (results before shared memory have no 'shm' key)."""
+    return "via shared memory" if x.get("shm") else "via the pipe"
+
+
 def _decoders(x: dict) -> str:
     p = x.get("decode_processes")
     return f"decode_processes {p:2d}" if p else f"decode_threads   {x['decode_threads']:2d}"
@@ -494,7 +521,7 @@ def summary_lines(r: dict) -> list[str]:
                          f"{x['ips']:8.0f} img/s  ratio {x['ratio']:.3f}  CPU {x.get('cpu_ms_per_img', 0):.2f} ms/img "
                          f"(CPU-time ratio {x.get('cpu_ratio', 0):.3f})")
         for x in c.get("decode_only_processes") or []:
-            lines.append(f"  host decode only, {x['processes']:2d} processes: {x['ips']:8.0f} img/s  worker CPU "
+            lines.append(f"  host decode only, {x['processes']:2d} processes, {_via(x)}: {x['ips']:8.0f} img/s  worker CPU "
                          f"{x['worker_cpu_ms_per_img']:.2f} ms/img  parent CPU {x['parent_cpu_ms_per_img']:.3f} ms/img")
         for x in c["decode_only"]:
             lines.append(f"  host decode only, {x['threads']:2d} threads, {'uint8' if x['uint8'] else 'float'}: "
@@ -543,7 +570,7 @@ def record(r: dict, source: str) -> Path:
                   for x in c["stage"]]
         if c.get("decode_only_processes"):
             lines += ["", "Host side alone in decode processes (clip_score decode_processes, no model): " + ", ".join(
-                f"{x['processes']} process(es) {x['ips']:.0f} img/s (worker CPU {x['worker_cpu_ms_per_img']:.2f} ms/img, "
+                f"{x['processes']} process(es) {_via(x)} {x['ips']:.0f} img/s (worker CPU {x['worker_cpu_ms_per_img']:.2f} ms/img, "
                 f"scoring-process CPU {x['parent_cpu_ms_per_img']:.3f} ms/img)" for x in c["decode_only_processes"]) + "."]
         lines += ["", "Host side alone (decode + preprocess + tokenise on the same thread pool, no model): " + ", ".join(
             f"{x['threads']} thread(s) {'uint8' if x['uint8'] else 'float'} {x['ips']:.0f} img/s" for x in c["decode_only"])

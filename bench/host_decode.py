@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--image-px", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes per variant (the best is kept)")
     a = ap.parse_args(argv)
     import torch
 
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> dict:
         decode_batch(clip, blobs[lo:lo + a.batch_size], texts[lo:lo + a.batch_size], True, split[0] if split else None)
     r = {"model": a.model, "input_px": input_size(clip), "jpeg_px": a.image_px, "n": a.n,
          "thread_path_cpu_ms_per_img": 1e3 * (time.process_time() - c0) / a.n, "machine": gpu.machine("cpu"),
-         "processes": [gpu.host_processes(clip, split, blobs, texts, a.batch_size, p, 1) for p in a.processes]}
+         "processes": [gpu.host_processes(clip, split, blobs, texts, a.batch_size, p, a.repeats, shm)
+                       for p in a.processes for shm in (True, False)]}
     print(json.dumps(r, indent=1))
     return r
 

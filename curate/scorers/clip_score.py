@@ -15,7 +15,8 @@ full transform gives. Even so, one process's decode threads do not feed a large 
 peaked at ~0.9k img/s on 15 threads (the GIL) against 12.7k img/s for ViT-B-32 (bench/RESULTS.md, gpu-notes).
 `decode_processes: N` moves that host work into N worker processes (curate.scorers.decode_pool), each with
 its own GIL, so it scales with cores; the pixels and tokens are the same as the threads' (uint8, normalised
-on the model's device; tests/scoring/test_clip_decode_processes.py).
+on the model's device; tests/scoring/test_clip_decode_processes.py). The pixels come back through
+shared-memory slots, not the result pipe, so the scoring process does not pay for them per byte.
 
 Which caption (`text_col`, for CapFilt): `text` (the original, column `clip_score`), `recaption` (the
 synthetic caption, column `recaption_clip_score`) or `both` (both columns from one image forward pass).
@@ -157,6 +158,7 @@ class ClipScore(Stage):
 
     _clip: Any = PrivateAttr(default=None)
     _pool: Any = PrivateAttr(default=None)
+    _slots: Any = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check_model(self):
@@ -185,18 +187,26 @@ class ClipScore(Stage):
 
             self._clip = load_clip(self.model, self.pretrained, self.checkpoint, self.device, self.precision)
 
-    def _decode_pool(self, transform, clip):
-        """The worker processes (started once per stage object, i.e. once per actor, and kept)."""
+    def _decode_pool(self, transform, clip, uint8: bool):
+        """(worker processes, shared-memory pixel slots or None), started once per stage object (once per
+        actor) and kept. Slots only for uint8 pixels: the scorer keeps 2 batches of N chunks in flight."""
         if self._pool is None:
+            side = input_size(clip)
+            if uint8:  # before the pool: its workers share this process's resource tracker
+                self._slots = decode_pool.slots_for(2, self.decode_processes,
+                                                    -(-self.batch_size // self.decode_processes), (side, side, 3))
             self._pool = decode_pool.start(self.decode_processes, transform, clip.tokenizer,
-                                           input_size(clip) if self.fast_decode else None)
-        return self._pool
+                                           side if self.fast_decode else None)
+        return self._pool, self._slots
 
     def close(self) -> None:
-        """Stop the decode processes (they also end with the process that started them)."""
+        """Stop the decode processes (they also end with the process that started them), free the slots."""
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
+        if self._slots is not None:
+            self._slots.close()
+            self._slots = None
 
     def score(self, images: list[bytes], texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(scores with NaN for undecodable images, image embeddings, text embeddings) in input order."""
@@ -226,16 +236,18 @@ class ClipScore(Stage):
         parts, depth = (procs, 2) if procs else (self.decode_threads, 1)  # chunks per batch, batches in flight
         with contextlib.ExitStack() as stack:
             if procs:
-                pool = self._decode_pool(pil_part or clip.preprocess, clip)
+                pool, slots = self._decode_pool(pil_part or clip.preprocess, clip, pil_part is not None)
 
-                def chunk(a: int, b: int):
-                    return pool.submit(decode_pool.decode_in_worker, images[a:b], [col[a:b] for col in columns])
+                def chunk(a: int, b: int):  # (future, the shared-memory slot lent for its pixels or None)
+                    slot = slots.acquire() if slots else None
+                    return pool.submit(decode_pool.decode_in_worker, images[a:b], [col[a:b] for col in columns],
+                                       slot), slot
             else:
-                threads = stack.enter_context(ThreadPoolExecutor(self.decode_threads))
+                threads, slots = stack.enter_context(ThreadPoolExecutor(self.decode_threads)), None
 
                 def chunk(a: int, b: int):
                     return threads.submit(decode_chunk, clip, images[a:b], [col[a:b] for col in columns],
-                                          self.fast_decode, pil_part)
+                                          self.fast_decode, pil_part), None
 
             # split each batch over the decode workers; keep the next batch(es) in flight while the model runs
             def submit(lo: int):
@@ -245,19 +257,25 @@ class ClipScore(Stage):
 
             pending = collections.deque(submit(lo) for lo in starts[:depth])
             for b, lo in enumerate(starts):
-                chunks = [f.result() for f in pending.popleft()]
+                done = pending.popleft()
+                chunks = [f.result() for f, _ in done]
                 if b + depth < len(starts):
                     pending.append(submit(starts[b + depth]))
                 if procs:
-                    chunks = [_to_torch(c, on_gpu) for c in chunks]
+                    chunks = [_to_torch(c, on_gpu, slots, slot) for c, (_, slot) in zip(chunks, done)]
                 ok = np.concatenate([c[1] for c in chunks])
                 if not ok.any():
-                    continue
-                if split:  # each chunk goes to the device as uint8 and is normalised there
+                    pixels = None
+                elif split:  # each chunk goes to the device as uint8 and is normalised there
                     pixels = torch.cat([normalise(c[0], split[1], split[2], clip.device)
                                         for c in chunks if c[0] is not None])
                 else:
                     pixels = torch.cat([c[0] for c in chunks if c[0] is not None])
+                for _, slot in done:  # normalise copied the pixels out of shared memory
+                    if slot is not None:
+                        slots.release(slot)
+                if pixels is None:
+                    continue
                 ie = clip.embed_image_tensors(pixels)
                 rows = lo + np.flatnonzero(ok)
                 img_emb[rows] = ie
@@ -296,12 +314,16 @@ class ClipScore(Stage):
         return Annotations(columns=out)
 
 
-def _to_torch(chunk, pin: bool):
-    """A decode process's numpy chunk as the thread path's tensors (pixels pinned for an async copy to a GPU)."""
+def _to_torch(chunk, pin: bool, slots=None, slot=None):
+    """A decode process's numpy chunk as the thread path's tensors. Pixels in a shared-memory slot are read in
+    place (the copy to a GPU from pageable memory returns once it has them); piped ones are pinned for an
+    async copy to a GPU."""
     import torch
 
     pixels, ok, texts = chunk
-    if pixels is not None:
+    if isinstance(pixels, int):
+        pixels = torch.from_numpy(slots.view(slot, pixels)) if pixels else None
+    elif pixels is not None:
         pixels = torch.from_numpy(pixels)
         pixels = pixels.pin_memory() if pin else pixels
     return pixels, ok, [(None if t is None else torch.from_numpy(t), m) for t, m in texts]

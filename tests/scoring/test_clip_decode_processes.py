@@ -2,11 +2,16 @@
 
 The pixels must be bit-identical to today's thread path: the worker's output (normalised here) equals open_clip's
 full eval transform exactly, and a real two-process pool gives exactly the thread path's scores and
-embeddings, broken images and missing synthetic captions included.
+embeddings, broken images and missing synthetic captions included, whether the pixels come back through
+shared memory (the default) or through the result pipe (when /dev/shm cannot hold the slots).
 """
 from __future__ import annotations
 
+import logging
+import os
+
 import numpy as np
+import pytest
 import pyarrow as pa
 import torch
 
@@ -31,7 +36,55 @@ def test_worker_output_is_the_full_transform_exactly():
     assert torch.equal(torch.from_numpy(tokens), tok_full) and present.all()
 
 
-def test_process_pool_scores_equal_thread_path(tiny_ckpt):
+@pytest.fixture
+def worker_state():
+    """decode_pool's worker state, for running the worker's code in this process; the attached blocks closed after."""
+    yield decode_pool._STATE
+    for block in decode_pool._STATE.pop("blocks", {}).values():
+        block.close()
+    decode_pool._STATE.clear()
+
+
+def test_worker_writes_pixels_into_the_lent_slot(worker_state):
+    clip = load_clip("curate-tiny", device="cpu")
+    split = split_preprocess(clip.preprocess)
+    side = input_size(clip)
+    blobs = _jpegs(5)  # five JPEGs and one broken blob
+    texts = [f"caption {k}" for k in range(len(blobs))]
+    decode_pool._init(split[0], clip.tokenizer, side)
+    piped, ok, [(tokens, _)] = decode_pool.decode_in_worker(blobs, [texts])
+    slots = decode_pool.PixelSlots(3, 6, (side, side, 3))
+    try:
+        first, second = slots.acquire(), slots.acquire()
+        n, ok2, [(tokens2, _)] = decode_pool.decode_in_worker(blobs, [texts], second)
+        assert n == 5 and ok2.tolist() == ok.tolist() and np.array_equal(tokens2, tokens)
+        assert np.array_equal(slots.view(second, n), piped)  # the decodable images, in order, exactly
+        assert not slots.view(first, 6).any()  # nothing spilled into the neighbouring slot
+        small = decode_pool.Slot(second.name, second.index, second.offset, 4, second.shape)  # 5 images do not fit
+        assert np.array_equal(decode_pool.decode_in_worker(blobs, [texts], small)[0], piped)
+        wrong = decode_pool.Slot(second.name, second.index, second.offset, 6, (side + 1, side, 3))
+        assert np.array_equal(decode_pool.decode_in_worker(blobs, [texts], wrong)[0], piped)
+        slots.release(first)
+        slots.release(second)
+        assert slots.free == 3
+    finally:
+        slots.close()
+    assert not os.path.exists(f"/dev/shm/{second.name.lstrip('/')}")
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm") or os.statvfs("/dev/shm").f_blocks == 0,
+                    reason="needs a size-limited /dev/shm (Linux tmpfs)")
+def test_slots_larger_than_dev_shm_fail_at_start_and_leave_nothing(caplog):
+    """A block bigger than /dev/shm itself: tmpfs refuses the reservation up front (no pages are allocated),
+    so the scorer falls back to the pipe with one warning instead of a worker dying of SIGBUS mid-write."""
+    st = os.statvfs("/dev/shm")
+    before = set(os.listdir("/dev/shm"))
+    with caplog.at_level(logging.WARNING, logger="curate.scorers.decode_pool"):
+        assert decode_pool.slots_for(1, 2, 1, (st.f_blocks * st.f_frsize, 1, 1)) is None
+    assert "result pipe" in caplog.text and set(os.listdir("/dev/shm")) == before
+
+
+def test_process_pool_scores_equal_thread_path(tiny_ckpt, monkeypatch):
     table = rows_table(9)
     imgs = table.column("image").to_pylist()
     imgs[3] = b"not a jpeg"
@@ -40,14 +93,24 @@ def test_process_pool_scores_equal_thread_path(tiny_ckpt):
     table = table.append_column("recaption", pa.array(recap, pa.string()))
     kw = dict(checkpoint=str(tiny_ckpt), device="cpu", batch_size=4, embeddings=True, text_col="both")
     threads = ClipScore(decode_threads=2, **kw).process(table)
-    stage = ClipScore(decode_processes=2, **kw)
-    try:
-        procs = stage.process(table)
-        assert stage._pool is not None  # the rows really went through the worker processes
-    finally:
-        stage.close()
-    for col in ("clip_score", "recaption_clip_score", "clip_image_embedding", "clip_text_embedding"):
-        assert procs.column(col).to_pylist() == threads.column(col).to_pylist(), col
+    for shm in (True, False):
+        stage = ClipScore(decode_processes=2, **kw)
+        if not shm:  # as when /dev/shm cannot hold the slots (the test above): pixels through the pipe
+            monkeypatch.setattr(decode_pool, "slots_for", lambda *a: None)
+        try:
+            procs = stage.process(table)
+            assert stage._pool is not None  # the rows really went through the worker processes
+            if shm:
+                slots = stage._slots
+                assert slots is not None and slots.free == slots.count  # every lent slot came back
+                block = f"/dev/shm/{slots.shm.name.lstrip('/')}"
+                assert os.path.exists(block)
+        finally:
+            stage.close()
+        if shm:
+            assert not os.path.exists(block)  # close() removed the shared memory
+        for col in ("clip_score", "recaption_clip_score", "clip_image_embedding", "clip_text_embedding"):
+            assert procs.column(col).to_pylist() == threads.column(col).to_pylist(), (col, shm)
     scores = threads.column("clip_score").to_pylist()
     assert scores[3] is None and sum(s is not None for s in scores) >= 6  # the broken image is unscored
     assert threads.column("recaption_clip_score").null_count > threads.column("clip_score").null_count
