@@ -197,8 +197,10 @@ def bench_clip(s: dict, device: str, threads: list[int], blobs: list[bytes], tex
                              "ratio": (n / t) / out["model_only_ips"], "cpu_ms_per_img": cpu,
                              "cpu_ratio": out["model_only_cpu_ms_per_img"] / cpu})
         progress(f"clip: stage {nthreads} threads device_preprocess {dev_pre}: {n / t:.0f} img/s")
-    for p in procs:  # decode + preprocess + tokenise in worker processes (uint8 pixels, normalised on the device)
-        stage = ClipScore(model=s["clip_model"], device=device, batch_size=bs, decode_processes=p)
+    # decode + preprocess + tokenise in worker processes (uint8 pixels, normalised on the device); the most
+    # processes also with resize: torch (the resize as torch uint8 ops: about a third of PIL's host cost)
+    for p, resize in [(p, "pil") for p in procs] + [(max(procs), "torch")] * bool(procs):
+        stage = ClipScore(model=s["clip_model"], device=device, batch_size=bs, decode_processes=p, resize=resize)
         stage._clip = clip
         actor = _StageActor(stage, run_schema)
         res = {}
@@ -215,11 +217,12 @@ def bench_clip(s: dict, device: str, threads: list[int], blobs: list[bytes], tex
         col = res["t"].column("clip_score")
         assert col.null_count == 0, "clip_score left rows unscored"
         ref = scores[(max(threads), True)]
-        out["stage"].append({"decode_threads": 0, "decode_processes": p, "device_preprocess": True, "ips": n / t,
+        out["stage"].append({"decode_threads": 0, "decode_processes": p, "resize": resize, "device_preprocess": True,
+                             "ips": n / t,
                              "ratio": (n / t) / out["model_only_ips"], "cpu_ms_per_img": cpu,
                              "cpu_ratio": out["model_only_cpu_ms_per_img"] / cpu,
                              "max_abs_score_diff_vs_threads": float(abs(col.to_numpy() - ref).max())})
-        progress(f"clip: stage {p} decode processes: {n / t:.0f} img/s")
+        progress(f"clip: stage {p} decode processes, resize {resize}: {n / t:.0f} img/s")
     if len(scores) > 1:  # device_preprocess must not change the scores beyond bf16 noise
         import numpy as np
 
@@ -244,8 +247,9 @@ def bench_clip(s: dict, device: str, threads: list[int], blobs: list[bytes], tex
             t = best_of(decode_only(nthreads, pil_part, m), max(1, reps - 1), "cpu")
             out["decode_only"].append({"threads": nthreads, "uint8": pil_part is not None, "ips": m / t})
             progress(f"clip: decode only {nthreads} threads uint8 {pil_part is not None}: {m / t:.0f} img/s")
-    out["decode_only_processes"] = [host_processes(clip, split, blobs, texts, bs, p, max(1, reps - 1), shm)
-                                    for p in procs for shm in (True, False)]
+    out["decode_only_processes"] = [host_processes(clip, split, blobs, texts, bs, p, max(1, reps - 1), shm, resize)
+                                    for p in procs for shm in (True, False) for resize in ("pil", "torch")
+                                    if resize == "pil" or (shm and p == max(procs))]
     for x in out["decode_only_processes"]:
         progress(f"clip: decode only {x['processes']} processes (shm {x['shm']}): {x['ips']:.0f} img/s, worker CPU "
                  f"{x['worker_cpu_ms_per_img']:.2f} ms/img, parent CPU {x['parent_cpu_ms_per_img']:.3f} ms/img")
@@ -258,14 +262,14 @@ def bench_clip(s: dict, device: str, threads: list[int], blobs: list[bytes], tex
 
 
 def host_processes(clip, split, blobs: list[bytes], texts: list[str], bs: int, procs: int, repeats: int,
-                   shm: bool = True) -> dict:
+                   shm: bool = True, resize: str = "pil") -> dict:
     """The host side alone in `procs` decode processes (clip_score's decode_processes path, no model).
 
     Besides img/s (wall, distorted on a loaded machine) it reports CPU time per image in the workers and in
     this process (receiving the chunks, handing the pixels on: to the GPU when there is one, else a host
     copy standing in for the pageable copy to it): the workers' cost divides over the cores, the parent's
     does not, so together they bound what N cores can reach. shm: pixels through shared-memory slots (the
-    stage's way) or through the result pipe (its fallback).
+    stage's way) or through the result pipe (its fallback). resize: the stage's `resize` (pil or torch).
     """
     import torch
 
@@ -275,6 +279,10 @@ def host_processes(clip, split, blobs: list[bytes], texts: list[str], bs: int, p
     step = -(-bs // procs)
     side = clip_score.input_size(clip)
     transform = split[0] if split else clip.preprocess
+    if resize == "torch" and split:
+        from curate.scorers.tensor_resize import tensor_part
+
+        transform = tensor_part(split[0]) or transform
     gpu = torch.cuda.is_available()
     slots = decode_pool.PixelSlots(-(-m // step), step, (side, side, 3)) if shm and split else None
     before = os.times()
@@ -311,7 +319,7 @@ def host_processes(clip, split, blobs: list[bytes], texts: list[str], bs: int, p
     after = os.times()  # the joined workers' CPU time lands in the children fields
     worker_cpu = (after.children_user + after.children_system) - (before.children_user + before.children_system)
     images = m * repeats + step * procs
-    return {"processes": procs, "shm": slots is not None, "ips": m / best,
+    return {"processes": procs, "shm": slots is not None, "resize": resize, "ips": m / best,
             "worker_cpu_ms_per_img": 1e3 * worker_cpu / images, "parent_cpu_ms_per_img": 1e3 * parent_cpu / m,
             "images": m, "start_method": decode_pool.start_method()}
 
@@ -503,12 +511,14 @@ def machine(device: str) -> dict:
 
 def _via(x: dict) -> str:
     """How a decode-process measurement moved the pixels (results before shared memory have no 'shm' key)."""
-    return "via shared memory" if x.get("shm") else "via the pipe"
+    via = "via shared memory" if x.get("shm") else "via the pipe"
+    return via + (", resize torch" if x.get("resize") == "torch" else "")
 
 
 def _decoders(x: dict) -> str:
     p = x.get("decode_processes")
-    return f"decode_processes {p:2d}" if p else f"decode_threads   {x['decode_threads']:2d}"
+    torch_resize = " resize torch" if x.get("resize") == "torch" else ""
+    return f"decode_processes {p:2d}{torch_resize}" if p else f"decode_threads   {x['decode_threads']:2d}"
 
 
 def summary_lines(r: dict) -> list[str]:

@@ -1,5 +1,6 @@
 """clip_score's host side alone at a real model's input size, without the model: CPU per image on the thread
-path and in decode processes (worker and scoring-process CPU), which together predict what N cores can feed.
+path and in decode processes (worker and scoring-process CPU), which together predict what N cores can feed;
+pixels through shared memory and through the pipe, and the resize in PIL and as torch ops (`resize: torch`).
 
     python bench/host_decode.py --model ViT-B-32     # 224 px input; the numbers in RESULTS.md gpu-host-decode
 
@@ -39,13 +40,19 @@ def main(argv: list[str] | None = None) -> dict:
     blobs, texts = gpu.corpus(a.n, a.unique, a.image_px)
     clip = load_clip(a.model, device="cpu")  # random init: only its preprocess and tokenizer are used
     split = split_preprocess(clip.preprocess)
-    c0 = time.process_time()
-    for lo in range(0, a.n, a.batch_size):  # the thread path's work, on this thread
-        decode_batch(clip, blobs[lo:lo + a.batch_size], texts[lo:lo + a.batch_size], True, split[0] if split else None)
+    from curate.scorers.tensor_resize import tensor_part
+
+    thread_path = {}
+    for resize, part in (("pil", split[0]), ("torch", tensor_part(split[0]))):
+        c0 = time.process_time()
+        for lo in range(0, a.n, a.batch_size):  # the thread path's work, on this thread
+            decode_batch(clip, blobs[lo:lo + a.batch_size], texts[lo:lo + a.batch_size], True, part)
+        thread_path[resize] = 1e3 * (time.process_time() - c0) / a.n
     r = {"model": a.model, "input_px": input_size(clip), "jpeg_px": a.image_px, "n": a.n,
-         "thread_path_cpu_ms_per_img": 1e3 * (time.process_time() - c0) / a.n, "machine": gpu.machine("cpu"),
-         "processes": [gpu.host_processes(clip, split, blobs, texts, a.batch_size, p, a.repeats, shm)
-                       for p in a.processes for shm in (True, False)]}
+         "thread_path_cpu_ms_per_img": thread_path["pil"], "thread_path_torch_resize_cpu_ms_per_img":
+         thread_path["torch"], "machine": gpu.machine("cpu"),
+         "processes": [gpu.host_processes(clip, split, blobs, texts, a.batch_size, p, a.repeats, shm, resize)
+                       for p in a.processes for shm, resize in ((True, "pil"), (False, "pil"), (True, "torch"))]}
     print(json.dumps(r, indent=1))
     return r
 

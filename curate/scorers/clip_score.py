@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
 
@@ -38,6 +39,7 @@ from curate.scorers import decode_pool
 from curate.scorers.caption_columns import PerConfig, TextCol, captions, score_column
 from curate.stage import Annotations, Stage, register
 
+log = logging.getLogger(__name__)
 EMBEDDING = pa.list_(pa.float32())
 IMAGE_EMBEDDING, TEXT_EMBEDDING = "clip_image_embedding", "clip_text_embedding"
 
@@ -155,10 +157,12 @@ class ClipScore(Stage):
     fast_decode: bool = True  # JPEG draft decoding at the smallest scale that covers the model's input
     device_preprocess: bool = True  # on a GPU: uint8 pixels to the device, float conversion + normalisation there
     text_col: TextCol = "text"  # text -> clip_score, recaption -> recaption_clip_score, both -> both columns
+    resize: Literal["pil", "torch"] = "pil"  # torch: resize/crop as uint8 torch ops (~3x cheaper; pixels within 2 levels of PIL's)
 
     _clip: Any = PrivateAttr(default=None)
     _pool: Any = PrivateAttr(default=None)
     _slots: Any = PrivateAttr(default=None)
+    _host: Any = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _check_model(self):
@@ -199,6 +203,21 @@ class ClipScore(Stage):
                                            side if self.fast_decode else None)
         return self._pool, self._slots
 
+    def _host_part(self, pil_part):
+        """The host half of the preprocess: `pil_part` itself, or its torch version with `resize: torch`
+        (PIL, with one warning, when the model's preprocess has a step torch cannot redo the same way)."""
+        if self.resize != "torch":
+            return pil_part
+        if self._host is None:  # decided once per stage object: a 1-tuple, so "no split" is remembered too
+            from curate.scorers.tensor_resize import tensor_part
+
+            fast = tensor_part(pil_part) if pil_part is not None else None
+            if fast is None:
+                log.warning("clip_score resize: torch: the model's preprocess %s has steps torch cannot redo "
+                            "the same way; resizing with PIL", pil_part or self._clip.preprocess)
+            self._host = (fast or pil_part,)
+        return self._host[0]
+
     def close(self) -> None:
         """Stop the decode processes (they also end with the process that started them), free the slots."""
         if self._pool is not None:
@@ -231,8 +250,9 @@ class ClipScore(Stage):
         procs = self.decode_processes
         on_gpu = clip.device.startswith("cuda")
         # processes always return uint8 pixels (normalised here: bit-identical on CPU, a quarter of the bytes)
-        split = split_preprocess(clip.preprocess) if (self.device_preprocess and on_gpu) or procs else None
-        pil_part = split[0] if split else None
+        uint8 = (self.device_preprocess and on_gpu) or procs or self.resize == "torch"
+        split = split_preprocess(clip.preprocess) if uint8 else None
+        pil_part = self._host_part(split[0] if split else None)
         parts, depth = (procs, 2) if procs else (self.decode_threads, 1)  # chunks per batch, batches in flight
         with contextlib.ExitStack() as stack:
             if procs:
