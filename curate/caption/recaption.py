@@ -22,6 +22,9 @@ those images with a synthetic caption instead of dropping them: run `recaption` 
 """
 from __future__ import annotations
 
+import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
@@ -153,19 +156,12 @@ class Recaption(Stage):
         models: list[str | None] = [None] * n
         ann = Annotations(columns={"recaption": recap, "recaption_model": models, "recaption_flag": flags})
         want = self.selected(active.column("text").to_pylist())
-        items: list[tuple[int, Any]] = []  # (row, image): one per row, or one per keyframe (keyframes: all)
         for i in range(n):
             if not want[i]:
                 flags[i] = "not_selected"
-                continue
-            try:
-                items += [(i, im) for im in self._images(active, i)]
-            except Exception as err:  # noqa: BLE001 - PIL raises many types on bad bytes: a per-row reason
-                ann.fail(i, "recaption_image_error", error_line(err))
         per_row: dict[int, list] = {}
-        for start in range(0, len(items), self.batch_size):
-            batch = items[start:start + self.batch_size]
-            for (i, _), c in zip(batch, cap.caption([im for _, im in batch])):
+        for batch, output in self._generated(active, want, ann):
+            for i, c in zip(batch, output):
                 per_row.setdefault(i, []).append(c)
         for i in range(n):
             if not want[i] or i in ann.failed:
@@ -185,6 +181,49 @@ class Recaption(Stage):
             else:
                 recap[i] = c.text
         return ann
+
+    def _generated(self, active: pa.Table, want: list[bool], ann: Annotations):
+        """(rows, captions) per batch of `batch_size` images, in row order.
+
+        Why a thread: decoding and preprocessing the next batch (PIL decode and resize, the processor) run
+        while the model generates this one, instead of before it on the same thread; and only about two
+        batches of decoded images exist at once, not a whole part's (a part of large images decoded up
+        front could take gigabytes). The batches are the ones a row-by-row pass gives: a row's images
+        (its keyframes) are decoded together and a row that fails is left out whole
+        (`recaption_image_error`). One lock keeps `preprocess` and `decode` apart, since a backend may
+        use one tokenizer in both (a fast tokenizer must not be used from two threads at once).
+        """
+        cap, lock = self._captioner, threading.Lock()
+        items = self._decoded(active, want, ann)
+
+        def prepare():
+            batch = list(itertools.islice(items, self.batch_size))
+            if not batch:
+                return None
+            with lock:
+                return [i for i, _ in batch], cap.preprocess([im for _, im in batch])
+
+        with ThreadPoolExecutor(1, thread_name_prefix="recaption-prepare") as pool:
+            ahead = pool.submit(prepare)
+            while (ready := ahead.result()) is not None:
+                ahead = pool.submit(prepare)
+                rows, inputs = ready
+                output = cap.generate(inputs)
+                with lock:
+                    captions = cap.decode(inputs, output)
+                yield rows, captions
+
+    def _decoded(self, active: pa.Table, want: list[bool], ann: Annotations):
+        """(row, decoded image) for each wanted row's image(s), a row at a time; undecodable rows fail."""
+        for i in range(active.num_rows):
+            if not want[i]:
+                continue
+            try:
+                frames = self._images(active, i)
+            except Exception as err:  # noqa: BLE001 - PIL raises many types on bad bytes: a per-row reason
+                ann.fail(i, "recaption_image_error", error_line(err))
+                continue
+            yield from ((i, im) for im in frames)
 
     def _images(self, table: pa.Table, i: int) -> list:
         """The PIL image(s) row i is captioned from: its image, or its clip's middle keyframe (or all of them)."""

@@ -141,3 +141,48 @@ def test_endpoint_setting_is_base_url_like_the_other_endpoint_stages():
     a = Recaption(backend="endpoint", base_url="http://127.0.0.1:9/v1", model="m")
     b = Recaption.model_validate({"backend": "endpoint", "url": "http://127.0.0.1:9/v1", "model": "m"})
     assert a == b and a.model_dump()["base_url"] == "http://127.0.0.1:9/v1" and "url" not in a.model_dump()
+
+
+def test_next_batch_is_decoded_while_this_one_generates_and_batches_are_unchanged(coca_ckpt, monkeypatch):
+    """Decode + preprocess run on a thread one batch ahead of generate (never a whole part up front), and the
+    batches are the row-by-row ones: a broken row is left out whole, the others keep their order."""
+    import threading
+
+    from curate import images as img
+
+    images = [jpg((20 * i, 0, 200 - 20 * i), seed=i) for i in range(10)]
+    images[3] = b"not an image"
+    t = image_table([f"caption {i}" for i in range(10)], images)
+    stage = Recaption(backend="coca", checkpoint=str(coca_ckpt), max_tokens=8, on_truncated="keep", batch_size=3)
+    stage.setup()
+    cap = stage._captioner
+    decoded, seen = [], []
+    real_images, real_pre, real_gen = Recaption._images, cap.preprocess, cap.generate
+
+    def counting_images(self, table, i):
+        decoded.append(i)
+        return real_images(self, table, i)
+
+    def pre(ims):
+        seen.append(("pre", threading.current_thread().name, len(ims)))
+        return real_pre(ims)
+
+    def gen(inputs):
+        seen.append(("gen", len(decoded)))
+        return real_gen(inputs)
+
+    monkeypatch.setattr(Recaption, "_images", counting_images)
+    monkeypatch.setattr(cap, "preprocess", pre)
+    monkeypatch.setattr(cap, "generate", gen)
+    out = stage.process(t).to_pylist()
+    pres = [s for s in seen if s[0] == "pre"]
+    gens = [s[1] for s in seen if s[0] == "gen"]
+    assert [n for _, _, n in pres] == [3, 3, 3] and all(name.startswith("recaption-prepare") for _, name, _ in pres)
+    assert gens[0] <= 7 < 10  # at the first generate, at most two batches (+ the broken row) were decoded
+    assert out[3]["status"] == "failed" and out[3]["reason"] == "recaption_image_error"
+    good = [i for i in range(10) if i != 3]
+    monkeypatch.undo()
+    want = []
+    for k in range(0, len(good), 3):  # the same batches, captioned in one call each
+        want += [c.text for c in cap.caption([img.decode_rgb(images[i]) for i in good[k:k + 3]])]
+    assert [out[i]["recaption"] for i in good] == want
