@@ -610,7 +610,7 @@ def _filter_html(q: dict) -> str:
 
 @app.command()
 def demo(
-    output: str = typer.Option("demo-out", "--output", "-o", help="Run directory to write (replaced if it holds an earlier demo)."),
+    output: str = typer.Option("demo-out", "--output", "-o", help="Run directory to write (replaced if it holds an earlier finished demo; anything else is refused)."),
     samples: Optional[int] = typer.Option(None, "--samples", "-n", min=40, help="Corpus size (default 3000 image-text samples; 120 interleaved documents)."),
     seed: int = typer.Option(0, "--seed"),
     modality: str = typer.Option("image", "--modality", help="image, video or interleaved."),
@@ -627,7 +627,7 @@ def demo(
     import tempfile
 
     from curate.demo.corpus import write_url_list
-    from curate.demo.run import ensure_corpus, filter_quality, prepare_run_dir, truth_table
+    from curate.demo.run import ensure_corpus, filter_quality, mark_demo_run, prepare_run_dir, truth_table
     from curate.demo.server import DemoServer
     from curate.recipe import load_recipe
     from curate.runner import Runner
@@ -670,6 +670,7 @@ def demo(
                         on_rows=progress.rows if progress.enabled else None)
         with progress:
             manifest = runner.start()
+    mark_demo_run(out)
     print_funnel(manifest)
     from curate.demo import truth as gt
 

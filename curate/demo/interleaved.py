@@ -318,7 +318,7 @@ def run_demo(out: Path, docs: int = DEFAULT_DOCS, seed: int = 0, overrides: tupl
     """Generate (or reuse) the corpus, serve it on loopback, run pipelines/interleaved.yaml; (manifest, corpus)."""
     import tempfile
 
-    from curate.demo.run import cache_root, prepare_run_dir
+    from curate.demo.run import cache_root, mark_demo_run, prepare_run_dir
     from curate.demo.server import DemoServer
     from curate.recipe import load_recipe
     from curate.runner import Runner
@@ -331,4 +331,5 @@ def run_demo(out: Path, docs: int = DEFAULT_DOCS, seed: int = 0, overrides: tupl
         pages = write_page_list(corpus, server.url, Path(tmp) / "pages.parquet")
         rec = load_recipe("interleaved", (*DEMO_OVERRIDES, *overrides), input_path=str(pages), output_path=str(out))
         manifest = Runner(rec, ray_address=ray_address, on_progress=on_progress).start()
+    mark_demo_run(Path(out))
     return manifest, corpus

@@ -98,13 +98,27 @@ def _recipe_steps(run_dir: Path) -> set[str] | None:
 
 
 def prepare_run_dir(out: Path) -> None:
-    """The demo owns its output: replace an earlier demo run, refuse to touch anything else."""
+    """The demo owns its output: replace an earlier demo run (one `mark_demo_run` marked), or an empty folder;
+    refuse to touch anything else, a curate run that is not a finished demo's included.
+
+    Why a marker and not manifest.json: any curate run has a manifest, and `curate demo -o` pointed at a
+    real run (or at any folder that happens to hold a manifest.json) must not delete it."""
+    from curate.io.rundir import RunDir
+
     if not out.exists():
         return
-    if (out / "manifest.json").exists() or not any(out.iterdir()):
+    if RunDir(out).demo_marker.is_file() or (out.is_dir() and not any(out.iterdir())):
         shutil.rmtree(out)
         return
-    raise FileExistsError(f"{out} exists and is not a curate run directory; choose another --output")
+    what = "holds a curate run the demo did not finish" if RunDir(out).exists() else "is not a demo run directory"
+    raise FileExistsError(f"{out} exists and {what}; choose another --output (or remove it yourself)")
+
+
+def mark_demo_run(out: Path) -> None:
+    """Mark a finished demo run, so the next `curate demo -o` may replace it (`prepare_run_dir`)."""
+    from curate.io.rundir import RunDir
+
+    RunDir(out).demo_marker.write_text("written by curate demo; `curate demo -o` may replace this folder\n")
 
 
 def filter_quality(run_dir: Path, corpus: Path, positive: str = "mismatched_caption") -> dict | None:

@@ -6,7 +6,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from curate.demo.run import cache_root, prepare_run_dir
+from curate.demo.run import cache_root, mark_demo_run, prepare_run_dir
 
 DEMO_VIDEOS = 8
 # the recipe's defaults, plus what the demo's input list has: WebVTT sidecars in a `subtitles` column
@@ -53,6 +53,7 @@ def run_video_demo(out: Path, *, seed: int, ray_address, overrides, out_console,
         runner = Runner(rec, ray_address=ray_address, on_progress=update)
         with bar:
             manifest = runner.start()
+    mark_demo_run(out)
     print_funnel(manifest)
     videos, clips = truth_table(out, corpus)
     runner.write_report([("Ground truth (video demo)", truth_html(videos + clips))])

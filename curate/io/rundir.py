@@ -2,7 +2,8 @@
 
 out/recipe.yaml, out/manifest.json, out/sizes.json, out/shards/NNNNNN.tar, out/meta/part-NNNNNN.parquet,
 out/report.html, out/thumbs/part-NNNNNN.parquet (thumbnails of a sample of dropped rows, for the report);
-out/_work/ holds resumable intermediate state and is removed when a run completes.
+out/_work/ holds resumable intermediate state and is removed when a run completes. out/.curate-demo marks a
+finished `curate demo` run (which the next demo may replace).
 shards/ holds only the tars, so WebDataset readers that list a folder (Hugging Face `datasets`,
 `ray.data.read_webdataset`) read it as it is; the per-shard sample counts are in out/sizes.json.
 """
@@ -32,6 +33,7 @@ class RunDir:
         self.embeddings = self.root / "embeddings"  # sidecar: uid + CLIP embedding vectors per part
         self.sizes = self.root / "sizes.json"  # {"000000.tar": kept samples}, open_clip's sizes.json format
         self.thumbs = self.root / "thumbs"  # sidecar: thumbnails of a bounded sample of dropped rows per part
+        self.demo_marker = self.root / ".curate-demo"  # a finished demo run: `curate demo -o` may replace it
 
     # final outputs
     def meta_part(self, k: int) -> Path:
