@@ -2,7 +2,7 @@
 
 Exit codes (docs/cli.md): 0 ok; 1 a bug in curate; 2 a user or environment error (bad argument or recipe,
 missing input, Ray or disk trouble), always one `error:` line; 3 a run that finished but in which every row
-failed; 130 interrupted. Set CURATE_DEBUG=1 for tracebacks; -v/-q or CURATE_LOG_LEVEL for how loud it is.
+failed; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Set CURATE_DEBUG=1 for tracebacks; -v/-q or CURATE_LOG_LEVEL for how loud it is.
 """
 from __future__ import annotations
 
@@ -26,6 +26,36 @@ out_console = Console(width=None if sys.stdout.isatty() else 160)
 
 class UserError(Exception):
     """An error whose message is the whole story for the user."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what a scheduler or `kill` sends), raised in the main thread like Ctrl-C: the run stops the
+    same way (Ray shut down, committed parts kept) and the user is told how to finish it."""
+
+
+_STOP: dict[str, int] = {}  # the signal that stopped this command; typer turns Ctrl-C into a bare exit code 130
+
+
+def _on_stop_signal(signum, frame):
+    import signal
+
+    _STOP["signal"] = signum
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _stopped() -> None:
+    """One line for Ctrl-C or SIGTERM and the conventional exit code (130, 143)."""
+    import signal
+
+    term = _STOP.get("signal") == signal.SIGTERM
+    hint = "; finish with the same command and --resume" if _command() == "run" else ""
+    err_console.print(f"{'terminated' if term else 'interrupted'}{hint}", highlight=False)
+    sys.exit(143 if term else 130)
+
+
+def _command() -> str | None:
+    """The subcommand of this invocation (the first argument that is not an option)."""
+    return next((a for a in sys.argv[1:] if not a.startswith("-")), None)
 
 
 def _fail(message: str, code: int = 2):
@@ -610,7 +640,7 @@ def _filter_html(q: dict) -> str:
 
 @app.command()
 def demo(
-    output: str = typer.Option("demo-out", "--output", "-o", help="Run directory to write (replaced if it holds an earlier finished demo; anything else is refused)."),
+    output: str = typer.Option("demo-out", "--output", "-o", help="Run directory to write (replaced if it holds an earlier demo run; anything else is refused)."),
     samples: Optional[int] = typer.Option(None, "--samples", "-n", min=40, help="Corpus size (default 3000 image-text samples; 120 interleaved documents)."),
     seed: int = typer.Option(0, "--seed"),
     modality: str = typer.Option("image", "--modality", help="image, video or interleaved."),
@@ -668,9 +698,11 @@ def demo(
         rec = load_recipe(recipe, overrides, input_path=str(urls), output_path=str(out))
         runner = Runner(rec, ray_address=ray_address, on_progress=update,
                         on_rows=progress.rows if progress.enabled else None)
-        with progress:
-            manifest = runner.start()
-    mark_demo_run(out)
+        try:
+            with progress:
+                manifest = runner.start()
+        finally:  # finished or interrupted: the demo wrote it, so the next demo may replace it
+            mark_demo_run(out)
     print_funnel(manifest)
     from curate.demo import truth as gt
 
@@ -752,8 +784,25 @@ def main() -> None:
     known = (RecipeError, RunError, InputError, CatalogError, ModelLoadError, UserError, RefilterError, StorageError)
     gc.freeze()
     atexit.register(gc.freeze)
+    import signal
+    import threading
+
+    _STOP.clear()
+    main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = {sig: signal.signal(sig, _on_stop_signal) for sig in (signal.SIGTERM, signal.SIGINT)} if main_thread else {}
+    try:  # (the SIGTERM handler is kept across Ray's start: runner.ray_session)
+        _run_app(known)
+    finally:  # an in-process caller (tests, a notebook) gets its own handlers back
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_app(known: tuple) -> None:
+    """The command, with every way it can end turned into an exit code and at most one line on stderr."""
     try:
         rc = app(standalone_mode=False)
+        if rc == 130:  # typer returns Ctrl-C inside a command as exit code 130
+            _stopped()
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except typer.Exit as e:
@@ -762,8 +811,7 @@ def main() -> None:
         _error_line(str(err))  # [..] and control characters in it are text
         sys.exit(EXIT_USER)
     except KeyboardInterrupt:
-        err_console.print("interrupted; finish with --resume", highlight=False)
-        sys.exit(130)
+        _stopped()
     except Exception as err:  # noqa: BLE001 - the last line of defence against tracebacks
         # usage errors (missing argument, unknown option: exit 2) by class name: typer >= 0.29 raises its
         # vendored click's classes (typer._click), older typer the click package's
@@ -771,8 +819,8 @@ def main() -> None:
         if "ClickException" in kinds:
             err.show()
             sys.exit(err.exit_code)
-        if "Abort" in kinds:
-            sys.exit(130)
+        if "Abort" in kinds:  # older click turns Ctrl-C inside a command into Abort
+            _stopped()
         from curate.environment_errors import describe
 
         line = describe(err)  # disk full, permissions, Ray's memory: the machine's problem, not a bug

@@ -327,6 +327,27 @@ def _check_reachable(address: str) -> None:
                        "fix --ray-address / RAY_ADDRESS, or unset RAY_ADDRESS to start a local Ray") from None
 
 
+def _host_sigterm_handler():
+    """The SIGTERM handler the host program installed (a Python callable), or None (none, or not the main thread)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    handler = signal.getsignal(signal.SIGTERM)
+    return handler if callable(handler) else None
+
+
+def _restore_sigterm_handler(handler) -> None:
+    """Put back the host's SIGTERM handler after ray.init, which replaces it twice: a Python handler that
+    exits, and the C++ failure handler that prints a stack dump and kills the process (exit -15, nothing
+    committed after). The `curate` CLI's handler stops the run like Ctrl-C and says how to resume it."""
+    import signal
+
+    if handler is not None:
+        signal.signal(signal.SIGTERM, handler)
+
+
 @contextmanager
 def ray_session(address: str | None, num_cpus: int | None = None, object_store_mb: int | None = None,
                 runtime_env: dict | None = None):
@@ -345,6 +366,7 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
                       log_to_driver=verbose, configure_logging=True)
         if runtime_env:
             kwargs["runtime_env"] = runtime_env
+        sigterm = _host_sigterm_handler()
         try:
             if address:
                 _check_reachable(address)
@@ -365,6 +387,7 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
             fix = ("check the address and that the cluster runs" if address else
                    "check free memory and disk (/tmp/ray) and Ray's logs in /tmp/ray/session_latest/logs")
             raise RunError(f"cannot start or reach Ray at {where}: {_ray_error_line(err)} ({fix})") from None
+        _restore_sigterm_handler(sigterm)
         started = True
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False

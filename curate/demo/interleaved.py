@@ -330,6 +330,8 @@ def run_demo(out: Path, docs: int = DEFAULT_DOCS, seed: int = 0, overrides: tupl
     with DemoServer(corpus) as server, tempfile.TemporaryDirectory() as tmp:
         pages = write_page_list(corpus, server.url, Path(tmp) / "pages.parquet")
         rec = load_recipe("interleaved", (*DEMO_OVERRIDES, *overrides), input_path=str(pages), output_path=str(out))
-        manifest = Runner(rec, ray_address=ray_address, on_progress=on_progress).start()
-    mark_demo_run(Path(out))
+        try:
+            manifest = Runner(rec, ray_address=ray_address, on_progress=on_progress).start()
+        finally:  # finished or interrupted: the demo wrote it, so the next demo may replace it
+            mark_demo_run(Path(out))
     return manifest, corpus

@@ -99,7 +99,7 @@ def _recipe_steps(run_dir: Path) -> set[str] | None:
 
 def prepare_run_dir(out: Path) -> None:
     """The demo owns its output: replace an earlier demo run (one `mark_demo_run` marked), or an empty folder;
-    refuse to touch anything else, a curate run that is not a finished demo's included.
+    refuse to touch anything else, a curate run the demo did not write included.
 
     Why a marker and not manifest.json: any curate run has a manifest, and `curate demo -o` pointed at a
     real run (or at any folder that happens to hold a manifest.json) must not delete it."""
@@ -110,15 +110,17 @@ def prepare_run_dir(out: Path) -> None:
     if RunDir(out).demo_marker.is_file() or (out.is_dir() and not any(out.iterdir())):
         shutil.rmtree(out)
         return
-    what = "holds a curate run the demo did not finish" if RunDir(out).exists() else "is not a demo run directory"
+    what = "holds a curate run the demo did not write" if RunDir(out).exists() else "is not a demo run directory"
     raise FileExistsError(f"{out} exists and {what}; choose another --output (or remove it yourself)")
 
 
 def mark_demo_run(out: Path) -> None:
-    """Mark a finished demo run, so the next `curate demo -o` may replace it (`prepare_run_dir`)."""
+    """Mark what a demo wrote (finished, failed or interrupted), so the next `curate demo -o` may replace it
+    (`prepare_run_dir`). Nothing when the run left no folder (a run that made nothing removes its own)."""
     from curate.io.rundir import RunDir
 
-    RunDir(out).demo_marker.write_text("written by curate demo; `curate demo -o` may replace this folder\n")
+    if Path(out).is_dir():
+        RunDir(out).demo_marker.write_text("written by curate demo; `curate demo -o` may replace this folder\n")
 
 
 def filter_quality(run_dir: Path, corpus: Path, positive: str = "mismatched_caption") -> dict | None:

@@ -51,9 +51,11 @@ def run_video_demo(out: Path, *, seed: int, ray_address, overrides, out_console,
         err_console.print(f"serving the video corpus at {server.url}", highlight=False)
         rec = load_recipe("video_text", [*DEMO_OVERRIDES, *overrides], input_path=str(urls), output_path=str(out))
         runner = Runner(rec, ray_address=ray_address, on_progress=update)
-        with bar:
-            manifest = runner.start()
-    mark_demo_run(out)
+        try:
+            with bar:
+                manifest = runner.start()
+        finally:  # finished or interrupted: the demo wrote it, so the next demo may replace it
+            mark_demo_run(out)
     print_funnel(manifest)
     videos, clips = truth_table(out, corpus)
     runner.write_report([("Ground truth (video demo)", truth_html(videos + clips))])

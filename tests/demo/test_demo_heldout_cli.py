@@ -10,7 +10,7 @@ def test_demo_held_out_noise_reports_every_decision(ray_address, tmp_path, monke
     out = tmp_path / "demo-out"
     res = cli_inprocess("demo", "--noise", "held-out", "--samples", "200", "--output", str(out), "--no-clip-filter")
     assert res.returncode == 0, res.stderr
-    assert (out / ".curate-demo").is_file()  # a finished demo is marked: the next demo may replace it
+    assert (out / ".curate-demo").is_file()  # a demo run is marked: the next demo may replace it
     assert "image_size: dropped" in res.stdout and "precision" in res.stdout and "recall" in res.stdout
     page = (out / "report.html").read_text()
     assert "Decisions vs planted ground truth" in page and "Ground truth (demo)" not in page

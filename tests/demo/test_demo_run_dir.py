@@ -1,4 +1,4 @@
-"""`curate demo -o DIR` replaces only a finished demo run (marked by .curate-demo) or an empty folder.
+"""`curate demo -o DIR` replaces only a demo run (marked by .curate-demo) or an empty folder.
 
 Before, any folder holding a manifest.json was deleted whole: a real run, or a project folder with a
 manifest.json of its own, pointed at by mistake."""

@@ -9,6 +9,7 @@ import tarfile
 import time
 
 import pyarrow as pa
+import pytest
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
@@ -56,6 +57,36 @@ def test_sigkill_then_resume_has_every_row_once(ray_address, demo_urls, tmp_path
     # the recipe must match on resume; a finished run resumes to a no-op
     res = cli_inprocess("run", "image_text", "--input", str(demo_urls), "--output", str(out), "--resume")
     assert res.returncode == 2 and "recipe differs" in res.stderr
+
+
+@pytest.mark.parametrize("sig,rc,word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_ctrl_c_or_sigterm_says_how_to_resume_and_resume_finishes(ray_address, demo_urls, tmp_path, cli_inprocess,
+                                                                 sig, rc, word):
+    """Ctrl-C and a scheduler's SIGTERM stop a run with one line that says how to finish it, and the exit code
+    says which (130, 143). Before: Ctrl-C exited 130 silently (click turned it into Abort), and SIGTERM hit
+    Ray's C++ failure handler: a stack dump and death by signal."""
+    out = tmp_path / "out"
+    args = ["run", "image_text", "--input", str(demo_urls), "--output", str(out),
+            "--set", "output.samples_per_shard=12", "--set", "download.threads=2"]
+    proc = subprocess.Popen([sys.executable, "-m", "curate.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "RAY_ADDRESS": ray_address})
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if out.exists() and len(list((out / "_work" / "segment0").glob("part-*.parquet"))) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "run finished before it could be stopped: " + proc.stderr.read().decode()[-2000:]
+    os.kill(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    err = err.decode()
+    assert proc.returncode == rc, err[-2000:]
+    assert err.strip().splitlines()[-1] == f"{word}; finish with the same command and --resume"
+    assert "Traceback" not in err and "SIGTERM received" not in err
+    res = cli_inprocess(*args, "--resume")
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = meta(out)
+    assert len(rows) == 300 and len({r["uid"] for r in rows}) == 300
+    assert validate(out)[0] == []
 
 
 def test_retry_failed_reruns_only_failed_rows(ray_address, demo_corpus, tmp_path, cli_inprocess):
