@@ -322,8 +322,12 @@ def validate(
     no_decode: bool = typer.Option(False, "--no-decode", help="Skip decoding images (faster)."),
 ):
     """Check that every shard member decodes and matches its metadata row."""
+    from curate.io.rundir import RunDir
     from curate.validate import validate as check
 
+    run = RunDir(out)
+    if not run.exists() and not run.meta.exists():  # a wrong path is the user's error (2), not a finding (1)
+        raise UserError(f"{out} is not a curate run directory (no manifest.json, no meta/)")
     problems, stats = check(out, decode=not no_decode)
     if problems:
         from curate.display import printable

@@ -578,6 +578,7 @@ class Runner:
     def start(self, resume: bool = False) -> Manifest:
         run = self.run
         self._check_storage()
+        self._check_output_folder()
         if run.exists():
             manifest = self._load_manifest()
             if not resume:
@@ -600,6 +601,17 @@ class Runner:
             if not self._has_results():
                 self._discard(created)
             raise
+
+    def _check_output_folder(self) -> None:
+        """A local output must be a folder or creatable as one: one line, not NotADirectoryError, when the
+        path (or a folder above it) is a file."""
+        root = self.run.root
+        if storage.is_remote(root):
+            return
+        blocker = next((a for a in (root, *root.parents) if a.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            where = "is a file" if blocker == root else f"is under {blocker}, which is a file"
+            raise RunError(f"output {root} {where}, not a folder; choose another --output")
 
     def _has_results(self) -> bool:
         """Whether the run produced anything worth resuming: a committed part or a segment checkpoint."""
@@ -626,7 +638,10 @@ class Runner:
                             input=InputInfo(**reader.fingerprint(spec.path)), named_files=self._named_files(),
                             batches=[Batch(kind="run", status="splitting")])
         if not storage.is_remote(run.root):  # object stores have no folders
-            run.root.mkdir(parents=True, exist_ok=True)
+            try:
+                run.root.mkdir(parents=True, exist_ok=True)
+            except OSError as err:  # a read-only or special filesystem (/proc), no permission
+                raise RunError(f"cannot create the output folder {run.root}: {err.strerror or err}") from None
         atomic.write_bytes(run.recipe, recipe_yaml)
         run.save_manifest(manifest)
         return self._execute(manifest)

@@ -162,17 +162,17 @@ def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path, cli, cli_inprocess
         (["run", "image_text", "--input", str(good), "--output", str(out), "--resume"], "nothing to resume"),
         (["run", "image_text", "--input", str(good)], "no output folder"),
         (["query", str(tmp_path), "SELECT 1"], "no metadata parts"),
-        (["validate", str(tmp_path / "nowhere")], ""),
+        (["validate", str(tmp_path / "nowhere")], "is not a curate run directory"),
+        (["run", "image_text", "--input", str(good), "--output", str(good)], "is a file, not a folder"),
+        (["run", "image_text", "--input", str(good), "--output", str(good / "sub")], "which is a file, not a folder"),
     ]
     # the console script itself, once, then the same entry point in-process for the rest
     line = one_line_error(cli(*cases[0][0]))
     assert cases[0][1] in line
     for args, message in cases:
         res = cli_inprocess(*args)
-        if args[0] == "validate":
-            assert res.returncode != 0 and "Traceback" not in res.stderr
-            continue
         line = one_line_error(res)
+        assert res.returncode == 2, (args, res.returncode)  # the user's error, not a bug (1)
         assert message in line, (args, line)
         assert not out.exists(), args
     # an output folder with unrelated content is refused, and left as it was
