@@ -32,7 +32,7 @@ import yaml
 from curate import lean_ray, plugins, progress, schema
 from curate.io import atomic, reader, storage
 from curate.io.manifest import Batch, InputInfo, Manifest, ManifestError, PartInfo, recipe_hash
-from curate.io.rundir import RunDir, versions
+from curate.io.rundir import RunDir, RunDirBusy, versions
 from curate.dedup import graph
 from curate.io.shard_writer import write_part
 from curate.recipe import Recipe, RecipeError, Scheduling, saved_recipe, segments
@@ -44,6 +44,10 @@ log = logging.getLogger("curate")
 
 class RunError(Exception):
     """A problem that stops a run before or between parts; the message is one line for the user."""
+
+
+class RunBusy(RunError):
+    """Another process is writing the run directory: refused, and nothing of theirs is cleaned up."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -579,6 +583,24 @@ class Runner:
         run = self.run
         self._check_storage()
         self._check_output_folder()
+        self._locked = False
+        with contextlib.ExitStack() as self._held:
+            if run.exists():  # a run or resume already writing here is refused before anything else
+                self._hold()  # (a folder without a run gets the lock only once this run has created it)
+            return self._start(resume)
+
+    def _hold(self) -> None:
+        """Hold the run directory (RunDir.writer_lock) until `start` returns; a refusal is a RunBusy."""
+        if self._locked:
+            return
+        try:
+            self._held.enter_context(self.run.writer_lock())
+        except RunDirBusy as err:
+            raise RunBusy(str(err)) from None
+        self._locked = True
+
+    def _start(self, resume: bool) -> Manifest:
+        run = self.run
         if run.exists():
             manifest = self._load_manifest()
             if not resume:
@@ -591,12 +613,14 @@ class Runner:
             return self._execute(manifest)
         if resume:
             raise RunError(f"nothing to resume: {run.root} holds no run")
-        if run.root.exists() and any(run.root.iterdir()):
+        if run.root.exists() and any(p != run.lock_path for p in run.root.iterdir()):
             raise RunError(f"output folder {run.root} is not empty and holds no run; choose another --output")
         spec = self._check_input()
         created = not run.root.exists()
         try:
             return self._start_fresh(spec)
+        except RunBusy:  # another process took the folder first: it is theirs, leave it alone
+            raise
         except Exception:  # Ray not starting, disk full...: leave no manifest/recipe of a run that made nothing
             if not self._has_results():
                 self._discard(created)
@@ -642,6 +666,11 @@ class Runner:
                 run.root.mkdir(parents=True, exist_ok=True)
             except OSError as err:  # a read-only or special filesystem (/proc), no permission
                 raise RunError(f"cannot create the output folder {run.root}: {err.strerror or err}") from None
+            if not self._locked:  # the folder is new: hold it from now on
+                self._hold()
+                if run.exists():  # another process started a run here between our checks and the lock
+                    raise RunBusy(f"{run.root} was started by another curate process just now; choose another "
+                                  "--output")
         atomic.write_bytes(run.recipe, recipe_yaml)
         run.save_manifest(manifest)
         return self._execute(manifest)
@@ -652,6 +681,13 @@ class Runner:
         self._check_storage()
         if not run.exists():
             raise RunError(f"--retry-failed: {run.root} holds no run")
+        self._locked = False
+        with contextlib.ExitStack() as self._held:
+            self._hold()
+            return self._retry_failed()
+
+    def _retry_failed(self) -> Manifest:
+        run = self.run
         manifest = self._load_manifest()
         if not manifest.complete:
             raise RunError(f"--retry-failed: the run in {run.root} is not complete; finish it with --resume first")

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -19,6 +21,10 @@ from curate.io import atomic, storage
 from curate.io.manifest import COMPLETE, Counts, Manifest, ManifestError, now
 
 log = logging.getLogger(__name__)
+
+
+class RunDirBusy(Exception):
+    """Another process is writing this run directory (one line for the user)."""
 
 
 class RunDir:
@@ -34,6 +40,35 @@ class RunDir:
         self.sizes = self.root / "sizes.json"  # {"000000.tar": kept samples}, open_clip's sizes.json format
         self.thumbs = self.root / "thumbs"  # sidecar: thumbnails of a bounded sample of dropped rows per part
         self.demo_marker = self.root / ".curate-demo"  # a finished demo run: `curate demo -o` may replace it
+        self.lock_path = self.root / ".curate.lock"  # held by the one process writing the run (`writer_lock`)
+
+    @contextmanager
+    def writer_lock(self):
+        """Hold the run directory for this process: a second `curate run` (or --resume) on the same folder is
+        refused with RunDirBusy instead of both writing the same parts.
+
+        flock on out/.curate.lock: the kernel releases it when the process ends, however it ends, so a
+        killed run never leaves a stale lock (the file stays, empty of meaning). Local folders only: object
+        stores have no locks, so two writers to one s3:// output are the user's to avoid."""
+        if storage.is_remote(self.root):
+            yield
+            return
+        import fcntl
+
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode(errors="replace").strip()
+                raise RunDirBusy(f"{self.root} is being written by another curate process"
+                                 f"{f' (pid {holder})' if holder.isdigit() else ''}; wait for it to finish "
+                                 "(then --resume if it stopped), or choose another --output") from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            yield
+        finally:
+            os.close(fd)
 
     # final outputs
     def meta_part(self, k: int) -> Path:

@@ -199,3 +199,29 @@ def test_ray_auth_failure_names_the_fix():
     assert "RAY_AUTH_MODE=token" in line and "\n" not in line
     assert _ray_error_line(ConnectionError("Could not find any running Ray instance.\nmore")) == \
         "Could not find any running Ray instance."
+
+
+def test_a_second_writer_is_refused_and_leaves_the_first_ones_folder_alone(tmp_path, cli_inprocess):
+    """One process writes a run directory at a time (RunDir.writer_lock, flock): a --resume or a fresh run
+    on a folder another process holds gets one line and exit 2, and the folder is left as it was. Before,
+    both wrote the same parts and the second died with FileNotFoundError."""
+    from curate.io.rundir import RunDir
+
+    good = tmp_path / "urls.parquet"
+    pq.write_table(pa.table({"url": ["http://127.0.0.1:9/a.jpg"] * 3, "caption": ["a", "b", "c"]}), good)
+    out = tmp_path / "out"
+    run = ["run", "image_text", "--input", str(good), "--output", str(out)]
+    assert cli_inprocess(*run).returncode == 3  # every row failed (nothing listens on port 9): a finished run
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with RunDir(out).writer_lock():  # as if another curate process were writing it (this pid)
+        line = one_line_error(res := cli_inprocess(*run, "--resume"))
+        assert res.returncode == 2 and f"being written by another curate process (pid {os.getpid()})" in line
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert cli_inprocess(*run, "--resume").returncode == 3  # free again: the finished run resumes to a no-op
+
+    fresh = tmp_path / "fresh"  # another process created the folder and holds it, but has no manifest yet
+    fresh.mkdir()
+    with RunDir(fresh).writer_lock():
+        line = one_line_error(res := cli_inprocess("run", "image_text", "--input", str(good), "--output", str(fresh)))
+        assert res.returncode == 2 and "another curate process" in line
+        assert [p.name for p in fresh.iterdir()] == [".curate.lock"]  # theirs: not cleaned up by the refused run
