@@ -109,7 +109,7 @@ def index_tar(tar_path: str) -> list[dict]:
                     if ext == "json":
                         s["json"] = data
                     elif "text" not in s or ext == "txt":
-                        s["text"] = data
+                        s["text"] = caption_text(data)
             end = tar.offset
             f.seek(end)
             tail = f.read(512)
@@ -257,6 +257,13 @@ def image_batches(path: str, batch_rows: int = 10000):
         yield _with_joined(rows, mapping, "file_name", keys, mapped_schema)
 
 
+def caption_text(data: str) -> str:
+    """A caption file's text without its trailing line ending(s): `echo caption > x.txt` and most editors end
+    a text file with a newline that is not part of the caption (img2dataset and curate write none), and a
+    caption ending in "\n" misses `WHERE text = '...'` and differs from the same caption in a URL list."""
+    return data.rstrip("\r\n")
+
+
 def _sidecar_text(stem: str) -> tuple[str | None, str | None]:
     for ext in ("txt", "caption", "json"):
         p = f"{stem}.{ext}"
@@ -264,7 +271,7 @@ def _sidecar_text(stem: str) -> tuple[str | None, str | None]:
             with inputfs.open_read(p) as f:
                 data = f.read().decode("utf-8", "replace")
             if ext != "json":
-                return data, None
+                return caption_text(data), None
             try:
                 info = json.loads(data)
             except ValueError:

@@ -78,7 +78,7 @@ def tars(tmp_path):
                 key = f"{s:05d}{i:04d}"
                 images[key] = jpeg((40 * i, 100 * s, 200))
                 add(tar, f"{key}.jpg", images[key])
-                add(tar, f"{key}.txt", f"caption {key}".encode())
+                add(tar, f"{key}.txt", f"caption {key}{chr(10) * (i % 2)}".encode())  # half end in a newline
                 add(tar, f"{key}.json", json.dumps({"url": f"http://gone/{key}.jpg", "key": key}).encode())
                 listing.append({"key": key, "url": f"http://gone/{key}.jpg", "caption": f"caption {key}",
                                 "status": "success", "sha256": "x", "width": 24, "error_message": None})
@@ -117,6 +117,7 @@ def test_webdataset_tars_by_brace_pattern_keep_every_sample(tars, tmp_path):
         assert r["status"] == "ok" and r["image"] == data  # exactly the bytes of the tar member
         assert (r["width"], r["height"]) == (24, 16) and r["image_format"] == "jpg"
     assert by_key["000000000"]["text"] == "caption 000000000"
+    assert by_key["000000001"]["text"] == "caption 000000001"  # its member's trailing newline is not the caption
     assert by_key["000000000"]["url"] == "http://gone/000000000.jpg"
     assert json.loads(by_key["000000000"]["input_json"])["key"] == "000000000"
     assert by_key["000000000"]["input_status"] == "success" and by_key["000000000"]["sha256"] != "x"
@@ -163,7 +164,7 @@ def test_folder_of_images_with_sidecars_and_mapping(tmp_path):
     (root / "sub").mkdir(parents=True)
     a, b, c = jpeg((1, 0, 0)), jpeg((0, 1, 0)), jpeg((0, 0, 1))
     (root / "a.jpg").write_bytes(a)
-    (root / "a.txt").write_text("from a txt")
+    (root / "a.txt").write_text("from a txt été\r\n")  # as editors and `echo` end a text file
     (root / "sub" / "b.jpg").write_bytes(b)
     (root / "sub" / "b.json").write_text(json.dumps({"caption": "from a json", "license": "cc"}))
     (root / "c.jpg").write_bytes(c)
@@ -173,7 +174,7 @@ def test_folder_of_images_with_sidecars_and_mapping(tmp_path):
     sizes, extras, parts = split(spec, tmp_path)
     rows = {r["input_key"]: r for r in load(parts, extras)}
     assert set(rows) == {"a.jpg", "sub/b.jpg", "c.jpg"}
-    assert rows["a.jpg"]["text"] == "from a txt" and rows["a.jpg"]["image"] == a
+    assert rows["a.jpg"]["text"] == "from a txt été" and rows["a.jpg"]["image"] == a  # the line ending is not the caption
     assert rows["sub/b.jpg"]["text"] == "from a json" and rows["sub/b.jpg"]["image"] == b
     assert rows["c.jpg"]["text"] == "from the mapping" and rows["c.jpg"]["input_width"] == 7
     assert all(r["status"] == "ok" for r in rows.values())
