@@ -180,13 +180,15 @@ class Recipe(BaseModel):
         return {"name": self.name, "modality": self.modality, "input": self.input.model_dump(),
                 "output": self.output.model_dump(), "ray": self.ray.model_dump(exclude_none=True), "stages": stages}
 
-    def named_files(self) -> list[str]:
+    def named_files(self, steps=None) -> list[str]:
         """Existing files the stage settings name (checkpoints, concept lists, prompt files...), and
         object-store URLs (s3://, gs://, hf://...: storage.FILE_SCHEMES) that may name one: a resumed run
-        must see the same ones, or its parts would be scored by different models."""
+        must see the same ones, or its parts would be scored by different models. steps: only these
+        step indices (default: all)."""
         from curate.io.storage import FILE_SCHEMES, scheme
 
         found: list[str] = []
+        stages = self.to_dict()["stages"]
 
         def walk(v):
             if isinstance(v, dict):
@@ -205,7 +207,7 @@ class Recipe(BaseModel):
                 except OSError:
                     pass
 
-        walk(self.to_dict()["stages"])
+        walk([stages[i] for i in (range(len(stages)) if steps is None else steps)])
         return sorted(set(found))
 
     def stage_columns(self) -> dict:

@@ -46,6 +46,11 @@ class RunError(Exception):
     """A problem that stops a run before or between parts; the message is one line for the user."""
 
 
+class StageSetupError(RunError):
+    """A stage's model could not load in a worker: what to do next depends on whether the run kept any work
+    (finish with --resume) or made nothing and was removed (run again); `Runner.start` words it."""
+
+
 class RunBusy(RunError):
     """Another process is writing the run directory: refused, and nothing of theirs is cleaned up."""
 
@@ -331,6 +336,45 @@ def _check_reachable(address: str) -> None:
                        "fix --ray-address / RAY_ADDRESS, or unset RAY_ADDRESS to start a local Ray") from None
 
 
+_RESUME_FIX = ("fix the recipe (settings of stages no row has reached may change) or the environment, then finish "
+               "with --resume")
+
+
+def _first_difference(a, b, path: str = "") -> str:
+    """Where two recipe dicts first differ, as `stages[3].clip_score.pretrained: 'x' -> 'y'` (for the refusal)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in list(a) + [k for k in b if k not in a]:
+            if a.get(k) != b.get(k):
+                return _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                return _first_difference(x, y, f"{path}[{i}]")
+    return f"{path}: {a!r} -> {b!r}"[:300]
+
+
+def _mentioned(recipe: Recipe, steps: list[int]) -> set[str]:
+    """Every string in these steps' settings, also as a resolved path: what a named file of theirs is recorded
+    as, even once the file is gone (so "is gone" is still caught for steps that did not change)."""
+    out: set[str] = set()
+
+    def walk(v):
+        if isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+        elif isinstance(v, str) and v:
+            out.add(v)
+            with contextlib.suppress(OSError, ValueError):
+                out.add(str(Path(v).expanduser().resolve()))
+
+    stages = recipe.to_dict()["stages"]
+    walk([stages[i] for i in steps])
+    return out
+
+
 def _host_sigterm_handler():
     """The SIGTERM handler the host program installed (a Python callable), or None (none, or not the main thread)."""
     import signal
@@ -510,9 +554,11 @@ class Runner:
                            f"Parquet with image bytes); {spec.path} has none")
         return spec
 
-    def _saved_recipe_matches(self) -> None:
-        """Refuse to resume with another recipe. The saved recipe is read back through today's schema first,
-        so settings added since the run started (with their defaults) do not count as a change."""
+    def _saved_recipe_matches(self, manifest: Manifest) -> list[int]:
+        """Refuse to resume with another recipe, except for new settings of stages no row has reached yet
+        (a model that would not load, fixed in the recipe): returns the indices of those steps ([] when the
+        recipe is the same). The saved recipe is read back through today's schema first, so settings added
+        since the run started (with their defaults) do not count as a change."""
         try:
             saved = saved_recipe(self.run.recipe)
         except RecipeError as err:
@@ -522,9 +568,42 @@ class Runner:
         for d in (saved, now):
             d.get("input", {}).pop("path", None)
             d.get("output", {}).pop("path", None)
-        if saved != now:
-            raise RunError(f"the recipe differs from the one this run started with ({self.run.recipe}); "
+        if saved == now:
+            return []
+        diff = _first_difference(saved, now)
+        same_outline = ({k: v for k, v in saved.items() if k != "stages"} == {k: v for k, v in now.items() if k != "stages"}
+                        and [list(x) for x in saved["stages"]] == [list(x) for x in now["stages"]])
+        changed = [i for i, (a, b) in enumerate(zip(saved["stages"], now["stages"])) if a != b] if same_outline else []
+        reached = [i for i in changed if self._reached(i, manifest)]
+        if not same_outline or reached:
+            why = (f"; rows already went through {self.recipe.steps[reached[0]].name}" if reached else "")
+            raise RunError(f"the recipe differs from the one this run started with ({self.run.recipe}): {diff}{why}; "
                            "resume with the same recipe or start a new --output")
+        return changed
+
+    def _reached(self, i: int, manifest: Manifest) -> bool:
+        """Whether any row has gone through step i: a finished run, a committed part (meta/), or output of
+        its segment or job."""
+        run = self.run
+        if manifest.complete or run.done_meta_parts():  # (an earlier batch's parts went through every step)
+            return True
+        if i in self.jobs:
+            d = run.job_dir(self.jobs.index(i))
+            return d.exists() and any(d.iterdir())
+        s = next(k for k, seg in enumerate(self.segs) if i in seg)
+        return bool(storage.glob(run.work / f"segment{s}", "part-*.parquet"))
+
+    def _adopt_recipe(self, manifest: Manifest, changed: list[int]) -> None:
+        """The resumed run goes on with the new settings of steps no row has reached: recipe.yaml, its hash
+        and the named files become the new recipe's, so the run directory says what made its data."""
+        recipe_yaml = yaml.safe_dump(self.recipe.to_dict(), sort_keys=False).encode()
+        atomic.write_bytes(self.run.recipe, recipe_yaml)
+        manifest.recipe_sha256 = recipe_hash(recipe_yaml)
+        if manifest.named_files is not None:
+            manifest.named_files = self._named_files()
+        self.run.save_manifest(manifest)
+        log.warning("resuming with new settings for %s (no row had reached %s)",
+                    ", ".join(self.recipe.steps[i].name for i in changed), "it" if len(changed) == 1 else "them")
 
     @staticmethod
     def _identity(fingerprint: dict) -> dict:
@@ -542,9 +621,10 @@ class Runner:
                 out[p] = ident
         return out
 
-    def _named_files_match(self, manifest: Manifest) -> None:
+    def _named_files_match(self, manifest: Manifest, skip: list[int] = ()) -> None:
         """Refuse to resume over a changed input list or a changed file the recipe names (a retrained
-        checkpoint under the same path would score half the parts with another model)."""
+        checkpoint under the same path would score half the parts with another model). skip: steps whose
+        settings changed and that no row has reached (their files are new by design)."""
         saved = manifest.input.model_dump()
         spec = self.recipe.input_spec()
         if spec.path and manifest.input.files is not None:
@@ -556,6 +636,11 @@ class Runner:
         if before is None:  # runs from before this check
             return
         now = self._named_files()
+        if skip:  # only the files of steps kept as they were must be the same
+            kept = [i for i in range(len(self.recipe.steps)) if i not in skip]
+            ours = set(self.recipe.named_files(kept)) | _mentioned(self.recipe, kept)
+            before = {p: v for p, v in before.items() if p in ours}
+            now = {p: v for p, v in now.items() if p in ours}
         for p in sorted(set(before) | set(now)):
             if before.get(p) != now.get(p):
                 what = "is gone" if p not in now else "is new" if p not in before else "changed"
@@ -606,11 +691,16 @@ class Runner:
             if not resume:
                 raise RunError(f"{run.root} already holds a run ({manifest.status}); pass --resume to "
                                "finish it, or choose another --output")
-            self._saved_recipe_matches()
-            self._named_files_match(manifest)
+            changed = self._saved_recipe_matches(manifest)
+            self._named_files_match(manifest, skip=changed)
+            if changed:
+                self._adopt_recipe(manifest, changed)
             if manifest.complete:
                 return manifest
-            return self._execute(manifest)
+            try:
+                return self._execute(manifest)
+            except StageSetupError as err:
+                raise StageSetupError(f"{err}; {_RESUME_FIX}") from None
         if resume:
             raise RunError(f"nothing to resume: {run.root} holds no run")
         if run.root.exists() and any(p != run.lock_path for p in run.root.iterdir()):
@@ -621,9 +711,12 @@ class Runner:
             return self._start_fresh(spec)
         except RunBusy:  # another process took the folder first: it is theirs, leave it alone
             raise
-        except Exception:  # Ray not starting, disk full...: leave no manifest/recipe of a run that made nothing
-            if not self._has_results():
+        except Exception as err:  # Ray not starting, disk full...: leave no manifest/recipe of a run that made nothing
+            kept = self._has_results()
+            if not kept:
                 self._discard(created)
+            if isinstance(err, StageSetupError):
+                raise StageSetupError(f"{err}; {_RESUME_FIX if kept else 'fix the recipe and run it again'}") from None
             raise
 
     def _check_output_folder(self) -> None:
@@ -794,7 +887,7 @@ class Runner:
                     setup = _setup_error(err)
                     if setup is None:
                         raise
-                    raise RunError(f"{setup}; fix the recipe and finish with --resume") from None
+                    raise StageSetupError(setup) from None
                 manifest.add_timing(f"segment{s}", time.time() - t0)
                 if not final:
                     t0 = time.time()

@@ -60,3 +60,45 @@ def test_cli_unknown_caption_model_is_one_line_and_nonzero(tmp_path, capsys):
     assert "checkpoint not found" in r.stderr or "no-such-coca" in r.stderr
     assert "Traceback" not in r.stderr + r.stdout
     assert not (tmp_path / "out").exists()  # nothing written before the error
+
+
+def test_a_model_that_fails_to_load_is_fixed_in_the_recipe_and_the_run_resumes(tmp_path, urls, coca_ckpt, ray_address):
+    """The model is only checked when a worker starts (check_model: false, as for a hub model that is not in
+    the cache). With the model stage after a job, the run stops with download and dedup kept and says to
+    finish with --resume; the fixed recipe resumes (no row had reached recaption, so its settings may
+    change) and the run directory then records the recipe that made the data. A change to a stage rows
+    already went through is refused, naming the setting. With the model stage in the first segment the run
+    made nothing, was removed, and says to run again."""
+    import yaml
+
+    from curate.runner import RunError
+
+    out = tmp_path / "run"
+    stages = [{"download": {"image_size": 64, "resize_mode": "center_crop", "timeout_s": 2, "retries": 0}},
+              {"exact_dedup": {"by": "image"}},
+              {"recaption": {"backend": "coca", "model": "curate-tiny-coca", "checkpoint": None, "rows": "all",
+                             "max_tokens": 6, "batch_size": 16, "on_truncated": "keep", "check_model": False}}]
+    path = tmp_path / "late_model.yaml"
+    path.write_text(yaml.safe_dump({"name": "late-model", "stages": stages}))
+
+    def recipe(*sets, to=out, where=path):
+        return load_recipe(str(where), list(sets), input_path=str(urls), output_path=str(to))
+
+    with pytest.raises(RunError, match="fix the recipe .* then finish with --resume"):
+        Runner(recipe(f"recaption.checkpoint={tmp_path / 'missing.pt'}")).start()
+    assert (out / "_work").exists() and not list((out / "meta").glob("*.parquet"))  # download + dedup were kept
+    with pytest.raises(RunError, match=r"stages\[0\]\.download\.threads: \d+ -> 3"):  # rows went through it
+        Runner(recipe(f"recaption.checkpoint={coca_ckpt}", "download.threads=3")).start(resume=True)
+    manifest = Runner(recipe(f"recaption.checkpoint={coca_ckpt}")).start(resume=True)
+    assert manifest.complete and manifest.counts.rows == 200
+    meta = pq.read_table(str(out / "meta")).to_pylist()
+    assert len(meta) == 200 and any(r["recaption"] for r in meta)
+    saved = (out / "recipe.yaml").read_text()
+    assert str(coca_ckpt) in saved and "missing.pt" not in saved  # the recipe that made the data
+    assert any(str(coca_ckpt) in p for p in manifest.named_files)
+
+    first = tmp_path / "first_segment.yaml"  # the model stage before any job: nothing is kept
+    first.write_text(yaml.safe_dump({"name": "early-model", "stages": [stages[0], stages[2], stages[1]]}))
+    with pytest.raises(RunError, match="fix the recipe and run it again"):
+        Runner(recipe(f"recaption.checkpoint={tmp_path / 'missing.pt'}", to=tmp_path / "early", where=first)).start()
+    assert not (tmp_path / "early").exists()
