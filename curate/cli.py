@@ -321,10 +321,13 @@ def validate(
     out: str = typer.Argument(..., help="Run directory."),
     no_decode: bool = typer.Option(False, "--no-decode", help="Skip decoding images (faster)."),
 ):
-    """Check that every shard member decodes and matches its metadata row."""
+    """Check that every shard is unchanged since written (SHA-256) and every member decodes and matches its row."""
     from curate.io.rundir import RunDir
     from curate.validate import validate as check
 
+    from curate.io import storage
+
+    storage.preflight(out)  # an unreachable store or a refused key: one line (exit 2)
     run = RunDir(out)
     if not run.exists() and not run.meta.exists():  # a wrong path is the user's error (2), not a finding (1)
         raise UserError(f"{out} is not a curate run directory (no manifest.json, no meta/)")

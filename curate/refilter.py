@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from curate import schema
 from curate.catalog import CatalogError, _only_selects, connect
-from curate.io import atomic, storage
+from curate.io import atomic, checksums, storage
 from curate.io.manifest import Manifest, ManifestError, now
 from curate.io.rundir import RunDir
 
@@ -48,16 +48,18 @@ def _failing_uids(src: Path, where: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def _copy_members(src_tar: Path, dst_tar: Path, keys: set[str]) -> int:
-    """Copy the members of samples whose key is in `keys` (bytes and names unchanged); returns members written."""
+def _copy_members(src_tar: Path, dst_tar: Path, keys: set[str]) -> tuple[int, str]:
+    """Copy the members of samples whose key is in `keys` (bytes and names unchanged); returns (members
+    written, the new tar's SHA-256)."""
     n = 0
-    with atomic.atomic_path(dst_tar) as tmp, storage.open_tar(src_tar) as tin, \
-            tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tout:
-        for m in tin:
-            if m.isfile() and m.name.rsplit("/", 1)[-1].split(".", 1)[0] in keys:
-                tout.addfile(m, tin.extractfile(m))
-                n += 1
-    return n
+    with atomic.atomic_path(dst_tar) as tmp:
+        with storage.open_tar(src_tar) as tin, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tout:
+            for m in tin:
+                if m.isfile() and m.name.rsplit("/", 1)[-1].split(".", 1)[0] in keys:
+                    tout.addfile(m, tin.extractfile(m))
+                    n += 1
+        digest = checksums.file_sha256(tmp)
+    return n, digest
 
 
 def _dropped_thumbnails(run: RunDir) -> int:
@@ -133,11 +135,12 @@ def refilter(src: str | Path, where: str, dst: str | Path, report: bool = True) 
                 t = schema.set_rows(t, hit, {"status": schema.DROPPED, "stage": STAGE, "reason": REASON,
                                              "shard": None, "key": None})
             kept = t.filter(schema.active_mask(t))
+            digest = None  # the source part's digest is of the source shard: replaced, or removed
             if src_run.shard(k).exists():
-                _copy_members(src_run.shard(k), tmp.shard(k), set(kept.column("key").to_pylist()))
+                digest = _copy_members(src_run.shard(k), tmp.shard(k), set(kept.column("key").to_pylist()))[1]
             if src_run.embeddings_part(k).exists():
                 atomic.write_bytes(tmp.embeddings_part(k), src_run.embeddings_part(k).read_bytes())
-            atomic.write_parquet(t, tmp.meta_part(k))
+            atomic.write_parquet(checksums.with_shard_sha256(t, digest), tmp.meta_part(k))
         for extra in ("recipe.yaml",):
             if (src_run.root / extra).exists():
                 atomic.write_bytes(tmp_root / extra, (src_run.root / extra).read_bytes())

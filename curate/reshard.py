@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate import schema
-from curate.io import atomic
+from curate.io import atomic, checksums
 from curate.io.manifest import Batch, Manifest, ManifestError, PartInfo, now
 from curate.io.rundir import RunDir
 
@@ -55,7 +55,8 @@ class _Writer:
     def __init__(self, run: RunDir, k: int):
         self.run, self.k = run, k
         self.ctx = atomic.atomic_path(run.shard(k))
-        self.tar = tarfile.open(self.ctx.__enter__(), "w", format=tarfile.PAX_FORMAT)
+        self.tmp = self.ctx.__enter__()
+        self.tar = tarfile.open(self.tmp, "w", format=tarfile.PAX_FORMAT)
         self.meta: list[pa.Table] = []  # whole tables: rows without a sample
         self.taken: list[tuple[pa.Table, pa.Table | None, list[int]]] = []  # (kept rows, embeddings, indices)
         self.kept = 0
@@ -68,6 +69,7 @@ class _Writer:
 
     def close(self) -> PartInfo:
         self.tar.close()
+        digest = checksums.file_sha256(self.tmp)  # before it goes under its final name
         self.ctx.__exit__(None, None, None)
         vectors = []
         for kept, side, idx in self.taken:
@@ -83,7 +85,7 @@ class _Writer:
             t = t.set_column(t.column_names.index("part"), "part", pa.array([self.k] * t.num_rows, pa.int32()))
             t = schema.set_rows(t, schema.active_mask(t), {"shard": RunDir.shard_name(self.k)})
             t = t.sort_by([("row", "ascending")])
-            atomic.write_parquet(t, self.run.meta_part(self.k))
+            atomic.write_parquet(checksums.with_shard_sha256(t, digest), self.run.meta_part(self.k))
             rows = t.num_rows
         return PartInfo(rows=rows, kept=self.kept, batch=0, committed=True)
 

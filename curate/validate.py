@@ -1,8 +1,9 @@
 """`curate validate`: prove a run directory is internally consistent.
 
-Checks what readers silently get wrong elsewhere: every tar member decodes and matches its metadata row,
-every kept row has its members, nothing is in a tar that the metadata does not know, uids are unique,
-and the row count equals the input's.
+Checks what readers silently get wrong elsewhere: every shard still has the bytes it was written with
+(its SHA-256, recorded at commit), every tar member decodes and matches its metadata row, every kept row
+has its members, nothing is in a tar that the metadata does not know, uids are unique, and the row count
+equals the input's.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import yaml
 
 from curate.images import decode as decode_image
 from curate.io import members as sample_members
-from curate.io import storage
+from curate.io import checksums, storage
 from curate.io.manifest import ManifestError
 from curate.io.rundir import RunDir
 
@@ -95,7 +96,11 @@ def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tu
     stats["shards"] = len(tars)
     for shard in sorted(set(kept_by_shard) - set(tars)):
         problems.append(f"{shard}: listed in meta but missing")
+    digests = run.shard_digests()
     for shard, path in tars.items():
+        if shard in digests and checksums.file_sha256(path) != digests[shard]:
+            problems.append(f"{shard}: its bytes changed since it was written (SHA-256 differs from the one its "
+                            "meta part recorded: bit rot, a partial copy or an edit)")
         expect = kept_by_shard.get(shard, {})
         seen: dict[str, dict[str, bytes]] = defaultdict(dict)
         try:

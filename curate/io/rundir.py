@@ -1,6 +1,6 @@
 """The run directory layout (public API) and its manifest.
 
-out/recipe.yaml, out/manifest.json, out/sizes.json, out/shards/NNNNNN.tar, out/meta/part-NNNNNN.parquet,
+out/recipe.yaml, out/manifest.json, out/sizes.json, out/shards.sha256, out/shards/NNNNNN.tar, out/meta/part-NNNNNN.parquet,
 out/report.html, out/thumbs/part-NNNNNN.parquet (thumbnails of a sample of dropped rows, for the report);
 out/_work/ holds resumable intermediate state and is removed when a run completes. out/.curate-demo marks a
 finished `curate demo` run (which the next demo may replace).
@@ -38,6 +38,7 @@ class RunDir:
         self.report = self.root / "report.html"
         self.embeddings = self.root / "embeddings"  # sidecar: uid + CLIP embedding vectors per part
         self.sizes = self.root / "sizes.json"  # {"000000.tar": kept samples}, open_clip's sizes.json format
+        self.shard_sums = self.root / "shards.sha256"  # `sha256sum -c` format: each shard as it was written
         self.thumbs = self.root / "thumbs"  # sidecar: thumbnails of a bounded sample of dropped rows per part
         self.demo_marker = self.root / ".curate-demo"  # a finished demo run: `curate demo -o` may replace it
         self.lock_path = self.root / ".curate.lock"  # held by the one process writing the run (`writer_lock`)
@@ -117,6 +118,22 @@ class RunDir:
         atomic.write_bytes(self.sizes, json.dumps(sizes, indent=1).encode())
         return sizes
 
+    def shard_digests(self) -> dict[str, str]:
+        """{"shards/000000.tar": sha256} as each committed part recorded it when its shard was written."""
+        from curate.io import checksums
+
+        out = {}
+        for p in storage.glob(self.meta, "part-*.parquet"):
+            digest = checksums.recorded(p)
+            if digest is not None:
+                out[self.shard_name(int(p.stem.split("-")[1]))] = digest
+        return dict(sorted(out.items()))
+
+    def write_shard_sums(self) -> None:
+        """shards.sha256 from the meta parts' digests, for `cd OUT && sha256sum -c shards.sha256`."""
+        lines = "".join(f"{digest}  {name}\n" for name, digest in self.shard_digests().items())
+        atomic.write_bytes(self.shard_sums, lines.encode())
+
     def exists(self) -> bool:
         return self.manifest_path.exists()
 
@@ -151,6 +168,7 @@ class RunDir:
         of finished data, so failing to draw it never fails the run."""
         manifest.counts = self.counts()
         self.write_sizes()
+        self.write_shard_sums()
         if manifest.batches:
             manifest.batches[-1].status = COMPLETE
         manifest.status = COMPLETE

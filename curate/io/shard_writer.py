@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import schema
-from curate.io import atomic
+from curate.io import atomic, checksums
 from curate.io.members import CAPTION_POLICIES, member_columns, sample_members, table_members
 from curate.io.rundir import RunDir
 
@@ -147,12 +147,13 @@ def _octal(v: np.ndarray, digits: int) -> np.ndarray:
     return ((v[:, None] >> (3 * np.arange(digits - 1, -1, -1))) & 7).astype(np.uint8) + ord("0")
 
 
-def write_tar(path, samples, caption_policy: str = "both") -> None:
+def write_tar(path, samples, caption_policy: str = "both") -> str:
     """Write samples (a Table with key/image/text/... columns, an iterable of such tables, or a list of dicts)
-    as one WebDataset tar, atomically."""
+    as one WebDataset tar, atomically; returns the SHA-256 of its bytes (hashed as written: curate.io.checksums)."""
     now = int(time.time())
     with atomic.atomic_path(path) as tmp:
-        with open(tmp, "wb", buffering=1 << 20) as f:
+        with open(tmp, "wb", buffering=1 << 20) as raw:
+            f = checksums.HashingWriter(raw)
             out = _TarOut(f, now)
             for s in _tables(samples):
                 slots = member_columns(s, caption_policy) if isinstance(s, pa.Table) and s.num_rows else None
@@ -164,6 +165,7 @@ def write_tar(path, samples, caption_policy: str = "both") -> None:
                     for name, data in members:
                         out.add(name, data)
             out.close()
+    return f.hexdigest()
 
 
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_-]{1,120}")
@@ -213,12 +215,12 @@ def write_part(run: RunDir, part: int, table: pa.Table, run_schema: pa.Schema, c
     """Commit a finished part; returns its summary (rows, kept, funnel counts)."""
     table = place(schema.conform(table, run_schema), part)
     mask = pc.fill_null(schema.active_mask(table), False)
-    write_tar(run.shard(part), _kept_tables(table, mask), caption_policy)
+    digest = write_tar(run.shard(part), _kept_tables(table, mask), caption_policy)
     vectors = [c for c in run_schema.names if c in schema.SIDECAR_COLUMNS and table.column(c).null_count < table.num_rows]
     if vectors:  # before the meta part: the meta part stays the commit marker
         side = table.select(["uid", *vectors])
         atomic.write_parquet(side.filter(pc.is_valid(side.column(vectors[0]))), run.embeddings_part(part))
-    meta = table.select(schema.meta_schema(run_schema).names)
+    meta = checksums.with_shard_sha256(table.select(schema.meta_schema(run_schema).names), digest)
     atomic.write_parquet(meta, run.meta_part(part))
     images = (pc.sum(pc.and_(mask, pc.is_valid(table.column("image"))).cast(pa.int64())).as_py()
               if "image" in table.column_names else 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 import tarfile
 
 import numpy as np
@@ -126,9 +127,38 @@ def test_img2dataset_output_is_curated_without_fetching(curated):
     assert sum(json.loads((out / "sizes.json").read_text()).values()) == len(kept)
 
 
+def _sha256sum_check(run_dir) -> subprocess.CompletedProcess:
+    return subprocess.run(["sha256sum", "-c", "shards.sha256"], cwd=run_dir, capture_output=True, text=True)
+
+
+def test_shard_checksums_are_standard_and_catch_an_edit_that_still_decodes(curated, tmp_path):
+    """Each shard's SHA-256 is recorded when it is written: `sha256sum -c shards.sha256` checks a copy with
+    standard tools, and `curate validate` finds a shard whose JPEG was changed but still decodes (before,
+    it passed: the meta sha256 is of the downloaded bytes and the pixels still decoded)."""
+    out = tmp_path / "copy"
+    shutil.copytree(curated[0], out)
+    listed = (out / "shards.sha256").read_text().splitlines()
+    assert len(listed) == len(list((out / "shards").glob("*.tar"))) and _sha256sum_check(out).returncode == 0
+    tar_path = sorted((out / "shards").glob("*.tar"))[0]
+    with tarfile.open(tar_path) as tar:
+        jpg = next(m for m in tar if m.name.endswith(".jpg"))
+    data = bytearray(tar_path.read_bytes())
+    at = jpg.offset_data + jpg.size // 2
+    data[at:at + 60] = bytes(60)  # inside the entropy-coded data: the image still decodes, to other pixels
+    tar_path.write_bytes(bytes(data))
+    with tarfile.open(tar_path) as tar:
+        from curate.images import decode
+        decode(tar.extractfile(jpg.name).read())  # still decodes: only the checksum can tell
+    problems = validate(out)[0]
+    assert problems == [f"shards/{tar_path.name}: its bytes changed since it was written (SHA-256 differs from "
+                        "the one its meta part recorded: bit rot, a partial copy or an edit)"]
+    assert _sha256sum_check(out).returncode != 0
+
+
 def test_reshard_keeps_every_row_and_validates(curated, tmp_path):
     out, manifest, _, _ = curated
     reshard(out, 7, tmp_path / "r")
+    assert _sha256sum_check(tmp_path / "r").returncode == 0  # the new shards' own digests
     before, after = meta(out), meta(tmp_path / "r")
     assert sorted(r["uid"] for r in before) == sorted(r["uid"] for r in after)
     kept = [r for r in after if r["status"] == "ok"]
