@@ -48,9 +48,22 @@ def _stopped() -> None:
     import signal
 
     term = _STOP.get("signal") == signal.SIGTERM
-    hint = "; finish with the same command and --resume" if _command() == "run" else ""
+    out = _option_value(("-o", "--output")) or _option_value(("--retry-failed",))
+    hint = f"; finish it with: curate run --resume -o {out}" if _command() == "run" and out else ""
     err_console.print(f"{'terminated' if term else 'interrupted'}{hint}", highlight=False)
     sys.exit(143 if term else 130)
+
+
+def _option_value(names: tuple[str, ...]) -> str | None:
+    """The value given to one of these options on the command line (`-o X`, `--output=X`), if any."""
+    args = sys.argv[1:]
+    for i, a in enumerate(args):
+        if a in names and i + 1 < len(args):
+            return args[i + 1]
+        for n in names:
+            if n.startswith("--") and a.startswith(n + "="):
+                return a[len(n) + 1:]
+    return None
 
 
 def _command() -> str | None:
@@ -165,7 +178,8 @@ def print_funnel(manifest, console: Console = out_console) -> None:
 
 @app.command()
 def run(
-    recipe: str = typer.Argument(..., help="Recipe YAML file, or the name of a shipped recipe (e.g. image_text)."),
+    recipe: Optional[str] = typer.Argument(None, help="Recipe YAML file, or the name of a shipped recipe (e.g. image_text); "
+                                           "with --resume or --retry-failed it may be left out: the run's saved recipe.yaml."),
     input: Optional[str] = typer.Option(None, "--input", "-i", help="URL list (parquet, csv, jsonl); overrides input.path."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Run directory; overrides output.path."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe value: stage.field=value (repeatable)."),
@@ -182,6 +196,8 @@ def run(
         if output and Path(output).resolve() != Path(retry_failed).resolve():
             _fail("--retry-failed writes into the run it retries; drop --output or make it the same folder")
         output = retry_failed
+    if recipe is None:
+        recipe = _saved_recipe_path(output, resume or bool(retry_failed))
     rec = load_recipe(recipe, set_, input_path=input, output_path=output)
     if dry_run:
         return _dry_run(rec)
@@ -192,6 +208,22 @@ def run(
     print_funnel(manifest)
     out_console.print(f"run directory: {runner.run.root}", highlight=False, markup=False)
     _exit_if_all_failed(manifest)
+
+
+def _saved_recipe_path(output: str | None, continuing: bool) -> str:
+    """The recipe.yaml a run saved (every default and --set value resolved), for `curate run --resume -o OUT`
+    without repeating the recipe and its --set flags."""
+    from curate.io.rundir import RunDir
+
+    if not continuing:
+        _fail("missing RECIPE: a recipe file or a shipped recipe's name (curate stages lists the stages; "
+              "pipelines/ holds the shipped recipes)")
+    if not output:
+        _fail("--resume without a RECIPE needs --output: the run directory whose saved recipe.yaml to finish")
+    saved = RunDir(output).recipe
+    if not saved.exists():
+        _fail(f"nothing to resume: {output} holds no run (no recipe.yaml)")
+    return str(saved)
 
 
 def _dry_run(rec) -> None:

@@ -80,9 +80,9 @@ def test_ctrl_c_or_sigterm_says_how_to_resume_and_resume_finishes(ray_address, d
     _, err = proc.communicate(timeout=120)
     err = err.decode()
     assert proc.returncode == rc, err[-2000:]
-    assert err.strip().splitlines()[-1] == f"{word}; finish with the same command and --resume"
+    assert err.strip().splitlines()[-1] == f"{word}; finish it with: curate run --resume -o {out}"
     assert "Traceback" not in err and "SIGTERM received" not in err
-    res = cli_inprocess(*args, "--resume")
+    res = cli_inprocess("run", "--resume", "-o", str(out))  # as the line says: the saved recipe and --set values
     assert res.returncode == 0, res.stdout + res.stderr
     rows = meta(out)
     assert len(rows) == 300 and len({r["uid"] for r in rows}) == 300
@@ -165,6 +165,9 @@ def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path, cli, cli_inprocess
         (["validate", str(tmp_path / "nowhere")], "is not a curate run directory"),
         (["run", "image_text", "--input", str(good), "--output", str(good)], "is a file, not a folder"),
         (["run", "image_text", "--input", str(good), "--output", str(good / "sub")], "which is a file, not a folder"),
+        (["run", "--output", str(out)], "missing RECIPE"),
+        (["run", "--resume"], "needs --output"),
+        (["run", "--resume", "--output", str(out)], "nothing to resume"),
     ]
     # the console script itself, once, then the same entry point in-process for the rest
     line = one_line_error(cli(*cases[0][0]))
