@@ -10,6 +10,7 @@ infinite or NaN numbers are refused in every setting, including through --set.
 from __future__ import annotations
 
 import math
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -243,8 +244,13 @@ def _one_line(err: ValidationError, where: str) -> str:
     return f"{where}.{loc}: {msg}{more}" if loc else f"{where}: {msg}{more}"
 
 
+_INDEXED = re.compile(r"(?P<name>[^\[\]]+)\[(?P<index>\d+)\]")
+
+
 def _apply_override(data: dict, item: str) -> None:
-    """--set a.b=value: value parsed as YAML; `stage.field` addresses the first stage of that name."""
+    """--set a.b=value: value parsed as YAML; `stage.field` addresses the stage of that name, `stage[i].field`
+    the i-th (from 0) when the recipe has several (then the bare name is refused as ambiguous: changing only
+    the first, silently, is how a user's setting went missing)."""
     if "=" not in item:
         raise RecipeError(f"--set expects key=value, got {item!r}")
     key, raw = item.split("=", 1)
@@ -262,15 +268,21 @@ def _apply_override(data: dict, item: str) -> None:
         target = data.setdefault(head, {}) or {}
         data[head] = target
     else:
-        target = None
-        for entry in data.get("stages") or []:
-            if isinstance(entry, dict) and head in entry:
-                if entry[head] is None:
-                    entry[head] = {}
-                target = entry[head]
-                break
-        if target is None:
-            raise RecipeError(f"--set {key}: the recipe has no stage {head!r}")
+        indexed = _INDEXED.fullmatch(head)
+        name = indexed["name"] if indexed else head
+        found = [e for e in data.get("stages") or [] if isinstance(e, dict) and name in e]
+        if not found:
+            raise RecipeError(f"--set {key}: the recipe has no stage {name!r}")
+        if indexed is None and len(found) > 1:
+            raise RecipeError(f"--set {key}: the recipe has {len(found)} {name} stages; say which: "
+                              + " or ".join(f"{name}[{i}].{'.'.join(rest)}" for i in range(len(found))))
+        i = int(indexed["index"]) if indexed else 0
+        if i >= len(found):
+            raise RecipeError(f"--set {key}: the recipe has {len(found)} {name} stage(s) (indices 0-{len(found) - 1})")
+        entry = found[i]
+        if entry[name] is None:
+            entry[name] = {}
+        target = entry[name]
     for p in rest[:-1]:
         target = target.setdefault(p, {})
     target[rest[-1]] = value

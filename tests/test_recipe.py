@@ -73,3 +73,20 @@ def test_override_errors():
         load_recipe("image_text", ["clip.min=3"])
     with pytest.raises(RecipeError, match="key=value"):
         load_recipe("image_text", ["download.timeout_s"])
+
+
+def test_set_on_a_repeated_stage_names_which_one(tmp_path):
+    """Two stages of one name: `--set name.field` is refused as ambiguous (it used to change only the first,
+    silently); `name[i].field` sets the i-th."""
+    path = tmp_path / "two.yaml"
+    path.write_text("name: two\nstages:\n  - download: {}\n  - image_size: {min_side: 8}\n"
+                    "  - caption_text: {}\n  - image_size: {min_side: 16}\n")
+    with pytest.raises(RecipeError, match=r"2 image_size stages; say which: image_size\[0\]\.min_side or "
+                                          r"image_size\[1\]\.min_side"):
+        load_recipe(str(path), ["image_size.min_side=50"])
+    rec = load_recipe(str(path), ["image_size[1].min_side=50", "caption_text[0].min_words=2"])
+    sizes = [s.min_side for s in rec.steps if s.name == "image_size"]
+    assert sizes == [8, 50]
+    with pytest.raises(RecipeError, match=r"has 2 image_size stage\(s\) \(indices 0-1\)"):
+        load_recipe(str(path), ["image_size[2].min_side=1"])
+    assert load_recipe(str(path), ["download.threads=3"]).steps[0].threads == 3  # a single stage: no index needed
