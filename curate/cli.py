@@ -180,7 +180,7 @@ def print_funnel(manifest, console: Console = out_console) -> None:
 def run(
     recipe: Optional[str] = typer.Argument(None, help="Recipe YAML file, or the name of a shipped recipe (e.g. image_text); "
                                            "with --resume or --retry-failed it may be left out: the run's saved recipe.yaml."),
-    input: Optional[str] = typer.Option(None, "--input", "-i", help="URL list (parquet, csv, jsonl); overrides input.path."),
+    input: Optional[str] = typer.Option(None, "--input", "-i", help="URL list (parquet, csv, jsonl), image folder or WebDataset tars; overrides input.path."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Run directory; overrides output.path."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe value: stage.field=value (repeatable)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Existing Ray cluster (default: RAY_ADDRESS or local)."),
@@ -802,6 +802,28 @@ def _demo_interleaved(out: Path, docs: int | None, seed: int, ray_address: str |
                       highlight=False)
 
 
+def _metavars() -> None:
+    """Readable value names in --help: typer 0.29 shows each option's Python type (`--resume <bool>`, which
+    reads as if it took a value, and `--set <list[str]>`). Flags get none, the others a word for their
+    value; an option that names its own metavar keeps it."""
+    import inspect
+    import typing
+
+    words = {bool: " ", int: "N", float: "X", str: "TEXT"}
+    named = {"set_": "KEY=VALUE", "output": "DIR", "retry_failed": "DIR", "input": "PATH", "where": "SQL",
+             "ray_address": "ADDRESS"}
+    for command in app.registered_commands:
+        hints = typing.get_type_hints(command.callback)
+        for name, param in inspect.signature(command.callback).parameters.items():
+            info = param.default
+            if not isinstance(info, typer.models.OptionInfo) or info.metavar is not None:
+                continue
+            kind = hints.get(name)
+            args = [a for a in typing.get_args(kind) if a is not type(None)]
+            kind = args[0] if args and typing.get_origin(kind) is typing.Union else kind
+            info.metavar = " " if kind is bool else named.get(name) or words.get(kind, "TEXT")
+
+
 def main() -> None:
     """Console entry point: user and environment errors become one line and exit code 2; 1 means a bug.
 
@@ -872,6 +894,8 @@ def _run_app(known: tuple) -> None:
                     " (set CURATE_DEBUG=1 for the traceback)")
         sys.exit(EXIT_BUG)
 
+
+_metavars()
 
 if __name__ == "__main__":
     main()

@@ -38,8 +38,22 @@ def test_bad_log_level_env_is_a_user_error(capsys):
 
 
 def test_missing_argument_exits_2(cli_inprocess):
-    r = cli_inprocess("run")
+    r = cli_inprocess("run")  # RECIPE is optional only with --resume / --retry-failed
+    assert r.returncode == 2 and "missing RECIPE" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = cli_inprocess("query")
     assert r.returncode == 2 and "Missing argument" in r.stderr
+
+
+def test_help_names_values_and_shows_flags_as_flags(cli_inprocess):
+    """typer 0.29 prints each option's Python type (`--resume <bool>` reads as taking a value); cli._metavars
+    gives flags no value name and the others a word."""
+    import re
+
+    r = cli_inprocess("run", "--help")
+    assert r.returncode == 0
+    text = re.sub(r"\s+", " ", r.stdout)
+    assert "--set KEY=VALUE" in text and "-o DIR" in text and "<list[str]>" not in text
+    assert re.search(r"--resume Finish", text) and "--resume <bool>" not in text
 
 
 def test_dry_run_prints_recipe_and_plan_and_writes_nothing(cli_inprocess, tmp_path, tiny_ckpt):
