@@ -324,7 +324,8 @@ def inspect(
 @app.command()
 def clusters(
     out: str = typer.Argument(..., help="Run directory."),
-    column: str = typer.Option("minhash_cluster", "--column", "-c", help="A *_cluster column, or dup_of."),
+    column: Optional[str] = typer.Option(None, "--column", "-c", help="A *_cluster column, or dup_of (default: the "
+                                         "run's first *_cluster column, else dup_of)."),
     cluster: Optional[str] = typer.Option(None, "--cluster", help="List the members of this cluster."),
     limit: int = typer.Option(20, "--limit", "-n", min=1),
     format: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
@@ -333,8 +334,12 @@ def clusters(
     """List duplicate clusters (largest first) or one cluster's members, from a dedup column."""
     from curate.catalog import query as run_query
 
+    have = _cluster_columns(out)
+    column = column or next((c for c in have if c != "dup_of"), "dup_of")
     if not (column.endswith("_cluster") or column == "dup_of") or not column.replace("_", "").isalnum():
         _fail(f"--column must be a *_cluster column or dup_of, not {column!r}")
+    if have and column not in have:
+        _fail(f"--column {column}: this run has no such column; it has {', '.join(have)}")
     # dup_of points at the kept sample: the cluster of a kept sample is its own uid
     key = "coalesce(dup_of, uid)" if column == "dup_of" else column
     if cluster:
@@ -346,6 +351,23 @@ def clusters(
                f"GROUP BY 1 HAVING count(*) > 1 ORDER BY size DESC, cluster LIMIT {int(limit)}")
     cols, rows = run_query(out, sql, external=allow_external)
     _emit(cols, rows, format)
+
+
+def _cluster_columns(out: str) -> list[str]:
+    """The run's dedup columns (*_cluster, then dup_of) from its first meta part; [] when it has none to read
+    (the query then reports what is wrong with the folder)."""
+    import pyarrow.parquet as pq
+
+    from curate.io import storage
+    from curate.io.rundir import RunDir
+
+    try:
+        parts = storage.glob(RunDir(out).meta, "part-*.parquet")
+        with storage.as_path(parts[0]).open("rb") as f:
+            names = pq.read_schema(f).names
+    except Exception:  # noqa: BLE001 - no run, no parts, unreadable: `query` says which, in one line
+        return []
+    return sorted(n for n in names if n.endswith("_cluster")) + (["dup_of"] if "dup_of" in names else [])
 
 
 @app.command()

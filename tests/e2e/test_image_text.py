@@ -149,6 +149,16 @@ def test_clusters_command(demo_run, cli_inprocess):
     assert len(rows) == clusters[0]["size"] and rows[0]["status"] == "ok"
     assert {r["reason"] for r in rows[1:]} <= {"duplicate_image", "near_duplicate_image"}  # dup_of: exact and perceptual
     assert cli_inprocess("clusters", str(out), "--column", "text").returncode == 2
+    # the default is a column the run has (not minhash_cluster, which the image recipe lacks): no Binder Error
+    from curate.cli import _cluster_columns
+
+    have = _cluster_columns(str(out))
+    assert "minhash_cluster" not in have and have[-1] == "dup_of"
+    default = cli_inprocess("clusters", str(out), "--format", "json")
+    first = cli_inprocess("clusters", str(out), "--column", have[0], "--format", "json")
+    assert default.returncode == 0 and json.loads(default.stdout) == json.loads(first.stdout)
+    res = cli_inprocess("clusters", str(out), "--column", "minhash_cluster")
+    assert res.returncode == 2 and "this run has no such column; it has" in res.stderr
 
 
 def test_demo_command(ray_address, tmp_path, monkeypatch, cli_inprocess):
