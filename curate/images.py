@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import io
+import re
 import threading
 from contextlib import contextmanager
 
@@ -52,11 +53,14 @@ BAND_PIXELS = 1 << 22  # pixels converted at a time (see _eight_bit)
 _GREY16 = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
+
+
 class ImageError(ValueError):
     """An image refused for a declared reason (one of REASONS); str() is the detail for the `error` column."""
 
     def __init__(self, reason: str, message: str):
-        super().__init__(message)
+        super().__init__(_ADDRESS.sub(">", message))  # PIL names `<_io.BytesIO object at 0x7f..>`: not reproducible
         self.reason = reason
 
 

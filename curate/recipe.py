@@ -38,6 +38,10 @@ class _YamlLimit(yaml.YAMLError):
     """A YAML document over the recipe limits (depth, nodes after alias expansion)."""
 
 
+class _YamlDuplicate(_YamlLimit):
+    """A mapping with a repeated key."""
+
+
 class _BoundedLoader(yaml.SafeLoader):
     """SafeLoader that counts nodes as a walker of the result would see them (an alias counts the whole
     subtree it points to) and refuses deep nesting, while composing, before anything is constructed."""
@@ -68,6 +72,23 @@ class _BoundedLoader(yaml.SafeLoader):
         self._count(1)
         self._sizes[id(node)] = self._nodes - before
         return node
+
+    def construct_mapping(self, node, deep=False):
+        """A key given twice in one mapping is an error (YAML would keep the last silently: two `threads:`
+        lines, and the one the user meant may be the one dropped). `<<` merge keys are YAML's own."""
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise _YamlDuplicate(f"key {key!r} appears twice in one mapping (lines {seen[key] + 1} and "
+                                         f"{key_node.start_mark.line + 1})")
+                seen[key] = key_node.start_mark.line
+            except TypeError:  # an unhashable key: SafeLoader reports it below
+                pass
+        return super().construct_mapping(node, deep)
 
 
 def load_yaml(text: str):

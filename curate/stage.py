@@ -10,6 +10,7 @@ tests and inside Ray workers in runs.
 from __future__ import annotations
 
 import logging
+import re
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,9 +117,14 @@ schema.declare_reasons({
 ERROR_CHARS = 300  # a row's `error` is one line of at most this many characters
 
 
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
+
+
 def error_line(err: BaseException, limit: int = ERROR_CHARS) -> str:
-    """`Type: message` on one line, cut to `limit` characters (messages may hold user text and newlines)."""
-    text = " ".join(f"{type(err).__name__}: {err}".split())
+    """`Type: message` on one line, cut to `limit` characters (messages may hold user text and newlines).
+    Object addresses (`<_io.BytesIO object at 0x7f..>`, as PIL writes) are dropped: the metadata of the same
+    input must be the same in every run."""
+    text = _ADDRESS.sub(">", " ".join(f"{type(err).__name__}: {err}".split()))
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 

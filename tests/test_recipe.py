@@ -90,3 +90,17 @@ def test_set_on_a_repeated_stage_names_which_one(tmp_path):
     with pytest.raises(RecipeError, match=r"has 2 image_size stage\(s\) \(indices 0-1\)"):
         load_recipe(str(path), ["image_size[2].min_side=1"])
     assert load_recipe(str(path), ["download.threads=3"]).steps[0].threads == 3  # a single stage: no index needed
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    """YAML keeps the last of two equal keys silently; a recipe refuses them (the dropped one may be meant)."""
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: x\nstages:\n  - download:\n      threads: 4\n      timeout_s: 3\n      threads: 8\n")
+    with pytest.raises(RecipeError, match=r"key 'threads' appears twice in one mapping \(lines 4 and 6\)"):
+        load_recipe(str(path))
+    with pytest.raises(RecipeError, match="appears twice"):
+        load_recipe("image_text", ["download.headers={a: 1, a: 2}"])
+    path.write_text("name: x\nstages:\n  - download: &b {threads: 4}\n  - download_video: {<<: *b, timeout_s: 3}\n")
+    from curate.recipe import load_yaml
+
+    assert load_yaml(path.read_text())["stages"][1]["download_video"] == {"threads": 4, "timeout_s": 3}  # merge keys

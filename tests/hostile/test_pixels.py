@@ -206,3 +206,16 @@ def test_banded_conversion_gives_the_same_pixels(monkeypatch):
         if want.ndim == 2 and got.ndim == 3:
             want = np.repeat(want[..., None], 3, axis=2)
         assert got.shape == want.shape and np.abs(got - want).max() <= tol, name
+
+
+def test_decode_errors_carry_no_object_address():
+    """PIL's message names `<_io.BytesIO object at 0x7f..>`: the same bad bytes must give the same `error`
+    text in every run (and in the report), so the address is dropped."""
+    from curate.stage import error_line
+
+    with pytest.raises(images.ImageError) as err:
+        images.decode(b"not an image at all")
+    assert err.value.reason == "image_decode_error" and " at 0x" not in str(err.value)
+    assert "BytesIO object>" in str(err.value)
+    assert error_line(ValueError("cannot identify image file <_io.BytesIO object at 0x7f2a1c>")) == \
+        "ValueError: cannot identify image file <_io.BytesIO object>"
