@@ -28,9 +28,17 @@ def _escape(ch: str) -> str:
     return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}"
 
 
-def cell(value) -> Text:
-    """A table cell for any value: literal text (no markup), control characters escaped."""
-    return Text("" if value is None else printable(str(value)))
+CELL_CHARS = 500  # a table cell shows at most this many characters (csv and json keep every one)
+
+
+def cell(value, limit: int | None = CELL_CHARS) -> Text:
+    """A table cell for any value: literal text (no markup), control characters escaped, and cut to `limit`
+    characters with a note of how many more there are (a 100k-character caption would fill the terminal;
+    `--format csv` or `json` gives the whole value)."""
+    text = "" if value is None else printable(str(value))
+    if limit is not None and len(text) > limit:
+        text = f"{text[:limit]}... (+{len(text) - limit} characters; --format json shows all)"
+    return Text(text)
 
 
 def json_line(obj) -> str:

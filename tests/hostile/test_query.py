@@ -199,3 +199,16 @@ def test_refilter_where_is_as_locked_as_query(world, where):
     assert "\n" not in str(err.value) and "s3cr3t" not in str(err.value)
     assert snapshot() == before
     assert _failing_uids(run, "text = 'a plain caption'") == {f"u{i}" for i in range(1, len(CAPTIONS) - 1)} | {"[/]"}
+
+
+def test_a_huge_cell_is_cut_in_the_table_and_whole_in_csv_and_json(world, capsys):
+    """A 100k-character caption would fill the terminal: the table shows 500 characters and how many more;
+    csv and json keep the whole value."""
+    run, _, _ = world
+    sql = "SELECT repeat('x', 100000) AS long"
+    table = curate_inprocess("query", run, sql, capsys=capsys)
+    assert table.returncode == 0 and "(+99500 characters; --format json shows all)" in table.stdout
+    assert table.stdout.count("x") < 1000
+    whole = curate_inprocess("query", run, sql, "-f", "json", capsys=capsys)
+    assert json.loads(whole.stdout) == [{"long": "x" * 100000}]
+    assert curate_inprocess("query", run, sql, "-f", "csv", capsys=capsys).stdout.count("x") == 100000
