@@ -375,6 +375,27 @@ def _mentioned(recipe: Recipe, steps: list[int]) -> set[str]:
     return out
 
 
+def _own_session_dir(ray) -> Path | None:
+    """The session folder (/tmp/ray/session_...) of a local Ray this process started, if Ray says where."""
+    try:
+        return Path(ray._private.worker._global_node.get_session_dir_path())
+    except Exception:  # noqa: BLE001 - a Ray that moved the name: keep its folder
+        return None
+
+
+def _remove_session_dir(session: Path) -> None:
+    """Remove a finished local run's Ray session folder (its logs, sockets, spill files): each run left one
+    in /tmp/ray (~0.2-1 MB, hundreds over a day of runs), outside the output folder. Kept when the run failed
+    (its logs are what `check ... Ray's logs` points at) and with -v / CURATE_RAY_LOGS=1."""
+    import shutil
+
+    latest = session.parent / "session_latest"
+    with contextlib.suppress(OSError):
+        if latest.is_symlink() and Path(os.readlink(latest)).name == session.name:
+            latest.unlink()
+    shutil.rmtree(session, ignore_errors=True)
+
+
 def _host_sigterm_handler():
     """The SIGTERM handler the host program installed (a Python callable), or None (none, or not the main thread)."""
     import signal
@@ -446,12 +467,17 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
     # CLI prints it as one line: keep its logs for CURATE_RAY_LOGS=1
     logging.getLogger("ray.data").setLevel(logging.WARNING if progress.ray_verbose() else logging.CRITICAL)
     # a lean local Ray: Ray Data's stats and autoscaling-coordinator actors stay in this process
+    session = _own_session_dir(ray) if started and not address else None
+    ok = False
     with lean_ray.data_in_driver() if lean else contextlib.nullcontext():
         try:
             yield ray
+            ok = True
         finally:
             if started:
                 ray.shutdown()
+            if ok and session is not None and not progress.ray_verbose():
+                _remove_session_dir(session)
 
 
 def stage_plan(recipe: Recipe) -> list[dict]:

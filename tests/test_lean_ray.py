@@ -26,7 +26,8 @@ with runner.ray_session(None, 1) as r:
         lambda b: {"y": [v * 2 for v in b["x"]]}, batch_size=None).map_batches(
         lambda b: {"y": [v + 0 for v in b["y"]]}, batch_size=2).take_all()
     actors = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True))
-    print(json.dumps({
+    session = ray._private.worker._global_node.get_session_dir_path()
+    report = {
         "actors": actors,
         "data_patched": (_StatsManager.__dict__["gen_dataset_id_from_stats_actor"] is not originals[0]
                          and dac.get_or_create_autoscaling_coordinator is not originals[1]),
@@ -36,7 +37,10 @@ with runner.ray_session(None, 1) as r:
         "restored": all(getattr(ray_node.Node, n).__name__ == n for n in ("start_api_server", "start_monitor", "start_log_monitor")),
         "env_left": "RAY_enable_metrics_collection" in os.environ,
         "y": sorted(row["y"] for row in rows),
-    }))
+        "session_existed": os.path.isdir(session),
+    }
+report["session_left"] = os.path.exists(session)  # a finished local session's /tmp/ray folder is removed
+print(json.dumps(report))
 """
 
 
@@ -53,6 +57,7 @@ def test_local_ray_starts_lean_and_ray_data_runs_on_it():
     # Ray Data's stats and autoscaling-coordinator actors are not started: they live in the driver
     assert not {"AutoscalingCoordinator", "datasets_stats_actor"} & set(out["actors"]), out["actors"]
     assert out["data_patched"] is True  # inside the session both are replaced
+    assert out["session_existed"] and not out["session_left"]  # nothing of the run stays in /tmp/ray
 
 
 def test_ray_data_in_driver_is_undone_after_the_session_even_on_error():
