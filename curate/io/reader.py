@@ -112,6 +112,29 @@ def open_dataset(spec: InputSpec) -> pads.Dataset:
         raise InputError(f"cannot read {path} as {fmt}: {str(err).splitlines()[0]}") from None
 
 
+def _utf8_hint(path, err: BaseException) -> str:
+    """For Arrow's bare "Invalid UTF8 payload": where the first non-UTF-8 line is (local files, first 256 MB)
+    and how to fix it; "" for any other error."""
+    if "utf8" not in str(err).lower().replace("-", ""):
+        return ""
+    where = ""
+    try:
+        with open(path, "rb") as f:
+            seen = 0
+            for n, line in enumerate(f, 1):
+                seen += len(line)
+                if seen > 256 << 20:
+                    break
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    where = f" at line {n} (byte {bad.start} of the line: {line[bad.start:bad.start + 1]!r})"
+                    break
+    except OSError:  # an object-store path or a folder: no line number, the advice stands
+        pass
+    return f"{where}; the file is not UTF-8 text: re-encode it (e.g. iconv -f latin1 -t utf-8 IN > OUT)"
+
+
 def check_columns(spec: InputSpec, ds: pads.Dataset) -> None:
     names = ds.schema.names
     try:
@@ -291,7 +314,7 @@ def split_parts(spec: InputSpec, rows_per_part: int, part_path, first_part: int 
         if buf:
             flush(buf)
     except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot read {spec.path}: {str(err).splitlines()[0]}") from None
+        raise InputError(f"cannot read {spec.path}: {str(err).splitlines()[0]}{_utf8_hint(spec.path, err)}") from None
     if row == 0:
         raise InputError(f"input {spec.path} has no rows")
     return sizes, extra_types
