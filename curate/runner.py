@@ -336,6 +336,9 @@ def _check_reachable(address: str) -> None:
                        "fix --ray-address / RAY_ADDRESS, or unset RAY_ADDRESS to start a local Ray") from None
 
 
+# files a desktop leaves in any folder it shows: an output folder holding only these counts as empty
+_OS_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini", ".directory"})
+
 _RESUME_FIX = ("fix the recipe (settings of stages no row has reached may change) or the environment, then finish "
                "with --resume")
 
@@ -729,7 +732,7 @@ class Runner:
                 raise StageSetupError(f"{err}; {_RESUME_FIX}") from None
         if resume:
             raise RunError(f"nothing to resume: {run.root} holds no run")
-        if run.root.exists() and any(p != run.lock_path for p in run.root.iterdir()):
+        if run.root.exists() and any(p != run.lock_path and p.name not in _OS_LITTER for p in run.root.iterdir()):
             raise RunError(f"output folder {run.root} is not empty and holds no run; choose another --output")
         spec = self._check_input()
         created = not run.root.exists()

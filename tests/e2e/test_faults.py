@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -182,7 +183,11 @@ def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path, cli, cli_inprocess
         assert res.returncode == 2, (args, res.returncode)  # the user's error, not a bug (1)
         assert message in line, (args, line)
         assert not out.exists(), args
-    # an output folder with unrelated content is refused, and left as it was
+    # an output folder with unrelated content is refused, and left as it was (a desktop's .DS_Store is not content)
+    out.mkdir()
+    (out / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    assert cli_inprocess("run", "image_text", "--input", str(good), "--output", str(out)).returncode == 3  # ran
+    shutil.rmtree(out)
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
     line = one_line_error(cli_inprocess("run", "image_text", "--input", str(good), "--output", str(out)))
