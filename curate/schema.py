@@ -55,9 +55,9 @@ def declare_reasons(reasons: dict[str, str]) -> None:
 
 declare_reasons(
     {
-        "duplicate_image": "byte-identical image to an earlier kept sample (exact_dedup)",
-        "duplicate_text": "same normalised text as an earlier kept sample (exact_dedup)",
-        "duplicate_pair": "same image bytes and same normalised text as an earlier kept sample",
+        "duplicate_image": "byte-identical image to the kept sample in dup_of (exact_dedup; which one is kept: its `keep`)",
+        "duplicate_text": "same normalised text as the kept sample in dup_of (exact_dedup)",
+        "duplicate_pair": "same image bytes and same normalised text as the kept sample in dup_of",
         "stage_error": "a stage raised on this row; the message is in `error`",
         "split_into_clips": "a video whose clips continue as their own rows (`parent_uid` = this uid)",
     }

@@ -36,7 +36,7 @@ class ExactDedup(Job):
     # which copy stays: "first" = the smallest uid (a hash: the same keeper whatever the input order, but in
     # effect a random copy), "earliest" = the first in input order (`row`), what a web corpus' original
     # usually is (copies with other captions come later)
-    keep: Literal["first", "earliest"] = "first"
+    keep: Literal["first", "earliest"] = "first"  # first: the smallest uid (any input order, same keeper); earliest: first in input order
 
     def needs(self) -> tuple[str, ...]:
         cols = {"image": ("sha256",), "text": ("text",), "pair": ("sha256", "text")}[self.by]
