@@ -786,8 +786,11 @@ class Runner:
         if not storage.is_remote(run.root):  # object stores have no folders
             try:
                 run.root.mkdir(parents=True, exist_ok=True)
-            except OSError as err:  # a read-only or special filesystem (/proc), no permission
-                raise RunError(f"cannot create the output folder {run.root}: {err.strerror or err}") from None
+            except OSError as err:  # a read-only or special filesystem (/proc), no permission, a full disk
+                from curate.environment_errors import describe
+
+                raise RunError(describe(err) or f"cannot create the output folder {run.root}: "
+                                                f"{err.strerror or err}") from None
             if not self._locked:  # the folder is new: hold it from now on
                 self._hold()
                 if run.exists():  # another process started a run here between our checks and the lock
