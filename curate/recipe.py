@@ -202,6 +202,19 @@ class Recipe(BaseModel):
         return {"name": self.name, "modality": self.modality, "input": self.input.model_dump(),
                 "output": self.output.model_dump(), "ray": self.ray.model_dump(exclude_none=True), "stages": stages}
 
+    def setting_strings(self, steps=None):
+        """Every non-empty string in the stage settings (of `steps`, default all), nested values included."""
+        stages = self.to_dict()["stages"]
+        todo = [stages[i] for i in (range(len(stages)) if steps is None else steps)]
+        while todo:
+            v = todo.pop()
+            if isinstance(v, dict):
+                todo.extend(v.values())
+            elif isinstance(v, list):
+                todo.extend(v)
+            elif isinstance(v, str) and v:
+                yield v
+
     def named_files(self, steps=None) -> list[str]:
         """Existing files the stage settings name (checkpoints, concept lists, prompt files...), and
         object-store URLs (s3://, gs://, hf://...: storage.FILE_SCHEMES) that may name one: a resumed run
@@ -210,26 +223,16 @@ class Recipe(BaseModel):
         from curate.io.storage import FILE_SCHEMES, scheme
 
         found: list[str] = []
-        stages = self.to_dict()["stages"]
-
-        def walk(v):
-            if isinstance(v, dict):
-                for x in v.values():
-                    walk(x)
-            elif isinstance(v, list):
-                for x in v:
-                    walk(x)
-            elif isinstance(v, str) and scheme(v) in FILE_SCHEMES:
+        for v in self.setting_strings(steps):
+            if scheme(v) in FILE_SCHEMES:
                 found.append(v)
-            elif isinstance(v, str) and v and len(v) < 4096 and ("/" in v or "." in v):
+            elif len(v) < 4096 and ("/" in v or "." in v):
                 try:
                     p = Path(v).expanduser()
                     if p.is_file():
                         found.append(str(p.resolve()))
                 except OSError:
                     pass
-
-        walk([stages[i] for i in (range(len(stages)) if steps is None else steps)])
         return sorted(set(found))
 
     def stage_columns(self) -> dict:

@@ -360,21 +360,10 @@ def _mentioned(recipe: Recipe, steps: list[int]) -> set[str]:
     """Every string in these steps' settings, also as a resolved path: what a named file of theirs is recorded
     as, even once the file is gone (so "is gone" is still caught for steps that did not change)."""
     out: set[str] = set()
-
-    def walk(v):
-        if isinstance(v, dict):
-            for x in v.values():
-                walk(x)
-        elif isinstance(v, list):
-            for x in v:
-                walk(x)
-        elif isinstance(v, str) and v:
-            out.add(v)
-            with contextlib.suppress(OSError, ValueError):
-                out.add(str(Path(v).expanduser().resolve()))
-
-    stages = recipe.to_dict()["stages"]
-    walk([stages[i] for i in steps])
+    for v in recipe.setting_strings(steps):
+        out.add(v)
+        with contextlib.suppress(OSError, ValueError):
+            out.add(str(Path(v).expanduser().resolve()))
     return out
 
 

@@ -21,22 +21,29 @@ def meta(out):
     return pads.dataset(str(out / "meta"), format="parquet").to_table().to_pylist()
 
 
+RUN_ARGS = ["--set", "output.samples_per_shard=12", "--set", "download.threads=2"]
+
+
+def _run_until_parts(urls, out, ray_address, parts: int) -> subprocess.Popen:
+    """`curate run` (the console script, a subprocess) on the demo URLs, returned once `parts` parts have
+    passed the first segment: small parts and few threads, so it is still running then."""
+    args = ["run", "image_text", "--input", str(urls), "--output", str(out), *RUN_ARGS]
+    proc = subprocess.Popen([sys.executable, "-m", "curate.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "RAY_ADDRESS": ray_address})
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if out.exists() and len(list((out / "_work" / "segment0").glob("part-*.parquet"))) >= parts:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "run finished before it could be stopped: " + proc.stderr.read().decode()[-2000:]
+    return proc
+
+
 def test_sigkill_then_resume_has_every_row_once(ray_address, demo_urls, tmp_path, cli_inprocess):
     """The killed run is a console-script subprocess; the resumes run in-process (curate.cli.main, same error
     handling) on the session's Ray, which spares an interpreter start per command."""
     out = tmp_path / "out"
-    # small parts and few threads so the run takes long enough to be killed in the middle
-    args = ["run", "image_text", "--input", str(demo_urls), "--output", str(out),
-            "--set", "output.samples_per_shard=12", "--set", "download.threads=2"]
-    proc = subprocess.Popen([sys.executable, "-m", "curate.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env={**os.environ, "RAY_ADDRESS": ray_address})
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        done = list((out / "_work" / "segment0").glob("part-*.parquet")) if out.exists() else []
-        if len(done) >= 3:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "run finished before it could be killed: " + proc.stdout.read().decode()[-2000:]
+    proc = _run_until_parts(demo_urls, out, ray_address, 3)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "manifest.json").exists() or '"complete"' not in (out / "manifest.json").read_text()
@@ -45,8 +52,7 @@ def test_sigkill_then_resume_has_every_row_once(ray_address, demo_urls, tmp_path
             tf.getmembers()
     time.sleep(1)  # let Ray reap the dead driver's workers
 
-    res = cli_inprocess("run", "image_text", "--input", str(demo_urls), "--output", str(out), "--resume",
-                        "--set", "output.samples_per_shard=12", "--set", "download.threads=2")
+    res = cli_inprocess("run", "image_text", "--input", str(demo_urls), "--output", str(out), "--resume", *RUN_ARGS)
     assert res.returncode == 0, res.stdout + res.stderr
     rows = meta(out)
     assert len(rows) == 300 and len({r["uid"] for r in rows}) == 300
@@ -67,16 +73,7 @@ def test_ctrl_c_or_sigterm_says_how_to_resume_and_resume_finishes(ray_address, d
     says which (130, 143). Before: Ctrl-C exited 130 silently (click turned it into Abort), and SIGTERM hit
     Ray's C++ failure handler: a stack dump and death by signal."""
     out = tmp_path / "out"
-    args = ["run", "image_text", "--input", str(demo_urls), "--output", str(out),
-            "--set", "output.samples_per_shard=12", "--set", "download.threads=2"]
-    proc = subprocess.Popen([sys.executable, "-m", "curate.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, "RAY_ADDRESS": ray_address})
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if out.exists() and len(list((out / "_work" / "segment0").glob("part-*.parquet"))) >= 2:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "run finished before it could be stopped: " + proc.stderr.read().decode()[-2000:]
+    proc = _run_until_parts(demo_urls, out, ray_address, 2)
     os.kill(proc.pid, sig)
     _, err = proc.communicate(timeout=120)
     err = err.decode()
