@@ -55,14 +55,14 @@ class CaptionText(Filter):
         "caption_too_long": "more than max_words words, or more than max_chars characters",
     }
 
-    min_words: int = Field(2, ge=0)
-    max_words: int = Field(256, ge=1)
+    min_words: int = Field(2, ge=0)  # fewer whitespace-separated words: caption_too_short; 0 = no minimum
+    max_words: int = Field(256, ge=1)  # more words: caption_too_long
     # longer captions go as caption_too_long before any pattern runs: boilerplate is short, and this bounds
     # the text a regex sees (curate.textmatch). 16k characters is far above max_words' 256 words.
-    max_chars: int = Field(MAX_MATCH_CHARS, ge=1, le=MAX_MATCH_CHARS)
-    boilerplate: list[str] = Field(default_factory=lambda: list(DEFAULT_BOILERPLATE))
-    # check the effective caption: `recaption` (from an earlier recaption stage) where present, else text
-    use_recaption: bool = False
+    max_chars: int = Field(MAX_MATCH_CHARS, ge=1, le=MAX_MATCH_CHARS)  # more chars: caption_too_long (checked first)
+    boilerplate: list[str] = Field(  # RE2 patterns, each matched against the whole lower-cased caption
+        default_factory=lambda: list(DEFAULT_BOILERPLATE))
+    use_recaption: bool = False  # judge `recaption` (from an earlier recaption stage) where set, else `text`
 
     def needs(self) -> tuple[str, ...]:
         return ("text", "recaption") if self.use_recaption else self.reads

@@ -34,7 +34,7 @@ class ClipThreshold(Filter):
     }
 
     min_score: float = Field(0.28, ge=-1.0, le=1.0)  # LAION-5B's cut for OpenAI ViT-B/32; model-specific
-    column: str = "clip_score"
+    column: str = "clip_score"  # score column to test, e.g. recaption_clip_score; null scores pass
 
     def needs(self) -> tuple[str, ...]:
         return (self.column,)
@@ -64,7 +64,7 @@ class ClipTopFraction(Job):
     singletons_matter: ClassVar[bool] = True
 
     fraction: float = Field(0.3, gt=0.0, le=1.0)  # DataComp's best CLIP-score baseline keeps the top 30%
-    column: str = "clip_score"
+    column: str = "clip_score"  # score column to rank, e.g. recaption_clip_score; rows without one are left alone
 
     def needs(self) -> tuple[str, ...]:
         return (self.column,)

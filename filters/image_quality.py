@@ -48,8 +48,8 @@ class ImageQuality(Filter):
 
     min_std: float = Field(2.0, ge=0.0, description="0..255; 0 disables the check")
     # bits; 0 (default) disables the check: clip art on a flat background can score as low as ~0.15
-    min_entropy: float = Field(0.0, ge=0.0, le=9.0)
-    thumb_side: int = Field(64, ge=8, le=1024)
+    min_entropy: float = Field(0.0, ge=0.0, le=9.0)  # colour-histogram entropy floor, bits (0-9); 0 = off
+    thumb_side: int = Field(64, ge=8, le=1024)  # thumbnail's longest side (px); larger sees finer detail, costs more
 
     def check(self, table: pa.Table) -> list[str | None]:
         out: list[str | None] = []

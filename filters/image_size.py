@@ -21,9 +21,9 @@ class ImageSize(Filter):
         "image_aspect_ratio": "longer side / shorter side above max_aspect",
     }
 
-    min_side: int = Field(32, ge=0)
-    max_side: int | None = Field(None, ge=1)
-    max_aspect: float = Field(4.0, ge=1.0)
+    min_side: int = Field(32, ge=0)  # drop if the shorter side (px, as downloaded) is below this; 0 = off
+    max_side: int | None = Field(None, ge=1)  # drop if the longer side (px) is above this; None = no limit
+    max_aspect: float = Field(4.0, ge=1.0)  # drop if longer side / shorter side is above this (banners, strips)
 
     def check(self, table: pa.Table) -> list[str | None]:
         cols = table.column_names

@@ -73,9 +73,9 @@ class Language(Stage):
     }
 
     # ISO 639 codes as lid.176 names them ("en", "de", "zh", ...); empty list: tag only, drop nothing
-    languages: list[str] = Field(default_factory=lambda: ["en"])
-    min_score: float = Field(0.0, ge=0.0, le=1.0)
-    model_path: str | None = None
+    languages: list[str] = Field(default_factory=lambda: ["en"])  # lid.176 codes to keep; []: tag only
+    min_score: float = Field(0.0, ge=0.0, le=1.0)  # drop allowed captions with a lower top probability; 0 = off
+    model_path: str | None = None  # fastText lid model: path or s3://, http(s):// URL; None = bundled lid.176.ftz
 
     @field_validator("model_path")
     @classmethod

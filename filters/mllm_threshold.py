@@ -20,8 +20,8 @@ class MllmThreshold(Filter):
         "mllm_score_missing": "no mllm_score (the model could not be asked) and missing: drop",
     }
 
-    min_score: float = Field(0.5, ge=0.0, le=1.0)
-    missing: Literal["keep", "drop"] = "drop"
+    min_score: float = Field(0.5, ge=0.0, le=1.0)  # drop rows whose mllm_score (0..1) is below this
+    missing: Literal["keep", "drop"] = "drop"  # rows with a null mllm_score (mllm_score on_error: keep): drop or keep
 
     def check(self, table: pa.Table) -> list[str | None]:
         out: list[str | None] = []

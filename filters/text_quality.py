@@ -48,14 +48,14 @@ class TextQuality(Filter):
     }
 
     # 0.5: "www.shop.com/item/123" and "photo http://x.co/a.jpg" go; "sunset over the bay https://..." stays
-    max_url_fraction: float = Field(0.5, gt=0.0, le=1.0)
-    max_token_fraction: float = Field(0.5, gt=0.0, le=1.0)
-    max_ngram_fraction: float = Field(0.3, gt=0.0, le=1.0)
-    ngram: int = Field(2, ge=1, le=8)
+    max_url_fraction: float = Field(0.5, gt=0.0, le=1.0)  # drop when at least this share of tokens are links
+    max_token_fraction: float = Field(0.5, gt=0.0, le=1.0)  # drop when one token is more than this share of tokens
+    max_ngram_fraction: float = Field(0.3, gt=0.0, le=1.0)  # drop when more than this share of n-grams repeat
+    ngram: int = Field(2, ge=1, le=8)  # n-gram length in tokens for max_ngram_fraction
     # repetition checks only judge captions with at least this many tokens ("red red" is not spam)
-    min_tokens: int = Field(4, ge=1)
+    min_tokens: int = Field(4, ge=1)  # shorter captions skip both repetition checks
     # judge only the first max_chars characters (see the module doc)
-    max_chars: int = Field(MAX_MATCH_CHARS, ge=1, le=MAX_MATCH_CHARS)
+    max_chars: int = Field(MAX_MATCH_CHARS, ge=1, le=MAX_MATCH_CHARS)  # judge only this many leading chars
 
     def verdict(self, text: str | None) -> str | None:
         tokens = clip(text or "", self.max_chars).lower().split()

@@ -100,12 +100,12 @@ class MetaClipBalance(Job):
     }
     singletons_matter: ClassVar[bool] = True  # an entry with one match is a tail entry: its sample is kept
 
-    entries: str | list[str] | None = None
+    entries: str | list[str] | None = None  # file/URL (lines, .json list) or list; None = demo colour/shape words
     t: int = Field(20_000, ge=1)  # MetaCLIP's 400M set used t = 20k over 500k entries
-    seed: int = 0
-    keep_unmatched: bool = False
+    seed: int = 0  # seed of the per-(sample, entry) draw: another seed keeps other head samples
+    keep_unmatched: bool = False  # keep captions that match no entry (MetaCLIP drops them)
     word_boundary: bool = True  # false for languages written without spaces (Chinese, Japanese, Thai)
-    lowercase: bool = True
+    lowercase: bool = True  # match case-insensitively (entries and captions lower-cased)
 
     @field_validator("entries")
     @classmethod

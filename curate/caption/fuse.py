@@ -63,16 +63,16 @@ class FuseCaptions(Stage):
     base_url: str = Field(..., description="e.g. http://127.0.0.1:8000/v1")
     prompt: str = Field(DEFAULT_PROMPT, description="{original}, {recaption} and {max_words} are filled in")
     max_words: int = Field(40, ge=3, le=500)  # a longer answer is flagged `too_long` and not used
-    max_tokens: int = Field(120, ge=4, le=4096)
-    temperature: float = Field(0.0, ge=0)
-    on_error: Literal["keep", "fail"] = "keep"
+    max_tokens: int = Field(120, ge=4, le=4096)  # answer token cap sent to the server
+    temperature: float = Field(0.0, ge=0)  # sampling temperature sent to the server; 0: deterministic
+    on_error: Literal["keep", "fail"] = "keep"  # failed request: keep (flag endpoint_<reason>) or fail the row
     api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
-    max_concurrency: int = Field(8, ge=1)
-    timeout_s: float = Field(60.0, gt=0)
-    retries: int = Field(3, ge=0)
-    backoff_s: float = Field(0.5, ge=0)
-    max_backoff_s: float = Field(30.0, ge=0)
-    cache: bool = True
+    max_concurrency: int = Field(8, ge=1)  # requests in flight per worker
+    timeout_s: float = Field(60.0, gt=0)  # seconds to wait for one answer
+    retries: int = Field(3, ge=0)  # extra tries on timeouts, connection errors, 408/429/5xx
+    backoff_s: float = Field(0.5, ge=0)  # base of the jittered exponential wait between tries (s)
+    max_backoff_s: float = Field(30.0, ge=0)  # cap on one wait between tries, Retry-After included (s)
+    cache: bool = True  # reuse answers stored in <cache_dir>/fuse_captions.sqlite
     cache_dir: str | None = Field(None, description="default: <output>/cache")
 
     _client = PrivateAttr(default=None)

@@ -62,34 +62,35 @@ class Recaption(Stage):
     }
     uses_model: ClassVar[bool] = True
 
-    backend: Literal["coca", "transformers", "endpoint"] = "coca"
+    backend: Literal["coca", "transformers", "endpoint"] = "coca"  # open_clip CoCa, a transformers VLM or a chat server
     model: str | None = None  # open_clip name (coca) or hub id / local folder (transformers)
     pretrained: str | None = None  # coca: open_clip pretrained tag
     checkpoint: str | None = None  # coca: local checkpoint (e.g. from `curate train --loss coca`)
     prompt: str = ""  # transformers: text prompt ("a picture of", "<MORE_DETAILED_CAPTION>", a question)
     chat: Literal["auto", "always", "never"] = "auto"  # transformers: wrap the prompt in the chat template
-    decoding: Literal["beam", "top_p", "greedy"] = "beam"
-    num_beams: int = Field(3, ge=1, le=16)
-    top_p: float = Field(0.9, gt=0, le=1)
-    temperature: float = Field(1.0, gt=0)
-    max_tokens: int = Field(30, ge=2, le=1024)
-    min_tokens: int = Field(3, ge=0)
-    batch_size: int = Field(32, ge=1)
-    rows: Literal["all", "boilerplate"] = "all"
+    decoding: Literal["beam", "top_p", "greedy"] = "beam"  # beam search, top_p sampling or greedy (not coca)
+    num_beams: int = Field(3, ge=1, le=16)  # beams for decoding: beam (1 = greedy)
+    top_p: float = Field(0.9, gt=0, le=1)  # nucleus mass for decoding: top_p (coca, transformers)
+    temperature: float = Field(1.0, gt=0)  # sampling temperature for top_p (endpoint: 0 otherwise)
+    max_tokens: int = Field(30, ge=2, le=1024)  # generation cap; a caption cut here is flagged truncated
+    min_tokens: int = Field(3, ge=0)  # shortest generation in tokens (coca, transformers)
+    batch_size: int = Field(32, ge=1)  # images per generate call; lower it when GPU memory runs out
+    rows: Literal["all", "boilerplate"] = "all"  # all rows, or only those whose text is empty or boilerplate
     on_truncated: Literal["keep", "drop"] = "drop"  # keep the cut-off text, or leave recaption null
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    seed: int = 0
-    trust_remote_code: bool = False
+    device: str = "auto"  # auto: cuda when visible, else cpu
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # GPU dtype (auto: bf16 or fp16); CPU always fp32
+    seed: int = 0  # torch seed for top_p sampling (coca, transformers)
+    trust_remote_code: bool = False  # transformers: run code shipped with the model repo
     # endpoint backend: an OpenAI-compatible server (`model` is the served name)
     # `base_url`, as in mllm_score and fuse_captions; `url` (the earlier name) is still accepted
-    base_url: str | None = Field(None, validation_alias=AliasChoices("base_url", "url"))
+    base_url: str | None = Field(  # endpoint: the server, e.g. http://127.0.0.1:8000/v1
+        None, validation_alias=AliasChoices("base_url", "url"))
     api_key_env: str | None = None  # name of the environment variable holding the API key
-    max_concurrency: int = Field(8, ge=1)
-    timeout_s: float = Field(60.0, gt=0)
-    retries: int = Field(3, ge=0)
+    max_concurrency: int = Field(8, ge=1)  # endpoint: requests in flight per worker
+    timeout_s: float = Field(60.0, gt=0)  # endpoint: seconds to wait for one answer
+    retries: int = Field(3, ge=0)  # endpoint: extra tries on timeouts, connection errors, 408/429/5xx
     # video clips (after clip_split): caption from the clip's keyframes instead of an `image` column
-    source: Literal["image", "keyframes"] = "image"
+    source: Literal["image", "keyframes"] = "image"  # image column, or a clip's keyframes (after clip_split)
     keyframes: Literal["middle", "all"] = "middle"  # the middle keyframe, or caption each and keep the consensus
     check_model: bool = True  # resolve the model at recipe time (False: only when a worker starts)
     _captioner: Any = PrivateAttr(default=None)

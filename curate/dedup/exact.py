@@ -32,7 +32,7 @@ class ExactDedup(Job):
     writes: ClassVar[dict[str, pa.DataType]] = {"dup_of": pa.string()}
     reasons: ClassVar[dict[str, str]] = {r: schema.REASONS[r] for r in _REASON.values()}
 
-    by: Literal["image", "text", "pair"] = "image"
+    by: Literal["image", "text", "pair"] = "image"  # image: sha256 of bytes; text: normalised caption; pair: both
     # which copy stays: "first" = the smallest uid (a hash: the same keeper whatever the input order, but in
     # effect a random copy), "earliest" = the first in input order (`row`), what a web corpus' original
     # usually is (copies with other captions come later)

@@ -348,21 +348,21 @@ class MinHashDedup(ClusterJob):
         "near_dup_empty_text": "text empty or white space after normalisation: near-dup dedup cannot compare it",
     }
 
-    threshold: float = Field(0.8, gt=0, le=1)
-    num_perm: int = Field(128, ge=8, le=1024)
-    seed: int = 1
-    shingle: Literal["word", "char"] = "word"
-    ngram: int = Field(3, ge=1, le=32)
-    keep: Literal["first", "longest", "score"] = "first"
-    score_col: str | None = None
+    threshold: float = Field(0.8, gt=0, le=1)  # shingle-set Jaccard similarity at which texts are near-duplicates
+    num_perm: int = Field(128, ge=8, le=1024)  # MinHash permutations: more = finer estimates, more CPU
+    seed: int = 1  # seed of the MinHash permutations
+    shingle: Literal["word", "char"] = "word"  # word or character n-grams (char: text without spaces, very short text)
+    ngram: int = Field(3, ge=1, le=32)  # shingle length in words or characters
+    keep: Literal["first", "longest", "score"] = "first"  # first: smallest uid; longest: longest text; score: score_col
+    score_col: str | None = None  # column that ranks keepers for keep: score (nulls last)
     max_chars: int = Field(200_000, ge=1)  # very long documents: only their first max_chars count
-    bands: int | None = Field(None, ge=1)
-    rows: int | None = Field(None, ge=1)
+    bands: int | None = Field(None, ge=1)  # LSH bands (set with rows; bands x rows <= num_perm); None: from recall
+    rows: int | None = Field(None, ge=1)  # LSH rows per band (set with bands); None: from recall
     # P(a pair at the threshold becomes a candidate) the default banding must reach (see `lsh_params`)
-    recall: float = Field(0.97, gt=0, lt=1)
+    recall: float = Field(0.97, gt=0, lt=1)  # auto banding: P(a pair at the threshold is a candidate)
     # distinct shingles a text may have for exact verification; longer texts are verified on their
     # `sketch_size` smallest shingle hashes (4 bytes each in every band record)
-    sketch_size: int = Field(512, ge=16, le=65536)
+    sketch_size: int = Field(512, ge=16, le=65536)  # bottom-k sketch size for texts with more shingles
 
     @model_validator(mode="after")
     def _check(self):

@@ -81,12 +81,12 @@ class PHashDedup(ClusterJob):
         "near_duplicate_image": "perceptual near-duplicate (pHash/dHash Hamming distance) of the sample in `dup_of`",
     }
 
-    hash: Literal["phash", "dhash"] = "phash"
-    max_distance: int = Field(8, ge=0, le=31)
-    keep: Literal["first", "earliest", "largest"] = "first"
+    hash: Literal["phash", "dhash"] = "phash"  # phash (DCT) or dhash (gradients): the 64-bit hash compared
+    max_distance: int = Field(8, ge=0, le=31)  # max differing bits of 64; higher finds more, with bigger buckets (cost)
+    keep: Literal["first", "earliest", "largest"] = "first"  # first: min uid; earliest: row order; largest: most w*h
     # also require every channel of every cell of a 4x4 RGB thumbnail to differ by at most this (0-255);
     # None: hash distance only
-    max_color_diff: int | None = Field(None, ge=0, le=255)
+    max_color_diff: int | None = Field(None, ge=0, le=255)  # max 4x4 RGB thumbnail channel diff (0-255); None = off
 
     def needs(self) -> tuple[str, ...]:
         return {"largest": ("image", "width", "height"), "earliest": ("image", "row")}.get(self.keep, ("image",))

@@ -81,12 +81,12 @@ class SemanticDedup(ClusterJob):
     }
     fit_rows: ClassVar[int] = 100_000
 
-    column: str = "embedding"
-    threshold: float = Field(0.95, gt=0, le=1)
-    clusters: int = Field(100, ge=1)
-    seed: int = 0
-    keep: Literal["first", "score"] = "first"
-    score_col: str | None = None
+    column: str = "embedding"  # list-of-floats column; clip_score with embeddings: true writes clip_image_embedding
+    threshold: float = Field(0.95, gt=0, le=1)  # cosine similarity at which rows of one cluster are duplicates
+    clusters: int = Field(100, ge=1)  # k-means k (at most sample rows / 20): more is faster, may split duplicates
+    seed: int = 0  # seed of the k-means initialisation
+    keep: Literal["first", "score"] = "first"  # first: smallest uid stays; score: highest score_col stays
+    score_col: str | None = None  # column that ranks keepers for keep: score (nulls last)
 
     _centroids: np.ndarray | None = PrivateAttr(default=None)
 

@@ -166,18 +166,20 @@ class Download(Stage):
         **errors.REASONS, **IMAGE_REASONS,
         "download_hash_mismatch": "the downloaded bytes do not match the input's hash (download.verify_hash)"}
 
-    image_size: int = Field(256, ge=8, le=8192)
-    resize_mode: Literal["no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"] = "center_crop"
-    resize_only_if_bigger: bool = False
-    encode_format: Literal["jpg", "png", "webp"] = "jpg"
-    encode_quality: int = Field(95, ge=0, le=100)
+    image_size: int = Field(256, ge=8, le=8192)  # px: short side (keep_ratio, center_crop), long side (others)
+    resize_mode: Literal[  # center_crop / border: square (crop / white pad); keep_ratio*: aspect kept; no: size kept
+        "no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"] = "center_crop"
+    resize_only_if_bigger: bool = False  # never upscale: smaller images keep their size (and are not cropped)
+    encode_format: Literal["jpg", "png", "webp"] = "jpg"  # format the stored image is re-encoded to
+    encode_quality: int = Field(95, ge=0, le=100)  # jpg/webp quality 0-100; png: compression level min(value, 9)
     timeout_s: float = Field(10.0, gt=0, allow_inf_nan=False, description="total per attempt, body included")
-    retries: int = Field(0, ge=0, le=10)
+    retries: int = Field(0, ge=0, le=10)  # extra tries on transient errors (timeouts, resets, 408/429/5xx)
     max_bytes: int = Field(32 << 20, ge=1024, description="largest response body (decoded), in bytes")
-    max_redirects: int = Field(5, ge=0, le=30)
-    threads: int = Field(32, ge=1, le=1024)
-    user_agent_token: str | None = None
-    disallowed_header_directives: list[str] = ["noai", "noimageai", "noindex", "noimageindex"]
+    max_redirects: int = Field(5, ge=0, le=30)  # redirects followed (to http(s) only); more fail
+    threads: int = Field(32, ge=1, le=1024)  # concurrent fetches per worker; up to 2x as many images wait to be decoded
+    user_agent_token: str | None = None  # added to the User-Agent; X-Robots-Tag rules naming it then apply
+    disallowed_header_directives: list[str] = [  # X-Robots-Tag directives that refuse an image; [] = ignore
+        "noai", "noimageai", "noindex", "noimageindex"]
     reject_truncated: bool = Field(True, description="check JPEG/PNG end markers before decoding (cheap); "
                                    "the decoder refuses truncated data as image_truncated either way")
     max_pixels: int = Field(images.DEFAULT_MAX_PIXELS, ge=64, le=images.PIL_HARD_LIMIT,
@@ -185,8 +187,8 @@ class Download(Stage):
                             "before decoding; also the pixels decoded at once per worker")
     # like img2dataset's verify_hash: check the downloaded bytes against an input column of hex digests
     # (an input `sha256` column is kept as input_sha256, since this stage writes its own sha256)
-    verify_hash: Literal["sha256"] | None = None
-    hash_col: str = "input_sha256"
+    verify_hash: Literal["sha256"] | None = None  # sha256: fail rows whose bytes differ from hash_col (download only)
+    hash_col: str = "input_sha256"  # input column of expected hex digests for verify_hash
 
     def _resizer(self) -> Resize:
         from curate.download._i2d import Resizer, ResizeMode

@@ -42,14 +42,16 @@ class LoadImage(Stage):
     writes: ClassVar[dict[str, pa.DataType]] = dict(Download.writes)
     reasons: ClassVar[dict[str, str]] = REASONS
 
-    max_bytes: int = Field(64 << 20, ge=1)
-    max_pixels: int = Field(images.DEFAULT_MAX_PIXELS, ge=64, le=images.PIL_HARD_LIMIT)
-    resize_mode: Literal["no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"] = "no"
-    image_size: int = Field(256, ge=8, le=8192)
-    resize_only_if_bigger: bool = False
-    encode_format: Literal["jpg", "png", "webp"] = "jpg"
-    encode_quality: int = Field(95, ge=0, le=100)
-    reject_truncated: bool = True
+    max_bytes: int = Field(64 << 20, ge=1)  # larger input images fail as input_image_too_large, unread
+    max_pixels: int = Field(  # refuse images whose header declares more pixels (image_too_many_pixels)
+        images.DEFAULT_MAX_PIXELS, ge=64, le=images.PIL_HARD_LIMIT)
+    resize_mode: Literal[  # no: keep the input bytes as they are; else resize and re-encode as download does
+        "no", "keep_ratio", "keep_ratio_largest", "center_crop", "border"] = "no"
+    image_size: int = Field(256, ge=8, le=8192)  # px: short side (keep_ratio, center_crop), long side (others)
+    resize_only_if_bigger: bool = False  # never upscale: smaller images keep their size (and are not cropped)
+    encode_format: Literal["jpg", "png", "webp"] = "jpg"  # format resized images are re-encoded to
+    encode_quality: int = Field(95, ge=0, le=100)  # jpg/webp quality 0-100; png: compression level min(value, 9)
+    reject_truncated: bool = True  # fail JPEG/PNG bytes without an end marker (image_truncated) before decoding
 
     def _bytes(self, table: pa.Table, rows: list[int]) -> dict[int, bytes | tuple[str, str]]:
         """Image bytes (or (reason, message)) of `rows`: from input_image_bytes, else by reference."""

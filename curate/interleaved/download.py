@@ -34,9 +34,9 @@ class DocDownload(Download):
         "doc_all_images_failed": "every image the document references failed or was refused (on_all_failed: drop)",
     }
 
-    on_all_failed: Literal["keep", "drop"] = "keep"
-    max_data_url_bytes: int = Field(1_000_000, ge=0)
-    max_images_per_doc: int = Field(10_000, ge=0, le=1_000_000)
+    on_all_failed: Literal["keep", "drop"] = "keep"  # a document with no image left: keep it text-only, or drop it
+    max_data_url_bytes: int = Field(1_000_000, ge=0)  # longer data: URLs (chars) fail; 0 refuses all
+    max_images_per_doc: int = Field(10_000, ge=0, le=1_000_000)  # later images: image_over_cap, not fetched
 
     def process(self, table: pa.Table) -> pa.Table:
         n = table.num_rows

@@ -23,8 +23,8 @@ class DocImageFilter(Stage):
     reads: ClassVar[tuple[str, ...]] = ("doc_images", "doc_image_bytes")
     updates: ClassVar[tuple[str, ...]] = ("doc_images", "doc_image_bytes")  # per-image status, dropped bytes
 
-    min_side: int = Field(0, ge=0)
-    max_aspect: float | None = Field(None, ge=1.0)
+    min_side: int = Field(0, ge=0)  # drop images whose shorter (original) side is below this (px); 0 = off
+    max_aspect: float | None = Field(None, ge=1.0)  # drop images whose long / short side ratio exceeds this; None = off
     min_clip_score: float | None = None  # needs doc_clip earlier in the recipe
 
     def needs(self) -> tuple[str, ...]:
@@ -73,11 +73,11 @@ class DocFilter(Filter):
         "doc_image_text_ratio": "kept images per 1,000 characters of text above max_images_per_kchar",
     }
 
-    min_chars: int = Field(1, ge=0)
-    max_chars: int | None = Field(100_000, ge=1)
-    min_images: int = Field(0, ge=0)
-    max_images: int | None = Field(None, ge=0)
-    max_images_per_kchar: float | None = Field(None, gt=0)
+    min_chars: int = Field(1, ge=0)  # drop documents with fewer text characters (stripped); 0 = off
+    max_chars: int | None = Field(100_000, ge=1)  # drop documents with more text characters; None = no limit
+    min_images: int = Field(0, ge=0)  # drop documents with fewer kept (ok) images; 0 = off
+    max_images: int | None = Field(None, ge=0)  # drop documents with more kept images; None = no limit
+    max_images_per_kchar: float | None = Field(None, gt=0)  # max kept images per 1,000 text chars; None = off
 
     def check(self, table: pa.Table) -> list[str | None]:
         out = []

@@ -61,17 +61,17 @@ class ParseDocuments(Stage):
         "doc_too_many_images": "the document references more than max_images_per_doc images",
     }
 
-    layout: Literal["auto", "obelics", "html", "url"] = "auto"
-    texts_col: str = "texts"
-    images_col: str = "images"
-    html_col: str = "html"
-    max_images: int = Field(100, ge=0, le=100_000)
-    max_html_bytes: int = Field(5_000_000, ge=1)
+    layout: Literal["auto", "obelics", "html", "url"] = "auto"  # auto: obelics, html or url, by the columns present
+    texts_col: str = "texts"  # obelics: list column of paragraphs (null at image positions)
+    images_col: str = "images"  # obelics: list column of image URLs (null at text positions)
+    html_col: str = "html"  # html layout: the column holding each page's HTML
+    max_images: int = Field(100, ge=0, le=100_000)  # images past this are kept but marked image_over_cap
+    max_html_bytes: int = Field(5_000_000, ge=1)  # larger pages fail as html_too_large (url layout: fetch cap too)
     max_doc_bytes: int = Field(10_000_000, ge=1, description="text + image URL bytes of one parsed document")
     max_images_per_doc: int = Field(10_000, ge=0, le=1_000_000, description="image references; more fails the doc")
-    timeout_s: float = Field(10.0, gt=0)
-    retries: int = Field(0, ge=0, le=10)
-    threads: int = Field(16, ge=1, le=1024)
+    timeout_s: float = Field(10.0, gt=0)  # url layout: total seconds per page fetch attempt
+    retries: int = Field(0, ge=0, le=10)  # url layout: extra tries on transient fetch errors
+    threads: int = Field(16, ge=1, le=1024)  # url layout: pages fetched at once per worker
 
     def _layout(self, table: pa.Table) -> str:
         if self.layout != "auto":

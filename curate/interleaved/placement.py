@@ -85,12 +85,12 @@ class DocClip(Stage):
     }
     uses_model: ClassVar[bool] = True
 
-    model: str | None = "ViT-B-32"
-    pretrained: str | None = None
-    checkpoint: str | None = None
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    batch_size: int = Field(64, ge=1, le=4096)
+    model: str | None = "ViT-B-32"  # open_clip name; give pretrained or checkpoint too, else weights are random
+    pretrained: str | None = None  # open_clip hub tag (openai, laion2b_s34b_b79k) or weights file/URL
+    checkpoint: str | None = None  # open_clip checkpoint file or URL (e.g. from `curate train`)
+    device: str = "auto"  # auto: cuda when visible, else cpu
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # GPU autocast (auto: bf16 or fp16); CPU fp32
+    batch_size: int = Field(64, ge=1, le=4096)  # images or sentences per CLIP forward pass
     _clip: Any = PrivateAttr(default=None)
 
     def setup(self) -> None:

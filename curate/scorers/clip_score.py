@@ -150,7 +150,7 @@ class ClipScore(Stage):
     checkpoint: str | None = None  # checkpoint file or URL (OUT/checkpoint.pt from `curate train`, s3://b/filter.pt)
     device: str = "auto"  # auto: cuda when visible, else cpu
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # autocast on GPU; CPU always fp32
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(256, ge=1)  # images per CLIP forward pass; lower it when GPU memory runs out
     decode_threads: int = Field(2, ge=1)  # threads decoding/preprocessing the next batch
     decode_processes: int = Field(0, ge=0)  # >0: decode/preprocess/tokenise in N worker processes (GPU hosts: cores - 1; give the stage num_cpus to match)
     embeddings: bool = False  # also keep the L2-normalised image/text embeddings (embeddings/ sidecar)

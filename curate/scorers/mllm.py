@@ -50,30 +50,30 @@ class MllmScore(Stage):
     # `concurrency` (workers) x `max_concurrency` (requests per worker) bounds what the server sees
     uses_model: ClassVar[bool] = True
 
-    backend: Literal["transformers", "endpoint"] = "transformers"
+    backend: Literal["transformers", "endpoint"] = "transformers"  # VLM in each worker, or an OpenAI-compatible server
     model: str = Field(..., min_length=1, description="hub id or local folder; for endpoint, the served model name")
-    mode: Literal["yes_prob", "rating"] = "yes_prob"
+    mode: Literal["yes_prob", "rating"] = "yes_prob"  # yes_prob: P(yes) / (P(yes) + P(no)); rating: number / rating_max
     prompt: str | None = Field(None, description="'{caption}' is replaced by the row's text; default per mode")
-    yes_tokens: tuple[str, ...] = ("yes", "Yes", " yes", " Yes")
-    no_tokens: tuple[str, ...] = ("no", "No", " no", " No")
-    rating_max: int = Field(10, ge=2)
-    max_new_tokens: int = Field(8, ge=1)
-    on_error: Literal["fail", "keep"] = "fail"
+    yes_tokens: tuple[str, ...] = ("yes", "Yes", " yes", " Yes")  # first answer tokens counted as yes
+    no_tokens: tuple[str, ...] = ("no", "No", " no", " No")  # first answer tokens counted as no
+    rating_max: int = Field(10, ge=2)  # rating mode: top of the scale (default prompt: 1-10)
+    max_new_tokens: int = Field(8, ge=1)  # rating mode: tokens generated for the answer
+    on_error: Literal["fail", "keep"] = "fail"  # fail: row fails mllm_<reason> (--retry-failed); keep: null score
     text_col: TextCol = "text"  # text -> mllm_score, recaption -> recaption_mllm_score, both -> both columns
     # transformers backend
-    batch_size: int = Field(16, ge=1)
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    batch_size: int = Field(16, ge=1)  # image-prompt pairs per forward pass
+    device: str = "auto"  # auto: cuda when visible, else cpu
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # GPU weights (auto: bf16 or fp16); CPU fp32
     # endpoint backend
     base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8000/v1")
     api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
-    max_concurrency: int = Field(8, ge=1)
-    timeout_s: float = Field(60.0, gt=0)
-    retries: int = Field(3, ge=0)
-    backoff_s: float = Field(0.5, ge=0)
-    max_backoff_s: float = Field(30.0, ge=0)
-    top_logprobs: int = Field(20, ge=1, le=20)
-    cache: bool = True
+    max_concurrency: int = Field(8, ge=1)  # requests in flight per worker
+    timeout_s: float = Field(60.0, gt=0)  # seconds to wait for one answer
+    retries: int = Field(3, ge=0)  # extra tries on timeouts, connection errors, 408/429/5xx
+    backoff_s: float = Field(0.5, ge=0)  # base of the jittered exponential wait between tries (s)
+    max_backoff_s: float = Field(30.0, ge=0)  # cap on one wait between tries, Retry-After included (s)
+    top_logprobs: int = Field(20, ge=1, le=20)  # endpoint yes_prob: first-token alternatives requested (max 20)
+    cache: bool = True  # reuse answers stored in <cache_dir>/mllm_score.sqlite
     cache_dir: str | None = Field(None, description="default: <output>/cache")
 
     _backend = PrivateAttr(default=None)

@@ -49,14 +49,14 @@ class ClipSplit(Stage):
         "video_too_many_pixels": "the video's frames have more than max_pixels pixels (checked before decoding)",
     }
 
-    mode: Literal["fixed", "scene"] = "scene"
+    mode: Literal["fixed", "scene"] = "scene"  # scene: cut where frames change (scene_threshold); fixed: clip_s windows
     clip_s: float = Field(4.0, gt=0, description="window length in fixed mode")
-    min_clip_s: float = Field(1.0, gt=0)
+    min_clip_s: float = Field(1.0, gt=0)  # shorter spans (seconds) are left out; also paces keyframe sampling
     max_clip_s: float = Field(10.0, gt=0, description="longer scenes are cut into equal pieces")
     scene_threshold: float = Field(0.12, gt=0, le=1, description="mean grey difference (0-1) that marks a cut")
-    keyframes_per_clip: int = Field(3, ge=1, le=32)
+    keyframes_per_clip: int = Field(3, ge=1, le=32)  # evenly spaced JPEGs per clip (scoring, dedup, recaption)
     keyframe_size: int = Field(224, ge=16, le=1024, description="short side of keyframe JPEGs")
-    cut: Literal["auto", "copy", "reencode"] = "auto"
+    cut: Literal["auto", "copy", "reencode"] = "auto"  # copy = remux; auto: copy when both ends sit on keyframes
     codec: str = Field("auto", description="encoder for re-encoded clips: auto (libx264, else mpeg4) or an FFmpeg name")
     hold_mb: float = Field(48.0, gt=0, description="decoded keyframe candidates held per video before "
                            "they are encoded early (only picked ones become JPEGs)")
@@ -64,7 +64,7 @@ class ClipSplit(Stage):
                             "(video_too_many_pixels), checked from the stream header before decoding")
     preset: str = Field("veryfast", description="libx264 speed/size trade-off for re-encoded clips: ultrafast "
                         "is about 2-3x faster and makes files about 1.8x larger")
-    text_from: Literal["auto", "subtitles", "video"] = "auto"
+    text_from: Literal["auto", "subtitles", "video"] = "auto"  # subtitles: cue text; video: row text; auto: cues if any
     _codec: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")

@@ -55,16 +55,16 @@ class DownloadVideo(Stage):
     }
     reasons: ClassVar[dict[str, str]] = {**errors.REASONS, **probing.REASONS, **LIMIT_REASONS}
 
-    threads: int = Field(8, ge=1, le=256)
-    timeout_s: float = Field(10.0, gt=0)
-    retries: int = Field(1, ge=0, le=10)
-    max_bytes: int = Field(64 << 20, ge=1024)
+    threads: int = Field(8, ge=1, le=256)  # videos fetched and probed at once per worker
+    timeout_s: float = Field(10.0, gt=0)  # stall limit: no byte for this many seconds fails the transfer
+    retries: int = Field(1, ge=0, le=10)  # extra tries on transient errors (timeouts, resets, 408/429/5xx)
+    max_bytes: int = Field(64 << 20, ge=1024)  # larger videos drop as video_too_large; bounds memory per row
     max_seconds: float = Field(120.0, gt=0, description="wall-clock limit for one transfer")
-    max_duration_s: float = Field(600.0, gt=0)
-    min_duration_s: float = Field(0.0, ge=0)
-    max_side: int = Field(4096, ge=16)
+    max_duration_s: float = Field(600.0, gt=0)  # longer videos (seconds, probed) drop as video_too_long
+    min_duration_s: float = Field(0.0, ge=0)  # shorter videos drop as video_too_short; 0 = off
+    max_side: int = Field(4096, ge=16)  # videos wider or taller than this (px) drop
     # an input column holding a WebVTT URL/path or the WebVTT text itself; null cells mean "no subtitles"
-    subtitles_col: str | None = None
+    subtitles_col: str | None = None  # input column of WebVTT URL, path or text; None: no subtitles
 
     @model_validator(mode="after")
     def _installed(self):

@@ -21,8 +21,8 @@ class ClipMotion(Filter):
         "clip_too_much_motion": "motion above max_motion: flashing, noise or cuts inside the clip",
     }
 
-    min_motion: float = Field(0.005, ge=0, le=1)
-    max_motion: float = Field(1.0, ge=0, le=1)
+    min_motion: float = Field(0.005, ge=0, le=1)  # below this mean fraction of changing pixels a clip drops as static
+    max_motion: float = Field(1.0, ge=0, le=1)  # above this a clip drops (flashes, missed cuts); 1.0 = no limit
 
     def check(self, table: pa.Table) -> list[str | None]:
         out: list[str | None] = []

@@ -23,12 +23,12 @@ class KeyframeClipScore(Stage):
                                                 "keyframe_clip_score_min": pa.float32()}
     reasons: ClassVar[dict[str, str]] = {}
 
-    model: str = "ViT-B-32"
-    pretrained: str | None = None
-    checkpoint: str | None = None
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    batch_size: int = Field(256, ge=1)
+    model: str = "ViT-B-32"  # open_clip name; give pretrained or checkpoint too, else weights are random
+    pretrained: str | None = None  # open_clip hub tag (openai, laion2b_s34b_b79k) or weights file/URL
+    checkpoint: str | None = None  # open_clip checkpoint file or URL (e.g. from `curate train`)
+    device: str = "auto"  # auto: cuda when visible, else cpu
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # GPU autocast (auto: bf16 or fp16); CPU fp32
+    batch_size: int = Field(256, ge=1)  # keyframes (and clip texts) per CLIP forward pass
     _clip = PrivateAttr(default=None)
 
     def setup(self) -> None:
@@ -77,8 +77,8 @@ class KeyframeClipThreshold(Filter):
         "keyframe_clip_score_below_threshold": "text-keyframe CLIP similarity below min_score",
     }
 
-    min_score: float = Field(0.2, ge=-1, le=1)
-    use: Literal["mean", "min"] = "mean"
+    min_score: float = Field(0.2, ge=-1, le=1)  # drop clips whose text-keyframe cosine similarity is below this
+    use: Literal["mean", "min"] = "mean"  # mean over keyframes, or min: every keyframe must match (stricter)
 
     def check(self, table: pa.Table) -> list[str | None]:
         col = "keyframe_clip_score" if self.use == "mean" else "keyframe_clip_score_min"
