@@ -62,3 +62,16 @@ def test_keep_earliest_keeps_the_first_input_row_and_a_prior_keeper_still_wins()
     prior = prior.set_column(prior.column_names.index("part"), "part", pa.array([-1], pa.int32()))
     out = apply_decisions(t, job, run_job_local(job, t, prior))
     assert {r["uid"]: r["dup_of"] for r in out.to_pylist()}["c"] == "zz"  # already in the dataset: it stays
+
+
+def test_rows_without_a_caption_are_not_text_duplicates_and_a_pair_needs_image_bytes():
+    """by: text used to hash every empty or missing caption alike and drop all of them but one; by: pair
+    keyed a row without image bytes as "None:<text>", so image-less rows with one caption were pair-duplicates."""
+    t = table(["a", "b", "c", "d", "e"], ["h1", "h2", "h3", None, None], texts=["", None, "  ", "same", "same"])
+    text = ExactDedup(by="text")
+    assert apply_decisions(t, text, run_job_local(text, t)).column("status").to_pylist() == ["ok", "ok", "ok",
+                                                                                             "ok", "dropped"]
+    pair = ExactDedup(by="pair")
+    assert set(apply_decisions(t, pair, run_job_local(pair, t)).column("status").to_pylist()) == {"ok"}
+    same = table(["a", "b"], ["h1", "h1"], texts=["", None])  # the same image, both without a caption: a pair
+    assert apply_decisions(same, pair, run_job_local(pair, same)).column("reason").to_pylist() == [None, "duplicate_pair"]

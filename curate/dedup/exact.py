@@ -23,6 +23,9 @@ def text_hash(text: str | None) -> str:
     return hashlib.sha1(normalise(text or "").encode("utf-8")).hexdigest()
 
 
+EMPTY_TEXT = text_hash("")
+
+
 @register
 class ExactDedup(Job):
     """Drop exact duplicates (by image bytes, normalised text, or both), keeping the smallest uid or the earliest row."""
@@ -47,7 +50,10 @@ class ExactDedup(Job):
             keys = table.column("sha256").to_pylist()
         else:
             th = [text_hash(t) for t in table.column("text").to_pylist()]
-            keys = th if self.by == "text" else [f"{s}:{t}" for s, t in zip(table.column("sha256").to_pylist(), th)]
+            if self.by == "text":  # rows without a caption are not copies of each other (all but one would go)
+                keys = [None if h == EMPTY_TEXT else h for h in th]
+            else:  # a pair needs image bytes: a null sha256 is no key, never the string "None"
+                keys = [None if s is None else f"{s}:{t}" for s, t in zip(table.column("sha256").to_pylist(), th)]
         rank = table.column("row").cast(pa.int64()) if self.keep == "earliest" else pa.nulls(table.num_rows, pa.int64())
         out = pa.table({"key": pa.array(keys, pa.string()), "uid": table.column("uid"), "part": table.column("part"),
                         "rank": rank})

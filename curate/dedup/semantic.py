@@ -74,14 +74,14 @@ class SemanticDedup(ClusterJob):
     name: ClassVar[str] = "semantic_dedup"
     cluster_col: ClassVar[str] = "semantic_cluster"
     cluster_reason: ClassVar[str] = "semantic_duplicate"
-    reads: ClassVar[tuple[str, ...]] = ("embedding",)
+    reads: ClassVar[tuple[str, ...]] = ("clip_image_embedding",)
     writes: ClassVar[dict[str, pa.DataType]] = {"dup_of": pa.string(), "semantic_cluster": pa.string()}
     reasons: ClassVar[dict[str, str]] = {
         "semantic_duplicate": "embedding cosine similarity to the kept sample in `dup_of` is above the threshold",
     }
     fit_rows: ClassVar[int] = 100_000
 
-    column: str = "embedding"  # list-of-floats column; clip_score with embeddings: true writes clip_image_embedding
+    column: str = "clip_image_embedding"  # list-of-floats column: what clip_score with embeddings: true writes
     threshold: float = Field(0.95, gt=0, le=1)  # cosine similarity at which rows of one cluster are duplicates
     clusters: int = Field(100, ge=1)  # k-means k (at most sample rows / 20): more is faster, may split duplicates
     seed: int = 0  # seed of the k-means initialisation

@@ -244,7 +244,7 @@ def semantic_recall(x: np.ndarray, job, min_cos: float = 0.85) -> dict:
 
     uids = [f"e{i:06d}" for i in range(len(x))]
     t = pa.table({"uid": uids, "part": pa.array([i % 4 for i in range(len(x))], pa.int32()),
-                  "embedding": pa.array(list(x), pa.list_(pa.float32())), "status": ["ok"] * len(x)})
+                  job.column: pa.array(list(x), pa.list_(pa.float32())), "status": ["ok"] * len(x)})
     labels = _clusters(run_job_local(job, t), job.cluster_col)
     sim = np.triu(x @ x.T, k=1)
     i, j = np.nonzero(sim >= min_cos)

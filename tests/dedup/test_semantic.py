@@ -12,8 +12,8 @@ from curate.stage import apply_decisions, run_job_local
 def _table(vectors, score=None):
     n = len(vectors)
     cols = {"uid": [f"u{i:05d}" for i in range(n)], "part": pa.array([i % 3 for i in range(n)], pa.int32()),
-            "embedding": pa.array(vectors, pa.list_(pa.float32())), "status": ["ok"] * n}
-    extra = {"embedding": pa.list_(pa.float32()), **SemanticDedup.writes}
+            "clip_image_embedding": pa.array(vectors, pa.list_(pa.float32())), "status": ["ok"] * n}
+    extra = {"clip_image_embedding": pa.list_(pa.float32()), **SemanticDedup.writes}
     if score is not None:
         cols["clip_score"] = pa.array(score, pa.float64())
         extra["clip_score"] = pa.float64()
