@@ -28,7 +28,7 @@ from curate.stage import Annotations, Stage, register
 
 PROMPTS = {
     "yes_prob": 'Does this image match the caption "{caption}"? Answer yes or no.',
-    "rating": 'Rate from 1 to 10 how well this image matches the caption "{caption}". Answer with a number only.',
+    "rating": 'Rate from 1 to {rating_max} how well this image matches the caption "{caption}". Answer with a number only.',
 }
 
 
@@ -53,10 +53,10 @@ class MllmScore(Stage):
     backend: Literal["transformers", "endpoint"] = "transformers"  # VLM in each worker, or an OpenAI-compatible server
     model: str = Field(..., min_length=1, description="hub id or local folder; for endpoint, the served model name")
     mode: Literal["yes_prob", "rating"] = "yes_prob"  # yes_prob: P(yes) / (P(yes) + P(no)); rating: number / rating_max
-    prompt: str | None = Field(None, description="'{caption}' is replaced by the row's text; default per mode")
+    prompt: str | None = Field(None, description="'{caption}': the row's text, '{rating_max}': rating_max; default per mode")
     yes_tokens: tuple[str, ...] = ("yes", "Yes", " yes", " Yes")  # first answer tokens counted as yes
     no_tokens: tuple[str, ...] = ("no", "No", " no", " No")  # first answer tokens counted as no
-    rating_max: int = Field(10, ge=2)  # rating mode: top of the scale (default prompt: 1-10)
+    rating_max: int = Field(10, ge=2)  # rating mode: top of the scale (the default prompt asks 1 to rating_max)
     max_new_tokens: int = Field(8, ge=1)  # rating mode: tokens generated for the answer
     on_error: Literal["fail", "keep"] = "fail"  # fail: row fails mllm_<reason> (--retry-failed); keep: null score
     text_col: TextCol = "text"  # text -> mllm_score, recaption -> recaption_mllm_score, both -> both columns
@@ -109,11 +109,16 @@ class MllmScore(Stage):
 
         return client_for(self)
 
+    def template(self) -> str:
+        """The prompt with `{caption}` still to fill: the recipe's, or the mode's default, which asks for a
+        rating on this stage's own scale (1 to rating_max), not a fixed 1 to 10."""
+        return (self.prompt or PROMPTS[self.mode]).replace("{rating_max}", str(self.rating_max))
+
     def annotate(self, active: pa.Table) -> Annotations:
         """One request per (row, caption); the original's null text is asked as "", a missing synthetic
         caption is not asked. A row fails (on_error: fail) when any of its requests failed for good."""
         self.setup()
-        template = self.prompt or PROMPTS[self.mode]
+        template = self.template()
         n, which = active.num_rows, captions(self.text_col)
         uids, images = active.column("uid").to_pylist(), active.column("image").to_pylist()
         asks: list[tuple[int, int, str]] = []  # (caption index, row, prompt)

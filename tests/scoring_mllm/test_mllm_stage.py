@@ -143,3 +143,16 @@ def test_recipe_rejects_endpoint_without_url(tmp_path):
         "stages:\n  - download: {}\n  - mllm_score: {backend: endpoint, model: m}\n")
     with pytest.raises(RecipeError, match="base_url"):
         load_recipe(str(tmp_path / "r.yaml"))
+
+
+def test_default_rating_prompt_asks_for_the_stage_scale():
+    """rating_max rescales the answer; the default prompt must ask for the same scale (it always said 1 to 10)."""
+    from curate.scorers.mllm import MllmScore
+
+    five = MllmScore(backend="endpoint", model="m", base_url="http://127.0.0.1:9/v1", mode="rating", rating_max=5)
+    assert "Rate from 1 to 5 how well" in five.template() and "{caption}" in five.template()
+    ten = MllmScore(backend="endpoint", model="m", base_url="http://127.0.0.1:9/v1", mode="rating")
+    assert "Rate from 1 to 10 how well" in ten.template()  # the default scale: the same prompt (and cache key) as before
+    own = MllmScore(backend="endpoint", model="m", base_url="http://127.0.0.1:9/v1", mode="rating", rating_max=4,
+                    prompt="Score {caption} from 0 to {rating_max}")
+    assert own.template() == "Score {caption} from 0 to 4"
