@@ -106,8 +106,8 @@ def test_rating_mode_over_http(chat_server):
 
     from .chat_server import hash_score
 
-    expected = [(1 + round(hash_score(r["image"], PROMPTS["rating"].replace("{caption}", r["text"])) * 9)) / 10
-                for r in out]
+    prompt = PROMPTS["rating"].replace("{rating_max}", "10")
+    expected = [(1 + round(hash_score(r["image"], prompt.replace("{caption}", r["text"])) * 9)) / 10 for r in out]
     assert all(r["status"] == "ok" for r in out)
     np.testing.assert_allclose([r["mllm_score"] for r in out], expected, atol=1e-6)
 
