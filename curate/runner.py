@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import yaml
 
-from curate import lean_ray, plugins, progress, schema
+from curate import lean_ray, plugins, progress, ray_crash, schema
 from curate.io import atomic, reader, storage
 from curate.io.manifest import Batch, InputInfo, Manifest, ManifestError, PartInfo, recipe_hash
 from curate.io.rundir import RunDir, RunDirBusy, versions
@@ -336,8 +336,6 @@ def _check_reachable(address: str) -> None:
                        "fix --ray-address / RAY_ADDRESS, or unset RAY_ADDRESS to start a local Ray") from None
 
 
-CRASH_RETRIES = 2  # further attempts at a part whose worker process died (then the run stops, one line)
-
 # files a desktop leaves in any folder it shows: an output folder holding only these counts as empty
 _OS_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini", ".directory"})
 
@@ -367,17 +365,6 @@ def _mentioned(recipe: Recipe, steps: list[int]) -> set[str]:
         with contextlib.suppress(OSError, ValueError):
             out.add(str(Path(v).expanduser().resolve()))
     return out
-
-
-@contextmanager
-def _no_remote_args_warning():
-    """Ray Data deprecates `ray_remote_args` but names no parameter for task retries or actor restarts yet,
-    which is what bounding a crashing part needs; its warning would reach the user's terminal."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*ray_remote_args. is deprecated")
-        yield
 
 
 def _own_session_dir(ray) -> Path | None:
@@ -474,7 +461,7 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
     # a lean local Ray: Ray Data's stats and autoscaling-coordinator actors stay in this process
     session = _own_session_dir(ray) if started and not address else None
     ok = False
-    with lean_ray.data_in_driver() if lean else contextlib.nullcontext():
+    with lean_ray.data_in_driver() if lean else contextlib.nullcontext(), ray_crash.bounded_crash_retries():
         try:
             yield ray
             ok = True
@@ -1060,12 +1047,7 @@ class Runner:
 
     @staticmethod
     def _map_stage(ray, ds, stage: Stage, sched: Scheduling, run_schema: pa.Schema, sink=None):
-        # A part whose rows kill the worker process (a segfault in a decoder or model, the kernel's OOM
-        # killer) is retried CRASH_RETRIES times, not forever: Ray Data's default (infinite restarts and
-        # task retries) turned one such row into a run that hung (tests/hostile/test_worker_crash.py).
-        crash = ({"max_restarts": CRASH_RETRIES, "max_task_retries": CRASH_RETRIES} if stage.uses_model or sched.num_gpus
-                 else {"max_retries": CRASH_RETRIES})
-        res: dict = dict(crash)
+        res = {}
         if sched.num_cpus is not None:
             res["num_cpus"] = sched.num_cpus
         if sched.num_gpus:
@@ -1077,15 +1059,12 @@ class Runner:
             # downloads run inside the model actor. Un-fusing them (distinct actor options) was tried and
             # reverted: with two CPU actor pools on a 2-CPU node the actors held every CPU and the download
             # tasks never ran (ray-project/ray#54433 has no fusion switch either).
-            with _no_remote_args_warning():
-                return ds.map_batches(_StageActor, batch_size=None, batch_format="pyarrow",
-                                      fn_constructor_kwargs=dict(stage=stage, run_schema=run_schema, sink=sink),
-                                      compute=ActorPoolStrategy(size=sched.concurrency or 1), **res)
-        with _no_remote_args_warning():
-            return ds.map_batches(_run_stage_task, batch_size=None, batch_format="pyarrow",
-                                  fn_kwargs=dict(stage=stage, run_schema=run_schema, sink=sink),
-                                  compute=TaskPoolStrategy(size=sched.concurrency) if sched.concurrency else None,
-                                  **res)
+            return ds.map_batches(_StageActor, batch_size=None, batch_format="pyarrow",
+                                  fn_constructor_kwargs=dict(stage=stage, run_schema=run_schema, sink=sink),
+                                  compute=ActorPoolStrategy(size=sched.concurrency or 1), **res)
+        return ds.map_batches(_run_stage_task, batch_size=None, batch_format="pyarrow",
+                              fn_kwargs=dict(stage=stage, run_schema=run_schema, sink=sink),
+                              compute=TaskPoolStrategy(size=sched.concurrency) if sched.concurrency else None, **res)
 
     def _prior(self, first_part: int) -> list[int]:
         """Committed parts of earlier batches of this run: their kept rows take part in jobs (a retry dedups

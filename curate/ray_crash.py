@@ -1,0 +1,63 @@
+"""A part whose worker process dies (a native crash on some row, the kernel's OOM killer) is retried a few
+times, then the run stops with one line; Ray Data's defaults retry it forever, and the run hangs.
+
+Ray Data gives its map tasks `max_retries=-1` and its actor pools `max_restarts=-1, max_task_retries=-1`
+unless an operator's remote args say otherwise. Saying so per operator is not an option here: Ray Data
+fuses consecutive operators only when their remote args are equal, and task and actor operators cannot
+share these keys (an actor takes no max_retries, a task no max_restarts), so the download tasks would stop
+fusing into the model actor, and on a small node the actors would hold every CPU while the tasks waited
+(a deadlock a capfilt test ran into). So, for the length of a session, Ray Data's two defaults are changed
+where they are applied (after fusion): a map task's remote function gets CRASH_RETRIES, and an actor pool's
+default remote args get CRASH_RETRIES restarts and task retries. An operator that sets its own keeps them.
+If a Ray release moves either name, the session runs with Ray's defaults (logged at debug).
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+
+log = logging.getLogger("curate")
+
+CRASH_RETRIES = 2  # further attempts at a part whose worker process died (then the run stops, one line)
+
+
+def _targets():
+    """(task_pool_map_operator module, ActorPoolMapOperator) or None when this Ray has moved them."""
+    try:
+        from ray.data._internal.execution.operators import task_pool_map_operator as tasks
+        from ray.data._internal.execution.operators.actor_pool_map_operator import ActorPoolMapOperator
+    except ImportError:
+        return None
+    defaults = ActorPoolMapOperator.__dict__.get("_apply_default_remote_args")
+    if not callable(getattr(tasks, "cached_remote_fn", None)) or not isinstance(defaults, staticmethod):
+        return None
+    return tasks, ActorPoolMapOperator
+
+
+@contextmanager
+def bounded_crash_retries(retries: int = CRASH_RETRIES):
+    """Within the block, Ray Data retries a map task, or restarts an actor and retries its task, `retries`
+    times after its worker process died, instead of forever."""
+    found = _targets()
+    if found is None:
+        log.debug("ray_crash: Ray Data's retry defaults are not where expected; keeping Ray's")
+        yield False
+        return
+    tasks, actor_op = found
+    original_fn, original_defaults = tasks.cached_remote_fn, actor_op.__dict__["_apply_default_remote_args"]
+
+    def cached_remote_fn(fn, **ray_remote_args):
+        ray_remote_args.setdefault("max_retries", retries)
+        return original_fn(fn, **ray_remote_args)
+
+    def apply_default_remote_args(ray_remote_args, data_context):
+        ray_remote_args = {"max_restarts": retries, "max_task_retries": retries, **ray_remote_args}
+        return original_defaults.__func__(ray_remote_args, data_context)
+
+    tasks.cached_remote_fn = cached_remote_fn
+    actor_op._apply_default_remote_args = staticmethod(apply_default_remote_args)
+    try:
+        yield True
+    finally:
+        tasks.cached_remote_fn = original_fn
+        actor_op._apply_default_remote_args = original_defaults
