@@ -1,8 +1,8 @@
 """A row that kills the worker process (as a segfault in a native decoder or model would) must stop the run
 with one line, not hang it: Ray Data retries a part whose worker died forever by default, and the run sat at
 75% until killed. Now the part is tried CRASH_RETRIES more times, then the run stops (exit 2) with the parts
-already committed kept, on a task stage and on a model (actor) stage. (The crash is os._exit in a test stage: a real segfault kills the process the same
-way, and cannot be produced on purpose in a portable test.)"""
+already committed kept, on a task stage and on a model (actor) stage. (The crash is os._exit in a test
+stage: a real segfault kills the process the same way, and cannot be produced on purpose portably.)"""
 from __future__ import annotations
 
 import os
