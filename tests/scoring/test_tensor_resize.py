@@ -8,6 +8,7 @@ a step torch cannot redo the same way keeps PIL, with a warning.
 from __future__ import annotations
 
 import logging
+import pickle
 
 import numpy as np
 import open_clip
@@ -26,6 +27,7 @@ def test_torch_resize_is_within_two_levels_of_pil(size, mode):
     pil = split_preprocess(open_clip.image_transform(size, is_train=False, resize_mode=mode))[0]
     fast = tensor_part(pil)
     assert isinstance(fast, TensorResize)
+    fast = pickle.loads(pickle.dumps(fast))  # as a spawned decode process (CUDA hosts) receives it
     images = [decode_rgb(b) for b in _jpegs(24)[:-1]]
     images.append(decode_rgb(_jpegs(1)[0]).convert("L").convert("RGB"))  # a grey source
     for im in images:
