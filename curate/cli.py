@@ -37,21 +37,62 @@ _STOP: dict[str, int] = {}  # the signal that stopped this command; typer turns 
 
 
 def _on_stop_signal(signum, frame):
+    """Record the signal, say at once how to go on (a SIGTERM sent to the whole process group also stops
+    Ray's own processes, and Ray may then end this process itself before any unwinding prints), raise."""
     import signal
 
+    first = "signal" not in _STOP
     _STOP["signal"] = signum
+    if first:
+        _stop_line()
+        _exit_if_stuck(143 if signum == signal.SIGTERM else 130)
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
-def _stopped() -> None:
-    """One line for Ctrl-C or SIGTERM and the conventional exit code (130, 143)."""
+STOP_GRACE_S = 20  # how long a stopped command may take to unwind (Ray shut down) before it just exits
+
+
+def _exit_if_stuck(code: int) -> None:
+    """Exit with `code` if the process is still alive STOP_GRACE_S after a stop signal. A SIGTERM sent to
+    the whole process group (systemd, Slurm's scancel) stops Ray's own processes too; unwinding then waits
+    60 s for a GCS that is gone and Ray ends the process itself, exit 1. Committed parts are on disk
+    already (each is renamed into place whole), so nothing is lost by not waiting."""
+    import threading
+    import time
+
+    def watch():
+        time.sleep(STOP_GRACE_S)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - exiting anyway
+                pass
+        os._exit(code)
+
+    threading.Thread(target=watch, name="stop-grace", daemon=True).start()
+
+
+def _stop_line() -> None:
+    """`interrupted|terminated`, with the resume command when the output folder holds a run to finish."""
     import signal
+
+    from curate.io.rundir import RunDir
 
     term = _STOP.get("signal") == signal.SIGTERM
     out = _option_value(("-o", "--output")) or _option_value(("--retry-failed",))
-    hint = f"; finish it with: curate run --resume -o {out}" if _command() == "run" and out else ""
+    resumable = _command() == "run" and out and RunDir(out).exists()
+    hint = f"; finish it with: curate run --resume -o {out}" if resumable else ""
     err_console.print(f"{'terminated' if term else 'interrupted'}{hint}", highlight=False)
-    sys.exit(143 if term else 130)
+    _STOP["printed"] = 1
+
+
+def _stopped() -> None:
+    """One line for Ctrl-C or SIGTERM (printed when the signal came, or now) and the exit code (130, 143)."""
+    import signal
+
+    if "printed" not in _STOP:
+        _stop_line()
+    sys.exit(143 if _STOP.get("signal") == signal.SIGTERM else 130)
 
 
 def _option_value(names: tuple[str, ...]) -> str | None:
@@ -335,11 +376,13 @@ def clusters(
     from curate.catalog import query as run_query
 
     have = _cluster_columns(out)
-    column = column or next((c for c in have if c != "dup_of"), "dup_of")
+    if have == [] and column is None:
+        _fail(f"{out}: this run has no dedup column (no *_cluster, no dup_of): its recipe ran no dedup stage")
+    column = column or next((c for c in have or () if c != "dup_of"), "dup_of")
     if not (column.endswith("_cluster") or column == "dup_of") or not column.replace("_", "").isalnum():
         _fail(f"--column must be a *_cluster column or dup_of, not {column!r}")
-    if have and column not in have:
-        _fail(f"--column {column}: this run has no such column; it has {', '.join(have)}")
+    if have is not None and column not in have:
+        _fail(f"--column {column}: this run has no such column; it has {', '.join(have) or 'no dedup column'}")
     # dup_of points at the kept sample: the cluster of a kept sample is its own uid
     key = "coalesce(dup_of, uid)" if column == "dup_of" else column
     if cluster:
@@ -353,9 +396,9 @@ def clusters(
     _emit(cols, rows, format)
 
 
-def _cluster_columns(out: str) -> list[str]:
-    """The run's dedup columns (*_cluster, then dup_of) from its first meta part; [] when it has none to read
-    (the query then reports what is wrong with the folder)."""
+def _cluster_columns(out: str) -> list[str] | None:
+    """The run's dedup columns (*_cluster, then dup_of) from its first meta part; None when there is no part
+    to read (the query then reports what is wrong with the folder)."""
     import pyarrow.parquet as pq
 
     from curate.io import storage
@@ -366,7 +409,7 @@ def _cluster_columns(out: str) -> list[str]:
         with storage.as_path(parts[0]).open("rb") as f:
             names = pq.read_schema(f).names
     except Exception:  # noqa: BLE001 - no run, no parts, unreadable: `query` says which, in one line
-        return []
+        return None
     return sorted(n for n in names if n.endswith("_cluster")) + (["dup_of"] if "dup_of" in names else [])
 
 

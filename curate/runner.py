@@ -443,6 +443,14 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
                 lean = lean_ray.lean_local_init(num_cpus=num_cpus, keep_log_monitor=verbose, **kwargs)
         except RunError:
             raise
+        except SystemExit as err:  # a SIGTERM while ray.init runs meets Ray's own handler: sys.exit(15)
+            import signal
+
+            if err.code != signal.SIGTERM or sigterm is None:
+                raise
+            _restore_sigterm_handler(sigterm)
+            sigterm(signal.SIGTERM, None)  # the host's handling (the CLI: one line, exit 143)
+            raise
         except Exception as err:  # noqa: BLE001 - whatever ray.init raises is about the machine or the cluster
             where = address or "a local Ray instance"
             fix = ("check the address and that the cluster runs" if address else

@@ -98,13 +98,16 @@ def _recipe_steps(run_dir: Path) -> set[str] | None:
 
 
 def prepare_run_dir(out: Path) -> None:
-    """The demo owns its output: replace an earlier demo run (one `mark_demo_run` marked), or an empty folder;
-    refuse to touch anything else, a curate run the demo did not write included.
+    """The demo owns its output: replace an earlier demo run (one `mark_demo_run` marked, with anything put
+    into it since), or an empty folder; refuse to touch anything else, a curate run the demo did not write
+    included.
 
     Why a marker and not manifest.json: any curate run has a manifest, and `curate demo -o` pointed at a
     real run (or at any folder that happens to hold a manifest.json) must not delete it."""
     from curate.io.rundir import RunDir
 
+    if out.is_symlink():  # rmtree refuses links; and the folder it points at is not ours to replace
+        raise FileExistsError(f"{out} is a symbolic link; give the demo a real folder as --output")
     if not out.exists():
         return
     if RunDir(out).demo_marker.is_file() or (out.is_dir() and not any(out.iterdir())):

@@ -43,3 +43,14 @@ def test_cli_demo_refuses_a_folder_it_did_not_write(tmp_path, cli_inprocess):
     res = cli_inprocess("demo", "--samples", "200", "--output", str(out), "--no-clip-filter")
     assert res.returncode == 2 and "choose another --output" in res.stderr and "Traceback" not in res.stderr
     assert (out / "src" / "app.py").exists()
+
+
+def test_a_symlink_is_refused_not_followed(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    mark_demo_run(real)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with pytest.raises(FileExistsError, match="symbolic link"):
+        prepare_run_dir(link)
+    assert (real / ".curate-demo").exists()

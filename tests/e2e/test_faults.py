@@ -234,3 +234,17 @@ def test_a_second_writer_is_refused_and_leaves_the_first_ones_folder_alone(tmp_p
         line = one_line_error(res := cli_inprocess("run", "image_text", "--input", str(good), "--output", str(fresh)))
         assert res.returncode == 2 and "another curate process" in line
         assert [p.name for p in fresh.iterdir()] == [".curate.lock"]  # theirs: not cleaned up by the refused run
+
+
+def test_clusters_on_a_run_without_dedup_says_so(tmp_path, cli_inprocess):
+    """A run whose recipe has no dedup stage: one line, not DuckDB's Binder Error on dup_of."""
+    good = tmp_path / "urls.parquet"
+    pq.write_table(pa.table({"url": ["http://127.0.0.1:9/a.jpg"], "caption": ["a"]}), good)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: no-dedup\nstages:\n  - download: {timeout_s: 1}\n")
+    out = tmp_path / "out"
+    assert cli_inprocess("run", str(recipe), "-i", str(good), "-o", str(out)).returncode == 3
+    res = cli_inprocess("clusters", str(out))
+    assert res.returncode == 2 and "ran no dedup stage" in one_line_error(res)
+    res = cli_inprocess("clusters", str(out), "--column", "dup_of")
+    assert res.returncode == 2 and "it has no dedup column" in one_line_error(res)
