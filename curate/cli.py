@@ -422,13 +422,10 @@ def validate(
     from curate.io.rundir import RunDir
     from curate.validate import validate as check
 
-    from curate.io import storage
-
-    storage.preflight(out)  # an unreachable store or a refused key: one line (exit 2)
+    problems, stats = check(out, decode=not no_decode)  # (its storage preflight: one line, exit 2)
     run = RunDir(out)
-    if not run.exists() and not run.meta.exists():  # a wrong path is the user's error (2), not a finding (1)
+    if not stats and not run.exists() and not run.meta.exists():  # a wrong path: the user's error, not a finding
         raise UserError(f"{out} is not a curate run directory (no manifest.json, no meta/)")
-    problems, stats = check(out, decode=not no_decode)
     if problems:
         from curate.display import printable
 

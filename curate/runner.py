@@ -617,12 +617,16 @@ class Runner:
             d = run.job_dir(self.jobs.index(i))
             return d.exists() and any(d.iterdir())
         s = next(k for k, seg in enumerate(self.segs) if i in seg)
-        return bool(storage.glob(run.work / f"segment{s}", "part-*.parquet"))
+        return bool(storage.glob(run.segment_part(s, 0).parent, "part-*.parquet"))
+
+    def _recipe_yaml(self) -> bytes:
+        """recipe.yaml as a run saves it: the resolved recipe, every default filled in."""
+        return yaml.safe_dump(self.recipe.to_dict(), sort_keys=False).encode()
 
     def _adopt_recipe(self, manifest: Manifest, changed: list[int]) -> None:
         """The resumed run goes on with the new settings of steps no row has reached: recipe.yaml, its hash
         and the named files become the new recipe's, so the run directory says what made its data."""
-        recipe_yaml = yaml.safe_dump(self.recipe.to_dict(), sort_keys=False).encode()
+        recipe_yaml = self._recipe_yaml()
         atomic.write_bytes(self.run.recipe, recipe_yaml)
         manifest.recipe_sha256 = recipe_hash(recipe_yaml)
         if manifest.named_files is not None:
@@ -664,7 +668,7 @@ class Runner:
         now = self._named_files()
         if skip:  # only the files of steps kept as they were must be the same
             kept = [i for i in range(len(self.recipe.steps)) if i not in skip]
-            ours = set(self.recipe.named_files(kept)) | _mentioned(self.recipe, kept)
+            ours = _mentioned(self.recipe, kept)  # every string and its resolved path: named files included
             before = {p: v for p, v in before.items() if p in ours}
             now = {p: v for p, v in now.items() if p in ours}
         for p in sorted(set(before) | set(now)):
@@ -775,7 +779,7 @@ class Runner:
 
     def _start_fresh(self, spec: reader.InputSpec) -> Manifest:
         run = self.run
-        recipe_yaml = yaml.safe_dump(self.recipe.to_dict(), sort_keys=False).encode()
+        recipe_yaml = self._recipe_yaml()
         manifest = Manifest(name=self.recipe.name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                             recipe_sha256=recipe_hash(recipe_yaml), versions=versions(),
                             input=InputInfo(**reader.fingerprint(spec.path)), named_files=self._named_files(),
