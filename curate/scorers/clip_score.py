@@ -40,6 +40,8 @@ from curate.scorers.caption_columns import PerConfig, TextCol, captions, score_c
 from curate.stage import Annotations, Stage, register
 
 log = logging.getLogger(__name__)
+# batches queued ahead of the model with decode processes; the shared-memory slots are sized from it
+PROCESS_DEPTH = 2
 EMBEDDING = pa.list_(pa.float32())
 IMAGE_EMBEDDING, TEXT_EMBEDDING = "clip_image_embedding", "clip_text_embedding"
 
@@ -193,11 +195,11 @@ class ClipScore(Stage):
 
     def _decode_pool(self, transform, clip, uint8: bool):
         """(worker processes, shared-memory pixel slots or None), started once per stage object (once per
-        actor) and kept. Slots only for uint8 pixels: the scorer keeps 2 batches of N chunks in flight."""
+        actor) and kept. Slots only for uint8 pixels: the scorer keeps PROCESS_DEPTH batches of N chunks ahead."""
         if self._pool is None:
             side = input_size(clip)
             if uint8:  # before the pool: its workers share this process's resource tracker
-                self._slots = decode_pool.slots_for(2, self.decode_processes,
+                self._slots = decode_pool.slots_for(PROCESS_DEPTH, self.decode_processes,
                                                     -(-self.batch_size // self.decode_processes), (side, side, 3))
             self._pool = decode_pool.start(self.decode_processes, transform, clip.tokenizer,
                                            side if self.fast_decode else None)
@@ -253,7 +255,7 @@ class ClipScore(Stage):
         uint8 = (self.device_preprocess and on_gpu) or procs or self.resize == "torch"
         split = split_preprocess(clip.preprocess) if uint8 else None
         pil_part = self._host_part(split[0] if split else None)
-        parts, depth = (procs, 2) if procs else (self.decode_threads, 1)  # chunks per batch, batches in flight
+        parts, depth = (procs, PROCESS_DEPTH) if procs else (self.decode_threads, 1)  # chunks/batch, batches ahead
         with contextlib.ExitStack() as stack:
             if procs:
                 pool, slots = self._decode_pool(pil_part or clip.preprocess, clip, pil_part is not None)
