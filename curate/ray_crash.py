@@ -1,5 +1,7 @@
-"""A part whose worker process dies (a native crash on some row, the kernel's OOM killer) is retried a few
-times, then the run stops with one line; Ray Data's defaults retry it forever, and the run hangs.
+"""A part whose worker process dies (a native crash on some row, the kernel's OOM killer) is tried again a
+bounded number of times, then the run stops with one line; Ray Data's defaults retry it forever, and the
+run hangs. Between tries, curate.crash_isolation narrows down the rows whose stage call killed the process,
+so those rows fail alone and the part goes on.
 
 Ray Data gives its map tasks `max_retries=-1` and its actor pools `max_restarts=-1, max_task_retries=-1`
 unless an operator's remote args say otherwise. Saying so per operator is not an option here: Ray Data
@@ -7,9 +9,11 @@ fuses consecutive operators only when their remote args are equal, and task and 
 share these keys (an actor takes no max_retries, a task no max_restarts), so the download tasks would stop
 fusing into the model actor, and on a small node the actors would hold every CPU while the tasks waited
 (a deadlock a capfilt test ran into). So, for the length of a session, Ray Data's two defaults are changed
-where they are applied (after fusion): a map task's remote function gets CRASH_RETRIES, and an actor pool's
-default remote args get CRASH_RETRIES restarts and task retries. An operator that sets its own keeps them.
-If a Ray release moves either name, the session runs with Ray's defaults (logged at debug).
+where they are applied (after fusion): a map task's remote function gets `retries` (the recipe's
+`ray.crash_retries`), and an actor pool's tasks get `retries` task retries. Actor restarts stay unbounded:
+every death on a row costs a restart, across all the parts an actor serves; a model load that keeps
+killing its process is stopped by crash_isolation.setup_guard instead. An operator that sets its own keys
+keeps them. If a Ray release moves either name, the session runs with Ray's defaults (logged at debug).
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from contextlib import contextmanager
 
 log = logging.getLogger("curate")
 
-CRASH_RETRIES = 2  # further attempts at a part whose worker process died (then the run stops, one line)
+CRASH_RETRIES = 24  # further tries of a part whose worker process died (then the run stops, one line)
 
 
 def _targets():
@@ -36,7 +40,7 @@ def _targets():
 
 @contextmanager
 def bounded_crash_retries(retries: int = CRASH_RETRIES):
-    """Within the block, Ray Data retries a map task, or restarts an actor and retries its task, `retries`
+    """Within the block, Ray Data retries a map task, or an actor's task (restarting the actor), `retries`
     times after its worker process died, instead of forever."""
     found = _targets()
     if found is None:
@@ -51,7 +55,7 @@ def bounded_crash_retries(retries: int = CRASH_RETRIES):
         return original_fn(fn, **ray_remote_args)
 
     def apply_default_remote_args(ray_remote_args, data_context):
-        ray_remote_args = {"max_restarts": retries, "max_task_retries": retries, **ray_remote_args}
+        ray_remote_args = {"max_restarts": -1, "max_task_retries": retries, **ray_remote_args}
         return original_defaults.__func__(ray_remote_args, data_context)
 
     tasks.cached_remote_fn = cached_remote_fn

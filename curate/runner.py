@@ -21,6 +21,7 @@ import time
 import zlib
 import contextlib
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -29,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import yaml
 
-from curate import lean_ray, plugins, progress, ray_crash, schema
+from curate import crash_isolation, lean_ray, plugins, progress, ray_crash, schema
 from curate.io import atomic, reader, storage
 from curate.io.manifest import Batch, InputInfo, Manifest, ManifestError, PartInfo, recipe_hash
 from curate.io.rundir import RunDir, RunDirBusy, versions
@@ -87,13 +88,28 @@ def _load_parts(batch: pa.Table, *, root: str, seg: int, job: Job | None, job_in
     return progress.carry(pa.concat_tables(out), counts)
 
 
-def _process(stage: Stage, batch: pa.Table, run_schema: pa.Schema, sink=None) -> pa.Table:
+@dataclass(frozen=True)
+class _CrashSite:
+    """Where one stage of one segment keeps its crash markers (curate.crash_isolation), so that a row which
+    kills its worker process fails alone when Ray tries the part again."""
+    root: str
+    seg: int
+    key: str  # the stage's position and name: a recipe may repeat a stage
+
+    def watch(self, k: int) -> crash_isolation.CrashWatch:
+        return crash_isolation.CrashWatch(RunDir(self.root).crash_dir(self.seg, k), self.key)
+
+    def setup(self, what: str):
+        return crash_isolation.setup_guard(RunDir(self.root).crash_dir(self.seg), self.key, what)
+
+
+def _process(stage: Stage, batch: pa.Table, run_schema: pa.Schema, sink=None, site: _CrashSite | None = None) -> pa.Table:
     out = []
     counts = progress.carried(batch)  # what the stages before this one did to these parts
     for k, part in _parts_of(batch):
         t0 = time.time()
-        with progress.reporting(sink, stage.name, k):
-            result = stage.run(part)  # a row the stage raises on fails alone (Stage.run isolates it)
+        with progress.reporting(sink, stage.name, k), crash_isolation.watching(site and site.watch(k)):
+            result = stage.run(part)  # a row the stage raises on (or dies on) fails alone: Stage.run isolates it
         if stage.adds_rows:
             _check_derived(stage, part, result)
         elif result.num_rows != part.num_rows:
@@ -131,22 +147,25 @@ def _setup_error(err: BaseException) -> str | None:
     return m.group(1) if m else None
 
 
-def _run_stage_task(batch: pa.Table, *, stage: Stage, run_schema: pa.Schema, sink=None) -> pa.Table:
+def _run_stage_task(batch: pa.Table, *, stage: Stage, run_schema: pa.Schema, sink=None,
+                    site: _CrashSite | None = None) -> pa.Table:
     # task stages arrive freshly unpickled in every task, so their (cheap) setup runs per task;
     # model stages run on _StageActor, which sets up once
     stage.setup()
-    return _process(stage, batch, run_schema, sink)
+    return _process(stage, batch, run_schema, sink, site)
 
 
 class _StageActor:
-    """Long-lived worker for model stages: setup (model load) happens once per actor."""
+    """Long-lived worker for model stages: setup (model load) happens once per actor. Ray restarts an actor
+    whose process died; a load that keeps killing it stops the run (crash_isolation.setup_guard)."""
 
-    def __init__(self, stage: Stage, run_schema: pa.Schema, sink=None):
-        self.stage, self.run_schema, self.sink = stage, run_schema, sink
-        stage.setup()
+    def __init__(self, stage: Stage, run_schema: pa.Schema, sink=None, site: _CrashSite | None = None):
+        self.stage, self.run_schema, self.sink, self.site = stage, run_schema, sink, site
+        with site.setup(stage.name) if site else contextlib.nullcontext():
+            stage.setup()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return _process(self.stage, batch, self.run_schema, self.sink)
+        return _process(self.stage, batch, self.run_schema, self.sink, self.site)
 
 
 def _commit_parts(batch: pa.Table, *, root: str, seg: int, final: bool, run_schema: pa.Schema,
@@ -411,7 +430,7 @@ def _restore_sigterm_handler(handler) -> None:
 
 @contextmanager
 def ray_session(address: str | None, num_cpus: int | None = None, object_store_mb: int | None = None,
-                runtime_env: dict | None = None):
+                runtime_env: dict | None = None, crash_retries: int = ray_crash.CRASH_RETRIES):
     """Connect to `address` (or RAY_ADDRESS), reuse an initialised Ray, or start a local one. `runtime_env`
     (e.g. py_modules of user stages) applies when this call starts or connects Ray; a Ray the caller
     initialised keeps its own."""
@@ -469,7 +488,7 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
     # a lean local Ray: Ray Data's stats and autoscaling-coordinator actors stay in this process
     session = _own_session_dir(ray) if started and not address else None
     ok = False
-    with lean_ray.data_in_driver() if lean else contextlib.nullcontext(), ray_crash.bounded_crash_retries():
+    with lean_ray.data_in_driver() if lean else contextlib.nullcontext(), ray_crash.bounded_crash_retries(crash_retries):
         try:
             yield ray
             ok = True
@@ -883,11 +902,12 @@ class Runner:
         if self._in_process(manifest):
             return nullcontext(None)
         return ray_session(self.ray_address, self.recipe.ray.num_cpus, self.recipe.ray.object_store_memory_mb,
-                           self.runtime_env)
+                           self.runtime_env, self.recipe.ray.crash_retries)
 
     def _execute(self, manifest: Manifest) -> Manifest:
         run = self.run
         atomic.remove_stale_tmp(run.root)
+        storage.rmtree(run.crashes)  # an interrupted session's markers are not crashes of this one
         batch = manifest.current_batch
         with self._session(manifest) as ray, self._watching(ray):
             if batch.status == "splitting":
@@ -1028,7 +1048,8 @@ class Runner:
             ds = ray.data.from_items([{"part": k} for k in pending], override_num_blocks=len(pending))
             ds = ds.map_batches(_load_parts, batch_size=None, batch_format="pyarrow", fn_kwargs=load)
             for i, stage in zip(seg, stages):
-                ds = self._map_stage(ray, ds, stage, self.recipe.scheduling[i], run_schema, self._sink)
+                site = _CrashSite(str(run.root), s, f"{i}-{stage.name}")
+                ds = self._map_stage(ray, ds, stage, self.recipe.scheduling[i], run_schema, self._sink, site)
             rows = ds.map_batches(_commit_parts, batch_size=None, batch_format="pyarrow", fn_kwargs=commit).iter_rows()
         done = total - len(pending)
         last_save = time.time()
@@ -1058,7 +1079,8 @@ class Runner:
             yield from _commit_parts(t, **commit).to_pylist()
 
     @staticmethod
-    def _map_stage(ray, ds, stage: Stage, sched: Scheduling, run_schema: pa.Schema, sink=None):
+    def _map_stage(ray, ds, stage: Stage, sched: Scheduling, run_schema: pa.Schema, sink=None,
+                   site: _CrashSite | None = None):
         res = {}
         if sched.num_cpus is not None:
             res["num_cpus"] = sched.num_cpus
@@ -1072,10 +1094,10 @@ class Runner:
             # reverted: with two CPU actor pools on a 2-CPU node the actors held every CPU and the download
             # tasks never ran (ray-project/ray#54433 has no fusion switch either).
             return ds.map_batches(_StageActor, batch_size=None, batch_format="pyarrow",
-                                  fn_constructor_kwargs=dict(stage=stage, run_schema=run_schema, sink=sink),
+                                  fn_constructor_kwargs=dict(stage=stage, run_schema=run_schema, sink=sink, site=site),
                                   compute=ActorPoolStrategy(size=sched.concurrency or 1), **res)
         return ds.map_batches(_run_stage_task, batch_size=None, batch_format="pyarrow",
-                              fn_kwargs=dict(stage=stage, run_schema=run_schema, sink=sink),
+                              fn_kwargs=dict(stage=stage, run_schema=run_schema, sink=sink, site=site),
                               compute=TaskPoolStrategy(size=sched.concurrency) if sched.concurrency else None, **res)
 
     def _prior(self, first_part: int) -> list[int]:

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
-from curate import schema
+from curate import crash_isolation, schema
 from curate.models.clip import ModelLoadError
 
 log = logging.getLogger("curate")
@@ -136,16 +136,29 @@ def isolation_budget(n: int) -> int:
     return 1 + 4 * max(1, (max(n, 1) - 1).bit_length())
 
 
-def isolate(n: int, call, fail, budget: int, name: str = ""):
+def _watched_uids(table: pa.Table) -> list[str] | None:
+    """The rows' uids when the runner watches this call for worker deaths (else None: nothing to guard)."""
+    if crash_isolation.current() is None or "uid" not in table.column_names:
+        return None
+    return table.column("uid").to_pylist()
+
+
+def isolate(n: int, call, fail, budget: int, name: str = "", uids: list[str] | None = None):
     """Run `call(lo, hi)` on rows [0, n); when it raises, retry the range in halves down to single rows.
 
-    A single row that still raises becomes `fail(lo, hi, err, STAGE_ERROR)`. Once `budget` calls are spent,
+    A single row that still raises becomes `fail(lo, hi, err, STAGE_ERROR)`; one whose call killed the worker
+    process on an earlier try becomes `fail(.., STAGE_CRASHED)` (with `uids`, the rows' uids, the calls are
+    guarded by the part's crash markers when the runner watches this stage: curate.crash_isolation).
+    Once `budget` calls are spent,
     bisection goes on only while the rows that passed are at least as many as those that failed alone
     (evidence that the rows, not the stage, are at fault: with 1% or 20% bad rows every one is found, at
     ~2 calls per culprit per halving); otherwise every range not yet tried becomes
     `fail(lo, hi, err, STAGE_ERROR_UNISOLATED)` with its parent's error. Returns [(lo, hi, result)] in row
     order. NOT_A_ROW_FAULT errors are raised, never isolated.
     """
+    watch = crash_isolation.current() if uids is not None else None
+    if watch is not None:
+        call = watch.guard(call, uids)
     pieces, todo, calls, alone, first, passed = [], [(0, n, None)], 0, [], "", 0
     while todo:
         lo, hi, parent_err = todo.pop()
@@ -161,7 +174,8 @@ def isolate(n: int, call, fail, budget: int, name: str = ""):
         except Exception as err:  # noqa: BLE001 - any exception a row causes fails that row alone
             if hi - lo == 1:
                 alone.append(lo)
-                pieces.append((lo, hi, fail(lo, hi, err, STAGE_ERROR)))
+                crashed = isinstance(err, crash_isolation.RangeCrashed)
+                pieces.append((lo, hi, fail(lo, hi, err, crash_isolation.STAGE_CRASHED if crashed else STAGE_ERROR)))
             else:
                 mid = (lo + hi) // 2
                 todo += [(mid, hi, err), (lo, mid, err)]  # left half first
@@ -231,7 +245,7 @@ class Stage(Step):
             return schema.mark(sub, schema.active_mask(sub), schema.FAILED, self.name, reason, error=error_line(err))
 
         pieces = isolate(n, lambda lo, hi: self.process(table if hi - lo == n else table.slice(lo, hi - lo)),
-                         fail, isolation_budget(n), self.name)
+                         fail, isolation_budget(n), self.name, _watched_uids(table))
         if len(pieces) == 1:
             return pieces[0][2]
         if not self.adds_rows:
@@ -253,7 +267,7 @@ class Stage(Step):
             return Annotations(failed={i: (reason, error_line(err)) for i in range(hi - lo)})
 
         pieces = isolate(k, lambda lo, hi: self._annotations(active if hi - lo == k else active.slice(lo, hi - lo)),
-                         fail, isolation_budget(k), self.name)
+                         fail, isolation_budget(k), self.name, _watched_uids(active))
         return self._scatter(table, mask, active, pieces)
 
     # -- the base class's side of the contract ------------------------------------------------------------

@@ -35,6 +35,7 @@ class RunDir:
         self.shards = self.root / "shards"
         self.meta = self.root / "meta"
         self.work = self.root / "_work"
+        self.crashes = self.work / "crashes"  # markers of stage calls a worker died in (curate.crash_isolation)
         self.report = self.root / "report.html"
         self.embeddings = self.root / "embeddings"  # sidecar: uid + CLIP embedding vectors per part
         self.sizes = self.root / "sizes.json"  # {"000000.tar": kept samples}, open_clip's sizes.json format
@@ -94,6 +95,11 @@ class RunDir:
 
     def segment_part(self, s: int, k: int) -> Path:
         return self.work / f"segment{s}" / f"part-{k:06d}.parquet"
+
+    def crash_dir(self, s: int, k: int | None = None) -> Path:
+        """Crash markers of segment s (of its part k): curate.crash_isolation; cleared when a session starts."""
+        d = self.crashes / f"segment{s}"
+        return d if k is None else d / f"part-{k:06d}"
 
     def job_dir(self, j: int) -> Path:
         return self.work / f"job{j}"

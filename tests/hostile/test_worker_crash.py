@@ -1,10 +1,12 @@
-"""A row that kills the worker process (as a segfault in a native decoder or model would) must stop the run
-with one line, not hang it: Ray Data retries a part whose worker died forever by default, and the run sat at
-75% until killed. Now the part is tried CRASH_RETRIES more times, then the run stops (exit 2) with the parts
-already committed kept, on a task stage and on a model (actor) stage. (The crash is os._exit in a test
-stage: a real segfault kills the process the same way, and cannot be produced on purpose portably.)"""
+"""A row that kills its worker process (as a segfault in a native decoder or model would) fails alone, as
+`failed/stage_crashed`, and the rest of its part and the run go on; before, it stopped the whole run (and,
+before that, Ray Data's infinite retries hung it at 75%). A stage that kills its process on every row, or a
+model load that does, stops the run in one line instead of retrying forever. Tested on a task stage and on
+a model (actor) stage. (The crash is os._exit in a test stage: a real segfault kills the process the same
+way, and cannot be produced on purpose portably.)"""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curate.ray_crash import CRASH_RETRIES
+from tests.hostile.server import hostile_server  # noqa: F401 - a fixture
 
 STAGE = '''
 import os
@@ -22,23 +24,27 @@ from typing import ClassVar
 from curate.stage import Annotations, Stage
 
 class CrashOn(Stage):
-    """Test stage: the worker process dies on a caption containing 'poison'."""
+    """Test stage: the worker process dies on a caption containing WORD (every caption holds "c")."""
     name: ClassVar[str] = "crash_on"
     uses_model: ClassVar[bool] = USES_MODEL  # True: runs on an actor pool (a model stage), False: tasks
+    def setup(self):
+        if SETUP_DIES:
+            os._exit(139)
     def annotate(self, active):
-        if any("poison" in (t or "") for t in active.column("text").to_pylist()):
+        if any("WORD" in (t or "") for t in active.column("text").to_pylist()):
             os._exit(139)
         return Annotations()
 '''
 
 
-@pytest.mark.parametrize("actor,line", [(False, "a worker process died"), (True, "a model worker process died")])
-def test_a_row_that_kills_its_worker_stops_the_run_in_one_line(ray_address, tmp_path, actor, line):
+def _run(tmp_path, ray_address, *, actor: bool, word: str = "poison", setup_dies: bool = False, ray_yaml: str = "",
+         url: str = "http://127.0.0.1:9/x.jpg"):
     (tmp_path / "crashstage").mkdir()  # a package: the runner ships it to the session cluster's workers
-    (tmp_path / "crashstage" / "__init__.py").write_text(STAGE.replace("USES_MODEL", str(actor)))
-    rows = [{"url": f"http://127.0.0.1:9/{i}.jpg", "caption": "poison" if i == 35 else f"c{i}"} for i in range(40)]
+    (tmp_path / "crashstage" / "__init__.py").write_text(
+        STAGE.replace("USES_MODEL", str(actor)).replace("WORD", word).replace("SETUP_DIES", str(setup_dies)))
+    rows = [{"url": f"{url}?{i}", "caption": "poison" if i in (35, 38) else f"c{i}"} for i in range(40)]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "urls.parquet")
-    (tmp_path / "r.yaml").write_text("name: crash\noutput: {samples_per_shard: 10}\nstages:\n"
+    (tmp_path / "r.yaml").write_text(f"name: crash\noutput: {{samples_per_shard: 10}}\n{ray_yaml}stages:\n"
                                      "  - crashstage:CrashOn: {}\n  - download: {timeout_s: 1, retries: 0}\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
            "RAY_ADDRESS": ray_address}
@@ -46,10 +52,41 @@ def test_a_row_that_kills_its_worker_stops_the_run_in_one_line(ray_address, tmp_
     proc = subprocess.run([sys.executable, "-m", "curate.cli", "run", str(tmp_path / "r.yaml"), "-i",
                            str(tmp_path / "urls.parquet"), "-o", str(tmp_path / "out")],
                           env=env, capture_output=True, text=True, timeout=400)
+    return proc, time.time() - t0
+
+
+@pytest.mark.parametrize("actor", [False, True], ids=["task", "actor"])
+def test_a_row_that_kills_its_worker_fails_alone_and_the_run_goes_on(ray_address, tmp_path, actor, hostile_server):
+    proc, _ = _run(tmp_path, ray_address, actor=actor, url=hostile_server.url("/ok.jpg"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    meta = pa.concat_tables([pq.read_table(p) for p in sorted((tmp_path / "out" / "meta").glob("*.parquet"))])
+    rows = {r["row"]: r for r in meta.select(["row", "status", "stage", "reason", "error"]).to_pylist()}
+    assert len(rows) == 40  # every input row accounted for, once
+    for i in (35, 38):  # the two rows that kill the process, in the same part, each found alone
+        assert (rows[i]["status"], rows[i]["stage"], rows[i]["reason"]) == ("failed", "crash_on", "stage_crashed")
+        assert "worker process died" in rows[i]["error"]
+    # every other row, including the poison rows' part-mates, went past the stage and is kept
+    assert all(r["status"] == "ok" for i, r in rows.items() if i not in (35, 38)), \
+        [r for i, r in rows.items() if i not in (35, 38) and r["status"] != "ok"]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert not (tmp_path / "out" / "_work").exists()  # the crash markers went with the finished run's work folder
+
+
+def test_a_stage_that_kills_every_try_stops_the_run_in_one_line(ray_address, tmp_path):
+    # word "" is in every caption: the stage dies on any batch
+    proc, took = _run(tmp_path, ray_address, actor=False, word="", ray_yaml="ray: {crash_retries: 3}\n")
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: {line} on the same part three times"), last
-    assert "Traceback" not in proc.stderr and time.time() - t0 < 300
-    assert CRASH_RETRIES == 2  # "three times" in the message: the first attempt and two retries
-    committed = sorted((tmp_path / "out" / "meta").glob("part-*.parquet"))
-    assert len(committed) <= 3  # the parts without the poison row may have committed; the run kept them
+    assert last.startswith("error: a worker process died on every try of the same part"), last
+    assert "Traceback" not in proc.stderr and took < 300
+    assert len(list((tmp_path / "out" / "meta").glob("part-*.parquet"))) == 0
+
+
+def test_a_model_load_that_kills_its_worker_stops_the_run_in_one_line(ray_address, tmp_path):
+    proc, took = _run(tmp_path, ray_address, actor=True, setup_dies=True)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "died while setting up (loading its model) 2 times" in last, last
+    assert "Traceback" not in proc.stderr and took < 300

@@ -1,0 +1,124 @@
+"""curate.crash_isolation without Ray: a marker names the rows of a stage call while it runs and goes when
+the call returns or raises; one left by a process that died makes the next try split that range, down to
+the row that fails alone as `stage_crashed`. (A real process dies here, via os._exit, as a segfault would;
+the end-to-end runs through Ray are in test_worker_crash.py.)"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from typing import ClassVar
+
+import pyarrow as pa
+import pytest
+
+from curate import crash_isolation, schema
+from curate.crash_isolation import CrashWatch, setup_guard, watching
+from curate.models.clip import ModelLoadError
+from curate.stage import Annotations, Stage
+
+
+class Seen(Stage):
+    """Records the texts of every call; kills the process on `die` when DIE is set (a child process only)."""
+
+    name: ClassVar[str] = "test_seen"
+    calls: ClassVar[list[list[str]]] = []
+
+    def annotate(self, active: pa.Table) -> Annotations:
+        texts = active.column("text").to_pylist()
+        type(self).calls.append(texts)
+        if "die" in texts and os.environ.get("DIE"):
+            os._exit(139)
+        if "raise" in texts:
+            raise ValueError("a Python error, not a crash")
+        return Annotations()
+
+
+def _table(texts) -> pa.Table:
+    t = pa.table({"uid": [f"u{i}" for i in range(len(texts))], "text": texts})
+    t = schema.conform(t, schema.run_schema({}))
+    return t.set_column(t.column_names.index("status"), "status", pa.array([schema.OK] * len(texts), pa.string()))
+
+
+TEXTS = ["a", "b", "c", "d", "e", "die", "f", "g"]
+CHILD = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {here!r})
+    from test_crash_isolation import Seen, _table, TEXTS
+    from curate.crash_isolation import CrashWatch, watching
+    from pathlib import Path
+    with watching(CrashWatch(Path({folder!r}), "0-test_seen")):
+        Seen().run(_table(TEXTS))
+    print("survived")
+""")
+
+
+def _try_in_child(folder) -> int:
+    """One try of the part in a fresh process (as Ray retries it in a new worker): its exit code."""
+    code = CHILD.format(here=os.path.dirname(__file__), folder=str(folder))
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, "DIE": "1"}).returncode
+
+
+def test_markers_go_when_a_call_returns_or_raises(tmp_path):
+    Seen.calls.clear()
+    with watching(CrashWatch(tmp_path, "0-test_seen")):
+        out = Seen().run(_table(["a", "raise", "b"]))
+    assert out.column("reason").to_pylist() == [None, "stage_error", None]  # a Python error: isolated as before
+    assert list(tmp_path.iterdir()) == []  # every marker removed: no call died
+
+
+def test_a_row_that_kills_the_process_is_narrowed_down_over_tries_and_fails_alone(tmp_path):
+    codes = []
+    for _ in range(6):
+        codes.append(_try_in_child(tmp_path))
+        if codes[-1] == 0:
+            break
+    # 8 rows: the whole part died, then [4, 8), [4, 6), [5, 6); the 5th try skips row 5 and lives
+    assert codes == [139, 139, 139, 139, 0], codes
+    Seen.calls.clear()
+    with watching(CrashWatch(tmp_path, "0-test_seen")):  # what the 5th try did, in this process
+        out = Seen().run(_table(TEXTS))
+    assert out.column("reason").to_pylist() == [None] * 5 + ["stage_crashed", None, None]
+    assert "worker process died" in out.column("error")[5].as_py()
+    assert ["die"] not in Seen.calls and sum(len(c) for c in Seen.calls) == 7  # every other row was called once
+    assert len(list(tmp_path.iterdir())) == 4  # the four deaths' markers; this try's own markers are gone
+
+
+def test_markers_of_another_stage_or_of_rows_no_longer_in_play_are_ignored(tmp_path):
+    for _ in range(2):
+        assert _try_in_child(tmp_path) == 139
+    Seen.calls.clear()
+    with watching(CrashWatch(tmp_path, "1-test_seen")):  # the same stage at another position: not its markers
+        Seen().run(_table(["a", "b"]))
+    assert Seen.calls == [["a", "b"]]
+    Seen.calls.clear()
+    with watching(CrashWatch(tmp_path, "0-test_seen")):  # rows [4, 8) left the batch between tries
+        Seen().run(_table(TEXTS[:4]))
+    # the first death's range still holds these four, so they are not called together; the [4, 8) death's
+    # rows are gone, so nothing narrows further
+    assert Seen.calls == [TEXTS[:2], TEXTS[2:4]]
+
+
+def test_without_a_watch_nothing_is_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Seen().run(_table(["a", "b"]))
+    assert crash_isolation.current() is None and list(tmp_path.iterdir()) == []
+
+
+def test_a_model_load_that_keeps_killing_its_process_is_refused(tmp_path):
+    code = textwrap.dedent(f"""
+        import os
+        from pathlib import Path
+        from curate.crash_isolation import setup_guard
+        with setup_guard(Path({str(tmp_path)!r}), "2-model", "model"):
+            os._exit(139)
+    """)
+    for _ in range(2):
+        assert subprocess.run([sys.executable, "-c", code]).returncode == 139
+    with pytest.raises(ModelLoadError, match="died while setting up .* 2 times"):
+        with setup_guard(tmp_path, "2-model", "model"):
+            pass
+    with setup_guard(tmp_path, "3-other", "other"):  # another stage's loads are not this one's
+        assert len(list(tmp_path.glob("setup.3-other.*"))) == 1  # a live load's marker names this process
+    assert not list(tmp_path.glob("setup.3-other.*"))
