@@ -28,6 +28,7 @@ import collections
 import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -220,6 +221,21 @@ class ClipScore(Stage):
             self._host = (fast or pil_part,)
         return self._host[0]
 
+    def _settle(self, pending) -> None:
+        """After a batch loop that did not finish (an error, or a decode process that died): wait for the chunks
+        still queued, so no worker writes into a slot after it is lent again, and give their slots back. A
+        pool with a dead process is unusable (concurrent.futures marks it broken): close it, and the next
+        call starts a new one. Nothing to do after a loop that finished (every chunk was released)."""
+        broken = False
+        for done in pending:
+            for f, slot in done:
+                broken |= isinstance(f.exception(), BrokenProcessPool)  # waits for the chunk
+                if slot is not None and self._slots is not None:
+                    self._slots.release(slot)
+            done.clear()
+        if broken or (self._pool is not None and getattr(self._pool, "_broken", False)):
+            self.close()
+
     def close(self) -> None:
         """Stop the decode processes (they also end with the process that started them), free the slots."""
         if self._pool is not None:
@@ -262,8 +278,13 @@ class ClipScore(Stage):
 
                 def chunk(a: int, b: int):  # (future, the shared-memory slot lent for its pixels or None)
                     slot = slots.acquire() if slots else None
-                    return pool.submit(decode_pool.decode_in_worker, images[a:b], [col[a:b] for col in columns],
-                                       slot), slot
+                    try:
+                        return pool.submit(decode_pool.decode_in_worker, images[a:b],
+                                           [col[a:b] for col in columns], slot), slot
+                    except BaseException as err:  # a pool that a dead process broke refuses new work
+                        if slot is not None:
+                            slots.release(slot)
+                        raise DecodeProcessDied() if isinstance(err, BrokenProcessPool) else err
             else:
                 threads, slots = stack.enter_context(ThreadPoolExecutor(self.decode_threads)), None
 
@@ -272,17 +293,25 @@ class ClipScore(Stage):
                                           self.fast_decode, pil_part), None
 
             # split each batch over the decode workers; keep the next batch(es) in flight while the model runs
-            def submit(lo: int):
+            # (the chunks of a batch go into `pending` as they are queued, so _settle sees each one)
+            pending: collections.deque[list] = collections.deque()
+            if procs:  # whatever stops the loop, no worker may still write into a slot that is lent again
+                stack.callback(self._settle, pending)
+
+            def submit(lo: int) -> None:
                 hi = min(n, lo + bs)
                 step = -(-(hi - lo) // parts)
-                return [chunk(a, min(hi, a + step)) for a in range(lo, hi, step)]
+                pending.append(batch := [])
+                for a in range(lo, hi, step):
+                    batch.append(chunk(a, min(hi, a + step)))
 
-            pending = collections.deque(submit(lo) for lo in starts[:depth])
+            for lo in starts[:depth]:
+                submit(lo)
             for b, lo in enumerate(starts):
-                done = pending.popleft()
-                chunks = [f.result() for f, _ in done]
+                done = pending[0]
+                chunks = [_result(f) for f, _ in done]
                 if b + depth < len(starts):
-                    pending.append(submit(starts[b + depth]))
+                    submit(starts[b + depth])
                 if procs:
                     chunks = [_to_torch(c, on_gpu, slots, slot) for c, (_, slot) in zip(chunks, done)]
                 ok = np.concatenate([c[1] for c in chunks])
@@ -296,6 +325,8 @@ class ClipScore(Stage):
                 for _, slot in done:  # normalise copied the pixels out of shared memory
                     if slot is not None:
                         slots.release(slot)
+                done.clear()
+                pending.popleft()
                 if pixels is None:
                     continue
                 ie = clip.embed_image_tensors(pixels)
@@ -334,6 +365,24 @@ class ClipScore(Stage):
             out[IMAGE_EMBEDDING] = _scatter(ie, idx, mask, n)
             out[TEXT_EMBEDDING] = _scatter(te[0], idx, mask, n)
         return Annotations(columns=out)
+
+
+class DecodeProcessDied(RuntimeError):
+    """A decode process died (a native crash in the image decoder, or the OOM killer) while decoding a chunk
+    holding these rows: an error of these rows, so row isolation narrows it down to the row (each call that
+    meets it again starts a new pool), and the stage goes on with a new pool."""
+
+    def __init__(self):
+        super().__init__("a decode process died (a native crash in the image decoder, or out of memory) on a "
+                         "chunk holding this row")
+
+
+def _result(future):
+    """A chunk's decoded result; a pool broken by a dead process raises DecodeProcessDied (one line)."""
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise DecodeProcessDied() from None
 
 
 def _to_torch(chunk, pin: bool, slots=None, slot=None):

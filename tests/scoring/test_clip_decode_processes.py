@@ -114,3 +114,44 @@ def test_process_pool_scores_equal_thread_path(tiny_ckpt, monkeypatch):
     scores = threads.column("clip_score").to_pylist()
     assert scores[3] is None and sum(s is not None for s in scores) >= 6  # the broken image is unscored
     assert threads.column("recaption_clip_score").null_count > threads.column("clip_score").null_count
+
+
+CRASH = b"kills the decoder"  # a blob the test's decoder dies on, as a native decoder crash would
+_decode = decode_pool.decode_in_worker
+
+
+def _decode_or_die(blobs, columns, slot=None):
+    """decode_in_worker, except that the process dies (os._exit, like a segfault) on the CRASH blob."""
+    if CRASH in blobs:
+        os._exit(139)
+    return _decode(blobs, columns, slot)
+
+
+def test_a_decode_process_that_dies_fails_only_its_row_and_the_pool_is_replaced(tiny_ckpt, monkeypatch):
+    table = rows_table(10)
+    imgs = table.column("image").to_pylist()
+    kw = dict(checkpoint=str(tiny_ckpt), device="cpu", batch_size=4, decode_processes=2)
+    clean = ClipScore(**kw)
+    try:
+        expected = clean.process(table).column("clip_score").to_pylist()
+    finally:
+        clean.close()
+    imgs[6] = CRASH
+    table = table.set_column(table.column_names.index("image"), "image", pa.array(imgs, pa.binary()))
+    monkeypatch.setattr(decode_pool, "decode_in_worker", _decode_or_die)  # the forked workers inherit it
+    stage = ClipScore(**kw)
+    try:
+        out = stage.run(table)
+        reasons, scores = out.column("reason").to_pylist(), out.column("clip_score").to_pylist()
+        assert reasons[6] == "stage_error" and "decode process died" in out.column("error")[6].as_py()
+        # every other row scored as without the crash (pixels from fresh pools and slots; the batches differ,
+        # so float sums differ in the last bits, far below what a wrong pixel moves)
+        keep = [i for i in range(10) if i != 6]
+        assert np.allclose([scores[i] for i in keep], [expected[i] for i in keep], rtol=0, atol=1e-6)
+        assert reasons[10:] == ["download_http_404"] * 3  # rows failed before stay as they were
+        slots = stage._slots
+        assert stage._pool is not None and slots.free == slots.count  # a working pool, every slot back
+        again = stage.process(table.slice(0, 6))  # the stage goes on with the new pool
+        assert np.allclose(again.column("clip_score").to_pylist(), expected[:6], rtol=0, atol=1e-6)
+    finally:
+        stage.close()
