@@ -54,3 +54,39 @@ def test_not_a_checkpoint(tmp_path):
     bad.write_bytes(b"not a torch file")
     with pytest.raises(ModelLoadError, match="cannot read checkpoint"):
         load_clip(checkpoint=str(bad), device="cpu")
+
+
+RANDOM_WEIGHT_STAGES = [  # (stage, an earlier stage writing what it reads)
+    ("doc_clip", [{"parse_documents": {}}, {"doc_download": {}}]),
+    ("keyframe_clip_score", [{"download_video": {}}, {"clip_split": {}}]),
+]
+
+
+def _recipe(prior: list, stage: str, cfg: dict) -> dict:
+    return {"name": "t", "input": {"path": "x"}, "output": {"path": "y"}, "stages": [*prior, {stage: cfg}]}
+
+
+@pytest.mark.parametrize("stage, prior", RANDOM_WEIGHT_STAGES)
+def test_clip_stages_refuse_random_weights_unless_opted_in(stage, prior):
+    """Neither pretrained nor checkpoint would score with a random-init model: noise decisions. The recipe
+    is refused in one line naming the fix; `random_init: true` (tests, demos) lets it through."""
+    from curate.recipe import RecipeError, build_recipe
+
+    for cfg in ({}, {"model": "curate-tiny"}):
+        with pytest.raises(RecipeError, match="give `pretrained:` .* or `checkpoint:`") as err:
+            build_recipe(_recipe(prior, stage, cfg))
+        assert "\n" not in str(err.value) and stage in str(err.value)
+    build_recipe(_recipe(prior, stage, {"model": "curate-tiny", "random_init": True}))
+    build_recipe(_recipe(prior, stage, {"model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"}))  # no download
+    with pytest.raises(RecipeError, match="unknown open_clip model 'ViT-Nope-99'"):
+        build_recipe(_recipe(prior, stage, {"model": "ViT-Nope-99", "random_init": True}))
+
+
+def test_cli_refuses_random_doc_clip_before_any_work(tmp_path, cli_inprocess):
+    pages = tmp_path / "pages.jsonl"
+    pages.write_text('{"url": "http://127.0.0.1:9/p.html"}\n')
+    out = tmp_path / "out"
+    proc = cli_inprocess("run", "interleaved", "-i", str(pages), "-o", str(out), "--set", "doc_clip.pretrained=null")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "doc_clip has no weights for ViT-B-32" in proc.stderr
+    assert "random_init: true" in proc.stderr and not out.exists()

@@ -309,8 +309,10 @@ def truth_table(run_dir: Path, root: Path) -> tuple[list[dict], dict]:
 
 
 DEFAULT_DOCS = 120
-# the demo must not download weights: a random-init tiny CLIP unless the user passes a checkpoint
-DEMO_OVERRIDES = ("doc_clip.model=curate-tiny", "doc_clip.pretrained=null", "doc_clip.device=cpu")
+# the demo must not download weights: a random-init tiny CLIP (opted into explicitly: doc_clip refuses
+# random weights otherwise) unless the user passes a checkpoint
+DEMO_OVERRIDES = ("doc_clip.model=curate-tiny", "doc_clip.pretrained=null", "doc_clip.random_init=true",
+                  "doc_clip.device=cpu")
 
 
 def run_demo(out: Path, docs: int = DEFAULT_DOCS, seed: int = 0, overrides: tuple[str, ...] = (),

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 from typing import Any
 
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, model_validator
 
 from curate import schema
 from curate.stage import Annotations, Stage, register
@@ -85,13 +85,26 @@ class DocClip(Stage):
     }
     uses_model: ClassVar[bool] = True
 
-    model: str | None = "ViT-B-32"  # open_clip name; give pretrained or checkpoint too, else weights are random
+    model: str | None = "ViT-B-32"  # open_clip name; needs pretrained or checkpoint too (or random_init: true)
     pretrained: str | None = None  # open_clip hub tag (openai, laion2b_s34b_b79k) or weights file/URL
     checkpoint: str | None = None  # open_clip checkpoint file or URL (e.g. from `curate train`)
+    random_init: bool = False  # true: allow no pretrained/checkpoint (random weights, noise scores): for tests and demos only
     device: str = "auto"  # auto: cuda when visible, else cpu
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # GPU autocast (auto: bf16 or fp16); CPU fp32
     batch_size: int = Field(64, ge=1, le=4096)  # images or sentences per CLIP forward pass
     _clip: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _check_model(self):
+        """Fail at recipe load (one line, before any download) on an unknown model, a missing checkpoint, or
+        no weights at all: random weights would make every score, and the decisions on it, noise."""
+        from curate.models.clip import ModelLoadError, check_weights
+
+        try:
+            check_weights(self.name, self.model, self.pretrained, self.checkpoint, self.random_init)
+        except ModelLoadError as err:
+            raise ValueError(str(err)) from None
+        return self
 
     def setup(self) -> None:
         if self._clip is None:

@@ -148,6 +148,24 @@ def resolve_model_name(model: str | None, pretrained: str | None, checkpoint: st
     return model
 
 
+def check_weights(stage: str, model: str | None, pretrained: str | None, checkpoint: str | None,
+                  random_init: bool = False) -> str:
+    """Recipe-time check of a scoring stage's CLIP settings: `resolve_model_name`, and weights given.
+
+    Why: open_clip builds a model with random weights when neither `pretrained` nor `checkpoint` is set,
+    and a stage scoring with it makes keep/drop decisions from noise without any sign of it. Such a model
+    is only accepted with `random_init: true` (tests and demos). Raises ModelLoadError (one line).
+    """
+    name = resolve_model_name(model, pretrained, checkpoint,
+                              missing=f"{stage} needs `model` (an open_clip name) or `checkpoint`",
+                              setting=f"{stage}.checkpoint")
+    if not pretrained and not checkpoint and not random_init:
+        raise ModelLoadError(f"{stage} has no weights for {name}: give `pretrained:` (an open_clip tag such as "
+                             f"laion2b_s34b_b79k) or `checkpoint:` (e.g. from `curate train`); random weights "
+                             f"score noise (set random_init: true only for tests and demos)")
+    return name
+
+
 def load_clip(model: str | None = None, pretrained: str | None = None, checkpoint: str | None = None,
               device: str = "auto", precision: str = "auto") -> Clip:
     """Load `model` with a hub/pretrained tag (e.g. ViT-B-32 + laion2b_s34b_b79k, from the local hub cache)

@@ -156,7 +156,7 @@ def test_keyframe_clip_score_with_tiny_model(video):
     kf = split.describe(sc, (0.0, 2.0), 3).keyframes
     t = pa.table({"uid": ["a", "b", "c"], "text": ["a red square", "a blue circle", "x"], "status": ["ok", "ok", "dropped"],
                   "keyframes": pa.array([kf, kf[:1], kf], pa.list_(pa.binary()))})
-    out = _run([KeyframeClipScore(model="curate-tiny", device="cpu"), KeyframeClipThreshold(min_score=1.0)], t)
+    out = _run([KeyframeClipScore(model="curate-tiny", random_init=True, device="cpu"), KeyframeClipThreshold(min_score=1.0)], t)
     mean, low = out.column("keyframe_clip_score").to_pylist(), out.column("keyframe_clip_score_min").to_pylist()
     assert mean[2] is None and -1 <= low[0] <= mean[0] <= 1 and low[1] == pytest.approx(mean[1])
     assert out.column("reason").to_pylist()[:2] == ["keyframe_clip_score_below_threshold"] * 2
