@@ -67,6 +67,22 @@ def band_slices(max_distance: int, bits: int = 64) -> list[tuple[int, int]]:
     return [(int(edges[i]), int(edges[i + 1])) for i in range(n)]
 
 
+def original_pixels(table: pa.Table) -> np.ndarray:
+    """Pixels per row of the image before any resize: orig_width x orig_height, else the stored width x height
+    (0 when neither is known).
+
+    Why not width x height alone: `download` resizes every image to the same size, so stored sizes tie and
+    `keep: largest` would keep an arbitrary copy instead of the one with the most original pixels. Rows
+    without an original size (an input that only states the stored one) fall back to it, row by row."""
+    def column(name: str) -> np.ndarray:
+        if name not in table.column_names:
+            return np.full(table.num_rows, np.nan)
+        return pc.cast(table.column(name), pa.float64()).to_numpy(zero_copy_only=False)
+
+    orig, stored = column("orig_width") * column("orig_height"), column("width") * column("height")
+    return np.nan_to_num(np.where(np.isnan(orig), stored, orig), nan=0.0)
+
+
 @register
 class PHashDedup(ClusterJob):
     """Drop perceptual near-duplicate images (re-encoded, resized, slightly cropped copies)."""
@@ -83,13 +99,16 @@ class PHashDedup(ClusterJob):
 
     hash: Literal["phash", "dhash"] = "phash"  # phash (DCT) or dhash (gradients): the 64-bit hash compared
     max_distance: int = Field(8, ge=0, le=31)  # max differing bits of 64; higher finds more, with bigger buckets (cost)
-    keep: Literal["first", "earliest", "largest"] = "first"  # first: min uid; earliest: row order; largest: most w*h
+    keep: Literal["first", "earliest", "largest"] = "first"  # first: min uid; earliest: row order; largest: most original pixels (orig_width*orig_height, else width*height)
     # also require every channel of every cell of a 4x4 RGB thumbnail to differ by at most this (0-255);
     # None: hash distance only
     max_color_diff: int | None = Field(None, ge=0, le=255)  # max 4x4 RGB thumbnail channel diff (0-255); None = off
 
     def needs(self) -> tuple[str, ...]:
-        return {"largest": ("image", "width", "height"), "earliest": ("image", "row")}.get(self.keep, ("image",))
+        """keep: largest ranks by the original size (orig_*: download and load_image write both), so it
+        needs those too; stored width/height are the fallback for rows without an original size."""
+        return {"largest": ("image", "width", "height", "orig_width", "orig_height"),
+                "earliest": ("image", "row")}.get(self.keep, ("image",))
 
     @staticmethod
     def _record_schema() -> pa.Schema:
@@ -108,9 +127,7 @@ class PHashDedup(ClusterJob):
         h = np.array([hs[i][0] for i in idx], np.uint64)
         colour = pa.array([hs[i][1] if self.max_color_diff is not None else b"" for i in idx], pa.binary())
         if self.keep == "largest":
-            w = pc.cast(sub.column("width"), pa.float64()).to_numpy(zero_copy_only=False)
-            ht = pc.cast(sub.column("height"), pa.float64()).to_numpy(zero_copy_only=False)
-            rank = -np.nan_to_num(w * ht, nan=0.0)
+            rank = -original_pixels(sub)
         elif self.keep == "earliest":
             rank = pc.cast(sub.column("row"), pa.float64()).to_numpy(zero_copy_only=False)
         else:

@@ -6,7 +6,7 @@ banding, edges and connected components are `phash_dedup`'s; only the column nam
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +39,7 @@ class ClipDedup(PHashDedup):
         "near_duplicate_clip": "keyframe pHash within max_distance bits of the clip in `dup_of`",
     }
 
+    keep: Literal["first", "earliest", "largest"] = "first"  # first: min uid; earliest: row order; largest: most video w*h
     max_color_diff: None = None  # keyframe hashes carry no colour thumbnail
 
     def needs(self) -> tuple[str, ...]:

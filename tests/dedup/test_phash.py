@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from curate import schema
-from curate.dedup.phash import PHashDedup, band_slices, hamming, image_hash
+from curate.dedup.phash import PHashDedup, band_slices, hamming, image_hash, original_pixels
 from curate.stage import apply_decisions, run_job_local
 
 skdata = pytest.importorskip("skimage.data")
@@ -143,3 +143,41 @@ def test_keep_earliest_and_hash_saved_on_dropped_rows():
     assert [r["status"] for r in out] == ["dropped", "ok", "ok"]  # row 2 came first in the input
     assert out[0]["reason"] == "near_duplicate_image" and out[0]["dup_of"] == "u00001"
     assert all(len(r["phash"]) == 16 for r in out)
+
+
+def test_keep_largest_keeps_the_larger_original_after_download_resizes_both(tmp_path):
+    """`download` resizes both copies to 64x64, so their stored sizes tie; keep: largest must still keep the
+    copy whose original had more pixels (the 256 px one), not the smaller uid (the 128 px one)."""
+    from curate.demo.server import DemoServer
+    from curate.download.image import Download
+    from curate.stage import run_local
+
+    im = _synthetic(1, seed=5)[0]
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "small.jpg").write_bytes(_enc(im.resize((128, 128))))
+    (files / "large.jpg").write_bytes(_enc(im.resize((256, 256))))
+    steps = [Download(image_size=64, resize_mode="center_crop", timeout_s=5), PHashDedup(keep="largest")]
+    with DemoServer(tmp_path) as server:
+        t = pa.table({"uid": ["u0", "u1"], "part": pa.array([0, 0], pa.int32()), "status": ["ok"] * 2,
+                      "url": [f"{server.url}/img/small.jpg", f"{server.url}/img/large.jpg"]})
+        run_schema = schema.run_schema({c: typ for s in steps for c, typ in s.writes.items()})
+        out = run_local(steps, schema.conform(t, run_schema), run_schema).to_pylist()
+    assert [(r["width"], r["height"]) for r in out] == [(64, 64)] * 2
+    assert [(r["orig_width"], r["orig_height"]) for r in out] == [(128, 128), (256, 256)]
+    assert [r["status"] for r in out] == ["dropped", "ok"] and out[0]["dup_of"] == "u1"
+
+
+def test_keep_largest_falls_back_to_the_stored_size_without_an_original():
+    """Rows that only know their stored size (orig_* null, or no such columns at all) rank by width x height."""
+    im = _synthetic(1, seed=3)[0]
+    t = _table([_enc(im, 95), _enc(im.resize((256, 256)), 90)])
+    t = t.append_column("width", pa.array([128, 256], pa.int32())).append_column(
+        "height", pa.array([128, 256], pa.int32()))
+    assert original_pixels(t).tolist() == [128 * 128, 256 * 256]
+    t = t.append_column("orig_width", pa.array([None, 256], pa.int32())).append_column(
+        "orig_height", pa.array([None, 256], pa.int32()))
+    assert original_pixels(t).tolist() == [128 * 128, 256 * 256]
+    job = PHashDedup(keep="largest")
+    out = apply_decisions(t, job, run_job_local(job, t)).to_pylist()
+    assert [r["status"] for r in out] == ["dropped", "ok"] and out[0]["dup_of"] == "u00001"
