@@ -147,24 +147,11 @@ class RowChunks:
         return pa.chunked_array([self.chunks[c].pop(name) for c in range(len(self.left))], self.types[name])
 
 
-@register
-class Download(Stage):
-    """Fetch each row's url with img2dataset's downloader, decode (curate.images), resize, record bytes, sizes, sha256."""
+class ImageFetch(Stage):
+    """The settings and fetch/decode/resize machinery `download` and `doc_download` share (not a stage).
 
-    name: ClassVar[str] = "download"
-    reads: ClassVar[tuple[str, ...]] = ("url",)
-    writes: ClassVar[dict[str, pa.DataType]] = {
-        "image": pa.binary(),
-        "image_format": pa.string(),
-        "width": pa.int32(),
-        "height": pa.int32(),
-        "orig_width": pa.int32(),
-        "orig_height": pa.int32(),
-        "sha256": pa.string(),  # of the bytes as downloaded, before resizing
-    }
-    reasons: ClassVar[dict[str, str]] = {
-        **errors.REASONS, **IMAGE_REASONS,
-        "download_hash_mismatch": "the downloaded bytes do not match the input's hash (download.verify_hash)"}
+    Why a base of its own: settings only one of them applies (download's verify_hash) live on that stage,
+    so the other cannot be given a setting it would ignore."""
 
     image_size: int = Field(256, ge=8, le=8192)  # px: short side (keep_ratio, center_crop), long side (others)
     resize_mode: Literal[  # center_crop / border: square (crop / white pad); keep_ratio*: aspect kept; no: size kept
@@ -185,10 +172,6 @@ class Download(Stage):
     max_pixels: int = Field(images.DEFAULT_MAX_PIXELS, ge=64, le=images.PIL_HARD_LIMIT,
                             description="refuse images whose header declares more pixels (image_too_many_pixels), "
                             "before decoding; also the pixels decoded at once per worker")
-    # like img2dataset's verify_hash: check the downloaded bytes against an input column of hex digests
-    # (an input `sha256` column is kept as input_sha256, since this stage writes its own sha256)
-    verify_hash: Literal["sha256"] | None = None  # sha256: fail rows whose bytes differ from hash_col (download only)
-    hash_col: str = "input_sha256"  # input column of expected hex digests for verify_hash
 
     def _resizer(self) -> Resize:
         from curate.download._i2d import Resizer, ResizeMode
@@ -243,6 +226,31 @@ class Download(Stage):
                 yield key, (data.reason, str(data))
                 continue
             yield key, self.decode_resize(data, resize, budget)
+
+
+@register
+class Download(ImageFetch):
+    """Fetch each row's url with img2dataset's downloader, decode (curate.images), resize, record bytes, sizes, sha256."""
+
+    name: ClassVar[str] = "download"
+    reads: ClassVar[tuple[str, ...]] = ("url",)
+    writes: ClassVar[dict[str, pa.DataType]] = {
+        "image": pa.binary(),
+        "image_format": pa.string(),
+        "width": pa.int32(),
+        "height": pa.int32(),
+        "orig_width": pa.int32(),
+        "orig_height": pa.int32(),
+        "sha256": pa.string(),  # of the bytes as downloaded, before resizing
+    }
+    reasons: ClassVar[dict[str, str]] = {
+        **errors.REASONS, **IMAGE_REASONS,
+        "download_hash_mismatch": "the downloaded bytes do not match the input's hash (download.verify_hash)"}
+
+    # like img2dataset's verify_hash: check the downloaded bytes against an input column of hex digests
+    # (an input `sha256` column is kept as input_sha256, since this stage writes its own sha256)
+    verify_hash: Literal["sha256"] | None = None  # sha256: fail rows whose bytes differ from hash_col
+    hash_col: str = "input_sha256"  # input column of expected hex digests for verify_hash
 
     def _expected_hashes(self, table: pa.Table) -> list | None:
         if self.verify_hash is None:

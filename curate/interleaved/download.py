@@ -14,17 +14,17 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from curate import schema
 from curate.download import urls as urlfmt
-from curate.download.image import Download
+from curate.download.image import ImageFetch
 from curate.interleaved import _doc
 from curate.stage import register
 
 
 @register
-class DocDownload(Download):
+class DocDownload(ImageFetch):
     """Download and resize the images of each document; per-image status inside the row."""
 
     name: ClassVar[str] = "doc_download"
@@ -37,6 +37,22 @@ class DocDownload(Download):
     on_all_failed: Literal["keep", "drop"] = "keep"  # a document with no image left: keep it text-only, or drop it
     max_data_url_bytes: int = Field(1_000_000, ge=0)  # longer data: URLs (chars) fail; 0 refuses all
     max_images_per_doc: int = Field(10_000, ge=0, le=1_000_000)  # later images: image_over_cap, not fetched
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_verify_hash(cls, data):
+        """`verify_hash`/`hash_col` are not settings here: interleaved inputs (OBELICS/MINT records, HTML,
+        WARC) carry no per-image hash to check against. Earlier versions accepted them and did nothing, and
+        saved them at their defaults in every run's recipe.yaml; those values are dropped so such a run still
+        resumes, any other value is refused."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key, unset in (("verify_hash", None), ("hash_col", "input_sha256")):
+            if key in data and data.pop(key) != unset:
+                raise ValueError(f"doc_download has no {key} setting: documents carry no per-image hash to "
+                                 "check (download.verify_hash checks image-text rows)")
+        return data
 
     def process(self, table: pa.Table) -> pa.Table:
         n = table.num_rows

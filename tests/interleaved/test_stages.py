@@ -77,6 +77,26 @@ def test_doc_download_records_per_image_status(served):
     assert (out.column("status")[1].as_py(), out.column("reason")[1].as_py()) == ("dropped", "doc_all_images_failed")
 
 
+def test_doc_download_has_no_hash_check_to_set():
+    """Documents carry no per-image hash, so doc_download has no verify_hash/hash_col (it used to inherit them
+    from download and ignore them): setting one is a one-line recipe error. The defaults older versions saved
+    in every run's recipe.yaml still load, and are not written back."""
+    from curate.recipe import RecipeError, build_recipe
+
+    def recipe(cfg):
+        return {"name": "t", "modality": "interleaved", "input": {"path": "x"}, "output": {"path": "y"},
+                "stages": [{"parse_documents": {}}, {"doc_download": cfg}]}
+
+    assert "verify_hash" not in DocDownload.model_fields and "hash_col" not in DocDownload.model_fields
+    for cfg in ({"verify_hash": "sha256"}, {"hash_col": "image_sha256"}):
+        with pytest.raises(RecipeError, match="doc_download has no (verify_hash|hash_col) setting") as err:
+            build_recipe(recipe(cfg))
+        assert "\n" not in str(err.value)
+    saved = build_recipe(recipe({"verify_hash": None, "hash_col": "input_sha256", "timeout_s": 5}))
+    assert saved.to_dict()["stages"][1]["doc_download"]["timeout_s"] == 5
+    assert "verify_hash" not in saved.to_dict()["stages"][1]["doc_download"]
+
+
 def test_doc_image_dedup_across_and_within_documents(served):
     server, _ = served
     base = f"{server.url}/img/images"
