@@ -268,6 +268,7 @@ class EndpointCaptioner(Captioner):
     A request that still fails after the client's retries gives no caption and flag
     `endpoint_<reason>` (http_error, rate_limited, timeout, ...); the sample itself is not dropped.
     The chat API does not report tokens, so `tokens` counts words and `truncated` is not detected.
+    `seed` goes into every request (OpenAI's `seed` parameter) and seeds the retry delays.
     """
 
     def __init__(self, url: str, model: str, prompt: str = "Describe this image in one sentence.",
@@ -310,7 +311,9 @@ class EndpointCaptioner(Captioner):
         from curate.endpoint.client import ChatRequest
         from curate.endpoint.images import user_message
 
-        params = {"max_tokens": self.max_tokens, "temperature": self.temperature}
+        # OpenAI's `seed`: a server that honours it samples the same caption for the same image and settings
+        # on every run (the client's retry jitter is seeded with it too)
+        params = {"max_tokens": self.max_tokens, "temperature": self.temperature, "seed": self.seed}
         return self.client.chat_many([ChatRequest([user_message(self.prompt, [b])], None, params) for b in inputs])
 
     def decode(self, inputs, output) -> list[Caption]:

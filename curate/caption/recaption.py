@@ -79,7 +79,7 @@ class Recaption(Stage):
     on_truncated: Literal["keep", "drop"] = "drop"  # keep the cut-off text, or leave recaption null
     device: str = "auto"  # auto: cuda when visible, else cpu
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # GPU dtype (auto: bf16 or fp16); CPU always fp32
-    seed: int = 0  # torch seed for top_p sampling (coca, transformers)
+    seed: int = 0  # top_p sampling seed: torch (coca, transformers); endpoint: the request's `seed`, and retry delays
     trust_remote_code: bool = False  # transformers: run code shipped with the model repo
     # endpoint backend: an OpenAI-compatible server (`model` is the served name)
     # `base_url`, as in mllm_score and fuse_captions; `url` (the earlier name) is still accepted

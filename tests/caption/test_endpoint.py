@@ -38,6 +38,23 @@ def test_endpoint_captions_every_row_and_sends_the_prompt(server):
     assert out.column("text").to_pylist() == ["a", "IMG_1.jpg", "c"]
 
 
+def test_endpoint_sends_the_seed_in_every_request(server):
+    """`seed` reaches the server as OpenAI's `seed` parameter, with the sampling settings it goes with, so a
+    sampling endpoint that honours it gives the same captions on every run."""
+    for seed in (7, 123):
+        server.reset()
+        Recaption(backend="endpoint", url=server.url, model="m", decoding="top_p", temperature=0.8, seed=seed,
+                  max_tokens=20, retries=0).process(image_table(["a", "b"]))
+        assert server.params == [{"model": "m", "max_tokens": 20, "temperature": 0.8, "seed": seed}] * 2
+
+
+    def delays(seed):  # the retry jitter the same seed gives: the same delays in every run
+        client = Recaption(backend="endpoint", url=server.url, model="m", seed=seed).make_captioner().load().client
+        return [client._backoff(a, None) for a in range(4)]
+
+    assert delays(7) == delays(7) != delays(123)
+
+
 def test_endpoint_failure_is_a_flag_not_a_drop(server):
     server.reset()
     server.behave = lambda n, text: ("status", 500) if n == 2 else ("ok",)

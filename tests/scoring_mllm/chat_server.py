@@ -35,6 +35,7 @@ class ChatServer:
         self.max_in_flight = 0
         self.texts: Counter = Counter()
         self.images: list[bytes] = []
+        self.params: list[dict] = []  # each request's body without its messages (sampling settings, seed)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -44,6 +45,7 @@ class ChatServer:
             self.requests = self.in_flight = self.max_in_flight = 0
             self.texts.clear()
             self.images.clear()
+            self.params.clear()
         self.behave = lambda n, text: ("ok",)
 
     # -- the handler --------------------------------------------------------------------------------------
@@ -62,6 +64,7 @@ class ChatServer:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self.texts[text] += 1
+            self.params.append({k: v for k, v in body.items() if k != "messages"})
             if urls:
                 self.images.append(image)
         try:
