@@ -65,3 +65,39 @@ def bounded_crash_retries(retries: int = CRASH_RETRIES):
     finally:
         tasks.cached_remote_fn = original_fn
         actor_op._apply_default_remote_args = original_defaults
+
+
+# The notices Ray's driver prints (through its GCS error listener, as "(raylet) ...") for each worker death
+# and each retry it causes: several lines apiece, and routine now that a crashing row fails alone.
+DEATH_NOTICES = ("A worker died or was killed while executing a task", "retries remaining, so the task will be retried")
+
+
+@contextmanager
+def quiet_death_notices():
+    """Within the block, Ray's worker-death and retry notices go to curate's log at debug level (`-v` shows
+    them) instead of the terminal; every other Ray notice (an unschedulable resource request, say) is
+    printed as before. Ray's listener thread looks `print_to_stdstream` up in its module on each message,
+    so replacing that name reaches it; if a Ray release moves it, the notices are printed as before."""
+    try:
+        from ray._private import worker
+    except ImportError:
+        yield
+        return
+    original = getattr(worker, "print_to_stdstream", None)
+    if original is None:
+        yield
+        return
+
+    def print_to_stdstream(data, *args, **kwargs):
+        lines = data.get("lines") or []
+        if data.get("pid") == "raylet" and lines and all(any(n in ln for n in DEATH_NOTICES) for ln in lines):
+            for ln in lines:
+                log.debug("ray: %s", ln)
+            return None
+        return original(data, *args, **kwargs)
+
+    worker.print_to_stdstream = print_to_stdstream
+    try:
+        yield
+    finally:
+        worker.print_to_stdstream = original

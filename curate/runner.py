@@ -488,7 +488,9 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
     # a lean local Ray: Ray Data's stats and autoscaling-coordinator actors stay in this process
     session = _own_session_dir(ray) if started and not address else None
     ok = False
-    with lean_ray.data_in_driver() if lean else contextlib.nullcontext(), ray_crash.bounded_crash_retries(crash_retries):
+    quiet = contextlib.nullcontext() if progress.ray_verbose() else ray_crash.quiet_death_notices()
+    with lean_ray.data_in_driver() if lean else contextlib.nullcontext(), \
+            ray_crash.bounded_crash_retries(crash_retries), quiet:
         try:
             yield ray
             ok = True
