@@ -1,9 +1,10 @@
 """curate.crash_isolation without Ray: a marker names the rows of a stage call while it runs and goes when
 the call returns or raises; one left by a process that died makes the next try split that range, down to
-the row that fails alone as `stage_crashed`. (A real process dies here, via os._exit, as a segfault would;
-the end-to-end runs through Ray are in test_worker_crash.py.)"""
+the row that fails alone as `stage_crashed`. (A real process dies here, of a real segmentation fault:
+ctypes reading address 0; the end-to-end runs through Ray are in test_worker_crash.py.)"""
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from curate.stage import Annotations, Stage
 
 
 class Seen(Stage):
-    """Records the texts of every call; kills the process on `die` when DIE is set (a child process only)."""
+    """Records the texts of every call; segfaults on `die` when DIE is set (a child process only)."""
 
     name: ClassVar[str] = "test_seen"
     calls: ClassVar[list[list[str]]] = []
@@ -29,7 +30,7 @@ class Seen(Stage):
         texts = active.column("text").to_pylist()
         type(self).calls.append(texts)
         if "die" in texts and os.environ.get("DIE"):
-            os._exit(139)
+            ctypes.string_at(0)  # SIGSEGV
         if "raise" in texts:
             raise ValueError("a Python error, not a crash")
         return Annotations()
@@ -57,7 +58,8 @@ CHILD = textwrap.dedent("""
 def _try_in_child(folder) -> int:
     """One try of the part in a fresh process (as Ray retries it in a new worker): its exit code."""
     code = CHILD.format(here=os.path.dirname(__file__), folder=str(folder))
-    return subprocess.run([sys.executable, "-c", code], env={**os.environ, "DIE": "1"}).returncode
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, "DIE": "1"},
+                          capture_output=True).returncode  # (Python's fault handler prints to stderr)
 
 
 def test_markers_go_when_a_call_returns_or_raises(tmp_path):
@@ -75,7 +77,7 @@ def test_a_row_that_kills_the_process_is_narrowed_down_over_tries_and_fails_alon
         if codes[-1] == 0:
             break
     # 8 rows: the whole part died, then [4, 8), [4, 6), [5, 6); the 5th try skips row 5 and lives
-    assert codes == [139, 139, 139, 139, 0], codes
+    assert codes == [-11, -11, -11, -11, 0], codes  # killed by SIGSEGV four times
     Seen.calls.clear()
     with watching(CrashWatch(tmp_path, "0-test_seen")):  # what the 5th try did, in this process
         out = Seen().run(_table(TEXTS))
@@ -87,7 +89,7 @@ def test_a_row_that_kills_the_process_is_narrowed_down_over_tries_and_fails_alon
 
 def test_markers_of_another_stage_or_of_rows_no_longer_in_play_are_ignored(tmp_path):
     for _ in range(2):
-        assert _try_in_child(tmp_path) == 139
+        assert _try_in_child(tmp_path) == -11
     Seen.calls.clear()
     with watching(CrashWatch(tmp_path, "1-test_seen")):  # the same stage at another position: not its markers
         Seen().run(_table(["a", "b"]))
@@ -108,14 +110,14 @@ def test_without_a_watch_nothing_is_written(tmp_path, monkeypatch):
 
 def test_a_model_load_that_keeps_killing_its_process_is_refused(tmp_path):
     code = textwrap.dedent(f"""
-        import os
+        import ctypes
         from pathlib import Path
         from curate.crash_isolation import setup_guard
         with setup_guard(Path({str(tmp_path)!r}), "2-model", "model"):
-            os._exit(139)
+            ctypes.string_at(0)  # SIGSEGV while loading
     """)
     for _ in range(2):
-        assert subprocess.run([sys.executable, "-c", code]).returncode == 139
+        assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == -11
     with pytest.raises(ModelLoadError, match="died while setting up .* 2 times"):
         with setup_guard(tmp_path, "2-model", "model"):
             pass

@@ -2,8 +2,8 @@
 `failed/stage_crashed`, and the rest of its part and the run go on; before, it stopped the whole run (and,
 before that, Ray Data's infinite retries hung it at 75%). A stage that kills its process on every row, or a
 model load that does, stops the run in one line instead of retrying forever. Tested on a task stage and on
-a model (actor) stage. (The crash is os._exit in a test stage: a real segfault kills the process the same
-way, and cannot be produced on purpose portably.)"""
+a model (actor) stage. The crash is a real segmentation fault (ctypes reading address 0), as a bug in a
+native decoder or model would cause."""
 from __future__ import annotations
 
 import json
@@ -19,7 +19,7 @@ import pytest
 from tests.hostile.server import hostile_server  # noqa: F401 - a fixture
 
 STAGE = '''
-import os
+import ctypes
 from typing import ClassVar
 from curate.stage import Annotations, Stage
 
@@ -29,10 +29,10 @@ class CrashOn(Stage):
     uses_model: ClassVar[bool] = USES_MODEL  # True: runs on an actor pool (a model stage), False: tasks
     def setup(self):
         if SETUP_DIES:
-            os._exit(139)
+            ctypes.string_at(0)  # SIGSEGV
     def annotate(self, active):
         if any("WORD" in (t or "") for t in active.column("text").to_pylist()):
-            os._exit(139)
+            ctypes.string_at(0)  # SIGSEGV
         return Annotations()
 '''
 
