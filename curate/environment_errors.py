@@ -35,13 +35,12 @@ _RAY_CAUSES = {
                       "folder (/tmp/ray) and of the --output, and run again",
     "OutOfMemoryError": "a Ray worker ran out of memory and was killed: lower output.samples_per_shard or a "
                         "stage's concurrency, or give the machine more memory",
-    "WorkerCrashedError": "a worker process died on every try of the same part (1 + ray.crash_retries tries; "
-                          "a native crash in a decoder or model on many of its rows, or the machine killed it): "
-                          "committed parts are kept; run with -v to see the worker's log, fix or remove the "
-                          "stage, then --resume",
-    "ActorDiedError": "a model worker process died on every try of the same part (1 + ray.crash_retries tries; "
-                      "a native crash on many of its rows, or the machine killed it): committed parts are "
-                      "kept; run with -v to see its log, then --resume",
+    "WorkerCrashedError": "a worker process died on the same part on every try, outside the rows of any stage "
+                          "call (reading or writing the part, or the machine killing it, e.g. the OOM killer): "
+                          "committed parts are kept; run with -v to see the worker's log, then --resume",
+    "ActorDiedError": "a model worker process died on the same part on every try, outside the rows of any "
+                      "stage call (or the machine killed it, e.g. the OOM killer): committed parts are kept; run "
+                      "with -v to see its log, then --resume",
 }
 
 

@@ -9,8 +9,8 @@ fuses consecutive operators only when their remote args are equal, and task and 
 share these keys (an actor takes no max_retries, a task no max_restarts), so the download tasks would stop
 fusing into the model actor, and on a small node the actors would hold every CPU while the tasks waited
 (a deadlock a capfilt test ran into). So, for the length of a session, Ray Data's two defaults are changed
-where they are applied (after fusion): a map task's remote function gets `retries` (the recipe's
-`ray.crash_retries`), and an actor pool's tasks get `retries` task retries. Actor restarts stay unbounded:
+where they are applied (after fusion): a map task's remote function gets `retries` (`retries_for` the
+recipe's `ray.max_part_crashes`), and an actor pool's tasks get `retries` task retries. Actor restarts stay unbounded:
 every death on a row costs a restart, across all the parts an actor serves; a model load that keeps
 killing its process is stopped by crash_isolation.setup_guard instead. An operator that sets its own keys
 keeps them. If a Ray release moves either name, the session runs with Ray's defaults (logged at debug).
@@ -22,7 +22,17 @@ from contextlib import contextmanager
 
 log = logging.getLogger("curate")
 
-CRASH_RETRIES = 24  # further tries of a part whose worker process died (then the run stops, one line)
+CRASH_RETRIES = 2  # further tries of a part whose worker process died, where no recipe says otherwise
+
+
+def retries_for(max_part_crashes: int) -> int:
+    """Ray's retries of a part, for a recipe allowing `max_part_crashes` deaths of a stage on one part.
+
+    crash_isolation counts a stage's own deaths on a part and stops the run at that bound. Ray's count is
+    higher because it also counts deaths that were not the part's: the task queued behind a dying actor is
+    retried too (Ray Data keeps two tasks in flight per actor). It stays finite for deaths outside any
+    stage call (reading or committing the part), which no marker records."""
+    return 2 * max_part_crashes + 4
 
 
 def _targets():

@@ -155,10 +155,10 @@ class RayConfig(_Strict):
     # jobs over at most this many rows run in the driver (a Ray shuffle costs seconds of start-up);
     # larger ones run as a distributed group-by so no process holds the whole corpus
     job_local_max_rows: int = Field(100_000, ge=0)
-    # a part whose worker process died (a native crash on some row, the OOM killer) is tried this many more
-    # times; between tries the rows whose stage call killed it are narrowed down and fail alone
-    # (`stage_crashed`), about log2(part rows) + 1 deaths per such row. Past it the run stops (one line).
-    crash_retries: int = Field(24, ge=0, le=1000)
+    # deaths of a stage's worker process on one part (a native crash on some row, the OOM killer) before the
+    # run stops: between tries the rows whose call killed it are narrowed down and fail alone
+    # (`stage_crashed`), at about log2(part rows) + 1 deaths per such row (curate/crash_isolation.py)
+    max_part_crashes: int = Field(48, ge=1, le=1000)
     # near-dup jobs on Ray: connected components in one worker task while the edge list has at most this
     # many edges (the numpy pointer-jumping pass takes seconds for millions of edges; ~100 bytes per edge),
     # else as distributed large-star/small-star shuffle rounds, whose memory per worker is one bucket

@@ -95,9 +95,12 @@ class _CrashSite:
     root: str
     seg: int
     key: str  # the stage's position and name: a recipe may repeat a stage
+    stage: str
+    limit: int  # ray.max_part_crashes
 
     def watch(self, k: int) -> crash_isolation.CrashWatch:
-        return crash_isolation.CrashWatch(RunDir(self.root).crash_dir(self.seg, k), self.key)
+        return crash_isolation.CrashWatch(RunDir(self.root).crash_dir(self.seg, k), self.key,
+                                          f"stage {self.stage} on part {k}", self.limit)
 
     def setup(self, what: str):
         return crash_isolation.setup_guard(RunDir(self.root).crash_dir(self.seg), self.key, what)
@@ -144,6 +147,19 @@ def _setup_error(err: BaseException) -> str | None:
         if isinstance(e, ModelLoadError):
             return str(e).splitlines()[0]
     m = re.search(r"ModelLoadError: ([^\n]+)", str(err))  # Ray may carry only the remote traceback's text
+    return m.group(1) if m else None
+
+
+def _crash_loop(err: BaseException) -> str | None:
+    """The one-line message of a StageCrashLoop that Ray wrapped (RayTaskError), if any."""
+    import re
+
+    from curate.environment_errors import chain
+
+    for e in chain(err):
+        if isinstance(e, crash_isolation.StageCrashLoop):
+            return str(e).splitlines()[0]
+    m = re.search(r"StageCrashLoop: ([^\n]+)", str(err))  # Ray may carry only the remote traceback's text
     return m.group(1) if m else None
 
 
@@ -904,7 +920,7 @@ class Runner:
         if self._in_process(manifest):
             return nullcontext(None)
         return ray_session(self.ray_address, self.recipe.ray.num_cpus, self.recipe.ray.object_store_memory_mb,
-                           self.runtime_env, self.recipe.ray.crash_retries)
+                           self.runtime_env, ray_crash.retries_for(self.recipe.ray.max_part_crashes))
 
     def _execute(self, manifest: Manifest) -> Manifest:
         run = self.run
@@ -940,9 +956,12 @@ class Runner:
                     self._run_segment(ray, s, seg, final, parts, run_schema, manifest)
                 except Exception as err:  # a stage's setup failing inside a Ray worker (a model that won't load)
                     setup = _setup_error(err)
-                    if setup is None:
-                        raise
-                    raise StageSetupError(setup) from None
+                    if setup is not None:
+                        raise StageSetupError(setup) from None
+                    loop = _crash_loop(err)  # a stage that kills its worker on most rows
+                    if loop is not None:
+                        raise RunError(loop) from None
+                    raise
                 manifest.add_timing(f"segment{s}", time.time() - t0)
                 if not final:
                     t0 = time.time()
@@ -1050,7 +1069,7 @@ class Runner:
             ds = ray.data.from_items([{"part": k} for k in pending], override_num_blocks=len(pending))
             ds = ds.map_batches(_load_parts, batch_size=None, batch_format="pyarrow", fn_kwargs=load)
             for i, stage in zip(seg, stages):
-                site = _CrashSite(str(run.root), s, f"{i}-{stage.name}")
+                site = _CrashSite(str(run.root), s, f"{i}-{stage.name}", stage.name, self.recipe.ray.max_part_crashes)
                 ds = self._map_stage(ray, ds, stage, self.recipe.scheduling[i], run_schema, self._sink, site)
             rows = ds.map_batches(_commit_parts, batch_size=None, batch_format="pyarrow", fn_kwargs=commit).iter_rows()
         done = total - len(pending)

@@ -157,8 +157,9 @@ def isolate(n: int, call, fail, budget: int, name: str = "", uids: list[str] | N
     order. NOT_A_ROW_FAULT errors are raised, never isolated.
     """
     watch = crash_isolation.current() if uids is not None else None
+    suspect = None
     if watch is not None:
-        call = watch.guard(call, uids)
+        call, suspect = watch.guard(call, uids)
     pieces, todo, calls, alone, first, passed = [], [(0, n, None)], 0, [], "", 0
     while todo:
         lo, hi, parent_err = todo.pop()
@@ -178,7 +179,10 @@ def isolate(n: int, call, fail, budget: int, name: str = "", uids: list[str] | N
                 pieces.append((lo, hi, fail(lo, hi, err, crash_isolation.STAGE_CRASHED if crashed else STAGE_ERROR)))
             else:
                 mid = (lo + hi) // 2
-                todo += [(mid, hi, err), (lo, mid, err)]  # left half first
+                halves = [(mid, hi, err), (lo, mid, err)]  # left half first
+                if suspect is not None and suspect(lo, mid) and not suspect(mid, hi):
+                    halves.reverse()  # the half without a range that died runs first: its rows pass before a death
+                todo += halves
             if parent_err is None:
                 first = error_line(err)
     if calls > 1:

@@ -5,6 +5,7 @@ ctypes reading address 0; the end-to-end runs through Ray are in test_worker_cra
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from curate import crash_isolation, schema
-from curate.crash_isolation import CrashWatch, setup_guard, watching
+from curate.crash_isolation import CrashWatch, StageCrashLoop, setup_guard, watching
 from curate.models.clip import ModelLoadError
 from curate.stage import Annotations, Stage
 
@@ -84,7 +85,8 @@ def test_a_row_that_kills_the_process_is_narrowed_down_over_tries_and_fails_alon
     assert out.column("reason").to_pylist() == [None] * 5 + ["stage_crashed", None, None]
     assert "worker process died" in out.column("error")[5].as_py()
     assert ["die"] not in Seen.calls and sum(len(c) for c in Seen.calls) == 7  # every other row was called once
-    assert len(list(tmp_path.iterdir())) == 4  # the four deaths' markers; this try's own markers are gone
+    assert len(list(tmp_path.glob("*.range.json"))) == 4  # the four deaths' markers; this try's calls all returned
+    assert list(tmp_path.glob("*.passed.json"))  # after a death, calls that return leave evidence for the next try
 
 
 def test_markers_of_another_stage_or_of_rows_no_longer_in_play_are_ignored(tmp_path):
@@ -100,6 +102,21 @@ def test_markers_of_another_stage_or_of_rows_no_longer_in_play_are_ignored(tmp_p
     # the first death's range still holds these four, so they are not called together; the [4, 8) death's
     # rows are gone, so nothing narrows further
     assert Seen.calls == [TEXTS[:2], TEXTS[2:4]]
+
+
+def test_two_rows_dying_alone_with_none_passing_stop_the_part(tmp_path):
+    """The evidence rule: the stage, not the rows, is failing (as `isolate` decides for exceptions)."""
+    watch = CrashWatch(tmp_path, "0-test_seen", "stage test_seen on part 0")
+    for uid in ("u0", "u1"):  # two deaths of single rows, as a stage dying on every row leaves them
+        (tmp_path / f"0-test_seen.{uid}.range.json").write_text(json.dumps([uid]))
+    watch = CrashWatch(tmp_path, "0-test_seen", "stage test_seen on part 0")
+    with pytest.raises(StageCrashLoop, match="stage test_seen on part 0: the worker process died on 2 rows alone "
+                                             "while 0 passed"):
+        watch.guard(lambda lo, hi: None, ["u0", "u1", "u2", "u3"])
+    (tmp_path / "0-test_seen.p.passed.json").write_text(json.dumps(["u2", "u3"]))  # two rows passed: go on
+    CrashWatch(tmp_path, "0-test_seen").guard(lambda lo, hi: None, ["u0", "u1", "u2", "u3"])
+    with pytest.raises(StageCrashLoop, match=r"died 2 times \(ray.max_part_crashes\)"):  # the hard bound
+        CrashWatch(tmp_path, "0-test_seen", limit=2).guard(lambda lo, hi: None, ["u0", "u1", "u2", "u3"])
 
 
 def test_without_a_watch_nothing_is_written(tmp_path, monkeypatch):
