@@ -147,7 +147,9 @@ def bench_clip(s: dict, device: str, threads: list[int], blobs: list[bytes], tex
 
     n, bs, reps = len(blobs), s["clip_bs"], s["repeats"]
     table, run_schema = part_table(blobs, texts)
-    base = ClipScore(model=s["clip_model"], device=device, batch_size=bs, decode_threads=max(threads))
+    # random_init (here and below): a speed bench, the weights do not change the work (and nothing is downloaded)
+    base = ClipScore(model=s["clip_model"], random_init=True, device=device, batch_size=bs,
+                     decode_threads=max(threads))
     base.setup()
     clip = base._clip
     out: dict = {"model": s["clip_model"], "device": clip.device, "dtype": str(clip.dtype), "n": n, "batch_size": bs,
@@ -178,8 +180,8 @@ def bench_clip(s: dict, device: str, threads: list[int], blobs: list[bytes], tex
     split = split_preprocess(clip.preprocess)
     scores = {}
     for nthreads, dev_pre in [(k, True) for k in threads] + [(max(threads), False)]:
-        stage = ClipScore(model=s["clip_model"], device=device, batch_size=bs, decode_threads=nthreads,
-                          device_preprocess=dev_pre)
+        stage = ClipScore(model=s["clip_model"], random_init=True, device=device, batch_size=bs,
+                          decode_threads=nthreads, device_preprocess=dev_pre)
         stage._clip = clip  # the loaded model, shared: one load for all variants
         actor = _StageActor(stage, run_schema)
         res = {}
@@ -200,7 +202,8 @@ def bench_clip(s: dict, device: str, threads: list[int], blobs: list[bytes], tex
     # decode + preprocess + tokenise in worker processes (uint8 pixels, normalised on the device); the most
     # processes also with resize: torch (the resize as torch uint8 ops: about a third of PIL's host cost)
     for p, resize in [(p, "pil") for p in procs] + [(max(procs), "torch")] * bool(procs):
-        stage = ClipScore(model=s["clip_model"], device=device, batch_size=bs, decode_processes=p, resize=resize)
+        stage = ClipScore(model=s["clip_model"], random_init=True, device=device, batch_size=bs,
+                          decode_processes=p, resize=resize)
         stage._clip = clip
         actor = _StageActor(stage, run_schema)
         res = {}

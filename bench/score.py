@@ -62,7 +62,8 @@ def bench_model(name: str, n: int, bs: int, size: int, repeats: int, threads: in
     torch.set_num_threads(threads)
     blobs, texts = corpus(n, size)
     table, run_schema = part_table(blobs, texts)
-    stage = ClipScore(model=name, device="auto", batch_size=bs, decode_threads=decode_threads)
+    # random_init: a speed bench, the weights do not change the work (and nothing is downloaded)
+    stage = ClipScore(model=name, random_init=True, device="auto", batch_size=bs, decode_threads=decode_threads)
     actor = _StageActor(stage, run_schema)  # loads the model once, as a Ray actor does
     clip = stage._clip
     # model-only input: every batch decoded, preprocessed and tokenised up front

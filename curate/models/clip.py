@@ -149,16 +149,17 @@ def resolve_model_name(model: str | None, pretrained: str | None, checkpoint: st
 
 
 def check_weights(stage: str, model: str | None, pretrained: str | None, checkpoint: str | None,
-                  random_init: bool = False) -> str:
+                  random_init: bool = False, checkpoint_hint: str = "") -> str:
     """Recipe-time check of a scoring stage's CLIP settings: `resolve_model_name`, and weights given.
 
     Why: open_clip builds a model with random weights when neither `pretrained` nor `checkpoint` is set,
     and a stage scoring with it makes keep/drop decisions from noise without any sign of it. Such a model
     is only accepted with `random_init: true` (tests and demos). Raises ModelLoadError (one line).
+    `checkpoint_hint` is appended to the missing-checkpoint message (see `resolve_model_name`).
     """
     name = resolve_model_name(model, pretrained, checkpoint,
                               missing=f"{stage} needs `model` (an open_clip name) or `checkpoint`",
-                              setting=f"{stage}.checkpoint")
+                              checkpoint_hint=checkpoint_hint, setting=f"{stage}.checkpoint")
     if not pretrained and not checkpoint and not random_init:
         raise ModelLoadError(f"{stage} has no weights for {name}: give `pretrained:` (an open_clip tag such as "
                              f"laion2b_s34b_b79k) or `checkpoint:` (e.g. from `curate train`); random weights "

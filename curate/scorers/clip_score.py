@@ -148,9 +148,10 @@ class ClipScore(Stage):
                          else {})})
     uses_model: ClassVar[bool] = True
 
-    model: str | None = None  # open_clip name (ViT-B-32, curate-tiny, ...); read from `checkpoint` if omitted
+    model: str | None = None  # open_clip name (ViT-B-32, curate-tiny, ...); read from `checkpoint` if omitted; else needs pretrained (or random_init: true)
     pretrained: str | None = None  # hub tag (laion2b_s34b_b79k, openai), loaded from the local hub cache
     checkpoint: str | None = None  # checkpoint file or URL (OUT/checkpoint.pt from `curate train`, s3://b/filter.pt)
+    random_init: bool = False  # true: allow no pretrained/checkpoint (random weights, noise scores): for tests and demos only
     device: str = "auto"  # auto: cuda when visible, else cpu
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # autocast on GPU; CPU always fp32
     batch_size: int = Field(256, ge=1)  # images per CLIP forward pass; lower it when GPU memory runs out
@@ -169,15 +170,15 @@ class ClipScore(Stage):
 
     @model_validator(mode="after")
     def _check_model(self):
-        """Fail at recipe load (one line, before any work) on a missing checkpoint or an unknown model/tag."""
-        from curate.models.clip import ModelLoadError, resolve_model_name
+        """Fail at recipe load (one line, before any work) on a missing checkpoint, an unknown model/tag, or no
+        weights at all: open_clip would build a random-init model, and every score, and every keep/drop
+        decision on it, would be noise."""
+        from curate.models.clip import ModelLoadError, check_weights
 
         try:
-            resolve_model_name(self.model, self.pretrained, self.checkpoint,
-                               missing="set model (an open_clip name) or checkpoint",
-                               checkpoint_hint=" (train one with `curate train` or examples/filter_bootstrap/"
-                                               "train_filter.py; `curate demo` builds the demo's)",
-                               setting=f"{self.name}.checkpoint")
+            check_weights(self.name, self.model, self.pretrained, self.checkpoint, self.random_init,
+                          checkpoint_hint=" (train one with `curate train` or examples/filter_bootstrap/"
+                                          "train_filter.py; `curate demo` builds the demo's)")
         except ModelLoadError as err:
             raise ValueError(str(err)) from None
         if self.embeddings and self.text_col == "recaption":

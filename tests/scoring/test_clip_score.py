@@ -3,6 +3,7 @@ embeddings stored unit-norm, config errors caught at recipe load."""
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -67,14 +68,53 @@ def test_batch_size_does_not_change_scores(tiny_ckpt):
 @pytest.mark.parametrize("cfg, msg", [
     ({"checkpoint": "/nonexistent/filter.pt"}, "checkpoint not found: /nonexistent/filter.pt"),
     ({"model": "ViT-Nope-99"}, "unknown open_clip model 'ViT-Nope-99'"),
-    ({}, "set model"),
+    ({}, "clip_score needs `model` (an open_clip name) or `checkpoint`"),
+    ({"model": "ViT-B-32"}, "clip_score has no weights for ViT-B-32: give `pretrained:`"),
+    ({"model": "curate-tiny", "pretrained": None, "checkpoint": None}, "clip_score has no weights for curate-tiny"),
     ({"model": "ViT-B-32", "pretrained": "no-such-tag"}, "no pretrained tag 'no-such-tag' for ViT-B-32"),
 ])
 def test_bad_model_is_a_recipe_error(cfg, msg):
-    with pytest.raises(RecipeError, match=msg.replace("(", r"\(")) as err:
+    with pytest.raises(RecipeError, match=re.escape(msg)) as err:
         build_recipe({"name": "t", "input": {"path": "x"}, "output": {"path": "y"},
                       "stages": [{"download": {}}, {"clip_score": cfg}]})
     assert "\n" not in str(err.value)
+
+
+def test_random_weights_only_when_opted_in():
+    """A model name alone builds a random-init model in open_clip: its scores, and the keep/drop decisions on
+    them, are noise. `random_init: true` is the explicit opt-in (tests, demos, speed benches); it skips only
+    the weights check, not the name and tag checks."""
+    recipe = {"name": "t", "input": {"path": "x"}, "output": {"path": "y"}, "stages": [{"download": {}}]}
+    ok = build_recipe({**recipe, "stages": [*recipe["stages"], {"clip_score": {"model": "curate-tiny", "random_init": True}}]})
+    assert ok.to_dict()["stages"][1]["clip_score"]["random_init"] is True
+    build_recipe({**recipe, "stages": [*recipe["stages"], {"clip_score": {"model": "ViT-B-32",
+                                                                          "pretrained": "laion2b_s34b_b79k"}}]})
+    with pytest.raises(RecipeError, match="unknown open_clip model 'ViT-Nope-99'"):
+        build_recipe({**recipe, "stages": [*recipe["stages"], {"clip_score": {"model": "ViT-Nope-99", "random_init": True}}]})
+    with pytest.raises(ValueError, match="has no weights for curate-tiny"):
+        ClipScore(model="curate-tiny", device="cpu")  # in code too, not only in recipes
+
+
+def test_resume_of_a_random_weight_run_is_refused_in_one_line(tmp_path, cli_inprocess):
+    """A run started before clip_score refused random weights saved `model` alone in its recipe.yaml (every
+    other setting resolved, no random_init). `curate run --resume` reads it back and stops in one line that
+    names what to add, before it touches the run."""
+    import yaml
+
+    out = tmp_path / "out"
+    out.mkdir()
+    rec = build_recipe({"name": "r", "input": {"path": str(tmp_path / "urls.csv")}, "output": {"path": str(out)},
+                        "stages": [{"download": {}}, {"clip_score": {"model": "ViT-B-32", "random_init": True}}]})
+    saved = rec.to_dict()
+    del saved["stages"][1]["clip_score"]["random_init"]  # as the older version wrote it
+    (out / "recipe.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    before = sorted(p.name for p in out.iterdir())
+    proc = cli_inprocess("run", "--resume", "-o", str(out))
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip()
+    assert line.count("\n") == 0 and "clip_score has no weights for ViT-B-32" in line, line
+    assert "`pretrained:`" in line and "`checkpoint:`" in line and "random_init: true" in line
+    assert sorted(p.name for p in out.iterdir()) == before
 
 
 def test_cli_one_line_error_before_any_work(tmp_path, cli_inprocess):
