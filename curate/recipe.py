@@ -360,7 +360,33 @@ def saved_recipe(path) -> dict[str, Any]:
         raise RecipeError(f"cannot read {path}: {err}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path} is not a recipe mapping")
-    return build_recipe(data, source=str(path)).to_dict()
+    return build_recipe(_random_init_as_run(data), source=str(path)).to_dict()
+
+
+def _random_init_as_run(data: dict) -> dict:
+    """A saved recipe with `random_init: true` set where the run used random weights before that setting existed.
+
+    Why: clip_score, doc_clip and keyframe_clip_score once scored with a random-init model, silently, when
+    given neither `pretrained` nor `checkpoint`; they now refuse that unless `random_init: true`. A run saved
+    by such a version has no `random_init` key, so its recipe.yaml would no longer read back, and a resume
+    given `--set STAGE.random_init=true` (what the refusal asks for) would be refused as "cannot be read by
+    this version". Here it means what that run did. Only the comparison reads this: `curate run --resume`
+    without the --set still loads recipe.yaml as a recipe and is refused, so the user opts in knowingly (or
+    gives weights, a changed setting, accepted only for a stage no row has reached)."""
+    entries = data.get("stages")
+    if not isinstance(entries, list):
+        return data
+    registry = load_builtin_steps()
+    out = []
+    for entry in entries:
+        if isinstance(entry, dict) and len(entry) == 1:
+            (name, cfg), = entry.items()
+            cls = registry.get(name) if isinstance(name, str) else None
+            if (cls is not None and "random_init" in cls.model_fields and isinstance(cfg, dict)
+                    and "random_init" not in cfg and not cfg.get("pretrained") and not cfg.get("checkpoint")):
+                entry = {name: {**cfg, "random_init": True}}
+        out.append(entry)
+    return {**data, "stages": out}
 
 
 def build_recipe(data: dict, source: str = "<dict>") -> Recipe:

@@ -209,3 +209,19 @@ def test_resume_accepts_a_saved_recipe_from_before_new_settings_and_refuses_a_ch
     run.recipe.write_text(yaml.safe_dump(saved))
     with pytest.raises(RunError, match="cannot be read by this version .*retired_setting"):
         Runner(build_recipe({**data, "stages": [{"download": {}}, {"image_size": {"min_side": 8}}]})).start(resume=True)
+
+
+def test_resume_of_a_run_from_before_random_init_takes_the_opt_in_and_refuses_new_weights(tmp_path, tiny_ckpt):
+    """clip_score once scored with random weights when given a model name alone, and saved no random_init.
+    Such a run reads back as the random_init: true it ran with, so a resume given `--set
+    clip_score.random_init=true` (what the load-time refusal asks for) finishes it; weights given now are a
+    changed setting of a stage rows went through, refused as any other."""
+    data, run = _finished_run(tmp_path)
+    data["stages"] = [{"download": {}}, {"clip_score": {"model": "curate-tiny", "random_init": True}}]
+    saved = build_recipe(data).to_dict()
+    del saved["stages"][1]["clip_score"]["random_init"]  # as the version before random_init wrote it
+    run.recipe.write_text(yaml.safe_dump(saved, sort_keys=False))
+    assert Runner(build_recipe(data)).start(resume=True).counts.rows == 1  # complete: returns before Ray
+    data["stages"][1] = {"clip_score": {"checkpoint": str(tiny_ckpt)}}
+    with pytest.raises(RunError, match="differs .*clip_score.*rows already went through clip_score"):
+        Runner(build_recipe(data)).start(resume=True)
