@@ -84,13 +84,14 @@ def test_random_weights_only_when_opted_in():
     """A model name alone builds a random-init model in open_clip: its scores, and the keep/drop decisions on
     them, are noise. `random_init: true` is the explicit opt-in (tests, demos, speed benches); it skips only
     the weights check, not the name and tag checks."""
-    recipe = {"name": "t", "input": {"path": "x"}, "output": {"path": "y"}, "stages": [{"download": {}}]}
-    ok = build_recipe({**recipe, "stages": [*recipe["stages"], {"clip_score": {"model": "curate-tiny", "random_init": True}}]})
-    assert ok.to_dict()["stages"][1]["clip_score"]["random_init"] is True
-    build_recipe({**recipe, "stages": [*recipe["stages"], {"clip_score": {"model": "ViT-B-32",
-                                                                          "pretrained": "laion2b_s34b_b79k"}}]})
+    def recipe(cfg: dict):
+        return build_recipe({"name": "t", "input": {"path": "x"}, "output": {"path": "y"},
+                             "stages": [{"download": {}}, {"clip_score": cfg}]})
+
+    assert recipe({"model": "curate-tiny", "random_init": True}).to_dict()["stages"][1]["clip_score"]["random_init"]
+    recipe({"model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"})  # checked, not downloaded
     with pytest.raises(RecipeError, match="unknown open_clip model 'ViT-Nope-99'"):
-        build_recipe({**recipe, "stages": [*recipe["stages"], {"clip_score": {"model": "ViT-Nope-99", "random_init": True}}]})
+        recipe({"model": "ViT-Nope-99", "random_init": True})
     with pytest.raises(ValueError, match="has no weights for curate-tiny"):
         ClipScore(model="curate-tiny", device="cpu")  # in code too, not only in recipes
 
