@@ -11,6 +11,7 @@ import json
 import tarfile
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -46,6 +47,47 @@ def _check_text(where: str, row: dict, members: dict[str, bytes], policy: str) -
     for ext in sorted(set(members) & set(sample_members.EXTRA_TEXT_MEMBERS.values()) - set(expect)):
         problems.append(f"{where}: .{ext} member, which caption_policy {policy} does not write")
     return problems
+
+
+class ShardRead(NamedTuple):
+    """One shard as validate reads it: its file members by key then extension, how many, its SHA-256 (None
+    when its bytes could not be read to the end) and the tar's error (None when it read whole)."""
+    members: dict[str, dict[str, bytes]]
+    count: int
+    digest: str | None
+    error: str | None
+
+
+def read_shard(path) -> ShardRead:
+    """Walk a shard's tar members and hash its bytes in the same single read.
+
+    The tar is read as a stream (tarfile's r|*), so every byte passes the hashing reader once, in order;
+    hashing it in a pass of its own read each shard twice, which on an object store is twice the requests
+    and the transfer. The digest is still taken when the tar breaks off, so a damaged shard is reported as
+    changed as well as unreadable."""
+    members: dict[str, dict[str, bytes]] = defaultdict(dict)
+    count, error = 0, None
+    try:
+        f = storage.as_path(path).open("rb")
+    except OSError as err:
+        return ShardRead(members, 0, None, str(err))
+    with f:
+        reader = checksums.HashingReader(f)
+        try:
+            with tarfile.open(fileobj=reader, mode="r|*") as tar:
+                for m in tar:
+                    if not m.isfile():
+                        continue
+                    key, _, ext = m.name.rsplit("/", 1)[-1].partition(".")
+                    members[key][ext] = tar.extractfile(m).read()
+                    count += 1
+        except (tarfile.TarError, OSError, EOFError) as err:
+            error = str(err)
+        try:
+            digest = reader.hexdigest()
+        except OSError:
+            digest = None
+    return ShardRead(members, count, digest, error)
 
 
 def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tuple[list[str], dict]:
@@ -98,22 +140,15 @@ def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tu
         problems.append(f"{shard}: listed in meta but missing")
     digests = run.shard_digests()
     for shard, path in tars.items():
-        if shard in digests and checksums.file_sha256(path) != digests[shard]:
+        read = read_shard(path)
+        if shard in digests and read.digest is not None and read.digest != digests[shard]:
             problems.append(f"{shard}: its bytes changed since it was written (SHA-256 differs from the one its "
                             "meta part recorded: bit rot, a partial copy or an edit)")
         expect = kept_by_shard.get(shard, {})
-        seen: dict[str, dict[str, bytes]] = defaultdict(dict)
-        try:
-            with storage.open_tar(path) as tar:
-                for m in tar:
-                    if not m.isfile():
-                        continue
-                    base = m.name.rsplit("/", 1)[-1]
-                    key, _, ext = base.partition(".")
-                    seen[key][ext] = tar.extractfile(m).read()
-                    stats["members"] += 1
-        except (tarfile.TarError, OSError, EOFError) as err:
-            problems.append(f"{shard}: unreadable tar ({err})")
+        seen = read.members
+        stats["members"] += read.count
+        if read.error is not None:
+            problems.append(f"{shard}: unreadable tar ({read.error})")
             continue
         for key in sorted(set(seen) - set(expect)):
             problems.append(f"{shard}: member {key} has no kept metadata row")

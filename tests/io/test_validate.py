@@ -1,0 +1,86 @@
+"""`curate validate` on real run directories committed by write_part (real JPEGs, tars, meta Parquet):
+how much it reads, and what it says about a damaged or stray shard. No Ray."""
+from __future__ import annotations
+
+import io
+import shutil
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import yaml
+from PIL import Image
+
+from curate import schema
+from curate.io.manifest import Manifest, PartInfo
+from curate.io.rundir import RunDir
+from curate.io.shard_writer import write_part
+from curate.validate import validate
+
+
+def _noise_jpg(seed: int, side: int) -> bytes:
+    """A JPEG of noise: it hardly compresses, so a few samples make a shard of a known, large size."""
+    px = np.random.default_rng(seed).integers(0, 255, (side, side, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(px).save(buf, "JPEG", quality=95)
+    return buf.getvalue()
+
+
+def _run(root, parts: int = 1, samples: int = 8, side: int = 64) -> RunDir:
+    """A complete run of `parts` parts of `samples` kept image-text samples each, as the runner leaves it."""
+    run = RunDir(root)
+    run_schema = schema.run_schema({})
+    for k in range(parts):
+        n = samples
+        table = pa.table({"uid": [f"p{k}u{i}" for i in range(n)], "row": list(range(k * n, (k + 1) * n)),
+                          "part": [k] * n, "status": ["ok"] * n, "stage": [None] * n, "reason": [None] * n,
+                          "text": [f"caption {i}" for i in range(n)],
+                          "image": [_noise_jpg(k * n + i, side) for i in range(n)], "image_format": ["jpg"] * n,
+                          "width": [side] * n, "height": [side] * n})
+        write_part(run, k, schema.conform(table, run_schema), run_schema, caption_policy="original")
+    run.recipe.write_text(yaml.safe_dump({"name": "t", "output": {"caption_policy": "original"}}))
+    run.finalize(Manifest(input={"rows": parts * samples}, parts={k: PartInfo(rows=samples) for k in range(parts)}),
+                 report=False)
+    return run
+
+
+def _bytes_read() -> int:
+    """Bytes this process has read through read() calls so far (Linux: rchar in /proc/self/io)."""
+    with open("/proc/self/io") as f:
+        return int(next(line for line in f if line.startswith("rchar")).split()[1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/io is Linux's")
+def test_validate_reads_each_shard_once(tmp_path):
+    """The SHA-256 is taken from the same read that walks the tar. Before, the shard was read twice (once to
+    hash it, once for its members): twice the requests and transfer on an object store."""
+    run = _run(tmp_path / "run", samples=24, side=384)
+    size = run.shard(0).stat().st_size
+    assert size > 4 << 20  # large enough that the shard's bytes dominate what validate reads
+    validate(run.root, decode=False)  # imports and first-use reads out of the way
+    before = _bytes_read()
+    problems, stats = validate(run.root, decode=False)
+    read = _bytes_read() - before
+    assert problems == [] and stats["members"] == 3 * 24
+    assert size <= read < 1.25 * size, (read, size)
+
+
+def test_a_truncated_shard_is_both_changed_and_unreadable(tmp_path):
+    """The digest is still taken (to the end of what is there) when the tar breaks off mid-member."""
+    run = _run(tmp_path / "run")
+    data = run.shard(0).read_bytes()
+    run.shard(0).write_bytes(data[: len(data) // 2])
+    problems, _ = validate(run.root)
+    assert problems[0].startswith("shards/000000.tar: its bytes changed since it was written")
+    assert problems[1].startswith("shards/000000.tar: unreadable tar (")
+    assert len(problems) == 2
+
+
+def test_a_shard_with_an_appended_byte_is_changed_but_reads(tmp_path):
+    """Bytes after the tar's end (which the tar reader never asks for) are still hashed."""
+    run = _run(tmp_path / "run")
+    with open(run.shard(0), "ab") as f:
+        f.write(b"\0")
+    problems, _ = validate(run.root)
+    assert len(problems) == 1 and "its bytes changed since it was written" in problems[0]
