@@ -84,3 +84,16 @@ def test_a_shard_with_an_appended_byte_is_changed_but_reads(tmp_path):
         f.write(b"\0")
     problems, _ = validate(run.root)
     assert len(problems) == 1 and "its bytes changed since it was written" in problems[0]
+
+
+def test_a_stray_shard_is_one_line_with_a_count_and_an_example(tmp_path, cli_inprocess):
+    """A shard copied into shards/ from elsewhere: one line for it, not one per sample (it was 400 lines
+    for a demo shard), and still exit 1."""
+    run = _run(tmp_path / "run", samples=12)
+    shutil.copy(run.shard(0), run.shards / "000007.tar")
+    problems, _ = validate(run.root, decode=False)
+    assert problems == ["shards/000007.tar: 12 samples have no kept metadata row (e.g. p0u0)"]
+    res = cli_inprocess("validate", str(run.root))
+    assert res.returncode == 1
+    assert res.stderr.splitlines() == [f"1 problem(s) in {run.root}:",
+                                       "  - shards/000007.tar: 12 samples have no kept metadata row (e.g. p0u0)"]
