@@ -115,14 +115,18 @@ def _stages_table(con: duckdb.DuckDBPyConnection, run: RunDir) -> None:
         con.executemany("INSERT INTO stages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
+def _statements(sql: str) -> list:
+    """The statements of `sql`, parsed by DuckDB (a syntax error is the user's one line)."""
+    try:
+        return duckdb.extract_statements(sql)
+    except duckdb.Error as err:
+        raise CatalogError(f"query failed: {str(err).splitlines()[0]}") from None
+
+
 def _only_selects(sql: str) -> None:
     """Refuse anything but SELECT-like statements (SELECT, FROM, WITH, VALUES, DESCRIBE, SHOW, SUMMARIZE):
     external access off still lets COPY write into the allowed parts, so statements are checked too."""
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as err:
-        raise CatalogError(f"query failed: {str(err).splitlines()[0]}") from None
-    for st in statements:
+    for st in _statements(sql):
         if st.type != duckdb.StatementType.SELECT:
             kind = str(st.type).rsplit(".", 1)[-1]
             raise CatalogError(f"query refused: only SELECT statements run on a run's catalog, not {kind} "
@@ -130,15 +134,28 @@ def _only_selects(sql: str) -> None:
 
 
 def query(out: str | Path, sql: str, external: bool = False):
-    """Run SQL against the run's views; returns (column names, rows). Without `external`, reads nothing
-    but the run's parts and writes nothing (module doc)."""
+    """Run SQL against the run's views; returns (column names, rows) of its last statement. Without
+    `external`, reads nothing but the run's parts and writes nothing (module doc)."""
+    results = query_each(out, sql, external)
+    return results[-1] if results else ([], [])
+
+
+def query_each(out: str | Path, sql: str, external: bool = False) -> list[tuple[list[str], list[tuple]]]:
+    """Run each statement of `sql` in order; returns (column names, rows) for each one that returns rows.
+    `curate query` shows them all, as DuckDB's own CLI does: executing the whole text at once returns only
+    the last statement's result, and `SELECT 1; SELECT 2` silently lost the first."""
+    statements = _statements(sql)
+    if not statements:
+        raise CatalogError("query failed: no SQL statement")
     if not external:
         _only_selects(sql)
     con = connect(out, locked=not external)
-    try:
-        cur = con.execute(sql)
-    except duckdb.Error as err:
-        raise CatalogError(f"query failed: {str(err).splitlines()[0]}") from None
-    if cur.description is None:
-        return [], []
-    return [d[0] for d in cur.description], cur.fetchall()
+    results = []
+    for st in statements:
+        try:
+            cur = con.execute(st.query)
+        except duckdb.Error as err:
+            raise CatalogError(f"query failed: {str(err).splitlines()[0]}") from None
+        if cur.description is not None:
+            results.append(([d[0] for d in cur.description], cur.fetchall()))
+    return results

@@ -297,13 +297,14 @@ def query(
     format: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
     allow_external: bool = _ALLOW_EXTERNAL,
 ):
-    """Query a run's metadata with DuckDB (SELECT only, reading only the run, unless --allow-external)."""
-    from curate.catalog import query as run_query
+    """Query a run's metadata with DuckDB (SELECT only, reading only the run, unless --allow-external).
+    Several statements (`SELECT 1; SELECT 2`) show each result in order, as DuckDB's own CLI does."""
+    from curate.catalog import query_each
 
     if format not in ("table", "csv", "json"):
         _fail(f"--format must be table, csv or json, not {format!r}")
-    cols, rows = run_query(out, sql, external=allow_external)
-    _emit(cols, rows, format)
+    for cols, rows in query_each(out, sql, external=allow_external):
+        _emit(cols, rows, format)
 
 
 def _emit(cols, rows, format: str) -> None:

@@ -212,3 +212,29 @@ def test_a_huge_cell_is_cut_in_the_table_and_whole_in_csv_and_json(world, capsys
     whole = curate_inprocess("query", run, sql, "-f", "json", capsys=capsys)
     assert json.loads(whole.stdout) == [{"long": "x" * 100000}]
     assert curate_inprocess("query", run, sql, "-f", "csv", capsys=capsys).stdout.count("x") == 100000
+
+
+def test_several_statements_show_each_result_in_order(world, capsys):
+    """`SELECT 1; SELECT 2` showed only the last result (DuckDB returns only that from one execute); each
+    statement's result now prints in order, as in DuckDB's own CLI: one JSON array per line, one CSV block
+    (with its header) and one table each."""
+    run, _, _ = world
+    sql = "SELECT count(*) AS n FROM samples; SELECT 'second' AS word; SELECT uid FROM kept WHERE uid = 'u1'"
+    js = curate_inprocess("query", run, sql, "-f", "json", capsys=capsys)
+    assert js.returncode == 0, js.stderr
+    assert [json.loads(line) for line in js.stdout.splitlines()] == [[{"n": len(CAPTIONS)}], [{"word": "second"}],
+                                                                     [{"uid": "u1"}]]
+    assert curate_inprocess("query", run, sql, "-f", "csv", capsys=capsys).stdout == \
+        f"n\n{len(CAPTIONS)}\nword\nsecond\nuid\nu1\n"
+    table = curate_inprocess("query", run, sql, capsys=capsys).stdout
+    assert table.index(" n ") < table.index("second") < table.index("u1")
+
+
+@pytest.mark.parametrize("sql,message", [("SELECT 1; SELECT nope FROM samples", "query failed: "),
+                                         ("", "query failed: no SQL statement"),
+                                         (" ; ", "query failed: no SQL statement")])
+def test_a_failing_or_missing_statement_is_one_line(world, capsys, sql, message):
+    run, _, _ = world
+    proc = curate_inprocess("query", run, sql, capsys=capsys)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {message}"), proc.stderr
+    assert proc.stderr.count("\n") == 1
