@@ -265,20 +265,23 @@ def find_recipe(ref: str) -> Path:
 def _one_line(err: ValidationError, where: str) -> str:
     first = err.errors()[0]
     loc = ".".join(str(x) for x in first["loc"])
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown field"
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{where}.{loc}: {msg}{more}" if loc else f"{where}: {msg}{more}"
+    return f"{where}.{loc}: {_message(first)}{more}" if loc else f"{where}: {_message(first)}{more}"
+
+
+def _message(error: dict) -> str:
+    """A pydantic error's text for the user ("unknown field" for a key the model forbids)."""
+    return "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
 
 
 _INDEXED = re.compile(r"(?P<name>[^\[\]]+)\[(?P<index>\d+)\]")
 
 
-def _apply_override(data: dict, item: str) -> None:
+def _apply_override(data: dict, item: str) -> tuple[dict, str, list[str], str] | None:
     """--set a.b=value: value parsed as YAML; `stage.field` addresses the stage of that name, `stage[i].field`
     the i-th (from 0) when the recipe has several (then the bare name is refused as ambiguous: changing only
-    the first, silently, is how a user's setting went missing)."""
+    the first, silently, is how a user's setting went missing). Returns (stage entry, stage name, field
+    path, the key as the user wrote it) for a stage setting, None for a section's."""
     if "=" not in item:
         raise RecipeError(f"--set expects key=value, got {item!r}")
     key, raw = item.split("=", 1)
@@ -314,6 +317,33 @@ def _apply_override(data: dict, item: str) -> None:
     for p in rest[:-1]:
         target = target.setdefault(p, {})
     target[rest[-1]] = value
+    return (entry, name, rest, key.strip()) if head not in ("input", "output", "ray") else None
+
+
+def _check_set_fields(done: list[tuple[dict, str, list[str], str]]) -> None:
+    """A stage setting given with --set that its stage refuses is reported in the user's own spelling
+    (`--set doc_filter[1].min_images: ...`): build_recipe counts stages over the whole recipe
+    (`stages[7] doc_filter`), a position the user never wrote. Only errors in the field the flag set are
+    claimed here; anything else wrong with the stage (a typo in the file) is build_recipe's, by position."""
+    if not done:
+        return
+    registry = load_builtin_steps()
+    for entry, name, rest, key in done:
+        cfg = entry[name] if isinstance(entry[name], dict) else {}
+        field = rest[0]
+        if _non_finite(cfg.get(field)) is not None:
+            raise RecipeError(f"--set {key}: must be a finite number (inf and nan are not settings)")
+        try:
+            cls = Scheduling if field in SCHEDULING_KEYS else plugins.resolve(name, registry)
+            scheduling = cls is Scheduling
+            cls(**{k: v for k, v in cfg.items() if (k in SCHEDULING_KEYS) == scheduling})
+        except ValidationError as err:
+            mine = [e for e in err.errors() if tuple(e["loc"][:1]) == (field,)]
+            if mine:
+                more = f" (and {len(mine) - 1} more)" if len(mine) > 1 else ""
+                raise RecipeError(f"--set {key}: {_message(mine[0])}{more}") from None
+        except (plugins.StageLookupError, TypeError):
+            pass  # an unknown stage, a key that is not a string: build_recipe's one line
 
 
 def load_recipe(ref: str, overrides: list[str] | tuple[str, ...] = (), input_path: str | None = None,
@@ -337,8 +367,8 @@ def load_recipe(ref: str, overrides: list[str] | tuple[str, ...] = (), input_pat
         raise RecipeError(f"recipe {path} is not valid YAML{at}: {getattr(err, 'problem', err)}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"recipe {path} must be a YAML mapping with name, input, output and stages")
-    for item in overrides:
-        _apply_override(data, item)
+    done = [_apply_override(data, item) for item in overrides]
+    _check_set_fields([d for d in done if d is not None])
     if input_path is not None:
         data.setdefault("input", {})
         data["input"] = {**(data["input"] or {}), "path": input_path}

@@ -92,6 +92,31 @@ def test_set_on_a_repeated_stage_names_which_one(tmp_path):
     assert load_recipe(str(path), ["download.threads=3"]).steps[0].threads == 3  # a single stage: no index needed
 
 
+def test_a_set_value_a_stage_refuses_is_named_as_the_user_wrote_it(tmp_path, cli_inprocess):
+    """`--set image_size[1].min_side=-5` was reported as `stages[3] image_size.min_side`: the position in the
+    whole recipe, which the user never wrote. The flag's own key is named; a mistake in the file itself keeps
+    its position in the file."""
+    path = tmp_path / "two.yaml"
+    path.write_text("name: two\nstages:\n  - download: {}\n  - image_size: {min_side: 8}\n"
+                    "  - caption_text: {}\n  - image_size: {min_side: 16}\n")
+    cases = [("image_size[1].min_side=-5", "--set image_size[1].min_side: Input should be greater than or equal to 0"),
+             ("image_size[1].bogus=1", "--set image_size[1].bogus: unknown field"),
+             ("image_size[1].max_aspect=.inf", "--set image_size[1].max_aspect: must be a finite number"),
+             ("image_size[0].concurrency=0", "--set image_size[0].concurrency: Input should be greater than or equal to 1"),
+             ("caption_text.min_words=x", "--set caption_text.min_words: Input should be a valid integer")]
+    for item, message in cases:
+        with pytest.raises(RecipeError) as err:
+            load_recipe(str(path), [item])
+        assert str(err.value).startswith(message), (item, str(err.value))
+    res = cli_inprocess("run", str(path), "-i", str(path), "-o", str(tmp_path / "out"), "--dry-run",
+                        "--set", "image_size[1].min_side=-5")
+    assert res.returncode == 2
+    assert res.stderr == "error: --set image_size[1].min_side: Input should be greater than or equal to 0\n"
+    path.write_text(path.read_text().replace("{min_side: 16}", "{min_side: 16, typo: 1}"))
+    with pytest.raises(RecipeError, match=r"^stages\[3\] image_size\.typo: unknown field$"):
+        load_recipe(str(path), ["image_size[1].min_side=20"])  # the file's mistake, where the file has it
+
+
 def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
     """YAML keeps the last of two equal keys silently; a recipe refuses them (the dropped one may be meant)."""
     path = tmp_path / "dup.yaml"
