@@ -290,6 +290,38 @@ def test_report_main_and_errors(tmp_path):
     assert "no metadata parts yet" in page and "job0:exact_dedup" in page
 
 
+def test_report_is_refused_while_another_process_writes_the_run(tmp_path, cli_inprocess):
+    """`curate report OUT` writes OUT/report.html, so a run writing OUT (it holds OUT/.curate.lock, as here
+    a second process does) refuses it in one line, and the page already there is left as it was; once the
+    writer is gone the report is written. Before, it drew the half-written run over the run's own page."""
+    import os
+    import sys
+
+    out = make_run(tmp_path / "run")
+    (out / "report.html").write_text("the run's own page")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom curate.io.rundir import RunDir\n"
+                               "with RunDir(sys.argv[1]).writer_lock():\n    print('held', flush=True)\n"
+                               "    time.sleep(120)\n", str(out)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        assert holder.stdout.readline() == "held\n"
+        res = cli_inprocess("report", str(out))
+        assert res.returncode == 2 and res.stdout == ""
+        assert res.stderr == (f"error: {out} is being written by another curate process (pid {holder.pid}); run "
+                              "curate report when it has finished (a run writes report.html itself when it "
+                              "completes)\n")
+        assert (out / "report.html").read_text() == "the run's own page"
+    finally:
+        holder.kill()
+        holder.wait()
+    res = cli_inprocess("report", str(out))
+    assert res.returncode == 0 and res.stdout.startswith("wrote "), res.stderr
+    assert "<html" in (out / "report.html").read_text()
+    (tmp_path / "plain").mkdir()
+    assert cli_inprocess("report", str(tmp_path / "plain")).returncode == 2
+    assert list((tmp_path / "plain").iterdir()) == []  # not a run: no lock file left behind
+
+
 # Injected into a copy of the page: records script errors and images that fail to load (capture phase: an
 # <img> error does not bubble), then, after load, writes what it found into <body data-check> for --dump-dom.
 CHECK_SCRIPT = """<script>

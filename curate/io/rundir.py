@@ -45,9 +45,10 @@ class RunDir:
         self.lock_path = self.root / ".curate.lock"  # held by the one process writing the run (`writer_lock`)
 
     @contextmanager
-    def writer_lock(self):
+    def writer_lock(self, then: str = "wait for it to finish (then --resume if it stopped), or choose another --output"):
         """Hold the run directory for this process: a second `curate run` (or --resume) on the same folder is
-        refused with RunDirBusy instead of both writing the same parts.
+        refused with RunDirBusy instead of both writing the same parts; `then` is what the refusal tells the
+        user to do (`curate report` has no --output to choose).
 
         flock on out/.curate.lock: the kernel releases it when the process ends, however it ends, so a
         killed run never leaves a stale lock (the file stays, empty of meaning). Local folders only: object
@@ -64,8 +65,7 @@ class RunDir:
             except BlockingIOError:
                 holder = os.read(fd, 64).decode(errors="replace").strip()
                 raise RunDirBusy(f"{self.root} is being written by another curate process"
-                                 f"{f' (pid {holder})' if holder.isdigit() else ''}; wait for it to finish "
-                                 "(then --resume if it stopped), or choose another --output") from None
+                                 f"{f' (pid {holder})' if holder.isdigit() else ''}; {then}") from None
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
             yield

@@ -27,7 +27,7 @@ from curate import schema
 from curate.catalog import CatalogError, connect
 from curate.io import atomic, storage
 from curate.io.manifest import Manifest, ManifestError
-from curate.io.rundir import RunDir
+from curate.io.rundir import RunDir, RunDirBusy
 from curate.report import data, plots
 from curate.report.thumbs import jpeg_uri, read_thumbnails
 
@@ -665,9 +665,21 @@ def write_report(out_dir: Path | str, extra_sections: list | None = None, *, str
 
 
 def report_main(out: Path | str) -> Path:
-    """CLI entry: `curate report OUT` -> writes and returns OUT/report.html; ReportError carries a one-line message."""
+    """CLI entry: `curate report OUT` -> writes and returns OUT/report.html; ReportError carries a one-line message.
+
+    It writes into OUT, so it holds OUT's writer lock as a run does: while a run (or another report) writes
+    OUT it is refused in one line, rather than drawing half-committed parts and racing the run's own
+    report.html. A folder that is no run directory gets no lock file: build_html says what is wrong."""
     storage.preflight(out, write=True)  # a remote run: unreachable store, missing bucket, bad keys: one line
-    return write_report(out)  # a local folder or a run on s3://... (RunDir resolves it)
+    run = RunDir(out)
+    if not run.root.is_dir() or not (run.exists() or run.meta.exists()):
+        return write_report(out)
+    try:
+        with run.writer_lock(then="run curate report when it has finished (a run writes report.html itself "
+                                  "when it completes)"):
+            return write_report(out)  # a local folder or a run on s3://... (RunDir resolves it)
+    except RunDirBusy as err:
+        raise ReportError(str(err)) from None
 
 
 def _stage_timings_html(stages: dict, esc) -> str:
