@@ -6,6 +6,11 @@ failed; 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Set CURATE_DEBUG=1 f
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # `python -m curate.cli`: stop signals are handled before the imports below load
+    from curate.entry import install as _handle_stop_signals  # (curate/entry.py, as the console script does)
+
+    _handle_stop_signals()
+
 import csv
 import json
 import os
