@@ -39,6 +39,7 @@ class Terminated(KeyboardInterrupt):
 
 
 _STOP: dict[str, int] = {}  # the signal that stopped this command; typer turns Ctrl-C into a bare exit code 130
+_PROGRAM = {"console": False}  # main(console=True): this process is `curate` itself, not a caller of main()
 
 
 def _on_stop_signal(signum, frame):
@@ -50,7 +51,8 @@ def _on_stop_signal(signum, frame):
     _STOP["signal"] = signum
     if first:
         _stop_line()
-        _exit_if_stuck(143 if signum == signal.SIGTERM else 130)
+        if _PROGRAM["console"]:  # a notebook that called main() must not have its kernel ended 20 s later
+            _exit_if_stuck(143 if signum == signal.SIGTERM else 130)
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
@@ -892,8 +894,12 @@ def _metavars() -> None:
             info.metavar = " " if kind is bool else named.get(name) or words.get(kind, "TEXT")
 
 
-def main() -> None:
+def main(console: bool = False) -> None:
     """Console entry point: user and environment errors become one line and exit code 2; 1 means a bug.
+
+    `console`: this process is the `curate` program (curate/entry.py, `python -m curate.cli`), so a stop
+    signal may end the process STOP_GRACE_S later if the command does not unwind (_exit_if_stuck). A program
+    that calls main() as a function (a notebook, a test) keeps its process: it gets SystemExit as before.
 
     The garbage collector: everything imported by now lives as long as the process, so it is frozen out of
     the collector's generations (every full collection during a run scans less), and frozen again at exit,
@@ -917,6 +923,7 @@ def main() -> None:
     import threading
 
     _STOP.clear()
+    was_console, _PROGRAM["console"] = _PROGRAM["console"], console
     main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
     previous = {sig: signal.signal(sig, _on_stop_signal) for sig in (signal.SIGTERM, signal.SIGINT)} if main_thread else {}
     try:  # (the SIGTERM handler is kept across Ray's start: runner.ray_session)
@@ -924,6 +931,7 @@ def main() -> None:
     finally:  # an in-process caller (tests, a notebook) gets its own handlers back
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        _PROGRAM["console"] = was_console
 
 
 def _run_app(known: tuple) -> None:
@@ -966,4 +974,4 @@ def _run_app(known: tuple) -> None:
 _metavars()
 
 if __name__ == "__main__":
-    main()
+    main(console=True)

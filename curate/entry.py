@@ -28,8 +28,8 @@ def install() -> None:
 
 
 def main() -> None:
-    """`curate ...`: stop signals handled, then the CLI."""
+    """`curate ...`: the CLI as a program (curate.cli.main with console=True: the stop watchdog is armed)."""
     install()
     from curate.cli import main as cli_main
 
-    cli_main()
+    cli_main(console=True)

@@ -43,3 +43,53 @@ def test_a_stop_signal_while_the_cli_loads_is_one_line(tmp_path, start, sig, rc,
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert (proc.returncode, err, out) == (rc, f"{word}\n", "")
+
+
+# main() as the console script runs it, or as a function called by a program that goes on (a notebook)
+SCRIPT = """
+import atexit, os, signal, sys, threading, time
+import curate.cli as cli
+
+cli.STOP_GRACE_S = 2  # the watchdog's wait, short for the test
+fifo, how = sys.argv[1], sys.argv[2]
+sys.argv = ["curate", "run", fifo, "--dry-run"]
+
+
+def ctrl_c():  # once main() has its handler and waits on the pipe
+    while signal.getsignal(signal.SIGINT) is not cli._on_stop_signal:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def watchdog() -> str:
+    return "watchdog armed" if any(t.name == "stop-grace" for t in threading.enumerate()) else "no watchdog"
+
+
+threading.Thread(target=ctrl_c, daemon=True).start()
+if how == "console":
+    atexit.register(lambda: print(watchdog(), flush=True))
+    from curate.entry import main
+    sys.exit(main())
+try:
+    cli.main()
+except SystemExit as e:
+    print(f"main() raised SystemExit({e.code}); {watchdog()}", flush=True)
+time.sleep(cli.STOP_GRACE_S + 1.5)
+print("the program goes on", flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["console", "function"])
+def test_the_stop_watchdog_is_the_programs_not_a_callers(tmp_path, how):
+    """The console script arms the watchdog that ends a stuck process STOP_GRACE_S after a stop signal; a
+    program that calls main() as a function does not get it (before, a notebook interrupted during a command
+    had its kernel exit 20 s later)."""
+    fifo = tmp_path / "recipe.yaml"
+    os.mkfifo(fifo)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(fifo), how], capture_output=True, text=True, timeout=120)
+    assert proc.stderr == "interrupted\n"
+    if how == "console":
+        assert (proc.returncode, proc.stdout) == (130, "watchdog armed\n")
+    else:
+        assert (proc.returncode, proc.stdout) == (0, "main() raised SystemExit(130); no watchdog\nthe program goes on\n")
