@@ -56,6 +56,40 @@ def _on_stop_signal(signum, frame):
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
+def _stop_unraisable(default):
+    """sys.unraisablehook while a command runs. A stop signal's exception raised where Python cannot pass it
+    on is printed as 'Exception ignored' and lost: a Ctrl-C that lands in logging's at-fork hook (Ray forks
+    its processes at start) left the run going, with logging's module lock held (the hook was interrupted
+    before releasing it), so the next log call hung until a second Ctrl-C. The hook's release is finished
+    and the signal delivered again, so the command stops as after any Ctrl-C (its line is already out).
+    It is delivered from another thread, a moment later: delivered here, it would be handled inside this
+    hook (or the next at-fork hook) and lost again."""
+
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt) or "signal" not in _STOP:
+            default(unraisable)
+            return
+        _finish_logging_fork_hook(unraisable.object)
+        import _thread
+        import threading
+
+        again = threading.Timer(0.05, _thread.interrupt_main, (_STOP["signal"],))
+        again.daemon = True
+        again.start()
+
+    return hook
+
+
+def _finish_logging_fork_hook(fn) -> None:
+    """Release logging's module lock if `fn` is the at-fork hook that was interrupted before releasing it
+    (`_releaseLock` to Python 3.12, `_afterFork` from 3.13); no-op if it had already released it."""
+    import contextlib
+
+    if getattr(fn, "__module__", None) == "logging" and getattr(fn, "__name__", "") in ("_releaseLock", "_afterFork"):
+        with contextlib.suppress(RuntimeError):  # released before the signal came: nothing to finish
+            fn()
+
+
 STOP_GRACE_S = 20  # how long a stopped command may take to unwind (Ray shut down) before it just exits
 
 
@@ -926,11 +960,15 @@ def main(console: bool = False) -> None:
     was_console, _PROGRAM["console"] = _PROGRAM["console"], console
     main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
     previous = {sig: signal.signal(sig, _on_stop_signal) for sig in (signal.SIGTERM, signal.SIGINT)} if main_thread else {}
+    unraisable = sys.unraisablehook
+    if main_thread:
+        sys.unraisablehook = _stop_unraisable(unraisable)
     try:  # (the SIGTERM handler is kept across Ray's start: runner.ray_session)
         _run_app(known)
     finally:  # an in-process caller (tests, a notebook) gets its own handlers back
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        sys.unraisablehook = unraisable
         _PROGRAM["console"] = was_console
 
 
