@@ -136,6 +136,15 @@ def _stopped() -> None:
     sys.exit(143 if _STOP.get("signal") == signal.SIGTERM else 130)
 
 
+def _stopped_if_signalled() -> None:
+    """After a stop signal, whatever error the command ends with is the stop (exit 130/143, its one line):
+    code that catches the KeyboardInterrupt and raises its own error (pydantic-core building a stage's
+    schema turns it into a SchemaError; a stage's import into a RecipeError) made a Ctrl-C look like a
+    bug (exit 1) or the user's mistake (exit 2)."""
+    if "signal" in _STOP:
+        _stopped()
+
+
 def _option_value(names: tuple[str, ...]) -> str | None:
     """The value given to one of these options on the command line (`-o X`, `--output=X`), if any."""
     args = sys.argv[1:]
@@ -983,11 +992,13 @@ def _run_app(known: tuple) -> None:
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except known as err:
+        _stopped_if_signalled()
         _error_line(str(err))  # [..] and control characters in it are text
         sys.exit(EXIT_USER)
     except KeyboardInterrupt:
         _stopped()
     except Exception as err:  # noqa: BLE001 - the last line of defence against tracebacks
+        _stopped_if_signalled()
         # usage errors (missing argument, unknown option: exit 2) by class name: typer >= 0.29 raises its
         # vendored click's classes (typer._click), older typer the click package's
         kinds = {c.__name__ for c in type(err).__mro__}

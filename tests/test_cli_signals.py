@@ -93,3 +93,23 @@ def test_the_stop_watchdog_is_the_programs_not_a_callers(tmp_path, how):
         assert (proc.returncode, proc.stdout) == (130, "watchdog armed\n")
     else:
         assert (proc.returncode, proc.stdout) == (0, "main() raised SystemExit(130); no watchdog\nthe program goes on\n")
+
+
+def test_a_ctrl_c_that_code_turns_into_another_error_is_still_a_stop(tmp_path, capsys, monkeypatch):
+    """Code that catches the KeyboardInterrupt and raises its own error (pydantic-core building a stage's
+    schema turned a Ctrl-C into 'error: SchemaError ...', exit 1) still stops with the stop line and 130.
+    Here a user stage's module does what such code does, while the recipe loads it."""
+    from tests.conftest import curate_inprocess
+
+    (tmp_path / "wrapping_stage.py").write_text(
+        "import os, signal\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while this module loads\n"
+        "except KeyboardInterrupt:\n"
+        "    raise RuntimeError('building the schema failed') from None\n")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("name: x\nstages:\n  - download: {}\n  - wrapping_stage:Stage: {}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    res = curate_inprocess("run", str(recipe), "-i", str(recipe), "-o", str(tmp_path / "out"), "--dry-run",
+                           capsys=capsys)
+    assert (res.returncode, res.stderr) == (130, "interrupted\n")
