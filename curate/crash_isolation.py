@@ -33,7 +33,7 @@ from typing import Callable
 
 from curate import schema
 
-STAGE_CRASHED, STAGE_CRASHED_UNISOLATED = "stage_crashed", "stage_crashed_unisolated"
+STAGE_CRASHED = "stage_crashed"
 schema.declare_reasons({
     STAGE_CRASHED: "the stage's worker process died (a native crash in a decoder or model, or the out-of-memory "
                    "killer) while processing this row alone; the rest of its part went on",

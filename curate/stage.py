@@ -149,8 +149,8 @@ def isolate(n: int, call, fail, budget: int, name: str = "", uids: list[str] | N
     A single row that still raises becomes `fail(lo, hi, err, STAGE_ERROR)`; one whose call killed the worker
     process on an earlier try becomes `fail(.., STAGE_CRASHED)` (with `uids`, the rows' uids, the calls are
     guarded by the part's crash markers when the runner watches this stage: curate.crash_isolation).
-    Once `budget` calls are spent,
-    bisection goes on only while the rows that passed are at least as many as those that failed alone
+    Once `budget` calls are spent, bisection goes on only while the rows that passed are at least as many
+    as those that failed alone
     (evidence that the rows, not the stage, are at fault: with 1% or 20% bad rows every one is found, at
     ~2 calls per culprit per halving); otherwise every range not yet tried becomes
     `fail(lo, hi, err, STAGE_ERROR_UNISOLATED)` with its parent's error. Returns [(lo, hi, result)] in row
