@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -64,11 +63,8 @@ def export_uids(run, dst: Path, uid_col: str = "uid") -> dict:
 def export_parquet(run, dst: Path) -> dict:
     """One Parquet file per shard: kept rows' metadata plus their image (tar member bytes) as {bytes, path}."""
     dst = new_output(run, dst)
-    tmp = dst.with_name(f".{dst.name}.export-tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     rows = files = 0
-    try:
+    with atomic.staged_dir(dst, "export", OutputError) as tmp:
         for meta_path in sorted(run.meta.glob("part-*.parquet")):
             k = int(meta_path.stem.split("-")[1])
             t = storage.read_table(meta_path, filters=[("status", "=", schema.OK)])
@@ -79,12 +75,6 @@ def export_parquet(run, dst: Path) -> dict:
             atomic.write_parquet(t, tmp / f"part-{k:06d}.parquet")
             rows += t.num_rows
             files += 1
-        if dst.exists():
-            dst.rmdir()
-        tmp.rename(dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {"path": str(dst), "rows": rows, "files": files}
 
 

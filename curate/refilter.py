@@ -9,7 +9,8 @@ either is a complete, valid run directory or does not exist. OUT is only read.
 """
 from __future__ import annotations
 
-import shutil
+import contextlib
+
 import tarfile
 from pathlib import Path
 
@@ -94,6 +95,16 @@ def _where(root) -> str:
     return str(root) if storage.is_remote(root) else str(root.resolve())
 
 
+@contextlib.contextmanager
+def _in_place(root):
+    """OUT2 on an object store, written where it goes (no rename there): a failure removes what was written."""
+    try:
+        yield root
+    except BaseException:
+        storage.rmtree(root)
+        raise
+
+
 def refilter(src: str | Path, where: str, dst: str | Path, report: bool = True) -> Manifest:
     """Write OUT2 = OUT with kept rows failing `where` dropped (and its report); returns OUT2's manifest."""
     storage.preflight(src)
@@ -119,12 +130,8 @@ def refilter(src: str | Path, where: str, dst: str | Path, report: bool = True) 
     # locally OUT2 is built in a hidden sibling and renamed into place; object stores have no rename, so
     # there OUT2 is written in place and its manifest.json, written last, is what makes it a run
     remote = storage.is_remote(dst_run.root)
-    tmp_root = dst_run.root if remote else dst_run.root.with_name(f".{dst_run.root.name}.refilter-tmp")
-    if not remote:
-        shutil.rmtree(tmp_root, ignore_errors=True)
-        tmp_root.mkdir(parents=True)
-    tmp = RunDir(tmp_root)
-    try:
+    with _in_place(dst_run.root) if remote else atomic.staged_dir(dst_run.root, "refilter", RefilterError) as tmp_root:
+        tmp = RunDir(tmp_root)
         for meta_path in storage.glob(src_run.meta, "part-*.parquet"):
             k = int(meta_path.stem.split("-")[1])
             t = storage.read_table(meta_path)
@@ -151,14 +158,6 @@ def refilter(src: str | Path, where: str, dst: str | Path, report: bool = True) 
         before = manifest.counts.rows if manifest.counts else out.counts.rows
         if out.counts.rows != before:
             raise RefilterError(f"row count changed ({out.counts.rows} != {before})")
-        if not remote:
-            if dst_run.root.exists():
-                dst_run.root.rmdir()  # empty (checked above)
-            tmp_root.rename(dst_run.root)
-            atomic.sync_dir(dst_run.root.parent)
-    except BaseException:
-        storage.rmtree(tmp_root)
-        raise
     if report:
         dst_run.write_report()
     return out

@@ -96,12 +96,10 @@ def reshard(src: str | Path, samples_per_shard: int, dst: str | Path) -> Manifes
         raise OutputError("--samples-per-shard must be at least 1")
     src_run, manifest = complete_run(src)
     dst = new_output(src_run, dst)
-    tmp_root = dst.with_name(f".{dst.name}.reshard-tmp")
-    shutil.rmtree(tmp_root, ignore_errors=True)
-    tmp = RunDir(tmp_root)
-    (tmp_root / "shards").mkdir(parents=True)
     parts_out: dict[int, PartInfo] = {}
-    try:
+    with atomic.staged_dir(dst, "reshard", OutputError) as tmp_root:
+        tmp = RunDir(tmp_root)
+        tmp.shards.mkdir()
         w = _Writer(tmp, 0)
         for meta_path in sorted(src_run.meta.glob("part-*.parquet")):
             k = int(meta_path.stem.split("-")[1])
@@ -141,11 +139,4 @@ def reshard(src: str | Path, samples_per_shard: int, dst: str | Path) -> Manifes
             "batches": [Batch(kind="reshard", status="complete", parts=[0, len(parts_out) - 1], rows=rows_out)],
             "reshard": {"from": str(src_run.root.resolve()), "samples_per_shard": samples_per_shard}})
         tmp.finalize(out, report=False)  # counts (unchanged: the same rows), sizes.json of the new shards
-        if dst.exists():
-            dst.rmdir()
-        tmp_root.rename(dst)
-        atomic.sync_dir(dst.parent)
-    except BaseException:
-        shutil.rmtree(tmp_root, ignore_errors=True)
-        raise
     return out

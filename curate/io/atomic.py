@@ -97,3 +97,52 @@ def remove_stale_tmp(folder) -> int:
                 p.unlink()
                 n += 1
     return n
+
+
+@contextlib.contextmanager
+def staged_dir(dst: Path, kind: str, error: type[Exception]):
+    """A new local folder that appears as `dst` only complete: the block fills a hidden sibling, which is
+    renamed onto `dst` (absent or empty) when the block ends without an exception, and removed otherwise.
+
+    Why one folder per process: with one fixed name, a second command writing the same `dst` removed the
+    first's folder and wrote into the same path, and the first then published a mix of both. A staging
+    folder of a process that no longer runs (a killed command) is removed when the next one starts; a
+    `dst` that another process filled meanwhile is refused with `error` (one line) and this one's output is
+    discarded."""
+    prefix = f".{dst.name}.{kind}-tmp-"
+    _remove_dead_stages(dst.parent, prefix)
+    tmp = dst.with_name(f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        try:
+            if dst.exists():
+                dst.rmdir()  # empty (the command checked): a folder the user made for the output
+            tmp.rename(dst)
+        except OSError:
+            raise error(f"{dst} was written by another process while this one ran; nothing of this one was "
+                        "kept (choose another --output)") from None
+        sync_dir(dst.parent)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _remove_dead_stages(parent: Path, prefix: str) -> None:
+    """Remove staging folders (`<prefix><pid>-<id>`) whose process no longer runs on this machine."""
+    if not parent.is_dir():
+        return
+    import shutil
+
+    for p in parent.glob(f"{prefix}*"):
+        pid = p.name[len(prefix):].partition("-")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except PermissionError:  # another user's process: not ours to remove
+            pass

@@ -24,6 +24,7 @@ from curate.demo.server import DemoServer
 from curate.download.image import Download
 from curate import schema
 from curate.export import export
+from curate.io.rundir import RunDir
 from curate.recipe import build_recipe
 from curate.reshard import OutputError, reshard
 from curate.runner import Runner
@@ -218,3 +219,50 @@ def test_download_verify_hash(corpus):
         rows = Download(verify_hash="sha256", image_size=32, threads=2).process(t).to_pylist()
     assert [r["status"] for r in rows] == ["ok", "failed", "ok"]
     assert rows[1]["reason"] == "download_hash_mismatch" and rows[1]["image"] is None
+
+
+
+def test_a_second_command_never_touches_another_ones_staging_folder(curated, tmp_path):
+    """reshard, refilter and export build OUT2 in a hidden sibling folder (curate.io.atomic.staged_dir).
+    With one fixed name, a second command writing the same OUT2 removed the first's folder and wrote into
+    it, and the first then published a mix of both. Now each process stages in its own folder, and only a
+    dead process's folder is cleaned up."""
+    out, _, _, _ = curated
+    live = subprocess.Popen(["sleep", "60"])  # a process still writing its OUT2
+    try:
+        theirs = tmp_path / f".r.reshard-tmp-{live.pid}-abcd1234"
+        (theirs / "shards").mkdir(parents=True)
+        (theirs / "shards" / "000000.tar").write_bytes(b"half written")
+        dead = tmp_path / ".r.reshard-tmp-999999999-00000000"  # beyond any pid_max: that process is gone
+        dead.mkdir()
+        reshard(out, 7, tmp_path / "r")
+        assert (theirs / "shards" / "000000.tar").read_bytes() == b"half written"  # the live one's, untouched
+        assert not dead.exists()  # a killed command's leftovers go
+        assert validate(tmp_path / "r")[0] == []
+        assert sorted(p.name for p in tmp_path.glob(".r.reshard-tmp-*")) == [theirs.name]  # ours was renamed
+    finally:
+        live.kill()
+        live.wait()
+
+
+
+def test_two_commands_writing_one_output_never_mix_and_the_later_one_is_refused(curated, tmp_path, monkeypatch):
+    """A second reshard to the same OUT2 runs (here: in full) while the first is about to publish. Before,
+    the second removed the first's staging folder, and the first died of a FileNotFoundError; now the
+    second publishes a valid run and the first is refused in one line, leaving it alone."""
+    out, _, _, _ = curated
+    finalize, raced = RunDir.finalize, []
+
+    def finalize_then_race(self, manifest, report=True, extra_sections=None):
+        result = finalize(self, manifest, report, extra_sections)
+        if not raced:  # the first command's finalize: the second command runs to the end now
+            raced.append(True)
+            reshard(out, 5, tmp_path / "r")
+        return result
+
+    monkeypatch.setattr(RunDir, "finalize", finalize_then_race)
+    with pytest.raises(OutputError, match="was written by another process while this one ran"):
+        reshard(out, 7, tmp_path / "r")
+    assert validate(tmp_path / "r")[0] == []  # the second command's run, whole
+    assert sorted(json.loads((tmp_path / "r" / "sizes.json").read_text()).values()) == [3, 5, 5, 5, 5]
+    assert not list(tmp_path.glob(".r.reshard-tmp-*"))  # neither staging folder is left
