@@ -49,6 +49,13 @@ def _check_text(where: str, row: dict, members: dict[str, bytes], policy: str) -
     return problems
 
 
+def _missing_line(shard: str, keys: list[str]) -> str:
+    """One line for the kept samples a shard lacks: a shard emptied or cut short loses hundreds at once."""
+    if len(keys) == 1:
+        return f"{shard}: kept sample {keys[0]} is missing from the tar"
+    return f"{shard}: {len(keys)} kept samples are missing from the tar (e.g. {keys[0]})"
+
+
 def _stray_line(shard: str, keys: list[str]) -> str:
     """One line for a shard's samples that no kept metadata row names: a shard copied in from another run
     holds hundreds, and a line each buried every other finding."""
@@ -161,10 +168,12 @@ def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tu
         stray = sorted(set(seen) - set(expect))
         if stray:
             problems.append(_stray_line(shard, stray))
+        missing = [key for key in expect if not seen.get(key)]
+        if missing:
+            problems.append(_missing_line(shard, missing))
         for key, row in expect.items():
             members = seen.get(key)
             if not members:
-                problems.append(f"{shard}: kept sample {key} is missing from the tar")
                 continue
             img_ext = [e for e in members if e in IMAGE_EXTS]
             if row.get("image_format") and not img_ext:

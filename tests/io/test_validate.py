@@ -97,3 +97,16 @@ def test_a_stray_shard_is_one_line_with_a_count_and_an_example(tmp_path, cli_inp
     assert res.returncode == 1
     assert res.stderr.splitlines() == [f"1 problem(s) in {run.root}:",
                                        "  - shards/000007.tar: 12 samples have no kept metadata row (e.g. p0u0)"]
+
+
+def test_a_shard_emptied_is_one_line_with_a_count_and_an_example(tmp_path):
+    """A shard replaced by an empty tar (a copy that stopped at its start): one line for its 12 missing
+    samples (it was one per sample), next to the changed-bytes line."""
+    import tarfile
+
+    run = _run(tmp_path / "run", samples=12)
+    with tarfile.open(run.shard(0), "w"):
+        pass
+    problems, _ = validate(run.root, decode=False)
+    assert problems[1:] == ["shards/000000.tar: 12 kept samples are missing from the tar (e.g. p0u0)"]
+    assert problems[0].startswith("shards/000000.tar: its bytes changed") and len(problems) == 2
