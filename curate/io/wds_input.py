@@ -51,10 +51,9 @@ def _row(**kw) -> dict:
     return {name: kw.get(name) for name in REF_SCHEMA.names}
 
 
-def _sample_rows(tar_path: str, samples: dict[str, dict], order: list[str]) -> list[dict]:
+def _sample_rows(tar_path: str, samples: list[tuple[str, dict]]) -> list[dict]:
     rows = []
-    for key in order:
-        s = samples[key]
+    for key, s in samples:
         info = None
         if s.get("json") is not None:
             try:
@@ -78,10 +77,25 @@ def _sample_rows(tar_path: str, samples: dict[str, dict], order: list[str]) -> l
     return rows
 
 
+def _sample_for(samples: list[tuple[str, dict]], key: str, ext: str) -> dict:
+    """The sample a member `key.ext` belongs to: WebDataset's rule, consecutive members with one key form a
+    sample, and a member whose extension the open sample already has starts the next one.
+
+    Why not group by key over the whole tar: a key can come back (two shards concatenated into one tar, a
+    writer that reused its counter), and grouping across the tar paired one sample's image with another's
+    caption, silently. A key repeated this way gives two samples (with distinct uids)."""
+    if samples and samples[-1][0] == key and ext not in samples[-1][1]["exts"]:
+        s = samples[-1][1]
+    else:
+        s = {"exts": set()}
+        samples.append((key, s))
+    s["exts"].add(ext)
+    return s
+
+
 def index_tar(tar_path: str) -> list[dict]:
     """One row per sample of one tar (in member order), plus one failed row if the tar is damaged."""
-    samples: dict[str, dict] = {}
-    order: list[str] = []
+    samples: list[tuple[str, dict]] = []
     damage = None
     try:
         total = inputfs.size(tar_path)
@@ -93,10 +107,7 @@ def index_tar(tar_path: str) -> list[dict]:
                 if not match:
                     continue
                 key, ext = match.group(1), match.group(2).lower()
-                if key not in samples:
-                    samples[key] = {}
-                    order.append(key)
-                s = samples[key]
+                s = _sample_for(samples, key, ext)
                 if m.offset_data + m.size > total:
                     s["error"] = f"member {m.name} is cut short ({total - m.offset_data} of {m.size} bytes)"
                 elif ext in IMAGE_EXTS and "image" not in s:
@@ -117,7 +128,7 @@ def index_tar(tar_path: str) -> list[dict]:
                 damage = f"bad tar header at byte {end}; members after it are lost"
     except (tarfile.TarError, OSError, EOFError, ValueError) as err:
         damage = f"{type(err).__name__}: {err}"[:500]
-    rows = _sample_rows(tar_path, samples, order)
+    rows = _sample_rows(tar_path, samples)
     if damage is not None:
         rows.append(_row(input_key=f"{PurePosixPath(tar_path).name}#damaged", input_file=tar_path,
                          _reason="input_tar_error", _error=f"{tar_path}: {damage}"[:500]))
@@ -201,13 +212,17 @@ def tar_batches(path: str, join_parquet: bool = True):
 
 
 def _merge_listing(rows: list[dict], listing: pa.Table, tar_path: str) -> list[dict]:
-    """Rows in the listing's order (every URL of the shard), with tar-only samples and damage rows after."""
-    by_key = {r["input_key"]: r for r in rows}
+    """Rows in the listing's order (every URL of the shard), with tar-only samples and damage rows after.
+    A key the tar holds twice is matched to the listing once; its other sample comes after, not lost."""
+    by_key: dict[str | None, list[dict]] = {}
+    for r in rows:
+        by_key.setdefault(r["input_key"], []).append(r)
     out = []
     cols = listing.select([c for c in ("key", "url", "caption", "error_message") if c in listing.column_names])
     for rec in cols.to_pylist():
         key = None if rec["key"] is None else str(rec["key"])
-        row = by_key.pop(key, None)
+        same = by_key.get(key)
+        row = same.pop(0) if same else None
         if row is None:
             why = rec.get("error_message") or "listed in the shard's parquet but not in its tar"
             row = _row(input_key=key, input_file=tar_path, _reason="input_missing_image", _error=str(why)[:500])
@@ -216,7 +231,7 @@ def _merge_listing(rows: list[dict], listing: pa.Table, tar_path: str) -> list[d
         if row["caption"] is None and isinstance(rec.get("caption"), str):
             row["caption"] = rec["caption"]
         out.append(row)
-    return out + list(by_key.values())
+    return out + [r for same in by_key.values() for r in same]
 
 
 def image_batches(path: str, batch_rows: int = 10000):

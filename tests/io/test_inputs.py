@@ -144,6 +144,30 @@ def test_a_tar_that_is_not_a_tar_is_one_failed_row(tmp_path):
     assert rows[1]["reason"] == "input_tar_error" and "b.tar" in rows[1]["error"]
 
 
+def test_a_key_that_comes_back_in_a_tar_is_a_new_sample_never_a_mixed_one(tmp_path):
+    """WebDataset's rule: consecutive members with one key are a sample, and an extension the sample already
+    has starts the next. Grouping by key over the whole tar paired the red image with the blue caption and
+    lost the blue sample (k.jpg k.txt k.jpg k.txt: a writer that reused its counter; a.. b.. a..: two shards
+    concatenated). Here each image keeps its own caption and every sample is a row, with its own uid, also
+    when the shard's img2dataset parquet lists the key once."""
+    root = tmp_path / "w"
+    root.mkdir()
+    red, blue, green, grey = jpeg((250, 0, 0)), jpeg((0, 0, 250)), jpeg((0, 250, 0)), jpeg((90, 90, 90))
+    with tarfile.open(root / "00000.tar", "w") as tar:
+        for name, data in [("k.jpg", red), ("k.txt", b"a red square"), ("k.jpg", blue), ("k.txt", b"a blue square"),
+                           ("a.jpg", green), ("a.txt", b"a green square"), ("b.jpg", grey), ("b.txt", b"grey"),
+                           ("a.txt", b"a lone caption"), ("a.jpg", grey)]:
+            add(tar, name, data)
+    pq.write_table(pa.table({"key": ["k", "a", "b"], "url": ["http://x/k", "http://x/a", "http://x/b"]}),
+                   root / "00000.parquet")  # img2dataset's listing: one row per key
+    sizes, extras, parts = split(reader.InputSpec(path=str(root), format="webdataset"), tmp_path, per=10)
+    rows = load(parts, extras)
+    got = [(r["input_key"], r["text"], r["image"]) for r in rows]
+    assert got == [("k", "a red square", red), ("a", "a green square", green), ("b", "grey", grey),
+                   ("k", "a blue square", blue), ("a", "a lone caption", grey)]
+    assert sum(sizes) == 5 and len({r["uid"] for r in rows}) == 5 and all(r["status"] == "ok" for r in rows)
+
+
 def test_corrupt_image_member_fails_its_row_only(tmp_path):
     root = tmp_path / "w"
     root.mkdir()
