@@ -30,7 +30,9 @@ CORE_COLUMNS: dict[str, pa.DataType] = {
 
 # Binary payload columns travel between stages but never go into meta/*.parquet.
 # doc_image_bytes: curate.interleaved; input_image_bytes: image bytes that came with the input (Parquet)
-PAYLOAD_COLUMNS = {"image", "video", "keyframes", "doc_image_bytes", "input_image_bytes"}
+PAYLOAD_COLUMNS = {"image", "video", "keyframes", "doc_image_bytes", "input_image_bytes", "extra_members"}
+# an input sample's other tar members (label, mask, array), carried to the output sample (curate/io/members.py)
+EXTRA_MEMBERS_TYPE = pa.list_(pa.struct([("ext", pa.string()), ("data", pa.binary())]))
 
 # Rows a stage derives from another row (video clips cut from a video) carry the source row's uid here;
 # input rows have it null. Counts in == counts out is checked on the rows where it is null; the source

@@ -49,6 +49,21 @@ def _check_text(where: str, row: dict, members: dict[str, bytes], policy: str) -
     return problems
 
 
+def _check_extras(where: str, row: dict, members: dict[str, bytes]) -> list[str]:
+    """The input sample's other members (label, mask: `input_extra_members`) are in the output, whole."""
+    refs = row.get("input_extra_members")
+    if not refs:
+        return []
+    problems = []
+    for ext, _, length in json.loads(refs):
+        out = sample_members.extra_ext(ext)
+        if out not in members:
+            problems.append(f"{where}: no .{out} member (the input sample's .{ext})")
+        elif len(members[out]) != length:
+            problems.append(f"{where}: .{out} is {len(members[out])} bytes, the input's .{ext} was {length}")
+    return problems
+
+
 def _missing_line(shard: str, keys: list[str]) -> str:
     """One line for the kept samples a shard lacks: a shard emptied or cut short loses hundreds at once."""
     if len(keys) == 1:
@@ -187,6 +202,7 @@ def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tu
                 if bad.reason:
                     problems.append(f"{shard}/{key}.{row['video_format']}: does not decode ({bad.reason}: {bad.error})")
             problems += _check_text(f"{shard}/{key}", row, members, policy)
+            problems += _check_extras(f"{shard}/{key}", row, members)
             if "json" not in members:
                 problems.append(f"{shard}/{key}: no .json member")
             else:

@@ -10,6 +10,7 @@ measure them); `resize_mode` other than `no` resizes and re-encodes them like `d
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from typing import ClassVar, Literal
 
@@ -26,6 +27,18 @@ REASONS = {**IMAGE_REASONS, **INPUT_REASONS,
            "input_image_too_large": "the input image is larger than load_image.max_bytes"}
 
 
+def _read_members(f, refs: list, path: str) -> list[dict] | tuple[str, str]:
+    """[{ext, data}] of the [ext, offset, length] references into open file `f`, or (reason, message)."""
+    members = []
+    for ext, off, length in refs:
+        f.seek(off)
+        data = f.read(length)
+        if len(data) != length:
+            return "input_read_error", f"{path}: member .{ext}: {len(data)} of {length} bytes at offset {off}"
+        members.append({"ext": ext, "data": data})
+    return members
+
+
 def _measure(data: bytes, max_pixels: int) -> tuple[int, int]:
     """(width, height) of image bytes as readers see them (upright, first frame), after a full, bounded decode
     through curate.images (declared size checked before any pixel is decoded)."""
@@ -39,7 +52,7 @@ class LoadImage(Stage):
 
     name: ClassVar[str] = "load_image"
     reads: ClassVar[tuple[str, ...]] = ()
-    writes: ClassVar[dict[str, pa.DataType]] = dict(Download.writes)
+    writes: ClassVar[dict[str, pa.DataType]] = {**Download.writes, "extra_members": schema.EXTRA_MEMBERS_TYPE}
     reasons: ClassVar[dict[str, str]] = REASONS
 
     max_bytes: int = Field(64 << 20, ge=1)  # larger input images fail as input_image_too_large, unread
@@ -88,6 +101,28 @@ class LoadImage(Stage):
                     out.setdefault(i, ("input_read_error", f"{path}: {type(err).__name__}: {err}"[:500]))
         return out
 
+    def _extra_members(self, table: pa.Table, rows: list[int]) -> dict[int, list[dict] | tuple[str, str]]:
+        """The other members of `rows` (a tar sample's label, mask, second caption), read by reference as the
+        image is, so the shard writer can carry them: [{ext, data}], or (reason, message) when one cannot
+        be read back (the row fails: a member must not be lost without a word)."""
+        if "input_extra_members" not in table.column_names:
+            return {}
+        refs, files = table.column("input_extra_members"), table.column("input_file")
+        by_file: dict[str, list[int]] = defaultdict(list)
+        for i in rows:
+            if refs[i].as_py():
+                by_file[files[i].as_py()].append(i)
+        out: dict[int, list[dict] | tuple[str, str]] = {}
+        for path, idx in by_file.items():
+            try:
+                with inputfs.open_read(path) as f:
+                    for i in idx:
+                        out[i] = _read_members(f, json.loads(refs[i].as_py()), path)
+            except OSError as err:
+                for i in idx:
+                    out.setdefault(i, ("input_read_error", f"{path}: {type(err).__name__}: {err}"[:500]))
+        return out
+
     def _image(self, data: bytes, download: Download | None, resize, budget) -> dict | tuple[str, str]:
         if download is not None:  # resize and re-encode exactly as `download` does
             return download.decode_resize(data, resize, budget)
@@ -123,6 +158,12 @@ class LoadImage(Stage):
             out["width"][i], out["height"][i] = result["width"], result["height"]
             out["orig_width"][i], out["orig_height"][i] = result["orig_width"], result["orig_height"]
             out["sha256"][i] = result["sha256"]
+        for i, extra in self._extra_members(table, [i for i in active if fail_reason[i] is None]).items():
+            if isinstance(extra, tuple):
+                fail_reason[i], fail_error[i] = extra
+                out["image"][i] = None  # a failed row carries no payload
+            else:
+                out["extra_members"][i] = extra
         for name, typ in self.writes.items():
             table = schema.put_column(table, name, out.pop(name), typ)
         failed = pa.array([r is not None for r in fail_reason])

@@ -101,7 +101,16 @@ def _with_source(info: dict, row: dict, caption_policy: str) -> dict:
 
 # the columns the members other than the json are made from: media, their formats, the captions, the key
 MEMBER_COLUMNS = {"key", "image", "image_format", "doc_images", "doc_image_bytes", "video", "video_format",
-                  "text", "recaption", "fused_caption", "caption_kept"}
+                  "text", "recaption", "fused_caption", "caption_kept", "extra_members"}
+# extensions the writer gives meaning to: an input's other member with one of them is carried as
+# <key>.input.<ext>, so it never replaces, or is mistaken for, the sample's own image, caption or json
+_OWN_EXTS = {"txt", "json", "jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "mp4", "webm", "mkv", "mov",
+             "avi", *EXTRA_TEXT_MEMBERS.values()}
+
+
+def extra_ext(ext: str) -> str:
+    """The output extension of an input sample's other member `ext` (see _OWN_EXTS)."""
+    return f"input.{ext}" if ext in _OWN_EXTS else ext
 
 
 def sample_members(row: dict, caption_policy: str = DEFAULT_POLICY) -> list[tuple[str, bytes]]:
@@ -131,7 +140,7 @@ _ROW_ONLY = {"recaption", "fused_caption", "caption_kept"}
 def member_columns(table: pa.Table, caption_policy: str = DEFAULT_POLICY) -> list[tuple[pa.Array, pa.Array]] | None:
     """`sample_members` of every row as columns: one (names, bytes) pair of arrays per member slot, in member
     order (media, .txt, .json), null where a sample has no such member; None where the table needs the row
-    path (synthetic caption columns, interleaved document images, a missing key).
+    path (synthetic caption columns, interleaved document images, an input's other members, a missing key).
 
     Why: a text-only sample is two small members, and building each row's member list in Python was most of
     a dedup run's commit; here only the json is made per row (the same `json_bytes`). tests/io check the
@@ -140,8 +149,9 @@ def member_columns(table: pa.Table, caption_policy: str = DEFAULT_POLICY) -> lis
     cols = set(table.column_names)
     if cols & _ROW_ONLY or "key" not in cols or table.column("key").null_count:
         return None
-    if "doc_image_bytes" in cols and table.column("doc_image_bytes").null_count < table.num_rows:
-        return None
+    for nested in ("doc_image_bytes", "extra_members"):
+        if nested in cols and table.column(nested).null_count < table.num_rows:
+            return None
     key = table.column("key").combine_chunks()
     slots = []
     for media, fmt, default in (("image", "image_format", "jpg"), ("video", "video_format", "mp4")):
@@ -175,6 +185,8 @@ def _members(row: dict, info: dict, caption_policy: str) -> list[tuple[str, byte
             members.append((f"{key}.{j:03d}.{(infos[j] or {}).get('format') or 'jpg'}", data))
     if row.get("video") is not None:
         members.append((f"{key}.{row.get('video_format') or 'mp4'}", row["video"]))
+    for extra in row.get("extra_members") or ():  # an input sample's label, mask, ...: carried as they came
+        members.append((f"{key}.{extra_ext(extra['ext'])}", extra["data"]))
     for ext, text in text_members(row, caption_policy).items():
         members.append((f"{key}.{ext}", text.encode("utf-8")))
     members.append((f"{key}.json", json_bytes(_with_source(info, row, caption_policy))))

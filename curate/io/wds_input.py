@@ -22,6 +22,8 @@ from curate.io import inputfs
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 TEXT_EXTS = ("txt", "caption", "text")
 MAX_TEXT_BYTES = 4 * 1024 * 1024  # a caption or json member larger than this fails its sample
+MAX_EXTRA_BYTES = 64 << 20  # another member (label, mask, array) larger than this fails its sample
+MAX_EXTRA_MEMBERS = 64  # a sample with more other members than this fails
 IMAGE_COLUMN_NAMES = {"image", "img", "image_bytes", "jpg", "jpeg", "png", "webp", "bytes"}
 METADATA_NAMES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")  # Hugging Face imagefolder convention
 
@@ -30,6 +32,9 @@ REF_SCHEMA = pa.schema([
     ("url", pa.string()), ("caption", pa.string()), ("input_key", pa.string()), ("input_json", pa.string()),
     ("input_file", pa.string()), ("input_member", pa.string()), ("input_offset", pa.int64()),
     ("input_length", pa.int64()),
+    # the sample's other members (a class label, a mask, a second caption), as JSON [[ext, offset, length], ..]:
+    # load_image reads them and the shard writer carries them to the output sample (curate/io/members.py)
+    ("input_extra_members", pa.string()),
     # rows that failed while indexing: status/stage/reason/error of the row (null while fine)
     ("_reason", pa.string()), ("_error", pa.string()),
 ])
@@ -73,6 +78,8 @@ def _sample_rows(tar_path: str, samples: list[tuple[str, dict]]) -> list[dict]:
         else:
             member, offset, length = s["image"]
             row.update(input_member=member, input_offset=offset, input_length=length)
+            if s.get("extras"):
+                row.update(input_extra_members=json.dumps(s["extras"]))
         rows.append(row)
     return rows
 
@@ -91,6 +98,17 @@ def _sample_for(samples: list[tuple[str, dict]], key: str, ext: str) -> dict:
         samples.append((key, s))
     s["exts"].add(ext)
     return s
+
+
+def _add_extra(s: dict, name: str, ext: str, offset: int, size: int) -> None:
+    """Keep a member that is not the sample's image, caption or json, to carry it to the output (bounded)."""
+    extras = s.setdefault("extras", [])
+    if size > MAX_EXTRA_BYTES:
+        s["error"] = f"member {name} is {size} bytes (limit {MAX_EXTRA_BYTES})"
+    elif len(extras) >= MAX_EXTRA_MEMBERS:
+        s["error"] = f"sample has more than {MAX_EXTRA_MEMBERS} members besides its image, caption and json"
+    else:
+        extras.append([ext, offset, size])
 
 
 def index_tar(tar_path: str) -> list[dict]:
@@ -112,15 +130,19 @@ def index_tar(tar_path: str) -> list[dict]:
                     s["error"] = f"member {m.name} is cut short ({total - m.offset_data} of {m.size} bytes)"
                 elif ext in IMAGE_EXTS and "image" not in s:
                     s["image"] = (m.name, m.offset_data, m.size)
-                elif ext in TEXT_EXTS or ext == "json":
+                elif ext == "json" or (ext in TEXT_EXTS and ("text" not in s or ext == "txt")):
                     if m.size > MAX_TEXT_BYTES:
                         s["error"] = f"member {m.name} is {m.size} bytes (limit {MAX_TEXT_BYTES})"
                         continue
                     data = tar.extractfile(m).read().decode("utf-8", "replace")
                     if ext == "json":
                         s["json"] = data
-                    elif "text" not in s or ext == "txt":
-                        s["text"] = caption_text(data)
+                    else:
+                        if "text" in s:  # a .txt wins over .caption/.text: that one is kept as another member
+                            _add_extra(s, m.name, *s["text_ref"])
+                        s["text"], s["text_ref"] = caption_text(data), (ext, m.offset_data, m.size)
+                else:
+                    _add_extra(s, m.name, ext, m.offset_data, m.size)
             end = tar.offset
             f.seek(end)
             tail = f.read(512)

@@ -8,6 +8,7 @@ URL the run fetched would fail: every sample must still end ok from the tar byte
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 import subprocess
@@ -266,3 +267,54 @@ def test_two_commands_writing_one_output_never_mix_and_the_later_one_is_refused(
     assert validate(tmp_path / "r")[0] == []  # the second command's run, whole
     assert sorted(json.loads((tmp_path / "r" / "sizes.json").read_text()).values()) == [3, 5, 5, 5, 5]
     assert not list(tmp_path.glob(".r.reshard-tmp-*"))  # neither staging folder is left
+
+
+def test_an_input_samples_other_members_reach_the_output_whole(ray_address, tmp_path):
+    """A class label, a mask, a second image and a second caption of an input sample were dropped without a
+    word (only the image, the .txt and a new .json were written). They now ride along byte for byte; the
+    ones whose extension the writer uses itself come as .input.<ext>; validate checks they are all there,
+    and reshard keeps them."""
+    import io as _io
+
+    from PIL import Image
+
+    def png(colour, size, fmt="PNG"):
+        buf = _io.BytesIO()
+        Image.new("RGB", size, colour).save(buf, fmt)
+        return buf.getvalue()
+
+    root = tmp_path / "wds"
+    root.mkdir()
+    image, mask, second = png((200, 10, 10), (32, 24), "JPEG"), png((1, 1, 1), (32, 24)), png((5, 200, 5), (8, 8))
+    other = {"cls": b"7", "seg.png": mask, "png": second, "caption": b"an older caption", "npy": bytes(range(256))}
+    with tarfile.open(root / "00000.tar", "w") as tar:
+        for name, data in [("s1.caption", other["caption"]), ("s1.jpg", image), ("s1.txt", b"a red square"),
+                           ("s1.cls", other["cls"]), ("s1.seg.png", mask), ("s1.png", second),
+                           ("s1.npy", other["npy"]), ("s2.jpg", image), ("s2.txt", b"plain")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    out = tmp_path / "out"
+    recipe = build_recipe({"name": "extras", "input": {"path": str(root), "format": "webdataset"},
+                           "output": {"path": str(out), "samples_per_shard": 10}, "stages": [{"load_image": {}}]})
+    Runner(recipe, ray_address=ray_address).start()
+    rows = {r["input_key"]: r for r in meta(out)}
+    assert all(r["status"] == "ok" for r in rows.values()) and len(rows) == 2
+    with tarfile.open(out / "shards" / "000000.tar") as tar:
+        got = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
+    k1, k2 = rows["s1"]["key"], rows["s2"]["key"]
+    assert got[f"{k1}.jpg"] == image and got[f"{k1}.txt"] == b"a red square"
+    for ext, data in other.items():
+        name = f"{k1}.input.png" if ext == "png" else f"{k1}.{ext}"  # png is the writer's own extension
+        assert got[name] == data, name
+    assert sorted(n for n in got if n.startswith(k2)) == [f"{k2}.jpg", f"{k2}.json", f"{k2}.txt"]
+    assert validate(out)[0] == []
+    reshard(out, 1, tmp_path / "r")  # one sample per shard: s1's members move whole
+    assert validate(tmp_path / "r")[0] == []
+    # a member lost on the way is a finding
+    with tarfile.open(out / "shards" / "000000.tar") as src, tarfile.open(tmp_path / "cut.tar", "w") as dst:
+        for m in src:
+            if m.name != f"{k1}.cls":
+                dst.addfile(m, src.extractfile(m))
+    shutil.copy(tmp_path / "cut.tar", out / "shards" / "000000.tar")
+    assert f"shards/000000.tar/{k1}: no .cls member (the input sample's .cls)" in validate(out)[0]
