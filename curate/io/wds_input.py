@@ -122,7 +122,9 @@ def index_tar(tar_path: str) -> list[dict]:
                 if not m.isfile():
                     continue
                 match = _KEY_EXT.match(m.name)
-                if not match:
+                if not match:  # (".jpg", "dir/.hidden"): no key to group by; still a row, not a silent skip
+                    samples.append((m.name, {"exts": set(), "error": f"member {m.name} has no WebDataset key "
+                                             "(its file name has nothing before the first dot, or no dot)"}))
                     continue
                 key, ext = match.group(1), match.group(2).lower()
                 s = _sample_for(samples, key, ext)

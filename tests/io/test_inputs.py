@@ -168,6 +168,20 @@ def test_a_key_that_comes_back_in_a_tar_is_a_new_sample_never_a_mixed_one(tmp_pa
     assert sum(sizes) == 5 and len({r["uid"] for r in rows}) == 5 and all(r["status"] == "ok" for r in rows)
 
 
+def test_a_member_without_a_key_is_a_failed_row_not_skipped(tmp_path):
+    root = tmp_path / "w"
+    root.mkdir()
+    with tarfile.open(root / "a.tar", "w") as tar:
+        add(tar, "k.jpg", jpeg((1, 1, 1)))
+        add(tar, ".jpg", jpeg((2, 2, 2)))
+        add(tar, "README", b"not a sample")
+    sizes, extras, parts = split(reader.InputSpec(path=str(root / "a.tar")), tmp_path)
+    rows = load(parts, extras)
+    assert [(r["input_key"], r["status"], r["reason"]) for r in rows] == [
+        ("k", "ok", None), (".jpg", "failed", "input_member_error"), ("README", "failed", "input_member_error")]
+    assert "has no WebDataset key" in rows[1]["error"]
+
+
 def test_corrupt_image_member_fails_its_row_only(tmp_path):
     root = tmp_path / "w"
     root.mkdir()
