@@ -15,10 +15,13 @@ import numpy as np
 LEVEL = 0.95
 BOOTSTRAP_REPS = 2000
 BETTER, WORSE, NONE, TOO_FEW = "better", "worse", "no detectable difference", "undetermined (fewer than 2 seeds)"
+NO_SPREAD = "undetermined (every seed gave the same difference: no spread to build an interval on)"
 
 
 def paired_t_interval(a: list[float], b: list[float], level: float = LEVEL) -> dict:
-    """Mean of the per-seed differences a_s - b_s with its t confidence interval (None below 2 seeds)."""
+    """Mean of the per-seed differences a_s - b_s with its t confidence interval (None below 2 seeds, and
+    None with `no_spread` when every seed's difference is the same: the t interval would have zero width,
+    a certainty that two or three equal numbers do not give)."""
     from scipy import stats
 
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
@@ -28,6 +31,8 @@ def paired_t_interval(a: list[float], b: list[float], level: float = LEVEL) -> d
     mean = float(d.mean())
     if d.size < 2:
         return {"diff": mean, "lo": None, "hi": None, "n": int(d.size)}
+    if np.allclose(d, d[0], rtol=0, atol=1e-9):  # (a metric in steps of 1/examples, equal in every seed): a zero-width interval
+        return {"diff": mean, "lo": None, "hi": None, "n": int(d.size), "no_spread": True}  # would claim certainty
     half = float(stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
     return {"diff": mean, "lo": mean - half, "hi": mean + half, "n": int(d.size)}
 
@@ -57,6 +62,8 @@ def bootstrap_interval(a: np.ndarray, b: np.ndarray, level: float = LEVEL, reps:
 
 def verdict(t: dict, boot: dict) -> str:
     """better / worse when both intervals exclude zero on the same side, else no detectable difference."""
+    if t.get("no_spread"):
+        return NO_SPREAD
     if t.get("lo") is None or boot.get("lo") is None:
         return TOO_FEW
     if t["lo"] > 0 and boot["lo"] > 0:

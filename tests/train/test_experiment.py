@@ -26,6 +26,10 @@ def test_paired_t_interval_matches_the_textbook():
     assert t["diff"] == pytest.approx(d.mean()) and t["lo"] == pytest.approx(d.mean() - half)
     assert t["hi"] == pytest.approx(d.mean() + half)
     assert stats.paired_t_interval([0.1], [0.2])["lo"] is None
+    # equal differences in every seed (accuracy in steps of 1/100): no zero-width interval, no verdict
+    flat = stats.paired_t_interval([0.3, 0.5], [0.2, 0.4])  # 0.1 and 0.09999999999999998 in floats
+    assert flat["lo"] is None and flat["no_spread"] and abs(flat["diff"] - 0.1) < 1e-12
+    assert stats.verdict(flat, {"lo": 0.001, "hi": 0.02}) == stats.NO_SPREAD
 
 
 def test_verdicts_come_from_both_intervals():
