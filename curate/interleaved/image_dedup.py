@@ -1,7 +1,8 @@
 """`doc_image_dedup`: exact image dedup across documents, on the sha256 the download recorded per image.
 
-A Job: one record per kept image keyed by its sha256; each group keeps the first occurrence (smallest
-document uid, then position; an image kept by an earlier batch of the same run wins) and the others are
+A Job: one record per kept image keyed by its sha256; each group keeps the first occurrence (the earliest
+document in the input, then position; an image kept by an earlier batch of the same run wins; uids are
+hashes, so "smallest uid" was an arbitrary document, not the first) and the others are
 marked `duplicate_image` inside their document's `doc_images` (the document itself stays; whether it
 still has enough images is `doc_filter`'s call). `image_dup_of` holds, per image, "uid#index" of the
 kept copy (null when the image is not a duplicate).
@@ -17,8 +18,8 @@ from curate import schema
 from curate.interleaved import _doc
 from curate.stage import Job, register
 
-_RECORDS = pa.schema([("key", pa.string()), ("uid", pa.string()), ("part", pa.int32()), ("idx", pa.int32()),
-                      ("n", pa.int32())])
+_RECORDS = pa.schema([("key", pa.string()), ("uid", pa.string()), ("part", pa.int32()), ("row", pa.int64()),
+                      ("idx", pa.int32()), ("n", pa.int32())])
 _EDGES = pa.schema([("uid", pa.string()), ("part", pa.int32()), ("idx", pa.int32()), ("n", pa.int32()),
                     ("dup_of", pa.string())])
 
@@ -28,17 +29,17 @@ class DocImageDedup(Job):
     """Mark byte-identical images (same sha256 of the downloaded bytes) after their first occurrence."""
 
     name: ClassVar[str] = "doc_image_dedup"
-    reads: ClassVar[tuple[str, ...]] = ("doc_images",)
+    reads: ClassVar[tuple[str, ...]] = ("doc_images", "row")
     writes: ClassVar[dict[str, pa.DataType]] = {"image_dup_of": pa.list_(pa.string())}
     reasons: ClassVar[dict[str, str]] = {}
 
     def prepare(self, table: pa.Table) -> pa.Table:
         rows = defaultdict(list)
-        for uid, part, recs in zip(table.column("uid").to_pylist(), table.column("part").to_pylist(),
-                                   table.column("doc_images").to_pylist()):
+        for uid, part, row, recs in zip(table.column("uid").to_pylist(), table.column("part").to_pylist(),
+                                        table.column("row").to_pylist(), table.column("doc_images").to_pylist()):
             for j, rec in enumerate(recs or ()):
                 if rec["status"] == schema.OK and rec["sha256"]:
-                    for k, v in zip(_RECORDS.names, (rec["sha256"], uid, part, j, len(recs))):
+                    for k, v in zip(_RECORDS.names, (rec["sha256"], uid, part, row, j, len(recs))):
                         rows[k].append(v)
         return pa.table({k: rows.get(k, []) for k in _RECORDS.names}, schema=_RECORDS)
 
@@ -47,7 +48,7 @@ class DocImageDedup(Job):
 
     def reduce(self, group: pa.Table) -> pa.Table:
         rows = group.to_pylist()
-        keeper = min(rows, key=lambda r: (r["part"] != -1, r["uid"], r["idx"]))
+        keeper = min(rows, key=lambda r: (r["part"] != -1, r["row"], r["uid"], r["idx"]))
         losers = [r for r in rows if r is not keeper and r["part"] != -1]
         ref = f"{keeper['uid']}#{keeper['idx']}"
         return pa.Table.from_pylist([{**{k: r[k] for k in ("uid", "part", "idx", "n")}, "dup_of": ref}

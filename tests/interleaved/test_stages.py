@@ -111,6 +111,12 @@ def test_doc_image_dedup_across_and_within_documents(served):
     assert out.column("image_dup_of")[1].as_py() == ["d000#1", "d000#0"]
     assert out.column("doc_image_bytes")[1].as_py() == [None, None]
     assert out.column("status").to_pylist() == ["ok", "ok"]  # documents stay; doc_filter decides
+    # the first document in the input keeps its images, whatever the uids' order (uids are hashes)
+    table = doc_table(2, texts=texts, images=imgs)
+    table = table.set_column(table.column_names.index("uid"), "uid", pa.array(["z-first", "a-second"]))
+    out = run_local(steps, table, schema.run_schema({c: t for s in steps for c, t in s.writes.items()}))
+    assert [r["status"] for r in _images(out, 0)] == ["ok", "ok"]
+    assert out.column("image_dup_of")[1].as_py() == ["z-first#1", "z-first#0"]
 
 
 def _doc_with(recs, text="Some text.", payload=None, scores=None):
