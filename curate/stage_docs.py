@@ -73,11 +73,14 @@ FIELD_COMMENT = re.compile(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+)$", re.M)
 
 
 def field_comments(cls: type[Step]) -> dict[str, str]:
-    """Trailing comments on setting lines in the class bodies (subclass first): where most stages explain
-    a setting, so they document it without a second copy."""
+    """Trailing comments on setting lines in the class bodies (subclass first, settings mixins such as
+    curate.models.clip_settings.ClipWeights included): where most stages explain a setting, so they document
+    it without a second copy."""
+    from pydantic import BaseModel
+
     notes: dict[str, str] = {}
     for klass in cls.__mro__:
-        if klass in (Step, object) or not (isinstance(klass, type) and issubclass(klass, Step)):
+        if klass in (Step, BaseModel, object) or not (isinstance(klass, type) and issubclass(klass, BaseModel)):
             continue
         try:
             source = inspect.getsource(klass)

@@ -9,15 +9,16 @@ are enough sentences. `image_sentence` is the index into `sentences`, `image_sim
 from __future__ import annotations
 
 import re
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
 from typing import Any
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr
 
 from curate import schema
+from curate.models.clip_settings import ClipWeights
 from curate.stage import Annotations, Stage, register
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
@@ -72,7 +73,7 @@ def neighbours(per_segment: list[list[int]], pos: int) -> list[int]:
 
 
 @register
-class DocClip(Stage):
+class DocClip(ClipWeights, Stage):
     """Embed kept images and sentences with CLIP; write neighbour-text scores and mmc4 placement."""
 
     name: ClassVar[str] = "doc_clip"
@@ -85,32 +86,12 @@ class DocClip(Stage):
     }
     uses_model: ClassVar[bool] = True
 
-    model: str | None = "ViT-B-32"  # open_clip name; needs pretrained or checkpoint too (or random_init: true)
-    pretrained: str | None = None  # open_clip hub tag (openai, laion2b_s34b_b79k) or weights file/URL
-    checkpoint: str | None = None  # open_clip checkpoint file or URL (e.g. from `curate train`)
-    random_init: bool = False  # true: allow no pretrained/checkpoint (random weights, noise scores): for tests and demos only
-    device: str = "auto"  # auto: cuda when visible, else cpu
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # GPU autocast (auto: bf16 or fp16); CPU fp32
     batch_size: int = Field(64, ge=1, le=4096)  # images or sentences per CLIP forward pass
     _clip: Any = PrivateAttr(default=None)
 
-    @model_validator(mode="after")
-    def _check_model(self):
-        """Fail at recipe load (one line, before any download) on an unknown model, a missing checkpoint, or
-        no weights at all: random weights would make every score, and the decisions on it, noise."""
-        from curate.models.clip import ModelLoadError, check_weights
-
-        try:
-            check_weights(self.name, self.model, self.pretrained, self.checkpoint, self.random_init)
-        except ModelLoadError as err:
-            raise ValueError(str(err)) from None
-        return self
-
     def setup(self) -> None:
         if self._clip is None:
-            from curate.models.clip import load_clip
-
-            self._clip = load_clip(self.model, self.pretrained, self.checkpoint, self.device, self.precision)
+            self._clip = self.load_clip()
 
     def _embed_images(self, blobs: list[bytes]) -> np.ndarray:
         from curate import images

@@ -7,13 +7,14 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr
 
+from curate.models.clip_settings import ClipWeights
 from curate.stage import Annotations, Filter, Stage, register
 
 
 @register
-class KeyframeClipScore(Stage):
+class KeyframeClipScore(ClipWeights, Stage):
     """Cosine similarity of each clip's text with its keyframes under an open_clip model: mean and min."""
 
     name: ClassVar[str] = "keyframe_clip_score"
@@ -23,32 +24,12 @@ class KeyframeClipScore(Stage):
                                                 "keyframe_clip_score_min": pa.float32()}
     reasons: ClassVar[dict[str, str]] = {}
 
-    model: str = "ViT-B-32"  # open_clip name; needs pretrained or checkpoint too (or random_init: true)
-    pretrained: str | None = None  # open_clip hub tag (openai, laion2b_s34b_b79k) or weights file/URL
-    checkpoint: str | None = None  # open_clip checkpoint file or URL (e.g. from `curate train`)
-    random_init: bool = False  # true: allow no pretrained/checkpoint (random weights, noise scores): for tests and demos only
-    device: str = "auto"  # auto: cuda when visible, else cpu
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # GPU autocast (auto: bf16 or fp16); CPU fp32
     batch_size: int = Field(256, ge=1)  # keyframes (and clip texts) per CLIP forward pass
     _clip = PrivateAttr(default=None)
 
-    @model_validator(mode="after")
-    def _check_model(self):
-        """Fail at recipe load (one line, before any download) on an unknown model, a missing checkpoint, or
-        no weights at all: random weights would make every score, and the decisions on it, noise."""
-        from curate.models.clip import ModelLoadError, check_weights
-
-        try:
-            check_weights(self.name, self.model, self.pretrained, self.checkpoint, self.random_init)
-        except ModelLoadError as err:
-            raise ValueError(str(err)) from None
-        return self
-
     def setup(self) -> None:
-        from curate.models.clip import load_clip
-
         if self._clip is None:
-            self._clip = load_clip(self.model, self.pretrained, self.checkpoint, self.device, self.precision)
+            self._clip = self.load_clip()
 
     def annotate(self, active: pa.Table) -> Annotations:
         from curate.images import decode_rgb

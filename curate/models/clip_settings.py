@@ -1,0 +1,40 @@
+"""The CLIP settings shared by stages that score with an open_clip model of the user's choice (`doc_clip`,
+`keyframe_clip_score`): which model and weights, on which device, checked when the recipe loads.
+
+One owner for them, so the refusal of random weights (curate.models.clip.check_weights) cannot be
+forgotten by the next stage that loads a CLIP. (clip_score keeps its own, with the filter CLIP's defaults.)
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, model_validator
+
+
+class ClipWeights(BaseModel):
+    """Mixin for a Stage: `class MyStage(ClipWeights, Stage)`; `load_clip()` in its setup."""
+
+    model: str | None = "ViT-B-32"  # open_clip name; needs pretrained or checkpoint too (or random_init: true)
+    pretrained: str | None = None  # open_clip hub tag (openai, laion2b_s34b_b79k) or weights file/URL
+    checkpoint: str | None = None  # open_clip checkpoint file or URL (e.g. from `curate train`)
+    random_init: bool = False  # true: allow no pretrained/checkpoint (random weights, noise scores): for tests and demos only
+    device: str = "auto"  # auto: cuda when visible, else cpu
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # GPU autocast (auto: bf16 or fp16); CPU fp32
+
+    @model_validator(mode="after")
+    def _check_weights(self):
+        """Fail at recipe load (one line, before any download) on an unknown model, a missing checkpoint, or
+        no weights at all: random weights would make every score, and the decisions on it, noise."""
+        from curate.models.clip import ModelLoadError, check_weights
+
+        try:
+            check_weights(self.name, self.model, self.pretrained, self.checkpoint, self.random_init)
+        except ModelLoadError as err:
+            raise ValueError(str(err)) from None
+        return self
+
+    def load_clip(self):
+        """The configured model (curate.models.clip.load_clip)."""
+        from curate.models.clip import load_clip
+
+        return load_clip(self.model, self.pretrained, self.checkpoint, self.device, self.precision)
