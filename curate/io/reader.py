@@ -154,7 +154,7 @@ def _index_batches(spec: InputSpec, fmt: str):
         if fmt == "webdataset":
             yield from wds_input.tar_batches(spec.path)
         else:
-            yield from wds_input.image_batches(spec.path)
+            yield from wds_input.image_batches(spec.path, text_col=spec.text_col)
     except (OSError, ValueError, pa.ArrowInvalid) as err:
         raise InputError(f"cannot read {fmt} input {spec.path}: {str(err).splitlines()[0]}") from None
 
@@ -227,8 +227,9 @@ def split_parts(spec: InputSpec, rows_per_part: int, part_path, first_part: int 
     fmt = resolve_format(spec)
     image_col = None
     if fmt in IMAGE_FORMATS:
+        batches = _index_batches(spec, fmt)  # with the recipe's text_col: an image folder's mapping column
+        # the index's own columns: the caption (whichever column or file it came from) is `caption`
         spec = InputSpec(**{**spec.__dict__, "url_col": "url", "text_col": "caption", "id_col": spec.id_col})
-        batches = _index_batches(spec, fmt)
     else:
         ds = open_dataset(spec)
         check_columns(spec, ds)

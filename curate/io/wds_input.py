@@ -21,6 +21,7 @@ from curate.io import inputfs
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 TEXT_EXTS = ("txt", "caption", "text")
+SIDECAR_EXTS = ("txt", "caption", "json")  # an image folder's caption files, in the order they are looked for
 MAX_TEXT_BYTES = 4 * 1024 * 1024  # a caption or json member larger than this fails its sample
 MAX_EXTRA_BYTES = 64 << 20  # another member (label, mask, array) larger than this fails its sample
 MAX_EXTRA_MEMBERS = 64  # a sample with more other members than this fails
@@ -180,16 +181,21 @@ def _read_table(path: str) -> pa.Table:
 def _with_joined(rows: list[dict], table: pa.Table | None, key_col: str, keys: list[str | None],
                  joined_schema: pa.Schema | None) -> pa.Table:
     """The index rows as a table, with `table`'s columns (joined schema) taken at each row's key."""
+    idx = [None] * len(rows)
+    if table is not None and joined_schema is not None:
+        pos = {k: i for i, k in enumerate(table.column(key_col).cast(pa.string()).to_pylist())}
+        idx = [pos.get(k) for k in keys]
+    return _joined_at(rows, table, idx, joined_schema)
+
+
+def _joined_at(rows: list[dict], table: pa.Table | None, idx: list[int | None],
+               joined_schema: pa.Schema | None) -> pa.Table:
+    """The index rows as a table, with `table`'s columns (joined schema) taken at row idx[i] (None: nulls)."""
     out = pa.Table.from_pylist(rows, schema=REF_SCHEMA)
     if joined_schema is None:
         return out
-    if table is None:
-        extra = joined_schema.empty_table()
-        idx = pa.nulls(len(rows), pa.int64())
-    else:
-        extra = _conform(table, joined_schema)
-        pos = {k: i for i, k in enumerate(table.column(key_col).cast(pa.string()).to_pylist())}
-        idx = pa.array([pos.get(k) for k in keys], pa.int64())
+    extra = joined_schema.empty_table() if table is None else _conform(table, joined_schema)
+    idx = pa.array(idx if table is not None else [None] * len(rows), pa.int64())
     extra = extra.take(idx) if len(extra) else pa.table({f.name: pa.nulls(len(rows), f.type) for f in joined_schema})
     for field in joined_schema:
         out = out.append_column(field, extra.column(field.name))
@@ -258,42 +264,91 @@ def _merge_listing(rows: list[dict], listing: pa.Table, tar_path: str) -> list[d
     return out + [r for same in by_key.values() for r in same]
 
 
-def image_batches(path: str, batch_rows: int = 10000):
-    """Index tables of a folder of images; captions from a sidecar `<name>.txt` or `<name>.json`
-    (`caption`/`text` field), or from a Hugging Face imagefolder mapping (metadata.csv / .jsonl / .parquet
-    with a `file_name` column, relative to the folder)."""
+def image_batches(path: str, batch_rows: int = 10000, text_col: str | None = "caption"):
+    """Index tables of a folder of images; captions from a sidecar `<name>.txt`, `<name>.caption` or
+    `<name>.json` (`caption`/`text` field), or from a Hugging Face imagefolder mapping (metadata.csv /
+    .jsonl / .parquet with a `file_name` column, relative to the folder) whose caption column is
+    `text_col` (input.text_col; when that is the default `caption` and the mapping has none, HF's usual
+    `text`). A sidecar's caption comes before the mapping's.
+
+    Every input entity is a row, as in a tar: each image; each mapping row whose file is not there, and each
+    caption file without an image next to it, as a failed row (input_missing_image) after the images."""
     fs, root = inputfs.filesystem(path)
-    files = inputfs.expand(path, tuple("." + e for e in IMAGE_EXTS))
+    found = inputfs.expand(path, tuple("." + e for e in IMAGE_EXTS + SIDECAR_EXTS))
+    files = [f for f in found if f.lower().endswith(tuple("." + e for e in IMAGE_EXTS))]
     if not files:
         raise FileNotFoundError(f"no image files under {path}")
-    mapping = None
+    mapping, mapping_name, cap_col = None, None, None
     for name in METADATA_NAMES:
         candidate = path.rstrip("/") + "/" + name
         if inputfs.exists(candidate):
-            mapping = _read_table(candidate)
+            mapping, mapping_name = _read_table(candidate), name
             if "file_name" not in mapping.column_names:
                 raise ValueError(f"{candidate} has no file_name column (the imagefolder convention)")
+            cap_col = _mapping_text_col(mapping, text_col, candidate)
+            # "./a.jpg" and "a.jpg" name one file: a listed image is found however its path is spelled
+            names = [PurePosixPath(v).as_posix() if v else v
+                     for v in mapping.column("file_name").cast(pa.string()).to_pylist()]
+            mapping = mapping.set_column(mapping.column_names.index("file_name"), "file_name",
+                                         pa.array(names, pa.string()))
             break
-    mapped_schema = _joined_schema(mapping, drop=("file_name",)) if mapping is not None else None
-    if mapping is not None and "caption" in mapping.column_names:
-        mapped_schema = pa.schema([f for f in mapped_schema if f.name != "caption"])
+    mapped_schema = _joined_schema(mapping, drop=("file_name", cap_col)) if mapping is not None else None
     prefix = fs._strip_protocol(path).rstrip("/") + "/"
+
+    def rel_of(f: str) -> str:
+        inner = fs._strip_protocol(f)
+        return inner[len(prefix):] if inner.startswith(prefix) else PurePosixPath(f).name
+
+    caps, pos = {}, {}
+    if mapping is not None:
+        pos = {k: i for i, k in enumerate(mapping.column("file_name").to_pylist()) if k is not None}
+        if cap_col is not None:
+            caps = mapping.column(cap_col).cast(pa.string()).to_pylist()
     for start in range(0, len(files), batch_rows):
-        rows, keys = [], []
+        rows, idx = [], []
         for f in files[start:start + batch_rows]:
-            rel = fs._strip_protocol(f)[len(prefix):] if fs._strip_protocol(f).startswith(prefix) else PurePosixPath(f).name
-            stem = f.rsplit(".", 1)[0]
-            text, info = _sidecar_text(stem)
+            rel = rel_of(f)
+            text, info = _sidecar_text(f.rsplit(".", 1)[0])
+            if text is None and caps and rel in pos:
+                text = caps[pos[rel]]
             rows.append(_row(caption=text, input_json=info, input_key=rel, input_file=f, input_member=rel,
                              input_offset=0, input_length=inputfs.size(f)))
-            keys.append(rel)
-        if mapping is not None and "caption" in mapping.column_names:
-            pos = {k: i for i, k in enumerate(mapping.column("file_name").cast(pa.string()).to_pylist())}
-            caps = mapping.column("caption").cast(pa.string()).to_pylist()
-            for r, k in zip(rows, keys):
-                if r["caption"] is None and k in pos:
-                    r["caption"] = caps[pos[k]]
-        yield _with_joined(rows, mapping, "file_name", keys, mapped_schema)
+            idx.append(pos.get(rel))
+        yield _joined_at(rows, mapping, idx, mapped_schema)
+    rows, idx = [], []
+    have = {rel_of(f) for f in files}
+    if mapping is not None:  # listed, not there: the row is still the user's, failed and saying why
+        for i, k in enumerate(mapping.column("file_name").to_pylist()):
+            if k not in have:
+                rows.append(_row(caption=caps[i] if caps else None, input_key=k,
+                                 input_file=None if k is None else path.rstrip("/") + "/" + k,
+                                 _reason="input_missing_image",
+                                 _error=f"{mapping_name} row {i + 1} names {k!r}, which is not an image file under {path}"[:500]))
+                idx.append(i)
+    stems = {f.rsplit(".", 1)[0] for f in files}
+    orphans = {}
+    for f in found:  # caption files without an image: a caption-only tar sample is a failed row too
+        stem = f.rsplit(".", 1)[0]
+        if stem not in stems and not f.lower().endswith(tuple("." + e for e in IMAGE_EXTS)):
+            orphans.setdefault(stem, f)
+    for stem, f in orphans.items():
+        text, info = _sidecar_text(stem)
+        rows.append(_row(caption=text, input_json=info, input_key=rel_of(f), input_file=f,
+                         _reason="input_missing_image", _error=f"caption file {rel_of(f)} has no image next to it"))
+        idx.append(None)
+    if rows:
+        yield _joined_at(rows, mapping, idx, mapped_schema)
+
+
+def _mapping_text_col(mapping: pa.Table, text_col: str | None, where: str) -> str | None:
+    """The mapping's caption column: input.text_col; for the default `caption`, HF imagefolder's usual
+    `text` when there is no `caption` column (null: no caption from the mapping)."""
+    names = mapping.column_names
+    if text_col is None or text_col in names:
+        return text_col
+    if text_col == "caption":
+        return "text" if "text" in names else None
+    raise ValueError(f"{where} has no column {text_col!r} (input.text_col); its columns are: {', '.join(names)}")
 
 
 def caption_text(data: str) -> str:
@@ -304,7 +359,7 @@ def caption_text(data: str) -> str:
 
 
 def _sidecar_text(stem: str) -> tuple[str | None, str | None]:
-    for ext in ("txt", "caption", "json"):
+    for ext in SIDECAR_EXTS:
         p = f"{stem}.{ext}"
         if inputfs.exists(p) and inputfs.size(p) <= MAX_TEXT_BYTES:
             with inputfs.open_read(p) as f:

@@ -277,3 +277,48 @@ def test_binary_image_column_by_name_or_setting(tmp_path):
     assert reader.check_input(spec) is True
     sizes, extras, parts = split(spec, tmp_path)
     assert load(parts, extras)[0]["image"] == data
+
+
+def test_hf_imagefolder_text_column_listed_missing_files_and_orphan_captions(tmp_path, cli_inprocess):
+    """A Hugging Face imagefolder (`file_name,text`): its `text` column is the caption (input.text_col, or by
+    default when there is no `caption` column); a listed file that is not there and a caption file without
+    an image are failed rows (input_missing_image), so every listed row and every file is accounted for."""
+    root = tmp_path / "hfimg"
+    (root / "train").mkdir(parents=True)
+    img = jpeg((9, 90, 180))
+    (root / "train" / "s00000.jpg").write_bytes(img)
+    (root / "train" / "orphan.txt").write_text("a caption whose image is gone\n")
+    (root / "metadata.csv").write_text('file_name,text,licence\ntrain/s00000.jpg,"a caption, with a comma",cc\n'
+                                       "./train/missing.jpg,gone,by\n")
+    for text_col in ("caption", "text"):  # the default finds HF's `text`; naming it does the same
+        spec = reader.InputSpec(path=str(root), format="images", text_col=text_col)
+        sizes, extras, parts = split(spec, tmp_path / text_col)
+        rows = {r["input_key"]: r for r in load(parts, extras)}
+        assert sum(sizes) == 3 and set(rows) == {"train/s00000.jpg", "train/missing.jpg", "train/orphan.txt"}
+        kept = rows["train/s00000.jpg"]
+        assert (kept["status"], kept["text"], kept["image"], kept["licence"]) == ("ok", "a caption, with a comma", img, "cc")
+        gone = rows["train/missing.jpg"]
+        assert (gone["status"], gone["stage"], gone["reason"], gone["text"], gone["licence"]) == (
+            "failed", "input", "input_missing_image", "gone", "by")
+        assert "metadata.csv row 2" in gone["error"]
+        orphan = rows["train/orphan.txt"]
+        assert (orphan["status"], orphan["reason"], orphan["text"]) == (
+            "failed", "input_missing_image", "a caption whose image is gone")
+        assert "input_text" not in extras  # the caption column is the caption, not an extra column too
+    # a text_col the mapping lacks is one line, exit 2, not a run of empty captions
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: li\nstages:\n  - load_image: {}\n  - caption_text: {min_words: 2}\n")
+    res = cli_inprocess("run", str(recipe), "-i", str(root), "-o", str(tmp_path / "bad"), "--set", "input.format=images",
+                        "--set", "input.text_col=blurb")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert [ln for ln in res.stderr.splitlines() if ln.strip()] == [
+        f"error: cannot read images input {root}: {root}/metadata.csv has no column 'blurb' (input.text_col); "
+        "its columns are: file_name, text, licence"]
+    # the user's repro, end to end: the caption reaches caption_text and every row is in the metadata
+    out = tmp_path / "out"
+    res = cli_inprocess("run", str(recipe), "-i", str(root), "-o", str(out), "--set", "input.format=images",
+                        "--set", "input.text_col=text")
+    assert res.returncode == 0, res.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["rows"] == 3 and manifest["counts"]["kept"] == 1
+    assert manifest["counts"]["failed"] == {"input/input_missing_image": 2}
