@@ -304,6 +304,7 @@ def run(
 def _saved_recipe_path(output: str | None, continuing: bool) -> str:
     """The recipe.yaml a run saved (every default and --set value resolved), for `curate run --resume -o OUT`
     without repeating the recipe and its --set flags."""
+    from curate.io import storage
     from curate.io.rundir import RunDir
 
     if not continuing:
@@ -311,7 +312,8 @@ def _saved_recipe_path(output: str | None, continuing: bool) -> str:
               "pipelines/ holds the shipped recipes)")
     if not output:
         _fail("--resume without a RECIPE needs --output: the run directory whose saved recipe.yaml to finish")
-    saved = RunDir(output).recipe
+    storage.preflight(output)  # s3://...: a missing bucket or bad credentials are one line
+    saved = RunDir(output).recipe  # local or on an object store (load_recipe reads either)
     if not saved.exists():
         _fail(f"nothing to resume: {output} holds no run (no recipe.yaml)")
     return str(saved)

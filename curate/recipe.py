@@ -252,8 +252,14 @@ def shipped_recipes() -> dict[str, Path]:
     return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith((".yaml", ".yml"))}
 
 
-def find_recipe(ref: str) -> Path:
-    path = Path(ref)
+def find_recipe(ref: str):
+    """The recipe file `ref` names: a local file, an object-store URL (a run's saved recipe.yaml, which
+    `curate run --resume -o s3://...` reads back: Path() would collapse the `//` and never find it), or a
+    shipped recipe's name."""
+    from curate.io import storage
+
+    storage.preflight(ref)  # a remote one: a missing bucket or bad credentials are one line
+    path = storage.as_path(ref)  # a Path, or a UPath for s3://...
     if path.exists():
         return path
     shipped = shipped_recipes()
@@ -350,7 +356,7 @@ def load_recipe(ref: str, overrides: list[str] | tuple[str, ...] = (), input_pat
                 output_path: str | None = None) -> Recipe:
     path = find_recipe(ref)
     try:
-        with open(path, "rb") as f:
+        with path.open("rb") as f:  # a Path or, on an object store, a UPath
             raw = f.read(MAX_RECIPE_BYTES + 1)  # read() of a bounded size: /dev/zero or a FIFO cannot fill memory
         if len(raw) > MAX_RECIPE_BYTES:
             raise RecipeError(f"recipe {path} is larger than {MAX_RECIPE_BYTES // 1024} KB; recipes are small YAML files")
