@@ -17,7 +17,14 @@ DEFAULT_SAMPLES = 3000
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("CURATE_CACHE", Path.home() / ".cache" / "curate"))
+    """The demo's cache (generated corpora, its filter): $CURATE_CACHE_DIR like every curate cache
+    (curate.io.storage.cache_dir). CURATE_CACHE, the demo's former variable, is still honoured when
+    CURATE_CACHE_DIR is unset, for the demo only, as before: a setup that set it keeps its cached corpora
+    and sees nothing else move."""
+    from curate.io import storage
+
+    legacy = os.environ.get("CURATE_CACHE")
+    return Path(legacy) if legacy and not os.environ.get("CURATE_CACHE_DIR") else storage.cache_dir()
 
 
 def corpus_dir(samples: int, seed: int, noise_mode: str = "tuned") -> Path:

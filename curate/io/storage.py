@@ -222,13 +222,19 @@ FETCH_MAX_BYTES = int(os.environ.get("CURATE_FETCH_MAX_BYTES", 16 << 30))  # one
 FETCH_CACHE_BYTES = int(os.environ.get("CURATE_FETCH_CACHE_BYTES", 32 << 30))  # the whole cache, at most
 
 
+def cache_dir() -> Path:
+    """This machine's curate cache: $CURATE_CACHE_DIR, default ~/.cache/curate. The one variable for every
+    cache (fetched files, experiment working folders, the demo's corpora and filter), so one setting moves
+    them all, e.g. off a small home disk."""
+    return Path(os.environ.get("CURATE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "curate"))
+
+
 def fetch_cache_dir() -> Path:
     """Where fetched files live on this machine: $CURATE_CACHE_DIR/fetched (default ~/.cache/curate/fetched).
 
     Why per machine and not in the run folder: a remote run has no local folder, and every Ray worker on a
     machine (and every run) shares one copy of a checkpoint instead of downloading it again."""
-    base = os.environ.get("CURATE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "curate")
-    return Path(base) / "fetched"
+    return cache_dir() / "fetched"
 
 
 def _remote_file(url: str, where: str) -> tuple[object, str, int, str]:
@@ -362,7 +368,7 @@ class Mirror:
             preflight(self.target, write=True)
             if stable:
                 key = hashlib.sha256(self.target.rstrip("/").encode()).hexdigest()[:16]
-                self.local = fetch_cache_dir().parent / "outputs" / key
+                self.local = cache_dir() / "outputs" / key
                 self.local.mkdir(parents=True, exist_ok=True)
             else:
                 self._tmp = tempfile.TemporaryDirectory(prefix="curate-out-")
