@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from collections import defaultdict
 from typing import ClassVar, Literal
 
@@ -86,8 +87,8 @@ class LoadImage(Stage):
             by_file[path].append(i)
         for path, idx in by_file.items():
             try:
-                with inputfs.open_read(path) as f:
-                    for i in idx:
+                with inputfs.open_read(path) as f:  # a .tar.gz decompressed: seeks in increasing order only
+                    for i in sorted(idx, key=lambda i: refs["input_offset"][i].as_py()):
                         off, length = refs["input_offset"][i].as_py(), refs["input_length"][i].as_py()
                         if length > self.max_bytes:
                             out[i] = ("input_image_too_large", f"{length} bytes (max_bytes={self.max_bytes})")
@@ -96,7 +97,7 @@ class LoadImage(Stage):
                         data = f.read(length)
                         out[i] = data if len(data) == length else (
                             "input_read_error", f"{path}: {len(data)} of {length} bytes at offset {off}")
-            except OSError as err:
+            except (OSError, EOFError, zlib.error) as err:  # EOFError, zlib.error: a damaged .tar.gz
                 for i in idx:
                     out.setdefault(i, ("input_read_error", f"{path}: {type(err).__name__}: {err}"[:500]))
         return out
@@ -115,10 +116,10 @@ class LoadImage(Stage):
         out: dict[int, list[dict] | tuple[str, str]] = {}
         for path, idx in by_file.items():
             try:
-                with inputfs.open_read(path) as f:
+                with inputfs.open_read(path) as f:  # (rows in member order: a .tar.gz only seeks forward)
                     for i in idx:
                         out[i] = _read_members(f, json.loads(refs[i].as_py()), path)
-            except OSError as err:
+            except (OSError, EOFError, zlib.error) as err:
                 for i in idx:
                     out.setdefault(i, ("input_read_error", f"{path}: {type(err).__name__}: {err}"[:500]))
         return out

@@ -6,6 +6,8 @@ resolve the same way; `{00000..00099}.tar` brace ranges and globs expand like We
 from __future__ import annotations
 
 import glob as _glob
+import gzip
+import zlib
 
 import braceexpand
 import fsspec
@@ -55,9 +57,53 @@ def exists(path: str) -> bool:
     return fs.exists(inner)
 
 
-def open_read(path: str):
-    """A binary file object for reading `path` (local or fsspec URL)."""
-    return fsspec.open(path, "rb").open()
+GZIP_TARS = (".tar.gz", ".tgz")  # WebDataset shards may be gzipped whole; they are read decompressed
+TARS = (".tar",) + GZIP_TARS
+
+
+def is_gzip_tar(path: str) -> bool:
+    return str(path).lower().endswith(GZIP_TARS)
+
+
+class _Gunzipped(gzip.GzipFile):
+    """A gzipped tar read as the tar it holds (offsets are the tar's), closing the file under it too.
+
+    Seeking forward decompresses up to the target; seeking back starts again from the beginning. Readers
+    seek in increasing order (tarfile over the headers, load_image over a part's members), so a pass over
+    one gzipped shard decompresses it once."""
+
+    def __init__(self, raw):
+        super().__init__(fileobj=raw, mode="rb")
+        self._raw = raw
+
+    def close(self):
+        try:
+            super().close()
+        finally:
+            self._raw.close()
+
+
+def open_read(path: str, raw: bool = False):
+    """A binary file object for reading `path` (local or fsspec URL); a `.tar.gz`/`.tgz` reads as its tar
+    unless `raw`. A damaged gzip stream raises OSError (BadGzipFile), EOFError (cut short) or zlib.error."""
+    f = fsspec.open(path, "rb").open()
+    return _Gunzipped(f) if is_gzip_tar(path) and not raw else f
+
+
+def data_size(path: str) -> int:
+    """The size of what open_read reads: the file's size, or a gzipped tar's decompressed size (one pass
+    over it; a stream cut short or damaged counts what decompressed before the damage)."""
+    if not is_gzip_tar(path):
+        return size(path)
+    n = 0
+    with open_read(path) as f:
+        try:
+            # read1: one decompression step at a time, so a damaged stream loses none of its count
+            while chunk := f.read1(64 << 10):
+                n += len(chunk)
+        except (OSError, EOFError, zlib.error):
+            pass
+    return n
 
 
 def size(path: str) -> int:

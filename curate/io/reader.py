@@ -55,7 +55,7 @@ class InputSpec:
 def detect_format(path: Path) -> str:
     from curate.interleaved._warc import is_warc
 
-    if inputfs.is_pattern(str(path)) or str(path).endswith(".tar"):
+    if inputfs.is_pattern(str(path)) or str(path).lower().endswith(inputfs.TARS):
         return "webdataset"
     if not storage.is_remote(path) and path.is_file() and is_warc(path):
         return "warc"
@@ -63,7 +63,7 @@ def detect_format(path: Path) -> str:
     if not files:
         raise InputError(f"input folder {path} holds no files")
     suffixes = {p.suffix.lower().lstrip(".") for p in files}
-    if "tar" in suffixes:
+    if "tar" in suffixes or any(p.name.lower().endswith(inputfs.GZIP_TARS) for p in files):
         return "webdataset"
     if suffixes & set(wds_input.IMAGE_EXTS):
         return "images"
@@ -200,7 +200,7 @@ def content_source(path: str) -> str:
     files = _input_files(path)
     if not files:
         raise InputError(f"input not found: {path}")
-    with inputfs.open_read(files[0]) as f:
+    with inputfs.open_read(files[0], raw=True) as f:  # the file's own bytes (a .tar.gz as stored)
         head = f.read(64 * 1024)
     return "in-" + hashlib.blake2b(head, digest_size=6).hexdigest()
 

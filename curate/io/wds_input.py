@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import tarfile
+import zlib
 from pathlib import PurePosixPath
 
 import pyarrow as pa
@@ -117,7 +118,7 @@ def index_tar(tar_path: str) -> list[dict]:
     samples: list[tuple[str, dict]] = []
     damage = None
     try:
-        total = inputfs.size(tar_path)
+        total = inputfs.data_size(tar_path)  # a .tar.gz: its tar's size (open_read decompresses)
         with inputfs.open_read(tar_path) as f, tarfile.open(fileobj=f, mode="r:") as tar:
             for m in tar:  # random-access mode: tarfile seeks over member data, reading headers only
                 if not m.isfile():
@@ -151,7 +152,7 @@ def index_tar(tar_path: str) -> list[dict]:
             tail = f.read(512)
             if tail.strip(b"\0"):  # tarfile stops quietly at a bad header after the first member
                 damage = f"bad tar header at byte {end}; members after it are lost"
-    except (tarfile.TarError, OSError, EOFError, ValueError) as err:
+    except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error) as err:  # zlib: a damaged .tar.gz
         damage = f"{type(err).__name__}: {err}"[:500]
     rows = _sample_rows(tar_path, samples)
     if damage is not None:
@@ -161,7 +162,7 @@ def index_tar(tar_path: str) -> list[dict]:
 
 
 def _sidecar_parquet(tar_path: str) -> str | None:
-    base = tar_path[:-len(".tar")]
+    base = next((tar_path[:-len(s)] for s in inputfs.TARS if tar_path.lower().endswith(s)), tar_path)
     return base + ".parquet" if inputfs.exists(base + ".parquet") else None
 
 
@@ -224,9 +225,9 @@ def tar_batches(path: str, join_parquet: bool = True):
     """Index tables of every tar `path` names, one per tar; each tar's parquet (img2dataset writes
     NNNNN.parquet next to NNNNN.tar, listing every URL of the shard, failed ones too) is joined by key:
     its rows without a tar sample become failed rows, its columns become input columns."""
-    tars = inputfs.expand(path, (".tar",))
+    tars = inputfs.expand(path, inputfs.TARS)  # .tar.gz/.tgz too: read decompressed (inputfs.open_read)
     if not tars:
-        raise FileNotFoundError(f"no .tar files at {path}")
+        raise FileNotFoundError(f"no .tar, .tar.gz or .tgz files at {path}")
     joined_schema = None
     if join_parquet:
         first = next((p for p in map(_sidecar_parquet, tars) if p), None)
@@ -320,10 +321,10 @@ def image_batches(path: str, batch_rows: int = 10000, text_col: str | None = "ca
     if mapping is not None:  # listed, not there: the row is still the user's, failed and saying why
         for i, k in enumerate(mapping.column("file_name").to_pylist()):
             if k not in have:
+                why = f"{mapping_name} row {i + 1} names {k!r}, which is not an image file under {path}"
                 rows.append(_row(caption=caps[i] if caps else None, input_key=k,
                                  input_file=None if k is None else path.rstrip("/") + "/" + k,
-                                 _reason="input_missing_image",
-                                 _error=f"{mapping_name} row {i + 1} names {k!r}, which is not an image file under {path}"[:500]))
+                                 _reason="input_missing_image", _error=why[:500]))
                 idx.append(i)
     stems = {f.rsplit(".", 1)[0] for f in files}
     orphans = {}

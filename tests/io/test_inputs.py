@@ -296,7 +296,8 @@ def test_hf_imagefolder_text_column_listed_missing_files_and_orphan_captions(tmp
         rows = {r["input_key"]: r for r in load(parts, extras)}
         assert sum(sizes) == 3 and set(rows) == {"train/s00000.jpg", "train/missing.jpg", "train/orphan.txt"}
         kept = rows["train/s00000.jpg"]
-        assert (kept["status"], kept["text"], kept["image"], kept["licence"]) == ("ok", "a caption, with a comma", img, "cc")
+        assert (kept["status"], kept["text"], kept["image"], kept["licence"]) == (
+            "ok", "a caption, with a comma", img, "cc")
         gone = rows["train/missing.jpg"]
         assert (gone["status"], gone["stage"], gone["reason"], gone["text"], gone["licence"]) == (
             "failed", "input", "input_missing_image", "gone", "by")
@@ -308,8 +309,8 @@ def test_hf_imagefolder_text_column_listed_missing_files_and_orphan_captions(tmp
     # a text_col the mapping lacks is one line, exit 2, not a run of empty captions
     recipe = tmp_path / "r.yaml"
     recipe.write_text("name: li\nstages:\n  - load_image: {}\n  - caption_text: {min_words: 2}\n")
-    res = cli_inprocess("run", str(recipe), "-i", str(root), "-o", str(tmp_path / "bad"), "--set", "input.format=images",
-                        "--set", "input.text_col=blurb")
+    res = cli_inprocess("run", str(recipe), "-i", str(root), "-o", str(tmp_path / "bad"),
+                        "--set", "input.format=images", "--set", "input.text_col=blurb")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert [ln for ln in res.stderr.splitlines() if ln.strip()] == [
         f"error: cannot read images input {root}: {root}/metadata.csv has no column 'blurb' (input.text_col); "
@@ -322,3 +323,66 @@ def test_hf_imagefolder_text_column_listed_missing_files_and_orphan_captions(tmp
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["rows"] == 3 and manifest["counts"]["kept"] == 1
     assert manifest["counts"]["failed"] == {"input/input_missing_image": 2}
+
+
+def test_gzipped_tar_shards_are_read_not_skipped(tmp_path):
+    """`.tar.gz`/`.tgz` shards (WebDataset writes and reads them) are read, decompressed, byte-exact: a folder
+    input used to skip them without a word and a glob of them found "no .tar files". A gzip stream cut
+    short keeps the samples before the cut and is one failed row for what it lost, as a cut tar is."""
+    import gzip
+
+    root = tmp_path / "wds"
+    root.mkdir()
+    images = {}
+
+    def shard(name, keys, gz=True):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for k in keys:
+                images[k] = jpeg((len(images) * 30 % 255, 7, 9), size=(64, 48))
+                add(tar, f"{k}.jpg", images[k])
+                add(tar, f"{k}.txt", f"caption {k}\n".encode())
+        data = buf.getvalue()
+        (root / name).write_bytes(gzip.compress(data) if gz else data)
+
+    shard("00000.tar", ["a0", "a1"], gz=False)
+    shard("00001.tar.gz", ["b0", "b1", "b2"])
+    shard("00002.tgz", ["c0"])
+    pq.write_table(pa.table({"key": ["b0", "b1", "b2", "b3"], "url": [f"http://h/b{i}.jpg" for i in range(4)],
+                             "error_message": [None, None, None, "HTTP 404"]}), root / "00001.parquet")
+    spec = reader.InputSpec(path=str(root))
+    assert reader.resolve_format(spec) == "webdataset" and reader.check_input(spec)
+    sizes, extras, parts = split(spec, tmp_path / "all")
+    rows = {r["input_key"]: r for r in load(parts, extras)}
+    assert sum(sizes) == 7 and set(rows) == set(images) | {"b3"}
+    for k, data in images.items():
+        assert (rows[k]["status"], rows[k]["image"], rows[k]["text"]) == ("ok", data, f"caption {k}"), k
+    assert rows["b1"]["url"] == "http://h/b1.jpg"  # the shard's parquet is found next to a .tar.gz too
+    assert (rows["b3"]["reason"], rows["b3"]["error"]) == ("input_missing_image", "HTTP 404")
+    # a glob or a single file of gzipped shards, format detected from the name
+    for path, n in ((root / "*.tar.gz", 4), (root / "00002.tgz", 1)):
+        spec = reader.InputSpec(path=str(path))
+        assert reader.resolve_format(spec) == "webdataset"
+        sizes, extras, parts = split(spec, tmp_path / path.name.replace("*", "glob"))
+        assert sum(sizes) == n and all(r["status"] == "ok" for r in load(parts, extras) if r["input_key"] != "b3")
+    # a gzip stream cut short: what decompressed is kept, the rest is one input_tar_error row
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    whole = (root / "00001.tar.gz").read_bytes()
+    (cut / "00001.tar.gz").write_bytes(whole[:len(whole) * 3 // 4])
+    sizes, extras, parts = split(reader.InputSpec(path=str(cut)), tmp_path / "cut-parts")
+    rows = load(parts, extras)
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert ok and all(r["image"] == images[r["input_key"]] for r in ok)
+    assert rows[-1]["reason"] == "input_tar_error" and rows[-1]["input_key"] == "00001.tar.gz#damaged"
+    assert all(r["reason"] for r in rows if r["status"] != "ok") and len(rows) < 5
+    # a shard cut after it was indexed (changed under a run): its unreadable rows fail input_read_error
+    # (gzip's EOFError is not an OSError), and the stage goes on
+    late = tmp_path / "late"
+    late.mkdir()
+    (late / "00001.tar.gz").write_bytes(whole)
+    sizes, extras, parts = split(reader.InputSpec(path=str(late)), tmp_path / "late-parts")
+    (late / "00001.tar.gz").write_bytes(whole[:len(whole) // 2])
+    rows = load(parts, extras)
+    assert len(rows) == 3 and any(r["status"] == "failed" for r in rows)
+    assert {r["reason"] for r in rows if r["status"] != "ok"} == {"input_read_error"}
