@@ -272,8 +272,9 @@ def image_batches(path: str, batch_rows: int = 10000, text_col: str | None = "ca
     `text_col` (input.text_col; when that is the default `caption` and the mapping has none, HF's usual
     `text`). A sidecar's caption comes before the mapping's.
 
-    Every input entity is a row, as in a tar: each image; each mapping row whose file is not there, and each
-    caption file without an image next to it, as a failed row (input_missing_image) after the images."""
+    Every input entity is a row, as in a tar: each image, once per mapping row that lists it (a file listed
+    twice with two captions is two samples of one image); each mapping row whose file is not there, and
+    each caption file without an image next to it, as a failed row (input_missing_image) after the images."""
     fs, root = inputfs.filesystem(path)
     found = inputfs.expand(path, tuple("." + e for e in IMAGE_EXTS + SIDECAR_EXTS))
     files = [f for f in found if f.lower().endswith(tuple("." + e for e in IMAGE_EXTS))]
@@ -301,20 +302,23 @@ def image_batches(path: str, batch_rows: int = 10000, text_col: str | None = "ca
         return inner[len(prefix):] if inner.startswith(prefix) else PurePosixPath(f).name
 
     caps, pos = {}, {}
-    if mapping is not None:
-        pos = {k: i for i, k in enumerate(mapping.column("file_name").to_pylist()) if k is not None}
+    if mapping is not None:  # a file listed twice (COCO-style: one image, several captions) is a sample each
+        for i, k in enumerate(mapping.column("file_name").to_pylist()):
+            if k is not None:
+                pos.setdefault(k, []).append(i)
         if cap_col is not None:
             caps = mapping.column(cap_col).cast(pa.string()).to_pylist()
     for start in range(0, len(files), batch_rows):
         rows, idx = [], []
         for f in files[start:start + batch_rows]:
             rel = rel_of(f)
-            text, info = _sidecar_text(f.rsplit(".", 1)[0])
-            if text is None and caps and rel in pos:
-                text = caps[pos[rel]]
-            rows.append(_row(caption=text, input_json=info, input_key=rel, input_file=f, input_member=rel,
-                             input_offset=0, input_length=inputfs.size(f)))
-            idx.append(pos.get(rel))
+            sidecar, info = _sidecar_text(f.rsplit(".", 1)[0])
+            size = inputfs.size(f)
+            for i in pos.get(rel) or [None]:
+                text = sidecar if sidecar is not None or i is None or not caps else caps[i]
+                rows.append(_row(caption=text, input_json=info, input_key=rel, input_file=f, input_member=rel,
+                                 input_offset=0, input_length=size))
+                idx.append(i)
         yield _joined_at(rows, mapping, idx, mapped_schema)
     rows, idx = [], []
     have = {rel_of(f) for f in files}

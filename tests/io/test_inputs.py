@@ -386,3 +386,20 @@ def test_gzipped_tar_shards_are_read_not_skipped(tmp_path):
     rows = load(parts, extras)
     assert len(rows) == 3 and any(r["status"] == "failed" for r in rows)
     assert {r["reason"] for r in rows if r["status"] != "ok"} == {"input_read_error"}
+
+
+def test_an_image_listed_twice_in_the_mapping_is_a_sample_per_caption(tmp_path):
+    """COCO-style captions (one image, several metadata rows): each row is a sample of that image with its
+    own caption and uid. Before, the last row won and the others were in no shard and no metadata row."""
+    root = tmp_path / "coco"
+    root.mkdir()
+    img, other = jpeg((10, 200, 10)), jpeg((200, 10, 10))
+    (root / "a.jpg").write_bytes(img)
+    (root / "b.jpg").write_bytes(other)
+    (root / "metadata.csv").write_text("file_name,text\na.jpg,a green square\nb.jpg,a red one\na.jpg,\"green, again\"\n")
+    sizes, extras, parts = split(reader.InputSpec(path=str(root), format="images", text_col="text"), tmp_path)
+    rows = load(parts, extras)
+    got = sorted((r["input_key"], r["text"], r["status"]) for r in rows)
+    assert got == [("a.jpg", "a green square", "ok"), ("a.jpg", "green, again", "ok"), ("b.jpg", "a red one", "ok")]
+    assert sum(sizes) == 3 and len({r["uid"] for r in rows}) == 3
+    assert all(r["image"] == img for r in rows if r["input_key"] == "a.jpg")
