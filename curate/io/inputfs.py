@@ -5,6 +5,7 @@ resolve the same way; `{00000..00099}.tar` brace ranges and globs expand like We
 """
 from __future__ import annotations
 
+import functools
 import glob as _glob
 import gzip
 import zlib
@@ -12,6 +13,8 @@ import zlib
 import braceexpand
 import fsspec
 from fsspec.core import url_to_fs
+
+from curate.io import storage
 
 MAX_EXPANDED = 1_000_000  # brace ranges beyond this are a typo, not a corpus
 
@@ -86,7 +89,7 @@ class _Gunzipped(gzip.GzipFile):
 def open_read(path: str, raw: bool = False):
     """A binary file object for reading `path` (local or fsspec URL); a `.tar.gz`/`.tgz` reads as its tar
     unless `raw`. A damaged gzip stream raises OSError (BadGzipFile), EOFError (cut short) or zlib.error."""
-    f = fsspec.open(path, "rb").open()
+    f = _open_seekable(path)
     return _Gunzipped(f) if is_gzip_tar(path) and not raw else f
 
 
@@ -104,6 +107,42 @@ def data_size(path: str) -> int:
         except (OSError, EOFError, zlib.error):
             pass
     return n
+
+
+def _open_seekable(path: str):
+    """A binary file object for reading `path` (local or fsspec URL) that can seek anywhere.
+
+    Tar members and Parquet footers are read at offsets, and fsspec's HTTP file reads blocks by Range
+    request: from a server that ignores Range (`python -m http.server`, many static hosts) every read not at
+    byte 0 failed ("HTTP server doesn't appear to support range requests"), so every sample of an http(s)
+    tar failed in load_image. Such a URL is read from a whole copy in the machine's fetch cache instead
+    (storage.local_file: one download per machine, shared by its workers). A store or network refusing the
+    request (403, 404, connection refused) is an OSError with one line, which callers turn into a failed row."""
+    try:
+        if storage.scheme(path) in storage.HTTP_SCHEMES and not ranges_supported(path):
+            try:
+                return open(storage.local_file(path), "rb")
+            except storage.StorageError as err:
+                raise OSError(str(err)) from None
+        return fsspec.open(path, "rb").open()
+    except Exception as err:
+        if isinstance(err, OSError) or not storage.is_remote_failure(err):
+            raise
+        raise OSError(f"{path}: {storage.access_error(err, http=storage.scheme(path) in storage.HTTP_SCHEMES)}") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def ranges_supported(url: str) -> bool:
+    """Whether the http(s) server of `url` answers a Range request with that range (asked once per URL and
+    process: one 1-byte request)."""
+    fs, inner = filesystem(url)
+    try:
+        with fs.open(inner, "rb", block_size=1 << 16, cache_type="none") as f:
+            f.seek(1)
+            f.read(1)
+    except ValueError:  # fsspec's HTTPFile: the server sent the whole file for a range that starts past 0
+        return False
+    return True
 
 
 def size(path: str) -> int:

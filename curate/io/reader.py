@@ -157,6 +157,13 @@ def _index_batches(spec: InputSpec, fmt: str):
             yield from wds_input.image_batches(spec.path, text_col=spec.text_col)
     except (OSError, ValueError, pa.ArrowInvalid) as err:
         raise InputError(f"cannot read {fmt} input {spec.path}: {str(err).splitlines()[0]}") from None
+    except Exception as err:
+        # a store refusing the listing (an http(s) brace range answered 403: aiohttp's ClientResponseError)
+        # is the user's to fix, not a bug in curate (exit 1)
+        if not (storage.is_remote(spec.path) and storage.is_remote_failure(err)):
+            raise
+        http = storage.scheme(spec.path) in storage.HTTP_SCHEMES
+        raise InputError(f"cannot read {fmt} input {spec.path}: {storage.access_error(err, http=http)}") from None
 
 
 def check_input(spec: InputSpec) -> bool:

@@ -19,6 +19,7 @@ ENV_PREFIXES = ("AWS_", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 # schemes a run directory can live on (http(s) is read-only)
 READ_ONLY = ("http", "https", "hf")
+HTTP_SCHEMES = ("http", "https")
 # bucket stores: a listing names their buckets, and fsspec's listings cache must be off for them
 BUCKET_SCHEMES = ("s3", "s3a", "gs", "gcs")
 
@@ -171,13 +172,19 @@ def preflight(path, *, write: bool = False) -> None:
     try:
         if name in BUCKET_SCHEMES:
             fs.ls(bucket, refresh=True)
+        elif name in HTTP_SCHEMES:
+            # info, not exists: fsspec's exists is False for a 401/403 too, and the refusal then surfaced
+            # later, while indexing, as a bare aiohttp ClientResponseError (exit 1)
+            fs.info(inner)
         else:
             fs.exists(inner)
-    except FileNotFoundError:
+    except FileNotFoundError as err:
+        if name in HTTP_SCHEMES:  # fsspec's HTTP info raises FileNotFoundError for any failed request
+            raise StorageError(f"{path}: {_http_failure(err)}") from None
         raise StorageError(f"{path}: bucket {bucket!r} does not exist (or is not visible with these credentials); "
                            "create it or fix the URL") from None
     except Exception as err:  # noqa: BLE001 - botocore/gcsfs raise many kinds; each becomes one line
-        raise StorageError(f"{path}: {_access_error(err)}") from None
+        raise StorageError(f"{path}: {access_error(err, http=name in HTTP_SCHEMES)}") from None
 
 
 def _endpoint_listens(path) -> None:
@@ -201,10 +208,45 @@ def _endpoint_listens(path) -> None:
                            "server or fix AWS_ENDPOINT_URL") from None
 
 
-def _access_error(err: Exception) -> str:
-    """One line for a failed first request to a store: what went wrong and which setting fixes it."""
+def is_remote_failure(err: BaseException) -> bool:
+    """Whether `err` is a store or network refusing a request (aiohttp, botocore, gcsfs, a timeout), which a
+    caller turns into one line for the user, rather than a bug in curate."""
+    if isinstance(err, (OSError, TimeoutError)):
+        return True
+    roots = {c.__module__.split(".", 1)[0] for c in type(err).__mro__}
+    return bool(roots & {"aiohttp", "botocore", "s3fs", "gcsfs", "google", "requests", "urllib3", "huggingface_hub"})
+
+
+def _http_status(err: BaseException) -> int | None:
+    """The HTTP status behind `err` (fsspec wraps aiohttp's ClientResponseError in a FileNotFoundError)."""
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(getattr(err, "status", None), int):
+            return err.status
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
+
+
+def _http_failure(err: BaseException) -> str:
+    """One line for an http(s) URL that fsspec could not open: refused, missing, or unreachable."""
+    status = _http_status(err)
+    cause = err.__cause__ or err.__context__
+    if status in (401, 403):
+        return access_error(cause, http=True)
+    if status == 404 or cause is None:
+        return "not found (HTTP 404); fix the URL"
+    return access_error(cause, http=True)
+
+
+def access_error(err: Exception, http: bool = False) -> str:
+    """One line for a failed request to a store: what went wrong and which setting fixes it (`http`: the
+    path is an http(s) URL, which takes no credentials from the environment)."""
     kinds = {c.__name__ for c in type(err).__mro__}
     text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    status = getattr(err, "status", None)
+    if http and (status in (401, 403) or any(code in text for code in ("401", "403", "Forbidden", "FORBIDDEN"))):
+        return (f"the server refuses it (HTTP {text}); use a URL that needs no credentials "
+                "(public or presigned), or the store's own s3:// or gs:// path with credentials in the environment")
     creds = ("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (for gs://: "
              "GOOGLE_APPLICATION_CREDENTIALS)")
     if kinds & {"NoCredentialsError", "PartialCredentialsError", "ProfileNotFound"}:
@@ -213,7 +255,7 @@ def _access_error(err: Exception) -> str:
             "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden", "403", "401")):
         return f"access denied ({text}); check the credentials: {creds}"
     if kinds & {"EndpointConnectionError", "ConnectionError", "ConnectTimeoutError", "ClientConnectorError"}:
-        return f"cannot reach the store ({text}); check AWS_ENDPOINT_URL and the network"
+        return f"cannot reach the {'server' if http else 'store'} ({text}); check {'the URL' if http else 'AWS_ENDPOINT_URL'} and the network"
     return f"cannot open it ({type(err).__name__}: {text})"
 
 
@@ -245,12 +287,14 @@ def _remote_file(url: str, where: str) -> tuple[object, str, int, str]:
     try:
         fs, inner = fsspec.core.url_to_fs(url, **({"use_listings_cache": False} if scheme(url) in BUCKET_SCHEMES else {}))
         info = fs.info(inner)
-    except FileNotFoundError:
+    except FileNotFoundError as err:
+        if scheme(url) in HTTP_SCHEMES and _http_status(err) not in (None, 404):
+            raise StorageError(f"{where}: {_http_failure(err)}") from None
         raise StorageError(f"{where} does not exist; fix the URL or upload the file") from None
     except (ImportError, ValueError) as err:
         raise StorageError(f"{where}: {_scheme_fix(scheme(url), err)}") from None
     except Exception as err:  # noqa: BLE001 - botocore/aiohttp raise many kinds; each becomes one line
-        raise StorageError(f"{where}: {_access_error(err)}") from None
+        raise StorageError(f"{where}: {access_error(err, http=scheme(url) in HTTP_SCHEMES)}") from None
     if info.get("type") == "directory":
         raise StorageError(f"{where} is a folder, not a file")
     size = int(info.get("size") or 0)
@@ -317,7 +361,7 @@ def local_file(path, setting: str = "", max_bytes: int | None = None) -> Path:
     except StorageError:
         raise
     except Exception as err:  # noqa: BLE001
-        raise StorageError(f"{where}: {_access_error(err)}") from None
+        raise StorageError(f"{where}: {access_error(err, http=scheme(url) in HTTP_SCHEMES)}") from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

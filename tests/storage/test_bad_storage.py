@@ -78,3 +78,22 @@ def test_unreachable_endpoint(capsys, urls, bucket):
     _fails(capsys, "-i", urls, "-o", f"s3://{bucket}/out", env={"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"},
            expect=(f"s3://{bucket}/out", f"127.0.0.1:{port}", "AWS_ENDPOINT_URL"))
     assert _objects(bucket) == []
+
+
+@pytest.mark.parametrize("name", ["00000.tar", "{00000..00001}.tar", "urls.parquet"])
+def test_http_input_the_server_refuses(capsys, tmp_path, bucket, s3_env, name):
+    # a bucket's object by its plain http URL, without credentials: moto (like S3) answers 403. A tar was
+    # exit 1 with aiohttp's bare ClientResponseError (a brace range: while indexing, past the preflight);
+    # a table was "input not found" (fsspec's exists is False for a 403)
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs.pipe_file(f"{bucket}/wds/00000.tar", b"\0" * 1024)
+    fs.pipe_file(f"{bucket}/wds/urls.parquet", b"PAR1")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\ninput: {format: webdataset}\nstages: [load_image: {}]\n")
+    url = f"{s3_env['AWS_ENDPOINT_URL']}/{bucket}/wds/{name}"
+    r = curate_inprocess("run", "download_only" if name.endswith(".parquet") else recipe, "-i", url,
+                         "-o", tmp_path / "out", capsys=capsys)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, (r.returncode, r.stderr)
+    assert url in lines[0] and "403" in lines[0] and "presigned" in lines[0] and "s3://" in lines[0], lines[0]
+    assert not (tmp_path / "out").exists()
