@@ -612,10 +612,29 @@ class Runner:
         names = {step.name for step in self.recipe.steps}
         if "download" in names and reader.resolve_format(spec) in reader.IMAGE_FORMATS:
             raise RunError(f"the input {spec.path} carries its images: use the load_image stage instead of download")
+        if "download" in names:  # a URL list with no URL failed every row download_invalid_url (exit 3)
+            try:
+                why = reader.url_problem(spec)
+            except reader.InputError as err:
+                raise RunError(str(err)) from None
+            if why and carries_images:
+                raise RunError(f"the input {spec.path} carries its images and {why}: this recipe downloads by URL; "
+                               f"start it with load_image instead of download (copy pipelines/image_text.yaml and "
+                               f"replace `- download: ...` with `- load_image: {{}}`; the image column is "
+                               f"{self._image_col(spec)!r}, input.image_col)")
+            if why:
+                raise RunError(f"the input {spec.path} {why}: nothing to download; set input.url_col to the URL "
+                               "column, or, for image bytes in the input, set input.image_col and use load_image "
+                               "instead of download")
         if not carries_images and "load_image" in names:
             raise RunError(f"load_image needs input that carries images (input.format webdataset or images, or "
                            f"Parquet with image bytes); {spec.path} has none")
         return spec
+
+    @staticmethod
+    def _image_col(spec: reader.InputSpec) -> str | None:
+        """The input column load_image would read the image bytes from."""
+        return reader.wds_input.image_column(reader.open_dataset(spec).schema, spec.image_col)
 
     def _saved_recipe_matches(self, manifest: Manifest) -> list[int]:
         """Refuse to resume with another recipe, except for new settings of stages no row has reached yet

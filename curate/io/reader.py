@@ -145,7 +145,55 @@ def check_columns(spec: InputSpec, ds: pads.Dataset) -> None:
                       ("image_col", spec.image_col)):
         if col is None or col in names or (role == "url_col" and image is not None):
             continue  # rows that carry their image need no URL
-        raise InputError(f"input has no column {col!r} (input.{role}); its columns are: {', '.join(names)}")
+        hint = ""
+        binary = [f.name for f in ds.schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
+        if role == "url_col" and binary:  # image bytes under a name image_column does not guess (photo, ...)
+            hint = (f"; if {binary[0]!r} holds image bytes, set input.image_col: {binary[0]} and start the recipe "
+                    "with load_image instead of download")
+        raise InputError(f"input has no column {col!r} (input.{role}); its columns are: {', '.join(names)}{hint}")
+
+
+def url_problem(spec: InputSpec) -> str | None:
+    """Why a table input gives `download` nothing to fetch (no url column, or no row with a URL), None when
+    some row has a URL. Read up to the first URL: a whole column only when every value is null."""
+    ds = open_dataset(spec)
+    if spec.url_col not in ds.schema.names:
+        return f"has no column {spec.url_col!r} (input.url_col)"
+    try:
+        for batch in ds.to_batches(columns=[spec.url_col]):
+            if batch.num_rows and batch.column(0).null_count < batch.num_rows:
+                return None
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as err:
+        raise InputError(f"cannot read {spec.path}: {str(err).splitlines()[0]}") from None
+    return f"has no URL in its column {spec.url_col!r} (input.url_col: every value is null)"
+
+
+# what a single file given as WebDataset input is when it is not a tar: (first bytes, name for the user, format)
+_NOT_TAR_MAGIC = ((b"PAR1", "a Parquet file", "parquet"), (b"\x1f\x8b", "gzip-compressed", None),
+                  (b"WARC/", "a WARC crawl archive", "warc"))
+
+
+def _not_a_tar(path: str) -> str | None:
+    """Why a single file given to `input.format: webdataset` is no tar (by its first bytes, then its name),
+    None when it may be one. Before this check a Parquet file was indexed as a tar: all its rows became one
+    input_tar_error row, and the run went on."""
+    try:
+        with inputfs.open_read(path) as f:
+            head = f.read(512)
+    except OSError:
+        return None  # indexing reports it (a failed row, or a refused URL)
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return None
+    found = next(((what, fmt) for magic, what, fmt in _NOT_TAR_MAGIC if head.startswith(magic)), None)
+    if found is None:
+        suffix = "." + path.rsplit(".", 1)[-1].lower() if "." in path.rsplit("/", 1)[-1] else ""
+        if suffix not in FORMATS:
+            return None  # an old (pre-POSIX) tar has no magic: indexing decides
+        found = (f"a {FORMATS[suffix]} file by its name", {"json": "jsonl"}.get(FORMATS[suffix], FORMATS[suffix]))
+    what, fmt = found
+    fix = (f"set input.format: {fmt} (--set input.format={fmt}), with load_image for image bytes or download "
+           "for URLs" if fmt else "decompress it (WebDataset input reads plain .tar files)")
+    return f"{path} is {what}, not a WebDataset tar (input.format is webdataset): {fix}"
 
 
 def _index_batches(spec: InputSpec, fmt: str):
@@ -169,6 +217,10 @@ def _index_batches(spec: InputSpec, fmt: str):
 def check_input(spec: InputSpec) -> bool:
     """Check the input can be read and has what the recipe needs; True when its rows carry their images."""
     fmt = resolve_format(spec)
+    if fmt == "webdataset" and not inputfs.is_pattern(spec.path) and not storage.as_path(spec.path).is_dir():
+        why = _not_a_tar(spec.path)
+        if why:
+            raise InputError(why)
     if fmt in IMAGE_FORMATS:
         if next(_index_batches(spec, fmt), None) is None:
             raise InputError(f"input {spec.path} has no samples")
