@@ -130,7 +130,7 @@ class _Strict(BaseModel):
 class InputConfig(_Strict):
     path: str | None = None
     format: str = Field("auto", pattern="^(auto|parquet|csv|jsonl|json|warc|webdataset|images)$")
-    url_col: str = "url"
+    url_col: str | None = "url"  # null: the input has no URL column (rows that carry their image or document)
     text_col: str | None = "caption"  # null for document inputs (their text comes from parse_documents)
     id_col: str | None = None
     source: str | None = None
@@ -192,9 +192,14 @@ class Recipe(BaseModel):
     source: str = ""  # where the recipe came from
 
     def input_spec(self) -> InputSpec:
+        # parse_documents reads a whole document from OBELICS lists or an html column, and a page URL only
+        # to fetch the page (url layout) or to resolve relative image references: OBELICS records have no
+        # `url` column, and requiring one refused them
+        url_free = tuple(cols for step in self.steps if step.name == "parse_documents"
+                         for cols in step.url_free_columns())
         return InputSpec(path=self.input.path or "", format=self.input.format, url_col=self.input.url_col,
                          text_col=self.input.text_col, id_col=self.input.id_col, source=self.input.source,
-                         modality=self.modality, image_col=self.input.image_col)
+                         modality=self.modality, image_col=self.input.image_col, url_free_columns=url_free)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe (all defaults filled in), as saved into the run directory."""

@@ -86,6 +86,14 @@ class ParseDocuments(Stage):
             return "html"
         return "url"
 
+    def url_free_columns(self) -> tuple[tuple[str, ...], ...]:
+        """Column sets whose presence makes a URL column unneeded (the reader's input check): the layouts
+        that read the document from the row itself. A URL then only resolves relative image references."""
+        sets = {"obelics": (self.texts_col, self.images_col), "html": (self.html_col,)}
+        if self.layout == "auto":
+            return tuple(sets.values())
+        return (sets[self.layout],) if self.layout in sets else ()
+
     def _fetch_pages(self, urls: dict[int, str]) -> dict[int, tuple[bytes | None, str | None, str | None]]:
         from curate.download.fetch import FetchError, Limits, fetch_many
 

@@ -44,12 +44,15 @@ class InputError(Exception):
 class InputSpec:
     path: str
     format: str = "auto"
-    url_col: str = "url"
+    url_col: str | None = "url"  # None: no URL column
     text_col: str | None = "caption"  # None: no text column (documents get their text from a parse stage)
     id_col: str | None = None
     source: str | None = None
     modality: str = "image-text"
     image_col: str | None = None  # Parquet column of image bytes (binary or {bytes, path}); auto when None
+    # column sets that carry a whole document (parse_documents' OBELICS texts+images, html): an input with
+    # all columns of one set needs no URL column
+    url_free_columns: tuple[tuple[str, ...], ...] = ()
 
 
 def detect_format(path: Path) -> str:
@@ -143,8 +146,9 @@ def check_columns(spec: InputSpec, ds: pads.Dataset) -> None:
         raise InputError(str(err)) from None
     for role, col in (("url_col", spec.url_col), ("text_col", spec.text_col), ("id_col", spec.id_col),
                       ("image_col", spec.image_col)):
-        if col is None or col in names or (role == "url_col" and image is not None):
-            continue  # rows that carry their image need no URL
+        if col is None or col in names or (role == "url_col" and (
+                image is not None or any(all(c in names for c in cols) for cols in spec.url_free_columns))):
+            continue  # rows that carry their image (or their whole document) need no URL
         hint = ""
         binary = [f.name for f in ds.schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
         if role == "url_col" and binary:  # image bytes under a name image_column does not guess (photo, ...)
@@ -156,6 +160,8 @@ def check_columns(spec: InputSpec, ds: pads.Dataset) -> None:
 def url_problem(spec: InputSpec) -> str | None:
     """Why a table input gives `download` nothing to fetch (no url column, or no row with a URL), None when
     some row has a URL. Read up to the first URL: a whole column only when every value is null."""
+    if spec.url_col is None:
+        return "has no URL column (input.url_col is null)"
     ds = open_dataset(spec)
     if spec.url_col not in ds.schema.names:
         return f"has no column {spec.url_col!r} (input.url_col)"

@@ -15,10 +15,10 @@ WDS_RECIPE = "name: r\ninput: {format: webdataset}\nstages: [load_image: {}]\n"
 
 @pytest.fixture
 def refused(cli_inprocess, tmp_path):
-    def run(recipe, table: pa.Table, *words):
+    def run(recipe, table: pa.Table, *words, args=()):
         path = tmp_path / "in.parquet"
         pq.write_table(table, path)
-        r = cli_inprocess("run", recipe, "-i", path, "-o", tmp_path / "out")
+        r = cli_inprocess("run", recipe, "-i", path, "-o", tmp_path / "out", *args)
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, (r.returncode, r.stderr)
         for word in words:
@@ -42,6 +42,7 @@ def test_image_bytes_given_to_a_download_recipe(refused):
 def test_a_url_column_without_any_url(refused):
     table = pa.table({"url": pa.nulls(3, pa.string()), "caption": ["a", "b", "c"]})
     refused("image_text", table, "every value is null", "input.url_col")
+    refused("image_text", table, "input.url_col is null", "nothing to download", args=("--set", "input.url_col=null"))
 
 
 def test_image_bytes_under_an_unguessed_name_point_to_image_col(refused):

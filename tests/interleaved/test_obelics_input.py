@@ -1,0 +1,45 @@
+"""OBELICS records as OBELICS ships them (`texts` and `images` lists, no `url` column) through the shipped
+`interleaved` recipe: the input check, the split and its first two stages, with the images fetched from a
+loopback server. The recipe used to refuse such input ("input has no column 'url'"), and `--set
+input.url_col=null` was refused too; its doc_download upscaled small images (96x80 became 307x256)."""
+from __future__ import annotations
+
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from curate import schema
+from curate.io import reader
+from curate.recipe import load_recipe
+from curate.stage import run_local
+
+
+def _records(base: str) -> list[dict]:
+    return [{"texts": ["A page about shapes.", None], "images": [None, f"{base}/img/images/a.jpg"]},
+            {"texts": [None, "Another page."], "images": [f"{base}/img/images/b.jpg", None]}]
+
+
+def test_obelics_records_without_a_url_column(served, tmp_path):
+    server, blobs = served
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _records(server.url)))
+    for overrides in ((), ("input.url_col=null",)):
+        rec = load_recipe("interleaved", overrides, input_path=str(path), output_path=str(tmp_path / "out"))
+        assert reader.check_input(rec.input_spec()) is False  # accepted: no image bytes, no url needed
+    out = tmp_path / "parts"
+    sizes, extras = reader.split_parts(rec.input_spec(), 10, lambda k: out / f"part-{k:06d}.parquet")
+    assert sizes == [2] and {"texts", "images"} <= set(extras)
+    part = pq.read_table(out / "part-000000.parquet")
+    part = part.append_column("status", pa.array([schema.OK] * part.num_rows))  # as the runner starts each row
+    steps = [s for s in rec.steps if s.name in ("parse_documents", "doc_download")]
+    cols = {**extras, **{c: t for s in steps for c, t in s.writes.items()}}
+    done = run_local(steps, part, schema.run_schema(cols)).to_pylist()
+    assert [(d["status"], d["url"]) for d in done] == [("ok", None), ("ok", None)]
+    sizes = {name: Image.open(io.BytesIO(blobs[name])).size for name in ("a", "b")}
+    got = [(r["width"], r["height"], r["orig_width"], r["orig_height"]) for d in done for r in d["doc_images"]]
+    assert all(r["status"] == "ok" for d in done for r in d["doc_images"])
+    assert max(max(s) for s in sizes.values()) < 256  # small images: the recipe's image_size is 256
+    assert got == [(*sizes["a"], *sizes["a"]), (*sizes["b"], *sizes["b"])]  # kept at their size, not upscaled
