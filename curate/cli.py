@@ -795,7 +795,7 @@ def _filter_html(q: dict) -> str:
 @app.command()
 def demo(
     output: str = typer.Option("demo-out", "--output", "-o", help="Run directory to write (replaced if it holds an earlier demo run; anything else is refused)."),
-    samples: Optional[int] = typer.Option(None, "--samples", "-n", min=40, help="Corpus size (default 3000 image-text samples; 120 interleaved documents)."),
+    samples: Optional[int] = typer.Option(None, "--samples", "-n", min=40, help="Corpus size (default 3000 image-text samples; 120 interleaved documents; not the video demo, whose corpus is fixed)."),
     seed: int = typer.Option(0, "--seed"),
     modality: str = typer.Option("image", "--modality", help="image, video or interleaved."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address"),
@@ -824,7 +824,7 @@ def demo(
         return run_video_demo(Path(output), seed=seed, ray_address=ray_address, overrides=set_,
                               out_console=out_console, err_console=err_console, progress=_progress,
                               print_funnel=print_funnel, print_truth_table=print_truth_table,
-                              truth_html=_truth_html, fail=_fail)
+                              truth_html=_truth_html, fail=_fail, samples=samples)
     if modality != "image":
         _fail(f"--modality {modality!r} is not available yet; use image, video or interleaved")
     if noise not in ("tuned", "held-out"):

@@ -38,6 +38,14 @@ VIDEO_OUTCOME = {
     "not_video": ("dropped", "video_content_type"),
 }
 
+# one video per planted fault (generate writes them in this order, after the clean videos)
+PLANTED = tuple(k for k in VIDEO_OUTCOME if k not in ("clean", "no_subtitles"))
+
+
+def corpus_rows(videos: int) -> int:
+    """Rows (videos) of the corpus `generate(root, videos)` writes: the clean ones plus one per planted fault."""
+    return videos + len(PLANTED)
+
 
 def _motions(seed: int) -> list[tuple[str, float, str]]:
     """(direction, lane, size) for every clean scene, all different, so no two clean clips look alike."""
@@ -127,6 +135,8 @@ def generate(root: Path, videos: int = 8, seed: int = 0) -> Path:
     add("endless_stream", "endless/live.mp4", "a live stream that never ends")
     (files / "page.html").write_text("<html><body>not a video</body></html>")
     add("not_video", "videos/page.html", "a web page where a video was expected")
+    if [r["noise"] for r in rows[videos:]] != list(PLANTED):
+        raise RuntimeError("bug: the planted faults differ from curate.demo.video.PLANTED")
     (root / "corpus.json").write_text(json.dumps(rows, indent=1))
     return root
 

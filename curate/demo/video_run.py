@@ -28,13 +28,22 @@ def ensure_video_corpus(seed: int, log) -> Path:
 
 
 def run_video_demo(out: Path, *, seed: int, ray_address, overrides, out_console, err_console, progress,
-                   print_funnel, print_truth_table, truth_html, fail):
+                   print_funnel, print_truth_table, truth_html, fail, samples: int | None = None):
+    """`samples` (-n) does not size this corpus: each clean video needs motions no other clean video has (the
+    near-duplicate ground truth; 24 exist, so 12 clean videos at most), and each planted fault is one video.
+    A given -n is answered with one line saying what the demo makes instead of being ignored in silence."""
     from curate.demo.server import DemoServer
-    from curate.demo.video import truth_table, write_url_list
+    from curate.demo.video import corpus_rows, truth_table, write_url_list
     from curate.recipe import load_recipe
     from curate.runner import Runner
 
     from curate.video._extra import require_video_extra
+
+    total = corpus_rows(DEMO_VIDEOS)
+    made = f"{total} videos ({DEMO_VIDEOS} clean, {total - DEMO_VIDEOS} with one planted fault each)"
+    if samples is not None and samples != total:
+        err_console.print(f"note: -n {samples} does not apply to the video demo: its corpus is a fixed {made}, "
+                          "each with a known outcome per clip", highlight=False, soft_wrap=True)
 
     try:
         require_video_extra("the video demo")
@@ -48,7 +57,7 @@ def run_video_demo(out: Path, *, seed: int, ray_address, overrides, out_console,
     bar, update = progress()
     with DemoServer(corpus) as server, tempfile.TemporaryDirectory() as tmp:
         urls = write_url_list(corpus, server.url, Path(tmp) / "videos.parquet")
-        err_console.print(f"serving the video corpus at {server.url}", highlight=False)
+        err_console.print(f"serving {made} at {server.url}", highlight=False)
         rec = load_recipe("video_text", [*DEMO_OVERRIDES, *overrides], input_path=str(urls), output_path=str(out))
         runner = Runner(rec, ray_address=ray_address, on_progress=update)
         try:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from curate.demo.video import VIDEO_OUTCOME, truth_table
+from curate.demo.video import VIDEO_OUTCOME, corpus_rows, truth_table
+from curate.demo.video_run import DEMO_VIDEOS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,6 +48,7 @@ def test_counts_reconcile(video_demo):
     videos = [r for r in meta if r["parent_uid"] is None]
     clips = [r for r in meta if r["parent_uid"] is not None]
     assert len(videos) == len(truth) == json.loads((out / "manifest.json").read_text())["input"]["rows"]
+    assert len(truth) == corpus_rows(DEMO_VIDEOS)  # what the demo says it makes
     split = {r["uid"] for r in videos if r["reason"] == "split_into_clips"}
     # videos in = videos split into clips + videos dropped/failed (with a reason each)
     assert all(r["status"] != "ok" and r["reason"] for r in videos)
@@ -80,3 +82,17 @@ def test_validate_accepts_video_run(video_demo, cli_inprocess):
     res = cli_inprocess("query", str(out), 'SELECT parent_uid, start, "end", text, motion FROM kept ORDER BY parent_uid, start',
                         "--format", "csv")
     assert res.returncode == 0 and res.stdout.startswith("parent_uid,start,end,text,motion"), res.stderr
+
+
+def test_n_is_answered_with_what_the_video_demo_makes(tmp_path, cli_inprocess):
+    # the video corpus is fixed (distinct motions per clean video, one video per planted fault): -n 40 made
+    # 20 videos without a word. The output here is not the demo's, so the demo stops right after the note.
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "notes.txt").write_text("someone else's")
+    res = cli_inprocess("demo", "--modality", "video", "-n", "40", "--output", str(out))
+    note = [ln for ln in res.stderr.splitlines() if ln.startswith("note:")]
+    assert res.returncode == 2 and len(note) == 1, res.stderr
+    total = corpus_rows(DEMO_VIDEOS)
+    assert "-n 40" in note[0] and f"fixed {total} videos ({DEMO_VIDEOS} clean" in note[0], note[0]
+    assert (out / "notes.txt").exists()
