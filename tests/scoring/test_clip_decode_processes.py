@@ -124,7 +124,9 @@ def _decode_or_die(blobs, columns, slot=None):
     """decode_in_worker, except that the process dies of a real SIGSEGV on the CRASH blob."""
     if CRASH in blobs:
         import ctypes
+        import faulthandler
 
+        faulthandler.disable()  # (pytest's fault handler, inherited by the fork, would print a stack dump)
         ctypes.string_at(0)
     return _decode(blobs, columns, slot)
 
