@@ -83,4 +83,12 @@ def above_baseline(values: list[float], baseline: float, level: float = LEVEL) -
     v = v[np.isfinite(v)]
     t = paired_t_interval(v, np.full(v.size, baseline), level)
     return {"mean": float(v.mean()) if v.size else None, "baseline": baseline, "seeds": int(v.size),
-            "diff_ci": [t["lo"], t["hi"]], "learned": None if t["lo"] is None else bool(t["lo"] > 0)}
+            "diff_ci": [t["lo"], t["hi"]], "learned": _learned(t)}
+
+
+def _learned(t: dict) -> bool | None:
+    """Whole interval above the baseline; with no spread over seeds, never when at or below it (a model that
+    answers the majority class every time), else undetermined."""
+    if t.get("no_spread"):
+        return False if t["diff"] <= 0 else None
+    return None if t["lo"] is None else bool(t["lo"] > 0)
