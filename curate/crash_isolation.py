@@ -113,14 +113,17 @@ class CrashWatch:
         return guarded, suspect
 
     def _check_loop(self, suspects: list[frozenset[str]], now: set[str]) -> None:
-        """Stop when this part has died `limit` times in this stage, or when at least two rows died alone
-        and fewer rows passed (after a death) than died alone: the same evidence rule as `isolate` uses for
-        exceptions, so a stage that dies on every row stops after ~2 log2(n) deaths, not `limit`."""
+        """Stop when this part has died `limit` times in this stage, or, once the deaths exceed what
+        isolating two rows costs (2 log2(n) + 1), when fewer rows passed (after a death) than died alone:
+        the rule `isolate` uses for exceptions. So a stage that dies on every row of a big part stops after
+        ~2 log2(n) deaths, not `limit`, while a small part whose rows all crash (a --retry-failed of the
+        crashed rows) has its rows isolated, not the run stopped."""
         alone = {next(iter(s)) for s in suspects if len(s) == 1}
         passed = len(self.passed & now)
         if self.limit is not None and len(self.crashed) >= self.limit:
             why = f"{len(self.crashed)} times (ray.max_part_crashes)"
-        elif len(alone) >= 2 and passed < len(alone):
+        elif len(self.crashed) > 1 + 2 * max(1, (len(now) - 1).bit_length()) and len(alone) >= 2 \
+                and passed < len(alone):
             why = f"on {len(alone)} rows alone while {passed} passed"
         else:
             return

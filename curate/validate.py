@@ -55,8 +55,8 @@ def _check_extras(where: str, row: dict, members: dict[str, bytes]) -> list[str]
     if not refs:
         return []
     problems = []
-    for ext, _, length in json.loads(refs):
-        out = sample_members.extra_ext(ext)
+    refs = json.loads(refs)
+    for (ext, _, length), out in zip(refs, sample_members.extra_exts([r[0] for r in refs])):
         if out not in members:
             problems.append(f"{where}: no .{out} member (the input sample's .{ext})")
         elif len(members[out]) != length:

@@ -108,9 +108,18 @@ _OWN_EXTS = {"txt", "json", "jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "
              "avi", *EXTRA_TEXT_MEMBERS.values()}
 
 
-def extra_ext(ext: str) -> str:
-    """The output extension of an input sample's other member `ext` (see _OWN_EXTS)."""
-    return f"input.{ext}" if ext in _OWN_EXTS else ext
+def extra_exts(exts: list[str]) -> list[str]:
+    """The output extensions of an input sample's other members, in order: `ext` as it came, `input.<ext>`
+    where the writer uses the extension itself (see _OWN_EXTS), and one more `input.` while it would repeat
+    an earlier one (`png` and `input.png` in one sample: `input.png`, `input.input.png`), so a sample never
+    has two members of one name. The writer and `curate validate` both use this, on the recorded order."""
+    out: list[str] = []
+    for ext in exts:
+        name = f"input.{ext}" if ext.lower() in _OWN_EXTS else ext
+        while name in out or name.lower() in _OWN_EXTS:
+            name = f"input.{name}"
+        out.append(name)
+    return out
 
 
 def sample_members(row: dict, caption_policy: str = DEFAULT_POLICY) -> list[tuple[str, bytes]]:
@@ -185,8 +194,9 @@ def _members(row: dict, info: dict, caption_policy: str) -> list[tuple[str, byte
             members.append((f"{key}.{j:03d}.{(infos[j] or {}).get('format') or 'jpg'}", data))
     if row.get("video") is not None:
         members.append((f"{key}.{row.get('video_format') or 'mp4'}", row["video"]))
-    for extra in row.get("extra_members") or ():  # an input sample's label, mask, ...: carried as they came
-        members.append((f"{key}.{extra_ext(extra['ext'])}", extra["data"]))
+    extras = row.get("extra_members") or ()  # an input sample's label, mask, ...: carried as they came
+    for extra, name in zip(extras, extra_exts([e["ext"] for e in extras])):
+        members.append((f"{key}.{name}", extra["data"]))
     for ext, text in text_members(row, caption_policy).items():
         members.append((f"{key}.{ext}", text.encode("utf-8")))
     members.append((f"{key}.json", json_bytes(_with_source(info, row, caption_policy))))

@@ -128,7 +128,7 @@ def index_tar(tar_path: str) -> list[dict]:
                     samples.append((m.name, {"exts": set(), "error": f"member {m.name} has no WebDataset key "
                                              "(its file name has nothing before the first dot, or no dot)"}))
                     continue
-                key, ext = match.group(1), match.group(2).lower()
+                key, ext, as_named = match.group(1), match.group(2).lower(), match.group(2)
                 s = _sample_for(samples, key, ext)
                 if m.offset_data + m.size > total:
                     s["error"] = f"member {m.name} is cut short ({total - m.offset_data} of {m.size} bytes)"
@@ -144,9 +144,9 @@ def index_tar(tar_path: str) -> list[dict]:
                     else:
                         if "text" in s:  # a .txt wins over .caption/.text: that one is kept as another member
                             _add_extra(s, m.name, *s["text_ref"])
-                        s["text"], s["text_ref"] = caption_text(data), (ext, m.offset_data, m.size)
-                else:
-                    _add_extra(s, m.name, ext, m.offset_data, m.size)
+                        s["text"], s["text_ref"] = caption_text(data), (as_named, m.offset_data, m.size)
+                else:  # (its extension as the member spells it: carried as it came)
+                    _add_extra(s, m.name, as_named, m.offset_data, m.size)
             end = tar.offset
             f.seek(end)
             tail = f.read(512)
@@ -314,8 +314,12 @@ def image_batches(path: str, batch_rows: int = 10000, text_col: str | None = "ca
             rel = rel_of(f)
             sidecar, info = _sidecar_text(f.rsplit(".", 1)[0])
             size = inputfs.size(f)
-            for i in pos.get(rel) or [None]:
-                text = sidecar if sidecar is not None or i is None or not caps else caps[i]
+            listed = pos.get(rel) or [None]
+            for i in listed:
+                # a sidecar's caption comes first, except for a file listed several times: one sidecar
+                # cannot caption each listing, so each listing row's own caption is its sample's
+                mapped = caps[i] if caps and i is not None else None
+                text = mapped if len(listed) > 1 and mapped is not None else (sidecar if sidecar is not None else mapped)
                 rows.append(_row(caption=text, input_json=info, input_key=rel, input_file=f, input_member=rel,
                                  input_offset=0, input_length=size))
                 idx.append(i)

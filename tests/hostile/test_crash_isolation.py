@@ -104,19 +104,35 @@ def test_markers_of_another_stage_or_of_rows_no_longer_in_play_are_ignored(tmp_p
     assert Seen.calls == [TEXTS[:2], TEXTS[2:4]]
 
 
-def test_two_rows_dying_alone_with_none_passing_stop_the_part(tmp_path):
-    """The evidence rule: the stage, not the rows, is failing (as `isolate` decides for exceptions)."""
-    watch = CrashWatch(tmp_path, "0-test_seen", "stage test_seen on part 0")
-    for uid in ("u0", "u1"):  # two deaths of single rows, as a stage dying on every row leaves them
-        (tmp_path / f"0-test_seen.{uid}.range.json").write_text(json.dumps([uid]))
-    watch = CrashWatch(tmp_path, "0-test_seen", "stage test_seen on part 0")
-    with pytest.raises(StageCrashLoop, match="stage test_seen on part 0: the worker process died on 2 rows alone "
+def _deaths(folder, *ranges) -> None:
+    for i, uids in enumerate(ranges):
+        (folder / f"0-test_seen.d{i}.range.json").write_text(json.dumps(list(uids)))
+
+
+def test_rows_dying_alone_with_none_passing_stop_the_part_past_the_isolation_cost(tmp_path):
+    """The evidence rule, as `isolate` applies it to exceptions: once the deaths exceed what isolating two
+    rows costs (2 log2 n + 1: 5 for 4 rows), fewer rows passing than dying alone means the stage fails."""
+    rows = ["u0", "u1", "u2", "u3"]
+    _deaths(tmp_path, rows, rows[:2], ["u0"], rows[2:], ["u2"], ["u1"])  # 6 deaths, 3 rows alone, none passed
+    with pytest.raises(StageCrashLoop, match="stage test_seen on part 0: the worker process died on 3 rows alone "
                                              "while 0 passed"):
-        watch.guard(lambda lo, hi: None, ["u0", "u1", "u2", "u3"])
-    (tmp_path / "0-test_seen.p.passed.json").write_text(json.dumps(["u2", "u3"]))  # two rows passed: go on
-    CrashWatch(tmp_path, "0-test_seen").guard(lambda lo, hi: None, ["u0", "u1", "u2", "u3"])
-    with pytest.raises(StageCrashLoop, match=r"died 2 times \(ray.max_part_crashes\)"):  # the hard bound
-        CrashWatch(tmp_path, "0-test_seen", limit=2).guard(lambda lo, hi: None, ["u0", "u1", "u2", "u3"])
+        CrashWatch(tmp_path, "0-test_seen", "stage test_seen on part 0").guard(lambda lo, hi: None, rows)
+    (tmp_path / "0-test_seen.p.passed.json").write_text(json.dumps(["u2", "u3"]))  # later tries: rows passed
+    (tmp_path / "0-test_seen.q.passed.json").write_text(json.dumps(["u0", "u1"]))
+    CrashWatch(tmp_path, "0-test_seen").guard(lambda lo, hi: None, rows)  # as many passed as died alone: go on
+    with pytest.raises(StageCrashLoop, match=r"died 6 times \(ray.max_part_crashes\)"):  # the hard bound
+        CrashWatch(tmp_path, "0-test_seen", limit=6).guard(lambda lo, hi: None, rows)
+
+
+def test_a_part_of_only_crashing_rows_has_them_isolated_not_the_run_stopped(tmp_path):
+    """--retry-failed puts only the failed rows in new parts: two rows that crash, and nothing else. Their
+    three deaths are what isolating them costs; the rows fail alone (it stopped the retried run and left
+    the finished one 'running')."""
+    _deaths(tmp_path, ["u0", "u1"], ["u0"], ["u1"])
+    Seen.calls.clear()
+    with watching(CrashWatch(tmp_path, "0-test_seen", "stage test_seen on part 0")):
+        out = Seen().run(_table(["die", "die"]))
+    assert out.column("reason").to_pylist() == ["stage_crashed", "stage_crashed"] and Seen.calls == []
 
 
 def test_without_a_watch_nothing_is_written(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -76,14 +77,14 @@ def test_a_row_that_kills_its_worker_fails_alone_and_the_run_goes_on(ray_address
     assert not (tmp_path / "out" / "_work").exists()  # the crash markers went with the finished run's work folder
 
 
-@pytest.mark.parametrize("limit,why", [(48, "on 2 rows alone while 0 passed"), (3, "3 times (ray.max_part_crashes)")])
+@pytest.mark.parametrize("limit,why", [(48, r"on \d+ rows alone while 0 passed"), (3, r"3 times \(ray.max_part_crashes\)")])
 def test_a_stage_that_kills_its_worker_on_every_row_stops_the_run_in_one_line(ray_address, tmp_path, limit, why):
-    # word "" is in every caption: the stage dies on any batch. Two rows dying alone with none passing is
-    # the stage's fault (10-row parts: ~8 deaths); a lower max_part_crashes stops it sooner
+    # word "" is in every caption: the stage dies on any batch. Rows dying alone with none passing, past
+    # what isolating two rows costs (10-row parts: 9 deaths), is the stage's fault; max_part_crashes stops it too
     proc, took = _run(tmp_path, ray_address, actor=False, word="", ray_yaml=f"ray: {{max_part_crashes: {limit}}}\n")
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: stage crash_on on part ") and f"the worker process died {why}" in last, last
+    assert last.startswith("error: stage crash_on on part ") and re.search(f"the worker process died {why}", last), last
     assert "Traceback" not in proc.stderr and took < 300
     assert len(list((tmp_path / "out" / "meta").glob("part-*.parquet"))) == 0
 

@@ -403,3 +403,9 @@ def test_an_image_listed_twice_in_the_mapping_is_a_sample_per_caption(tmp_path):
     assert got == [("a.jpg", "a green square", "ok"), ("a.jpg", "green, again", "ok"), ("b.jpg", "a red one", "ok")]
     assert sum(sizes) == 3 and len({r["uid"] for r in rows}) == 3
     assert all(r["image"] == img for r in rows if r["input_key"] == "a.jpg")
+    # a sidecar caption would give both samples of a.jpg the same text: each listing keeps its own
+    (root / "a.txt").write_text("the sidecar of a")
+    (root / "b.txt").write_text("the sidecar of b")
+    sizes, extras, parts = split(reader.InputSpec(path=str(root), format="images", text_col="text"), tmp_path / "2")
+    got = sorted((r["input_key"], r["text"]) for r in load(parts, extras))
+    assert got == [("a.jpg", "a green square"), ("a.jpg", "green, again"), ("b.jpg", "the sidecar of b")]

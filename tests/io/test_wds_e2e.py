@@ -286,10 +286,12 @@ def test_an_input_samples_other_members_reach_the_output_whole(ray_address, tmp_
     root = tmp_path / "wds"
     root.mkdir()
     image, mask, second = png((200, 10, 10), (32, 24), "JPEG"), png((1, 1, 1), (32, 24)), png((5, 200, 5), (8, 8))
-    other = {"cls": b"7", "seg.png": mask, "png": second, "caption": b"an older caption", "npy": bytes(range(256))}
+    other = {"cls": b"7", "seg.png": mask, "png": second, "caption": b"an older caption", "npy": bytes(range(256)),
+             "input.png": b"the input's own .input.png", "Mask.PNG": mask + b"x"}
     with tarfile.open(root / "00000.tar", "w") as tar:
         for name, data in [("s1.caption", other["caption"]), ("s1.jpg", image), ("s1.txt", b"a red square"),
                            ("s1.cls", other["cls"]), ("s1.seg.png", mask), ("s1.png", second),
+                           ("s1.input.png", other["input.png"]), ("s1.Mask.PNG", other["Mask.PNG"]),
                            ("s1.npy", other["npy"]), ("s2.jpg", image), ("s2.txt", b"plain")]:
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -304,9 +306,15 @@ def test_an_input_samples_other_members_reach_the_output_whole(ray_address, tmp_
         got = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
     k1, k2 = rows["s1"]["key"], rows["s2"]["key"]
     assert got[f"{k1}.jpg"] == image and got[f"{k1}.txt"] == b"a red square"
+    # png is the writer's own extension: input.png; the input's own input.png then becomes input.input.png
+    # (never two members of one name); an extension keeps its case
+    renamed = {"png": "input.png", "input.png": "input.input.png"}
     for ext, data in other.items():
-        name = f"{k1}.input.png" if ext == "png" else f"{k1}.{ext}"  # png is the writer's own extension
+        name = f"{k1}.{renamed.get(ext, ext)}"
         assert got[name] == data, name
+    with tarfile.open(out / "shards" / "000000.tar") as tar:
+        names = [m.name for m in tar]
+    assert len(names) == len(set(names))
     assert sorted(n for n in got if n.startswith(k2)) == [f"{k2}.jpg", f"{k2}.json", f"{k2}.txt"]
     assert validate(out)[0] == []
     reshard(out, 1, tmp_path / "r")  # one sample per shard: s1's members move whole
