@@ -43,6 +43,9 @@ from curate.stage import IN_PROCESS_CPUS, Job, Stage, apply_decisions, fit_sampl
 log = logging.getLogger("curate")
 
 
+IN_PROCESS_MARK = "in_process"  # in _work/crashes/: the session runs its stages in the driver (no Ray)
+
+
 class RunError(Exception):
     """A problem that stops a run before or between parts; the message is one line for the user."""
 
@@ -932,11 +935,25 @@ class Runner:
                 return False
         return rows <= self.recipe.ray.in_process_max_rows
 
-    def _session(self, manifest: Manifest):
+    def _died_in_process(self) -> bool:
+        """Whether the last session ran in this process and died in a stage call (a native crash kills the
+        driver itself: the CLI ends with a segfault). A Ctrl-C unwinds through the call and removes its
+        marker, so a marker left by an in-process session is a death. This session then runs on Ray,
+        whose retries isolate the row from those markers on (crash_isolation), instead of dying again."""
+        crashes = self.run.crashes
+        if not (crashes / IN_PROCESS_MARK).exists():
+            return False
+        if not any(p.name.endswith(".range.json") for d in crashes.rglob("part-*") for p in d.iterdir()):
+            return False
+        log.warning("the last attempt died in a stage call (a native crash in this process); this run goes "
+                    "through Ray, which isolates the row that kills its worker (failed/stage_crashed)")
+        return True
+
+    def _session(self, manifest: Manifest, force_ray: bool = False):
         """Ray (yields the module), or, for an in-process run, nothing (yields None)."""
         from contextlib import nullcontext
 
-        if self._in_process(manifest):
+        if not force_ray and self._in_process(manifest):
             return nullcontext(None)
         return ray_session(self.ray_address, self.recipe.ray.num_cpus, self.recipe.ray.object_store_memory_mb,
                            self.runtime_env, ray_crash.retries_for(self.recipe.ray.max_part_crashes))
@@ -944,9 +961,13 @@ class Runner:
     def _execute(self, manifest: Manifest) -> Manifest:
         run = self.run
         atomic.remove_stale_tmp(run.root)
-        storage.rmtree(run.crashes)  # an interrupted session's markers are not crashes of this one
+        died = self._died_in_process()
+        if not died:  # an interrupted Ray session's markers are not crashes of this one
+            storage.rmtree(run.crashes)
         batch = manifest.current_batch
-        with self._session(manifest) as ray, self._watching(ray):
+        with self._session(manifest, force_ray=died) as ray, self._watching(ray):
+            if ray is None:  # the driver's own calls leave markers; only a hard death can leave one behind
+                atomic.write_bytes(run.crashes / IN_PROCESS_MARK, b"")
             if batch.status == "splitting":
                 t0 = time.time()
                 spec = self.recipe.input_spec()
@@ -1083,7 +1104,9 @@ class Runner:
                       dropped_thumbnails=self.recipe.output.dropped_thumbnails)
         stages = [self.recipe.steps[i].for_run(run.root) for i in seg]
         if ray is None:
-            rows = self._segment_in_process(pending, stages, load, commit, run_schema)
+            sites = [_CrashSite(str(run.root), s, f"{i}-{st.name}", st.name, self.recipe.ray.max_part_crashes)
+                     for i, st in zip(seg, stages)]
+            rows = self._segment_in_process(pending, stages, load, commit, run_schema, sites)
         else:
             ds = ray.data.from_items([{"part": k} for k in pending], override_num_blocks=len(pending))
             ds = ds.map_batches(_load_parts, batch_size=None, batch_format="pyarrow", fn_kwargs=load)
@@ -1108,14 +1131,15 @@ class Runner:
         self._phase = {}
 
     @staticmethod
-    def _segment_in_process(pending: list[int], stages: list[Stage], load: dict, commit: dict, run_schema: pa.Schema):
+    def _segment_in_process(pending: list[int], stages: list[Stage], load: dict, commit: dict, run_schema: pa.Schema,
+                            sites: list | None = None):
         """A segment in this process, part by part (the same functions the Ray tasks run): commit rows."""
         for stage in stages:
             stage.setup()
         for k in pending:
             t = _load_parts(pa.table({"part": [k]}), **load)
-            for stage in stages:
-                t = _process(stage, t, run_schema)
+            for stage, site in zip(stages, sites or [None] * len(stages)):
+                t = _process(stage, t, run_schema, None, site)
             yield from _commit_parts(t, **commit).to_pylist()
 
     @staticmethod

@@ -95,3 +95,43 @@ def test_a_model_load_that_kills_its_worker_stops_the_run_in_one_line(ray_addres
     last = proc.stderr.strip().splitlines()[-1]
     assert "died while setting up (loading its model) 2 times" in last, last
     assert "Traceback" not in proc.stderr and took < 300
+
+
+FILTER = '''
+import ctypes
+from typing import ClassVar
+from curate.stage import Filter
+
+class CrashFilter(Filter):
+    """Test filter (model-free: the run goes in the CLI's own process): segfaults on a 'poison' caption."""
+    name: ClassVar[str] = "crash_filter"
+    def check(self, table):
+        if any("poison" in (t or "") for t in table.column("text").to_pylist()):
+            ctypes.string_at(0)  # SIGSEGV
+        return [None] * table.num_rows
+'''
+
+
+def test_a_crash_in_a_run_without_ray_is_isolated_by_the_resume(tmp_path):
+    """A run of filters only runs in the CLI's process: a segfault there kills the CLI itself, and its
+    --resume died the same way every time. The resume now sees the marker the death left and runs through
+    Ray, whose retries isolate the row."""
+    (tmp_path / "crashfilter").mkdir()
+    (tmp_path / "crashfilter" / "__init__.py").write_text(FILTER)
+    rows = [{"url": f"http://127.0.0.1:9/{i}", "caption": "poison" if i == 7 else f"c{i}"} for i in range(30)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "urls.parquet")
+    (tmp_path / "r.yaml").write_text("name: f\noutput: {samples_per_shard: 10}\nstages:\n  - crashfilter:CrashFilter: {}\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    env.pop("RAY_ADDRESS", None)  # no cluster named: the in-process path
+    cmd = [sys.executable, "-m", "curate.cli", "run", str(tmp_path / "r.yaml"), "-i", str(tmp_path / "urls.parquet"),
+           "-o", str(tmp_path / "out")]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == -11, first.stderr[-2000:]  # the CLI process itself died
+    # (still no cluster named: the run itself chooses Ray, and starts a local one)
+    resumed = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "goes through Ray" in resumed.stderr
+    meta = pa.concat_tables([pq.read_table(p) for p in sorted((tmp_path / "out" / "meta").glob("*.parquet"))])
+    got = {r["row"]: (r["status"], r["reason"]) for r in meta.select(["row", "status", "reason"]).to_pylist()}
+    assert len(got) == 30 and got[7] == ("failed", "stage_crashed")
+    assert all(v == ("ok", None) for i, v in got.items() if i != 7)
