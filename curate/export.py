@@ -11,6 +11,7 @@ Hugging Face `datasets` reads the run's shards directly: load_dataset("webdatase
 from __future__ import annotations
 
 import io
+import json
 import re
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pyarrow.dataset as pads
 
 from curate import schema
 from curate.io import atomic, storage
+from curate.io import members as sample_members
 from curate.reshard import OutputError, complete_run, new_output
 
 FORMATS = ("uids", "parquet")
@@ -70,23 +72,40 @@ def export_parquet(run, dst: Path) -> dict:
             t = storage.read_table(meta_path, filters=[("status", "=", schema.OK)])
             if t.num_rows == 0:
                 continue
-            images = _images(run.shard(k), t)
+            images, extras = _members(run.shard(k), t)
             t = t.append_column(pa.field("image", IMAGE_T), images)
+            if extras is not None:  # an input sample's other members (label, mask), as the shards carry them
+                t = t.append_column(pa.field("extra_members", schema.EXTRA_MEMBERS_TYPE), extras)
             atomic.write_parquet(t, tmp / f"part-{k:06d}.parquet")
             rows += t.num_rows
             files += 1
     return {"path": str(dst), "rows": rows, "files": files}
 
 
-def _images(tar_path: Path, t: pa.Table) -> pa.Array:
+def _members(tar_path: Path, t: pa.Table) -> tuple[pa.Array, pa.Array | None]:
+    """(each kept row's image as {bytes, path}, its other members as [{ext, data}] in their input order, or
+    None when the run carries none), read from the part's tar in one pass. The other members' names come
+    from `input_extra_members` through the writer's own naming (curate.io.members.extra_exts)."""
     keys = t.column("key").to_pylist()
     fmts = t.column("image_format").to_pylist() if "image_format" in t.column_names else [None] * len(keys)
     want = {f"{key}.{fmt}": i for i, (key, fmt) in enumerate(zip(keys, fmts)) if fmt}
+    refs = t.column("input_extra_members").to_pylist() if "input_extra_members" in t.column_names else None
+    extra_want: dict[str, tuple[int, int, str]] = {}
+    for i, r in enumerate(refs or ()):
+        if r:
+            exts = [e for e, _, _ in json.loads(r)]
+            for j, (ext, name) in enumerate(zip(exts, sample_members.extra_exts(exts))):
+                extra_want[f"{keys[i]}.{name}"] = (i, j, ext)
     out: list = [None] * len(keys)
-    if want and tar_path.exists():
+    extras: list = [None] * len(keys)
+    if (want or extra_want) and tar_path.exists():
         with storage.open_tar(tar_path) as tar:
             for m in tar:
-                i = want.get(m.name)
-                if i is not None:
-                    out[i] = {"bytes": tar.extractfile(m).read(), "path": m.name}
-    return pa.array(out, IMAGE_T)
+                if m.name in want:
+                    out[want[m.name]] = {"bytes": tar.extractfile(m).read(), "path": m.name}
+                elif m.name in extra_want:
+                    i, j, ext = extra_want[m.name]
+                    extras[i] = extras[i] or {}
+                    extras[i][j] = {"ext": ext, "data": tar.extractfile(m).read()}
+    extras = [None if e is None else [e[j] for j in sorted(e)] for e in extras]
+    return pa.array(out, IMAGE_T), (pa.array(extras, schema.EXTRA_MEMBERS_TYPE) if extra_want else None)

@@ -319,6 +319,12 @@ def test_an_input_samples_other_members_reach_the_output_whole(ray_address, tmp_
     assert validate(out)[0] == []
     reshard(out, 1, tmp_path / "r")  # one sample per shard: s1's members move whole
     assert validate(tmp_path / "r")[0] == []
+    export(out, "parquet", tmp_path / "pq")  # and a Parquet export carries them as a column, in input order
+    exported = {r["input_key"]: r for r in pads.dataset(str(tmp_path / "pq"), format="parquet").to_table().to_pylist()}
+    assert [(e["ext"], e["data"]) for e in exported["s1"]["extra_members"]] == [
+        ("caption", other["caption"]), ("cls", b"7"), ("seg.png", mask), ("png", second),
+        ("input.png", other["input.png"]), ("Mask.PNG", other["Mask.PNG"]), ("npy", other["npy"])]
+    assert exported["s2"]["extra_members"] is None and exported["s1"]["image"]["bytes"] == image
     # a member lost on the way is a finding
     with tarfile.open(out / "shards" / "000000.tar") as src, tarfile.open(tmp_path / "cut.tar", "w") as dst:
         for m in src:
