@@ -139,31 +139,25 @@ def _check_derived(stage: Stage, part: pa.Table, result: pa.Table) -> None:
             raise RuntimeError(f"stage {stage.name} added rows without a parent_uid from this part")
 
 
-def _setup_error(err: BaseException) -> str | None:
-    """The one-line message of a model-load error that Ray wrapped (ActorDiedError, RayTaskError), if any."""
+def _wrapped_line(err: BaseException, cls: type[BaseException]) -> str | None:
+    """The first line of a `cls` error anywhere in err's chain, as Ray wraps a worker's exception
+    (ActorDiedError, RayTaskError), or in the remote traceback's text where Ray kept only that."""
     import re
 
     from curate.environment_errors import chain
+
+    for e in chain(err):
+        if isinstance(e, cls):
+            return str(e).splitlines()[0]
+    m = re.search(rf"{cls.__name__}: ([^\n]+)", str(err))
+    return m.group(1) if m else None
+
+
+def _setup_error(err: BaseException) -> str | None:
+    """The one-line message of a model-load error that Ray wrapped, if any."""
     from curate.models.clip import ModelLoadError
 
-    for e in chain(err):
-        if isinstance(e, ModelLoadError):
-            return str(e).splitlines()[0]
-    m = re.search(r"ModelLoadError: ([^\n]+)", str(err))  # Ray may carry only the remote traceback's text
-    return m.group(1) if m else None
-
-
-def _crash_loop(err: BaseException) -> str | None:
-    """The one-line message of a StageCrashLoop that Ray wrapped (RayTaskError), if any."""
-    import re
-
-    from curate.environment_errors import chain
-
-    for e in chain(err):
-        if isinstance(e, crash_isolation.StageCrashLoop):
-            return str(e).splitlines()[0]
-    m = re.search(r"StageCrashLoop: ([^\n]+)", str(err))  # Ray may carry only the remote traceback's text
-    return m.group(1) if m else None
+    return _wrapped_line(err, ModelLoadError)
 
 
 def _run_stage_task(batch: pa.Table, *, stage: Stage, run_schema: pa.Schema, sink=None,
@@ -998,7 +992,7 @@ class Runner:
                     setup = _setup_error(err)
                     if setup is not None:
                         raise StageSetupError(setup) from None
-                    loop = _crash_loop(err)  # a stage that kills its worker on most rows
+                    loop = _wrapped_line(err, crash_isolation.StageCrashLoop)  # a stage dying on most rows
                     if loop is not None:
                         raise RunError(loop) from None
                     raise
@@ -1103,15 +1097,14 @@ class Runner:
                       caption_policy=self.recipe.output.caption_policy,
                       dropped_thumbnails=self.recipe.output.dropped_thumbnails)
         stages = [self.recipe.steps[i].for_run(run.root) for i in seg]
+        sites = [_CrashSite(str(run.root), s, f"{i}-{st.name}", st.name, self.recipe.ray.max_part_crashes)
+                 for i, st in zip(seg, stages)]
         if ray is None:
-            sites = [_CrashSite(str(run.root), s, f"{i}-{st.name}", st.name, self.recipe.ray.max_part_crashes)
-                     for i, st in zip(seg, stages)]
             rows = self._segment_in_process(pending, stages, load, commit, run_schema, sites)
         else:
             ds = ray.data.from_items([{"part": k} for k in pending], override_num_blocks=len(pending))
             ds = ds.map_batches(_load_parts, batch_size=None, batch_format="pyarrow", fn_kwargs=load)
-            for i, stage in zip(seg, stages):
-                site = _CrashSite(str(run.root), s, f"{i}-{stage.name}", stage.name, self.recipe.ray.max_part_crashes)
+            for i, stage, site in zip(seg, stages, sites):
                 ds = self._map_stage(ray, ds, stage, self.recipe.scheduling[i], run_schema, self._sink, site)
             rows = ds.map_batches(_commit_parts, batch_size=None, batch_format="pyarrow", fn_kwargs=commit).iter_rows()
         done = total - len(pending)
@@ -1132,13 +1125,13 @@ class Runner:
 
     @staticmethod
     def _segment_in_process(pending: list[int], stages: list[Stage], load: dict, commit: dict, run_schema: pa.Schema,
-                            sites: list | None = None):
+                            sites: list[_CrashSite]):
         """A segment in this process, part by part (the same functions the Ray tasks run): commit rows."""
         for stage in stages:
             stage.setup()
         for k in pending:
             t = _load_parts(pa.table({"part": [k]}), **load)
-            for stage, site in zip(stages, sites or [None] * len(stages)):
+            for stage, site in zip(stages, sites):
                 t = _process(stage, t, run_schema, None, site)
             yield from _commit_parts(t, **commit).to_pylist()
 

@@ -2,17 +2,21 @@
 `keyframe_clip_score`): which model and weights, on which device, checked when the recipe loads.
 
 One owner for them, so the refusal of random weights (curate.models.clip.check_weights) cannot be
-forgotten by the next stage that loads a CLIP. (clip_score keeps its own, with the filter CLIP's defaults.)
+forgotten by the next stage that loads a CLIP. A stage may redefine a setting's default and comment
+(clip_score: no default model, a checkpoint is the filter CLIP) and name where a checkpoint comes from
+(`checkpoint_hint`).
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, model_validator
 
 
 class ClipWeights(BaseModel):
     """Mixin for a Stage: `class MyStage(ClipWeights, Stage)`; `load_clip()` in its setup."""
+
+    checkpoint_hint: ClassVar[str] = ""  # where a missing checkpoint comes from, for the refusal's message
 
     model: str | None = "ViT-B-32"  # open_clip name; needs pretrained or checkpoint too (or random_init: true)
     pretrained: str | None = None  # open_clip hub tag (openai, laion2b_s34b_b79k) or weights file/URL
@@ -28,7 +32,8 @@ class ClipWeights(BaseModel):
         from curate.models.clip import ModelLoadError, check_weights
 
         try:
-            check_weights(self.name, self.model, self.pretrained, self.checkpoint, self.random_init)
+            check_weights(self.name, self.model, self.pretrained, self.checkpoint, self.random_init,
+                          checkpoint_hint=self.checkpoint_hint)
         except ModelLoadError as err:
             raise ValueError(str(err)) from None
         return self

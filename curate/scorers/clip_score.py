@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, PrivateAttr, model_validator
 
+from curate.models.clip_settings import ClipWeights
 from curate.scorers import decode_pool
 from curate.scorers.caption_columns import PerConfig, TextCol, captions, score_column
 from curate.stage import Annotations, Stage, register
@@ -135,10 +136,12 @@ def decode_chunk(clip, blobs: list[bytes], columns: list[list[str | None]], draf
 
 
 @register
-class ClipScore(Stage):
+class ClipScore(ClipWeights, Stage):
     """Score image-caption agreement: cosine similarity of open_clip image and text embeddings."""
 
     name: ClassVar[str] = "clip_score"
+    checkpoint_hint: ClassVar[str] = (" (train one with `curate train` or examples/filter_bootstrap/train_filter.py; "
+                                      "`curate demo` builds the demo's)")
     reads: ClassVar[tuple[str, ...]] = ("image",)
     writes: ClassVar[dict[str, pa.DataType]] = PerConfig(  # type: ignore[assignment]
         {"clip_score": pa.float32(), "recaption_clip_score": pa.float32(),
@@ -151,8 +154,6 @@ class ClipScore(Stage):
     model: str | None = None  # open_clip name (ViT-B-32, curate-tiny, ...); read from `checkpoint` if omitted; else needs pretrained (or random_init: true)
     pretrained: str | None = None  # hub tag (laion2b_s34b_b79k, openai), loaded from the local hub cache
     checkpoint: str | None = None  # checkpoint file or URL (OUT/checkpoint.pt from `curate train`, s3://b/filter.pt)
-    random_init: bool = False  # true: allow no pretrained/checkpoint (random weights, noise scores): for tests and demos only
-    device: str = "auto"  # auto: cuda when visible, else cpu
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # autocast on GPU; CPU always fp32
     batch_size: int = Field(256, ge=1)  # images per CLIP forward pass; lower it when GPU memory runs out
     decode_threads: int = Field(2, ge=1)  # threads decoding/preprocessing the next batch
@@ -169,18 +170,9 @@ class ClipScore(Stage):
     _host: Any = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _check_model(self):
-        """Fail at recipe load (one line, before any work) on a missing checkpoint, an unknown model/tag, or no
-        weights at all: open_clip would build a random-init model, and every score, and every keep/drop
-        decision on it, would be noise."""
-        from curate.models.clip import ModelLoadError, check_weights
-
-        try:
-            check_weights(self.name, self.model, self.pretrained, self.checkpoint, self.random_init,
-                          checkpoint_hint=" (train one with `curate train` or examples/filter_bootstrap/"
-                                          "train_filter.py; `curate demo` builds the demo's)")
-        except ModelLoadError as err:
-            raise ValueError(str(err)) from None
+    def _check_columns(self):
+        """(The weights are checked by ClipWeights at recipe load.) Refuse embeddings without the caption
+        they embed."""
         if self.embeddings and self.text_col == "recaption":
             raise ValueError("embeddings: true stores the original caption's text embedding; "
                              "use text_col: both (or a clip_score with text_col: text) to keep them")
@@ -191,9 +183,7 @@ class ClipScore(Stage):
 
     def setup(self) -> None:
         if self._clip is None:
-            from curate.models.clip import load_clip
-
-            self._clip = load_clip(self.model, self.pretrained, self.checkpoint, self.device, self.precision)
+            self._clip = self.load_clip()
 
     def _decode_pool(self, transform, clip, uint8: bool):
         """(worker processes, shared-memory pixel slots or None), started once per stage object (once per
