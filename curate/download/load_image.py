@@ -28,16 +28,22 @@ REASONS = {**IMAGE_REASONS, **INPUT_REASONS,
            "input_image_too_large": "the input image is larger than load_image.max_bytes"}
 
 
-def _read_members(f, refs: list, path: str) -> list[dict] | tuple[str, str]:
-    """[{ext, data}] of the [ext, offset, length] references into open file `f`, or (reason, message)."""
-    members = []
-    for ext, off, length in refs:
-        f.seek(off)
-        data = f.read(length)
-        if len(data) != length:
-            return "input_read_error", f"{path}: member .{ext}: {len(data)} of {length} bytes at offset {off}"
-        members.append({"ext": ext, "data": data})
-    return members
+def _read_by_reference(reads: dict[str, list[tuple]]) -> dict:
+    """{tag: bytes, or (reason, message)} for each (tag, offset, length, label) of each input file, read in
+    offset order (a .tar.gz is decompressed: it only seeks forward cheaply)."""
+    out: dict = {}
+    for path, wanted in reads.items():
+        try:
+            with inputfs.open_read(path) as f:
+                for tag, off, length, label in sorted(wanted, key=lambda r: r[1]):
+                    f.seek(off)
+                    data = f.read(length)
+                    out[tag] = data if len(data) == length else (
+                        "input_read_error", f"{path}: {label}{len(data)} of {length} bytes at offset {off}")
+        except (OSError, EOFError, zlib.error) as err:  # EOFError, zlib.error: a damaged .tar.gz
+            for tag, *_ in wanted:
+                out.setdefault(tag, ("input_read_error", f"{path}: {type(err).__name__}: {err}"[:500]))
+    return out
 
 
 def _measure(data: bytes, max_pixels: int) -> tuple[int, int]:
@@ -67,62 +73,45 @@ class LoadImage(Stage):
     encode_quality: int = Field(95, ge=0, le=100)  # jpg/webp quality 0-100; png: compression level min(value, 9)
     reject_truncated: bool = True  # fail JPEG/PNG bytes without an end marker (image_truncated) before decoding
 
-    def _bytes(self, table: pa.Table, rows: list[int]) -> dict[int, bytes | tuple[str, str]]:
-        """Image bytes (or (reason, message)) of `rows`: from input_image_bytes, else by reference."""
-        out: dict[int, bytes | tuple[str, str]] = {}
+    def _bytes(self, table: pa.Table, rows: list[int]) -> tuple[dict, dict]:
+        """(image bytes, other members [{ext, data}]) of `rows`, each a (reason, message) where it cannot be
+        had: images from input_image_bytes, else by reference, together with the sample's other members (a
+        label, a mask: `input_extra_members`) in one pass over each input file in offset order, so a
+        .tar.gz is decompressed once per part, not once per kind of member."""
+        images_out: dict[int, bytes | tuple[str, str]] = {}
         names = table.column_names
         embedded = table.column("input_image_bytes") if "input_image_bytes" in names else None
-        refs = {c: table.column(c) for c in ("input_file", "input_offset", "input_length", "input_member") if c in names}
-        by_file: dict[str, list[int]] = defaultdict(list)
+        refs = {c: table.column(c) for c in ("input_file", "input_offset", "input_length", "input_extra_members")
+                if c in names}
+        reads: dict[str, list[tuple]] = defaultdict(list)  # file -> (tag, offset, length, label)
+        extra_exts: dict[int, list[str]] = {}
         for i in rows:
             data = embedded[i].as_py() if embedded is not None else None
             if data is not None:
-                out[i] = data if len(data) <= self.max_bytes else (
+                images_out[i] = data if len(data) <= self.max_bytes else (
                     "input_image_too_large", f"{len(data)} bytes (max_bytes={self.max_bytes})")
                 continue
             path = refs["input_file"][i].as_py() if "input_length" in refs else None
-            if path is None or refs["input_length"][i].as_py() is None:
-                out[i] = ("input_missing_image", "the input row carries no image")
+            length = refs["input_length"][i].as_py() if path is not None else None
+            if length is None:
+                images_out[i] = ("input_missing_image", "the input row carries no image")
                 continue
-            by_file[path].append(i)
-        for path, idx in by_file.items():
-            try:
-                with inputfs.open_read(path) as f:  # a .tar.gz decompressed: seeks in increasing order only
-                    for i in sorted(idx, key=lambda i: refs["input_offset"][i].as_py()):
-                        off, length = refs["input_offset"][i].as_py(), refs["input_length"][i].as_py()
-                        if length > self.max_bytes:
-                            out[i] = ("input_image_too_large", f"{length} bytes (max_bytes={self.max_bytes})")
-                            continue
-                        f.seek(off)
-                        data = f.read(length)
-                        out[i] = data if len(data) == length else (
-                            "input_read_error", f"{path}: {len(data)} of {length} bytes at offset {off}")
-            except (OSError, EOFError, zlib.error) as err:  # EOFError, zlib.error: a damaged .tar.gz
-                for i in idx:
-                    out.setdefault(i, ("input_read_error", f"{path}: {type(err).__name__}: {err}"[:500]))
-        return out
-
-    def _extra_members(self, table: pa.Table, rows: list[int]) -> dict[int, list[dict] | tuple[str, str]]:
-        """The other members of `rows` (a tar sample's label, mask, second caption), read by reference as the
-        image is, so the shard writer can carry them: [{ext, data}], or (reason, message) when one cannot
-        be read back (the row fails: a member must not be lost without a word)."""
-        if "input_extra_members" not in table.column_names:
-            return {}
-        refs, files = table.column("input_extra_members"), table.column("input_file")
-        by_file: dict[str, list[int]] = defaultdict(list)
-        for i in rows:
-            if refs[i].as_py():
-                by_file[files[i].as_py()].append(i)
-        out: dict[int, list[dict] | tuple[str, str]] = {}
-        for path, idx in by_file.items():
-            try:
-                with inputfs.open_read(path) as f:  # (rows in member order: a .tar.gz only seeks forward)
-                    for i in idx:
-                        out[i] = _read_members(f, json.loads(refs[i].as_py()), path)
-            except (OSError, EOFError, zlib.error) as err:
-                for i in idx:
-                    out.setdefault(i, ("input_read_error", f"{path}: {type(err).__name__}: {err}"[:500]))
-        return out
+            if length > self.max_bytes:
+                images_out[i] = ("input_image_too_large", f"{length} bytes (max_bytes={self.max_bytes})")
+                continue
+            reads[path].append((("image", i), refs["input_offset"][i].as_py(), length, ""))
+            extra = refs["input_extra_members"][i].as_py() if "input_extra_members" in refs else None
+            for j, (ext, off, n) in enumerate(json.loads(extra) if extra else ()):
+                reads[path].append((("extra", i, j), off, n, f"member .{ext}: "))
+                extra_exts.setdefault(i, []).append(ext)
+        got = _read_by_reference(reads)
+        images_out.update({tag[1]: data for tag, data in got.items() if tag[0] == "image"})
+        extras: dict[int, list[dict] | tuple[str, str]] = {}
+        for i, exts in extra_exts.items():
+            parts = [got[("extra", i, j)] for j in range(len(exts))]
+            bad = next((p for p in parts if isinstance(p, tuple)), None)
+            extras[i] = bad or [{"ext": ext, "data": data} for ext, data in zip(exts, parts)]
+        return images_out, extras
 
     def _image(self, data: bytes, download: Download | None, resize, budget) -> dict | tuple[str, str]:
         if download is not None:  # resize and re-encode exactly as `download` does
@@ -150,7 +139,8 @@ class LoadImage(Stage):
         out = {k: [None] * n for k in self.writes}
         fail_reason: list = [None] * n
         fail_error: list = [None] * n
-        for i, data in self._bytes(table, active).items():
+        images_in, extras = self._bytes(table, active)
+        for i, data in images_in.items():
             result = data if isinstance(data, tuple) else self._image(data, download, resize, budget)
             if isinstance(result, tuple):
                 fail_reason[i], fail_error[i] = result
@@ -159,7 +149,9 @@ class LoadImage(Stage):
             out["width"][i], out["height"][i] = result["width"], result["height"]
             out["orig_width"][i], out["orig_height"][i] = result["orig_width"], result["orig_height"]
             out["sha256"][i] = result["sha256"]
-        for i, extra in self._extra_members(table, [i for i in active if fail_reason[i] is None]).items():
+        for i, extra in extras.items():
+            if fail_reason[i] is not None:  # the row failed on its image: it carries no payload
+                continue
             if isinstance(extra, tuple):
                 fail_reason[i], fail_error[i] = extra
                 out["image"][i] = None  # a failed row carries no payload
