@@ -219,12 +219,9 @@ def is_remote_failure(err: BaseException) -> bool:
 
 def _http_status(err: BaseException) -> int | None:
     """The HTTP status behind `err` (fsspec wraps aiohttp's ClientResponseError in a FileNotFoundError)."""
-    seen = 0
-    while err is not None and seen < 8:
-        if isinstance(getattr(err, "status", None), int):
-            return err.status
-        err, seen = err.__cause__ or err.__context__, seen + 1
-    return None
+    from curate.environment_errors import chain
+
+    return next((e.status for e in chain(err) if isinstance(getattr(e, "status", None), int)), None)
 
 
 def _http_failure(err: BaseException) -> str:
