@@ -452,15 +452,11 @@ def clusters(
 def _cluster_columns(out: str) -> list[str] | None:
     """The run's dedup columns (*_cluster, then dup_of) from its first meta part; None when there is no part
     to read (the query then reports what is wrong with the folder)."""
-    import pyarrow.parquet as pq
-
     from curate.io import storage
     from curate.io.rundir import RunDir
 
     try:
-        parts = storage.glob(RunDir(out).meta, "part-*.parquet")
-        with storage.as_path(parts[0]).open("rb") as f:
-            names = pq.read_schema(f).names
+        names = storage.read_metadata(storage.glob(RunDir(out).meta, "part-*.parquet")[0]).schema.to_arrow_schema().names
     except Exception:  # noqa: BLE001 - no run, no parts, unreadable: `query` says which, in one line
         return None
     return sorted(n for n in names if n.endswith("_cluster")) + (["dup_of"] if "dup_of" in names else [])
