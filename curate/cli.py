@@ -395,8 +395,12 @@ def inspect(
 
     if uid and where:
         _fail("use --uid or --where, not both")
+    if where is not None and not where.strip():
+        _fail("--where needs a condition, e.g. \"status = 'dropped'\"")
     cond = "uid = '" + uid.replace("'", "''") + "'" if uid else (where or "true")
-    cols, rows = run_query(out, f"SELECT * FROM samples WHERE {cond} ORDER BY row LIMIT {int(limit)}",
+    # in parentheses: --where is one condition; "a; SELECT ..." or "a LIMIT 5" is a syntax error, not a
+    # second statement whose result would replace the samples shown
+    cols, rows = run_query(out, f"SELECT * FROM samples WHERE ({cond}) ORDER BY row LIMIT {int(limit)}",
                            external=allow_external)
     if uid and not rows:
         _fail(f"no sample with uid {uid!r} in {out}")

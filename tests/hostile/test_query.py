@@ -124,8 +124,23 @@ def test_inspect_where_cannot_smuggle_a_second_statement(world, capsys):
     before = snapshot()
     proc = curate_inprocess("inspect", run, "--where", f"true; COPY (SELECT 1) TO '{outside}/x.csv'; SELECT 1 WHERE true",
                             capsys=capsys)
-    assert proc.returncode == 2 and "only SELECT" in proc.stderr
+    assert proc.returncode == 2 and "query failed" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert snapshot() == before
+
+
+@pytest.mark.parametrize("where", ["true; SELECT 2 AS two", "true ORDER BY uid DESC LIMIT 1 --"])
+def test_inspect_where_is_one_condition(world, capsys, where):
+    """A second statement's result (or a smuggled ORDER BY / LIMIT) used to replace the samples shown."""
+    run, _, _ = world
+    proc = curate_inprocess("inspect", run, "--where", where, capsys=capsys)
+    assert proc.returncode == 2 and "query failed" in proc.stderr, proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1 and "two" not in proc.stdout
+
+
+def test_inspect_where_blank_is_refused(world, capsys):
+    run, _, _ = world
+    proc = curate_inprocess("inspect", run, "--where", " ", capsys=capsys)
+    assert proc.returncode == 2 and "--where needs a condition" in proc.stderr
 
 
 def test_captions_print_literally_in_a_table(world, capsys):
