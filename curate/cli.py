@@ -253,11 +253,11 @@ def print_funnel(manifest, console: Console = out_console) -> None:
     def pct(n):
         return f"{100 * n / rows:.1f}" if rows else "-"
 
-    derived = c.derived or 0  # rows a stage derived from input rows (video clips)
+    derived = c.derived or 0  # rows a stage derived from input rows (video clips, a custom stage's splits)
     if derived:
         rows -= derived
         table.add_row("input", "", str(rows), "100.0")
-        table.add_row("derived", "(clips: % of input rows)", str(derived), pct(derived))
+        table.add_row("derived", "(rows with a parent_uid: % of input rows)", str(derived), pct(derived))
     else:
         table.add_row("input", "", str(rows), "100.0")
     table.add_row("[green]kept[/]", "", str(c.kept), pct(c.kept))

@@ -162,3 +162,21 @@ def test_terminal_view_draws_bars():
         view.parts("download", 1, 1)
     text = buf.getvalue()
     assert "download" in text and "50/100 rows (50%)" in text and "10.0 rows/s" in text and "1/1 parts" in text
+
+
+def test_funnel_names_derived_rows_by_what_they_are_not_as_clips():
+    """Rows any stage derives (video clips, a custom stage's splits) are counted apart from input rows; the
+    label says what they are (rows with a parent_uid), not "clips", which a custom stage's rows are not."""
+    from rich.console import Console
+
+    from curate.cli import print_funnel
+    from curate.io.manifest import Counts
+
+    manifest = type("M", (), {"name": "run", "counts": Counts(rows=13, kept=12, failed={"split/bad": 1}, derived=10)})
+    console = Console(record=True, width=120)
+    print_funnel(manifest, console)
+    text = console.export_text()
+    assert "parent_uid" in text and "clips" not in text
+    cells = [line.replace("│", " ").split() for line in text.splitlines()]
+    lines = {c[0]: c for c in cells if c}
+    assert lines["input"][1] == "3" and lines["derived"][-2:] == ["10", "333.3"]
