@@ -113,47 +113,84 @@ def _add_extra(s: dict, name: str, ext: str, offset: int, size: int) -> None:
         extras.append([ext, offset, size])
 
 
-def index_tar(tar_path: str) -> list[dict]:
-    """One row per sample of one tar (in member order), plus one failed row if the tar is damaged."""
-    samples: list[tuple[str, dict]] = []
-    damage = None
+_TAR_DAMAGE = (tarfile.TarError, OSError, EOFError, ValueError, zlib.error)  # zlib: a damaged .tar.gz
+
+
+def _gzip_length(f) -> int:
+    """The decompressed length of a gzipped tar open in `f`: what is left after the last header (the tar's
+    end padding) is read through; a damaged or cut stream ends where decompression stopped."""
     try:
-        total = inputfs.data_size(tar_path)  # a .tar.gz: its tar's size (open_read decompresses)
-        with inputfs.open_read(tar_path) as f, tarfile.open(fileobj=f, mode="r:") as tar:
-            for m in tar:  # random-access mode: tarfile seeks over member data, reading headers only
-                if not m.isfile():
-                    continue
-                match = _KEY_EXT.match(m.name)
-                if not match:  # (".jpg", "dir/.hidden"): no key to group by; still a row, not a silent skip
-                    samples.append((m.name, {"exts": set(), "error": f"member {m.name} has no WebDataset key "
-                                             "(its file name has nothing before the first dot, or no dot)"}))
-                    continue
-                key, ext, as_named = match.group(1), match.group(2).lower(), match.group(2)
-                s = _sample_for(samples, key, ext)
-                if m.offset_data + m.size > total:
-                    s["error"] = f"member {m.name} is cut short ({total - m.offset_data} of {m.size} bytes)"
-                elif ext in IMAGE_EXTS and "image" not in s:
-                    s["image"] = (m.name, m.offset_data, m.size)
-                elif ext == "json" or (ext in TEXT_EXTS and ("text" not in s or ext == "txt")):
-                    if m.size > MAX_TEXT_BYTES:
-                        s["error"] = f"member {m.name} is {m.size} bytes (limit {MAX_TEXT_BYTES})"
-                        continue
-                    data = tar.extractfile(m).read().decode("utf-8", "replace")
-                    if ext == "json":
-                        s["json"] = data
-                    else:
-                        if "text" in s:  # a .txt wins over .caption/.text: that one is kept as another member
-                            _add_extra(s, m.name, *s["text_ref"])
-                        s["text"], s["text_ref"] = caption_text(data), (as_named, m.offset_data, m.size)
-                else:  # (its extension as the member spells it: carried as it came)
-                    _add_extra(s, m.name, as_named, m.offset_data, m.size)
-            end = tar.offset
-            f.seek(end)
-            tail = f.read(512)
-            if tail.strip(b"\0"):  # tarfile stops quietly at a bad header after the first member
-                damage = f"bad tar header at byte {end}; members after it are lost"
-    except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error) as err:  # zlib: a damaged .tar.gz
+        while f.read1(64 << 10):
+            pass
+    except _TAR_DAMAGE:
+        pass
+    return f.tell()
+
+
+def _index_members(tar, f, total: int | None, samples: list, spans: list) -> str | None:
+    """Group `tar`'s members into samples (refs to image, caption, json, other members); returns why the
+    tar is damaged after its last good header, None when it is not. `total` None: the length is not known
+    yet (a gzipped tar), each member's span goes to `spans` to be checked once it is."""
+    for m in tar:  # random-access mode: tarfile seeks over member data, reading headers only
+        if not m.isfile():
+            continue
+        match = _KEY_EXT.match(m.name)
+        if not match:  # (".jpg", "dir/.hidden"): no key to group by; still a row, not a silent skip
+            samples.append((m.name, {"exts": set(), "error": f"member {m.name} has no WebDataset key "
+                                     "(its file name has nothing before the first dot, or no dot)"}))
+            continue
+        key, ext, as_named = match.group(1), match.group(2).lower(), match.group(2)
+        s = _sample_for(samples, key, ext)
+        spans.append((s, m.name, m.offset_data, m.size))
+        if total is not None and m.offset_data + m.size > total:
+            continue  # cut short: the span check fails the sample
+        if ext in IMAGE_EXTS and "image" not in s:
+            s["image"] = (m.name, m.offset_data, m.size)
+        elif ext == "json" or (ext in TEXT_EXTS and ("text" not in s or ext == "txt")):
+            if m.size > MAX_TEXT_BYTES:
+                s["error"] = f"member {m.name} is {m.size} bytes (limit {MAX_TEXT_BYTES})"
+                continue
+            data = tar.extractfile(m).read().decode("utf-8", "replace")
+            if ext == "json":
+                s["json"] = data
+            else:
+                if "text" in s:  # a .txt wins over .caption/.text: that one is kept as another member
+                    _add_extra(s, m.name, *s["text_ref"])
+                s["text"], s["text_ref"] = caption_text(data), (as_named, m.offset_data, m.size)
+        else:  # (its extension as the member spells it: carried as it came)
+            _add_extra(s, m.name, as_named, m.offset_data, m.size)
+    end = tar.offset
+    f.seek(end)
+    if f.read(512).strip(b"\0"):  # tarfile stops quietly at a bad header after the first member
+        return f"bad tar header at byte {end}; members after it are lost"
+    return None
+
+
+def index_tar(tar_path: str) -> list[dict]:
+    """One row per sample of one tar (in member order), plus one failed row if the tar is damaged.
+
+    A member whose data runs past the end of the tar fails its sample ("cut short"). A plain tar's length is
+    its size; a gzipped one's is known only once decompressed, so its members are checked after the one
+    pass that indexes them (a counting pass first decompressed every .tar.gz twice)."""
+    samples: list[tuple[str, dict]] = []
+    spans: list[tuple[dict, str, int, int]] = []  # (sample, member, data offset, size)
+    damage = total = None
+    gz = inputfs.is_gzip_tar(tar_path)
+    try:
+        with inputfs.open_read(tar_path) as f:
+            try:
+                total = None if gz else inputfs.data_size(tar_path)
+                with tarfile.open(fileobj=f, mode="r:") as tar:
+                    damage = _index_members(tar, f, total, samples, spans)
+            except _TAR_DAMAGE as err:
+                damage = f"{type(err).__name__}: {err}"[:500]
+            if gz:
+                total = _gzip_length(f)
+    except _TAR_DAMAGE as err:  # the file could not be opened
         damage = f"{type(err).__name__}: {err}"[:500]
+    for s, name, offset, size in spans:
+        if total is not None and offset + size > total:
+            s["error"] = f"member {name} is cut short ({max(total - offset, 0)} of {size} bytes)"
     rows = _sample_rows(tar_path, samples)
     if damage is not None:
         rows.append(_row(input_key=f"{PurePosixPath(tar_path).name}#damaged", input_file=tar_path,

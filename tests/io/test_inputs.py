@@ -409,3 +409,36 @@ def test_an_image_listed_twice_in_the_mapping_is_a_sample_per_caption(tmp_path):
     sizes, extras, parts = split(reader.InputSpec(path=str(root), format="images", text_col="text"), tmp_path / "2")
     got = sorted((r["input_key"], r["text"]) for r in load(parts, extras))
     assert got == [("a.jpg", "a green square"), ("a.jpg", "green, again"), ("b.jpg", "the sidecar of b")]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_indexing_reads_a_shard_once_and_fails_a_member_cut_short(tmp_path, monkeypatch, gz):
+    """Indexing a shard opens (for a .tar.gz: decompresses) it once; it used to decompress it a first time
+    only to learn its length. A member whose data the file cuts off fails its sample ("cut short"), and the
+    samples before it keep their exact bytes, gzipped or not."""
+    import gzip
+
+    from curate.io import inputfs, wds_input
+
+    buf = io.BytesIO()
+    images = {k: jpeg((i * 60, 9, 9), size=(64, 64)) for i, k in enumerate(["a", "b", "c"])}
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for k, data in images.items():
+            add(tar, f"{k}.jpg", data)
+            add(tar, f"{k}.txt", k.encode())
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tar:
+        cut = tar.getmember("c.jpg").offset_data + 100
+    data = buf.getvalue()[:cut]
+    path = tmp_path / ("s.tar.gz" if gz else "s.tar")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    opened = []
+    real_open = inputfs.open_read
+    monkeypatch.setattr(inputfs, "open_read", lambda p, raw=False: opened.append(p) or real_open(p, raw))
+    rows = {r["input_key"]: r for r in wds_input.index_tar(str(path))}
+    assert opened == [str(path)]
+    assert rows["c"]["_reason"] == "input_member_error" and "c.jpg is cut short (100 of" in rows["c"]["_error"]
+    for k in "ab":
+        member, offset, length = rows[k]["input_member"], rows[k]["input_offset"], rows[k]["input_length"]
+        with real_open(str(path)) as f:
+            f.seek(offset)
+            assert (member, f.read(length)) == (f"{k}.jpg", images[k])
