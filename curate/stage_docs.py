@@ -99,13 +99,20 @@ def default_text(value) -> str:
     return code(text)
 
 
+def settings_in_order(cls: type[Step]) -> list:
+    """(name, field) of a stage's settings as the docs list them: the stage's own first, then those of a
+    mixin marked `settings_last` (an endpoint's client settings: secondary to the model and the server)."""
+    last = {f for k in cls.__mro__ if k.__dict__.get("settings_last") for f in k.__dict__.get("__annotations__", {})}
+    return sorted(cls.model_fields.items(), key=lambda kv: kv[0] in last)  # stable: declaration order kept
+
+
 def render_stage(name: str, cls: type[Step]) -> str:
     """One stage's section."""
     out = [f"## `{name}`", "", f"*{kind_of(cls)}*; `{cls.__module__}.{cls.__name__}`", "", summary(cls), ""]
-    fields, notes = cls.model_fields, field_comments(cls)
+    fields, notes = settings_in_order(cls), field_comments(cls)
     if fields:
         out += ["| setting | type | default | description |", "|---|---|---|---|"]
-        for field, info in fields.items():
+        for field, info in fields:
             default = "(required)" if info.is_required() else default_text(info.get_default(call_default_factory=True))
             why = info.description or notes.get(field, "")
             out.append(f"| `{field}` | {code(type_name(info.annotation))} | {default} | {cell(why)} |")

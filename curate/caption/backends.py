@@ -272,11 +272,11 @@ class EndpointCaptioner(Captioner):
     """
 
     def __init__(self, url: str, model: str, prompt: str = "Describe this image in one sentence.",
-                 max_tokens: int = 60, temperature: float = 0.0, api_key_env: str | None = None,
-                 max_concurrency: int = 8, timeout_s: float = 60.0, retries: int = 3, seed: int = 0):
+                 max_tokens: int = 60, temperature: float = 0.0, seed: int = 0, client: dict | None = None):
+        """`client`: ChatClient's keyword arguments (curate.endpoint.settings.EndpointClient.client_settings)."""
         self.url, self.model_id, self.prompt = url, model, prompt
-        self.max_tokens, self.temperature, self.api_key_env = max_tokens, temperature, api_key_env
-        self.max_concurrency, self.timeout_s, self.retries, self.seed = max_concurrency, timeout_s, retries, seed
+        self.max_tokens, self.temperature, self.seed = max_tokens, temperature, seed
+        self.client_kwargs = dict(client or {})
         self.name = f"endpoint:{model}"
         self.client = None
 
@@ -288,13 +288,9 @@ class EndpointCaptioner(Captioner):
             raise ModelLoadError("endpoint backend needs `model` (the name the server serves)")
 
     def load(self) -> "EndpointCaptioner":
-        import os
-
         from curate.endpoint.client import ChatClient
 
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        self.client = ChatClient(self.url, self.model_id, api_key=key, max_concurrency=self.max_concurrency,
-                                 timeout_s=self.timeout_s, retries=self.retries, seed=self.seed)
+        self.client = ChatClient(self.url, self.model_id, seed=self.seed, **self.client_kwargs)
         return self
 
     def preprocess(self, images: Sequence) -> list[bytes]:

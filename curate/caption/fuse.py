@@ -22,6 +22,7 @@ import pyarrow as pa
 from pydantic import Field, PrivateAttr, model_validator
 
 from curate.endpoint.errors import prefixed
+from curate.endpoint.settings import EndpointClient
 from curate.stage import Annotations, Stage, register
 
 # CapsFusion's instruction, reworded: keep A's real-world facts, B's visual details, one sentence.
@@ -49,7 +50,7 @@ def clean_answer(text: str | None) -> str:
 
 
 @register
-class FuseCaptions(Stage):
+class FuseCaptions(EndpointClient, Stage):
     """Adds `fused_caption`, `fused_caption_model`, `fused_caption_flag` to every row in play."""
 
     name: ClassVar[str] = "fuse_captions"
@@ -66,12 +67,7 @@ class FuseCaptions(Stage):
     max_tokens: int = Field(120, ge=4, le=4096)  # answer token cap sent to the server
     temperature: float = Field(0.0, ge=0)  # sampling temperature sent to the server; 0: deterministic
     on_error: Literal["keep", "fail"] = "keep"  # failed request: keep (flag endpoint_<reason>) or fail the row
-    api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
-    max_concurrency: int = Field(8, ge=1)  # requests in flight per worker
-    timeout_s: float = Field(60.0, gt=0)  # seconds to wait for one answer
-    retries: int = Field(3, ge=0)  # extra tries on timeouts, connection errors, 408/429/5xx
-    backoff_s: float = Field(0.5, ge=0)  # base of the jittered exponential wait between tries (s)
-    max_backoff_s: float = Field(30.0, ge=0)  # cap on one wait between tries, Retry-After included (s)
+    # and the client settings of curate.endpoint.settings.EndpointClient
     cache: bool = True  # reuse answers stored in <cache_dir>/fuse_captions.sqlite
     cache_dir: str | None = Field(None, description="default: <output>/cache")
 

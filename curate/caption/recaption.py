@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Literal
 import pyarrow as pa
 from pydantic import AliasChoices, Field, PrivateAttr, model_validator
 
+from curate.endpoint.settings import EndpointClient
 from curate.stage import Annotations, Stage, error_line, register
 
 
@@ -50,7 +51,7 @@ def choose(captions: list) -> Any:
 
 
 @register
-class Recaption(Stage):
+class Recaption(EndpointClient, Stage):
     """Synthetic captions from open_clip CoCa or a transformers VLM, batched, one model load per worker."""
 
     name: ClassVar[str] = "recaption"
@@ -85,10 +86,7 @@ class Recaption(Stage):
     # `base_url`, as in mllm_score and fuse_captions; `url` (the earlier name) is still accepted
     base_url: str | None = Field(  # endpoint: the server, e.g. http://127.0.0.1:8000/v1
         None, validation_alias=AliasChoices("base_url", "url"))
-    api_key_env: str | None = None  # name of the environment variable holding the API key
-    max_concurrency: int = Field(8, ge=1)  # endpoint: requests in flight per worker
-    timeout_s: float = Field(60.0, gt=0)  # endpoint: seconds to wait for one answer
-    retries: int = Field(3, ge=0)  # endpoint: extra tries on timeouts, connection errors, 408/429/5xx
+    # and the client settings of curate.endpoint.settings.EndpointClient (api_key_env, timeouts, retries)
     # video clips (after clip_split): caption from the clip's keyframes instead of an `image` column
     source: Literal["image", "keyframes"] = "image"  # image column, or a clip's keyframes (after clip_split)
     keyframes: Literal["middle", "all"] = "middle"  # the middle keyframe, or caption each and keep the consensus
@@ -124,8 +122,7 @@ class Recaption(Stage):
         if self.backend == "endpoint":
             return EndpointCaptioner(self.base_url or "", self.model or "", prompt=self.prompt or EndpointCaptioner(
                 "", "").prompt, max_tokens=self.max_tokens, temperature=self.temperature if self.decoding == "top_p"
-                else 0.0, api_key_env=self.api_key_env, max_concurrency=self.max_concurrency,
-                timeout_s=self.timeout_s, retries=self.retries, seed=self.seed)
+                else 0.0, seed=self.seed, client=self.client_settings())
         common = dict(decoding=self.decoding, num_beams=self.num_beams, top_p=self.top_p,
                       temperature=self.temperature, max_tokens=self.max_tokens, min_tokens=self.min_tokens,
                       device=self.device, precision=self.precision, seed=self.seed)

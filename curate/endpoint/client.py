@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import random
 import re
 import time
@@ -201,7 +200,4 @@ def client_for(step) -> "ChatClient":
     timeout_s, retries, backoff_s, max_backoff_s), with its answer cache at <cache_dir>/<stage name>.sqlite
     when `cache` is on and a cache_dir is set. One place, so every endpoint stage reads the same settings."""
     cache = ResponseCache(Path(step.cache_dir) / f"{step.name}.sqlite") if step.cache and step.cache_dir else None
-    key = os.environ.get(step.api_key_env) if step.api_key_env else None
-    return ChatClient(step.base_url, step.model, api_key=key, max_concurrency=step.max_concurrency,
-                      timeout_s=step.timeout_s, retries=step.retries, backoff_s=step.backoff_s,
-                      max_backoff_s=step.max_backoff_s, cache=cache)
+    return ChatClient(step.base_url, step.model, cache=cache, **step.client_settings())

@@ -23,6 +23,7 @@ import pyarrow as pa
 from pydantic import Field, PrivateAttr, model_validator
 
 from curate.endpoint.errors import prefixed
+from curate.endpoint.settings import EndpointClient
 from curate.scorers.caption_columns import PerConfig, TextCol, captions, score_column
 from curate.stage import Annotations, Stage, register
 
@@ -33,7 +34,7 @@ PROMPTS = {
 
 
 @register
-class MllmScore(Stage):
+class MllmScore(EndpointClient, Stage):
     """Adds `mllm_score` (0..1) and `mllm_model` to every active row."""
 
     name: ClassVar[str] = "mllm_score"
@@ -66,12 +67,7 @@ class MllmScore(Stage):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # GPU weights (auto: bf16 or fp16); CPU fp32
     # endpoint backend
     base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8000/v1")
-    api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
-    max_concurrency: int = Field(8, ge=1)  # requests in flight per worker
-    timeout_s: float = Field(60.0, gt=0)  # seconds to wait for one answer
-    retries: int = Field(3, ge=0)  # extra tries on timeouts, connection errors, 408/429/5xx
-    backoff_s: float = Field(0.5, ge=0)  # base of the jittered exponential wait between tries (s)
-    max_backoff_s: float = Field(30.0, ge=0)  # cap on one wait between tries, Retry-After included (s)
+    # and the client settings of curate.endpoint.settings.EndpointClient
     top_logprobs: int = Field(20, ge=1, le=20)  # endpoint yes_prob: first-token alternatives requested (max 20)
     cache: bool = True  # reuse answers stored in <cache_dir>/mllm_score.sqlite
     cache_dir: str | None = Field(None, description="default: <output>/cache")

@@ -102,3 +102,27 @@ def test_cache_answers_a_rerun_without_asking_and_keeps_failures_out(chat_server
     chat_server.reset()
     client(chat_server, cache=cache).chat_many(requests_for(5, prefix="other"))
     assert chat_server.requests == 5
+
+
+@pytest.mark.parametrize("stage", ["mllm_score", "recaption", "fuse_captions"])
+def test_every_endpoint_stage_takes_every_client_setting(stage, monkeypatch):
+    """The three stages that call a server share one owner of the client settings
+    (curate.endpoint.settings.EndpointClient): recaption took no backoff_s/max_backoff_s, so its waits
+    against a rate-limited server could not be tuned. Each setting must reach the ChatClient it builds."""
+    from curate.caption.fuse import FuseCaptions
+    from curate.caption.recaption import Recaption
+    from curate.scorers.mllm import MllmScore
+
+    monkeypatch.setenv("CURATE_TEST_KEY", "sk-test")
+    settings = dict(api_key_env="CURATE_TEST_KEY", max_concurrency=5, timeout_s=7.5, retries=6, backoff_s=0.25,
+                    max_backoff_s=4.0)
+    url = "http://127.0.0.1:9/v1"  # never contacted: the client is only built
+    if stage == "mllm_score":
+        chat = MllmScore(backend="endpoint", model="m", base_url=url, **settings).client()
+    elif stage == "fuse_captions":
+        chat = FuseCaptions(model="m", base_url=url, **settings).client()
+    else:
+        chat = Recaption(backend="endpoint", model="m", base_url=url, **settings).make_captioner().load().client
+    assert (chat.max_concurrency, chat.timeout_s, chat.retries, chat.backoff_s, chat.max_backoff_s) == \
+        (5, 7.5, 6, 0.25, 4.0)
+    assert chat.headers == {"Authorization": "Bearer sk-test"} and chat.url == url + "/chat/completions"
