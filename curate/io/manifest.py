@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 MANIFEST_FORMAT = 1
 RUNNING, COMPLETE = "running", "complete"
+RETRY = "retry-failed"  # a batch kind
+COMMITTING = "committing"  # a retry batch moving its finished parts into place (the run is `running` then)
 
 
 class ManifestError(Exception):
@@ -116,6 +118,14 @@ class Manifest(_Open):
     @property
     def complete(self) -> bool:
         return self.status == COMPLETE
+
+    @property
+    def pending_retry(self) -> Batch | None:
+        """The last batch when it is a --retry-failed that has not finished (None otherwise). While it runs,
+        and after it stops, the run stays `complete` with its earlier parts: the retry's parts are staged
+        under _work/retry until all are committed (RunDir.staged)."""
+        last = self.batches[-1] if self.batches else None
+        return last if last is not None and last.kind == RETRY and last.status != COMPLETE else None
 
     @property
     def current_batch(self) -> Batch:

@@ -36,6 +36,12 @@ class RunDir:
         self.meta = self.root / "meta"
         self.work = self.root / "_work"
         self.crashes = self.work / "crashes"  # markers of stage calls a worker died in (curate.crash_isolation)
+        # a --retry-failed commits into _work/retry/{shards,meta,thumbs,embeddings} (a RunDir of its own:
+        # `staged()`) and moves its parts into place only once every one is committed, so readers never see
+        # half a retry; it also keeps the manifest as it was before (to drop the retry: `curate.retry`)
+        self.retry_stage = self.work / "retry"
+        self.retry_backup = self.retry_stage / "manifest.before.json"
+        self.retry_recipe = self.retry_stage / "recipe.yaml"
         self.report = self.root / "report.html"
         self.embeddings = self.root / "embeddings"  # sidecar: uid + CLIP embedding vectors per part
         self.sizes = self.root / "sizes.json"  # {"000000.tar": kept samples}, open_clip's sizes.json format
@@ -71,6 +77,10 @@ class RunDir:
             yield
         finally:
             os.close(fd)
+
+    def staged(self) -> RunDir:
+        """Where an unfinished --retry-failed writes its parts (the same layout, under _work/retry)."""
+        return RunDir(self.retry_stage)
 
     # final outputs
     def meta_part(self, k: int) -> Path:

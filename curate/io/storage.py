@@ -141,6 +141,23 @@ def rmtree(path) -> None:
         fs.rm(inner, recursive=True)
 
 
+def move(src, dst) -> None:
+    """Move one file to `dst` (its folder made if needed): a rename on a local disk, so `dst` appears whole
+    or not at all; on an object store a server-side copy then a delete (the copy appears whole, as a PUT)."""
+    src, dst = as_path(src), as_path(dst)
+    if not is_remote(dst):
+        import os
+
+        from curate.io.atomic import sync_dir
+
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+        sync_dir(dst.parent)
+        return
+    fs, inner = filesystem(dst)
+    fs.mv(filesystem(src)[1], inner)
+
+
 def glob(folder, pattern: str) -> list:
     """Sorted matches of `pattern` in `folder` (none when the folder is absent)."""
     folder = as_path(folder)
