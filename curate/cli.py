@@ -123,6 +123,8 @@ def _stop_line() -> None:
     out = _option_value(("-o", "--output")) or _option_value(("--retry-failed",))
     resumable = _command() == "run" and out and RunDir(out).exists()
     hint = f"; finish it with: curate run --resume -o {out}" if resumable else ""
+    if resumable and _option_value(("--retry-failed",)):  # the run itself stays complete: the retry may be dropped
+        hint += f", or drop the retry with: curate run --retry-failed {out} --abandon"
     err_console.print(f"{'terminated' if term else 'interrupted'}{hint}", highlight=False)
     _STOP["printed"] = 1
 
@@ -277,12 +279,15 @@ def run(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Existing Ray cluster (default: RAY_ADDRESS or local)."),
     resume: bool = typer.Option(False, "--resume", help="Finish an interrupted run in --output."),
     retry_failed: Optional[str] = typer.Option(None, "--retry-failed", help="Re-run only the failed rows of this run directory."),
+    abandon: bool = typer.Option(False, "--abandon", help="With --retry-failed DIR: drop a retry that stopped before finishing; the run is left exactly as it was before it."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved recipe and the stage plan; run and write nothing."),
 ):
     """Run a recipe into a run directory (shards/, meta/, manifest.json)."""
     from curate.recipe import load_recipe
     from curate.runner import Runner
 
+    if abandon:
+        return _abandon_retry(retry_failed, recipe, resume, set_)
     if retry_failed:
         if output and Path(output).resolve() != Path(retry_failed).resolve():
             _fail("--retry-failed writes into the run it retries; drop --output or make it the same folder")
@@ -301,6 +306,20 @@ def run(
     _exit_if_all_failed(manifest)
 
 
+def _abandon_retry(run_dir: str | None, recipe: str | None, resume: bool, set_: list[str]) -> None:
+    """`curate run --retry-failed DIR --abandon`: drop the unfinished retry, print the run as it is again."""
+    from curate.io.manifest import Manifest
+    from curate.runner import abandon_retry
+
+    if not run_dir:
+        _fail("--abandon drops an unfinished retry: use it as --retry-failed DIR --abandon")
+    if recipe or resume or set_:
+        _fail("--abandon takes only --retry-failed DIR (it runs no recipe)")
+    before: Manifest = abandon_retry(run_dir)
+    out_console.print(f"dropped the unfinished retry; {run_dir} is as it was before it", highlight=False, markup=False)
+    print_funnel(before)
+
+
 def _saved_recipe_path(output: str | None, continuing: bool) -> str:
     """The recipe.yaml a run saved (every default and --set value resolved), for `curate run --resume -o OUT`
     without repeating the recipe and its --set flags."""
@@ -313,10 +332,24 @@ def _saved_recipe_path(output: str | None, continuing: bool) -> str:
     if not output:
         _fail("--resume without a RECIPE needs --output: the run directory whose saved recipe.yaml to finish")
     storage.preflight(output)  # s3://...: a missing bucket or bad credentials are one line
-    saved = RunDir(output).recipe  # local or on an object store (load_recipe reads either)
+    run = RunDir(output)
+    saved = run.recipe  # local or on an object store (load_recipe reads either)
     if not saved.exists():
         _fail(f"nothing to resume: {output} holds no run (no recipe.yaml)")
+    if run.retry_recipe.exists() and _pending_retry(run):  # --resume finishes a stopped retry with its recipe
+        return str(run.retry_recipe)
     return str(saved)
+
+
+def _pending_retry(run) -> bool:
+    """Whether the run's last batch is a --retry-failed that has not finished (an unreadable manifest: no;
+    the runner reports it in its own words)."""
+    from curate.io.manifest import ManifestError
+
+    try:
+        return run.load_manifest().pending_retry is not None
+    except ManifestError:
+        return False
 
 
 def _dry_run(rec) -> None:

@@ -32,7 +32,8 @@ import yaml
 
 from curate import crash_isolation, lean_ray, plugins, progress, ray_crash, schema
 from curate.io import atomic, reader, storage
-from curate.io.manifest import Batch, InputInfo, Manifest, ManifestError, PartInfo, recipe_hash
+from curate.io.manifest import (COMMITTING, COMPLETE, RETRY, RUNNING, Batch, InputInfo, Manifest, ManifestError,
+                                PartInfo, recipe_hash)
 from curate.io.rundir import RunDir, RunDirBusy, versions
 from curate.dedup import graph
 from curate.io.shard_writer import write_part
@@ -182,8 +183,12 @@ class _StageActor:
 
 
 def _commit_parts(batch: pa.Table, *, root: str, seg: int, final: bool, run_schema: pa.Schema,
-                  expected: dict[int, int], caption_policy: str = "both", dropped_thumbnails: int = 0) -> pa.Table:
+                  expected: dict[int, int], caption_policy: str = "both", dropped_thumbnails: int = 0,
+                  final_root: str | None = None) -> pa.Table:
+    """Write each part's checkpoint, or (final) its shard + meta part: into the run, or into `final_root`
+    (a --retry-failed's staging RunDir, moved into place once the whole retry is committed)."""
     run = RunDir(root)
+    out = RunDir(final_root) if final_root else run
     rows = []
     counts = progress.carried(batch)
     for k, part in _parts_of(batch):
@@ -194,8 +199,8 @@ def _commit_parts(batch: pa.Table, *, root: str, seg: int, final: bool, run_sche
             part = part.take(pc.sort_indices(part, sort_keys=[("row", "ascending")]))
         if final:
             # dropped rows' image bytes go with this commit: keep the report's sample of them first
-            write_dropped(run.thumbs_part(k), part, dropped_thumbnails)
-            rows.append(write_part(run, k, part, run_schema, caption_policy))
+            write_dropped(out.thumbs_part(k), part, dropped_thumbnails)
+            rows.append(write_part(out, k, part, run_schema, caption_policy))
         else:
             atomic.write_parquet(schema.conform(part, run_schema), run.segment_part(seg, k))
             rows.append({"part": k, "rows": part.num_rows, "kept": 0, "failed": 0, "images": 0})
@@ -366,6 +371,15 @@ def _check_reachable(address: str) -> None:
     except OSError as err:
         raise RunError(f"cannot reach Ray at {address}: {err.strerror or err}; start the cluster (ray start --head), "
                        "fix --ray-address / RAY_ADDRESS, or unset RAY_ADDRESS to start a local Ray") from None
+
+
+_WORK_BEFORE = "work_before"  # in _work/retry: "1" when _work held files before the retry (keep_work runs)
+
+
+def _retry_next(root) -> str:
+    """What to do with a --retry-failed that stopped before finishing."""
+    return (f"finish the retry with: curate run --resume -o {root}  (add --set to fix a setting), or drop it with: "
+            f"curate run --retry-failed {root} --abandon")
 
 
 # files a desktop leaves in any folder it shows: an output folder holding only these counts as empty
@@ -568,6 +582,67 @@ def plan_lines(plan: list[dict]) -> list[str]:
     return lines
 
 
+def abandon_retry(root) -> Manifest:
+    """Drop a --retry-failed that stopped before finishing (`curate run --retry-failed OUT --abandon`): its
+    input parts, checkpoints and staged parts go, and manifest.json becomes, byte for byte, the one from
+    before the retry. The run's shards and meta/ were never touched by it (the retry stages its parts), so the
+    run is exactly as it was. A retry already moving its parts into place cannot be dropped: --resume it.
+
+    Order: the retry's files first, then the manifest (the commit point), then the staging folder; a drop cut
+    short is finished by running it again, and a staging folder left behind is cleared by the next retry."""
+    run = RunDir(storage.as_path(root))
+    if not run.exists():
+        raise RunError(f"--abandon: {run.root} holds no run")
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(run.writer_lock())
+        except RunDirBusy as err:
+            raise RunBusy(str(err)) from None
+        try:
+            manifest = run.load_manifest()
+        except ManifestError as err:
+            raise RunError(str(err)) from None
+        retry = manifest.pending_retry
+        if retry is None:
+            last = manifest.batches[-1] if manifest.batches else None
+            what = f"its last pass is a {last.kind} ({last.status})" if last else "it has no passes"
+            raise RunError(f"--abandon: {run.root} has no unfinished retry to drop ({what})")
+        if retry.status == COMMITTING:
+            raise RunError(f"--abandon: the retry in {run.root} was moving its finished parts into place when it "
+                           f"stopped, so it can no longer be dropped; finish it with: curate run --resume -o {run.root}")
+        try:
+            before = run.retry_backup.read_bytes()
+            Manifest.from_json(before, str(run.retry_backup))
+        except (OSError, ManifestError) as err:
+            raise RunError(f"--abandon: the manifest from before the retry ({run.retry_backup}) cannot be read "
+                           f"({err}); the retry cannot be dropped, finish it with: curate run --resume -o {run.root}") from None
+        _remove_retry_work(run, retry)
+        atomic.write_bytes(run.manifest_path, before)
+        work_before = (run.retry_stage / _WORK_BEFORE).read_bytes() == b"1"
+        storage.rmtree(run.work if not work_before else run.retry_stage)
+        return run.load_manifest()
+
+
+def _remove_retry_work(run: RunDir, retry: Batch) -> None:
+    """The files an unfinished retry wrote outside its staging folder's backup: staged parts, and its input
+    parts, checkpoints and decisions in _work (all of _work but the staging folder when it held nothing
+    before the retry; with output.keep_work, only the retry's part numbers)."""
+    staged = run.staged()
+    for d in (staged.meta, staged.shards, staged.thumbs, staged.embeddings):  # meta first: the commit markers
+        storage.rmtree(d)
+    if (run.retry_stage / _WORK_BEFORE).read_bytes() != b"1":
+        for p in storage.glob(run.work, "*"):
+            if p.name != run.retry_stage.name:
+                storage.rmtree(p) if p.is_dir() else p.unlink()
+        return
+    lo, hi = retry.parts
+    names = {f"part-{k:06d}.parquet" for k in range(lo, hi + 1)}
+    for p in list(run.work.rglob("part-*")):
+        if p.name in names and run.retry_stage not in p.parents:
+            storage.rmtree(p) if p.is_dir() else p.unlink()
+    storage.rmtree(run.crashes)
+
+
 class Runner:
     """Executes a validated recipe into a run directory, resumably.
 
@@ -633,15 +708,17 @@ class Runner:
         """The input column load_image would read the image bytes from."""
         return reader.wds_input.image_column(reader.open_dataset(spec).schema, spec.image_col)
 
-    def _saved_recipe_matches(self, manifest: Manifest) -> list[int]:
+    def _saved_recipe_matches(self, manifest: Manifest, path=None, reached=None) -> list[int]:
         """Refuse to resume with another recipe, except for new settings of stages no row has reached yet
         (a model that would not load, fixed in the recipe): returns the indices of those steps ([] when the
         recipe is the same). The saved recipe is read back through today's schema first, so settings added
         since the run started (with their defaults) do not count as a change."""
+        path = path or self.run.recipe  # an unfinished retry: the recipe it started with (_resume_retry)
+        reached = reached or self._reached
         try:
-            saved = saved_recipe(self.run.recipe)
+            saved = saved_recipe(path)
         except RecipeError as err:
-            raise RunError(f"the recipe this run started with ({self.run.recipe}) cannot be read by this version "
+            raise RunError(f"the recipe this run started with ({path}) cannot be read by this version "
                            f"({err}); finish it with the curate version that started it, or start a new --output") from None
         now = self.recipe.to_dict()
         for d in (saved, now):
@@ -653,10 +730,10 @@ class Runner:
         same_outline = ({k: v for k, v in saved.items() if k != "stages"} == {k: v for k, v in now.items() if k != "stages"}
                         and [list(x) for x in saved["stages"]] == [list(x) for x in now["stages"]])
         changed = [i for i, (a, b) in enumerate(zip(saved["stages"], now["stages"])) if a != b] if same_outline else []
-        reached = [i for i in changed if self._reached(i, manifest)]
+        reached = [i for i in changed if reached(i, manifest)]
         if not same_outline or reached:
             why = (f"; rows already went through {self.recipe.steps[reached[0]].name}" if reached else "")
-            raise RunError(f"the recipe differs from the one this run started with ({self.run.recipe}): {diff}{why}; "
+            raise RunError(f"the recipe differs from the one this run started with ({path}): {diff}{why}; "
                            "resume with the same recipe or start a new --output")
         return changed
 
@@ -774,6 +851,8 @@ class Runner:
             if not resume:
                 raise RunError(f"{run.root} already holds a run ({manifest.status}); pass --resume to "
                                "finish it, or choose another --output")
+            if manifest.pending_retry is not None:
+                return self._resume_retry(manifest)
             changed = self._saved_recipe_matches(manifest)
             self._named_files_match(manifest, skip=changed)
             if changed:
@@ -868,6 +947,8 @@ class Runner:
     def _retry_failed(self) -> Manifest:
         run = self.run
         manifest = self._load_manifest()
+        if manifest.pending_retry is not None:
+            raise RunError(f"--retry-failed: {run.root} holds an unfinished retry; {_retry_next(run.root)}")
         if not manifest.complete:
             raise RunError(f"--retry-failed: the run in {run.root} is not complete; finish it with --resume first")
         meta = self._meta_dataset()
@@ -881,6 +962,7 @@ class Runner:
                 ("status", "stage", "reason", "error", "shard", "key", "part")]
         keep += [c for c in manifest.extra_columns if c in failed.column_names]
         failed = failed.select(keep).sort_by([("row", "ascending"), ("uid", "ascending")])
+        self._stage_retry(manifest)
         first = manifest.next_part()
         per = self.recipe.output.samples_per_shard
         sizes = []
@@ -893,12 +975,83 @@ class Runner:
         batch_no = len(manifest.batches)
         for j, n in enumerate(sizes):
             manifest.parts[first + j] = PartInfo(rows=n, batch=batch_no)
-        manifest.batches.append(Batch(kind="retry-failed", status="running", parts=[first, first + len(sizes) - 1],
+        manifest.batches.append(Batch(kind=RETRY, status=RUNNING, parts=[first, first + len(sizes) - 1],
                                       rows=failed.num_rows, recipe=self.recipe.to_dict()))
-        manifest.status = "running"
+        # the run stays `complete` (manifest.pending_retry): its readers go on seeing the finished parts
         atomic.write_bytes(run.work / "input" / "_SUCCESS", b"")
         run.save_manifest(manifest)
-        return self._execute(manifest)
+        return self._run_retry(manifest)
+
+    def _stage_retry(self, manifest: Manifest) -> None:
+        """Before a retry changes anything: an empty staging folder, the manifest as it is now (what
+        `abandon_retry` puts back byte for byte) and the retry's recipe (what `--resume` finishes it with)."""
+        run = self.run
+        storage.rmtree(run.retry_stage)  # left by an abandon cut short: never take its parts for done
+        work_before = run.work.exists() and any(p.name != run.retry_stage.name for p in run.work.iterdir())
+        atomic.write_bytes(run.retry_stage / _WORK_BEFORE, b"1" if work_before else b"0")
+        atomic.write_bytes(run.retry_recipe, self._recipe_yaml())
+        atomic.write_bytes(run.retry_backup, run.manifest_path.read_bytes())
+
+    def _resume_retry(self, manifest: Manifest) -> Manifest:
+        """`--resume` of a run whose --retry-failed stopped: finish that retry, with the recipe it started with
+        (settings of stages none of its rows has reached may change, as for any resume)."""
+        if manifest.pending_retry.status != COMMITTING:  # committing runs no stage: any recipe finishes it
+            staged = self.run.retry_recipe.exists()  # (not for a retry an older version started)
+            changed = self._saved_recipe_matches(manifest, self.run.retry_recipe if staged else None,
+                                                 self._reached_retry if staged else None)
+            if changed:
+                recipe_yaml = self._recipe_yaml()
+                atomic.write_bytes(self.run.retry_recipe if staged else self.run.recipe, recipe_yaml)
+                manifest.pending_retry.recipe = self.recipe.to_dict()
+                self.run.save_manifest(manifest)
+                log.warning("finishing the retry with new settings for %s (none of its rows had reached %s)",
+                            ", ".join(self.recipe.steps[i].name for i in changed), "it" if len(changed) == 1 else "them")
+        return self._run_retry(manifest)
+
+    def _reached_retry(self, i: int, manifest: Manifest) -> bool:
+        """Whether any row of the unfinished retry has gone through step i (its checkpoints, job decisions
+        or staged parts); the earlier batches' rows do not count: a retry runs with its own settings."""
+        run, (lo, hi) = self.run, manifest.pending_retry.parts
+        ks = range(lo, hi + 1)
+        if any(run.staged().meta_part(k).exists() for k in ks):
+            return True
+        if i in self.jobs:
+            return any(run.job_part(self.jobs.index(i), k).exists() for k in ks)
+        s = next(k for k, seg in enumerate(self.segs) if i in seg)
+        return s < len(self.segs) - 1 and any(run.segment_part(s, k).exists() for k in ks)
+
+    def _run_retry(self, manifest: Manifest) -> Manifest:
+        """Run (or finish) the retry batch; a failure says what state the run is in and what to do next."""
+        try:
+            return self._execute(manifest)
+        except RunError as err:
+            retry = manifest.pending_retry
+            if retry is None:
+                raise
+            if retry.status == COMMITTING:
+                raise type(err)(f"{err}; the retry's parts were being moved into place: finish it with "
+                                f"curate run --resume -o {self.run.root}") from None
+            raise type(err)(f"{err}; the run is unchanged and still complete; {_retry_next(self.run.root)}") from None
+
+    def _commit_retry(self, manifest: Manifest) -> None:
+        """Move a finished retry's staged parts into the run (shard, sidecars, then the meta part: the commit
+        marker last). The run is `running` from here until finalize: only now do its files change. Every
+        step is idempotent, so a --resume after a crash here finishes the move."""
+        run, staged, batch = self.run, self.run.staged(), manifest.current_batch
+        if batch.status != COMMITTING:
+            batch.status, manifest.status = COMMITTING, RUNNING
+            run.save_manifest(manifest)
+        lo, hi = batch.parts
+        for k in range(lo, hi + 1):
+            for src, dst in ((staged.shard(k), run.shard(k)), (staged.thumbs_part(k), run.thumbs_part(k)),
+                             (staged.embeddings_part(k), run.embeddings_part(k)), (staged.meta_part(k), run.meta_part(k))):
+                if src.exists():
+                    storage.move(src, dst)
+            if not run.meta_part(k).exists():
+                raise RunError(f"part {k} of the retry is neither staged nor in place")
+            manifest.parts[k].committed = True
+        self._reconcile()  # the retried rows replace their failed rows
+        storage.rmtree(run.retry_stage)
 
     # -- execution ----------------------------------------------------------------------------------------
     def _run_schema(self, manifest: Manifest) -> pa.Schema:
@@ -959,6 +1112,10 @@ class Runner:
         if not died:  # an interrupted Ray session's markers are not crashes of this one
             storage.rmtree(run.crashes)
         batch = manifest.current_batch
+        if batch.status == COMMITTING:  # every part of the retry is done: only the move into place is left
+            return self._finish(manifest)
+        # a retry's parts go in place only once all are done (a retry started by an older version: in place)
+        staged = run.staged() if batch.kind == RETRY and run.retry_backup.exists() else None
         with self._session(manifest, force_ray=died) as ray, self._watching(ray):
             if ray is None:  # the driver's own calls leave markers; only a hard death can leave one behind
                 atomic.write_bytes(run.crashes / IN_PROCESS_MARK, b"")
@@ -987,7 +1144,7 @@ class Runner:
                 final = s == len(self.segs) - 1
                 t0 = time.time()
                 try:
-                    self._run_segment(ray, s, seg, final, parts, run_schema, manifest)
+                    self._run_segment(ray, s, seg, final, parts, run_schema, manifest, staged if final else None)
                 except Exception as err:  # a stage's setup failing inside a Ray worker (a model that won't load)
                     setup = _setup_error(err)
                     if setup is not None:
@@ -1003,7 +1160,16 @@ class Runner:
                     manifest.jobs[f"job{s}:{self.recipe.steps[self.jobs[s]].name}"] = info
                     manifest.timings[f"job{s}:{self.recipe.steps[self.jobs[s]].name}"] = round(time.time() - t0, 3)
                 run.save_manifest(manifest)
-        self._reconcile()
+        return self._finish(manifest)
+
+    def _finish(self, manifest: Manifest) -> Manifest:
+        """Every part is committed (a retry's: staged, then moved into place): one row per uid, the work
+        folder removed, the run finalized."""
+        run = self.run
+        if manifest.current_batch.kind == RETRY:
+            self._commit_retry(manifest)
+        else:
+            self._reconcile()
         manifest.stage_timings = self._stage_timings(manifest)
         if not self.recipe.output.keep_work:  # every part is committed: nothing left to resume from
             storage.rmtree(run.work)
@@ -1079,9 +1245,9 @@ class Runner:
         return self.run.write_report(extra_sections)
 
     def _run_segment(self, ray, s: int, seg: list[int], final: bool, parts: dict[int, int],
-                     run_schema: pa.Schema, manifest: Manifest) -> None:
+                     run_schema: pa.Schema, manifest: Manifest, final_root: RunDir | None = None) -> None:
         run = self.run
-        done_path = run.meta_part if final else (lambda k: run.segment_part(s, k))
+        done_path = (final_root or run).meta_part if final else (lambda k: run.segment_part(s, k))
         pending = [k for k in parts if not done_path(k).exists()]
         names = [self.recipe.steps[i].name for i in seg]
         label = f"{' → '.join(names) or 'load'}{' → write' if final else ''}"
@@ -1095,7 +1261,8 @@ class Runner:
         load = dict(root=str(run.root), seg=s, job=job, job_index=s - 1, run_schema=run_schema)
         commit = dict(root=str(run.root), seg=s, final=final, run_schema=run_schema, expected=parts,
                       caption_policy=self.recipe.output.caption_policy,
-                      dropped_thumbnails=self.recipe.output.dropped_thumbnails)
+                      dropped_thumbnails=self.recipe.output.dropped_thumbnails,
+                      final_root=str(final_root.root) if final_root else None)
         stages = [self.recipe.steps[i].for_run(run.root) for i in seg]
         sites = [_CrashSite(str(run.root), s, f"{i}-{st.name}", st.name, self.recipe.ray.max_part_crashes)
                  for i, st in zip(seg, stages)]
@@ -1114,7 +1281,8 @@ class Runner:
             info = manifest.parts[row["part"]]
             info.stages = {**(info.stages or {}), **json.loads(row["stages"] or "{}")}
             if final:
-                info.kept, info.failed, info.committed = row["kept"], row["failed"], True
+                # a staged (retry) part counts as committed once it is moved into place (_commit_retry)
+                info.kept, info.failed, info.committed = row["kept"], row["failed"], None if final_root else True
                 info.images = row["images"]
                 if time.time() - last_save > 2:
                     run.save_manifest(manifest)
