@@ -829,7 +829,9 @@ class Runner:
         self._check_storage()
         self._check_output_folder()
         self._locked = False
-        with contextlib.ExitStack() as self._held:
+        # one fetch session per run: a fetched file whose server gives no version is shared by this run's
+        # driver and workers, and fetched again by the next run (storage.fetch_session)
+        with contextlib.ExitStack() as self._held, storage.fetch_session():
             if run.exists():  # a run or resume already writing here is refused before anything else
                 self._hold()  # (a folder without a run gets the lock only once this run has created it)
             return self._start(resume)

@@ -293,9 +293,16 @@ def fetch_cache_dir() -> Path:
     return cache_dir() / "fetched"
 
 
-def _remote_file(url: str, where: str) -> tuple[object, str, int, str]:
-    """(filesystem, inner path, size, version) of one remote file; version is its ETag (or md5, or size and
-    modification time), which changes when the object is rewritten under the same URL."""
+# Response headers fsspec's HTTPFileSystem.info keeps, under their HTTP names: each changes when the file at
+# the URL is rewritten (a tag, a digest of the bytes, a modification time)
+HTTP_VALIDATORS = ("ETag", "Last-Modified", "Content-MD5", "Digest")
+# the variable naming one invocation's fetch session (fetch_session): files with no version are reused in it only
+FETCH_SESSION_ENV = "CURATE_FETCH_SESSION"
+
+
+def _remote_file(url: str, where: str) -> tuple[object, str, int, str | None]:
+    """(filesystem, inner path, size, version) of one remote file; version (`_version`) changes when the
+    object is rewritten under the same URL, and is None when the store gives nothing that would."""
     import fsspec
 
     try:
@@ -312,9 +319,47 @@ def _remote_file(url: str, where: str) -> tuple[object, str, int, str]:
     if info.get("type") == "directory":
         raise StorageError(f"{where} is a folder, not a file")
     size = int(info.get("size") or 0)
-    version = info.get("ETag") or info.get("etag") or info.get("md5Hash") or \
-        f"{size}:{info.get('LastModified') or info.get('mtime') or info.get('updated') or ''}"
-    return fs, inner, size, str(version)
+    return fs, inner, size, _version(url, info, size)
+
+
+def _version(url: str, info: dict, size: int) -> str | None:
+    """What identifies this version of the object at `url`, from its fsspec info; None when nothing does.
+
+    http(s): the size and every validator the server sends (HTTP_VALIDATORS), because servers differ in
+    which one changes on a rewrite (a weak or missing ETag, a Last-Modified with one-second resolution); a
+    server that sends none gives None, never the size alone (a same-size rewrite, a re-exported shard or a
+    retrained checkpoint of the same architecture, would reuse the stale copy). Object stores: their ETag
+    or md5 (a content hash the store keeps; hf: the git blob id), else size and modification time, as runs
+    recorded them before (a resumed run compares them)."""
+    if scheme(url) in HTTP_SCHEMES:
+        found = [f"{k}={info[k]}" for k in HTTP_VALIDATORS if info.get(k)]
+        return "|".join([str(size), *found]) if found else None
+    tag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("blob_id")
+    if tag:
+        return str(tag)
+    when = info.get("LastModified") or info.get("mtime") or info.get("updated") or info.get("last_modified")
+    return f"{size}:{when}" if when else None
+
+
+@contextlib.contextmanager
+def fetch_session():
+    """One invocation's fetch session: while it lasts, $CURATE_FETCH_SESSION names it, and the processes it
+    starts (a local Ray's workers) or forwards it to (a cluster's, through worker_env) inherit it.
+
+    Why: a file whose store gives no version (`_version` None) may change between invocations without any
+    sign, so local_file reuses its cached copy only within the session that fetched it: one download per
+    machine and run, shared by that run's workers, and a fresh one in the next run."""
+    import uuid
+
+    before = os.environ.get(FETCH_SESSION_ENV)
+    os.environ[FETCH_SESSION_ENV] = uuid.uuid4().hex
+    try:
+        yield os.environ[FETCH_SESSION_ENV]
+    finally:
+        if before is None:
+            os.environ.pop(FETCH_SESSION_ENV, None)
+        else:
+            os.environ[FETCH_SESSION_ENV] = before
 
 
 # Schemes whose URLs in stage settings name stored files (checkpoints, entry lists). http(s) is left out:
@@ -325,20 +370,50 @@ FILE_SCHEMES = BUCKET_SCHEMES + ("hf", "az", "abfs", "abfss", "adl")
 
 def remote_identity(url: str) -> dict | None:
     """What must not change under a resumed run for a file a setting names by URL: its size and version
-    ({"files": 1, "bytes", "version"}); None when `url` is not an object-store URL or names no file."""
+    ({"files": 1, "bytes", "version"}, see remote_version); None when `url` is not an object-store URL or
+    names no file."""
     if scheme(url) not in FILE_SCHEMES:
         return None
     try:
-        _fs, _inner, size, version = _remote_file(url, url)
+        size, version = remote_version(url)
     except StorageError:
         return None
     return {"files": 1, "bytes": size, "version": version}
 
 
+def remote_version(url: str, where: str = "") -> tuple[int, str]:
+    """(size, version) of a remote file, for a resumed run's check that it is the same file: the store's
+    version (`_version`) or, when the store gives none, "sha256=<digest of its bytes>", fetched whole once
+    into this session's cache (where the run's own reads of it find it), since the size alone would let a
+    same-size rewrite through. Raises StorageError (one line) when it cannot be read."""
+    _fs, _inner, size, version = _remote_file(url, where or url)
+    if version is None:
+        copy = local_file(url, where)
+        version = "sha256=" + _source(copy.parent).get("sha256", "")
+    return size, version
+
+
+def _source(folder: Path) -> dict:
+    """What local_file recorded about a fetched copy ({} when nothing readable)."""
+    import json
+
+    try:
+        return json.loads((folder / ".source.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def local_file(path, setting: str = "", max_bytes: int | None = None) -> Path:
     """A local file for `path`: a local path as it is, a URL (s3://, gs://, http(s)://, hf://, file://)
-    fetched through fsspec into the machine's cache, keyed by the URL and the object's ETag (or size and
-    modification time), so a changed object is fetched again and an unchanged one never is.
+    fetched through fsspec into the machine's cache, keyed by the URL and the object's version (`_version`:
+    an object store's ETag, or size and modification time; every validator an http(s) server sends), so a
+    changed object is fetched again and an unchanged one never is.
+
+    A file with no version (an http(s) server that sends no ETag, Last-Modified, Content-MD5 or Digest) is
+    reused only within the fetch session that fetched it ($CURATE_FETCH_SESSION, one per run: see
+    fetch_session), and fetched again by the next run or by a call outside any session: nothing tells a
+    rewrite of the same size from the file itself. The copy's sha256 is recorded next to it (.source.json)
+    for remote_version.
 
     Raises StorageError (one line naming `setting` and the URL) when the object is missing, unreadable or
     larger than `max_bytes` (CURATE_FETCH_MAX_BYTES, 16 GiB by default)."""
@@ -347,8 +422,8 @@ def local_file(path, setting: str = "", max_bytes: int | None = None) -> Path:
         return Path(s[len("file://"):] if s.startswith("file://") else s).expanduser()
     import hashlib
     import json
-    import shutil
     import tempfile
+    import uuid
 
     url = str(path)
     where = f"{setting}: {url}" if setting else url
@@ -357,20 +432,24 @@ def local_file(path, setting: str = "", max_bytes: int | None = None) -> Path:
     if size > limit:
         raise StorageError(f"{where} is {size:,} bytes, over the {limit:,}-byte limit on fetched files "
                            "(CURATE_FETCH_MAX_BYTES)")
-    key = hashlib.sha256(f"{url}\n{version}".encode()).hexdigest()[:32]
+    session = None if version else os.environ.get(FETCH_SESSION_ENV) or uuid.uuid4().hex  # none: not reused
+    key = hashlib.sha256(f"{url}\n{version or 'session=' + session}".encode()).hexdigest()[:32]
     folder = fetch_cache_dir() / key
     name = url.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0] or "file"
     dest = folder / name
-    if dest.is_file() and dest.stat().st_size == size:
+    if dest.is_file() and dest.stat().st_size == size and "sha256" in _source(folder):
         os.utime(dest)  # most recently used: pruned last
         return dest
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fetch-")
+    digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as f, fs.open(inner, "rb") as src:
-            shutil.copyfileobj(src, f, 1 << 20)
-            if f.tell() > limit:
-                raise StorageError(f"{where} is over the {limit:,}-byte limit on fetched files")
+            while chunk := src.read(1 << 20):
+                digest.update(chunk)
+                f.write(chunk)
+                if f.tell() > limit:
+                    raise StorageError(f"{where} is over the {limit:,}-byte limit on fetched files")
         os.replace(tmp, dest)  # concurrent workers fetching the same file each publish a whole copy
     except StorageError:
         raise
@@ -379,7 +458,11 @@ def local_file(path, setting: str = "", max_bytes: int | None = None) -> Path:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    (folder / ".source.json").write_text(json.dumps({"url": url, "version": str(version), "size": size}))
+    record = {"url": url, "version": version, "size": size, "sha256": digest.hexdigest(), "session": session}
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".source-")  # whole or absent: a reader never sees half
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(record))
+    os.replace(tmp, folder / ".source.json")
     _prune_fetch_cache(keep=folder)
     return dest
 

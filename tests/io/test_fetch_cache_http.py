@@ -1,0 +1,118 @@
+"""The fetch cache over http(s) (storage.local_file) and a resumed run's identity of an http input, against a
+real loopback server that sends an ETag, only Last-Modified, or no validator at all, and counts downloads.
+
+Before: the cache key of an http file was its ETag or else "size:" (fsspec names the header "Last-Modified",
+which the key never read), so a same-size rewrite of a file served without an ETag reused the stale copy;
+and a resumed run recorded an http input by its size alone, so it read a same-size rewrite unrefused.
+"""
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import http.server
+import threading
+
+import pytest
+
+from curate.io import inputfs, storage
+
+
+class _Server(http.server.BaseHTTPRequestHandler):
+    """Files from `files` ({path: bytes}), with the validators of `mode` ("etag", "last-modified", "none"),
+    Range requests answered only when `ranges`; `gets` counts downloads (GETs) per path."""
+    files: dict = {}
+    mtimes: dict = {}
+    gets: dict = {}
+    mode = "none"
+    ranges = False
+
+    def log_message(self, *args):
+        pass
+
+    def _head(self) -> bytes | None:
+        data = self.files.get(self.path)
+        if data is None:
+            self.send_error(404)
+            return None
+        span = self.headers.get("Range") if self.ranges else None
+        if span:
+            start, _, end = span.removeprefix("bytes=").partition("-")
+            start, end = int(start), min(int(end or len(data) - 1), len(data) - 1)
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+            data = data[start:end + 1]
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Accept-Ranges", "bytes" if self.ranges else "none")
+        if self.mode == "etag":
+            self.send_header("ETag", '"%s"' % hashlib.md5(self.files[self.path]).hexdigest())
+        if self.mode == "last-modified":
+            self.send_header("Last-Modified", email.utils.formatdate(self.mtimes[self.path], usegmt=True))
+        self.end_headers()
+        return data
+
+    def do_HEAD(self):
+        self._head()
+
+    def do_GET(self):
+        data = self._head()
+        if data is not None:
+            self.gets[self.path] = self.gets.get(self.path, 0) + 1
+            self.wfile.write(data)
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    """A fresh handler class (its own files and counts) served on loopback; yields (handler, base URL)."""
+    monkeypatch.setenv("CURATE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv(storage.FETCH_SESSION_ENV, raising=False)
+    handler = type("Handler", (_Server,), {"files": {}, "mtimes": {}, "gets": {}})
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield handler, f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+    inputfs.ranges_supported.cache_clear()  # the port may be reused by another test's server
+
+
+def _write(handler, path: str, data: bytes, mtime: float) -> None:
+    handler.files[path], handler.mtimes[path] = data, mtime
+
+
+@pytest.mark.parametrize("mode", ["etag", "last-modified"])
+def test_a_validated_file_is_fetched_once_and_again_after_a_same_size_rewrite(server, mode):
+    handler, base = server
+    handler.mode = mode
+    _write(handler, "/model.pt", b"A" * 1000, 1_700_000_000)
+    for _ in range(2):  # two invocations (each its own fetch session) and a call outside any
+        with storage.fetch_session():
+            assert storage.local_file(f"{base}/model.pt").read_bytes() == b"A" * 1000
+    assert storage.local_file(f"{base}/model.pt").read_bytes() == b"A" * 1000
+    assert handler.gets["/model.pt"] == 1  # unchanged: never downloaded again
+    _write(handler, "/model.pt", b"B" * 1000, 1_700_000_060)  # retrained: same size, a minute later
+    with storage.fetch_session():
+        assert storage.local_file(f"{base}/model.pt").read_bytes() == b"B" * 1000
+    assert handler.gets["/model.pt"] == 2
+
+
+def test_a_file_with_no_validator_is_reused_only_within_its_session(server):
+    handler, base = server
+    _write(handler, "/shard.tar", b"A" * 1000, 0)
+    url = f"{base}/shard.tar"
+    with storage.fetch_session():  # one run: its driver and workers share one download
+        first = storage.local_file(url)
+        assert storage.local_file(url) == first and first.read_bytes() == b"A" * 1000
+        assert handler.gets["/shard.tar"] == 1
+    _write(handler, "/shard.tar", b"B" * 1000, 0)  # same size, and nothing says it changed
+    with storage.fetch_session():  # the next run fetches it again
+        assert storage.local_file(url).read_bytes() == b"B" * 1000
+        assert handler.gets["/shard.tar"] == 2
+    _write(handler, "/shard.tar", b"C" * 1000, 0)
+    assert storage.local_file(url).read_bytes() == b"C" * 1000  # outside a session: every call fetches
+    assert handler.gets["/shard.tar"] == 3
+    # what a resumed run records for it: the bytes' digest (fetched once into the session, then reused)
+    with storage.fetch_session():
+        assert storage.remote_version(url) == (1000, "sha256=" + hashlib.sha256(b"C" * 1000).hexdigest())
+        assert storage.local_file(url).read_bytes() == b"C" * 1000
+    assert handler.gets["/shard.tar"] == 4
