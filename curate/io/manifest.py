@@ -57,6 +57,7 @@ class InputInfo(_Open):
     files: int | None = None
     bytes: int | None = None
     mtime_ns: int | None = None
+    version: str | None = None  # remote files: a digest of their versions (reader.fingerprint); None: local
     rows: int | None = None  # input rows, set when the input has been split into parts
 
 

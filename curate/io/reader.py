@@ -249,14 +249,22 @@ def _input_files(path: str) -> list[str]:
 
 
 def fingerprint(path: str | Path) -> dict:
-    """Identity of the input used to refuse resuming a run over a changed list ({} when it is gone)."""
+    """Identity of the input used to refuse resuming a run over a changed list ({} when it is gone): the
+    files' count, total size and newest mtime; for remote files, instead of mtimes, `version`, a digest of
+    each file's storage.remote_version (an ETag, an http server's validators, or the sha256 of the bytes of
+    a file whose server gives none), so a same-size rewrite of an input URL is refused too."""
     files = _input_files(str(path))
     if not files:
         return {}
     stats = [Path(p).stat() for p in files] if all(Path(p).exists() for p in files) else []
-    return {"path": str(Path(path).resolve()) if Path(path).exists() else str(path), "files": len(files),
-            "bytes": sum(s.st_size for s in stats) if stats else sum(inputfs.size(p) for p in files),
-            "mtime_ns": max(s.st_mtime_ns for s in stats) if stats else None}
+    out = {"path": str(Path(path).resolve()) if Path(path).exists() else str(path), "files": len(files),
+           "bytes": sum(s.st_size for s in stats), "mtime_ns": max(s.st_mtime_ns for s in stats) if stats else None}
+    if not stats:
+        versions = [(p, *storage.remote_version(p)) if storage.is_remote(p) else (p, inputfs.size(p), "")
+                    for p in files]
+        out["bytes"] = sum(size for _, size, _ in versions)
+        out["version"] = hashlib.sha256("\n".join(f"{p} {v}" for p, _, v in versions).encode()).hexdigest()[:32]
+    return out
 
 
 def content_source(path: str) -> str:

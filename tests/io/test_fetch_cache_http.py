@@ -10,6 +10,9 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import http.server
+import io
+import json
+import tarfile
 import threading
 
 import pytest
@@ -116,3 +119,44 @@ def test_a_file_with_no_validator_is_reused_only_within_its_session(server):
         assert storage.remote_version(url) == (1000, "sha256=" + hashlib.sha256(b"C" * 1000).hexdigest())
         assert storage.local_file(url).read_bytes() == b"C" * 1000
     assert handler.gets["/shard.tar"] == 4
+
+
+def _tar(fill: bytes) -> bytes:
+    """A WebDataset tar of two samples whose images are `fill` bytes (same size for any fill byte)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for key in ("00000", "00001"):
+            for ext, data in (("jpg", fill * 600), ("txt", f"caption {key}".encode())):
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size, info.mtime = len(data), 0
+                tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("mode,ranges", [("none", False), ("none", True), ("last-modified", True)])
+def test_a_resumed_run_refuses_a_same_size_rewrite_of_its_http_input(server, tmp_path, monkeypatch, mode, ranges):
+    """An http WebDataset input, with or without Range support, whose server sends no validator or only
+    Last-Modified: the run records its identity, a no-op resume of the same bytes passes, and a resume
+    after a same-size rewrite is refused before anything is read."""
+    from curate.recipe import build_recipe
+    from curate.runner import Runner, RunError
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a small run stays in this process
+    handler, base = server
+    handler.mode, handler.ranges = mode, ranges
+    _write(handler, "/in.tar", _tar(b"A"), 1_700_000_000)
+    url, root = f"{base}/in.tar", tmp_path / "out"
+
+    def runner():
+        return Runner(build_recipe({"name": "t", "input": {"path": url, "format": "webdataset", "source": "s"},
+                                    "output": {"path": str(root)},
+                                    "stages": [{"caption_text": {"min_words": 1}}]}))
+
+    assert runner().start()["status"] == "complete"
+    saved = json.loads((root / "manifest.json").read_text())["input"]
+    assert saved["version"] and saved["bytes"] == len(_tar(b"A"))
+    assert runner().start(resume=True)["status"] == "complete"  # the same bytes: a no-op resume
+    _write(handler, "/in.tar", _tar(b"B"), 1_700_000_060)
+    assert len(_tar(b"B")) == len(_tar(b"A"))
+    with pytest.raises(RunError, match="the input .* changed since this run started"):
+        runner().start(resume=True)
