@@ -165,8 +165,15 @@ def glob(folder, pattern: str) -> list:
 
 
 def worker_env() -> dict[str, str]:
-    """The storage variables of this process that Ray workers need to reach the same stores."""
-    return {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+    """The storage variables of this process that Ray workers need to reach the same stores, and to fetch
+    into the cache and session this process uses: its CURATE_CACHE_DIR as CURATE_DRIVER_CACHE_DIR (only
+    where set here; a worker's own CURATE_CACHE_DIR wins, see cache_dir) and its fetch session."""
+    env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+    if os.environ.get("CURATE_CACHE_DIR"):
+        env[DRIVER_CACHE_ENV] = os.path.abspath(os.environ["CURATE_CACHE_DIR"])  # not the worker's cwd
+    if os.environ.get(FETCH_SESSION_ENV):
+        env[FETCH_SESSION_ENV] = os.environ[FETCH_SESSION_ENV]
+    return env
 
 
 def preflight(path, *, write: bool = False) -> None:
@@ -278,11 +285,21 @@ FETCH_MAX_BYTES = int(os.environ.get("CURATE_FETCH_MAX_BYTES", 16 << 30))  # one
 FETCH_CACHE_BYTES = int(os.environ.get("CURATE_FETCH_CACHE_BYTES", 32 << 30))  # the whole cache, at most
 
 
+# The driver's CURATE_CACHE_DIR as a run hands it to cluster workers (curate.runner.ray_session): a machine's
+# own CURATE_CACHE_DIR (set in its environment or in the job's runtime_env) wins over it.
+DRIVER_CACHE_ENV = "CURATE_DRIVER_CACHE_DIR"
+
+
 def cache_dir() -> Path:
     """This machine's curate cache: $CURATE_CACHE_DIR, default ~/.cache/curate. The one variable for every
     cache (fetched files, experiment working folders, the demo's corpora and filter), so one setting moves
-    them all, e.g. off a small home disk."""
-    return Path(os.environ.get("CURATE_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "curate"))
+    them all, e.g. off a small home disk.
+
+    On a Ray worker that has no CURATE_CACHE_DIR of its own, the driver's (forwarded as
+    CURATE_DRIVER_CACHE_DIR): a user who moved the cache to a big disk gets the workers' fetches there too,
+    while a cluster that sets its machines' own cache folder keeps it (the driver's path may not exist there)."""
+    own = os.environ.get("CURATE_CACHE_DIR") or os.environ.get(DRIVER_CACHE_ENV)
+    return Path(own or os.path.join(os.path.expanduser("~"), ".cache", "curate"))
 
 
 def fetch_cache_dir() -> Path:
