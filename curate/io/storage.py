@@ -339,6 +339,12 @@ def _remote_file(url: str, where: str) -> tuple[object, str, int, str | None]:
     return fs, inner, size, _version(url, info, size)
 
 
+def remote_file_version(url: str) -> tuple[object, str, int, str | None]:
+    """(filesystem, inner path, size, version) of one remote file (`_version`: None when the store gives
+    nothing that changes on a rewrite). Raises StorageError (one line) when it cannot be read."""
+    return _remote_file(url, url)
+
+
 def _version(url: str, info: dict, size: int) -> str | None:
     """What identifies this version of the object at `url`, from its fsspec info; None when nothing does.
 

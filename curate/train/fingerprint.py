@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from curate.io import storage
-from curate.train.data import expand_shards
+from curate.train.data import DataError, expand_shards
 
 BLOCK = 1 << 20
 
@@ -42,14 +42,20 @@ class DigestCache:
         return st.st_size, self.entries[key]
 
     def _remote_digest(self, url: str) -> tuple[int, str]:
-        """An object's digest, cached by URL, size and ETag (an object store's version of mtime)."""
-        fs, inner = storage.filesystem(url)
-        info = fs.info(inner)
-        size = int(info.get("size") or 0)
-        key = f"{url}|{size}|{info.get('ETag') or info.get('md5Hash') or info.get('LastModified') or info.get('mtime')}"
-        if key not in self.entries:
+        """An object's digest, cached by URL and the object's version (storage.remote_file_version: an
+        object store's ETag, every validator an http server sends). A file with no version is hashed each
+        time: keyed by its size alone, a same-size rewrite of an http shard kept its stale digest."""
+        try:
+            fs, inner, size, version = storage.remote_file_version(url)
+        except storage.StorageError as err:
+            raise DataError(str(err)) from None
+        key = f"{url}|{size}|{version}" if version else None
+        if key is None or key not in self.entries:
             with fs.open(inner, "rb") as f:
-                self.entries[key] = _sha256(f)
+                digest = _sha256(f)
+            if key is None:
+                return size, digest
+            self.entries[key] = digest
         return size, self.entries[key]
 
     def save(self) -> None:

@@ -160,3 +160,23 @@ def test_a_resumed_run_refuses_a_same_size_rewrite_of_its_http_input(server, tmp
     assert len(_tar(b"B")) == len(_tar(b"A"))
     with pytest.raises(RunError, match="the input .* changed since this run started"):
         runner().start(resume=True)
+
+
+@pytest.mark.parametrize("mode", ["last-modified", "none"])
+def test_an_experiment_fingerprint_sees_a_same_size_rewrite_of_an_http_shard(server, tmp_path, mode):
+    """curate.train.fingerprint's digest cache keyed an http shard by URL, size and ETag/LastModified (a key
+    fsspec never fills: it names the header Last-Modified), so a same-size rewrite kept its stale digest and
+    an experiment reused runs trained on other bytes. Now: keyed by the file's version; none, not cached."""
+    from curate.train.data import DataError
+    from curate.train.fingerprint import DigestCache
+
+    handler, base = server
+    handler.mode = mode
+    _write(handler, "/000000.tar", b"A" * 1000, 1_700_000_000)
+    cache = DigestCache(tmp_path / "digests.json")
+    assert cache.digest(f"{base}/000000.tar") == (1000, hashlib.sha256(b"A" * 1000).hexdigest())
+    _write(handler, "/000000.tar", b"B" * 1000, 1_700_000_060)
+    assert cache.digest(f"{base}/000000.tar") == (1000, hashlib.sha256(b"B" * 1000).hexdigest())
+    assert len(cache.entries) == (2 if mode == "last-modified" else 0)
+    with pytest.raises(DataError, match="does not exist"):
+        cache.digest(f"{base}/missing.tar")
