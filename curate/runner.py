@@ -1160,7 +1160,7 @@ class Runner:
                 manifest.add_timing(f"segment{s}", time.time() - t0)
                 if not final:
                     t0 = time.time()
-                    info = self._run_job(ray, s, parts, prior)
+                    info = self._run_job(ray, s, parts, prior, self._job_marker(s, staged))
                     manifest.jobs[f"job{s}:{self.recipe.steps[self.jobs[s]].name}"] = info
                     manifest.timings[f"job{s}:{self.recipe.steps[self.jobs[s]].name}"] = round(time.time() - t0, 3)
                 run.save_manifest(manifest)
@@ -1334,12 +1334,18 @@ class Runner:
         against what is already kept) with part = -1, and are never changed."""
         return [k for k in self.run.done_meta_parts() if k < first_part]
 
-    def _run_job(self, ray, s: int, parts: dict[int, int], prior: list[int]) -> dict:
-        """Run job `s` (or find its done marker); returns what it did (path, decisions, edges, rounds)."""
+    def _job_marker(self, s: int, staged: RunDir | None) -> Path:
+        """Where job `s` records that it ran for this batch's rows. A staged retry keeps its marker in its
+        staging folder: the first batch's marker (in a _work kept by output.keep_work) says nothing about the
+        retry's rows, and the staging folder goes when the retry is committed or dropped, so a --resume of the
+        retry finds its own marker and no other, and the kept _work is left as it was."""
+        return (staged or self.run).job_dir(s) / "_SUCCESS"
+
+    def _run_job(self, ray, s: int, parts: dict[int, int], prior: list[int], marker: Path) -> dict:
+        """Run job `s` (or find this batch's done marker); returns what it did (path, decisions, edges, rounds)."""
         run = self.run
         j_step = self.jobs[s]
         job: Job = self.recipe.steps[j_step]
-        marker = run.job_dir(s) / "_SUCCESS"
         self.on_progress(job.name, 0, 1)
         if marker.exists():
             self.on_progress(job.name, 1, 1)
