@@ -179,6 +179,7 @@ def marker_cost(work: Path, n: int, calls: int, blocks: int) -> dict:
     return {"rows": n, "calls_per_block": calls, "blocks": blocks, "direct_ms": round(direct_ms, 4),
             "markers_ms": round(markers_ms, 4), "overhead_ms": round(markers_ms - direct_ms, 4),
             "ratio": round(markers_ms / direct_ms, 3), "folder": str(folder.relative_to(work)),
+            "overhead_blocks_ms": sorted(round(m - d, 4) for d, m in zip(per["direct"], per["markers"])),
             "load1_after": round(os.getloadavg()[0], 2)}
 
 
@@ -214,7 +215,7 @@ def body(r: dict, source: str) -> str:
     """The RESULTS.md section (tables from the JSON; the machine line is update_results')."""
     s = r["settings"]
     loads = [x[k] for x in r["runs"] for k in ("load1_before", "load1_after")]
-    lines = [f"Command: `python bench/crash_isolation.py {' '.join(r['argv'])}` (results JSON: {source}). One run of "
+    lines = [f"Command: `{' '.join(['python bench/crash_isolation.py', *r['argv']])}` (results JSON: {source}). One run of "
              "each: a fresh `curate run` subprocess with its own local Ray (ray.num_cpus 2) on one part of "
              f"{s['rows']:,} generated rows, the bench stage (bench/crash_plugin: no work per row) segfaulting on "
              "any batch that holds a crashing row. *work s* = manifest timings (split + segments), without Ray's "
@@ -239,7 +240,9 @@ def body(r: dict, source: str) -> str:
                       f"CrashWatch per call as the runner builds per part vs unwatched; median of {m['blocks']} "
                       f"alternating blocks of {m['calls_per_block']} calls, on the output folder's filesystem): "
                       f"**{m['markers_ms']:.3f}** vs {m['direct_ms']:.3f} ms per call, **+{m['overhead_ms']:.3f} ms** "
-                      f"per stage call on a part (ratio {m['ratio']:.2f} on a stage that does no work){share}."]
+                      f"per stage call on a part (ratio {m['ratio']:.2f} on a stage that does no work){share}"
+                      + (f"; the overhead in each block: {m['overhead_blocks_ms'][0]:.3f}-{m['overhead_blocks_ms'][-1]:.3f} ms."
+                         if m.get("overhead_blocks_ms") else ".")]
     return "\n".join(lines)
 
 
