@@ -245,5 +245,6 @@ def update_results(section: str, body: str, packages: list[str], info: dict | No
     else:  # a new "NAME-notes" section goes right after NAME's section
         after = [i for i, (n, _) in enumerate(sections) if section.startswith(n + "-")]
         sections.insert(after[-1] + 1 if after else len(sections), (section, new))
-    RESULTS.write_text(HEADER + "\n" + "".join(s for _, s in sections).rstrip() + "\n")
+    # one blank line between sections, however a hand-edited one ended
+    RESULTS.write_text(HEADER + "\n" + "".join(s.rstrip() + "\n\n" for _, s in sections).rstrip() + "\n")
     return RESULTS
