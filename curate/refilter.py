@@ -151,7 +151,7 @@ def refilter(src: str | Path, where: str, dst: str | Path, report: bool = True) 
         for extra in ("recipe.yaml",):
             if (src_run.root / extra).exists():
                 atomic.write_bytes(tmp_root / extra, (src_run.root / extra).read_bytes())
-        out = manifest.model_copy(deep=True)
+        out = manifest.settled()  # an unfinished retry of OUT is not part of OUT2
         out.created = now()
         out.refilter = {"from": _where(src_run.root), "where": where, "dropped": len(drop)}
         tmp.finalize(out, report=False)  # manifest.json last; the report is drawn once OUT2 is in place

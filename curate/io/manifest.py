@@ -128,6 +128,18 @@ class Manifest(_Open):
         last = self.batches[-1] if self.batches else None
         return last if last is not None and last.kind == RETRY and last.status != COMPLETE else None
 
+    def settled(self) -> Manifest:
+        """A copy without an unfinished --retry-failed (its batch and its staged parts): the run its readers
+        see, for a command that writes a new run from this one (refilter), which must not carry a retry
+        that never reached its meta/ over as if it had finished."""
+        out = self.model_copy(deep=True)
+        retry = out.pending_retry
+        if retry is not None:
+            out.batches.pop()
+            lo, hi = retry.parts or (0, -1)
+            out.parts = {k: p for k, p in out.parts.items() if not lo <= k <= hi}
+        return out
+
     @property
     def current_batch(self) -> Batch:
         return self.batches[-1]

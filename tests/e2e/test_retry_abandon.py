@@ -148,3 +148,22 @@ def test_crash_while_moving_parts_in_place_resumes(finished, tmp_path, cli_inpro
     res = cli_inprocess("run", "--resume", "-o", str(finished))
     assert res.returncode == 0, res.stderr
     _seen_complete(cli_inprocess, finished, kept=26)
+
+
+def test_refilter_of_a_run_with_a_stopped_retry_leaves_the_retry_out(finished, tmp_path, cli_inprocess):
+    """OUT2 is the run its readers see: before, it carried OUT's unfinished retry over as a finished
+    `retry-failed` batch whose parts (8, 9) OUT2 does not hold."""
+    res = cli_inprocess("run", _recipe(tmp_path, "broken", fixed=True, broken=True), "--retry-failed", str(finished))
+    assert res.returncode == 2
+    out2 = tmp_path / "out2"
+    res = cli_inprocess("refilter", str(finished), "--where", "true", "-o", str(out2))
+    assert res.returncode == 0, res.stderr
+    assert _status(out2) == ("complete", [("run", "complete")])
+    m = json.loads((out2 / "manifest.json").read_text())
+    assert sorted(int(k) for k in m["parts"]) == list(range(8)) == [int(p.stem[5:]) for p in sorted((out2 / "meta").glob("*"))]
+    _seen_complete(cli_inprocess, out2, kept=20)
+    # OUT2's own retry numbers its parts after OUT2's, and the source's retry is still there to finish
+    res = cli_inprocess("run", _recipe(tmp_path, "fixed", fixed=True), "--retry-failed", str(out2))
+    assert res.returncode == 0, res.stderr
+    _seen_complete(cli_inprocess, out2, kept=26)
+    assert _status(finished) == ("complete", [("run", "complete"), ("retry-failed", "running")])
