@@ -40,11 +40,11 @@ def expand(path: str, suffixes: tuple[str, ...]) -> list[str]:
         _, inner = filesystem(pat)
         if _glob.has_magic(inner):
             out += [p for p in fs.glob(inner) if p.lower().endswith(suffixes) and fs.isfile(p)]
-        elif fs.isdir(inner):
+        elif _isdir(fs, inner):
             found = fs.find(inner)
             out += [p for p in found if p.lower().endswith(suffixes)
                     and not any(part.startswith((".", "_")) for part in p[len(inner):].split("/") if part)]
-        elif fs.exists(inner):
+        elif _exists(fs, inner):
             out.append(inner)
     return sorted(dict.fromkeys(_full(fs, p) for p in out))
 
@@ -57,7 +57,45 @@ def _full(fs, p: str) -> str:
 
 def exists(path: str) -> bool:
     fs, inner = filesystem(path)
-    return fs.exists(inner)
+    return _exists(fs, inner)
+
+
+def isdir(path: str) -> bool:
+    """Whether `path` names a folder (an http(s) URL: an index page, see _isdir)."""
+    fs, inner = filesystem(path)
+    return _isdir(fs, inner)
+
+
+def _is_http(fs) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return any(p in ("http", "https") for p in protocols)
+
+
+def _isdir(fs, inner: str) -> bool:
+    """fs.isdir, except that an http(s) URL is a folder only when it is an HTML page (an index to list).
+
+    Why: fsspec's http isdir lists the URL, which downloads the whole response to look for links in it: a
+    run over an http tar shard downloaded the whole shard four times (input check, index, fingerprint,
+    split) before reading it by Range. A HEAD request tells a file from an index page."""
+    if not _is_http(fs):
+        return fs.isdir(inner)
+    try:
+        mimetype = str(fs.info(inner).get("mimetype") or "")
+    except FileNotFoundError:
+        return False
+    return mimetype.startswith(("text/html", "application/xhtml")) and fs.isdir(inner)
+
+
+def _exists(fs, inner: str) -> bool:
+    """fs.exists, with a HEAD request for http(s) URLs: fsspec's asks with a GET, which starts sending the
+    whole file (a shard) only for the answer's status."""
+    if not _is_http(fs):
+        return fs.exists(inner)
+    try:
+        fs.info(inner)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 GZIP_TARS = (".tar.gz", ".tgz")  # WebDataset shards may be gzipped whole; they are read decompressed

@@ -80,7 +80,7 @@ def resolve_format(spec: InputSpec) -> str:
     """The input's format: as the recipe says, or detected from its file names."""
     path = storage.as_path(spec.path)  # a UPath for s3://... (Path would collapse the //)
     if spec.format == "auto" and not inputfs.is_pattern(spec.path):
-        if not path.exists():
+        if not inputfs.exists(str(spec.path)):  # (an http URL: a HEAD, not fsspec's GET of the whole file)
             raise InputError(f"input not found: {path}")
         if not storage.is_remote(path) and not os.access(path, os.R_OK):
             raise InputError(f"input not readable: {path}")
@@ -89,7 +89,7 @@ def resolve_format(spec: InputSpec) -> str:
 
 def open_dataset(spec: InputSpec) -> pads.Dataset:
     path = storage.as_path(spec.path)
-    if not path.exists():
+    if not inputfs.exists(str(spec.path)):  # (an http URL: a HEAD, not fsspec's GET of the whole file)
         raise InputError(f"input not found: {path}")
     if not storage.is_remote(path) and not os.access(path, os.R_OK):
         raise InputError(f"input not readable: {path}")
@@ -223,7 +223,7 @@ def _index_batches(spec: InputSpec, fmt: str):
 def check_input(spec: InputSpec) -> bool:
     """Check the input can be read and has what the recipe needs; True when its rows carry their images."""
     fmt = resolve_format(spec)
-    if fmt == "webdataset" and not inputfs.is_pattern(spec.path) and not storage.as_path(spec.path).is_dir():
+    if fmt == "webdataset" and not inputfs.is_pattern(spec.path) and not inputfs.isdir(spec.path):
         why = _not_a_tar(spec.path)
         if why:
             raise InputError(why)

@@ -22,10 +22,12 @@ from curate.io import inputfs, storage
 
 class _Server(http.server.BaseHTTPRequestHandler):
     """Files from `files` ({path: bytes}), with the validators of `mode` ("etag", "last-modified", "none"),
-    Range requests answered only when `ranges`; `gets` counts downloads (GETs) per path."""
+    Range requests answered only when `ranges`; `gets` counts downloads (GETs) per path, `whole` those
+    answered with the whole file (no Range asked, or Range ignored)."""
     files: dict = {}
     mtimes: dict = {}
     gets: dict = {}
+    whole: dict = {}
     mode = "none"
     ranges = False
 
@@ -46,6 +48,8 @@ class _Server(http.server.BaseHTTPRequestHandler):
             data = data[start:end + 1]
         else:
             self.send_response(200)
+            if self.command == "GET":
+                self.whole[self.path] = self.whole.get(self.path, 0) + 1
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Accept-Ranges", "bytes" if self.ranges else "none")
         if self.mode == "etag":
@@ -70,7 +74,7 @@ def server(tmp_path, monkeypatch):
     """A fresh handler class (its own files and counts) served on loopback; yields (handler, base URL)."""
     monkeypatch.setenv("CURATE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv(storage.FETCH_SESSION_ENV, raising=False)
-    handler = type("Handler", (_Server,), {"files": {}, "mtimes": {}, "gets": {}})
+    handler = type("Handler", (_Server,), {"files": {}, "mtimes": {}, "gets": {}, "whole": {}})
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield handler, f"http://127.0.0.1:{srv.server_address[1]}"
@@ -160,6 +164,27 @@ def test_a_resumed_run_refuses_a_same_size_rewrite_of_its_http_input(server, tmp
     assert len(_tar(b"B")) == len(_tar(b"A"))
     with pytest.raises(RunError, match="the input .* changed since this run started"):
         runner().start(resume=True)
+
+
+def test_a_run_reads_an_http_tar_served_with_ranges_by_range_only(server, tmp_path, monkeypatch):
+    """An http WebDataset tar from a server that answers Range and sends Last-Modified: the run checks,
+    indexes, fingerprints and reads it with HEAD and Range requests, never a download of the whole file.
+    Before, fsspec's http isdir (it lists the URL: the whole response, read for links) and exists (a GET)
+    downloaded the tar four times and started five more downloads of it before the first Range read."""
+    from curate.recipe import build_recipe
+    from curate.runner import Runner
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # the whole-file reads were the driver's: in-process
+    handler, base = server
+    handler.mode, handler.ranges = "last-modified", True
+    _write(handler, "/in.tar", _tar(b"A"), 1_700_000_000)
+    recipe = build_recipe({"name": "t", "input": {"path": f"{base}/in.tar", "format": "webdataset", "source": "s"},
+                           "output": {"path": str(tmp_path / "out"), "samples_per_shard": 1},
+                           "stages": [{"caption_text": {"min_words": 1}}]})
+    manifest = Runner(recipe).start()
+    assert manifest.status == "complete" and manifest.counts.rows == 2
+    assert handler.gets["/in.tar"] > 0 and "/in.tar" not in handler.whole, handler.whole
+    assert (tmp_path / "out" / "shards" / "000001.tar").exists()
 
 
 @pytest.mark.parametrize("mode", ["last-modified", "none"])
