@@ -944,7 +944,8 @@ class Runner:
         if not run.exists():
             raise RunError(f"--retry-failed: {run.root} holds no run")
         self._locked = False
-        with contextlib.ExitStack() as self._held:
+        # one fetch session, as for a run (start): a fetched file with no version is fetched once for the retry
+        with contextlib.ExitStack() as self._held, storage.fetch_session():
             self._hold()
             return self._retry_failed()
 

@@ -205,3 +205,36 @@ def test_an_experiment_fingerprint_sees_a_same_size_rewrite_of_an_http_shard(ser
     assert len(cache.entries) == (2 if mode == "last-modified" else 0)
     with pytest.raises(DataError, match="does not exist"):
         cache.digest(f"{base}/missing.tar")
+
+
+def test_a_retry_fetches_a_file_with_no_validator_once_like_a_run(server, tmp_path, monkeypatch):
+    """--retry-failed is one invocation like a run: a file whose server sends no validator (an entries list
+    here) is fetched once for all its uses. Before, a retry ran outside any fetch session, so each use
+    downloaded it again into a folder of its own (one per part and per job step)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curate.recipe import build_recipe
+    from curate.runner import Runner
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    handler, base = server
+    _write(handler, "/entries.txt", b"red\nblue\ncircle\n", 0)
+    texts = [f"a red circle {i}" + (" flaky" if i % 3 == 0 else "") for i in range(12)]
+    pq.write_table(pa.table({"url": [f"http://x/{i}" for i in range(12)], "caption": texts}), tmp_path / "in.parquet")
+
+    def recipe(fixed: bool):
+        return build_recipe({"name": "t", "input": {"path": str(tmp_path / "in.parquet"), "format": "parquet"},
+                             "output": {"path": str(tmp_path / "out"), "samples_per_shard": 2},
+                             "stages": [{"tests.e2e.retry_plugin:Flaky": {"fixed": fixed}},
+                                        {"metaclip_balance": {"entries": f"{base}/entries.txt", "t": 100}}]})
+
+    rec = recipe(False)  # (checking the setting reads it once, outside the run)
+    handler.gets.clear()
+    assert Runner(rec).start().counts.failed == {"flaky/stage_error": 4}
+    run_gets = handler.gets["/entries.txt"]
+    rec = recipe(True)
+    handler.gets.clear()
+    manifest = Runner(rec).retry_failed()
+    assert manifest.status == "complete" and manifest.counts.kept == 12
+    assert handler.gets["/entries.txt"] == run_gets == 1
