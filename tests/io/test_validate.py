@@ -110,3 +110,21 @@ def test_a_shard_emptied_is_one_line_with_a_count_and_an_example(tmp_path):
     problems, _ = validate(run.root, decode=False)
     assert problems[1:] == ["shards/000000.tar: 12 kept samples are missing from the tar (e.g. p0u0)"]
     assert problems[0].startswith("shards/000000.tar: its bytes changed") and len(problems) == 2
+
+
+def test_meta_parts_are_checked_against_the_manifests_parts(tmp_path):
+    """A manifest listing a part meta/ lacks (a refilter copied a stopped retry's batch and parts over as if
+    finished) or a meta part it does not list passed validate: nothing compared the two."""
+    import json
+
+    run = _run(tmp_path / "run", parts=2, samples=4, side=32)
+    assert validate(run.root)[0] == []
+    manifest = json.loads(run.manifest_path.read_text())
+    manifest["parts"]["7"] = {"rows": 4, "batch": 1, "kept": 4, "failed": 0, "committed": True}
+    run.manifest_path.write_text(json.dumps(manifest))
+    problems = validate(run.root)[0]
+    assert "manifest.json lists 1 part(s) that meta/ does not hold (e.g. part-000007.parquet)" in problems
+    del manifest["parts"]["1"], manifest["parts"]["7"]
+    run.manifest_path.write_text(json.dumps(manifest))
+    problems = validate(run.root)[0]
+    assert problems == ["meta/ holds 1 part(s) that manifest.json does not list (e.g. part-000001.parquet)"]
