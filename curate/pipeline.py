@@ -7,10 +7,12 @@ here and the same recipe run by the CLI produce the same run directory.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import logging
+import re
 import sys
 
 import pyarrow as pa
@@ -39,6 +41,48 @@ def _warn_if_unshipped(runtime_env: dict | None) -> None:
                     "import it already, pass runtime_env={'py_modules': %r} to your ray.init", ", ".join(wanted), wanted)
 
 
+# The runner and the recipe loader word their hints for the CLI (`--resume`, `--output`, `--set`); a Python
+# caller has keyword arguments instead. Applied in order, at the API boundary only, so the CLI keeps its words.
+_PYTHON_WORDS = [
+    (r"curate run --resume -o (\S+)", r"Pipeline.run(output='\1', resume=True)"),
+    (r"--resume", "resume=True"),
+    (r"--output DIR", "output=DIR"),
+    (r"\b(an|another|a new|the) --output\b", r"\1 output folder"),
+    (r"--output", "output="),
+    (r"--input PATH", "input=PATH"),
+    (r"--ray-address", "ray_address="),
+    (r"--set expects", "an override expects"),
+    (r"--set key must", "an override's key must"),
+    (r"\(--set ([^)\s]+)\)", r"(overrides=['\1'])"),
+    (r"add --set to", "add overrides to"),
+    (r"--set ([^:\s]+):", r"override '\1':"),
+    (r"--set", "overrides"),
+]
+
+
+def python_words(message: str) -> str:
+    """A one-line CLI hint reworded for Python callers: `--resume` is `resume=True`, `--output DIR` the
+    `output=` argument, `--set k=v` an entry of `overrides` (CLI-only commands such as --retry-failed stay)."""
+    for pattern, repl in _PYTHON_WORDS:
+        message = re.sub(pattern, repl, message)
+    return message
+
+
+@contextmanager
+def _python_errors():
+    """Re-raise curate's one-line errors (RunError, RecipeError and their subclasses) in Python words, same
+    exception object and traceback, so `except curate.RunError` and attributes keep working."""
+    from curate.recipe import RecipeError
+    from curate.runner import RunError
+
+    try:
+        yield
+    except (RunError, RecipeError) as err:
+        if err.args and isinstance(err.args[0], str):
+            err.args = (python_words(err.args[0]), *err.args[1:])
+        raise
+
+
 class Pipeline:
     """A list of stages with the input, output and Ray settings of a recipe, validated when built.
 
@@ -55,7 +99,8 @@ class Pipeline:
                 "ray": dict(ray or {}), "stages": list(stages)}
         if description is not None:
             data["description"] = description
-        self.recipe: Recipe = build_recipe(data, source="<python>")
+        with _python_errors():
+            self.recipe: Recipe = build_recipe(data, source="<python>")
 
     @classmethod
     def from_recipe(cls, recipe: Recipe) -> "Pipeline":
@@ -66,13 +111,17 @@ class Pipeline:
     @classmethod
     def from_dict(cls, data: dict) -> "Pipeline":
         """A pipeline from a recipe already parsed into a dict (the YAML file's structure)."""
-        return cls.from_recipe(build_recipe(data))
+        with _python_errors():
+            return cls.from_recipe(build_recipe(data))
 
     @classmethod
     def from_yaml(cls, ref: str | Path, overrides: Iterable[str] = ()) -> "Pipeline":
         """A pipeline from a recipe file or the name of a shipped recipe (`image_text`), with `--set`-style
         overrides (`"clip_threshold.min_score=0.3"`)."""
-        return cls.from_recipe(load_recipe(str(ref), tuple(overrides)))
+        if isinstance(overrides, str):  # one override as a bare string would be split into characters
+            overrides = [overrides]
+        with _python_errors():
+            return cls.from_recipe(load_recipe(str(ref), tuple(overrides)))
 
     @property
     def name(self) -> str:
@@ -109,9 +158,10 @@ class Pipeline:
             recipe = recipe.model_copy(update={"input": recipe.input.model_copy(update={"path": str(input)})})
         if output is not None:
             recipe = recipe.model_copy(update={"output": recipe.output.model_copy(update={"path": str(output)})})
-        runner = Runner(recipe, ray_address=ray_address, on_progress=on_progress, runtime_env=runtime_env)
-        _warn_if_unshipped(runner.runtime_env)
-        runner.start(resume=resume)
+        with _python_errors():
+            runner = Runner(recipe, ray_address=ray_address, on_progress=on_progress, runtime_env=runtime_env)
+            _warn_if_unshipped(runner.runtime_env)
+            runner.start(resume=resume)
         return runner.run
 
     def run_local(self, table: pa.Table) -> pa.Table:

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import time
+import warnings
 import zlib
 import contextlib
 from contextlib import contextmanager
@@ -456,6 +457,19 @@ def _restore_sigterm_handler(handler) -> None:
 
 
 @contextmanager
+def _fewer_parts_than_concurrency_is_fine():
+    """Hide Ray Data's UserWarning that a map stage got fewer input blocks than its `concurrency` (added in
+    ray-project/ray#51968). A curate block is one whole part, and a stage's concurrency is an upper bound,
+    so a run with fewer parts than that (any small input) simply starts fewer tasks or actors; the warning
+    told Python API and CLI users to tune `override_num_blocks`, a Ray Data knob curate does not expose.
+    Shown again with -v / CURATE_RAY_LOGS=1 like Ray's other warnings."""
+    with warnings.catch_warnings():
+        for what in ("maximum number of concurrent tasks", "minimum number of concurrent actors"):
+            warnings.filterwarnings("ignore", message=f"The {what} for '.*' is set to", category=UserWarning)
+        yield
+
+
+@contextmanager
 def ray_session(address: str | None, num_cpus: int | None = None, object_store_mb: int | None = None,
                 runtime_env: dict | None = None, crash_retries: int = ray_crash.CRASH_RETRIES):
     """Connect to `address` (or RAY_ADDRESS), reuse an initialised Ray, or start a local one. `runtime_env`
@@ -516,8 +530,9 @@ def ray_session(address: str | None, num_cpus: int | None = None, object_store_m
     session = _own_session_dir(ray) if started and not address else None
     ok = False
     quiet = contextlib.nullcontext() if progress.ray_verbose() else ray_crash.quiet_death_notices()
+    few = contextlib.nullcontext() if progress.ray_verbose() else _fewer_parts_than_concurrency_is_fine()
     with lean_ray.data_in_driver() if lean else contextlib.nullcontext(), \
-            ray_crash.bounded_crash_retries(crash_retries), quiet:
+            ray_crash.bounded_crash_retries(crash_retries), quiet, few:
         try:
             yield ray
             ok = True

@@ -35,6 +35,16 @@ def test_example_filter_from_python_and_from_yaml(ray_address, tmp_path):
 import runpy, sys
 sys.argv = ["run_pipeline.py", {str(tmp_path)!r}]
 runpy.run_path({str(EXAMPLE / "run_pipeline.py")!r}, run_name="__main__")
+import curate, warnings
+from curate.download.load_image import LoadImage
+try:  # the same folder again: the error names Pipeline.run's own argument, not the CLI's --resume
+    curate.Pipeline([LoadImage()]).run({str(input_path)!r}, {str(py_out)!r})
+except curate.RunError as err:
+    open("second.txt", "w").write(str(err))
+with warnings.catch_warnings(record=True) as seen:  # concurrency 2 over one part: no Ray Data UserWarning
+    warnings.simplefilter("always")
+    curate.Pipeline([(LoadImage(), {{"concurrency": 2}})], input={{"text_col": "caption"}}).run({str(input_path)!r}, "conc")
+open("warnings.txt", "w").write("\\n".join(str(w.message) for w in seen if issubclass(w.category, UserWarning)))
 from curate.cli import main
 sys.argv = ["curate", "run", {str(EXAMPLE / "recipe.yaml")!r}, "-i", {str(input_path)!r}, "-o", {str(yaml_out)!r}]
 main()
@@ -45,6 +55,10 @@ main()
     counts = json.loads(proc.stdout.strip().splitlines()[0])
     assert counts["rows"] == 8 and counts["kept"] == 5 and counts["dropped"] == {"no_watermark/watermark_text": 3}
     assert (yaml_out / "manifest.json").exists()
+    assert (tmp_path / "second.txt").read_text() == (f"{py_out} already holds a run (complete); pass resume=True to "
+                                                     "finish it, or choose another output folder")
+    assert "concurrent" not in (tmp_path / "warnings.txt").read_text()
+    assert (tmp_path / "conc" / "manifest.json").exists()
 
     got = outcomes(py_out)
     assert got == outcomes(yaml_out)  # same rows, same outcomes, either way
