@@ -15,6 +15,7 @@ planted, since a dedup stage is right to drop them):
 """
 from __future__ import annotations
 
+import logging
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -157,7 +158,7 @@ def accuracy_report(run_dir: str | Path, corpus: str | Path) -> dict:
     meta = table.select([c for c in ("id", "status", "stage", "reason", *scores) if c in table.column_names]).to_pylist()
     rows = join(meta, load_truth(corpus))
     stages = recipe_stages(run_dir)
-    return {"run": str(run_dir), "corpus": str(corpus), "rows": len(rows),
+    return {"run": str(run_dir), "corpus": str(corpus), "rows": len(rows), "meta_rows": len(meta),
             "planted": sum(r["noise"] != CLEAN for r in rows), "stages": stage_accuracy(rows, stages),
             "end_to_end": end_to_end(rows), "scores": score_distributions(rows, scores)}
 
@@ -202,9 +203,31 @@ def pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.0f}%"
 
 
+def unmatched_line(report: dict) -> str | None:
+    """Why a report has no tables, or which rows it leaves out: a run's metadata rows join the corpus by id,
+    so a run made from another URL list matches none (or only some) and its numbers would be empty or partial."""
+    total, rows = report.get("meta_rows"), report["rows"]
+    if rows == 0:
+        return (f"No row of this run matched the ground-truth corpus {report['corpus']}"
+                + (f" (none of its {total} rows has an id of the corpus)" if total else "")
+                + ": it was not made from that corpus, so there is nothing to judge against its planted labels.")
+    if total and rows < total:
+        return (f"Only {rows} of this run's {total} rows matched the ground-truth corpus {report['corpus']} by id; "
+                "the other rows are left out of these numbers.")
+    return None
+
+
+def _row(cells: list) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
 def markdown(report: dict, heading: str = "###") -> str:
     """Tables: per dropping stage precision/recall, per stage and label drop rates, end to end per label."""
-    lines = [f"{heading} Decisions vs planted ground truth ({report['rows']} rows, {report['planted']} planted)", "",
+    note = unmatched_line(report)
+    title = f"{heading} Decisions vs planted ground truth ({report['rows']} rows, {report['planted']} planted)"
+    if report["rows"] == 0:
+        return f"{title}\n\n{note}"
+    lines = [title, "", *([note, ""] if note else []),
              "| stage | reached | dropped | planted among dropped (precision) | planted reaching it dropped (recall) |",
              "|---|---|---|---|---|"]
     for s in report["stages"]:
@@ -212,15 +235,16 @@ def markdown(report: dict, heading: str = "###") -> str:
                      f"({pct(s['precision'])}) | {pct(s['recall'])} |")
     labels = list(report["end_to_end"])
     names = [s["stage"] for s in report["stages"]]
+    head = ["family/grade", "rows", *names, "kept"]  # no dropping stage: no stage columns, not an empty one
     lines += ["", "Drop rate per stage among the rows of each family/grade that reached it, and the share kept end to end:",
-              "", "| family/grade | rows | " + " | ".join(names) + " | kept |", "|---|---|" + "---|" * (len(names) + 1)]
+              "", _row(head), "|" + "---|" * len(head)]
     for lab in labels:
         e = report["end_to_end"][lab]
         cells = []
         for s in report["stages"]:
             d = s["per_label"].get(lab)
             cells.append("–" if not d else f"{pct(d['rate'])} ({d['dropped']}/{d['reached']})")
-        lines.append(f"| {lab} | {e['rows']} | " + " | ".join(cells) + f" | {pct(e['kept_frac'])} |")
+        lines.append(_row([lab, e["rows"], *cells, pct(e["kept_frac"])]))
     for col, d in report["scores"].items():
         lines += ["", f"Score `{col}`: clean median {d['clean']['quantiles'].get('0.5', float('nan')):.3f} "
                   f"(n={d['clean']['n']}); planted median {d['planted']['quantiles'].get('0.5', float('nan')):.3f} "
@@ -253,6 +277,8 @@ def experiment_accuracy(arms: dict[str, list[str]], corpus: str, out: Path) -> d
         if run is None:
             continue
         rep = accuracy_report(run, corpus)
+        if unmatched_line(rep):  # said in the report too; here so a console user sees it without opening it
+            logging.getLogger("curate").warning("--ground-truth, data set %s: %s", name, unmatched_line(rep))
         png = plot_scores(rep, Path(out) / f"accuracy_{name}.png", title=f"{name}: score of planted vs clean rows")
         res[name] = {**without_values(rep), "plot": png.name if png else None}
     return res

@@ -75,3 +75,40 @@ def test_experiment_finds_the_run_behind_an_arm(run, tmp_path):
     assert "values" not in acc["curated"]["scores"]["clip_score"]
     json.dumps(acc)  # goes into results.json as is
     assert "### curated:" in truth.experiment_markdown(acc)
+
+
+def test_an_arm_made_from_another_url_list_says_nothing_matched(run, tmp_path, caplog):
+    """`curate experiment --ground-truth CORPUS` with an arm whose run came from another URL list: the report
+    said "(0 rows, 0 planted)" over tables with a broken header (`| family/grade | rows |  | kept |`)."""
+    rd, corpus = run
+    other = tmp_path / "other"
+    (other / "meta").mkdir(parents=True)
+    (other / "shards").mkdir()
+    pq.write_table(pa.table({"uid": ["a", "b", "c"], "id": [100, 101, 102], "status": ["ok", "ok", "dropped"],
+                             "stage": [None, None, "caption_text"], "reason": [None, None, "r"]}),
+                   other / "meta" / "part-0.parquet")
+    (other / "recipe.yaml").write_text(yaml.safe_dump({"stages": [{s: {}} for s in STAGES]}))
+    with caplog.at_level("WARNING", logger="curate"):
+        acc = truth.experiment_accuracy({"curated": [str(rd / "shards")], "raw": [str(other / "shards")]},
+                                        str(corpus), tmp_path)
+    md = truth.experiment_markdown(acc)
+    raw = md[md.index("### raw:"):]
+    assert raw.splitlines()[2] == (f"No row of this run matched the ground-truth corpus {corpus} (none of its 3 rows "
+                                   "has an id of the corpus): it was not made from that corpus, so there is nothing "
+                                   "to judge against its planted labels.")
+    assert "|" not in raw  # no tables of nothing
+    assert "--ground-truth, data set raw: No row of this run matched" in caplog.text and "curated" not in caplog.text
+    assert "No row" not in md[:md.index("### raw:")]  # the arm made from the corpus is unchanged
+    # some rows of the corpus, some not: said, and the numbers are over the matched rows only
+    pq.write_table(pa.table({"uid": ["x"], "id": [999], "status": ["ok"], "stage": [None], "reason": [None]}),
+                   rd / "meta" / "part-1.parquet")
+    assert "Only 10 of this run's 11 rows matched" in truth.markdown(truth.accuracy_report(rd, corpus))
+
+
+def test_a_run_where_no_stage_dropped_a_row_has_a_well_formed_table(run):
+    rd, corpus = run
+    pq.write_table(pa.table({"uid": [f"u{i}" for i in range(10)], "id": list(range(10)), "status": ["ok"] * 10,
+                             "stage": pa.array([None] * 10, pa.string()), "reason": pa.array([None] * 10, pa.string())}),
+                   rd / "meta" / "part-0.parquet")
+    md = truth.markdown(truth.accuracy_report(rd, corpus))
+    assert "| family/grade | rows | kept |\n|---|---|---|\n| clean | 5 | 100% |" in md and "|  |" not in md
