@@ -382,8 +382,12 @@ def all_metrics(runs: list[dict]) -> list[str]:
     return list(METRICS) + attrs
 
 
-def compare(runs: list[dict], a: str, b: str, metric: str, primary: bool) -> dict:
-    """Paired (by seed) difference a - b on one metric: t interval, bootstrap interval, verdict."""
+def compare(runs: list[dict], a: str, b: str, metric: str, primary: bool, chance: float | None = None) -> dict:
+    """Paired (by seed) difference a - b on one metric: t interval, bootstrap interval, verdict.
+
+    With the metric's `chance`, the verdict says "uninformative" when neither arm is above it (nothing was
+    learned, so any difference is noise around chance); a t interval wider than the [-1, +1] a difference of
+    two accuracies can take is cut to it and flagged (`t_ci_clamped`, the interval itself in `t_ci_raw`)."""
     ra = {r["seed"]: r for r in runs if r["set"] == a}
     rb = {r["seed"]: r for r in runs if r["set"] == b}
     seeds = sorted(set(ra) & set(rb))
@@ -396,9 +400,12 @@ def compare(runs: list[dict], a: str, b: str, metric: str, primary: bool) -> dic
         boot = stats.bootstrap_interval(np.array(pa, dtype=float), np.array(pb, dtype=float))
     else:
         boot = {"lo": None, "hi": None, "examples": 0}
+    learned = tuple(None if chance is None else stats.above_baseline(v, chance)["learned"] for v in (va, vb))
+    lo, hi, cut = stats.clamp_interval(t["lo"], t["hi"])
     return {"a": a, "b": b, "metric": metric, "primary": primary, "seeds": len(seeds), "diff": t["diff"],
-            "t_ci": [t["lo"], t["hi"]], "bootstrap_ci": [boot["lo"], boot["hi"]],
-            "bootstrap_examples": boot["examples"], "level": stats.LEVEL, "verdict": stats.verdict(t, boot)}
+            "t_ci": [lo, hi], "t_ci_clamped": cut, **({"t_ci_raw": [t["lo"], t["hi"]]} if cut else {}),
+            "bootstrap_ci": [boot["lo"], boot["hi"]], "bootstrap_examples": boot["examples"], "level": stats.LEVEL,
+            "learned": list(learned), "verdict": stats.verdict(t, boot, learned)}
 
 
 def summarise(runs: list[dict], spec: ExperimentSpec, base: TrainConfig, eval_fp: dict, selection: dict) -> dict:
@@ -414,7 +421,8 @@ def summarise(runs: list[dict], spec: ExperimentSpec, base: TrainConfig, eval_fp
     first = runs[0]["eval"] if runs else {}
     chance = dict(first.get("chance") or {})
     chance.update({f"attribute_{a}": v.get("chance") for a, v in (first.get("attributes") or {}).items()})
-    comparisons = [compare(runs, a, b, m, m in spec.primary_metrics) for a, b in spec.compare for m in metrics]
+    comparisons = [compare(runs, a, b, m, m in spec.primary_metrics, chance.get(m))
+                   for a, b in spec.compare for m in metrics]
     settings = {k: v for k, v in asdict(base).items() if k not in ("shards", "output", "seed", "extra")}
     arms = {n: {"shards": a.shards, "random_subset_of": a.random_subset_of, "size_of": a.size_of,
                 "overrides": a.overrides} for n, a in spec.arms.items()}
@@ -422,13 +430,24 @@ def summarise(runs: list[dict], spec: ExperimentSpec, base: TrainConfig, eval_fp
     learned = {n: {m[len("attribute_"):]: stats.above_baseline(
         [metric_value(r["eval"], m) for r in runs if r["set"] == n], chance[m])
         for m in metrics if m.startswith("attribute_") and chance.get(m) is not None} for n in spec.arms}
+    primary = {n: {m: stats.above_baseline([metric_value(r["eval"], m) for r in runs if r["set"] == n], chance[m])
+                   for m in spec.primary_metrics if chance.get(m) is not None} for n in spec.arms}
     return {"sets": {n: a.shards or [f"random subset of {a.random_subset_of}, size of {a.size_of}"]
                      for n, a in spec.arms.items()},
             "arms": arms, "eval_set": spec.eval_set, "validation_set": spec.validation_set, "seeds": spec.seeds,
             "primary_metrics": spec.primary_metrics, "settings": settings, "selection": selection,
             "fingerprints": {"eval": eval_fp}, "chance": chance, "metrics": metrics, "aggregate": agg,
-            "comparisons": comparisons, "attributes_vs_baseline": learned, "verdict_rule": stats.__doc__.strip().splitlines()[-2:],
+            "comparisons": comparisons, "attributes_vs_baseline": learned, "primary_vs_chance": primary,
+            "nothing_learned": nothing_learned(primary), "verdict_rule": stats.__doc__.strip().splitlines()[-2:],
             "runs": slim}
+
+
+def nothing_learned(primary: dict[str, dict[str, dict]]) -> list[str]:
+    """The primary metrics on which no arm learned anything: every arm's `learned` is False (its mean at or
+    below chance, or its 95% interval over seeds not above chance). Why: comparing arms that all sit at
+    chance tells nothing about the data, yet reads as "no detectable difference" (equally good) unless said."""
+    metrics = list(dict.fromkeys(m for v in primary.values() for m in v))
+    return [m for m in metrics if primary and all(v.get(m, {}).get("learned") is False for v in primary.values())]
 
 
 def _plots(results: dict, out: Path) -> list[Path]:
@@ -482,6 +501,40 @@ def _fmt_ci(ci) -> str:
     return "n/a" if ci[0] is None else f"[{ci[0]:+.3f}, {ci[1]:+.3f}]"
 
 
+CUT = "†"
+CUT_NOTE = (f"{CUT} The 95% t interval over seeds was wider than [−1, +1], the range a difference of two accuracies "
+            "can take, and is shown cut to it: too few seeds to bound the difference at all (the interval itself "
+            "is t_ci_raw in results.json).")
+
+
+def _fmt_t(c: dict) -> str:
+    """A comparison's t interval, marked when it was cut to the possible range (see CUT_NOTE)."""
+    return _fmt_ci(c["t_ci"]) + (CUT if c.get("t_ci_clamped") else "")
+
+
+def headline(results: dict) -> str | None:
+    """The line that must come before any verdict when no arm learned a primary metric (None otherwise).
+
+    Why: arms that all sit at chance give "no detectable difference" on every comparison, which reads as
+    "the data sets are equally good"; the truth is that the experiment measured nothing about the data."""
+    none = results.get("nothing_learned") or []
+    if not none:
+        return None
+    pv, chance = results.get("primary_vs_chance") or {}, results.get("chance") or {}
+    parts, at_or_below = [], True
+    for m in none:
+        means = [v[m]["mean"] for v in pv.values() if v.get(m) and v[m]["mean"] is not None]
+        at_or_below &= all(x <= chance[m] for x in means)
+        parts.append(f"{m} {min(means):.3f}–{max(means):.3f} across arms vs chance {chance[m]:.3f}" if means else m)
+    why = ("every arm is at or below chance" if at_or_below else
+           "no arm is above chance with its 95% interval over seeds")
+    every = set(none) >= {m for v in pv.values() for m in v}
+    what = ("NO ARM LEARNED: the comparison is uninformative" if every else
+            f"no arm learned {', '.join(none)}: its comparisons are uninformative")
+    return (f"{what} ({why}: {'; '.join(parts)}); it cannot tell the data sets apart, whatever the verdicts say: "
+            f"train longer (more samples seen) or with more seeds, and check the eval set")
+
+
 def _table_md(results: dict) -> str:
     names = list(results["sets"])
     agg = results["aggregate"]
@@ -503,19 +556,25 @@ def _table_md(results: dict) -> str:
         d = "n/a" if c["diff"] is None else f"{c['diff']:+.3f}"
         m = f"**{c['metric']}** (primary)" if c["primary"] else c["metric"]
         v = f"**{c['verdict']}**" if c["primary"] else c["verdict"]
-        lines.append(f"| {c['a']} − {c['b']} | {m} | {d} | {_fmt_ci(c['t_ci'])} | {_fmt_ci(c['bootstrap_ci'])} | {v} |")
+        lines.append(f"| {c['a']} − {c['b']} | {m} | {d} | {_fmt_t(c)} | {_fmt_ci(c['bootstrap_ci'])} | {v} |")
+    if any(c.get("t_ci_clamped") for c in results["comparisons"]):
+        lines += ["", CUT_NOTE]
     return "\n".join(lines)
 
 
-def _verdicts(results: dict) -> list[str]:
-    """One line per primary metric and comparison (the claims the experiment was set up to test)."""
-    out = []
+def _verdicts(results: dict, with_headline: bool = True) -> list[str]:
+    """One line per primary metric and comparison (the claims the experiment was set up to test), after the
+    "no arm learned" headline when there is one."""
+    head = headline(results) if with_headline else None
+    out = [head] if head else []
     for c in results["comparisons"]:
         if not c["primary"]:
             continue
         d = "n/a" if c["diff"] is None else f"{c['diff']:+.3f}"
         out.append(f"{c['a']} vs {c['b']} on {c['metric']} (primary): {c['verdict']}; difference {d}, "
-                   f"95% t CI {_fmt_ci(c['t_ci'])} over {c['seeds']} paired seeds, 95% bootstrap CI "
+                   f"95% t CI {_fmt_ci(c['t_ci'])}"
+                   + (f" (cut to the possible range from {_fmt_ci(c['t_ci_raw'])})" if c.get("t_ci_clamped") else "")
+                   + f" over {c['seeds']} paired seeds, 95% bootstrap CI "
                    f"{_fmt_ci(c['bootstrap_ci'])} over {c['bootstrap_examples']} eval examples")
     if results["seeds"] < DEFAULT_SEEDS:
         out.append(f"note: {results['seeds']} seed(s); the protocol asks for at least {DEFAULT_SEEDS}")
@@ -531,20 +590,34 @@ def _selection_md(results: dict) -> str:
             f"{sel['chosen']}\n\n{rows}")
 
 
-def _learned_md(results: dict) -> str:
-    """Per attribute and data set: mean accuracy over seeds beside its majority-class baseline."""
-    learned = results.get("attributes_vs_baseline") or {}
-    names = [n for n in results["sets"] if learned.get(n)]
+def _mark(r: dict) -> str:
+    """✓ learned (interval above the baseline), ✗ under it (worse than always answering the majority class)."""
+    return " ✓" if r.get("learned") else " ✗" if r.get("below") else ""
+
+
+def _vs_baseline_md(learned: dict, names: list[str], title: str, key: str) -> str:
+    """Mean over seeds of each arm beside the baseline, one row per metric or attribute, marked by _mark."""
+    names = [n for n in names if learned.get(n)]
     if not names:
         return ""
-    attrs = list(learned[names[0]])
-    lines = ["Attributes: zero-shot accuracy (mean over seeds) vs the majority-class baseline; ✓ = the 95% t interval "
-             "over seeds lies above the baseline.", "",
-             "| attribute | baseline | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
-    for a in attrs:
+    lines = [title, "", f"| {key} | baseline | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for a in learned[names[0]]:
         lines.append(f"| {a} | {learned[names[0]][a]['baseline']:.3f} | " + " | ".join(
-            f"{_num(learned[n][a]['mean'])}{' ✓' if learned[n][a]['learned'] else ''}" for n in names) + " |")
+            f"{_num(learned[n][a]['mean'])}{_mark(learned[n][a])}" for n in names) + " |")
     return "\n".join(lines)
+
+
+def _learned_md(results: dict) -> str:
+    """Per primary metric and per attribute and data set: mean over seeds beside its chance / baseline."""
+    names = list(results["sets"])
+    legend = ("✓ = the 95% t interval over seeds lies above it, ✗ = below it (worse than always answering the "
+              "majority class), neither = not shown to be above it (not learned).")
+    parts = [_vs_baseline_md(results.get("primary_vs_chance") or {}, names,
+                             f"Primary metrics (mean over seeds) vs chance; {legend}", "metric"),
+             _vs_baseline_md(results.get("attributes_vs_baseline") or {}, names,
+                             f"Attributes: zero-shot accuracy (mean over seeds) vs the majority-class baseline; {legend}",
+                             "attribute")]
+    return "\n\n".join(p for p in parts if p)
 
 
 def write_report(results: dict, out: Path) -> None:
@@ -557,10 +630,13 @@ def write_report(results: dict, out: Path) -> None:
             + (f"; video clips as {s['video_frames']}-frame storyboards" if s.get("video_frames") else ""))
     rule = ("Verdict per metric: better / worse when the 95% t interval of the paired per-seed differences and "
             "the 95% bootstrap interval over eval examples both exclude zero on that side; otherwise no "
-            "detectable difference.")
+            "detectable difference; uninformative when neither data set is above chance on the metric (mean "
+            "at or below it, or its 95% interval over seeds not above it).")
     sets = "\n".join(f"- **{n}**: {', '.join(v)}" for n, v in results["sets"].items())
-    md = (f"# Experiment\n\n{head}\n\nData sets:\n{sets}\n\n{_selection_md(results)}\n\n{rule}\n\n"
-          + "\n".join(f"- {v}" for v in _verdicts(results))
+    top = headline(results)
+    md = (f"# Experiment\n\n" + (f"**{top}**\n\n" if top else "")
+          + f"{head}\n\nData sets:\n{sets}\n\n{_selection_md(results)}\n\n{rule}\n\n"
+          + "\n".join(f"- {v}" for v in _verdicts(results, with_headline=False))
           + f"\n\n{_table_md(results)}\n\n{_learned_md(results)}\n\n![loss](loss.png)\n\n![metrics](metrics.png)\n")
     if results.get("accuracy"):
         from curate.demo.truth import experiment_markdown
@@ -575,15 +651,18 @@ def write_report(results: dict, out: Path) -> None:
     comp = "".join(
         f"<tr><td>{html.escape(c['a'])} − {html.escape(c['b'])}</td><td>{html.escape(c['metric'])}"
         f"{' (primary)' if c['primary'] else ''}</td><td>{_num(c['diff'], '+.3f')}</td>"
-        f"<td>{_fmt_ci(c['t_ci'])}</td><td>{_fmt_ci(c['bootstrap_ci'])}</td><td><b>{html.escape(c['verdict'])}</b></td></tr>"
+        f"<td>{_fmt_t(c)}</td><td>{_fmt_ci(c['bootstrap_ci'])}</td><td><b>{html.escape(c['verdict'])}</b></td></tr>"
         for c in results["comparisons"])
+    cut = f"<p>{html.escape(CUT_NOTE)}</p>" if any(c.get("t_ci_clamped") for c in results["comparisons"]) else ""
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>curate experiment</title>"
             f"<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}td,th{{padding:2px 8px;"
-            f"border-bottom:1px solid #ddd}}</style></head><body><h1>Experiment</h1><p>{html.escape(head)}</p>"
+            f"border-bottom:1px solid #ddd}}</style></head><body><h1>Experiment</h1>"
+            + (f"<p class='nothing-learned' style='border:2px solid #c00;padding:6px'><b>{html.escape(top)}</b></p>" if top else "")
+            + f"<p>{html.escape(head)}</p>"
             f"<ul>{''.join(f'<li><b>{html.escape(n)}</b>: {html.escape(str(v))}</li>' for n, v in results['sets'].items())}</ul>"
             f"<p>{html.escape(_selection_md(results))}</p><p>{html.escape(rule)}</p>"
-            f"<ul>{''.join(f'<li>{html.escape(v)}</li>' for v in _verdicts(results))}</ul>"
+            f"<ul>{''.join(f'<li>{html.escape(v)}</li>' for v in _verdicts(results, with_headline=False))}</ul>"
             f"<table><tr><th>metric</th><th>chance</th>{''.join(f'<th>{html.escape(n)}</th>' for n in names)}</tr>{rows}</table>"
             f"<h2>Paired comparisons</h2><table><tr><th>comparison</th><th>metric</th><th>diff</th><th>95% t CI (seeds)</th>"
-            f"<th>95% bootstrap CI (eval examples)</th><th>verdict</th></tr>{comp}</table>{imgs}</body></html>")
+            f"<th>95% bootstrap CI (eval examples)</th><th>verdict</th></tr>{comp}</table>{cut}{imgs}</body></html>")
     (out / "report.html").write_text(page)

@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from curate.train import stats
+
 
 def test_experiment_end_to_end(colour_shards, colour_eval, tmp_path, cli_inprocess):
     """Two data sets + a random-subset control x two seeds, tiny budget: results.json with fingerprints and
@@ -30,7 +32,9 @@ def test_experiment_end_to_end(colour_shards, colour_eval, tmp_path, cli_inproce
     comps = {(c["b"], c["metric"]): c for c in res["comparisons"]}
     c = comps[("random", "zeroshot_top1")]
     assert c["primary"] and c["seeds"] == 2 and c["bootstrap_examples"] == 96
-    assert c["verdict"] in ("better", "worse", "no detectable difference") and None not in c["t_ci"]
+    assert c["verdict"] in ("better", "worse", "no detectable difference", stats.NOT_LEARNED) and None not in c["t_ci"]
+    # 32 samples seen learn nothing: the console says so before any verdict
+    assert ("NO ARM LEARNED" in p.stdout) == (set(res["nothing_learned"]) == {"zeroshot_top1", "image_to_text_R@1"})
     assert not comps[("all", "zeroshot_top5")]["primary"]
     assert res["chance"]["image_to_text_R@1"] == pytest.approx(1 / 96)
     for f in ("report.md", "report.html", "loss.png", "metrics.png"):
