@@ -641,6 +641,11 @@ def _train_errors():
     return (TrainError, EvalError, DataError, CheckpointError)
 
 
+def _num(x, fmt: str = ".3f") -> str:
+    """A number for a summary line, "n/a" for a missing one (a summary may lack a loss)."""
+    return "n/a" if x is None else format(x, fmt)
+
+
 @app.command()
 def train(
     shards: list[str] = typer.Argument(..., help="WebDataset shards: files, folders, globs or {000000..000009} ranges."),
@@ -683,10 +688,14 @@ def train(
         _fail(str(err))
     if s["rank"] != 0:  # under torchrun: rank 0 reports for all ranks
         return
+    if s.get("already_complete"):
+        out_console.print(f"{output}: already complete ({s['steps']} steps, {s['samples_seen']} samples), nothing to do",
+                          highlight=False)
+        return
     skipped = ", ".join(f"{k} {v}" for k, v in s["skipped"].items()) or "none"
     out_console.print(f"trained {s['steps']} steps ({s['samples_seen']} samples) in {s['seconds']:.0f} s, "
                       f"{s['samples_per_s']:.0f} samples/s, data wait {100 * s['data_wait_frac']:.0f}%, "
-                      f"loss {s['first_loss']:.3f} -> {s['final_loss']:.3f}; skipped samples: {skipped}", highlight=False)
+                      f"loss {_num(s['first_loss'])} -> {_num(s['final_loss'])}; skipped samples: {skipped}", highlight=False)
     out_console.print(f"checkpoint: {s['checkpoint']}", highlight=False)
 
 

@@ -352,7 +352,7 @@ def run_experiment(spec: ExperimentSpec, output: str, base: TrainConfig,
             rec = runner.run(arm.name, seed, shards, cfg, rdir, spec.eval_set, eval_fp)
             rec["dir"] = mirror.url(rdir.relative_to(out).as_posix())  # where it is kept, not the work folder
             ev = rec["eval"]
-            log(f"{arm.name} seed {seed}: loss {rec['train']['final_loss']:.3f}, zero-shot top1 "
+            log(f"{arm.name} seed {seed}: loss {_num(rec['train'].get('final_loss'))}, zero-shot top1 "
                 f"{ev['zeroshot_top1']:.3f}, i2t R@1 {ev['image_to_text_R@1']:.3f}, "
                 f"{rec['train']['samples_per_s']:.0f} samples/s")
             runs.append(rec)

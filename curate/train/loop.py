@@ -179,6 +179,35 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _check_resume_settings(ckpt: dict, cfg: TrainConfig) -> None:
+    """TrainError when the checkpoint was trained with other RESUME_KEYS settings than `cfg`."""
+    old = ckpt.get("config") or {}
+    diff = [k for k in RESUME_KEYS if k in old and old[k] != getattr(cfg, k)]
+    if diff:
+        raise TrainError("--resume with different settings: " + ", ".join(
+            f"{k} {old[k]!r} -> {getattr(cfg, k)!r}" for k in diff))
+
+
+def _already_complete(cfg: TrainConfig, latest, out) -> Optional[dict]:
+    """The finished run's summary (marked "already_complete") when --resume finds a final checkpoint, else None.
+
+    Why: resuming a finished run used to run zero steps and rewrite summary.json with null losses, which
+    then broke every report that read it (and `curate experiment`, which reuses the folder). A finished
+    run is left exactly as it is. A final checkpoint without summary.json (killed between the two writes)
+    falls through, and the zero-step run writes the summary from the checkpoint.
+    """
+    ckpt = checkpoints.load(latest, mmap=True)
+    _check_resume_settings(ckpt, cfg)
+    summary = out / "summary.json"
+    if not ckpt.get("final") or not summary.is_file():
+        return None
+    try:
+        done = json.loads(summary.read_text())
+    except ValueError:
+        return None
+    return {**done, "already_complete": True, "rank": int(os.environ.get("RANK", "0"))}
+
+
 def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dict], None]] = None) -> dict:
     """Train to cfg.samples_seen; return the summary (also written to OUTPUT/summary.json)."""
     cfg.validate()
@@ -192,7 +221,10 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
     if not resume and mirror.exists("checkpoint.pt"):
         raise TrainError(f"{cfg.output} already holds a training run; use --resume or another --output")
     if resume:
-        mirror.pull("checkpoint.pt", "log.jsonl")
+        mirror.pull("checkpoint.pt", "log.jsonl", "summary.json")
+        done = _already_complete(cfg, latest, out)
+        if done is not None:
+            return done
     try:
         shards = expand_shards(cfg.shards)
     except DataError as err:
@@ -227,11 +259,7 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
     skipped: Counter = Counter()
     if resume:
         ckpt = checkpoints.load(latest)
-        old = ckpt.get("config") or {}
-        diff = [k for k in RESUME_KEYS if k in old and old[k] != getattr(cfg, k)]
-        if diff:
-            raise TrainError("--resume with different settings: " + ", ".join(
-                f"{k} {old[k]!r} -> {getattr(cfg, k)!r}" for k in diff))
+        _check_resume_settings(ckpt, cfg)
         model.load_state_dict(checkpoints.strip_module(ckpt["state_dict"]))
         opt.load_state_dict(ckpt["optimizer"])
         if ckpt.get("loss_state"):

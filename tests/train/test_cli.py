@@ -70,6 +70,10 @@ def test_train_then_eval_cli(colour_shards, colour_eval, tmp_path, cli_inprocess
                       "-o", tmp_path / "r")
     assert p.returncode == 0, p.stderr[-2000:]
     assert "skipped samples: none" in p.stdout
+    summary = (tmp_path / "r" / "summary.json").read_bytes()
+    p = cli_inprocess("train", colour_shards, "--samples-seen", 64, "--batch-size", 32, "-o", tmp_path / "r", "--resume")
+    assert p.returncode == 0 and "already complete" in p.stdout, p.stderr[-2000:]
+    assert (tmp_path / "r" / "summary.json").read_bytes() == summary
     p = cli_inprocess("eval", tmp_path / "r" / "checkpoint.pt", "--eval-set", colour_eval, "-o", tmp_path / "m.json")
     assert p.returncode == 0, p.stderr[-2000:]
     m = json.loads((tmp_path / "m.json").read_text())

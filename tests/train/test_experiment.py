@@ -120,6 +120,13 @@ def test_reuse_only_for_the_same_contents(tiny):
     logs.clear()
     run_experiment(spec(), str(out), base, log=logs.append)
     assert any("reusing" in x for x in logs) and not any("training" in x for x in logs)
+    # a summary without losses (as `curate train --resume` on a finished run once wrote) is reused, not fatal
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "first_loss": None, "final_loss": None}))
+    logs.clear()
+    run_experiment(spec(), str(out), base, log=logs.append)
+    assert any("reusing" in x for x in logs) and any("loss n/a" in x for x in logs), logs
+    (run / "summary.json").write_text(json.dumps(summary))
 
     _flip_byte(sorted((root / "eval").glob("*.tar"))[0])
     logs.clear()

@@ -66,6 +66,11 @@ def test_resume_continues_from_the_same_step(colour_shards, tmp_path):
     assert int(next(iter(ck["optimizer"]["state"].values()))["step"]) == 6
     # the resumed lr follows the same schedule
     assert log_of(part)[0]["lr"] == pytest.approx(lr_at(3, 2e-3, 2, 6))
+    # resuming a finished run does nothing and leaves it as it was (it used to rewrite null losses)
+    kept = {f: (part / f).read_bytes() for f in ("summary.json", "log.jsonl", "checkpoint.pt")}
+    again = train(cfg(colour_shards, part, samples_seen=8 * 6, batch_size=8), resume=True)
+    assert again["already_complete"] and again["final_loss"] == s["final_loss"] is not None
+    assert {f: (part / f).read_bytes() for f in kept} == kept
 
     with pytest.raises(TrainError, match="different settings"):
         train(cfg(colour_shards, part, samples_seen=8 * 6, batch_size=8, lr=1e-4), resume=True)
