@@ -764,7 +764,7 @@ def experiment(
                                          run_experiment, spec_from_config)
 
     try:
-        spec, train_cfg = spec_from_config(load_config(config) if config else {})
+        spec, train_cfg = spec_from_config(load_config(config) if config else {}, where=config or "")
         parsed = parse_sets(sets or [])
         for name, shards in parsed.items():
             spec.arms[name] = Arm(name, shards=shards)

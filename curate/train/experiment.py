@@ -32,9 +32,10 @@ import shutil
 import statistics
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from curate.io import storage
 from curate.train import stats
@@ -183,22 +184,86 @@ def load_config(path: str) -> dict:
     return doc
 
 
-def spec_from_config(doc: dict) -> tuple[ExperimentSpec, dict]:
-    """(spec, train settings) from a config mapping; arms are {shards: [...]} or {random_subset_of, size_of}."""
-    arms = {}
-    for name, a in (doc.get("arms") or {}).items():
-        a = a if isinstance(a, dict) else {"shards": a}
-        shards = a.get("shards") or []
-        arms[name] = Arm(name, shards=[shards] if isinstance(shards, str) else list(shards),
-                         random_subset_of=a.get("random_subset_of"), size_of=a.get("size_of"),
-                         overrides={k: v for k, v in a.items() if k in ("recaption_prob",)})
-    spec = ExperimentSpec(arms=arms, eval_set=doc.get("eval_set") or "", seeds=int(doc.get("seeds", DEFAULT_SEEDS)),
-                          primary_metrics=list(doc.get("primary_metrics") or PRIMARY),
-                          validation_set=doc.get("validation_set"),
-                          sweep={k: list(v) for k, v in (doc.get("sweep") or {}).items()},
-                          compare=[tuple(c) for c in doc.get("compare") or []],
-                          ground_truth=doc.get("ground_truth"))
-    return spec, dict(doc.get("train") or {})
+class _Strict(BaseModel):
+    """A config section that refuses keys it does not know (a misspelt key must not fall back to a default)."""
+    model_config = ConfigDict(extra="forbid")
+
+
+class ArmConfig(_Strict):
+    """arms.NAME: shards, or a random-subset control; `recaption_prob` is this arm's own caption mix."""
+    shards: list[str] = []
+    random_subset_of: Optional[str] = None
+    size_of: Optional[str] = None
+    recaption_prob: Optional[float] = None
+
+    @field_validator("shards", mode="before")
+    @classmethod
+    def _one_or_many(cls, v):
+        return [v] if isinstance(v, str) else v
+
+
+class TrainSection(_Strict):
+    """train: the settings every run of the experiment shares (the CLI options of the same names)."""
+    model: Optional[str] = None
+    samples_seen: Optional[int] = None
+    batch_size: Optional[int] = None
+    lr: Optional[float] = None
+    warmup: Optional[int] = None
+    weight_decay: Optional[float] = None
+    loss: Optional[str] = None
+    video_frames: Optional[int] = None
+
+
+class ExperimentConfig(_Strict):
+    """The whole experiment YAML; every level refuses unknown keys, as recipes do."""
+    arms: dict[str, ArmConfig] = {}
+    eval_set: Optional[str] = None
+    validation_set: Optional[str] = None
+    seeds: int = DEFAULT_SEEDS
+    primary_metrics: Optional[list[str]] = None
+    sweep: dict[str, list] = {}
+    compare: list[tuple[str, str]] = []
+    ground_truth: Optional[str] = None
+    train: TrainSection = TrainSection()
+
+    @field_validator("arms", mode="before")
+    @classmethod
+    def _bare_shards(cls, v):
+        """An arm may be just its shards (a path or a list of paths)."""
+        if isinstance(v, dict):
+            return {k: a if isinstance(a, dict) else {"shards": a} for k, a in v.items()}
+        return v
+
+
+def _config_error(err: ValidationError, where: str) -> str:
+    """One line for the first problem: its key path and, for an unknown key, the keys that level takes."""
+    first = err.errors()[0]
+    loc = [str(x) for x in first["loc"]]
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    if first["type"] != "extra_forbidden":
+        return f"{where}: {'.'.join(loc)}: {first['msg']}{more}"
+    section = {"train": TrainSection, "arms": ArmConfig}.get(loc[0], ExperimentConfig) if len(loc) > 1 else ExperimentConfig
+    return (f"{where}: unknown key {'.'.join(loc)!r}; valid keys{' under ' + '.'.join(loc[:-1]) if len(loc) > 1 else ''}: "
+            f"{', '.join(section.model_fields)}{more}")
+
+
+def spec_from_config(doc: dict, where: str = "experiment config") -> tuple[ExperimentSpec, dict]:
+    """(spec, train settings) from a config mapping; arms are {shards: [...]} or {random_subset_of, size_of}.
+
+    Unknown keys at any level are refused (TrainError naming the key and the valid ones): a misspelt
+    `seed:` or `learning_rate:` used to be ignored, and the experiment ran with the defaults."""
+    try:
+        c = ExperimentConfig.model_validate(doc)
+    except ValidationError as err:
+        raise TrainError(_config_error(err, where)) from None
+    arms = {name: Arm(name, shards=list(a.shards), random_subset_of=a.random_subset_of, size_of=a.size_of,
+                      overrides={} if a.recaption_prob is None else {"recaption_prob": a.recaption_prob})
+            for name, a in c.arms.items()}
+    spec = ExperimentSpec(arms=arms, eval_set=c.eval_set or "", seeds=c.seeds,
+                          primary_metrics=list(c.primary_metrics or PRIMARY), validation_set=c.validation_set,
+                          sweep={k: list(v) for k, v in c.sweep.items()}, compare=[tuple(x) for x in c.compare],
+                          ground_truth=c.ground_truth)
+    return spec, c.train.model_dump(exclude_none=True)
 
 
 def _mean_std(xs: list) -> tuple[float, float]:

@@ -178,6 +178,15 @@ def test_config_arms_controls_and_primary_metrics_are_checked_before_any_run(tin
     spec.validate()
     assert spec.compare == [("curated", "raw"), ("curated", "random")] and train_cfg == {"samples_seen": 64}
     assert spec.arms["random"].random_subset_of == "raw" and spec.arms["raw"].shards == [str(root / "train")]
+    # a misspelt key at any level is refused in one line naming it and the valid ones, never defaulted
+    for bad, key, valid in ((dict(doc, seed=1), "'seed'", "seeds"),
+                            (dict(doc, primary_metric=["x"]), "'primary_metric'", "primary_metrics"),
+                            (dict(doc, train={"samples_seen": 64, "learning_rate": 0.5}), "'train.learning_rate'", "lr"),
+                            (dict(doc, arms={**doc["arms"], "raw": {"shard": "x"}}), "'arms.raw.shard'", "shards")):
+        with pytest.raises(TrainError, match=f"unknown key {key}") as err:
+            spec_from_config(bad, where="exp.yaml")
+        assert str(err.value).startswith("exp.yaml: ") and valid in str(err.value) and "\n" not in str(err.value)
+    assert spec_from_config(dict(doc, train={"samples_seen": 64, "lr": 0.5}))[1] == {"samples_seen": 64, "lr": 0.5}
     bad = dict(doc, primary_metrics=["accuracy"])
     with pytest.raises(TrainError, match="primary metric"):
         run_experiment(spec_from_config(bad)[0], str(root / "x"), base)
