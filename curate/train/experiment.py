@@ -374,6 +374,19 @@ def select_settings(spec: ExperimentSpec, base: TrainConfig, runner: _Runner, lo
             "validation_fingerprint": val_fp, "candidates": cands}
 
 
+def _check_only(only: list[str], spec: ExperimentSpec) -> None:
+    """--arms entries must name data sets of this experiment and, with @SEED, one of its seeds.
+
+    Why the seed: `curated@7` in a 1-seed experiment matched no run, and "trained 0 run(s)" exited 0."""
+    unknown = sorted({o.split("@")[0] for o in only} - set(spec.arms))
+    if unknown:
+        raise TrainError(f"--arms {', '.join(unknown)}: not a data set of this experiment")
+    for o in only:
+        name, at, seed = o.partition("@")
+        if at and not (seed.isdigit() and int(seed) < spec.seeds):
+            raise TrainError(f"--arms {o}: {seed!r} is not a seed of this experiment (seeds 0..{spec.seeds - 1})")
+
+
 @rank0_leads  # under torchrun: rank 0 decides, writes and evaluates; the other ranks join each training
 def run_experiment(spec: ExperimentSpec, output: str, base: TrainConfig,
                    log: Callable[[str], None] = print, only: list[str] | None = None) -> dict:
@@ -384,9 +397,7 @@ def run_experiment(spec: ExperimentSpec, output: str, base: TrainConfig,
     reuses their runs (same settings and contents) and writes results.json and the report.
     """
     spec.validate()
-    unknown = sorted({o.split("@")[0] for o in only or ()} - set(spec.arms))
-    if unknown:
-        raise TrainError(f"--arms {', '.join(unknown)}: not a data set of this experiment")
+    _check_only(only or [], spec)
     meta = load_eval_meta(spec.eval_set)  # fail before hours of training, not after
     spec.check_metrics(meta)
     mirror = storage.Mirror(output, stable=True)  # an output on s3://... is worked on locally and uploaded

@@ -27,6 +27,10 @@ def test_parallel_workers_must_name_arms_of_the_experiment(tmp_path):
         run_experiment(spec, str(tmp_path / "out"), TrainConfig(shards=[], output=""), only=["b"])
     with pytest.raises(TrainError, match="--arms b: not a data set"):  # NAME@SEED names one run of an arm
         run_experiment(spec, str(tmp_path / "out"), TrainConfig(shards=[], output=""), only=["a@0", "b@1"])
+    spec.seeds = 1  # a seed the experiment does not have matched no run, and "trained 0 run(s)" exited 0
+    for bad in ("a@7", "a@1", "a@x", "a@-1"):
+        with pytest.raises(TrainError, match=f"--arms {bad}: .* is not a seed of this experiment \\(seeds 0..0\\)"):
+            run_experiment(spec, str(tmp_path / "out"), TrainConfig(shards=[], output=""), only=[bad])
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
