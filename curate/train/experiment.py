@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from curate.io import storage
 from curate.train import stats
-from curate.train.data import DataError
+from curate.train.data import DataError, expand_shards
 from curate.train.evaluate import EvalError, evaluate, load_eval_meta
 from curate.train.fingerprint import DigestCache, eval_fingerprint, shards_fingerprint
 from curate.train.loop import TrainConfig, TrainError
@@ -374,6 +374,20 @@ def select_settings(spec: ExperimentSpec, base: TrainConfig, runner: _Runner, lo
             "validation_fingerprint": val_fp, "candidates": cands}
 
 
+def preflight(spec: ExperimentSpec, runner: _Runner) -> None:
+    """Every check that can fail an arm, done before any run trains and before the output folder exists.
+
+    Why: a missing shard folder used to surface at its arm's first run, after the earlier arms had
+    trained (hours on a real budget), and left an empty output folder behind.
+    """
+    for arm in spec.arms.values():
+        if arm.random_subset_of is None:
+            try:
+                expand_shards(arm.shards)
+            except DataError as err:
+                raise TrainError(f"data set {arm.name!r}: {err}") from None
+
+
 def _check_only(only: list[str], spec: ExperimentSpec) -> None:
     """--arms entries must name data sets of this experiment and, with @SEED, one of its seeds.
 
@@ -402,8 +416,8 @@ def run_experiment(spec: ExperimentSpec, output: str, base: TrainConfig,
     spec.check_metrics(meta)
     mirror = storage.Mirror(output, stable=True)  # an output on s3://... is worked on locally and uploaded
     out = mirror.local
-    out.mkdir(parents=True, exist_ok=True)
-    # the experiment so far, for reuse and resume (intermediate checkpoints and subsets are not needed)
+    # the experiment so far, for reuse and resume (intermediate checkpoints and subsets are not needed);
+    # a remote output lands in a local work folder, a local output is `out` itself and nothing is copied
     mirror.pull("", tree=True, skip=lambda rel: "/checkpoints/" in rel or rel.startswith("subsets/"))
     runner = _Runner(out, log, mirror.push)
     try:
@@ -415,6 +429,8 @@ def run_experiment(spec: ExperimentSpec, output: str, base: TrainConfig,
                                  "tuned on the numbers reported")
     except DataError as err:
         raise EvalError(str(err)) from None
+    preflight(spec, runner)
+    out.mkdir(parents=True, exist_ok=True)  # only now: a refused experiment leaves no folder behind
     selection = select_settings(spec, base, runner, log)
     base = replace(base, **selection["chosen"])
     runs = []

@@ -194,3 +194,13 @@ def test_config_arms_controls_and_primary_metrics_are_checked_before_any_run(tin
     with pytest.raises(TrainError, match="random_subset_of"):
         spec_from_config(loop)[0].validate()
     assert not (root / "x" / "runs").exists()  # nothing was trained
+
+
+def test_a_refused_experiment_trains_and_writes_nothing(tiny):
+    """Every arm is checked before the first run trains, and a refusal leaves no output folder behind."""
+    root, base = tiny
+    out = root / "refused"
+    arms = {"curated": Arm("curated", shards=[str(root / "train")]), "gone": Arm("gone", shards=[str(root / "nope")])}
+    with pytest.raises(TrainError, match="data set 'gone': shard not found"):
+        run_experiment(ExperimentSpec(arms=arms, eval_set=str(root / "eval"), seeds=1), str(out), base)
+    assert not out.exists()
