@@ -291,13 +291,17 @@ class _Runner:
         if arm.random_subset_of is None:
             return list(arm.shards)
         src, ref = spec.arms[arm.random_subset_of], spec.arms[arm.size_of]
-        if ref.name not in self.sizes:
-            self.sizes[ref.name] = len(usable_keys(ref.shards))
         try:
-            return write_random_subset(src.shards, self.sizes[ref.name], self.out / "subsets" / arm.name / f"seed{seed}",
+            return write_random_subset(src.shards, self.usable(ref), self.out / "subsets" / arm.name / f"seed{seed}",
                                        seed, min_tars=rank_world()[1])  # a tar per torchrun rank at least
         except ValueError as err:
             raise TrainError(f"{arm.name}: {err}") from None
+
+    def usable(self, arm: Arm) -> int:
+        """Usable samples (an image or video and a text) of an arm with shards, counted once per experiment."""
+        if arm.name not in self.sizes:
+            self.sizes[arm.name] = len(usable_keys(arm.shards))
+        return self.sizes[arm.name]
 
     def fingerprint(self, shards: list[str]) -> dict:
         try:
@@ -386,6 +390,15 @@ def preflight(spec: ExperimentSpec, runner: _Runner) -> None:
                 expand_shards(arm.shards)
             except DataError as err:
                 raise TrainError(f"data set {arm.name!r}: {err}") from None
+    for arm in spec.arms.values():
+        if arm.random_subset_of is not None:
+            size, have = runner.usable(spec.arms[arm.size_of]), runner.usable(spec.arms[arm.random_subset_of])
+            if size > have:
+                raise TrainError(f"{arm.name}: a random subset of {arm.random_subset_of} ({have} usable samples) "
+                                 f"with the size of {arm.size_of} ({size}) cannot be drawn; swap them "
+                                 f"(--random-subset {arm.name}={arm.size_of}:{arm.random_subset_of})?")
+            if size == 0:
+                raise TrainError(f"{arm.name}: {arm.size_of} has no usable sample, so its random subset is empty")
 
 
 def _check_only(only: list[str], spec: ExperimentSpec) -> None:

@@ -204,3 +204,11 @@ def test_a_refused_experiment_trains_and_writes_nothing(tiny):
     with pytest.raises(TrainError, match="data set 'gone': shard not found"):
         run_experiment(ExperimentSpec(arms=arms, eval_set=str(root / "eval"), seeds=1), str(out), base)
     assert not out.exists()
+    # a random subset bigger than its source is refused before any arm trains (it used to fail after them)
+    write_colour_shards(root / "small", 16, 1, seed=3)
+    arms = {"small": Arm("small", shards=[str(root / "small")]), "big": Arm("big", shards=[str(root / "train")]),
+            "random": Arm("random", random_subset_of="small", size_of="big")}
+    with pytest.raises(TrainError, match=r"random: a random subset of small \(16 usable samples\) with the size "
+                                         r"of big \(64\) cannot be drawn"):
+        run_experiment(ExperimentSpec(arms=arms, eval_set=str(root / "eval"), seeds=1), str(out), base)
+    assert not out.exists()
