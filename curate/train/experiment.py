@@ -383,13 +383,27 @@ def preflight(spec: ExperimentSpec, runner: _Runner) -> None:
 
     Why: a missing shard folder used to surface at its arm's first run, after the earlier arms had
     trained (hours on a real budget), and left an empty output folder behind.
+    An arm is refused when one of its tars has the same bytes (sha256, the digest the fingerprints
+    already compute and cache) as a tar of the eval or validation set. Why file content and not sample
+    content: hashing every sample's image would read all training bytes again on each experiment (the
+    per-file digests are cached), while the leak seen in practice is an eval folder passed as an arm.
+    Eval samples re-packed into other tars are not caught: decontaminate in the curation run.
     """
+    held_out = {}  # file digest -> (which split, file) of the eval and validation sets
+    for split, folder in (("validation set", spec.validation_set), ("eval set", spec.eval_set)):
+        if folder:
+            held_out.update({runner.cache.digest(f)[1]: (split, f) for f in expand_shards([folder])})
     for arm in spec.arms.values():
         if arm.random_subset_of is None:
             try:
-                expand_shards(arm.shards)
+                tars = expand_shards(arm.shards)
             except DataError as err:
                 raise TrainError(f"data set {arm.name!r}: {err}") from None
+            for tar in tars:  # hashed here once; the runs' fingerprints reuse the cached digests
+                split, f = held_out.get(runner.cache.digest(tar)[1], (None, None))
+                if split:
+                    raise TrainError(f"data set {arm.name!r}: {tar} has the content of {split} file {f}: a model "
+                                     f"trained on the {split} would be scored on its own training data")
     for arm in spec.arms.values():
         if arm.random_subset_of is not None:
             size, have = runner.usable(spec.arms[arm.size_of]), runner.usable(spec.arms[arm.random_subset_of])

@@ -212,3 +212,15 @@ def test_a_refused_experiment_trains_and_writes_nothing(tiny):
                                          r"of big \(64\) cannot be drawn"):
         run_experiment(ExperimentSpec(arms=arms, eval_set=str(root / "eval"), seeds=1), str(out), base)
     assert not out.exists()
+    # an arm that is (or holds a copy of) the eval set is refused; so is one holding the validation set
+    shutil.copy(next((root / "eval").glob("*.tar")), root / "small" / "copied.tar")
+    arms = {"leak": Arm("leak", shards=[str(root / "small")]), "big": Arm("big", shards=[str(root / "train")])}
+    with pytest.raises(TrainError, match=r"data set 'leak': .*copied.tar has the content of eval set file .*000000.tar"):
+        run_experiment(ExperimentSpec(arms=arms, eval_set=str(root / "eval"), seeds=1), str(out), base)
+    write_colour_shards(root / "val", 24, 1, seed=2)
+    write_classes(root / "val")
+    arms = {"val": Arm("val", shards=[str(root / "val")]), "big": Arm("big", shards=[str(root / "train")])}
+    with pytest.raises(TrainError, match=r"data set 'val': .* has the content of validation set file"):
+        run_experiment(ExperimentSpec(arms=arms, eval_set=str(root / "eval"), validation_set=str(root / "val"),
+                                      sweep={"lr": [1e-3]}, seeds=1), str(out), base)
+    assert not out.exists()
