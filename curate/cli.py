@@ -703,7 +703,7 @@ def train(
 def eval_(
     ckpt: str = typer.Argument(..., help="Checkpoint (from curate train, or any open_clip checkpoint with --model)."),
     eval_set: str = typer.Option(..., "--eval-set", help="Folder of labelled tars plus classes.json."),
-    model: Optional[str] = typer.Option(None, "--model", help="open_clip model name (default: recorded in CKPT)."),
+    model: Optional[str] = typer.Option(None, "--model", help="open_clip model name, for a checkpoint that does not record one (curate train's do; a different name is refused)."),
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Also write the metrics as JSON here."),
 ):
     """Zero-shot classification and image<->text retrieval R@1/R@5 on a held-out labelled set."""

@@ -247,6 +247,9 @@ def evaluate(ckpt: str, eval_dir: str, model_name: str | None = None, batch_size
     try:
         local = checkpoints.local_copy(ckpt)  # a checkpoint on s3:// etc. is fetched into the machine's cache
         name = checkpoints.model_name_of(local, model_name)
+        if model_name and name != model_name:  # the checkpoint records another model: its own name won
+            raise EvalError(f"--model {model_name} differs from the model {name} recorded in {ckpt}: leave --model "
+                            "out (it names the model of a checkpoint that does not record one)")
     except checkpoints.CheckpointError as err:
         raise EvalError(str(err)) from None
     if name not in open_clip.list_models():

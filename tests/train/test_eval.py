@@ -145,6 +145,9 @@ def test_bad_eval_input(trained_tiny, tmp_path):
     out = trained_tiny
     with pytest.raises(EvalError, match="has a label"):
         evaluate(str(out / "checkpoint.pt"), str(nolab))
+    # --model naming another model than the one the checkpoint records is refused (it used to be ignored)
+    with pytest.raises(EvalError, match="--model curate-tiny-32 differs from the model curate-tiny recorded in"):
+        evaluate(str(out / "checkpoint.pt"), str(ev), model_name="curate-tiny-32")
     # a diverged checkpoint (NaN in the image projection): one clear error, not R@1 = 1.0
     ck = torch.load(out / "checkpoint.pt", weights_only=True)
     key = next(k for k in ck["state_dict"] if k.startswith("visual.") and k.endswith("proj"))
