@@ -177,7 +177,8 @@ class TrainBatches(torch.utils.data.IterableDataset):
 
     Every pass over the shards uses seed + pass as its shuffle seed, the same on every rank, so the
     per-rank split is a partition. A pass that yields no sample at all ends the stream (the caller
-    reports it) instead of spinning forever on empty or corrupt shards.
+    reports it) instead of spinning forever on empty or corrupt shards. A first pass with fewer usable
+    samples than one batch yields (None, that count, skips) and ends: the caller refuses to train.
     """
 
     def __init__(self, shards: list[str], preprocess: Callable, tokenizer: Callable, batch_size: int,
@@ -222,6 +223,11 @@ class TrainBatches(torch.utils.data.IterableDataset):
             if n_pass == 0:
                 if skips != reported:  # hand the last skips to the caller before ending
                     yield None, None, dict(skips - reported)
+                return
+            if p == self.start_pass and n_pass < self.batch_size:
+                # fewer distinct samples than one batch: every batch would hold copies of the same few
+                # (a truncated shard trained on 32 copies of 1 sample); report the count and end
+                yield None, n_pass, dict(skips - reported)
                 return
             p += 1
 

@@ -208,6 +208,13 @@ def _already_complete(cfg: TrainConfig, latest, out) -> Optional[dict]:
     return {**done, "already_complete": True, "rank": int(os.environ.get("RANK", "0"))}
 
 
+def _too_few(usable: int, batch_size: int, shared: bool, skipped: Counter) -> str:
+    """The refusal for shards whose usable samples do not fill one batch (each batch would repeat them)."""
+    where = "a data loader worker's share of the shards" if shared else "the shards"
+    return (f"only {usable} usable sample(s) in {where}, fewer than the batch size {batch_size}: every batch "
+            f"would repeat them; skipped {dict(skipped) or 0}; give more (readable) data or a smaller --batch-size")
+
+
 def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dict], None]] = None) -> dict:
     """Train to cfg.samples_seen; return the summary (also written to OUTPUT/summary.json)."""
     cfg.validate()
@@ -307,6 +314,8 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
             images, texts, delta = next(loader)
             while images is None:  # a worker's final skip report
                 skipped.update(delta)
+                if texts is not None:  # ... with the count of a share smaller than one batch
+                    raise TrainError(_too_few(texts, cfg.batch_size, workers > 1 or world > 1, skipped))
                 images, texts, delta = next(loader)
         except StopIteration:
             raise TrainError(f"the shards ran out of usable samples at step {step}/{total_steps}: "

@@ -128,3 +128,20 @@ def test_only_bad_shards_is_a_clear_error(tmp_path):
         train(cfg(tmp_path / "nope.tar", tmp_path / "run2"))
     with pytest.raises(TrainError, match="unknown model"):
         train(cfg(root, tmp_path / "run3", model="no-such-model"))
+
+
+def test_fewer_usable_samples_than_a_batch_is_refused(tmp_path):
+    """A truncated shard with a sample or two trained on copies of them (loss stuck at ln(batch)); now refused."""
+    root = tmp_path / "few"
+    write_colour_shards(root, 40, 1)
+    tar = root / "000000.tar"
+    tar.write_bytes(tar.read_bytes()[:5000])  # as `head -c 5000`: the rest of the tar is cut off
+    with pytest.raises(TrainError, match=r"only 1 usable sample\(s\) in the shards, fewer than the batch size 16: "
+                                         r"every batch would repeat them; skipped 0"):  # the cut tar just ends early
+        train(cfg(root, tmp_path / "run", samples_seen=32, batch_size=16))
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    with tarfile.open(root / "000001.tar", "w") as tf:  # skipped samples are named in the refusal
+        add(tf, "x.jpg", b"\xff\xd8 broken jpeg")
+        add(tf, "x.txt", b"a broken image")
+    with pytest.raises(TrainError, match=r"only 1 usable .* skipped \{'image_decode_error': 1\}"):
+        train(cfg(root, tmp_path / "run", samples_seen=32, batch_size=16))
