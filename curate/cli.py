@@ -678,7 +678,9 @@ def train(
                         video_frames)
 
     def show(rec):
-        err_console.print(f"step {rec['step']}  samples {rec['samples_seen']}  loss {rec['loss']:.4f}  "
+        n = rec.get("loss_steps", 1)
+        loss = f"loss {rec['loss']:.4f}" + (f" (mean of {n} steps)" if n > 1 else "")
+        err_console.print(f"step {rec['step']}  samples {rec['samples_seen']}  {loss}  "
                           f"lr {rec['lr']:.2e}  {rec['samples_per_s']:.0f} samples/s  "
                           f"data wait {100 * rec['data_wait_frac']:.0f}%", highlight=False)
 
@@ -695,7 +697,7 @@ def train(
     skipped = ", ".join(f"{k} {v}" for k, v in s["skipped"].items()) or "none"
     out_console.print(f"trained {s['steps']} steps ({s['samples_seen']} samples) in {s['seconds']:.0f} s, "
                       f"{s['samples_per_s']:.0f} samples/s, data wait {100 * s['data_wait_frac']:.0f}%, "
-                      f"loss {_num(s['first_loss'])} -> {_num(s['final_loss'])}; skipped samples: {skipped}", highlight=False)
+                      f"loss {_num(s['first_loss'])} at step 1 -> {_num(s['final_loss'])} at step {s['steps']} (single steps); skipped samples: {skipped}", highlight=False)
     out_console.print(f"checkpoint: {s['checkpoint']}", highlight=False)
 
 

@@ -215,6 +215,16 @@ def _too_few(usable: int, batch_size: int, shared: bool, skipped: Counter) -> st
             f"would repeat them; skipped {dict(skipped) or 0}; give more (readable) data or a smaller --batch-size")
 
 
+def _step1_loss(log) -> Optional[float]:
+    """Step 1's loss from a training log (its first line when that is step 1), else None."""
+    try:
+        with open(log) as f:
+            first = json.loads(f.readline() or "{}")
+    except (OSError, ValueError):
+        return None
+    return first.get("loss") if first.get("step") == 1 else None
+
+
 def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dict], None]] = None) -> dict:
     """Train to cfg.samples_seen; return the summary (also written to OUTPUT/summary.json)."""
     cfg.validate()
@@ -274,6 +284,7 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
         step = int(ckpt["step"])
         skipped.update(ckpt.get("skipped") or {})
         torch.set_rng_state(ckpt["torch_rng"]) if "torch_rng" in ckpt else None
+        ckpt = {k: v for k, v in ckpt.items() if k in ("first_loss", "last_loss")}  # free the tensors
 
     train_model = model
     if world > 1:
@@ -301,12 +312,17 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
                 "state_dict": checkpoints.strip_module(model.state_dict()), "optimizer": opt.state_dict(),
                 "loss_state": loss_fn.state_dict() if cfg.loss == "siglip" else {},
                 "config": {k: v for k, v in asdict(cfg).items() if k != "extra"}, "skipped": dict(skipped),
-                "total_steps": total_steps, "final": final, "torch_rng": torch.get_rng_state()}
+                "total_steps": total_steps, "final": final, "torch_rng": torch.get_rng_state(),
+                "first_loss": first_loss, "last_loss": last_loss}
 
     t_start = time.perf_counter()
     win_t, win_wait, win_n, win_loss = time.perf_counter(), 0.0, 0, []
     total_wait, steps_run = 0.0, 0
     first_loss = last_loss = None
+    if resume:  # the run's own step-1 and latest losses, not this process's first step
+        first_loss, last_loss = ckpt.get("first_loss"), ckpt.get("last_loss")
+        if first_loss is None:  # a checkpoint from before they were kept: step 1 is always logged alone
+            first_loss = _step1_loss(out / "log.jsonl")
     model.train()
     while step < total_steps:
         t0 = time.perf_counter()
@@ -349,7 +365,8 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
         last_loss = lv
         if step % cfg.log_every == 0 or step == total_steps or step == 1:
             now = time.perf_counter()
-            rec = {"step": step, "samples_seen": step * global_batch, "loss": float(np.mean(win_loss)), "lr": lr,
+            rec = {"step": step, "samples_seen": step * global_batch, "loss": float(np.mean(win_loss)),
+                   "loss_steps": len(win_loss), "lr": lr,
                    "samples_per_s": win_n * world / max(now - win_t, 1e-9),
                    "data_wait_frac": win_wait / max(now - win_t, 1e-9),
                    "logit_scale": float(model.logit_scale.detach().exp()), "skipped": dict(skipped),
@@ -376,7 +393,10 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
         skipped = Counter({k: int(v) for k, v in zip(keys, t.tolist()) if v})
     summary = {"model": cfg.model, "steps": step, "total_steps": total_steps, "samples_seen": step * global_batch,
                "batch_size": cfg.batch_size, "world_size": world, "workers": workers, "device": str(device),
-               "precision": "bf16" if bf16 else "fp32", "first_loss": first_loss, "final_loss": last_loss,
+               "precision": "bf16" if bf16 else "fp32",
+               # single-step losses, both of the whole run (a resumed run keeps step 1's); log.jsonl's "loss"
+               # is the mean over its "loss_steps" steps since the previous line
+               "first_loss": first_loss, "first_loss_step": 1, "final_loss": last_loss, "final_loss_step": step,
                "skipped": dict(skipped), "skipped_total": int(sum(skipped.values())),
                "steps_this_run": steps_run, "seconds": elapsed,
                "samples_per_s": steps_run * global_batch / max(elapsed, 1e-9),

@@ -69,7 +69,7 @@ def test_train_then_eval_cli(colour_shards, colour_eval, tmp_path, cli_inprocess
     p = cli_inprocess("train", colour_shards, "--samples-seen", 64, "--batch-size", 32, "--workers", 1,
                       "-o", tmp_path / "r")
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "skipped samples: none" in p.stdout
+    assert "skipped samples: none" in p.stdout and " at step 1 -> " in p.stdout and "at step 2 (single steps)" in p.stdout
     summary = (tmp_path / "r" / "summary.json").read_bytes()
     p = cli_inprocess("train", colour_shards, "--samples-seen", 64, "--batch-size", 32, "-o", tmp_path / "r", "--resume")
     assert p.returncode == 0 and "already complete" in p.stdout, p.stderr[-2000:]

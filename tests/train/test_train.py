@@ -60,6 +60,9 @@ def test_resume_continues_from_the_same_step(colour_shards, tmp_path):
     s = train(cfg(colour_shards, part, samples_seen=8 * 6, batch_size=8), resume=True)
     steps = [r["step"] for r in log_of(part)]
     assert steps == [4, 5, 6] and s["steps"] == 6 and s["steps_this_run"] == 3
+    # the summary's first loss is the run's step 1, not the resumed process's first step (step 4)
+    assert s["first_loss"] == log_of(full)[0]["loss"] and log_of(full)[0]["step"] == 1
+    assert s["final_loss"] == log_of(part)[-1]["loss"] and s["final_loss_step"] == 6
     ck = load(part / "checkpoint.pt")
     assert ck["step"] == 6 and ck["final"]
     # the optimiser continued: Adam's step counter is the global step
