@@ -64,6 +64,29 @@ def expand_shards(specs: Sequence[str]) -> list[str]:
     return out
 
 
+def holds_video(shards: list[str], members: int = 64) -> bool:
+    """Whether the first readable shard's first members include a video (.mp4, ...) and no image.
+
+    Why: image training on video shards skips every sample as `missing_image`; the error should name
+    `--video-frames` rather than suggest corrupt shards. Reads tar headers only, of one shard.
+    """
+    from curate.train.video_data import VIDEO_KEYS
+
+    for tar in shards:
+        exts: set = set()
+        try:
+            with storage.open_tar(tar) as tf:
+                for i, m in enumerate(tf):
+                    if i >= members:
+                        break
+                    exts.add(m.name.rpartition("/")[2].partition(".")[2].lower())
+        except Exception:  # noqa: BLE001 - an unreadable shard says nothing; try the next
+            continue
+        if exts:
+            return bool(exts & set(VIDEO_KEYS)) and not exts & set(IMAGE_KEYS)
+    return False
+
+
 def _remote_shards(url: str) -> list[str]:
     """Tars named by an fsspec URL (s3://bucket/out, .../shards/, a glob, one tar), as URLs."""
     from curate.io import inputfs

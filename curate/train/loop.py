@@ -25,7 +25,7 @@ import torch
 
 from curate.io import storage
 from curate.train import checkpoints, configs
-from curate.train.data import DataError, TrainBatches, expand_shards, make_loader
+from curate.train.data import DataError, TrainBatches, expand_shards, holds_video, make_loader
 from curate.train.losses import LOSSES, ContrastiveLoss
 
 
@@ -225,6 +225,13 @@ def _step1_loss(log) -> Optional[float]:
     return first.get("loss") if first.get("step") == 1 else None
 
 
+def _video_hint(cfg: TrainConfig, shards: list[str], skipped: Counter) -> str:
+    """"; ... --video-frames" when image training skipped samples for want of an image on shards of videos."""
+    if cfg.video_frames or not skipped.get("missing_image") or not holds_video(shards):
+        return ""
+    return "; the shards hold videos (.mp4 ...) and no images: train on them with --video-frames N (e.g. 4)"
+
+
 def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dict], None]] = None) -> dict:
     """Train to cfg.samples_seen; return the summary (also written to OUTPUT/summary.json)."""
     cfg.validate()
@@ -331,11 +338,13 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
             while images is None:  # a worker's final skip report
                 skipped.update(delta)
                 if texts is not None:  # ... with the count of a share smaller than one batch
-                    raise TrainError(_too_few(texts, cfg.batch_size, workers > 1 or world > 1, skipped))
+                    raise TrainError(_too_few(texts, cfg.batch_size, workers > 1 or world > 1, skipped)
+                                     + _video_hint(cfg, shards, skipped))
                 images, texts, delta = next(loader)
         except StopIteration:
             raise TrainError(f"the shards ran out of usable samples at step {step}/{total_steps}: "
-                             f"skipped {dict(skipped) or 0}; empty, corrupt or unlabelled shards?") from None
+                             f"skipped {dict(skipped) or 0}; " + (_video_hint(cfg, shards, skipped)[2:] or
+                                                                  "empty, corrupt or unlabelled shards?")) from None
         skipped.update(delta)
         wait = time.perf_counter() - t0
         win_wait += wait

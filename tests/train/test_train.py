@@ -148,3 +148,19 @@ def test_fewer_usable_samples_than_a_batch_is_refused(tmp_path):
         add(tf, "x.txt", b"a broken image")
     with pytest.raises(TrainError, match=r"only 1 usable .* skipped \{'image_decode_error': 1\}"):
         train(cfg(root, tmp_path / "run", samples_seen=32, batch_size=16))
+
+
+def test_video_shards_without_video_frames_suggest_it(tmp_path):
+    """Image training on clip shards skips every sample as missing_image: the error names --video-frames."""
+    root = tmp_path / "clips"
+    root.mkdir()
+    with tarfile.open(root / "000000.tar", "w") as tf:
+        for i in range(4):
+            add(tf, f"{i:06d}.mp4", b"\x00\x00\x00\x18ftypmp42 not decoded here")
+            add(tf, f"{i:06d}.txt", b"a red square moving left")
+    with pytest.raises(TrainError, match=r"skipped \{'missing_image': 4\}; the shards hold videos .* --video-frames"):
+        train(cfg(root, tmp_path / "run", samples_seen=16, batch_size=4))
+    with pytest.raises(TrainError, match="empty, corrupt or unlabelled shards") as err:  # not for image shards
+        (root / "000000.tar").write_bytes(b"garbage" * 50)
+        train(cfg(root, tmp_path / "run2", samples_seen=16, batch_size=4))
+    assert "video" not in str(err.value)
