@@ -135,7 +135,7 @@ def test_example_code_path_tiny(ray_address, tmp_path, capsys):
     assert proc.returncode == 0, proc.stderr[-2000:]
     proc = curate_inprocess("eval", str(ck / "checkpoint.pt"), "--eval-set", str(out / "corpus" / "eval"), capsys=capsys)
     assert proc.returncode == 0 and "zero-shot colour" in proc.stdout, proc.stderr[-2000:]
-    a = ve.args(["--seeds", "2", "--samples-seen", "32", "--batch-size", "8", "--frames", "4"])  # 12 curated clips: a batch must not repeat them
+    a = ve.args(["--seeds", "2", "--samples-seen", "32", "--batch-size", "8", "--frames", "4"])  # 11 usable clips in an arm: batch 16 is now refused
     proc = curate_inprocess(*ve.experiment_argv(out, a), capsys=capsys)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads((out / "experiment" / "results.json").read_text())
