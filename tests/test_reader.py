@@ -88,3 +88,34 @@ def test_column_uids_are_the_row_rule_on_hostile_values():
         assert len(set(got)) == len(got)
     ints = Uids("src").of_batch(pa.array(["a", "a"]), pa.array(["t", "t"]), pa.array([1, 1]))  # Python path
     assert ints.to_pylist() == _reference_uids("src", [("a", "t", 1), ("a", "t", 1)])
+
+
+def test_a_bad_jsonl_line_fails_alone(tmp_path):
+    """One record with a number where the others hold text, or one line that is not JSON, made Arrow refuse
+    the whole input ("changed from string to number in row 13"). Each is now a row failed at input; every
+    other line is read, in order, with the types the good records give (counts in == counts out)."""
+    good = [{"url": f"http://h/{i}.jpg", "caption": f"c{i}", "n": i} for i in range(6)]
+    lines = [json.dumps(r) for r in good[:3]] + ['{"url": 5, "caption": "x", "n": 1}', '{"url": "http://h/x', "[1, 2]",
+                                                   ""] + [json.dumps(r) for r in good[3:]]
+    path = tmp_path / "u.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    spec = reader.InputSpec(path=str(path), source="s")
+    assert reader.check_input(spec) is False
+    sizes, extras, parts = split(path, tmp_path, per=4)
+    assert sizes == [4, 4, 1] and extras == {"n": pa.int64()}  # the blank line is no record
+    rows = parts.to_pylist()
+    assert [r["url"] for r in rows] == [f"http://h/{i}.jpg" for i in range(3)] + [None] * 3 + [
+        f"http://h/{i}.jpg" for i in range(3, 6)]
+    bad = rows[3:6]
+    assert {(r["status"], r["stage"], r["reason"]) for r in bad} == {("failed", "input", "input_bad_record")}
+    assert bad[0]["error"].startswith(f"{path}:4: field 'url' is not string")
+    assert bad[1]["error"].startswith(f"{path}:5: not valid JSON") and "not a JSON object" in bad[2]["error"]
+    assert all(r["status"] is None for r in rows[:3] + rows[6:])
+
+
+def test_a_jsonl_file_without_one_record_is_one_line_error(tmp_path):
+    path = tmp_path / "u.jsonl"
+    path.write_text("url,caption\nhttp://h/a.jpg,a\n")  # a CSV named .jsonl
+    with pytest.raises(reader.InputError, match=r"^cannot read .*u\.jsonl as json: ") as err:
+        reader.check_input(reader.InputSpec(path=str(path), source="s"))
+    assert "\n" not in str(err.value)

@@ -25,6 +25,7 @@ import pyarrow.json as pajson
 
 from curate import schema
 from curate.io import atomic, inputfs, storage, wds_input
+from curate.io.jsonlines import JsonLines, NoGoodRecords
 from curate.io.uids import Uids
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv", ".jsonl": "json",
@@ -108,11 +109,43 @@ def open_dataset(spec: InputSpec) -> pads.Dataset:
                                               read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES))
             return pads.dataset(inner, format=file_format, filesystem=fs)
         if fmt == "json":
-            return pads.dataset(inner, format=pads.JsonFileFormat(read_options=pajson.ReadOptions(block_size=BLOCK_BYTES)),
-                                filesystem=fs)
+            return _json_dataset(path, inner, fs)
         return pads.dataset(inner, format=fmt, filesystem=fs)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, ValueError) as err:
         raise InputError(f"cannot read {path} as {fmt}: {str(err).splitlines()[0]}") from None
+
+
+# input path -> (its fingerprint, what reads it): Arrow's dataset when its typed read takes the whole
+# file, else the line-by-line reader; checked once per input version (check_input and split_parts both ask)
+_JSON_READERS: dict[str, tuple[dict, object]] = {}
+
+
+def _json_dataset(path, inner, fs):
+    """The JSON input's reader: Arrow's typed dataset (the fast path) when it reads every line; when it
+    refuses the file (one record with a number among strings, one line that is not JSON), a JsonLines that
+    reads the other lines and makes each bad line a failed row (input_bad_record), so one bad record no
+    longer refuses the whole input. A file that is not UTF-8, or of which no line is a JSON object, stays
+    a one-line error."""
+    key, stamp = str(path), fingerprint(path)
+    cached = _JSON_READERS.get(key)
+    if cached is not None and cached[0] == stamp and stamp:
+        return cached[1]
+    try:
+        ds = pads.dataset(inner, format=pads.JsonFileFormat(read_options=pajson.ReadOptions(block_size=BLOCK_BYTES)),
+                          filesystem=fs)
+        ds.count_rows()  # parses every line: a bad one raises here, not in the middle of split_parts
+        found = ds
+    except pa.ArrowInvalid as err:
+        if _utf8_hint(path, err):
+            raise InputError(f"cannot read {path}: {str(err).splitlines()[0]}{_utf8_hint(path, err)}") from None
+        files = [f for f in _input_files(str(path)) if not Path(f).name.startswith((".", "_"))]
+        found = JsonLines(files, BLOCK_BYTES, why=str(err).splitlines()[0])
+        try:
+            found.schema  # noqa: B018 (reads the sample: raises when no line is a JSON object)
+        except NoGoodRecords as none:
+            raise InputError(f"cannot read {path} as json: {none}") from None
+    _JSON_READERS[key] = (stamp, found)
+    return found
 
 
 def _utf8_hint(path, err: BaseException) -> str:

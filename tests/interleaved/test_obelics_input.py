@@ -43,3 +43,30 @@ def test_obelics_records_without_a_url_column(served, tmp_path):
     assert all(r["status"] == "ok" for d in done for r in d["doc_images"])
     assert max(max(s) for s in sizes.values()) < 256  # small images: the recipe's image_size is 256
     assert got == [(*sizes["a"], *sizes["a"]), (*sizes["b"], *sizes["b"])]  # kept at their size, not upscaled
+
+
+def test_a_bad_obelics_record_fails_alone(served, tmp_path):
+    """A record with `"texts": [123, null], "images": [null, 456]` (or a line that is not JSON) made the
+    whole input refused ("Column(/texts/[]) changed from string to number in row 13"); each now fails
+    alone at input and the other records are parsed."""
+    server, _ = served
+    good = _records(server.url) * 7
+    lines = [json.dumps(r) for r in good[:12]] + ['{"texts": [123, null], "images": [null, 456]}', '{"texts": ["cut'] + [
+        json.dumps(r) for r in good[12:]]
+    path = tmp_path / "docs.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    rec = load_recipe("interleaved", (), input_path=str(path), output_path=str(tmp_path / "out"))
+    assert reader.check_input(rec.input_spec()) is False
+    out = tmp_path / "parts"
+    sizes, extras = reader.split_parts(rec.input_spec(), 100, lambda k: out / f"part-{k:06d}.parquet")
+    assert sizes == [len(lines)]
+    part = pq.read_table(out / "part-000000.parquet")
+    assert [r["reason"] for r in part.to_pylist()] == [None] * 12 + ["input_bad_record"] * 2 + [None] * 2
+    part = part.set_column(part.schema.get_field_index("status"), "status",
+                           pa.array([s or schema.OK for s in part.column("status").to_pylist()]))
+    steps = [s for s in rec.steps if s.name == "parse_documents"]
+    cols = {**extras, **{c: t for s in steps for c, t in s.writes.items()}}
+    done = run_local(steps, part, schema.run_schema(cols)).to_pylist()
+    assert [d["status"] for d in done] == ["ok"] * 12 + ["failed"] * 2 + ["ok"] * 2
+    assert [d["text"] for d in done[12:14]] == [None, None] and f"{path}:13: field 'texts'" in done[12]["error"]
+    assert done[12]["error"].endswith("Expected bytes, got a 'int' object") and ":14: not valid JSON" in done[13]["error"]

@@ -1,0 +1,162 @@
+"""Read a JSONL input line by line when Arrow's typed reader refuses it, so one bad record fails alone.
+
+Arrow reads a JSON file as one typed table: a single record whose values have another type than the
+rest's (`"texts": [123, null]` among lists of strings) or one line that is not JSON refused the whole
+input ("JSON parse error: Column(/texts/[]) changed from string to number in row 13"). Good files keep
+Arrow's fast path (curate/io/reader.py); only a file that Arrow refuses is read here, with Python's json
+(a few microseconds a line). Each field's type is the one most of the first SAMPLE records give it (the
+outlier is the record that is wrong, not the file); a line that is not a JSON object, is longer than the
+line bound, or holds a value that does not fit its field's type becomes a row of its own that fails at
+`input` as `input_bad_record`, with the file, line number and why in its `error`.
+
+`JsonLines` offers what curate uses of a `pyarrow.dataset.Dataset`: `schema`, `count_rows()` and
+`to_batches(batch_size, columns)`.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from functools import cached_property
+
+import pyarrow as pa
+
+from curate import schema as cschema
+from curate.io import inputfs
+
+REASONS = {
+    "input_bad_record": "a JSONL line that is not a JSON object, or whose values have other types than the "
+                        "file's other records (e.g. a number where the others hold text); the other lines are read",
+}
+cschema.declare_reasons(REASONS)
+
+SAMPLE = 10_000  # records whose values decide each field's type
+ERROR_CHARS = 300  # of a bad line's message, kept in its row's `error`
+
+
+class NoGoodRecords(ValueError):
+    """Not one line of the input is a JSON object: the input as a whole is unreadable."""
+
+
+def _lines(path: str, max_line: int):
+    """(line number, bytes or None when the line is over max_line bytes) of each non-blank line."""
+    with inputfs.open_read(path) as f:
+        n = 0
+        while True:
+            line = f.readline(max_line + 1)
+            if not line:
+                return
+            n += 1
+            if len(line) > max_line and not line.endswith(b"\n"):
+                while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):  # skip the rest of it
+                    pass
+                yield n, None
+            elif line.strip():
+                yield n, line
+
+
+def _parse(line: bytes | None, max_line: int) -> tuple[dict | None, str | None]:
+    """(record, None) for a JSON object line, else (None, why)."""
+    if line is None:
+        return None, f"line longer than {max_line} bytes"
+    try:
+        rec = json.loads(line)
+    except ValueError as err:  # also UnicodeDecodeError
+        return None, f"not valid JSON: {err}"
+    if not isinstance(rec, dict):
+        return None, f"not a JSON object but {type(rec).__name__}"
+    return rec, None
+
+
+def _field_type(values: list) -> pa.DataType:
+    """The type of a field's sample values; when they disagree, the type most of them have (so the one
+    wrong record fails, not the others). All-null fields are strings."""
+    try:
+        t = pa.array(values).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        counts: Counter = Counter()
+        for v in values:
+            if v is None:
+                continue
+            try:
+                counts[pa.array([v]).type] += 1
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+                pass
+        t = max(counts, key=lambda k: (counts[k], "null" not in str(k))) if counts else pa.null()
+    return pa.string() if pa.types.is_null(t) else t
+
+
+class JsonLines:
+    """JSONL files read line by line (see the module docstring); `why` is Arrow's refusal, kept for the
+    one-line error when no line is readable."""
+
+    def __init__(self, files: list[str], max_line: int, why: str = ""):
+        self.files, self.max_line, self.why = files, max_line, why
+
+    def _records(self):
+        """(where, record or None, why) for each non-blank line of every file."""
+        for path in self.files:
+            for n, line in _lines(path, self.max_line):
+                rec, why = _parse(line, self.max_line)
+                yield f"{path}:{n}", rec, why
+
+    @cached_property
+    def schema(self) -> pa.Schema:
+        sample = []
+        for _, rec, _ in self._records():
+            if rec is not None:
+                sample.append(rec)
+                if len(sample) >= SAMPLE:
+                    break
+        if not sample:
+            raise NoGoodRecords(self.why or "no line is a JSON object")
+        names = list(dict.fromkeys(k for rec in sample for k in rec))
+        return pa.schema([(k, _field_type([rec[k] for rec in sample if k in rec])) for k in names])
+
+    def count_rows(self) -> int:
+        return sum(1 for path in self.files for _ in _lines(path, self.max_line))
+
+    def to_batches(self, batch_size: int = 65536, columns: list[str] | None = None):
+        """Record batches of the file's rows, each line one row (in order): the schema's columns (or
+        `columns` of them) and `_reason`/`_error`, set on the rows of bad lines (all their columns null)."""
+        buf: list[tuple[str, dict | None, str | None]] = []
+        for item in self._records():
+            buf.append(item)
+            if len(buf) >= batch_size:
+                yield self._batch(buf, columns)
+                buf = []
+        if buf:
+            yield self._batch(buf, columns)
+
+    def _problems(self, rows: list) -> list[str | None]:
+        """Why each row is bad (None: fine): its line's own problem, a field outside the schema, or the
+        first value that does not fit its field's type."""
+        names = set(self.schema.names)
+        whys = [why for _, _, why in rows]
+        for i, (_, rec, _) in enumerate(rows):
+            if rec is not None and not names.issuperset(rec):
+                extra = sorted(set(rec) - names)[:3]
+                whys[i] = (f"field(s) {', '.join(map(repr, extra))} not in the file's first {SAMPLE} records "
+                           "(from which the columns are read)")
+        for f in self.schema:
+            values = [None if rec is None else rec.get(f.name) for _, rec, _ in rows]
+            try:
+                pa.array(values, f.type)
+                continue
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+                pass
+            for i, v in enumerate(values):  # find the values that do not fit: their rows fail
+                try:
+                    pa.array([v], f.type)
+                except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as err:
+                    whys[i] = whys[i] or f"field {f.name!r} is not {f.type} like the file's other records: {err}"
+        return whys
+
+    def _batch(self, rows: list, columns: list[str] | None) -> pa.RecordBatch:
+        whys = self._problems(rows)
+        fields = [self.schema.field(c) for c in columns] if columns else list(self.schema)
+        arrays = [pa.array([rec.get(f.name) if why is None else None for (_, rec, _), why in zip(rows, whys)], f.type)
+                  for f in fields]
+        errors = [None if why is None else f"{where}: {why}"[:ERROR_CHARS] for (where, _, _), why in zip(rows, whys)]
+        arrays += [pa.array([None if e is None else "input_bad_record" for e in errors], pa.string()),
+                   pa.array(errors, pa.string())]
+        return pa.RecordBatch.from_arrays(arrays, names=[f.name for f in fields] + ["_reason", "_error"])
