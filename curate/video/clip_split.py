@@ -64,7 +64,7 @@ class ClipSplit(Stage):
                             "(video_too_many_pixels), checked from the stream header before decoding")
     preset: str = Field("veryfast", description="libx264 speed/size trade-off for re-encoded clips: ultrafast "
                         "is about 2-3x faster and makes files about 1.8x larger")
-    text_from: Literal["auto", "subtitles", "video"] = "auto"  # subtitles: cue text; video: row text; auto: cues if any
+    text_from: Literal["auto", "subtitles", "video"] = "auto"  # subtitles: cue text; video: row text; auto: cues if the sidecar has any, else the row text
     _codec: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
@@ -100,7 +100,8 @@ class ClipSplit(Stage):
         for span, copy, clip in zip(spans, copies, clips):
             clip.cut = "copy" if copy else "reencode"
             clip.data = next(copied) if copy else next(encoded)
-            use_subs = self.text_from == "subtitles" or (self.text_from == "auto" and cues is not None)
+            # auto: a sidecar without a usable cue (empty, or every cue skipped) leaves the video's caption
+            use_subs = self.text_from == "subtitles" or (self.text_from == "auto" and bool(cues))
             if use_subs:
                 cl_cues = subtitles.overlapping(cues, *span)
                 clip.text, clip.text_source, clip.cues = subtitles.clip_text(cl_cues), "subtitles", cl_cues

@@ -52,6 +52,7 @@ class DownloadVideo(Stage):
         "video_bytes": pa.int64(),
         "sha256": pa.string(),
         "cues": CUE_TYPE,  # WebVTT cues: [{start, end, text}]
+        "cues_skipped": pa.int32(),  # sidecar cues left out: they do not end after they start
     }
     reasons: ClassVar[dict[str, str]] = {**errors.REASONS, **probing.REASONS, **LIMIT_REASONS}
 
@@ -98,7 +99,7 @@ class DownloadVideo(Stage):
         if vtt_ref:
             try:
                 text = vtt_ref if vtt_ref.lstrip("\ufeff").startswith("WEBVTT") else read_text(vtt_ref, self.timeout_s)
-                out["cues"] = parse_vtt(text)
+                out["cues"], out["cues_skipped"] = parse_vtt(text)
             except (FetchError, SubtitleError) as err:
                 return {**out, "video": None, "_status": schema.FAILED, "_reason": "subtitles_error",
                         "_error": str(err)[:500]}

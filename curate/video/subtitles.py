@@ -20,20 +20,26 @@ def _seconds(stamp: str) -> float:
     return secs
 
 
-def parse_vtt(text: str) -> list[dict]:
-    """Cues as [{start, end, text}] (seconds; text with markup removed, lines joined by a space)."""
+def parse_vtt(text: str) -> tuple[list[dict], int]:
+    """(cues as [{start, end, text}], number of cues skipped). Seconds; text with markup removed, lines
+    joined by a space. A cue that does not end after it starts (`00:00:05.000 --> 00:00:01.000`) is
+    skipped, as a browser never shows it: kept, it overlapped no clip, so every clip of the video got
+    empty text and was dropped as caption_empty."""
     import webvtt
 
     try:
         vtt = webvtt.from_buffer(io.StringIO(text)) if hasattr(webvtt, "from_buffer") else webvtt.read_buffer(io.StringIO(text))
     except Exception as err:  # noqa: BLE001 - webvtt-py raises its own MalformedFileError and friends
         raise SubtitleError(f"not a WebVTT file: {err}") from None
-    cues = []
+    cues, skipped = [], 0
     for c in vtt:
         words = " ".join(c.text.split())
-        if words:
-            cues.append({"start": _seconds(c.start), "end": _seconds(c.end), "text": words})
-    return cues
+        start, end = _seconds(c.start), _seconds(c.end)
+        if end <= start:
+            skipped += 1
+        elif words:
+            cues.append({"start": start, "end": end, "text": words})
+    return cues, skipped
 
 
 def overlapping(cues: list[dict] | None, start: float, end: float) -> list[dict]:

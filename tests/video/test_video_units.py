@@ -98,6 +98,24 @@ def test_scene_split_copies_and_takes_subtitle_text(tmp_path, video):
     assert schema.input_rows(out) == 2
 
 
+def test_backwards_cue_is_skipped_and_does_not_wipe_clip_text(tmp_path, video):
+    """A cue that ends before it starts was stored as a cue: it overlapped no clip, so every clip got empty
+    text (dropped caption_empty although the row has a caption). It is skipped and counted in
+    cues_skipped; a sidecar left without cues leaves the clips the video's caption."""
+    (tmp_path / "a.mp4").write_bytes(video)
+    backwards = "WEBVTT\n\n00:00:05.000 --> 00:00:01.000\nbackwards\n"
+    mixed = backwards + "\n00:00.000 --> 00:02.000\nred square right\n\n00:02.000 --> 00:04.000\nblue circle up\n"
+    t = _table([str(tmp_path / "a.mp4")] * 2, subs=[backwards, mixed])
+    out = _run([DownloadVideo(subtitles_col="subs"), ClipSplit(keyframe_size=64)], t)
+    parents = out.slice(0, 2).to_pylist()
+    assert [(p["reason"], p["cues_skipped"], p["cues"]) for p in parents] == [
+        ("split_into_clips", 1, []), ("split_into_clips", 1, [{"start": 0.0, "end": 2.0, "text": "red square right"},
+                                                             {"start": 2.0, "end": 4.0, "text": "blue circle up"}])]
+    clips = out.slice(2).to_pylist()
+    assert [(c["text"], c["text_source"]) for c in clips] == [
+        ("text 0", "video"), ("text 0", "video"), ("red square right", "subtitles"), ("blue circle up", "subtitles")]
+
+
 def test_fixed_windows_off_keyframes_are_reencoded(video):
     sc = split.scan(video, sample_every_s=0.25, keyframe_size=64)
     spans = split.boundaries(sc, mode="fixed", clip_s=1.5, min_clip_s=1.0, max_clip_s=10, scene_threshold=0.12)
