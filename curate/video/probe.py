@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 REASONS = {
     "video_empty": "the file has zero bytes",
-    "video_decode_error": "FFmpeg cannot open the file or decode its first video frame",
+    "video_decode_error": "FFmpeg cannot open the file as a video container (also: an image or a tar archive "
+                          "that FFmpeg would read as still frames) or decode its first video frame",
     "video_truncated": "an mp4/mov with a valid header that cannot be opened: cut short before its index",
     "video_no_video_stream": "the file has no video stream (audio only, subtitles only)",
     "video_too_many_pixels": "the video stream declares (or decodes to) frames of more than max_pixels pixels",
@@ -30,6 +31,22 @@ def check_pixels(width: int | None, height: int | None, max_pixels: int, what: s
     """Raise TooManyPixels when width x height exceeds max_pixels (unknown sizes, 0 or None, pass)."""
     if width and height and width * height > max_pixels:
         raise TooManyPixels(f"{what} {width}x{height} = {width * height:,} pixels > max_pixels {max_pixels:,}")
+
+
+# demuxers FFmpeg picks by content sniffing for still images: a JPEG/PNG (`*_pipe`, image2) or JPEGs found
+# anywhere in the bytes (raw `mjpeg`, `mpjpeg`). None is a video container: a WebDataset tar of JPEGs named
+# fake.mp4 probed as a 25 fps 64x64 mjpeg "video" and ended as dropped/clip_split/no_clips
+_STILL_IMAGE_DEMUXERS = ("image2", "mjpeg", "mpjpeg")
+
+
+def not_a_video(data: bytes, container: str | None = None) -> str | None:
+    """Why `data` is no video container though FFmpeg may open it (a tar archive; an image read as frames
+    by `container`, FFmpeg's demuxer name), None when it may be one."""
+    if len(data) >= 262 and data[257:262] == b"ustar":
+        return "a tar archive, not a video container"
+    if container and (container in _STILL_IMAGE_DEMUXERS or container.endswith("_pipe")):
+        return f"FFmpeg reads it as still images ({container}), not a video container"
+    return None
 
 
 @dataclass
@@ -65,8 +82,14 @@ def probe(data: bytes, max_pixels: int = MAX_PIXELS) -> Probe:
 
     if not data:
         return Probe(reason="video_empty", error="0 bytes")
+    why = not_a_video(data)
+    if why:
+        return Probe(reason="video_decode_error", error=why)
     try:
         with open_container(data) as c:
+            why = not_a_video(data, c.format.name)
+            if why:
+                return Probe(container=c.format.name, reason="video_decode_error", error=why)
             if not c.streams.video:
                 return Probe(container=c.format.name, has_audio=bool(c.streams.audio), reason="video_no_video_stream",
                              error=f"streams: {', '.join(s.type for s in c.streams) or 'none'}")

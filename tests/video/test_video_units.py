@@ -53,6 +53,35 @@ def test_probe_reason_codes(video):
     assert probe(synth.audio_only()).reason == "video_no_video_stream"
 
 
+def test_images_and_tars_are_not_videos(tmp_path):
+    """A tar of JPEGs renamed fake.mp4 was probed as a 25 fps 64x64 mjpeg video (FFmpeg finds the JPEGs in
+    it) and ended as dropped/clip_split/no_clips; a lone JPEG probed as jpeg_pipe. Both fail at probe."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    jpeg = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(jpeg, "JPEG")
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as t:
+        for k in range(3):
+            info = tarfile.TarInfo(f"{k}.jpg")
+            info.size = len(jpeg.getvalue())
+            t.addfile(info, io.BytesIO(jpeg.getvalue()))
+    tar_bytes = tar.getvalue()
+    got = probe(tar_bytes)
+    assert (got.reason, got.error) == ("video_decode_error", "a tar archive, not a video container")
+    got = probe(tar_bytes[512:])  # the JPEGs without the tar header: FFmpeg's raw mjpeg demuxer
+    assert got.reason == "video_decode_error" and "still images (mjpeg)" in got.error
+    got = probe(jpeg.getvalue())
+    assert got.reason == "video_decode_error" and "still images (jpeg_pipe)" in got.error
+    (tmp_path / "fake.mp4").write_bytes(tar_bytes)
+    out = _run([DownloadVideo(), ClipSplit()], _table([str(tmp_path / "fake.mp4")]))
+    assert [(r["status"], r["stage"], r["reason"]) for r in out.to_pylist()] == [
+        ("failed", "download_video", "video_decode_error")]
+
+
 def test_fetch_limits_on_loopback(video_server, video_corpus, tmp_path):
     base = video_server.url
     kw = dict(timeout_s=5, max_bytes=1 << 20, max_seconds=20)
