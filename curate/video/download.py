@@ -72,7 +72,7 @@ class DownloadVideo(Stage):
         require_video_extra(self.name)
         return self
 
-    def _one(self, url: str, vtt_ref: str | None) -> dict:
+    def _one(self, url: str | None, vtt_ref: str | None) -> dict:
         try:
             data = fetch(url, timeout_s=self.timeout_s, max_bytes=self.max_bytes, max_seconds=self.max_seconds,
                          retries=self.retries)
@@ -116,7 +116,7 @@ class DownloadVideo(Stage):
         status, stage = table.column("status").to_pylist(), table.column("stage").to_pylist()
         reason, error = table.column("reason").to_pylist(), table.column("error").to_pylist()
         with ThreadPoolExecutor(min(self.threads, max(1, len(active)))) as pool:
-            results = pool.map(lambda i: (i, self._one(urls[i] or "", vtts[i])), active)
+            results = pool.map(lambda i: (i, self._one(urls[i], vtts[i])), active)
             for i, res in results:
                 if "_status" in res:
                     status[i], stage[i], reason[i], error[i] = res["_status"], self.name, res["_reason"], res["_error"]

@@ -55,8 +55,11 @@ def _http(url: str, timeout_s: float, max_bytes: int, max_seconds: float, retrie
         raise FetchError(err.reason, str(err)) from None
 
 
-def fetch(url: str, *, timeout_s: float, max_bytes: int, max_seconds: float, retries: int = 0) -> bytes:
-    """The bytes at `url` (at most max_bytes), or FetchError with a reason code."""
+def fetch(url: str | None, *, timeout_s: float, max_bytes: int, max_seconds: float, retries: int = 0) -> bytes:
+    """The bytes at `url` (at most max_bytes), or FetchError with a reason code. A null or blank URL says
+    so: read as a local path it was the current folder ("no such file: .")."""
+    if url is None or not url.strip():
+        raise FetchError("download_invalid_url", "the row has no URL (null)" if url is None else f"empty URL: {url!r}")
     if is_local(url):
         return _local(url, max_bytes)
     try:

@@ -161,12 +161,14 @@ def test_bad_videos_become_rows_not_crashes(tmp_path, video):
              "short.mp4": synth.scenes_video([synth.Scene("square", "red", "left", "black", 0.5)])}
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
-    urls = [str(tmp_path / n) for n in files] + ["ftp://example.org/x.mp4", str(tmp_path / "missing.mp4")]
+    urls = [str(tmp_path / n) for n in files] + ["ftp://example.org/x.mp4", str(tmp_path / "missing.mp4"), "", None]
     out = _run([DownloadVideo(max_side=1920), ClipSplit()], _table(urls))
     got = [(r["status"], r["reason"]) for r in out.to_pylist()]
     assert got == [("failed", "video_empty"), ("failed", "video_truncated"), ("dropped", "video_no_video_stream"),
-                   ("dropped", "video_resolution_too_large"), ("dropped", "no_clips"),
-                   ("failed", "download_invalid_url"), ("failed", "download_invalid_url")]
+                   ("dropped", "video_resolution_too_large"), ("dropped", "no_clips")] + [
+                   ("failed", "download_invalid_url")] * 4
+    # an empty or null URL says so (read as a local path it was "no such file: .")
+    assert out.column("error").to_pylist()[-2:] == ["empty URL: ''", "the row has no URL (null)"]
 
 
 def test_runner_rejects_derived_rows_without_parent():
