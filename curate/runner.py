@@ -688,6 +688,15 @@ class Runner:
         self._sink = None
 
     # -- preflight ------------------------------------------------------------------------------------
+    def _check_models(self) -> None:
+        """Model weights that cannot be had here (a hub tag neither cached nor reachable) stop the run now,
+        in one line: found out in the first worker to load the model, they failed it after the input was
+        split and parsed and images downloaded (curate/models/clip_settings.py)."""
+        for step in self.recipe.steps:
+            why = step.weights_problem() if callable(getattr(step, "weights_problem", None)) else None
+            if why:
+                raise RunError(why)
+
     def _check_input(self) -> reader.InputSpec:
         spec = self.recipe.input_spec()
         if not spec.path:
@@ -878,6 +887,7 @@ class Runner:
                 self._adopt_recipe(manifest, changed)
             if manifest.complete:
                 return manifest
+            self._check_models()
             try:
                 return self._execute(manifest)
             except StageSetupError as err:
@@ -886,6 +896,7 @@ class Runner:
             raise RunError(f"nothing to resume: {run.root} holds no run")
         if run.root.exists() and any(p != run.lock_path and p.name not in _OS_LITTER for p in run.root.iterdir()):
             raise RunError(f"output folder {run.root} is not empty and holds no run; choose another --output")
+        self._check_models()
         spec = self._check_input()
         created = not run.root.exists()
         try:

@@ -90,3 +90,52 @@ def test_cli_refuses_random_doc_clip_before_any_work(tmp_path, cli_inprocess):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "doc_clip has no weights for ViT-B-32" in proc.stderr
     assert "random_init: true" in proc.stderr and not out.exists()
+
+
+def _hub(monkeypatch, tmp_path, offline: bool, endpoint: str = "http://127.0.0.1:9"):
+    """An empty Hugging Face cache under tmp_path, HF_HUB_OFFLINE and HF_ENDPOINT as given."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    return tmp_path / "hub"
+
+
+def test_hub_weights_are_checked_in_the_cache_and_on_the_network(monkeypatch, tmp_path):
+    """A hub tag whose weights are neither cached nor reachable failed in the first worker to load the
+    model, after ~45 s of huggingface_hub retries and after the input was parsed and downloaded; now
+    `hub_weights_problem` says so at once: cache lookup offline, one HEAD request otherwise."""
+    from curate.demo.server import DemoServer
+    from curate.models.clip import hub_weights_problem
+
+    hub = _hub(monkeypatch, tmp_path, offline=True)
+    why = hub_weights_problem("ViT-B-32", "laion2b_s34b_b79k")
+    assert "not in the local Hugging Face cache" in why and "HF_HUB_OFFLINE" in why
+    _hub(monkeypatch, tmp_path, offline=False)  # 127.0.0.1:9: nothing listens
+    assert "cannot be reached" in hub_weights_problem("ViT-B-32", "laion2b_s34b_b79k")
+    (tmp_path / "www").mkdir()
+    with DemoServer(tmp_path / "www") as server:  # any HTTP answer (a 404 here) means the host is reachable
+        _hub(monkeypatch, tmp_path, offline=False, endpoint=server.url)
+        assert hub_weights_problem("ViT-B-32", "laion2b_s34b_b79k") is None
+    # cached (the hub cache's layout: refs/main names the snapshot holding the file): fine offline
+    _hub(monkeypatch, tmp_path, offline=True)
+    repo = hub / "models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "open_clip_pytorch_model.bin").write_bytes(b"weights")
+    assert hub_weights_problem("ViT-B-32", "laion2b_s34b_b79k") is None
+    assert hub_weights_problem("ViT-B-32", str(tmp_path / "w.pt")) is None  # a file: no hub tag
+
+
+def test_cli_refuses_uncached_hub_weights_before_any_work(monkeypatch, tmp_path, cli_inprocess):
+    _hub(monkeypatch, tmp_path, offline=True)
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"texts": ["A page.", null], "images": [null, "http://127.0.0.1:9/a.jpg"]}\n')
+    out = tmp_path / "out"
+    proc = cli_inprocess("run", "interleaved", "-i", str(docs), "-o", str(out))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "doc_clip: the weights of ViT-B-32/laion2b_s34b_b79k" in proc.stderr
+    assert "--set doc_clip.model=curate-tiny --set doc_clip.pretrained=null --set doc_clip.random_init=true" in proc.stderr
+    assert not out.exists()

@@ -167,6 +167,63 @@ def check_weights(stage: str, model: str | None, pretrained: str | None, checkpo
     return name
 
 
+HUB_CHECK_TIMEOUT_S = 5.0  # one HEAD request to the weights' host when they are not cached
+
+
+def _reach(url: str) -> str | None:
+    """None when `url`'s server answers at all (any HTTP status: the host is reachable), else why not. One
+    try, HUB_CHECK_TIMEOUT_S; the proxy settings of the environment apply (urllib)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=HUB_CHECK_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return None
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        return str(getattr(err, "reason", err))
+    return None
+
+
+def hub_weights_problem(model: str, pretrained: str | None) -> str | None:
+    """Why the open_clip hub weights `pretrained` of `model` cannot be had on this machine, None when they
+    are in the local cache, are a file, or can be fetched.
+
+    Why: open_clip fetches a hub tag's weights when the model loads, in the first worker that reaches the
+    stage; offline, huggingface_hub retried for ~45 s there, after the input was parsed and images
+    downloaded. Checked before any work instead: the local caches (Hugging Face hub, ~/.cache/clip)
+    without network; when missing, HF_HUB_OFFLINE refuses at once, else one HEAD request must reach the
+    weights' host."""
+    import os
+
+    import open_clip
+    from open_clip import pretrained as oc_pretrained
+
+    cfg = open_clip.get_pretrained_cfg(model, pretrained) if pretrained else {}
+    if not cfg or "file" in cfg:
+        return None  # a weights file (checked by resolve_model_name) or no hub tag
+    where = f"{model}/{pretrained}"
+    if cfg.get("hf_hub") and oc_pretrained.has_hf_hub():
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        repo, filename = os.path.split(cfg["hf_hub"])
+        filename = filename or oc_pretrained.HF_WEIGHTS_NAME
+        # the .safetensors open_clip looks for first (a private helper: none when it is gone)
+        names = [*getattr(oc_pretrained, "_get_safe_alternatives", lambda f: ())(filename), filename]
+        if any(isinstance(try_to_load_from_cache(repo, n, cache_dir=constants.HF_HUB_CACHE), str) for n in names):
+            return None
+        if constants.HF_HUB_OFFLINE:
+            return (f"the weights of {where} are not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) "
+                    "and HF_HUB_OFFLINE is set")
+        url = f"{constants.ENDPOINT}/{repo}/resolve/main/{filename}"  # HF_ENDPOINT as read now
+    else:
+        url = cfg.get("url", "")
+        if not url or os.path.isfile(os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))):
+            return None
+    why = _reach(url)
+    return None if why is None else f"the weights of {where} are not cached here and {url} cannot be reached ({why})"
+
+
 def load_clip(model: str | None = None, pretrained: str | None = None, checkpoint: str | None = None,
               device: str = "auto", precision: str = "auto") -> Clip:
     """Load `model` with a hub/pretrained tag (e.g. ViT-B-32 + laion2b_s34b_b79k, from the local hub cache)

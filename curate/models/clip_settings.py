@@ -38,6 +38,23 @@ class ClipWeights(BaseModel):
             raise ValueError(str(err)) from None
         return self
 
+    def weights_problem(self) -> str | None:
+        """Why this stage's weights cannot be had on this machine (one line naming the fixes), None when
+        they can. A run checks it before any work (curate/runner.py); recipe loading does not, as a recipe
+        is valid whatever this machine's cache and network hold."""
+        from curate.models.clip import hub_weights_problem
+
+        if not self.model or self.checkpoint or not self.pretrained or self.model.startswith(("hf-hub:", "local-dir:")):
+            return None
+        why = hub_weights_problem(self.model, self.pretrained)
+        if why is None:
+            return None
+        return (f"{self.name}: {why}; fetch them once where the network is reachable (python -c \"import open_clip; "
+                f"open_clip.create_model_and_transforms('{self.model}', pretrained='{self.pretrained}')\"), set "
+                f"{self.name}.pretrained to a weights file or {self.name}.checkpoint to a checkpoint, or for a test "
+                f"run without weights --set {self.name}.model=curate-tiny --set {self.name}.pretrained=null "
+                f"--set {self.name}.random_init=true")
+
     def load_clip(self):
         """The configured model (curate.models.clip.load_clip)."""
         from curate.models.clip import load_clip

@@ -70,3 +70,26 @@ def test_a_bad_obelics_record_fails_alone(served, tmp_path):
     assert [d["status"] for d in done] == ["ok"] * 12 + ["failed"] * 2 + ["ok"] * 2
     assert [d["text"] for d in done[12:14]] == [None, None] and f"{path}:13: field 'texts'" in done[12]["error"]
     assert done[12]["error"].endswith("Expected bytes, got a 'int' object") and ":14: not valid JSON" in done[13]["error"]
+
+
+def test_docs_offline_command(ray_address, served, tmp_path, monkeypatch, cli_inprocess):
+    """docs/interleaved.md's offline command, read from the page and run as it is, on a docs.jsonl of
+    good records plus one with numbers in its lists and one line that is not JSON: they fail alone at
+    input, the others are kept, every line is accounted for."""
+    from pathlib import Path
+
+    import shlex
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "interleaved.md"
+    line = next(li for li in page.read_text().splitlines() if li.startswith("curate run interleaved") and "random_init" in li)
+    server, _ = served
+    lines = [json.dumps(r) for r in _records(server.url)] + ['{"texts": [123, null], "images": [null, 456]}', "{cut"]
+    (tmp_path / "docs.jsonl").write_text("\n".join(lines) + "\n")
+    monkeypatch.chdir(tmp_path)
+    proc = cli_inprocess(*shlex.split(line)[1:])
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["counts"]["rows"] == 4 and manifest["counts"]["kept"] == 2, manifest["counts"]
+    meta = pq.read_table(tmp_path / "out" / "meta").to_pylist()
+    assert sorted((r["status"], r["stage"], r["reason"]) for r in meta if r["status"] != "ok") == [
+        ("failed", "input", "input_bad_record")] * 2
