@@ -120,6 +120,20 @@ def open_dataset(spec: InputSpec) -> pads.Dataset:
 _JSON_READERS: dict[str, tuple[dict, object]] = {}
 
 
+class _Counted:
+    """A dataset whose row count is known (counting a JSON file parses all of it): count_rows() answers
+    from it, everything else is the dataset's."""
+
+    def __init__(self, ds: pads.Dataset, rows: int):
+        self._ds, self._rows = ds, rows
+
+    def count_rows(self, **kwargs) -> int:
+        return self._ds.count_rows(**kwargs) if kwargs else self._rows
+
+    def __getattr__(self, name):
+        return getattr(self._ds, name)
+
+
 def _json_dataset(path, inner, fs):
     """The JSON input's reader: Arrow's typed dataset (the fast path) when it reads every line; when it
     refuses the file (one record with a number among strings, one line that is not JSON), a JsonLines that
@@ -133,8 +147,8 @@ def _json_dataset(path, inner, fs):
     try:
         ds = pads.dataset(inner, format=pads.JsonFileFormat(read_options=pajson.ReadOptions(block_size=BLOCK_BYTES)),
                           filesystem=fs)
-        ds.count_rows()  # parses every line: a bad one raises here, not in the middle of split_parts
-        found = ds
+        # parses every line: a bad one raises here, not in the middle of split_parts; the count is kept
+        found = _Counted(ds, ds.count_rows())
     except pa.ArrowInvalid as err:
         if _utf8_hint(path, err):
             raise InputError(f"cannot read {path}: {str(err).splitlines()[0]}{_utf8_hint(path, err)}") from None
