@@ -799,13 +799,16 @@ def experiment(
         out_console.print(f"trained and evaluated {len(res['runs'])} run(s) of {arms_only}; run again without --arms "
                           "for the report", highlight=False)
         return
-    from curate.train.experiment import _table_md, _verdicts
+    from curate.train.experiment import _table_md, _verdicts, headline
     from curate.train.ranks import is_lead
 
     if not is_lead():  # under torchrun every rank returns the results; rank 0 prints them
         return
+    top = headline(res)  # "no arm learned" goes above the table, as in report.md, not below it
+    if top:
+        out_console.print(top, highlight=False)
     out_console.print(_table_md(res), highlight=False)
-    for v in _verdicts(res):
+    for v in _verdicts(res, with_headline=False):
         out_console.print(v, highlight=False)
     from curate.io.storage import as_path
 

@@ -35,6 +35,8 @@ def test_experiment_end_to_end(colour_shards, colour_eval, tmp_path, cli_inproce
     assert c["verdict"] in ("better", "worse", "no detectable difference", stats.NOT_LEARNED) and None not in c["t_ci"]
     # 32 samples seen learn nothing: the console says so before any verdict
     assert ("NO ARM LEARNED" in p.stdout) == (set(res["nothing_learned"]) == {"zeroshot_top1", "image_to_text_R@1"})
+    if "NO ARM LEARNED" in p.stdout:  # above the table, as in report.md
+        assert p.stdout.index("NO ARM LEARNED") < p.stdout.index("|") and p.stdout.count("NO ARM LEARNED") == 1
     assert not comps[("all", "zeroshot_top5")]["primary"]
     assert res["chance"]["image_to_text_R@1"] == pytest.approx(1 / 96)
     for f in ("report.md", "report.html", "loss.png", "metrics.png"):
