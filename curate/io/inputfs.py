@@ -81,9 +81,19 @@ def _isdir(fs, inner: str) -> bool:
         return fs.isdir(inner)
     try:
         mimetype = str(fs.info(inner).get("mimetype") or "")
-    except FileNotFoundError:
+    except FileNotFoundError as err:
+        _raise_refusal(err)
         return False
     return mimetype.startswith(("text/html", "application/xhtml")) and fs.isdir(inner)
+
+
+def _raise_refusal(err: FileNotFoundError) -> None:
+    """fsspec's http info raises FileNotFoundError for any failed status: only a 404 (or no status) means
+    missing. A refusal (403) or a server error is raised as its own error (aiohttp's, with the status), which
+    the input check words in one line, instead of becoming "no .tar files" or "input not found"."""
+    status = storage._http_status(err)
+    if status not in (None, 404):
+        raise (err.__cause__ or err.__context__ or err) from None
 
 
 def _exists(fs, inner: str) -> bool:
@@ -93,7 +103,8 @@ def _exists(fs, inner: str) -> bool:
         return fs.exists(inner)
     try:
         fs.info(inner)
-    except FileNotFoundError:
+    except FileNotFoundError as err:
+        _raise_refusal(err)
         return False
     return True
 
