@@ -896,8 +896,8 @@ class Runner:
             raise RunError(f"nothing to resume: {run.root} holds no run")
         if run.root.exists() and any(p != run.lock_path and p.name not in _OS_LITTER for p in run.root.iterdir()):
             raise RunError(f"output folder {run.root} is not empty and holds no run; choose another --output")
+        spec = self._check_input()  # the input first: a bad path is the user's first thing to fix
         self._check_models()
-        spec = self._check_input()
         created = not run.root.exists()
         try:
             return self._start_fresh(spec)
