@@ -26,11 +26,22 @@ def filter_path(corpus: Path) -> Path:
     return Path(corpus) / "filter" / "filter_clip.pt"
 
 
+def _fit_batch(settings: dict, seed: Path) -> dict:
+    """The settings with the batch no larger than the seed split's usable samples: training refuses a batch
+    that would repeat its samples, and a tiny corpus (the examples' smoke paths) has a seed split of ~30."""
+    from curate.train.subsets import usable_keys
+
+    usable = len(usable_keys([str(seed)]))  # tar headers only
+    if 0 < usable < settings["batch_size"]:
+        return {**settings, "batch_size": max(2, usable)}
+    return settings
+
+
 def ensure_filter(corpus: Path, log: Callable[[str], None] = print, threads: int = 0, **overrides) -> Path:
     """Train the filter on corpus/seed if it is not cached yet; return its checkpoint path."""
     from curate.train.loop import TrainConfig, train
 
-    settings = {**FILTER_SETTINGS, **overrides}
+    settings = _fit_batch({**FILTER_SETTINGS, **overrides}, Path(corpus) / "seed")
     ckpt = filter_path(corpus)
     info = ckpt.with_suffix(".json")
     if ckpt.is_file() and info.is_file() and json.loads(info.read_text()).get("settings") == settings:
