@@ -21,7 +21,7 @@ from functools import cached_property
 import pyarrow as pa
 
 from curate import schema as cschema
-from curate.io import inputfs
+from curate.io import inputfs, utf8
 
 REASONS = {
     "input_bad_record": "a JSONL line that is not a JSON object, or whose values have other types than the "
@@ -55,15 +55,23 @@ def _lines(path: str, max_line: int):
 
 
 def _parse(line: bytes | None, max_line: int) -> tuple[dict | None, str | None]:
-    """(record, None) for a JSON object line, else (None, why)."""
+    """(record, None) for a JSON object line, else (None, why); a line whose text is not UTF-8 (raw bytes,
+    or a \\ud800 escape that is half a UTF-16 pair) says so in words that start with utf8.NOT_TEXT."""
     if line is None:
         return None, f"line longer than {max_line} bytes"
+    text, why = utf8.decode(line)
+    if why:
+        return None, why
     try:
-        rec = json.loads(line)
-    except ValueError as err:  # also UnicodeDecodeError
+        rec = json.loads(text)
+    except ValueError as err:
         return None, f"not valid JSON: {err}"
     if not isinstance(rec, dict):
         return None, f"not a JSON object but {type(rec).__name__}"
+    try:
+        json.dumps(rec, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as err:  # Arrow cannot hold it either (it raised UnicodeEncodeError, a traceback)
+        return None, f"{utf8.NOT_TEXT}: a \\u{ord(err.object[err.start]):04x} escape is half of a UTF-16 pair, no character"
     return rec, None
 
 
@@ -157,6 +165,8 @@ class JsonLines:
         arrays = [pa.array([rec.get(f.name) if why is None else None for (_, rec, _), why in zip(rows, whys)], f.type)
                   for f in fields]
         errors = [None if why is None else f"{where}: {why}"[:ERROR_CHARS] for (where, _, _), why in zip(rows, whys)]
-        arrays += [pa.array([None if e is None else "input_bad_record" for e in errors], pa.string()),
+        reasons = [None if e is None else utf8.REASON if why.startswith(utf8.NOT_TEXT) else "input_bad_record"
+                   for e, why in zip(errors, whys)]
+        arrays += [pa.array(reasons, pa.string()),
                    pa.array(errors, pa.string())]
         return pa.RecordBatch.from_arrays(arrays, names=[f.name for f in fields] + ["_reason", "_error"])

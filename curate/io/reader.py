@@ -24,7 +24,7 @@ import pyarrow.dataset as pads
 import pyarrow.json as pajson
 
 from curate import schema
-from curate.io import atomic, inputfs, storage, wds_input
+from curate.io import atomic, inputfs, storage, utf8, wds_input
 from curate.io.jsonlines import JsonLines, NoGoodRecords
 from curate.io.uids import Uids
 
@@ -105,8 +105,11 @@ def open_dataset(spec: InputSpec) -> pads.Dataset:
             return pads.dataset(read_warc(path))
         if fmt == "csv":
             delim = "\t" if path.suffix.lower() == ".tsv" else ","
+            # check_utf8 off: a cell that is not UTF-8 fails its row in the split (curate/io/utf8.py), where
+            # Arrow refused the whole file over it
             file_format = pads.CsvFileFormat(parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=True),
-                                              read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES))
+                                              read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES),
+                                              convert_options=pacsv.ConvertOptions(check_utf8=False))
             return pads.dataset(inner, format=file_format, filesystem=fs)
         if fmt == "json":
             return _json_dataset(path, inner, fs)
@@ -136,10 +139,11 @@ class _Counted:
 
 def _json_dataset(path, inner, fs):
     """The JSON input's reader: Arrow's typed dataset (the fast path) when it reads every line; when it
-    refuses the file (one record with a number among strings, one line that is not JSON), a JsonLines that
-    reads the other lines and makes each bad line a failed row (input_bad_record), so one bad record no
-    longer refuses the whole input. A file that is not UTF-8, or of which no line is a JSON object, stays
-    a one-line error."""
+    refuses the file (one record with a number among strings, one line that is not JSON) or reads a string
+    that is not UTF-8 (Arrow's JSON reader does not check), a JsonLines that reads the other lines and makes
+    each bad line a failed row (input_bad_record; input_bad_text for text that is not UTF-8), so one bad
+    record no longer refuses the whole input, nor passes bytes on that fail a later stage. A file of which
+    no line is a JSON object stays a one-line error."""
     key, stamp = str(path), fingerprint(path)
     cached = _JSON_READERS.get(key)
     if cached is not None and cached[0] == stamp and stamp:
@@ -148,18 +152,26 @@ def _json_dataset(path, inner, fs):
         ds = pads.dataset(inner, format=pads.JsonFileFormat(read_options=pajson.ReadOptions(block_size=BLOCK_BYTES)),
                           filesystem=fs)
         # parses every line: a bad one raises here, not in the middle of split_parts; the count is kept
-        found = _Counted(ds, ds.count_rows())
+        found = _Counted(ds, _valid_rows(ds))
     except pa.ArrowInvalid as err:
-        if _utf8_hint(path, err):
-            raise InputError(f"cannot read {path}: {str(err).splitlines()[0]}{_utf8_hint(path, err)}") from None
         files = [f for f in _input_files(str(path)) if not Path(f).name.startswith((".", "_"))]
         found = JsonLines(files, BLOCK_BYTES, why=str(err).splitlines()[0])
         try:
             found.schema  # noqa: B018 (reads the sample: raises when no line is a JSON object)
         except NoGoodRecords as none:
-            raise InputError(f"cannot read {path} as json: {none}") from None
+            raise InputError(f"cannot read {path} as json: {none}{_utf8_hint(path, err)}") from None
     _JSON_READERS[key] = (stamp, found)
     return found
+
+
+def _valid_rows(ds: pads.Dataset) -> int:
+    """The rows of a JSON dataset, each batch's strings checked: ArrowInvalid when one is not UTF-8 (Arrow's
+    JSON reader takes any bytes in a string; one C++ pass, about what count_rows costs)."""
+    rows = 0
+    for batch in ds.to_batches():
+        batch.validate(full=True)
+        rows += batch.num_rows
+    return rows
 
 
 def _utf8_hint(path, err: BaseException) -> str:
@@ -338,6 +350,38 @@ def reserved_columns() -> set[str]:
     return out
 
 
+def _file_batches(ds, batch_size: int):
+    """(batch, file, rows of that file before it) of a dataset, file by file where it has files (Arrow's
+    file datasets), so a bad row can be named by its file and record; (batch, None, None) otherwise."""
+    if isinstance(ds, JsonLines) or not hasattr(ds, "get_fragments"):
+        for batch in ds.to_batches(batch_size=batch_size):
+            yield batch, None, None
+        return
+    for frag in ds.get_fragments():
+        done = 0
+        for batch in frag.to_batches(batch_size=batch_size):
+            yield batch, getattr(frag, "path", None), done
+            done += batch.num_rows
+
+
+def _checked(batches, path: str):
+    """The input's batches with each row whose text is not UTF-8 failed alone (curate/io/utf8.py), named by
+    file and record (table files), tar/file and key (image inputs), else by its record in the input."""
+    seen = 0
+    for item in batches:
+        batch, file, before = item if isinstance(item, tuple) else (item, None, None)
+        names = batch.schema.names
+        if file is not None:
+            where = (lambda i, f=file, b=before: f"{f}: record {b + i + 1}")
+        elif "input_key" in names and "input_file" in names:
+            keys, files = batch.column("input_key"), batch.column("input_file")
+            where = (lambda i, k=keys, f=files: f"{f[i].as_py() or path} sample {k[i].as_py()!r}")
+        else:
+            where = (lambda i, b=seen: f"{path}: record {b + i + 1}")
+        seen += batch.num_rows
+        yield utf8.check_batch(batch, where)
+
+
 def split_parts(spec: InputSpec, rows_per_part: int, part_path, first_part: int = 0) -> tuple[list[int], dict]:
     """Stream the input into parts of `rows_per_part` rows; returns (rows per part, extra column types).
 
@@ -354,7 +398,8 @@ def split_parts(spec: InputSpec, rows_per_part: int, part_path, first_part: int 
         ds = open_dataset(spec)
         check_columns(spec, ds)
         image_col = wds_input.image_column(ds.schema, spec.image_col)
-        batches = ds.to_batches(batch_size=min(rows_per_part, 65536))
+        batches = _file_batches(ds, min(rows_per_part, 65536))
+    batches = _checked(batches, spec.path)  # text that is not UTF-8 fails its row here, not a later stage
     first = next(batches, None)
     if first is None:
         raise InputError(f"input {spec.path} has no rows")
@@ -374,7 +419,8 @@ def split_parts(spec: InputSpec, rows_per_part: int, part_path, first_part: int 
     extra_types: dict[str, pa.DataType] = {}
 
     def flush(tables):
-        t = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        # (promote: a batch with a row failed at input has status/reason columns that the others lack)
+        t = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
         k = first_part + len(sizes)
         t = t.append_column("part", pa.array([k] * t.num_rows, pa.int32()))
         atomic.write_parquet(t, part_path(k))
@@ -409,7 +455,7 @@ def split_parts(spec: InputSpec, rows_per_part: int, part_path, first_part: int 
                 "url": urls,
                 "text": texts,
             }
-            if "_reason" in names:  # samples that failed while being indexed are failed rows from the start
+            if "_reason" in batch.schema.names:  # rows that failed while read or indexed: failed from the start
                 reason = batch.column("_reason")
                 failed = pc.is_valid(reason)
                 cols["status"] = pc.if_else(failed, schema.FAILED, pa.scalar(None, pa.string()))
