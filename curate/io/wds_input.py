@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import schema
-from curate.io import inputfs
+from curate.io import inputfs, utf8
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 TEXT_EXTS = ("txt", "caption", "text")
@@ -73,8 +73,10 @@ def _sample_rows(tar_path: str, samples: list[tuple[str, dict]]) -> list[dict]:
             text = info["caption"]
         url = info.get("url") if isinstance(info.get("url"), str) else None
         row = _row(url=url, caption=text, input_key=key, input_json=s.get("json"), input_file=tar_path)
-        if s.get("error"):
-            row.update(_reason="input_member_error", _error=s["error"])
+        if s.get("error"):  # (a text member that is not UTF-8 has a reason of its own, as in any input)
+            bad_text = utf8.NOT_TEXT in s["error"]
+            row.update(_reason=utf8.REASON if bad_text else "input_member_error",
+                       _error=f"{tar_path}: {s['error']}" if bad_text else s["error"])
         elif "image" not in s:
             row.update(_reason="input_missing_image", _error=f"no image member for key {key!r} in {tar_path}")
         else:
@@ -150,7 +152,11 @@ def _index_members(tar, f, total: int | None, samples: list, spans: list) -> str
             if m.size > MAX_TEXT_BYTES:
                 s["error"] = f"member {m.name} is {m.size} bytes (limit {MAX_TEXT_BYTES})"
                 continue
-            data = tar.extractfile(m).read().decode("utf-8", "replace")
+            # strict: a caption that is not UTF-8 fails its sample (input_bad_text), never U+FFFD in its text
+            data, why = utf8.decode(tar.extractfile(m).read())
+            if why:
+                s["error"] = f"member {m.name} is {why}"
+                continue
             if ext == "json":
                 s["json"] = data
             else:
@@ -204,16 +210,29 @@ def _sidecar_parquet(tar_path: str) -> str | None:
 
 
 def _read_table(path: str) -> pa.Table:
+    """A listing or mapping file (a tar's parquet, an image folder's metadata.*) as a table whose text is
+    UTF-8: a row holding a value that is not has it null and says why in `_error` (its sample fails as
+    input_bad_text), where Arrow refused a whole CSV over one cell or let the bytes through."""
     import pyarrow.csv as pacsv
     import pyarrow.json as pajson
     import pyarrow.parquet as pq
 
     with inputfs.open_read(path) as f:
         if path.endswith(".parquet"):
-            return pq.read_table(f)
-        if path.endswith(".csv"):
-            return pacsv.read_csv(f)
-        return pajson.read_json(f)
+            table = pq.read_table(f)
+        elif path.endswith(".csv"):
+            table = pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(check_utf8=False))
+        else:
+            table = pajson.read_json(f)
+    if not table.num_rows:
+        return table
+    checked = utf8.check_batch(table.combine_chunks().to_batches()[0], lambda i: f"{path} row {i + 1}")
+    return pa.Table.from_batches([checked])
+
+
+def _text_errors(table: pa.Table | None) -> list[str | None] | None:
+    """Per row of a table _read_table read, why its text is not UTF-8 (None: fine); None when all is."""
+    return table.column("_error").to_pylist() if table is not None and "_error" in table.column_names else None
 
 
 def _with_joined(rows: list[dict], table: pa.Table | None, key_col: str, keys: list[str | None],
@@ -286,7 +305,7 @@ def _merge_listing(rows: list[dict], listing: pa.Table, tar_path: str) -> list[d
     for r in rows:
         by_key.setdefault(r["input_key"], []).append(r)
     out = []
-    cols = listing.select([c for c in ("key", "url", "caption", "error_message") if c in listing.column_names])
+    cols = listing.select([c for c in ("key", "url", "caption", "error_message", "_error") if c in listing.column_names])
     for rec in cols.to_pylist():
         key = None if rec["key"] is None else str(rec["key"])
         same = by_key.get(key)
@@ -298,6 +317,8 @@ def _merge_listing(rows: list[dict], listing: pa.Table, tar_path: str) -> list[d
             row["url"] = rec["url"]
         if row["caption"] is None and isinstance(rec.get("caption"), str):
             row["caption"] = rec["caption"]
+        if rec.get("_error") and row["_reason"] is None:  # the listing's row holds text that is not UTF-8
+            row.update(_reason=utf8.REASON, _error=rec["_error"])
         out.append(row)
     return out + [r for same in by_key.values() for r in same]
 
@@ -338,7 +359,7 @@ def image_batches(path: str, batch_rows: int = 10000, text_col: str | None = "ca
         inner = fs._strip_protocol(f)
         return inner[len(prefix):] if inner.startswith(prefix) else PurePosixPath(f).name
 
-    caps, pos = {}, {}
+    caps, pos, map_errors = {}, {}, _text_errors(mapping)
     if mapping is not None:  # a file listed twice (COCO-style: one image, several captions) is a sample each
         for i, k in enumerate(mapping.column("file_name").to_pylist()):
             if k is not None:
@@ -349,7 +370,7 @@ def image_batches(path: str, batch_rows: int = 10000, text_col: str | None = "ca
         rows, idx = [], []
         for f in files[start:start + batch_rows]:
             rel = rel_of(f)
-            sidecar, info = _sidecar_text(f.rsplit(".", 1)[0])
+            sidecar, info, bad_text = _sidecar_text(f.rsplit(".", 1)[0])
             size = inputfs.size(f)
             listed = pos.get(rel) or [None]
             for i in listed:
@@ -358,7 +379,8 @@ def image_batches(path: str, batch_rows: int = 10000, text_col: str | None = "ca
                 mapped = caps[i] if caps and i is not None else None
                 text = mapped if len(listed) > 1 and mapped is not None else (sidecar if sidecar is not None else mapped)
                 rows.append(_row(caption=text, input_json=info, input_key=rel, input_file=f, input_member=rel,
-                                 input_offset=0, input_length=size))
+                                 input_offset=0, input_length=size,
+                                 **_bad_text(bad_text or (map_errors[i] if map_errors and i is not None else None))))
                 idx.append(i)
         yield _joined_at(rows, mapping, idx, mapped_schema)
     rows, idx = [], []
@@ -378,12 +400,17 @@ def image_batches(path: str, batch_rows: int = 10000, text_col: str | None = "ca
         if stem not in stems and not f.lower().endswith(tuple("." + e for e in IMAGE_EXTS)):
             orphans.setdefault(stem, f)
     for stem, f in orphans.items():
-        text, info = _sidecar_text(stem)
+        text, info, _ = _sidecar_text(stem)  # (failed already: an orphan caption that is not UTF-8 is None)
         rows.append(_row(caption=text, input_json=info, input_key=rel_of(f), input_file=f,
                          _reason="input_missing_image", _error=f"caption file {rel_of(f)} has no image next to it"))
         idx.append(None)
     if rows:
         yield _joined_at(rows, mapping, idx, mapped_schema)
+
+
+def _bad_text(why: str | None) -> dict:
+    """An index row's failure for text that is not UTF-8 ({} when `why` is None)."""
+    return {"_reason": utf8.REASON, "_error": why[:500]} if why else {}
 
 
 def _mapping_text_col(mapping: pa.Table, text_col: str | None, where: str) -> str | None:
@@ -404,21 +431,25 @@ def caption_text(data: str) -> str:
     return data.rstrip("\r\n")
 
 
-def _sidecar_text(stem: str) -> tuple[str | None, str | None]:
+def _sidecar_text(stem: str) -> tuple[str | None, str | None, str | None]:
+    """(caption, json text, None) of an image's caption file; (None, None, why) when the file is not UTF-8
+    (its image's row fails as input_bad_text: a caption is never decoded with U+FFFD in it)."""
     for ext in SIDECAR_EXTS:
         p = f"{stem}.{ext}"
         if inputfs.exists(p) and inputfs.size(p) <= MAX_TEXT_BYTES:
             with inputfs.open_read(p) as f:
-                data = f.read().decode("utf-8", "replace")
+                data, why = utf8.decode(f.read())
+            if why:
+                return None, None, f"caption file {p} is {why}"
             if ext != "json":
-                return caption_text(data), None
+                return caption_text(data), None, None
             try:
                 info = json.loads(data)
             except ValueError:
-                return None, data
+                return None, data, None
             text = next((info[k] for k in ("caption", "text") if isinstance(info, dict) and isinstance(info.get(k), str)), None)
-            return text, data
-    return None, None
+            return text, data, None
+    return None, None, None
 
 
 def embedded_image(table: pa.Table, col: str) -> pa.Array:
