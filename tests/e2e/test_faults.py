@@ -191,8 +191,6 @@ def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path, cli, cli_inprocess
     field.write_text("name: x\nstages:\n  - download: {timeout: 3}\n")
     garbage = tmp_path / "garbage.parquet"
     garbage.write_bytes(b"this is not parquet")
-    latin = tmp_path / "latin.csv"
-    latin.write_bytes("url,caption\nhttp://127.0.0.1:9/a.jpg,café au lait\n".encode("latin-1"))
     cases = [
         (["run", "image_text", "--input", str(tmp_path / "missing.parquet"), "--output", str(out)], "input not found"),
         (["run", str(bad_yaml), "--input", str(good), "--output", str(out)], "not valid YAML"),
@@ -202,8 +200,6 @@ def test_bad_input_fails_cleanly_and_writes_nothing(tmp_path, cli, cli_inprocess
         (["run", "image_text", "--input", str(good), "--output", str(out), "--set", "input.url_col=link"], "no column 'link'"),
         (["run", "image_text", "--input", str(empty), "--output", str(out)], "has no rows"),
         (["run", "image_text", "--input", str(garbage), "--output", str(out)], "cannot read"),
-        (["run", "image_text", "--input", str(latin), "--output", str(out)], "at line 2 (byte 28 of the line: "
-                                                                                "b'\\xe9'); the file is not UTF-8"),
         (["run", "image_text", "--input", str(good), "--output", str(out), "--resume"], "nothing to resume"),
         (["run", "image_text", "--input", str(good)], "no output folder"),
         (["query", str(tmp_path), "SELECT 1"], "no metadata parts"),
