@@ -119,3 +119,24 @@ def test_a_jsonl_file_without_one_record_is_one_line_error(tmp_path):
     with pytest.raises(reader.InputError, match=r"^cannot read .*u\.jsonl as json: ") as err:
         reader.check_input(reader.InputSpec(path=str(path), source="s"))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_folder_of_files_whose_types_differ_splits_as_one_dataset(tmp_path, fmt):
+    """Files read one by one (so a bad row is named by its file) must still read with the dataset's schema:
+    `w` int32 in one Parquet file and int64 in the other refused the input ("Unable to merge: Field w has
+    incompatible types"), and a column only the second file has went into some parts only (their schemas
+    differed)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    a = pa.table({"url": ["http://h/a.jpg", "http://h/b.jpg"], "caption": ["a", "b"], "w": pa.array([1, 2], pa.int32())})
+    b = pa.table({"url": ["http://h/c.jpg"], "caption": ["c"], "w": pa.array([3], pa.int64()), "only_b": ["x"]})
+    if fmt == "parquet":
+        pq.write_table(a, folder / "a.parquet")
+        pq.write_table(b, folder / "b.parquet")
+    else:
+        pcsv.write_csv(a, folder / "a.csv")
+        pcsv.write_csv(b, folder / "b.csv")
+    sizes, extras, parts = split(folder, tmp_path, per=2, format=fmt)
+    assert sizes == [2, 1] and parts.column("text").to_pylist() == ["a", "b", "c"]
+    assert pq.read_schema(tmp_path / "parts-/part-000000.parquet") == pq.read_schema(tmp_path / "parts-/part-000001.parquet")

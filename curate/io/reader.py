@@ -359,7 +359,9 @@ def _file_batches(ds, batch_size: int):
         return
     for frag in ds.get_fragments():
         done = 0
-        for batch in frag.to_batches(batch_size=batch_size):
+        # the dataset's schema, not the file's own: files whose types differ (int32 / int64, a CSV column
+        # guessed per file) or that lack a column read as the dataset does, as ds.to_batches did
+        for batch in frag.to_batches(schema=ds.schema, batch_size=batch_size):
             yield batch, getattr(frag, "path", None), done
             done += batch.num_rows
 
