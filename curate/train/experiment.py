@@ -562,8 +562,8 @@ def summarise(runs: list[dict], spec: ExperimentSpec, base: TrainConfig, eval_fp
 
 
 def nothing_learned(primary: dict[str, dict[str, dict]]) -> list[str]:
-    """The primary metrics on which no arm learned anything: every arm's `learned` is False (its mean at or
-    below chance, or its 95% interval over seeds not above chance). Why: comparing arms that all sit at
+    """The primary metrics on which no arm learned anything: every arm's `learned` is False (its mean over
+    seeds at or below chance). Why: comparing arms that all sit at
     chance tells nothing about the data, yet reads as "no detectable difference" (equally good) unless said."""
     metrics = list(dict.fromkeys(m for v in primary.values() for m in v))
     return [m for m in metrics if primary and all(v.get(m, {}).get("learned") is False for v in primary.values())]

@@ -112,7 +112,9 @@ def _learned(t: dict) -> bool | None:
         return None
     if t["diff"] <= 0:
         return False
-    return None if t["lo"] is None else bool(t["lo"] > 0)
+    # a mean above the baseline whose interval reaches it is undetermined, not "not learned": False made
+    # `verdict` call two arms 28 points above chance "uninformative" and hide their paired difference
+    return True if t["lo"] is not None and t["lo"] > 0 else None
 
 
 def clamp_interval(lo: float | None, hi: float | None, bounds: tuple = DIFF_RANGE) -> tuple:

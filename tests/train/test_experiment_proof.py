@@ -8,9 +8,9 @@ from curate.train.stats import above_baseline
 
 def test_learned_needs_the_whole_interval_above_the_baseline():
     assert above_baseline([0.41, 0.43, 0.40, 0.44, 0.42], 0.25)["learned"] is True
-    # mean above the baseline but one seed below it and a wide spread: not called learned
+    # mean above the baseline but one seed below it and a wide spread: not called learned, nor "not learned"
     r = above_baseline([0.30, 0.22, 0.35, 0.20, 0.28], 0.25)
-    assert r["mean"] == pytest.approx(0.27) and r["learned"] is False
+    assert r["mean"] == pytest.approx(0.27) and r["learned"] is None
     assert r["diff_ci"][0] < 0 < r["diff_ci"][1]
     # at the baseline exactly (a model that answers the majority class): never learned
     assert above_baseline([0.25] * 5, 0.25)["learned"] is False
@@ -46,6 +46,13 @@ def test_at_or_below_chance_is_not_learned_with_any_number_of_seeds():
     assert stats.verdict(wide, {"lo": -0.01, "hi": 0.01}, (False, False)) == stats.NOT_LEARNED
     assert stats.verdict(wide, {"lo": -0.01, "hi": 0.01}, (True, False)) == stats.NONE
     assert stats.verdict(wide, {"lo": -0.01, "hi": 0.01}) == stats.NONE  # no chance known: as before
+    # two arms far above chance whose seed intervals merely reach it keep their paired verdict (they were
+    # called "uninformative" and the headline said no arm learned)
+    a, b = [0.6, 0.8, 0.95], [0.56, 0.75, 0.89]
+    learned = tuple(above_baseline(v, 0.5)["learned"] for v in (a, b))
+    assert learned == (None, None)
+    t = stats.paired_t_interval(a, b)
+    assert 0 < t["lo"] and stats.verdict(t, {"lo": 0.01, "hi": 0.09}, learned) == stats.BETTER
     # a t interval past the [-1, 1] a difference of accuracies can take is cut, and says so
     assert stats.clamp_interval(-1.793, 1.383) == (-1.0, 1.0, True)
     assert stats.clamp_interval(-0.2, 0.3) == (-0.2, 0.3, False)
