@@ -140,3 +140,21 @@ def test_a_folder_of_files_whose_types_differ_splits_as_one_dataset(tmp_path, fm
     sizes, extras, parts = split(folder, tmp_path, per=2, format=fmt)
     assert sizes == [2, 1] and parts.column("text").to_pylist() == ["a", "b", "c"]
     assert pq.read_schema(tmp_path / "parts-/part-000000.parquet") == pq.read_schema(tmp_path / "parts-/part-000001.parquet")
+
+
+def test_a_field_seen_late_in_a_refused_jsonl_file_is_read(tmp_path, monkeypatch):
+    """The line-by-line reader took its columns from the first SAMPLE records: a field first seen after them
+    (an optional `license`) or null until then (`px`) failed every later record that had it."""
+    from curate.io import jsonlines
+
+    monkeypatch.setattr(jsonlines, "SAMPLE", 3)
+    lines = ['{"url": "http://h/0.jpg", "caption": "c0", "px": null}', "not json"]
+    lines += [json.dumps({"url": f"http://h/{i}.jpg", "caption": f"c{i}", "px": None}) for i in range(1, 4)]
+    lines += ['{"url": "http://h/8.jpg", "caption": "c8", "px": 640}', '{"url": "http://h/9.jpg", "caption": "c9", "license": "cc"}']
+    path = tmp_path / "u.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    sizes, extras, parts = split(path, tmp_path, per=10)
+    rows = parts.to_pylist()
+    assert sizes == [7] and [r["reason"] for r in rows].count("input_bad_record") == 1
+    assert extras == {"px": pa.int64(), "license": pa.string()}
+    assert (rows[5]["px"], rows[6]["license"]) == (640, "cc") and rows[5]["status"] is rows[6]["status"] is None

@@ -4,7 +4,7 @@ Arrow reads a JSON file as one typed table: a single record whose values have an
 rest's (`"texts": [123, null]` among lists of strings) or one line that is not JSON refused the whole
 input ("JSON parse error: Column(/texts/[]) changed from string to number in row 13"). Good files keep
 Arrow's fast path (curate/io/reader.py); only a file that Arrow refuses is read here, with Python's json
-(a few microseconds a line). Each field's type is the one most of the first SAMPLE records give it (the
+(a few microseconds a line). Each field's type is the one most of its first SAMPLE values have (the
 outlier is the record that is wrong, not the file); a line that is not a JSON object, is longer than the
 line bound, or holds a value that does not fit its field's type becomes a row of its own that fails at
 `input` as `input_bad_record`, with the file, line number and why in its `error`.
@@ -29,7 +29,7 @@ REASONS = {
 }
 cschema.declare_reasons(REASONS)
 
-SAMPLE = 10_000  # records whose values decide each field's type
+SAMPLE = 10_000  # non-null values of a field that decide its type
 ERROR_CHARS = 300  # of a bad line's message, kept in its row's `error`
 
 
@@ -109,16 +109,23 @@ class JsonLines:
 
     @cached_property
     def schema(self) -> pa.Schema:
-        sample = []
+        """Every field of every record (in order of first appearance), each typed by up to SAMPLE of its
+        non-null values. The whole file is read: a field that first appears, or first holds a value, after
+        the first SAMPLE records (an optional `license`, a `width` null until then) failed every record that
+        has it. Memory is bounded by SAMPLE values per field, not by the file."""
+        values: dict[str, list] = {}
+        any_record = False
         for _, rec, _ in self._records():
-            if rec is not None:
-                sample.append(rec)
-                if len(sample) >= SAMPLE:
-                    break
-        if not sample:
+            if rec is None:
+                continue
+            any_record = True
+            for k, v in rec.items():
+                seen = values.setdefault(k, [])
+                if v is not None and len(seen) < SAMPLE:
+                    seen.append(v)
+        if not any_record:
             raise NoGoodRecords(self.why or "no line is a JSON object")
-        names = list(dict.fromkeys(k for rec in sample for k in rec))
-        return pa.schema([(k, _field_type([rec[k] for rec in sample if k in rec])) for k in names])
+        return pa.schema([(k, _field_type(v)) for k, v in values.items()])
 
     def count_rows(self) -> int:
         return sum(1 for path in self.files for _ in _lines(path, self.max_line))
@@ -136,15 +143,9 @@ class JsonLines:
             yield self._batch(buf, columns)
 
     def _problems(self, rows: list) -> list[str | None]:
-        """Why each row is bad (None: fine): its line's own problem, a field outside the schema, or the
-        first value that does not fit its field's type."""
-        names = set(self.schema.names)
+        """Why each row is bad (None: fine): its line's own problem, or the first value that does not fit its
+        field's type (every field of the file is in the schema)."""
         whys = [why for _, _, why in rows]
-        for i, (_, rec, _) in enumerate(rows):
-            if rec is not None and not names.issuperset(rec):
-                extra = sorted(set(rec) - names)[:3]
-                whys[i] = (f"field(s) {', '.join(map(repr, extra))} not in the file's first {SAMPLE} records "
-                           "(from which the columns are read)")
         for f in self.schema:
             values = [None if rec is None else rec.get(f.name) for _, rec, _ in rows]
             try:
