@@ -982,6 +982,7 @@ class Runner:
             raise RunError(f"--retry-failed: {run.root} holds an unfinished retry; {_retry_next(run.root)}")
         if not manifest.complete:
             raise RunError(f"--retry-failed: the run in {run.root} is not complete; finish it with --resume first")
+        self._check_models()  # weights that cannot be had stop the retry before it writes anything
         meta = self._meta_dataset()
         failed = meta.to_table(filter=pads.field("status") == schema.FAILED)
         if schema.PARENT_COLUMN in failed.column_names:  # derived rows (clips) come back only with their source
@@ -1026,7 +1027,14 @@ class Runner:
     def _resume_retry(self, manifest: Manifest) -> Manifest:
         """`--resume` of a run whose --retry-failed stopped: finish that retry, with the recipe it started with
         (settings of stages none of its rows has reached may change, as for any resume)."""
-        if manifest.pending_retry.status != COMMITTING:  # committing runs no stage: any recipe finishes it
+        retry, run = manifest.pending_retry, self.run
+        lo, hi = retry.parts
+        if retry.status != COMMITTING and not all(run.input_part(k).exists() for k in range(lo, hi + 1)):
+            # an --abandon removes the retry's files before it restores the manifest (its commit point)
+            raise RunError(f"the retry in {run.root} was being dropped (--abandon) when it stopped; finish that "
+                           f"with: curate run --retry-failed {run.root} --abandon")
+        if retry.status != COMMITTING:  # committing runs no stage: any recipe finishes it
+            self._check_models()
             staged = self.run.retry_recipe.exists()  # (not for a retry an older version started)
             changed = self._saved_recipe_matches(manifest, self.run.retry_recipe if staged else None,
                                                  self._reached_retry if staged else None)

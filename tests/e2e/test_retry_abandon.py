@@ -167,3 +167,32 @@ def test_refilter_of_a_run_with_a_stopped_retry_leaves_the_retry_out(finished, t
     assert res.returncode == 0, res.stderr
     _seen_complete(cli_inprocess, out2, kept=26)
     assert _status(finished) == ("complete", [("run", "complete"), ("retry-failed", "running")])
+
+
+def test_resume_after_an_abandon_cut_short_says_to_finish_the_abandon(finished, tmp_path, cli_inprocess):
+    """--abandon removes the retry's files before it restores the manifest; cut short there, a --resume (which
+    the stop hint offers) read the removed input parts and died with a FileNotFoundError traceback."""
+    before = _snapshot(finished)
+    res = cli_inprocess("run", _recipe(tmp_path, "broken", fixed=True, broken=True), "--retry-failed", str(finished))
+    assert res.returncode == 2
+    for part in (finished / "_work" / "input").glob("part-*.parquet"):  # where an abandon cut short stops
+        part.unlink()
+    res = cli_inprocess("run", _recipe(tmp_path, "fixed", fixed=True), "--resume", "-o", str(finished))
+    err = res.stderr.strip()
+    assert res.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "being dropped" in err and f"curate run --retry-failed {finished} --abandon" in err
+    res = cli_inprocess("run", "--retry-failed", str(finished), "--abandon")
+    assert res.returncode == 0, res.stderr
+    assert _snapshot(finished) == before
+
+
+def test_a_retry_whose_clip_weights_cannot_be_had_stops_before_writing(finished, tmp_path, cli_inprocess):
+    """The weights preflight of a run covers a retry too (it wrote its input parts, then failed in a worker)."""
+    before = _snapshot(finished)
+    recipe = tmp_path / "clip.yaml"
+    recipe.write_text(f"name: t\ninput: {{format: parquet}}\noutput: {{samples_per_shard: 4}}\nstages:\n"
+                      f"  - {STAGE}: {{fixed: true}}\n  - download: {{}}\n"
+                      "  - clip_score: {model: ViT-B-32, pretrained: laion2b_s34b_b79k}\n")
+    res = cli_inprocess("run", str(recipe), "--retry-failed", str(finished))  # HF_HUB_OFFLINE: not cached
+    assert res.returncode == 2 and "not in the local Hugging Face cache" in res.stderr, res.stderr
+    assert _snapshot(finished) == before
