@@ -1019,10 +1019,21 @@ class Runner:
         `abandon_retry` puts back byte for byte) and the retry's recipe (what `--resume` finishes it with)."""
         run = self.run
         storage.rmtree(run.retry_stage)  # left by an abandon cut short: never take its parts for done
+        if not self._run_kept_work():  # _work holds only what a retry that died before its manifest left
+            storage.rmtree(run.work)
         work_before = run.work.exists() and any(p.name != run.retry_stage.name for p in run.work.iterdir())
         atomic.write_bytes(run.retry_stage / _WORK_BEFORE, b"1" if work_before else b"0")
         atomic.write_bytes(run.retry_recipe, self._recipe_yaml())
         atomic.write_bytes(run.retry_backup, run.manifest_path.read_bytes())
+
+    def _run_kept_work(self) -> bool:
+        """Whether the run keeps its _work folder (output.keep_work in its saved recipe). Otherwise a complete
+        run has none, and whatever a retry finds there was left by one that died before saving its batch:
+        taken for kept work, it made that retry's abandon keep those files and its commit delete them."""
+        try:
+            return bool(saved_recipe(self.run.recipe).get("output", {}).get("keep_work"))
+        except RecipeError:
+            return True  # unknown: keep what is there, as before
 
     def _resume_retry(self, manifest: Manifest) -> Manifest:
         """`--resume` of a run whose --retry-failed stopped: finish that retry, with the recipe it started with

@@ -196,3 +196,19 @@ def test_a_retry_whose_clip_weights_cannot_be_had_stops_before_writing(finished,
     res = cli_inprocess("run", str(recipe), "--retry-failed", str(finished))  # HF_HUB_OFFLINE: not cached
     assert res.returncode == 2 and "not in the local Hugging Face cache" in res.stderr, res.stderr
     assert _snapshot(finished) == before
+
+
+def test_leftovers_of_a_retry_that_died_before_saving_its_batch_are_not_taken_for_kept_work(finished, tmp_path,
+                                                                                           cli_inprocess):
+    """A retry that died after writing its input parts but before saving its batch leaves _work behind; the
+    next retry took that for a keep_work run's folder, so its abandon kept the leftovers (and its commit
+    would have deleted them as if they were the run's)."""
+    before = _snapshot(finished)
+    stray = finished / "_work" / "input" / "part-000099.parquet"
+    stray.parent.mkdir(parents=True)
+    stray.write_bytes(b"left by a retry that died")
+    res = cli_inprocess("run", _recipe(tmp_path, "broken", fixed=True, broken=True), "--retry-failed", str(finished))
+    assert res.returncode == 2
+    res = cli_inprocess("run", "--retry-failed", str(finished), "--abandon")
+    assert res.returncode == 0, res.stderr
+    assert _snapshot(finished) == before and not (finished / "_work").exists()
