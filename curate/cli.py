@@ -123,10 +123,22 @@ def _stop_line() -> None:
     out = _option_value(("-o", "--output")) or _option_value(("--retry-failed",))
     resumable = _command() == "run" and out and RunDir(out).exists()
     hint = f"; finish it with: curate run --resume -o {out}" if resumable else ""
-    if resumable and _option_value(("--retry-failed",)):  # the run itself stays complete: the retry may be dropped
+    if resumable and _droppable_retry(RunDir(out)):  # the run itself stays complete: the retry may be dropped
         hint += f", or drop the retry with: curate run --retry-failed {out} --abandon"
     err_console.print(f"{'terminated' if term else 'interrupted'}{hint}", highlight=False)
     _STOP["printed"] = 1
+
+
+def _droppable_retry(run) -> bool:
+    """Whether the run's last pass is a --retry-failed that --abandon can still drop (stopped before it began
+    moving its parts into place: after that only --resume finishes it), whichever command was stopped."""
+    from curate.io.manifest import COMMITTING, ManifestError
+
+    try:
+        retry = run.load_manifest().pending_retry
+    except (ManifestError, OSError):
+        return False
+    return retry is not None and retry.status != COMMITTING
 
 
 def _stopped() -> None:

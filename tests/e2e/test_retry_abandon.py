@@ -212,3 +212,27 @@ def test_leftovers_of_a_retry_that_died_before_saving_its_batch_are_not_taken_fo
     res = cli_inprocess("run", "--retry-failed", str(finished), "--abandon")
     assert res.returncode == 0, res.stderr
     assert _snapshot(finished) == before and not (finished / "_work").exists()
+
+
+def test_the_stop_line_offers_abandon_only_while_it_can_drop_the_retry(finished, tmp_path, cli_inprocess,
+                                                                        monkeypatch, capsys):
+    """Ctrl-C's line offered --abandon for any stopped --retry-failed command, also in the window where the
+    parts move into place (abandon refuses then), and never for a stopped --resume of a retry."""
+    import sys
+
+    from curate import cli
+
+    res = cli_inprocess("run", _recipe(tmp_path, "broken", fixed=True, broken=True), "--retry-failed", str(finished))
+    assert res.returncode == 2
+
+    def stop_line(*argv):
+        monkeypatch.setattr(sys, "argv", ["curate", *argv])
+        cli._stop_line()
+        return capsys.readouterr().err
+
+    assert "--abandon" in stop_line("run", "--resume", "-o", str(finished))
+    manifest = json.loads((finished / "manifest.json").read_text())
+    manifest["batches"][-1]["status"] = "committing"
+    (finished / "manifest.json").write_text(json.dumps(manifest))
+    line = stop_line("run", "--retry-failed", str(finished))
+    assert f"curate run --resume -o {finished}" in line and "--abandon" not in line
