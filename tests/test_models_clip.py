@@ -139,3 +139,18 @@ def test_cli_refuses_uncached_hub_weights_before_any_work(monkeypatch, tmp_path,
     assert proc.stderr.strip().count("\n") == 0 and "doc_clip: the weights of ViT-B-32/laion2b_s34b_b79k" in proc.stderr
     assert "--set doc_clip.model=curate-tiny --set doc_clip.pretrained=null --set doc_clip.random_init=true" in proc.stderr
     assert not out.exists()
+
+
+def test_url_weights_offline_are_refused_without_a_request(monkeypatch, tmp_path):
+    """A tag whose weights are a plain URL (older open_clip releases) was checked with a HEAD request even
+    under HF_HUB_OFFLINE: offline now means no request leaves the machine."""
+    import open_clip
+
+    from curate.models import clip
+
+    _hub(monkeypatch, tmp_path, offline=True)
+    monkeypatch.setenv("HOME", str(tmp_path))  # an empty ~/.cache/clip
+    monkeypatch.setattr(open_clip, "get_pretrained_cfg", lambda m, t: {"url": "https://weights.invalid/vit.pt"})
+    monkeypatch.setattr(clip, "_reach", lambda url: pytest.fail(f"a request to {url} while offline"))
+    why = clip.hub_weights_problem("ViT-B-32", "sometag")
+    assert "not cached here" in why and "HF_HUB_OFFLINE" in why

@@ -220,6 +220,10 @@ def hub_weights_problem(model: str, pretrained: str | None) -> str | None:
         url = cfg.get("url", "")
         if not url or os.path.isfile(os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))):
             return None
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:  # offline is offline for every host: no request leaves this machine
+            return f"the weights of {where} are not cached here (~/.cache/clip) and HF_HUB_OFFLINE is set"
     why = _reach(url)
     return None if why is None else f"the weights of {where} are not cached here and {url} cannot be reached ({why})"
 
