@@ -116,6 +116,20 @@ class Recaption(EndpointClient, Stage):
         except ModelLoadError as err:
             raise ValueError(str(err)) from None
 
+    def weights_problem(self) -> str | None:
+        """Why a CoCa hub tag's weights cannot be had on this machine (one line naming the fixes), None when
+        they can or the backend fetches nothing: checked by a run before any work, as for the CLIP stages
+        (curate.models.clip_settings), instead of in the first worker after the input was downloaded."""
+        if self.backend != "coca" or self.checkpoint or not self.pretrained or not self.model:
+            return None
+        from curate.models.clip import hub_weights_problem
+
+        why = hub_weights_problem(self.model, self.pretrained)
+        if why is None:
+            return None
+        return (f"{self.name}: {why}; fetch them once where the network is reachable, set {self.name}.pretrained "
+                f"to a weights file, or {self.name}.checkpoint to a CoCa checkpoint (curate train --loss coca)")
+
     def make_captioner(self):
         from curate.caption.backends import CocaCaptioner, EndpointCaptioner, TransformersCaptioner
 

@@ -187,3 +187,29 @@ def test_next_batch_is_decoded_while_this_one_generates_and_batches_are_unchange
     for k in range(0, len(good), 3):  # the same batches, captioned in one call each
         want += [c.text for c in cap.caption([img.decode_rgb(images[i]) for i in good[k:k + 3]])]
     assert [out[i]["recaption"] for i in good] == want
+
+
+def test_coca_hub_weights_that_cannot_be_had_stop_a_run_before_any_work(tmp_path, monkeypatch):
+    """As for the CLIP stages: a CoCa hub tag neither cached nor reachable failed the first worker to load
+    it, after the input was split and images downloaded; the run's preflight now refuses it in one line."""
+    from huggingface_hub import constants
+
+    from curate.runner import RunError, Runner
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    stage = Recaption(backend="coca", model="coca_ViT-B-32", pretrained="laion2b_s13b_b90k", check_model=False)
+    why = stage.weights_problem()
+    assert why.startswith("recaption: the weights of coca_ViT-B-32/laion2b_s13b_b90k are not in the local")
+    assert "recaption.checkpoint" in why and "\n" not in why
+    assert Recaption(backend="coca", model="coca_ViT-B-32", checkpoint="/x.pt", check_model=False).weights_problem() is None
+    rec = build_recipe({"name": "t", "input": {"path": str(tmp_path / "in.parquet")}, "output": {"path": str(tmp_path / "out")},
+                        "stages": [{"download": {}}, {"recaption": {"backend": "coca", "model": "coca_ViT-B-32",
+                                                                    "pretrained": "laion2b_s13b_b90k", "check_model": False}}]})
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"url": ["http://127.0.0.1:9/a.jpg"], "caption": ["a"]}), tmp_path / "in.parquet")
+    with pytest.raises(RunError, match="recaption: the weights of coca_ViT-B-32"):
+        Runner(rec).start()
+    assert not (tmp_path / "out").exists()
