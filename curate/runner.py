@@ -374,7 +374,14 @@ def _check_reachable(address: str) -> None:
                        "fix --ray-address / RAY_ADDRESS, or unset RAY_ADDRESS to start a local Ray") from None
 
 
-_WORK_BEFORE = "work_before"  # in _work/retry: "1" when _work held files before the retry (keep_work runs)
+def _keeps_work(run: RunDir) -> bool:
+    """Whether the run keeps its _work folder (output.keep_work in its saved recipe). A retry of such a run
+    leaves what was there and removes only its own parts; otherwise a complete run has no _work, and a retry
+    (its staging, or dropping it) owns the whole folder. Unreadable: keep what is there."""
+    try:
+        return bool(saved_recipe(run.recipe).get("output", {}).get("keep_work"))
+    except RecipeError:
+        return True
 
 
 def _retry_next(root) -> str:
@@ -631,21 +638,21 @@ def abandon_retry(root) -> Manifest:
         except (OSError, ManifestError) as err:
             raise RunError(f"--abandon: the manifest from before the retry ({run.retry_backup}) cannot be read "
                            f"({err}); the retry cannot be dropped, finish it with: curate run --resume -o {run.root}") from None
-        _remove_retry_work(run, retry)
+        kept = _keeps_work(run)
+        _remove_retry_work(run, retry, kept)
         atomic.write_bytes(run.manifest_path, before)
-        work_before = (run.retry_stage / _WORK_BEFORE).read_bytes() == b"1"
-        storage.rmtree(run.work if not work_before else run.retry_stage)
+        storage.rmtree(run.retry_stage if kept else run.work)
         return run.load_manifest()
 
 
-def _remove_retry_work(run: RunDir, retry: Batch) -> None:
+def _remove_retry_work(run: RunDir, retry: Batch, kept: bool) -> None:
     """The files an unfinished retry wrote outside its staging folder's backup: staged parts, and its input
-    parts, checkpoints and decisions in _work (all of _work but the staging folder when it held nothing
-    before the retry; with output.keep_work, only the retry's part numbers)."""
+    parts, checkpoints and decisions in _work (all of _work but the staging folder, unless the run keeps it
+    with output.keep_work: then only the retry's part numbers)."""
     staged = run.staged()
     for d in (staged.meta, staged.shards, staged.thumbs, staged.embeddings):  # meta first: the commit markers
         storage.rmtree(d)
-    if (run.retry_stage / _WORK_BEFORE).read_bytes() != b"1":
+    if not kept:
         for p in storage.glob(run.work, "*"):
             if p.name != run.retry_stage.name:
                 storage.rmtree(p) if p.is_dir() else p.unlink()
@@ -1019,21 +1026,10 @@ class Runner:
         `abandon_retry` puts back byte for byte) and the retry's recipe (what `--resume` finishes it with)."""
         run = self.run
         storage.rmtree(run.retry_stage)  # left by an abandon cut short: never take its parts for done
-        if not self._run_kept_work():  # _work holds only what a retry that died before its manifest left
+        if not _keeps_work(run):  # _work holds only what a retry that died before saving its batch left
             storage.rmtree(run.work)
-        work_before = run.work.exists() and any(p.name != run.retry_stage.name for p in run.work.iterdir())
-        atomic.write_bytes(run.retry_stage / _WORK_BEFORE, b"1" if work_before else b"0")
         atomic.write_bytes(run.retry_recipe, self._recipe_yaml())
         atomic.write_bytes(run.retry_backup, run.manifest_path.read_bytes())
-
-    def _run_kept_work(self) -> bool:
-        """Whether the run keeps its _work folder (output.keep_work in its saved recipe). Otherwise a complete
-        run has none, and whatever a retry finds there was left by one that died before saving its batch:
-        taken for kept work, it made that retry's abandon keep those files and its commit delete them."""
-        try:
-            return bool(saved_recipe(self.run.recipe).get("output", {}).get("keep_work"))
-        except RecipeError:
-            return True  # unknown: keep what is there, as before
 
     def _resume_retry(self, manifest: Manifest) -> Manifest:
         """`--resume` of a run whose --retry-failed stopped: finish that retry, with the recipe it started with
