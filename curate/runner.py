@@ -658,7 +658,7 @@ def _remove_retry_work(run: RunDir, retry: Batch, kept: bool) -> None:
                 storage.rmtree(p) if p.is_dir() else p.unlink()
         return
     lo, hi = retry.parts
-    names = {f"part-{k:06d}.parquet" for k in range(lo, hi + 1)}
+    names = {run.input_part(k).name for k in range(lo, hi + 1)}  # the part file name of every stage folder
     for p in list(run.work.rglob("part-*")):
         if p.name in names and run.retry_stage not in p.parents:
             storage.rmtree(p) if p.is_dir() else p.unlink()

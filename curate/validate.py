@@ -120,11 +120,11 @@ def read_shard(path) -> ShardRead:
     return ShardRead(members, count, digest, error)
 
 
-def _check_parts(manifest, names: set[str]) -> list[str]:
+def _check_parts(run: RunDir, manifest, names: set[str]) -> list[str]:
     """The meta parts against the manifest's parts (an unfinished retry's staged parts left out): a part it
     lists that meta/ lacks lost its rows; a meta part it does not list holds rows no pass made (a copy from
     another run). A manifest copied without its retry's parts was caught by nothing else."""
-    listed = {f"part-{k:06d}.parquet" for k in manifest.parts}
+    listed = {run.meta_part(k).name for k in manifest.parts}
     out = []
     if missing := sorted(listed - names):
         out.append(f"manifest.json lists {len(missing)} part(s) that meta/ does not hold (e.g. {missing[0]})")
@@ -150,7 +150,7 @@ def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tu
     parts = storage.glob(run.meta, "part-*.parquet")
     if not parts:
         return problems + ["no metadata parts"], {}
-    problems += _check_parts(manifest.settled(), {p.name for p in parts})
+    problems += _check_parts(run, manifest.settled(), {p.name for p in parts})
     meta = storage.dataset(parts).to_table()
     rows = meta.to_pylist()
     stats = {"rows": len(rows), "kept": 0, "shards": 0, "members": 0}

@@ -79,21 +79,22 @@ def _isdir(fs, inner: str) -> bool:
     split) before reading it by Range. A HEAD request tells a file from an index page."""
     if not _is_http(fs):
         return fs.isdir(inner)
-    try:
-        mimetype = str(fs.info(inner).get("mimetype") or "")
-    except FileNotFoundError as err:
-        _raise_refusal(err)
-        return False
+    info = _http_info(fs, inner)
+    mimetype = str((info or {}).get("mimetype") or "")
     return mimetype.startswith(("text/html", "application/xhtml")) and fs.isdir(inner)
 
 
-def _raise_refusal(err: FileNotFoundError) -> None:
-    """fsspec's http info raises FileNotFoundError for any failed status: only a 404 (or no status) means
-    missing. A refusal (403) or a server error is raised as its own error (aiohttp's, with the status), which
-    the input check words in one line, instead of becoming "no .tar files" or "input not found"."""
-    status = storage._http_status(err)
-    if status not in (None, 404):
-        raise (err.__cause__ or err.__context__ or err) from None
+def _http_info(fs, inner: str) -> dict | None:
+    """fsspec's info of an http(s) URL (a HEAD request), None when it is missing. fsspec raises
+    FileNotFoundError for any failed status: only a 404 (or no status) means missing; a refusal (403) or a
+    server error is raised as its own error (aiohttp's, with the status), which the input check words in
+    one line, instead of becoming "no .tar files" or "input not found"."""
+    try:
+        return fs.info(inner)
+    except FileNotFoundError as err:
+        if storage._http_status(err) not in (None, 404):
+            raise (err.__cause__ or err.__context__ or err) from None
+        return None
 
 
 def _exists(fs, inner: str) -> bool:
@@ -101,12 +102,7 @@ def _exists(fs, inner: str) -> bool:
     whole file (a shard) only for the answer's status."""
     if not _is_http(fs):
         return fs.exists(inner)
-    try:
-        fs.info(inner)
-    except FileNotFoundError as err:
-        _raise_refusal(err)
-        return False
-    return True
+    return _http_info(fs, inner) is not None
 
 
 GZIP_TARS = (".tar.gz", ".tgz")  # WebDataset shards may be gzipped whole; they are read decompressed

@@ -38,7 +38,7 @@ class RunDir:
         self.crashes = self.work / "crashes"  # markers of stage calls a worker died in (curate.crash_isolation)
         # a --retry-failed commits into _work/retry/{shards,meta,thumbs,embeddings} (a RunDir of its own:
         # `staged()`) and moves its parts into place only once every one is committed, so readers never see
-        # half a retry; it also keeps the manifest as it was before (to drop the retry: `curate.retry`)
+        # half a retry; it also keeps the manifest as it was before (to drop the retry: curate.runner.abandon_retry)
         self.retry_stage = self.work / "retry"
         self.retry_backup = self.retry_stage / "manifest.before.json"
         self.retry_recipe = self.retry_stage / "recipe.yaml"
