@@ -482,14 +482,9 @@ def local_file(path, setting: str = "", max_bytes: int | None = None) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     record = {"url": url, "version": version, "size": size, "sha256": digest.hexdigest(), "session": session}
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".source-")  # whole or absent: a reader never sees half
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(record))
-        os.replace(tmp, folder / ".source.json")
-    finally:  # a full disk: no temp file left behind
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    from curate.io.atomic import write_bytes
+
+    write_bytes(folder / ".source.json", json.dumps(record).encode())  # whole or absent: never half a record
     _prune_fetch_cache(keep=folder)
     return dest
 
