@@ -115,7 +115,9 @@ class JsonLines:
         has it. Memory is bounded by SAMPLE values per field, not by the file."""
         values: dict[str, list] = {}
         any_record = False
+        self._rows = 0
         for _, rec, _ in self._records():
+            self._rows += 1  # every non-blank line is a row, good or bad (count_rows)
             if rec is None:
                 continue
             any_record = True
@@ -128,7 +130,9 @@ class JsonLines:
         return pa.schema([(k, _field_type(v)) for k, v in values.items()])
 
     def count_rows(self) -> int:
-        return sum(1 for path in self.files for _ in _lines(path, self.max_line))
+        """Every non-blank line (a bad one is a failed row), counted by the pass that reads the schema."""
+        self.schema  # noqa: B018
+        return self._rows
 
     def to_batches(self, batch_size: int = 65536, columns: list[str] | None = None):
         """Record batches of the file's rows, each line one row (in order): the schema's columns (or
