@@ -282,8 +282,7 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
     step = 0
     skipped: Counter = Counter()
     if resume:
-        ckpt = checkpoints.load(latest)
-        _check_resume_settings(ckpt, cfg)
+        ckpt = checkpoints.load(latest)  # (its settings were checked by _already_complete)
         model.load_state_dict(checkpoints.strip_module(ckpt["state_dict"]))
         opt.load_state_dict(ckpt["optimizer"])
         if ckpt.get("loss_state"):
