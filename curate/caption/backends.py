@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 from curate.models.clip import ModelLoadError, autocast_dtype, pick_device, resolve_model_name
@@ -138,8 +137,8 @@ class TransformersCaptioner(Captioner):
     def __init__(self, model: str, prompt: str = "", chat: str = "auto", decoding: str = "beam",
                  num_beams: int = 3, top_p: float = 0.9, temperature: float = 1.0, max_tokens: int = 30,
                  min_tokens: int = 0, device: str = "auto", precision: str = "auto", seed: int = 0,
-                 trust_remote_code: bool = False):
-        self.model_id, self.prompt, self.chat = model, prompt, chat
+                 trust_remote_code: bool = False, stage: str = "recaption"):
+        self.model_id, self.prompt, self.chat, self.stage = model, prompt, chat, stage
         self.decoding, self.num_beams, self.top_p, self.temperature = decoding, num_beams, top_p, temperature
         self.max_tokens, self.min_tokens = max_tokens, min_tokens
         self.device, self.precision, self.seed, self.trust_remote_code = device, precision, seed, trust_remote_code
@@ -148,28 +147,27 @@ class TransformersCaptioner(Captioner):
 
     @staticmethod
     def check(model: str, trust_remote_code: bool = False) -> None:
-        """Recipe-time check: the config resolves (a local folder, or a hub id already in the local cache)."""
-        if not model:
-            raise ModelLoadError("transformers backend needs `model` (a hub id or a local folder)")
-        p = Path(model)
-        if (model.startswith((".", "/", "~")) or p.exists()) and not (p.expanduser() / "config.json").is_file():
-            raise ModelLoadError(f"model folder not found or has no config.json: {model}")
-        from transformers import AutoConfig
+        """Recipe-time check, with no request and whatever the cache holds: a local folder holds a model
+        transformers can load (config.json, weights); a hub id is well formed. Whether the hub id is cached
+        or reachable is the run's preflight (Recaption.weights_problem, curate.models.hub)."""
+        from curate.models.hub import model_name_problem
 
-        try:
-            AutoConfig.from_pretrained(str(p.expanduser()) if p.exists() else model,
-                                       trust_remote_code=trust_remote_code)
-        except Exception as err:  # noqa: BLE001 - unknown id, offline without cache, bad config: "cannot load"
-            msg = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise ModelLoadError(f"unknown or unavailable transformers model {model!r}: {msg}") from None
+        why = model_name_problem("recaption", model, trust_remote_code)
+        if why:
+            raise ModelLoadError(why.removeprefix("recaption: "))
 
     def load(self) -> "TransformersCaptioner":
         import torch
         import transformers
 
+        from curate.models.hub import local_model_dir, require_transformers_model
+
         dev = pick_device(self.device)
         dtype = autocast_dtype(self.precision, dev)
-        path = str(Path(self.model_id).expanduser()) if Path(self.model_id).expanduser().exists() else self.model_id
+        # this worker's own cache and network (another node's may differ from the driver's preflight)
+        require_transformers_model(self.stage, self.model_id, trust_remote_code=self.trust_remote_code)
+        folder = local_model_dir(self.model_id)
+        path = str(folder) if folder is not None else self.model_id
         kw = dict(trust_remote_code=self.trust_remote_code)
         try:
             self.processor = transformers.AutoProcessor.from_pretrained(path, **kw)

@@ -117,9 +117,14 @@ class Recaption(EndpointClient, Stage):
             raise ValueError(str(err)) from None
 
     def weights_problem(self) -> str | None:
-        """Why a CoCa hub tag's weights cannot be had on this machine (one line naming the fixes), None when
-        they can or the backend fetches nothing: checked by a run before any work, as for the CLIP stages
+        """Why the model's weights cannot be had on this machine (one line naming the fixes), None when they
+        can or the backend fetches nothing: a CoCa hub tag, or a transformers hub id or folder
+        (curate.models.hub); checked by a run before any work, as for the CLIP stages
         (curate.models.clip_settings), instead of in the first worker after the input was downloaded."""
+        if self.backend == "transformers":
+            from curate.models.hub import transformers_model_problem
+
+            return transformers_model_problem(self.name, self.model or "", trust_remote_code=self.trust_remote_code)
         if self.backend != "coca" or self.checkpoint or not self.pretrained or not self.model:
             return None
         from curate.models.clip import hub_weights_problem

@@ -68,17 +68,23 @@ class TransformersBackend:
     """A Hugging Face VLM (hub id or local folder) loaded with AutoProcessor + AutoModelForImageTextToText."""
 
     def __init__(self, model: str, *, mode: str, yes_tokens: Sequence[str], no_tokens: Sequence[str],
-                 rating_max: int, max_new_tokens: int, batch_size: int, device: str, precision: str):
+                 rating_max: int, max_new_tokens: int, batch_size: int, device: str, precision: str,
+                 stage: str = "mllm_score"):
         from transformers import AutoProcessor
 
         from curate.models.clip import ModelLoadError, autocast_dtype, pick_device
+        from curate.models.hub import local_model_dir, require_transformers_model
 
         self.mode, self.rating_max, self.max_new_tokens, self.batch_size = mode, rating_max, max_new_tokens, batch_size
         self.device = pick_device(device)
         dtype = autocast_dtype(precision, self.device)  # None: fp32
+        # this worker's own cache and network (another node's may differ from the driver's preflight)
+        require_transformers_model(stage, model)
+        folder = local_model_dir(model)  # ~ expanded: from_pretrained took "~/m" for a hub id
+        path = str(folder) if folder is not None else model
         try:
-            self.processor = AutoProcessor.from_pretrained(model)
-            self.model = _auto_model(model, dtype).to(self.device).eval()
+            self.processor = AutoProcessor.from_pretrained(path)
+            self.model = _auto_model(path, dtype).to(self.device).eval()
         except (OSError, ValueError, KeyError) as err:
             raise ModelLoadError(f"cannot load VLM {model!r}: {str(err).splitlines()[0][:200]}") from None
         import inspect

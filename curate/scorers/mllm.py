@@ -16,7 +16,6 @@ never share an answer.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar, Literal
 
 import pyarrow as pa
@@ -78,10 +77,23 @@ class MllmScore(EndpointClient, Stage):
     def _check(self):
         if self.backend == "endpoint" and not self.base_url:
             raise ValueError("backend endpoint needs base_url (e.g. http://127.0.0.1:8000/v1)")
-        local = self.model.startswith(("/", "./", "../", "~"))
-        if self.backend == "transformers" and local and not Path(self.model).expanduser().exists():
-            raise ValueError(f"model folder {self.model} does not exist")
+        if self.backend == "transformers":  # a folder that will not load, a name that is no hub id: no request
+            from curate.models.hub import model_name_problem
+
+            why = model_name_problem(self.name, self.model)
+            if why:
+                raise ValueError(why.removeprefix(f"{self.name}: "))
         return self
+
+    def weights_problem(self) -> str | None:
+        """Why the transformers model cannot be had on this machine (one line naming the fixes), None when it
+        can or the backend loads nothing: a run checks it before any work (curate/runner.py), instead of the
+        first worker failing after the input was downloaded (curate.models.hub)."""
+        if self.backend != "transformers":
+            return None
+        from curate.models.hub import transformers_model_problem
+
+        return transformers_model_problem(self.name, self.model)
 
     def needs(self) -> tuple[str, ...]:
         return ("image", "recaption") if self.text_col != "text" else self.reads

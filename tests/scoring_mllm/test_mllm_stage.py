@@ -130,11 +130,18 @@ def test_threshold_filter_decides_on_the_score(chat_server):
 
 
 def test_a_model_that_cannot_load_is_one_line(tmp_path):
-    (tmp_path / "empty").mkdir()
+    from transformers import BertConfig
+
+    text_only = tmp_path / "bert"  # config and weights files are there, but it is no VLM (and has no processor)
+    BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(text_only)
+    (text_only / "model.safetensors").write_bytes(b"not weights")
     with pytest.raises(ModelLoadError, match="cannot load VLM"):
-        MllmScore(model=str(tmp_path / "empty"), device="cpu").setup()
+        MllmScore(model=str(text_only), device="cpu").setup()
     with pytest.raises(ValueError, match="does not exist"):  # caught when the recipe is validated
         MllmScore(model=str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="has no config.json"):
+        MllmScore(model=str(tmp_path / "empty"))
 
 
 def test_recipe_rejects_endpoint_without_url(tmp_path):
