@@ -20,8 +20,10 @@ from pathlib import Path
 class FakeHub:
     """`FakeHub({"org/name": folder})`: each repo at one commit (its files' digest), revision `main`."""
 
-    def __init__(self, repos: dict[str, str | Path]):
+    def __init__(self, repos: dict[str, str | Path], gated: tuple[str, ...] = ()):
+        """`gated`: repos whose info is public and whose files and auth-check refuse (no token here)."""
         self.repos = {rid: Path(folder) for rid, folder in repos.items()}
+        self.gated = set(gated)
         self.sha = {rid: hashlib.sha1(b"".join(p.read_bytes() for p in sorted(f.rglob("*")) if p.is_file())).hexdigest()
                     for rid, f in self.repos.items()}
         self.requests: list[str] = []
@@ -51,10 +53,13 @@ class FakeHub:
             rid, rev = "/".join(parts[2:4]), parts[5] if len(parts) >= 6 and parts[4] == "revision" else "main"
             if rid not in self.repos:
                 return self._send(h, 404, b"", {"X-Error-Code": "RepoNotFound"}, body)
+            if parts[4:] == ["auth-check"]:
+                return self._send(h, 403 if rid in self.gated else 200, b"",
+                                  {"X-Error-Code": "GatedRepo"} if rid in self.gated else {}, body)
             if not self._revision_ok(rid, rev):
                 return self._send(h, 404, b"", {"X-Error-Code": "RevisionNotFound"}, body)
             files = sorted(str(p.relative_to(self.repos[rid])) for p in self.repos[rid].rglob("*") if p.is_file())
-            info = {"id": rid, "modelId": rid, "sha": self.sha[rid], "private": False,
+            info = {"id": rid, "modelId": rid, "sha": self.sha[rid], "private": False, "gated": rid in self.gated and "manual",
                     "siblings": [{"rfilename": f} for f in files]}
             return self._send(h, 200, json.dumps(info).encode(), {"Content-Type": "application/json"}, body)
         if len(parts) >= 5 and parts[2] == "resolve":
@@ -64,6 +69,8 @@ class FakeHub:
             if not self._revision_ok(rid, rev):
                 return self._send(h, 404, b"", {"X-Error-Code": "RevisionNotFound"}, body)
             file = self.repos[rid] / name
+            if rid in self.gated:
+                return self._send(h, 403, b"", {"X-Error-Code": "GatedRepo"}, body)
             if not file.is_file():
                 return self._send(h, 404, b"", {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": self.sha[rid]}, body)
             data = file.read_bytes()

@@ -31,7 +31,7 @@ def blip(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def fake_hub(blip):
-    with FakeHub({"tiny/blip": blip}) as server:
+    with FakeHub({"tiny/blip": blip, "tiny/gated": blip}, gated=("tiny/gated",)) as server:
         yield server
 
 
@@ -141,6 +141,10 @@ def test_online_one_request_says_whether_the_hub_serves_the_model(monkeypatch, t
     assert why.startswith(f"recaption: transformers model tiny/none is not on {fake_hub.url} (or is private: set HF_TOKEN)")
     assert "huggingface-cli download tiny/none) and run with HF_HUB_OFFLINE=1" in why
     assert f"has no revision v9 on {fake_hub.url}" in transformers_model_problem("recaption", "tiny/blip", revision="v9")
+    fake_hub.requests.clear()  # a gated repo's info is public, its files are not: asked too
+    why = transformers_model_problem("recaption", "tiny/gated")
+    assert f"tiny/gated is gated on {fake_hub.url}: accept its terms there and set HF_TOKEN" in why
+    assert fake_hub.requests == ["GET /api/models/tiny/gated", "GET /api/models/tiny/gated/auth-check"]
     _hub(monkeypatch, tmp_path, offline=False, endpoint=NOBODY)
     start = time.monotonic()
     why = transformers_model_problem("mllm_score", "tiny/blip")

@@ -90,15 +90,20 @@ def _cached_missing(repo: str, revision: str | None) -> str | None:
 
 def _hub_problem(repo: str, revision: str | None) -> str | None:
     """Why the hub does not serve `repo` at `revision` to this machine, None when it does: one GET of the
-    model-info API (huggingface_hub's HfApi, the token of HF_TOKEN, no retries), HUB_CHECK_TIMEOUT_S."""
+    model-info API (huggingface_hub's HfApi, the token of HF_TOKEN, no retries), HUB_CHECK_TIMEOUT_S; for a
+    gated repo (whose info is public, its files not) a second one, whether this token may read it."""
     import requests
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
                                         RevisionNotFoundError)
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
     at = f" at revision {revision}" if revision else ""
     try:
-        HfApi(endpoint=constants.ENDPOINT).model_info(repo, revision=revision, timeout=HUB_CHECK_TIMEOUT_S)
+        info = HfApi(endpoint=constants.ENDPOINT).model_info(repo, revision=revision, timeout=HUB_CHECK_TIMEOUT_S)
+        if getattr(info, "gated", False):  # HfApi.auth_check's request, with a timeout
+            hf_raise_for_status(get_session().get(f"{constants.ENDPOINT}/api/models/{repo}/auth-check",
+                                                  headers=build_hf_headers(), timeout=HUB_CHECK_TIMEOUT_S))
     except GatedRepoError:
         return f"is gated on {constants.ENDPOINT}: accept its terms there and set HF_TOKEN"
     except RevisionNotFoundError:
