@@ -163,3 +163,16 @@ def test_default_rating_prompt_asks_for_the_stage_scale():
     own = MllmScore(backend="endpoint", model="m", base_url="http://127.0.0.1:9/v1", mode="rating", rating_max=4,
                     prompt="Score {caption} from 0 to {rating_max}")
     assert own.template() == "Score {caption} from 0 to 4"
+
+
+def test_a_folder_under_home_written_with_a_tilde_loads(tiny_vlm, tmp_path, monkeypatch):
+    """`model: ~/models/vlm` passed the recipe check (expanded there) but went to from_pretrained unexpanded,
+    which took it for a hub id and failed in the worker."""
+    import shutil
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copytree(tiny_vlm, tmp_path / "vlm")
+    stage = MllmScore(model="~/vlm", device="cpu")
+    assert stage.weights_problem() is None
+    stage.setup()
+    assert stage._backend.model is not None
