@@ -154,3 +154,25 @@ def test_url_weights_offline_are_refused_without_a_request(monkeypatch, tmp_path
     monkeypatch.setattr(clip, "_reach", lambda url: pytest.fail(f"a request to {url} while offline"))
     why = clip.hub_weights_problem("ViT-B-32", "sometag")
     assert "not cached here" in why and "HF_HUB_OFFLINE" in why
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_a_worker_checks_the_weights_on_its_own_node(monkeypatch, tmp_path, offline):
+    """The preflight ran on the driver; a worker on a node whose cache lacks the weights went into open_clip's
+    download (offline: its error; unreachable: ~25 s of hub retries first). It asks the same question now,
+    and fails in one line at once."""
+    import time
+
+    from curate.caption.recaption import Recaption
+    from curate.models.clip import ModelLoadError
+    from curate.scorers.clip_score import ClipScore
+
+    _hub(monkeypatch, tmp_path, offline=offline)
+    clip = ClipScore(model="ViT-B-32", pretrained="laion2b_s34b_b79k", device="cpu")
+    coca = Recaption(backend="coca", model="coca_ViT-B-32", pretrained="laion2b_s13b_b90k", device="cpu")
+    start = time.monotonic()
+    with pytest.raises(ModelLoadError, match="^clip_score: the weights of ViT-B-32/laion2b_s34b_b79k are not"):
+        clip.load_clip()
+    with pytest.raises(ModelLoadError, match="^recaption: the weights of coca_ViT-B-32/laion2b_s13b_b90k are not"):
+        coca.setup()
+    assert time.monotonic() - start < 5

@@ -152,6 +152,12 @@ class Recaption(EndpointClient, Stage):
 
     def setup(self) -> None:
         if self._captioner is None:
+            if self.backend == "coca":  # this worker's cache (the transformers captioner asks in its load)
+                from curate.models.clip import ModelLoadError
+
+                why = self.weights_problem()
+                if why:
+                    raise ModelLoadError(why)
             self._captioner = self.make_captioner().load()
 
     def needs(self) -> tuple[str, ...]:

@@ -56,7 +56,12 @@ class ClipWeights(BaseModel):
                 f"--set {self.name}.random_init=true")
 
     def load_clip(self):
-        """The configured model (curate.models.clip.load_clip)."""
-        from curate.models.clip import load_clip
+        """The configured model (curate.models.clip.load_clip), after `weights_problem` once more: this runs in
+        the worker, whose node's cache may lack weights the driver's preflight found (one line, not open_clip's
+        ~45 s of hub retries and its error)."""
+        from curate.models.clip import ModelLoadError, load_clip
 
+        why = self.weights_problem()
+        if why:
+            raise ModelLoadError(why)
         return load_clip(self.model, self.pretrained, self.checkpoint, self.device, self.precision)
