@@ -59,7 +59,8 @@ class FakeHub:
             if not self._revision_ok(rid, rev):
                 return self._send(h, 404, b"", {"X-Error-Code": "RevisionNotFound"}, body)
             files = sorted(str(p.relative_to(self.repos[rid])) for p in self.repos[rid].rglob("*") if p.is_file())
-            info = {"id": rid, "modelId": rid, "sha": self.sha[rid], "private": False, "gated": rid in self.gated and "manual",
+            info = {"id": rid, "modelId": rid, "sha": self.sha[rid], "private": False,
+                    "gated": rid in self.gated and "manual",
                     "siblings": [{"rfilename": f} for f in files]}
             return self._send(h, 200, json.dumps(info).encode(), {"Content-Type": "application/json"}, body)
         if len(parts) >= 5 and parts[2] == "resolve":

@@ -138,9 +138,11 @@ def test_online_one_request_says_whether_the_hub_serves_the_model(monkeypatch, t
     assert transformers_model_problem("recaption", "tiny/blip") is None  # not cached, served: from_pretrained fetches
     assert fake_hub.requests == ["GET /api/models/tiny/blip"]  # one request, no retries
     why = transformers_model_problem("recaption", "tiny/none")
-    assert why.startswith(f"recaption: transformers model tiny/none is not on {fake_hub.url} (or is private: set HF_TOKEN)")
+    assert why.startswith(f"recaption: transformers model tiny/none is not on {fake_hub.url} (or is private: set "
+                          "HF_TOKEN)")
     assert "huggingface-cli download tiny/none) and run with HF_HUB_OFFLINE=1" in why
-    assert f"has no revision v9 on {fake_hub.url}" in transformers_model_problem("recaption", "tiny/blip", revision="v9")
+    why = transformers_model_problem("recaption", "tiny/blip", revision="v9")
+    assert f"has no revision v9 on {fake_hub.url}" in why
     fake_hub.requests.clear()  # a gated repo's info is public, its files are not: asked too
     why = transformers_model_problem("recaption", "tiny/gated")
     assert f"tiny/gated is gated on {fake_hub.url}: accept its terms there and set HF_TOKEN" in why

@@ -111,7 +111,7 @@ def test_transformers_backend_runs_in_an_actor_pool(urls, tiny_vlm, tmp_path, ra
 def test_a_model_that_cannot_load_stops_the_run_with_one_line(urls, tmp_path, ray_address):
     """A hub id that is not cached (HF_HUB_OFFLINE, set for tests) is refused by the run's preflight, before
     the output folder exists; it failed the first worker to load it, after the input was split."""
-    with pytest.raises(RunError, match="^mllm_score: transformers model no-such-org/no-such-model: the local "
-                                       "Hugging Face cache .*huggingface-cli download no-such-org/no-such-model") as info:
+    with pytest.raises(RunError, match="^mllm_score: transformers model no-such-org/no-such-model: the local Hugging "
+                                       "Face cache .*huggingface-cli download no-such-org/no-such-model") as info:
         run(urls, tmp_path / "out", recipe(tmp_path, "{model: no-such-org/no-such-model, device: cpu}"), ray_address)
     assert "\n" not in str(info.value) and not (tmp_path / "out").exists()

@@ -133,7 +133,8 @@ def test_a_model_that_cannot_load_is_one_line(tmp_path):
     from transformers import BertConfig
 
     text_only = tmp_path / "bert"  # config and weights files are there, but it is no VLM (and has no processor)
-    BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(text_only)
+    config = BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)
+    config.save_pretrained(text_only)
     (text_only / "model.safetensors").write_bytes(b"not weights")
     with pytest.raises(ModelLoadError, match="cannot load VLM"):
         MllmScore(model=str(text_only), device="cpu").setup()
