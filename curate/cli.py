@@ -653,6 +653,24 @@ def _train_errors():
     return (TrainError, EvalError, DataError, CheckpointError)
 
 
+def _fail_train(err: Exception):
+    """A training error's one line and exit 2; under torchrun a rank whose error is `quiet` (another rank,
+    rank 0, reports it: curate.train.loop._agree) exits 2 without a line, so the line is printed once."""
+    _leave_process_group()
+    if getattr(err, "quiet", False):
+        raise typer.Exit(2)
+    _fail(str(err))
+
+
+def _leave_process_group() -> None:
+    """Destroy torch.distributed's process group if this process joined one: a rank that exited with it
+    still up sometimes aborted in gloo's teardown ("terminate called without an active exception", exit 134)
+    instead of exiting 2. A local call: after an agreed failure no collective is in flight."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _num(x, fmt: str = ".3f") -> str:
     """A number for a summary line, "n/a" for a missing one (a summary may lack a loss)."""
     return "n/a" if x is None else format(x, fmt)
@@ -699,7 +717,7 @@ def train(
     try:
         s = run_train(cfg, resume=resume, on_log=show)
     except _train_errors() as err:
-        _fail(str(err))
+        _fail_train(err)
     if s["rank"] != 0:  # under torchrun: rank 0 reports for all ranks
         return
     if s.get("already_complete"):
@@ -726,7 +744,7 @@ def eval_(
     try:
         res = evaluate(ckpt, eval_set, model_name=model)
     except _train_errors() as err:
-        _fail(str(err))
+        _fail_train(err)
     if output:
         from curate.io import atomic, storage
 
@@ -806,7 +824,7 @@ def experiment(
         res = run_experiment(spec, output, base, log=lambda m: err_console.print(m, highlight=False),
                              only=[x for x in (arms_only or "").split(",") if x] or None)
     except _train_errors() as err:
-        _fail(str(err))
+        _fail_train(err)
     if res.get("partial"):
         out_console.print(f"trained and evaluated {len(res['runs'])} run(s) of {arms_only}; run again without --arms "
                           "for the report", highlight=False)

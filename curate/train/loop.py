@@ -23,7 +23,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from curate.io import storage
+from curate.io import atomic, storage
 from curate.train import checkpoints, configs
 from curate.train.data import DataError, TrainBatches, expand_shards, holds_video, make_loader
 from curate.train.losses import LOSSES, ContrastiveLoss
@@ -31,6 +31,18 @@ from curate.train.losses import LOSSES, ContrastiveLoss
 
 class TrainError(ValueError):
     """A training request that cannot run as given (message is the whole story)."""
+
+
+class RankFailed(TrainError):
+    """Raised on every rank once the ranks agreed that one of them failed (_agree).
+
+    `quiet`: this rank has nothing of its own to say (it stops because another rank failed, or it failed
+    itself and rank 0 reports it), so the CLI exits non-zero without a line and the error is printed once.
+    """
+
+    def __init__(self, message: str, quiet: bool = False):
+        super().__init__(message)
+        self.quiet = quiet
 
 
 @dataclass
@@ -112,6 +124,59 @@ def _dist():
             torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl" if nccl else "gloo", timeout=timeout)
     return dist.get_rank(), world, local_rank
+
+
+def _comm_device():
+    """The device a collective's tensors live on: this rank's GPU under NCCL, the CPU under gloo."""
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _describe(err: BaseException) -> str:
+    """One line for an error: its message for curate's own (ValueError) errors, else its type and first line."""
+    if isinstance(err, ValueError) and str(err):
+        return str(err)
+    first = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
+def _agree(error: Optional[BaseException], rank: int, world: int) -> None:
+    """Return when no rank failed; otherwise raise on every rank. Every rank calls it at the same points.
+
+    Why: a rank that raised on its own (too few samples in its share, ran out of samples, an unreadable
+    shard, a checkpoint rank 0 could not write) left the others in their next collective: gloo ends them
+    with "Connection closed by peer" (a misleading second error, exit 1), NCCL waits for the distributed
+    timeout (CURATE_DIST_TIMEOUT_S, two hours), and a rank whose caller survives the error (a notebook,
+    `curate experiment`'s leader) kept its peers waiting too. So each point where ranks can part ways
+    (after setup, after each batch is fetched, before and after the final write) first all-reduces one
+    failed flag: one small collective, where the loop already syncs on the loss each step. Only on failure
+    are the messages gathered; rank 0 raises the error of the lowest failing rank (its own as it was,
+    another's as "rank R: ..."), and the other ranks a quiet RankFailed, so the line is printed once.
+    """
+    if world <= 1:
+        if error is not None:
+            raise error
+        return
+    import torch.distributed as dist
+
+    flag = torch.tensor([0 if error is None else 1], dtype=torch.int32, device=_comm_device())
+    dist.all_reduce(flag)
+    if not int(flag.item()):
+        return
+    lines: list = [None] * world
+    dist.all_gather_object(lines, None if error is None else _describe(error))
+    first = next(r for r, line in enumerate(lines) if line is not None)
+    others = [r for r, line in enumerate(lines) if line is not None and r != first]
+    message = f"rank {first}: {lines[first]}" + (f" (rank(s) {', '.join(map(str, others))} failed too)"
+                                                   if others else "")
+    if rank == 0 and error is not None:
+        raise error
+    if rank == 0:
+        raise RankFailed(message) from None
+    raise RankFailed(message, quiet=True) from error
 
 
 def resolve_device(spec: str, local_rank: int, cuda_available: bool) -> torch.device:
@@ -208,9 +273,10 @@ def _already_complete(cfg: TrainConfig, latest, out) -> Optional[dict]:
     return {**done, "already_complete": True, "rank": int(os.environ.get("RANK", "0"))}
 
 
-def _too_few(usable: int, batch_size: int, shared: bool, skipped: Counter) -> str:
-    """The refusal for shards whose usable samples do not fill one batch (each batch would repeat them)."""
-    where = "a data loader worker's share of the shards" if shared else "the shards"
+def _too_few(usable: int, batch_size: int, shared: str, skipped: Counter) -> str:
+    """The refusal for shards whose usable samples do not fill one batch (each batch would repeat them).
+    `shared`: whose share of the shards it was ("" for all of them)."""
+    where = f"{shared}'s share of the shards" if shared else "the shards"
     return (f"only {usable} usable sample(s) in {where}, fewer than the batch size {batch_size}: every batch "
             f"would repeat them; skipped {dict(skipped) or 0}; give more (readable) data or a smaller --batch-size")
 
@@ -232,65 +298,106 @@ def _video_hint(cfg: TrainConfig, shards: list[str], skipped: Counter) -> str:
     return "; the shards hold videos (.mp4 ...) and no images: train on them with --video-frames N (e.g. 4)"
 
 
-def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dict], None]] = None) -> dict:
-    """Train to cfg.samples_seen; return the summary (also written to OUTPUT/summary.json)."""
-    cfg.validate()
-    import open_clip
+def _open_run(cfg: TrainConfig, mirror, resume: bool, world: int) -> tuple[Optional[dict], list[str]]:
+    """(the finished run's summary or None, the shards): the checks each rank makes before it trains.
 
-    mirror = storage.Mirror(cfg.output)  # a remote output (s3://...) is written from a local folder, file by file
-    out = mirror.local
-    latest = out / "checkpoint.pt"
+    Why its own step: a rank can fail here alone (an output or a shard it cannot see), so train() agrees
+    on the outcome (_agree) before the first collective rather than leaving the others in it."""
     if resume and not mirror.exists("checkpoint.pt"):
         raise TrainError(f"--resume: no checkpoint.pt in {cfg.output}")
     if not resume and mirror.exists("checkpoint.pt"):
         raise TrainError(f"{cfg.output} already holds a training run; use --resume or another --output")
     if resume:
         mirror.pull("checkpoint.pt", "log.jsonl", "summary.json")
-        done = _already_complete(cfg, latest, out)
+        done = _already_complete(cfg, mirror.local / "checkpoint.pt", mirror.local)
         if done is not None:
-            return done
+            return done, []
     try:
         shards = expand_shards(cfg.shards)
     except DataError as err:
         raise TrainError(str(err)) from None
-
-    rank, world, local_rank = _dist()
     if len(shards) < world:
         raise TrainError(f"{len(shards)} shard(s) for {world} ranks: every rank needs at least one shard")
-    workers = max(0, min(cfg.workers, len(shards) // world))
-    device = resolve_device(cfg.device, local_rank, torch.cuda.is_available())
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True
-    if cfg.threads and device.type == "cpu":
-        torch.set_num_threads(cfg.threads)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    return None, shards
 
-    _seed_all(cfg.seed + rank)
-    model, preprocess_train, _ = open_clip.create_model_and_transforms(cfg.model)
-    tokenizer = open_clip.get_tokenizer(cfg.model)
-    loss_fn = ContrastiveLoss(cfg.loss, rank, world)
-    with torch.no_grad():
-        model.logit_scale.fill_(ContrastiveLoss.init_logit_scale(cfg.loss))
-    model.to(device)
-    loss_fn.to(device)
-    extra = [p for p in loss_fn.parameters()]
-    opt = make_optimizer(param_groups(model, extra, cfg.weight_decay), cfg, device)
 
-    global_batch = cfg.batch_size * world
-    total_steps = max(1, cfg.samples_seen // global_batch)
-    step = 0
-    skipped: Counter = Counter()
-    if resume:
-        ckpt = checkpoints.load(latest)  # (its settings were checked by _already_complete)
-        model.load_state_dict(checkpoints.strip_module(ckpt["state_dict"]))
-        opt.load_state_dict(ckpt["optimizer"])
-        if ckpt.get("loss_state"):
-            loss_fn.load_state_dict(ckpt["loss_state"])
-        step = int(ckpt["step"])
-        skipped.update(ckpt.get("skipped") or {})
-        torch.set_rng_state(ckpt["torch_rng"]) if "torch_rng" in ckpt else None
-        ckpt = {k: v for k, v in ckpt.items() if k in ("first_loss", "last_loss")}  # free the tensors
+def _next_batch(loader, skipped: Counter, cfg: TrainConfig, shards: list[str], shared: str, step: int,
+                total_steps: int):
+    """This rank's next (images, texts), its skips added to `skipped`; TrainError when its share holds fewer
+    usable samples than one batch or has run out (the dataset's end-of-stream reports, data.TrainBatches)."""
+    try:
+        images, texts, delta = next(loader)
+        while images is None:  # a worker's final skip report
+            skipped.update(delta)
+            if texts is not None:  # ... with the count of a share smaller than one batch
+                raise TrainError(_too_few(texts, cfg.batch_size, shared, skipped) + _video_hint(cfg, shards, skipped))
+            images, texts, delta = next(loader)
+    except StopIteration:
+        raise TrainError(f"the shards ran out of usable samples at step {step}/{total_steps}: "
+                         f"skipped {dict(skipped) or 0}; " + (_video_hint(cfg, shards, skipped)[2:] or
+                                                              "empty, corrupt or unlabelled shards?")) from None
+    skipped.update(delta)
+    return images, texts
+
+
+def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dict], None]] = None) -> dict:
+    """Train to cfg.samples_seen; return the summary (also written to OUTPUT/summary.json).
+
+    Under DDP every rank fails together: each point where one rank can fail alone ends in _agree."""
+    cfg.validate()
+    import open_clip
+
+    mirror = storage.Mirror(cfg.output)  # a remote output (s3://...) is written from a local folder, file by file
+    out = mirror.local
+    latest = out / "checkpoint.pt"
+    rank, world, local_rank = _dist()
+    done, failed = None, None
+    try:
+        done, shards = _open_run(cfg, mirror, resume, world)
+    except Exception as err:  # noqa: BLE001 - agreed on below, then raised on every rank
+        failed = err
+    _agree(failed, rank, world)
+    if done is not None:
+        return done
+
+    try:
+        workers = max(0, min(cfg.workers, len(shards) // world))
+        device = resolve_device(cfg.device, local_rank, torch.cuda.is_available())
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+            torch.backends.cuda.matmul.allow_tf32 = True
+        if cfg.threads and device.type == "cpu":
+            torch.set_num_threads(cfg.threads)
+        bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+
+        _seed_all(cfg.seed + rank)
+        model, preprocess_train, _ = open_clip.create_model_and_transforms(cfg.model)
+        tokenizer = open_clip.get_tokenizer(cfg.model)
+        loss_fn = ContrastiveLoss(cfg.loss, rank, world)
+        with torch.no_grad():
+            model.logit_scale.fill_(ContrastiveLoss.init_logit_scale(cfg.loss))
+        model.to(device)
+        loss_fn.to(device)
+        extra = [p for p in loss_fn.parameters()]
+        opt = make_optimizer(param_groups(model, extra, cfg.weight_decay), cfg, device)
+
+        global_batch = cfg.batch_size * world
+        total_steps = max(1, cfg.samples_seen // global_batch)
+        step = 0
+        skipped: Counter = Counter()
+        if resume:
+            ckpt = checkpoints.load(latest)  # (its settings were checked by _already_complete)
+            model.load_state_dict(checkpoints.strip_module(ckpt["state_dict"]))
+            opt.load_state_dict(ckpt["optimizer"])
+            if ckpt.get("loss_state"):
+                loss_fn.load_state_dict(ckpt["loss_state"])
+            step = int(ckpt["step"])
+            skipped.update(ckpt.get("skipped") or {})
+            torch.set_rng_state(ckpt["torch_rng"]) if "torch_rng" in ckpt else None
+            ckpt = {k: v for k, v in ckpt.items() if k in ("first_loss", "last_loss")}  # free the tensors
+    except Exception as err:  # noqa: BLE001 - agreed on below, then raised on every rank
+        failed = err
+    _agree(failed, rank, world)  # before DDP's first collective (its parameter broadcast)
 
     train_model = model
     if world > 1:
@@ -329,22 +436,18 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
         first_loss, last_loss = ckpt.get("first_loss"), ckpt.get("last_loss")
         if first_loss is None:  # a checkpoint from before they were kept: step 1 is always logged alone
             first_loss = _step1_loss(out / "log.jsonl")
+    # an error of this rank's last step (its loss, rank 0's log or checkpoint), agreed on with the next batch
+    pending: Optional[BaseException] = None
+    shared = "a data loader worker" if workers > 1 else "this rank" if world > 1 else ""
     model.train()
     while step < total_steps:
         t0 = time.perf_counter()
-        try:
-            images, texts, delta = next(loader)
-            while images is None:  # a worker's final skip report
-                skipped.update(delta)
-                if texts is not None:  # ... with the count of a share smaller than one batch
-                    raise TrainError(_too_few(texts, cfg.batch_size, workers > 1 or world > 1, skipped)
-                                     + _video_hint(cfg, shards, skipped))
-                images, texts, delta = next(loader)
-        except StopIteration:
-            raise TrainError(f"the shards ran out of usable samples at step {step}/{total_steps}: "
-                             f"skipped {dict(skipped) or 0}; " + (_video_hint(cfg, shards, skipped)[2:] or
-                                                                  "empty, corrupt or unlabelled shards?")) from None
-        skipped.update(delta)
+        if pending is None:
+            try:
+                images, texts = _next_batch(loader, skipped, cfg, shards, shared, step, total_steps)
+            except Exception as err:  # noqa: BLE001 - agreed on below, then raised on every rank
+                pending = err
+        _agree(pending, rank, world)
         wait = time.perf_counter() - t0
         win_wait += wait
         total_wait += wait
@@ -367,29 +470,34 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
         win_n += images.shape[0]
         lv = float(loss.detach())
         if not math.isfinite(lv):
-            raise TrainError(f"loss is {lv} at step {step}; lower --lr or check the data")
+            pending = TrainError(f"loss is {lv} at step {step}; lower --lr or check the data")
+            continue
         win_loss.append(lv)
         first_loss = lv if first_loss is None else first_loss
         last_loss = lv
-        if step % cfg.log_every == 0 or step == total_steps or step == 1:
-            now = time.perf_counter()
-            rec = {"step": step, "samples_seen": step * global_batch, "loss": float(np.mean(win_loss)),
-                   "loss_steps": len(win_loss), "lr": lr,
-                   "samples_per_s": win_n * world / max(now - win_t, 1e-9),
-                   "data_wait_frac": win_wait / max(now - win_t, 1e-9),
-                   "logit_scale": float(model.logit_scale.detach().exp()), "skipped": dict(skipped),
-                   "elapsed_s": now - t_start}
-            if is_main:
-                log_f.write(json.dumps(rec) + "\n")
+        try:
+            if step % cfg.log_every == 0 or step == total_steps or step == 1:
+                now = time.perf_counter()
+                rec = {"step": step, "samples_seen": step * global_batch, "loss": float(np.mean(win_loss)),
+                       "loss_steps": len(win_loss), "lr": lr,
+                       "samples_per_s": win_n * world / max(now - win_t, 1e-9),
+                       "data_wait_frac": win_wait / max(now - win_t, 1e-9),
+                       "logit_scale": float(model.logit_scale.detach().exp()), "skipped": dict(skipped),
+                       "elapsed_s": now - t_start}
+                if is_main:
+                    log_f.write(json.dumps(rec) + "\n")
+                    log_f.flush()
+                    if on_log:
+                        on_log(rec)
+                win_t, win_wait, win_n, win_loss = now, 0.0, 0, []
+            if is_main and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
+                kept = checkpoints.save(out / "checkpoints" / f"step_{step:08d}.pt", payload(False))
+                checkpoints.save(latest, payload(False))
                 log_f.flush()
-                if on_log:
-                    on_log(rec)
-            win_t, win_wait, win_n, win_loss = now, 0.0, 0, []
-        if is_main and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total_steps:
-            kept = checkpoints.save(out / "checkpoints" / f"step_{step:08d}.pt", payload(False))
-            checkpoints.save(latest, payload(False))
-            log_f.flush()
-            mirror.push(kept, latest, out / "log.jsonl")  # each object whole; the latest checkpoint before its log
+                mirror.push(kept, latest, out / "log.jsonl")  # each object whole; the latest checkpoint before its log
+        except Exception as err:  # noqa: BLE001 - agreed on with the next batch (or after the last step)
+            pending = err
+    _agree(pending, rank, world)  # the last step's loss and writes
 
     elapsed = time.perf_counter() - t_start
     if world > 1:
@@ -411,12 +519,12 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
                "data_wait_frac": total_wait / max(elapsed, 1e-9), "checkpoint": mirror.url("checkpoint.pt"),
                "rank": rank, "model_digest": checkpoints.digest(model.state_dict())}
     if is_main:
-        checkpoints.save(latest, payload(True))
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
-        log_f.close()
-        mirror.push(latest, out / "log.jsonl", out / "config.json", out / "summary.json")  # summary.json: done
-    if world > 1:  # no rank returns before rank 0's checkpoint and summary are on disk
-        import torch.distributed as dist
-
-        dist.barrier()
+        try:
+            checkpoints.save(latest, payload(True))
+            atomic.write_bytes(out / "summary.json", json.dumps(summary, indent=1).encode())  # whole or absent
+            log_f.close()
+            mirror.push(latest, out / "log.jsonl", out / "config.json", out / "summary.json")  # summary.json: done
+        except Exception as err:  # noqa: BLE001 - agreed on below, then raised on every rank
+            failed = err
+    _agree(failed, rank, world)  # no rank returns before rank 0's checkpoint and summary are on disk
     return summary

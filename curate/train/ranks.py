@@ -47,15 +47,25 @@ def lead_train(cfg: TrainConfig, resume: bool = False) -> dict:
 
 
 def follow() -> Any:
-    """A rank other than 0: join each training rank 0 starts; return rank 0's result or raise its error."""
+    """A rank other than 0: join each training rank 0 starts; return rank 0's result or raise its error.
+
+    A training that fails, fails on every rank at once (curate.train.loop._agree), rank 0 included: so
+    this rank keeps listening and rank 0 says what comes next (its error, or another run) instead of
+    this rank leaving while rank 0 waits for it in its next broadcast. Rank 0's error is raised quiet
+    (the CLI prints it on rank 0 only)."""
     while True:
         kind, *rest = broadcast()
         if kind == "train":
-            train(rest[0], resume=rest[1])
+            try:
+                train(rest[0], resume=rest[1])
+            except TrainError:  # agreed by every rank (loop._agree): rank 0 failed too, its broadcast says what next
+                pass
         elif kind == "done":
             return rest[0]
         else:
-            raise rest[1](f"rank 0: {rest[0]}")
+            err = rest[1](f"rank 0: {rest[0]}")
+            err.quiet = True
+            raise err
 
 
 def rank0_leads(fn: Callable) -> Callable:
