@@ -3,7 +3,8 @@
 Checks what breaks when every rank runs an experiment: rank 0 alone decides reuse, draws the random-subset
 control, writes run folders and results, and evaluates; every rank joins each training (DDP, identical
 weights); all ranks return the same results; a rerun reuses on every rank (no rank trains); an error on
-rank 0 ends the other rank with the same message instead of a hang.
+rank 0 ends the other rank with the same message instead of a hang, and so does a training that fails on
+one rank only.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from curate.train.subsets import usable_keys
 
 from .conftest import write_classes, write_colour_shards
-from .test_ddp import _free_port
+from .test_ddp import _free_port, _one_shard
 
 
 def test_experiment_under_torchrun_two_ranks(tmp_path):
@@ -24,17 +25,19 @@ def test_experiment_under_torchrun_two_ranks(tmp_path):
     write_colour_shards(tmp_path / "half", 32, 2, seed=2)
     write_colour_shards(tmp_path / "eval", 24, 1, seed=1)
     write_classes(tmp_path / "eval")
+    _one_shard(tmp_path / "uneven", "000000.tar", 24, 3)
+    _one_shard(tmp_path / "uneven", "000001.tar", 3, 4)  # one rank's share is below a batch of 8
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "GLOO_SOCKET_IFNAME": "lo",
            "CURATE_DIST_TIMEOUT_S": "300"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
            str(Path(__file__).with_name("experiment_ddp_driver.py")),
-           *(str(tmp_path / d) for d in ("full", "half", "eval")), str(out)]
+           *(str(tmp_path / d) for d in ("full", "half", "eval", "uneven")), str(out)]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     lead, other = (json.loads((out / f"rank{i}.json").read_text()) for i in (0, 1))
-    first, again, bad = zip(lead["calls"], other["calls"])
+    first, again, bad, uneven = zip(lead["calls"], other["calls"])
 
     # 1. every rank joined the same three trainings; only rank 0 ran the experiment (its log) and all agree
     assert sorted(first[0]["trained"]) == sorted(first[1]["trained"]) and len(first[0]["trained"]) == 3
@@ -56,3 +59,7 @@ def test_experiment_under_torchrun_two_ranks(tmp_path):
 
     # 3. rank 0's error reaches the other rank as the same one-line error
     assert "no_such_metric" in bad[0]["error"] and bad[1]["error"] == f"rank 0: {bad[0]['error']}"
+
+    # 4. a training that fails on one rank fails on both, printed once: rank 1's error is rank 0's, quiet
+    assert "usable sample(s) in this rank's share" in uneven[0]["error"] and not uneven[0]["quiet"]
+    assert uneven[1]["error"] == f"rank 0: {uneven[0]['error']}" and uneven[1]["quiet"]
