@@ -11,6 +11,8 @@ from __future__ import annotations
 import glob
 import os
 import random
+import re
+import tarfile
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -30,6 +32,10 @@ SKIP_REASONS = ("shard_error", "missing_image", "missing_text", "image_decode_er
 
 class DataError(ValueError):
     """Shards that cannot be trained or evaluated on (none found, none readable)."""
+
+
+class TruncatedShard(DataError):
+    """A tar that ends before its archive does: no end-of-archive block after its last member."""
 
 
 def expand_shards(specs: Sequence[str]) -> list[str]:
@@ -127,11 +133,72 @@ def _open_shards(data, handler):
                 break
 
 
+_META = re.compile(r"__[^/]*__($|/)")  # webdataset's own members (__key__ ...), skipped as its reader does
+
+
+def _tar_members(stream, url: str, handler) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of each regular member of one tar stream; TruncatedShard when the stream ends before
+    the archive's end-of-archive block (an all-zero header block).
+
+    Why not webdataset's tar_file_iterator: Python's tarfile ends a stream quietly where the file ends at
+    a header (a copy cut at a member boundary, or inside a header block), so a cut shard was read as a
+    shorter one and training went on, one shard's tail short, with nothing counted. The header class
+    records every header block tarfile parses: a stream that stopped on anything but a zero block (or
+    whose last member's data ran out) was cut. An error inside one member goes to `handler` as in webdataset."""
+    class Header(tarfile.TarInfo):
+        last = None
+
+        @classmethod
+        def frombuf(cls, buf, encoding, errors):
+            Header.last = buf
+            return super().frombuf(buf, encoding, errors)
+
+    count, name = 0, None
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*", tarinfo=Header) as tf:
+            for info in tf:
+                count, name = count + 1, info.name
+                if not info.isreg() or _META.match(info.name):
+                    continue
+                try:
+                    data = tf.extractfile(info).read()
+                except tarfile.ReadError:
+                    raise
+                except Exception as exn:  # noqa: BLE001 - one member's error: the handler decides
+                    exn.args = exn.args + (url,)
+                    if handler(exn):
+                        continue
+                    return
+                yield info.name, data
+    except tarfile.ReadError as err:
+        if str(err) != "unexpected end of data" or not count:  # not a tar at all: the caller's handler counts it
+            raise
+        Header.last = b"cut"  # the last member's data ran out
+    if count and Header.last != bytes(tarfile.BLOCKSIZE):
+        raise TruncatedShard(f"truncated shard {url}: it ends after {count} tar member(s) (the last {name!r}) "
+                             "without the tar end-of-archive block, so the rest of it is missing (a partial copy?); "
+                             "copy it again or leave it out")
+
+
+def _tar_files(sources, handler) -> Iterator[dict]:
+    """webdataset's file records ({fname, data, __url__}) of each opened shard, through _tar_members."""
+    for source in sources:
+        url = source["url"]
+        try:
+            for fname, data in _tar_members(source["stream"], url, handler):
+                yield {"fname": fname, "data": data, "__url__": url}
+        except TruncatedShard:
+            raise
+        except Exception as exn:  # noqa: BLE001 - an unreadable shard: the handler decides, as in webdataset
+            exn.args = exn.args + (url,)
+            if not handler(exn):
+                break
+
+
 def _tar_samples(src, handler):
     from webdataset import tariterators
 
-    files = tariterators.tar_file_expander(_open_shards(src, handler), handler=handler)
-    return tariterators.group_by_keys(files, handler=handler)
+    return tariterators.group_by_keys(_tar_files(_open_shards(src, handler), handler), handler=handler)
 
 
 class SkipCounter:
@@ -201,7 +268,8 @@ class TrainBatches(torch.utils.data.IterableDataset):
     Every pass over the shards uses seed + pass as its shuffle seed, the same on every rank, so the
     per-rank split is a partition. A pass that yields no sample at all ends the stream (the caller
     reports it) instead of spinning forever on empty or corrupt shards. A first pass with fewer usable
-    samples than one batch yields (None, that count, skips) and ends: the caller refuses to train.
+    samples than one batch yields (None, that count, skips) and ends: the caller refuses to train. So does
+    a truncated shard, with (None, its one-line message, skips).
     """
 
     def __init__(self, shards: list[str], preprocess: Callable, tokenizer: Callable, batch_size: int,
@@ -229,17 +297,22 @@ class TrainBatches(torch.utils.data.IterableDataset):
             buf: list = []
             n_pass = 0
             cap_rng = random.Random((self.seed, p, rank, wid, 7).__hash__())
-            for sample in raw_samples(order, handler):
-                got = decode_sample(sample, self.preprocess, skips, self.recaption_prob, cap_rng, self.video_frames)
-                if got is None:
-                    continue
-                n_pass += 1
-                buf.append(got)
-                if len(buf) < self.shuffle_buffer:
-                    continue
-                i = rng.randrange(len(buf))
-                buf[i], buf[-1] = buf[-1], buf[i]
-                yield from self._add(buf.pop(), images, texts, skips, reported)
+            try:
+                for sample in raw_samples(order, handler):
+                    got = decode_sample(sample, self.preprocess, skips, self.recaption_prob, cap_rng,
+                                        self.video_frames)
+                    if got is None:
+                        continue
+                    n_pass += 1
+                    buf.append(got)
+                    if len(buf) < self.shuffle_buffer:
+                        continue
+                    i = rng.randrange(len(buf))
+                    buf[i], buf[-1] = buf[-1], buf[i]
+                    yield from self._add(buf.pop(), images, texts, skips, reported)
+            except TruncatedShard as err:  # refused, not counted: how many samples it lost is unknown
+                yield None, str(err), dict(skips - reported)  # (a message, not a traceback from a worker)
+                return
             rng.shuffle(buf)
             for got in buf:
                 yield from self._add(got, images, texts, skips, reported)

@@ -329,6 +329,8 @@ def _next_batch(loader, skipped: Counter, cfg: TrainConfig, shards: list[str], s
         images, texts, delta = next(loader)
         while images is None:  # a worker's final skip report
             skipped.update(delta)
+            if isinstance(texts, str):  # ... with a refusal (a truncated shard)
+                raise TrainError(texts)
             if texts is not None:  # ... with the count of a share smaller than one batch
                 raise TrainError(_too_few(texts, cfg.batch_size, shared, skipped) + _video_hint(cfg, shards, skipped))
             images, texts, delta = next(loader)

@@ -136,11 +136,9 @@ def test_only_bad_shards_is_a_clear_error(tmp_path):
 def test_fewer_usable_samples_than_a_batch_is_refused(tmp_path):
     """A truncated shard with a sample or two trained on copies of them (loss stuck at ln(batch)); now refused."""
     root = tmp_path / "few"
-    write_colour_shards(root, 40, 1)
-    tar = root / "000000.tar"
-    tar.write_bytes(tar.read_bytes()[:5000])  # as `head -c 5000`: the rest of the tar is cut off
+    write_colour_shards(root, 1, 1)  # (a cut tar is refused as truncated: test_truncated_shard_is_refused)
     with pytest.raises(TrainError, match=r"only 1 usable sample\(s\) in the shards, fewer than the batch size 16: "
-                                         r"every batch would repeat them; skipped 0"):  # the cut tar just ends early
+                                         r"every batch would repeat them; skipped 0"):
         train(cfg(root, tmp_path / "run", samples_seen=32, batch_size=16))
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
     with tarfile.open(root / "000001.tar", "w") as tf:  # skipped samples are named in the refusal
@@ -148,6 +146,42 @@ def test_fewer_usable_samples_than_a_batch_is_refused(tmp_path):
         add(tf, "x.txt", b"a broken image")
     with pytest.raises(TrainError, match=r"only 1 usable .* skipped \{'image_decode_error': 1\}"):
         train(cfg(root, tmp_path / "run", samples_seen=32, batch_size=16))
+
+
+def _cut(tar, at: int) -> None:
+    """Keep the tar's first `at` bytes, as an interrupted copy does."""
+    tar.write_bytes(tar.read_bytes()[:at])
+
+
+def test_truncated_shard_is_refused(tmp_path):
+    """A shard cut exactly at a member boundary (no end-of-archive block) read as a shorter shard, silently;
+    now training refuses it, naming the file, in one line from a data loader worker too. Cut inside a header
+    or a member's data it is refused the same way; an intact shard, even without the record padding, is not."""
+    from curate.train.data import SkipCounter, TruncatedShard, raw_samples
+
+    root = tmp_path / "cut"
+    write_colour_shards(root, 64, 2)
+    tar = root / "000001.tar"
+    with tarfile.open(tar) as tf:
+        members = tf.getmembers()
+    assert len(members) == 96
+    end = members[-1].offset_data + -(-members[-1].size // 512) * 512  # the last member's padded end
+    whole = tar.read_bytes()
+    _cut(tar, members[60].offset)  # at a member boundary: 20 whole samples and no end-of-archive block
+    with pytest.raises(TrainError, match=r"^truncated shard \S*cut/000001.tar: it ends after 60 tar member\(s\) "
+                                         r"\(the last '000051.json'\) without the tar end-of-archive block") as err:
+        train(cfg(root, tmp_path / "run", samples_seen=64, batch_size=16, workers=2))  # one shard per worker
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "summary.json").exists()
+
+    for at in (members[60].offset + 100, members[60].offset_data + 10):  # inside a header, inside a member's data
+        tar.write_bytes(whole[:at])
+        with pytest.raises(TruncatedShard, match="000001.tar"):
+            list(raw_samples([str(tar)], SkipCounter(), split=False))
+    for at in (len(whole), end + 512):  # intact; one end block and no padding (a minimal tar writer's)
+        tar.write_bytes(whole[:at])
+        handler = SkipCounter()
+        assert len(list(raw_samples([str(tar)], handler, split=False))) == 32 and not handler.counts
 
 
 def test_video_shards_without_video_frames_suggest_it(tmp_path):
