@@ -14,6 +14,7 @@ One Ray block carries one whole part, so each part is committed atomically and e
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import os
@@ -170,17 +171,38 @@ def _run_stage_task(batch: pa.Table, *, stage: Stage, run_schema: pa.Schema, sin
     return _process(stage, batch, run_schema, sink, site)
 
 
+def _in_session(fn: Callable) -> Callable:
+    """`fn`, run inside this process's fetch session wherever Ray runs it (storage.fetch_session).
+
+    Why carry the session with the task instead of the workers' environment: a Ray the caller started (a
+    notebook's `ray.init()` before Pipeline.run) has workers forked before the run's session existed, and
+    a runtime_env curate cannot change; a per-task runtime_env would need workers of its own (Ray keys
+    workers by runtime_env: about a second more per run, measured). Without the session, each stage call
+    there fetched a file with no version again, and two parts could read different bytes."""
+    session = os.environ.get(storage.FETCH_SESSION_ENV)
+
+    @functools.wraps(fn)
+    def in_session(*args, **kwargs):
+        with storage.fetch_session(session):
+            return fn(*args, **kwargs)
+
+    return in_session
+
+
 class _StageActor:
     """Long-lived worker for model stages: setup (model load) happens once per actor. Ray restarts an actor
-    whose process died; a load that keeps killing it stops the run (crash_isolation.setup_guard)."""
+    whose process died; a load that keeps killing it stops the run (crash_isolation.setup_guard). Setup and
+    every call run inside the driver's fetch session (`session`, see _in_session)."""
 
-    def __init__(self, stage: Stage, run_schema: pa.Schema, sink=None, site: _CrashSite | None = None):
-        self.stage, self.run_schema, self.sink, self.site = stage, run_schema, sink, site
-        with site.setup(stage.name) if site else contextlib.nullcontext():
+    def __init__(self, stage: Stage, run_schema: pa.Schema, sink=None, site: _CrashSite | None = None,
+                 session: str | None = None):
+        self.stage, self.run_schema, self.sink, self.site, self.session = stage, run_schema, sink, site, session
+        with storage.fetch_session(session), site.setup(stage.name) if site else contextlib.nullcontext():
             stage.setup()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return _process(self.stage, batch, self.run_schema, self.sink, self.site)
+        with storage.fetch_session(self.session):
+            return _process(self.stage, batch, self.run_schema, self.sink, self.site)
 
 
 def _commit_parts(batch: pa.Table, *, root: str, seg: int, final: bool, run_schema: pa.Schema,
@@ -1316,10 +1338,11 @@ class Runner:
             rows = self._segment_in_process(pending, stages, load, commit, run_schema, sites)
         else:
             ds = ray.data.from_items([{"part": k} for k in pending], override_num_blocks=len(pending))
-            ds = ds.map_batches(_load_parts, batch_size=None, batch_format="pyarrow", fn_kwargs=load)
+            ds = ds.map_batches(_in_session(_load_parts), batch_size=None, batch_format="pyarrow", fn_kwargs=load)
             for i, stage, site in zip(seg, stages, sites):
                 ds = self._map_stage(ray, ds, stage, self.recipe.scheduling[i], run_schema, self._sink, site)
-            rows = ds.map_batches(_commit_parts, batch_size=None, batch_format="pyarrow", fn_kwargs=commit).iter_rows()
+            rows = ds.map_batches(_in_session(_commit_parts), batch_size=None, batch_format="pyarrow",
+                                  fn_kwargs=commit).iter_rows()
         done = total - len(pending)
         last_save = time.time()
         for row in rows:
@@ -1365,9 +1388,10 @@ class Runner:
             # reverted: with two CPU actor pools on a 2-CPU node the actors held every CPU and the download
             # tasks never ran (ray-project/ray#54433 has no fusion switch either).
             return ds.map_batches(_StageActor, batch_size=None, batch_format="pyarrow",
-                                  fn_constructor_kwargs=dict(stage=stage, run_schema=run_schema, sink=sink, site=site),
+                                  fn_constructor_kwargs=dict(stage=stage, run_schema=run_schema, sink=sink, site=site,
+                                                             session=os.environ.get(storage.FETCH_SESSION_ENV)),
                                   compute=ActorPoolStrategy(size=sched.concurrency or 1), **res)
-        return ds.map_batches(_run_stage_task, batch_size=None, batch_format="pyarrow",
+        return ds.map_batches(_in_session(_run_stage_task), batch_size=None, batch_format="pyarrow",
                               fn_kwargs=dict(stage=stage, run_schema=run_schema, sink=sink, site=site),
                               compute=TaskPoolStrategy(size=sched.concurrency) if sched.concurrency else None, **res)
 
@@ -1459,16 +1483,17 @@ class Runner:
         prepass = self.recipe.ray.job_key_prepass
         if job.key_prepass and not job.singletons_matter and (
                 prepass == "on" or (prepass == "auto" and sum(n["Alive"] for n in ray.nodes()) > 1)):
-            multi = src.map_batches(_job_prepare, batch_size=None, batch_format="pyarrow",
+            multi = src.map_batches(_in_session(_job_prepare), batch_size=None, batch_format="pyarrow",
                                     fn_kwargs=dict(common, keys_only=True))
             multi = multi.groupby("bucket", num_partitions=_partitions(buckets)).map_groups(
                 _multi_keys, batch_format="pyarrow").materialize()
             info["shared_keys"] = multi.count()
             keep = multi.to_arrow_refs()  # refs only: the workers fetch the keys, the driver never does
             lap("key_prepass")
-        ds = src.map_batches(_job_prepare, batch_size=None, batch_format="pyarrow", fn_kwargs=dict(common, keep=keep))
+        ds = src.map_batches(_in_session(_job_prepare), batch_size=None, batch_format="pyarrow",
+                             fn_kwargs=dict(common, keep=keep))
         reduced = ds.groupby("bucket", num_partitions=_partitions(buckets)).map_groups(
-            _job_reduce, batch_format="pyarrow", fn_kwargs=dict(job=job)).materialize()
+            _in_session(_job_reduce), batch_format="pyarrow", fn_kwargs=dict(job=job)).materialize()
         lap("map_shuffle_reduce")
         if job.graph:
             info["edges"] = reduced.count()
@@ -1478,7 +1503,7 @@ class Runner:
             else:
                 labels, info["rounds"] = _components_ray(reduced, buckets)
             decisions = None if labels is None else labels.map_batches(
-                _decide, batch_size=None, batch_format="pyarrow", fn_kwargs=dict(job=job)).materialize()
+                _in_session(_decide), batch_size=None, batch_format="pyarrow", fn_kwargs=dict(job=job)).materialize()
             lap("components")
         elif type(job).finalize is not Job.finalize:
             # a global decision over the reduced records (a quantile, per-entry caps): made in the driver,

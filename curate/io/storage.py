@@ -119,9 +119,11 @@ def dataset(paths: list, **kwargs):
 
 @contextlib.contextmanager
 def open_tar(path):
-    """A tarfile open for reading, local or remote (streamed through fsspec)."""
-    if not is_remote(path):
-        with tarfile.open(path) as tar:
+    """A tarfile open for reading, local or remote (streamed through fsspec; a remote file whose store gives
+    no version is read from this fetch session's copy, session_copy)."""
+    copy = session_copy(path)
+    if not is_remote(path) or copy is not None:
+        with tarfile.open(copy or path) as tar:
             yield tar
         return
     with as_path(path).open("rb") as f, tarfile.open(fileobj=f) as tar:
@@ -365,17 +367,27 @@ def _version(url: str, info: dict, size: int) -> str | None:
 
 
 @contextlib.contextmanager
-def fetch_session():
+def fetch_session(session: str | None = None):
     """One invocation's fetch session: while it lasts, $CURATE_FETCH_SESSION names it, and the processes it
-    starts (a local Ray's workers) or forwards it to (a cluster's, through worker_env) inherit it.
+    starts (a local Ray's workers, DataLoader workers) or forwards it to (a cluster's, through worker_env)
+    inherit it; the tasks and actors of a run carry it too (curate.runner._in_session), for a Ray the caller
+    started before the session existed.
 
     Why: a file whose store gives no version (`_version` None) may change between invocations without any
     sign, so local_file reuses its cached copy only within the session that fetched it: one download per
-    machine and run, shared by that run's workers, and a fresh one in the next run."""
+    machine and invocation, shared by its workers, and a fresh one in the next invocation.
+
+    `session`: join that session (a worker running a task of the invocation that named it) for the block.
+    None: inside an open session (set by an outer invocation, such as an experiment's training and
+    evaluation, or by hand to share one session across several commands) join it, or else start one. Every
+    part of one invocation reads the same bytes. Usable as a decorator."""
     import uuid
 
     before = os.environ.get(FETCH_SESSION_ENV)
-    os.environ[FETCH_SESSION_ENV] = uuid.uuid4().hex
+    if session is None and before:
+        yield before
+        return
+    os.environ[FETCH_SESSION_ENV] = session or uuid.uuid4().hex
     try:
         yield os.environ[FETCH_SESSION_ENV]
     finally:
@@ -443,15 +455,34 @@ def local_file(path, setting: str = "", max_bytes: int | None = None) -> Path:
     if not is_remote(path):
         s = str(path)
         return Path(s[len("file://"):] if s.startswith("file://") else s).expanduser()
+    url = str(path)
+    where = f"{setting}: {url}" if setting else url
+    return _fetch(url, where, FETCH_MAX_BYTES if max_bytes is None else max_bytes, *_remote_file(url, where))
+
+
+def session_copy(path) -> Path | None:
+    """For a remote file whose store gives no version (an http(s) server sending no validator): its copy
+    in this fetch session's cache, fetched whole once per machine and session (local_file). None for a local
+    path or a versioned file, which readers stream in place.
+
+    Why: training reads each shard once per epoch and an experiment reads it for every data set, seed and
+    fingerprint; streamed each time, a versionless shard was downloaded again at each read, and a rewrite
+    between two reads went unseen, so two arms (or a fingerprint and the training it vouches for) could
+    read different bytes. Within one session they all read this one copy."""
+    if not is_remote(path):
+        return None
+    url = str(path)
+    fs, inner, size, version = _remote_file(url, url)
+    return None if version is not None else _fetch(url, url, FETCH_MAX_BYTES, fs, inner, size, version)
+
+
+def _fetch(url: str, where: str, limit: int, fs, inner: str, size: int, version: str | None) -> Path:
+    """local_file's work once the object's size and version are known: the cached copy, or a fresh one."""
     import hashlib
     import json
     import tempfile
     import uuid
 
-    url = str(path)
-    where = f"{setting}: {url}" if setting else url
-    limit = FETCH_MAX_BYTES if max_bytes is None else max_bytes
-    fs, inner, size, version = _remote_file(url, where)
     if size > limit:
         raise StorageError(f"{where} is {size:,} bytes, over the {limit:,}-byte limit on fetched files "
                            "(CURATE_FETCH_MAX_BYTES)")
@@ -473,7 +504,10 @@ def local_file(path, setting: str = "", max_bytes: int | None = None) -> Path:
                 f.write(chunk)
                 if f.tell() > limit:
                     raise StorageError(f"{where} is over the {limit:,}-byte limit on fetched files")
-        os.replace(tmp, dest)  # concurrent workers fetching the same file each publish a whole copy
+        if session is None:
+            os.replace(tmp, dest)  # concurrent workers fetching the same version each publish a whole copy
+        elif not _publish_first(tmp, dest):
+            return dest  # another worker of this session published its copy first: read that one, as it does
     except StorageError:
         raise
     except Exception as err:  # noqa: BLE001
@@ -487,6 +521,20 @@ def local_file(path, setting: str = "", max_bytes: int | None = None) -> Path:
     write_bytes(folder / ".source.json", json.dumps(record).encode())  # whole or absent: never half a record
     _prune_fetch_cache(keep=folder)
     return dest
+
+
+def _publish_first(tmp: str, dest: Path) -> bool:
+    """Publish `tmp` as `dest` unless a copy is there already (False then). Why not os.replace: two workers
+    of one session fetching a file that has no version at once may get different bytes if it is rewritten
+    meanwhile, and the later replace would give the session's later readers other bytes than the earlier
+    ones read; the first copy published is the session's, for every reader."""
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:
+        return False
+    except OSError:  # a filesystem without hard links: the last copy wins, as for versioned files
+        os.replace(tmp, dest)
+    return True
 
 
 def _prune_fetch_cache(keep: Path) -> None:
