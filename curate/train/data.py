@@ -45,7 +45,10 @@ def expand_shards(specs: Sequence[str]) -> list[str]:
     out: list[str] = []
     for spec in specs:
         for s in braceexpand.braceexpand(str(spec)):
-            if storage.is_remote(s) and not s.startswith(("pipe:", "http://", "https://")):
+            if s.startswith(("http://", "https://")):  # one tar each (http has no listing); a missing one is
+                out.append(s)  # a counted shard_error when read, and an experiment's fingerprint refuses it
+                continue
+            if storage.is_remote(s) and not s.startswith("pipe:"):
                 out.extend(_remote_shards(s))
                 continue
             p = Path(s)
@@ -116,13 +119,18 @@ def _remote_shards(url: str) -> list[str]:
 
 def _open_shards(data, handler):
     """webdataset's url_opener, with fsspec for object-store URLs (s3://, gs://, ...): webdataset's own
-    gopen knows local files, pipe: and curl-able URLs only."""
+    gopen knows local files, pipe: and curl-able URLs only. A remote shard whose store gives no version
+    (an http server sending no validator) is read from the fetch session's copy (storage.session_copy):
+    streamed, it was downloaded again every epoch and could change between reads."""
     import fsspec
 
     for sample in data:
         url = sample["url"]
         try:
-            if storage.is_remote(url) and not url.startswith(("pipe:", "http://", "https://")):
+            copy = storage.session_copy(url) if not url.startswith("pipe:") else None
+            if copy is not None:
+                sample.update(stream=open(copy, "rb"))
+            elif storage.is_remote(url) and not url.startswith(("pipe:", "http://", "https://")):
                 sample.update(stream=fsspec.open(url, "rb").open())
             else:
                 sample.update(stream=wds.gopen(url))

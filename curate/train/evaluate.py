@@ -230,6 +230,7 @@ def class_embeddings(model, tokenizer, classnames, templates, device) -> torch.T
     return torch.stack(embs)
 
 
+@storage.fetch_session()  # one per evaluation (or the experiment's): see storage.session_copy
 @torch.no_grad()
 def evaluate(ckpt: str, eval_dir: str, model_name: str | None = None, batch_size: int = 256,
              device: str = "auto", per_example: bool = False, video_frames: int | None = None) -> dict:

@@ -428,6 +428,9 @@ def _check_only(only: list[str], spec: ExperimentSpec) -> None:
             raise TrainError(f"--arms {o}: {seed!r} is not a seed of this experiment (seeds 0..{spec.seeds - 1})")
 
 
+# one fetch session for the whole experiment: every data set, seed, fingerprint and evaluation reads a remote
+# file that has no version (an http server sending no validator) from one copy, downloaded once
+@storage.fetch_session()
 @rank0_leads  # under torchrun: rank 0 decides, writes and evaluates; the other ranks join each training
 def run_experiment(spec: ExperimentSpec, output: str, base: TrainConfig,
                    log: Callable[[str], None] = print, only: list[str] | None = None) -> dict:

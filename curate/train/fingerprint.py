@@ -43,19 +43,20 @@ class DigestCache:
 
     def _remote_digest(self, url: str) -> tuple[int, str]:
         """An object's digest, cached by URL and the object's version (storage.remote_file_version: an
-        object store's ETag, every validator an http server sends). A file with no version is hashed each
-        time: keyed by its size alone, a same-size rewrite of an http shard kept its stale digest."""
+        object store's ETag, every validator an http server sends). A file with no version is never cached
+        here (keyed by its size alone, a same-size rewrite of an http shard kept its stale digest): its digest
+        is that of the fetch session's copy (storage.remote_version), the bytes the training reads."""
         try:
             fs, inner, size, version = storage.remote_file_version(url)
+            if version is None:
+                size, version = storage.remote_version(url)
+                return size, version.removeprefix("sha256=")
         except storage.StorageError as err:
             raise DataError(str(err)) from None
-        key = f"{url}|{size}|{version}" if version else None
-        if key is None or key not in self.entries:
+        key = f"{url}|{size}|{version}"
+        if key not in self.entries:
             with fs.open(inner, "rb") as f:
-                digest = _sha256(f)
-            if key is None:
-                return size, digest
-            self.entries[key] = digest
+                self.entries[key] = _sha256(f)
         return size, self.entries[key]
 
     def save(self) -> None:

@@ -179,6 +179,19 @@ def _agree(error: Optional[BaseException], rank: int, world: int) -> None:
     raise RankFailed(message, quiet=True) from error
 
 
+def _join_rank0_session() -> None:
+    """Every rank of a DDP run joins rank 0's fetch session (storage.fetch_session; all ranks call this
+    together, in train). Why: torchrun starts each rank as a process of its own, each with a session of its
+    own, so ranks on one machine would each download a shard that has no version (and could read other
+    bytes than rank 0 fingerprinted); with one session they share one copy per machine."""
+    import torch.distributed as dist
+
+    box = [os.environ.get(storage.FETCH_SESSION_ENV)]
+    dist.broadcast_object_list(box, src=0)
+    if box[0]:
+        os.environ[storage.FETCH_SESSION_ENV] = box[0]
+
+
 def resolve_device(spec: str, local_rank: int, cuda_available: bool) -> torch.device:
     """The device to train on: `auto` is this rank's GPU when there is one; a bare `cuda` gets this rank's index.
 
@@ -342,6 +355,7 @@ def _next_batch(loader, skipped: Counter, cfg: TrainConfig, shards: list[str], s
     return images, texts
 
 
+@storage.fetch_session()  # one per training (or the experiment's): a shard with no version is read as one copy
 def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dict], None]] = None) -> dict:
     """Train to cfg.samples_seen; return the summary (also written to OUTPUT/summary.json).
 
@@ -353,6 +367,8 @@ def train(cfg: TrainConfig, resume: bool = False, on_log: Optional[Callable[[dic
     out = mirror.local
     latest = out / "checkpoint.pt"
     rank, world, local_rank = _dist()
+    if world > 1:
+        _join_rank0_session()  # a collective no rank can have failed before: every rank reads rank 0's copies
     done, failed = None, None
     try:
         done, shards = _open_run(cfg, mirror, resume, world)
