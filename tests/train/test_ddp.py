@@ -46,6 +46,8 @@ def test_two_rank_gloo_run(loss, tmp_path):
         assert s["world_size"] == 2 and s["steps"] == 4 and s["samples_seen"] == 4 * 16 * 2
         assert math.isfinite(s["final_loss"])
     assert ranks[0]["summary"]["model_digest"] == ranks[1]["summary"]["model_digest"]
+    # one fetch session for both ranks (rank 0's): a shard with no version is one copy per machine
+    assert ranks[0]["session"] == ranks[1]["session"]
     ck = load(out / "run" / "checkpoint.pt")                  # written once, by rank 0
     assert digest(ck["state_dict"]) == ranks[0]["summary"]["model_digest"]
 
