@@ -41,7 +41,7 @@ from curate.dedup import graph
 from curate.io.shard_writer import write_part
 from curate.recipe import Recipe, RecipeError, Scheduling, saved_recipe, segments
 from curate.report.thumbs import write_dropped
-from curate.stage import IN_PROCESS_CPUS, Job, Stage, apply_decisions, fit_sample, prepare_records, reduce_records
+from curate.stage import IN_PROCESS_CPUS, Job, Stage, StageContractError, apply_decisions, fit_sample, prepare_records, reduce_records
 
 log = logging.getLogger("curate")
 
@@ -1220,6 +1220,9 @@ class Runner:
                     loop = _wrapped_line(err, crash_isolation.StageCrashLoop)  # a stage dying on most rows
                     if loop is not None:
                         raise RunError(loop) from None
+                    contract = _wrapped_line(err, StageContractError)  # a bug in a stage: its own line, as
+                    if contract is not None:                           # a run without Ray shows it, not Ray's
+                        raise StageContractError(contract) from err    # task header
                     raise
                 manifest.add_timing(f"segment{s}", time.time() - t0)
                 if not final:

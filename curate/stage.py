@@ -371,10 +371,25 @@ class Filter(Stage):
         raise NotImplementedError
 
     def annotate(self, active: pa.Table) -> Annotations:
-        verdicts = self.check(active)
-        if len(verdicts) != active.num_rows:
-            raise StageContractError(f"{self.name}: check returned {len(verdicts)} verdicts for {active.num_rows} rows")
+        verdicts = self._verdicts(self.check(active), active.num_rows)
         return Annotations(dropped={i: v for i, v in enumerate(verdicts) if v is not None})
+
+    def _verdicts(self, got, n: int) -> list:
+        """check's answer as a list of None/str, or a StageContractError naming what is wrong with it. Any
+        iterable is taken (a generator, a numpy array), so a plugin's natural idiom works; a result that is not
+        one (None, one string) or a verdict that is not a reason code (a bool: 'keep?') is a bug in the filter,
+        which must stop the run with that said, not fail every row as stage_error."""
+        if got is None or isinstance(got, (str, bytes)) or not hasattr(got, "__iter__"):
+            raise StageContractError(f"{self.name}: check returned {type(got).__name__}, not a list of "
+                                     "verdicts (None to keep a row, else a reason code)")
+        verdicts = got.to_pylist() if hasattr(got, "to_pylist") else list(got)  # a pyarrow array: its values
+        if len(verdicts) != n:
+            raise StageContractError(f"{self.name}: check returned {len(verdicts)} verdicts for {n} rows")
+        bad = next((v for v in verdicts if v is not None and not isinstance(v, str)), None)
+        if bad is not None:
+            raise StageContractError(f"{self.name}: check returned {bad!r} ({type(bad).__name__}) as a verdict; "
+                                     "return None to keep a row, else a reason code from `reasons`")
+        return verdicts
 
 
 class Job(Step):

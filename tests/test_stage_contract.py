@@ -195,6 +195,37 @@ def test_filter_reasons_are_checked_too():
         run_local([Bad()], _table(["a"]))
 
 
+class _Verdicts(Filter):
+    """A filter whose check returns what a plugin author might: `kind` picks the shape."""
+
+    name: ClassVar[str] = "test_verdicts"
+    reasons: ClassVar[dict[str, str]] = {"test_long": "long"}
+    kind: str = "list"
+
+    def check(self, table):
+        texts = table.column("text").to_pylist()
+        verdicts = ["test_long" if len(t) > 1 else None for t in texts]
+        return {"list": verdicts, "generator": (v for v in verdicts), "arrow": pa.array(verdicts, pa.string()),
+                "bools": [len(t) > 1 for t in texts], "none": None, "one_string": "test_long",
+                "short": verdicts[:-1]}[self.kind]
+
+
+@pytest.mark.parametrize("kind", ["list", "generator", "arrow"])
+def test_filter_check_may_return_any_iterable_of_verdicts(kind):
+    out = run_local([_Verdicts(kind=kind)], _table(["a", "bb", "c"]))
+    assert out.column("reason").to_pylist() == [None, "test_long", None]
+
+
+@pytest.mark.parametrize("kind,msg", [("bools", r"returned False \(bool\) as a verdict; return None to keep"),
+                                      ("none", "returned NoneType, not a list of verdicts"),
+                                      ("one_string", "returned str, not a list of verdicts"),
+                                      ("short", "returned 2 verdicts for 3 rows")])
+def test_a_filter_returning_the_wrong_thing_is_a_contract_error_that_says_what(kind, msg):
+    # not stage_error on every row (a generator used to fail them all: "object of type 'generator' has no len()")
+    with pytest.raises(StageContractError, match=msg):
+        run_local([_Verdicts(kind=kind)], _table(["a", "bb", "c"]))
+
+
 @pytest.fixture
 def registered_upper():
     import ray.cloudpickle
@@ -261,3 +292,24 @@ def test_legacy_row_adding_stage_keeps_input_rows_first_under_isolation():
     _check_derived(LegacySplitter(), part, out)
     assert out.column("uid").to_pylist() == ["u0", "u1", "u2", "u3", "u4", "u0-c", "u2-c", "u3-c", "u4-c"]
     assert out.column("status").to_pylist()[:5] == [schema.OK, schema.FAILED, schema.OK, schema.OK, schema.OK]
+
+
+def test_ray_runner_stops_on_a_contract_bug_with_its_own_line(tmp_path, ray_address, registered_upper):
+    # on Ray the StageContractError arrives wrapped in a RayTaskError whose first line is Ray's task header:
+    # the run must stop with the stage's own message, as it does without Ray
+    from curate.recipe import build_recipe
+    from curate.runner import Runner
+
+    register(_Writes)
+    try:
+        src = tmp_path / "in.parquet"
+        pq.write_table(pa.table({"url": [f"http://127.0.0.1/{i}" for i in range(6)],
+                                 "caption": [f"c {i}" for i in range(6)]}), src)
+        recipe = build_recipe({"name": "t", "input": {"path": str(src)}, "output": {"path": str(tmp_path / "out")},
+                               "ray": {"in_process_max_rows": 0},
+                               "stages": [{"test_upper": {}}, {"test_writes": {"n": 1}}]})
+        with pytest.raises(StageContractError) as err:
+            Runner(recipe).start()
+        assert str(err.value) == "stage test_writes: column 'upper' has 7 values for 6 rows"
+    finally:
+        REGISTRY.pop(_Writes.name, None)
