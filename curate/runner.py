@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import dataclasses
 import json
 import logging
 import os
@@ -1023,7 +1024,11 @@ class Runner:
                 ("status", "stage", "reason", "error", "shard", "key", "part")]
         keep += [c for c in manifest.extra_columns if c in failed.column_names]
         failed = failed.select(keep).sort_by([("row", "ascending"), ("uid", "ascending")])
+        payload = [c for c in manifest.extra_columns if c in schema.PAYLOAD_COLUMNS]
+        spec = self._retry_input(manifest) if payload else None  # (checked before anything is staged)
         self._stage_retry(manifest)
+        if payload:
+            failed = self._with_input_payload(failed, spec, payload)
         first = manifest.next_part()
         per = self.recipe.output.samples_per_shard
         sizes = []
@@ -1042,6 +1047,56 @@ class Runner:
         atomic.write_bytes(run.work / "input" / "_SUCCESS", b"")
         run.save_manifest(manifest)
         return self._run_retry(manifest)
+
+    def _retry_input(self, manifest: Manifest) -> reader.InputSpec:
+        """The run's input, for a retry whose rows came with payload the metadata does not keep (Parquet image
+        bytes: `input_image_bytes`): it must be there and unchanged, or the retry is refused before it writes."""
+        spec = self.recipe.input_spec()
+        if manifest.input.path:  # the absolute path the run read: a retry may run from another folder
+            spec = dataclasses.replace(spec, path=manifest.input.path)
+        try:
+            now = reader.fingerprint(spec.path)
+        except (OSError, storage.StorageError) as err:
+            now = {"error": str(err)}
+        saved = manifest.input.model_dump()
+        rewritten = saved.get("version") is not None and now.get("version") != saved["version"]
+        if now.get("error") or self._identity(now) != self._identity(saved) or rewritten:
+            raise RunError(f"--retry-failed: the failed rows' images came with the input {spec.path} and are not "
+                           "kept in the metadata, and that input is gone or changed since the run; restore it, "
+                           "or run the failed rows' input as a new run")
+        return spec
+
+    def _with_input_payload(self, failed: pa.Table, spec: reader.InputSpec, payload: list[str]) -> pa.Table:
+        """The failed rows with their payload columns read again from the input. The input is split into
+        parts as the run split it (so `row` numbers agree), one part at a time under _work, and only the
+        failed rows' payload is kept: without it load_image would fail every retried row as
+        input_missing_image, a failure of the retry rather than of the row."""
+        tmp = self.run.work / "retry_source"
+        storage.rmtree(tmp)
+        wanted = set(failed.column("row").to_pylist())
+        got: dict[int, dict] = {}
+        try:
+            sizes, _ = reader.split_parts(spec, self.recipe.output.samples_per_shard,
+                                          lambda k: tmp / f"part-{k:06d}.parquet")
+            for k in range(len(sizes)):
+                part = storage.read_table(tmp / f"part-{k:06d}.parquet", columns=["row", "uid", *payload])
+                for r in part.filter(pc.is_in(part.column("row"), pa.array(sorted(wanted), pa.int64()))).to_pylist():
+                    got[r["row"]] = r
+        except reader.InputError as err:
+            raise RunError(f"--retry-failed: {err}") from None
+        finally:
+            storage.rmtree(tmp)
+        uids = failed.column("uid").to_pylist()
+        for row, uid in zip(failed.column("row").to_pylist(), uids):
+            if got.get(row, {}).get("uid") != uid:  # the fingerprint matched but the rows do not: never mix them up
+                raise RunError(f"--retry-failed: row {row} of the input {spec.path} is not the run's sample {uid}; "
+                               "the input changed since the run")
+        for c in payload:
+            typ = pa.binary() if c == "input_image_bytes" else None
+            col = pa.array([got[r][c] for r in failed.column("row").to_pylist()], typ)
+            failed = (failed.set_column(failed.column_names.index(c), c, col) if c in failed.column_names
+                      else failed.append_column(c, col))
+        return failed
 
     def _stage_retry(self, manifest: Manifest) -> None:
         """Before a retry changes anything: an empty staging folder, the manifest as it is now (what

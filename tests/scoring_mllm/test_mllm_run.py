@@ -115,3 +115,77 @@ def test_a_model_that_cannot_load_stops_the_run_with_one_line(urls, tmp_path, ra
                                        "Face cache .*huggingface-cli download no-such-org/no-such-model") as info:
         run(urls, tmp_path / "out", recipe(tmp_path, "{model: no-such-org/no-such-model, device: cpu}"), ray_address)
     assert "\n" not in str(info.value) and not (tmp_path / "out").exists()
+
+
+def test_retry_failed_reads_parquet_images_again_from_the_input(chat_server, tmp_path, ray_address):
+    # rows that carry their images (Parquet bytes) failed at the endpoint: the metadata keeps no image bytes,
+    # so the retry must read them from the input again (it used to fail every retried row as
+    # load_image/input_missing_image), and a kept sample's bytes are exactly the input's
+    import io
+    import tarfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    images, captions = [], [f"a painted box number {i}" for i in range(24)]
+    for i in range(24):
+        buf = io.BytesIO()
+        Image.new("RGB", (40 + i, 36), (9 * i, 80, 200 - 5 * i)).save(buf, "JPEG")
+        images.append(buf.getvalue())
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"image": images, "caption": captions}), src)
+    (tmp_path / "recipe.yaml").write_text(f"""name: t
+input: {{format: parquet, text_col: caption}}
+output: {{samples_per_shard: 8}}
+stages:
+  - load_image: {{}}
+  - mllm_score: {{backend: endpoint, model: tiny, base_url: '{chat_server.url}', retries: 0, cache: false}}
+""")
+    out = tmp_path / "out"
+    chat_server.behave = lambda n, text: ("status", 500) if unlucky(text) else ("ok",)
+    Runner(load_recipe(str(tmp_path / "recipe.yaml"), input_path=str(src), output_path=str(out)),
+           ray_address=ray_address).start()
+    failed = {r["uid"] for r in rows(out) if r["status"] == "failed"}
+    assert failed and all(r["reason"] == "mllm_http_error" for r in rows(out) if r["uid"] in failed)
+
+    chat_server.reset()  # healthy again
+    retry = Runner(load_recipe(str(out / "recipe.yaml"), output_path=str(out)), ray_address=ray_address)
+    manifest = retry.retry_failed()
+    after = {r["uid"]: r for r in rows(out)}
+    assert len(after) == 24 == manifest["counts"]["rows"] and manifest["counts"]["kept"] == 24
+    assert all(after[u]["status"] == "ok" and after[u]["mllm_score"] is not None for u in failed)
+    assert not (out / "_work").exists()
+    kept = {}
+    for tar in (out / "shards").glob("*.tar"):
+        with tarfile.open(tar) as tf:
+            kept.update({m.name.split(".")[0]: tf.extractfile(m).read() for m in tf if m.name.endswith(".jpg")})
+    by_text = dict(zip(captions, images))
+    assert len(kept) == 24 and all(kept[u] == by_text[r["text"]] for u, r in after.items())
+
+
+def test_retry_failed_refuses_when_the_images_input_changed(chat_server, tmp_path, ray_address):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.scoring_mllm.conftest import jpeg
+
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"image": [jpeg((i * 20, 0, 0)) for i in range(6)],
+                             "caption": [f"red box {i}" for i in range(6)]}), src)
+    (tmp_path / "recipe.yaml").write_text(f"""name: t
+input: {{format: parquet, text_col: caption}}
+stages:
+  - load_image: {{}}
+  - mllm_score: {{backend: endpoint, model: tiny, base_url: '{chat_server.url}', retries: 0, cache: false}}
+""")
+    out = tmp_path / "out"
+    chat_server.behave = lambda n, text: ("status", 500)
+    Runner(load_recipe(str(tmp_path / "recipe.yaml"), input_path=str(src), output_path=str(out)),
+           ray_address=ray_address).start()
+    before = (out / "manifest.json").read_bytes()
+    pq.write_table(pa.table({"image": [jpeg((0, 0, 0))], "caption": ["other"]}), src)
+    with pytest.raises(RunError, match="--retry-failed: the failed rows' images came with the input .* gone or "
+                                       "changed since the run"):
+        Runner(load_recipe(str(out / "recipe.yaml"), output_path=str(out)), ray_address=ray_address).retry_failed()
+    assert (out / "manifest.json").read_bytes() == before and not (out / "_work").exists()
