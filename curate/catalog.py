@@ -144,18 +144,38 @@ def query_each(out: str | Path, sql: str, external: bool = False) -> list[tuple[
     """Run each statement of `sql` in order; returns (column names, rows) for each one that returns rows.
     `curate query` shows them all, as DuckDB's own CLI does: executing the whole text at once returns only
     the last statement's result, and `SELECT 1; SELECT 2` silently lost the first."""
+    return [(cols, [r for chunk in rows for r in chunk]) for cols, rows in stream_each(out, sql, external)]
+
+
+def stream_each(out: str | Path, sql: str, external: bool = False, chunk: int = 10_000):
+    """As query_each, lazily: yields (column names, an iterator of row chunks) per statement that returns
+    rows, each statement run only once the previous result was read. `curate query` prints a result while
+    DuckDB produces it: a 10M-row CSV export no longer sits in memory whole, and a later statement's error
+    comes after the earlier results, as in DuckDB's own CLI."""
     statements = _statements(sql)
     if not statements:
         raise CatalogError("query failed: no SQL statement")
     if not external:
         _only_selects(sql)
     con = connect(out, locked=not external)
-    results = []
+
+    def chunks(cur):
+        while True:
+            try:
+                got = cur.fetchmany(chunk)
+            except duckdb.Error as err:  # errors can surface while rows are fetched (a cast, a bad file)
+                raise CatalogError(f"query failed: {str(err).splitlines()[0]}") from None
+            if not got:
+                return
+            yield got
+
     for st in statements:
         try:
             cur = con.execute(st.query)
         except duckdb.Error as err:
             raise CatalogError(f"query failed: {str(err).splitlines()[0]}") from None
         if cur.description is not None:
-            results.append(([d[0] for d in cur.description], cur.fetchall()))
-    return results
+            rows = chunks(cur)
+            yield [d[0] for d in cur.description], rows
+            for _ in rows:  # the caller stopped early: finish this result before the next statement runs
+                pass

@@ -143,7 +143,7 @@ def test_a_bug_exits_1_with_one_line(tmp_path, capsys, monkeypatch):
     def broken(*a, **k):
         return 1 / 0
 
-    monkeypatch.setattr(curate.catalog, "query_each", broken)  # what `curate query` calls
+    monkeypatch.setattr(curate.catalog, "stream_each", broken)  # what `curate query` calls
     proc = curate_inprocess("query", tmp_path, "SELECT 1", capsys=capsys)
     assert proc.returncode == 1
     assert "ZeroDivisionError" in _one_line(proc) and "CURATE_DEBUG" in proc.stderr

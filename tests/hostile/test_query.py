@@ -253,3 +253,26 @@ def test_a_failing_or_missing_statement_is_one_line(world, capsys, sql, message)
     proc = curate_inprocess("query", run, sql, capsys=capsys)
     assert proc.returncode == 2 and proc.stderr.startswith(f"error: {message}"), proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_a_big_result_streams_and_a_table_shows_its_first_rows(world, capsys, monkeypatch):
+    """A result was fetched whole and laid out as one table (300k rows: 30 s and 0.5 GB before a line
+    appeared); csv and json now stream it chunk by chunk, a table shows its first rows and says how many more."""
+    import curate.cli
+
+    run, _, _ = world
+    monkeypatch.setattr(curate.cli, "TABLE_MAX_ROWS", 50)
+    sql = "SELECT range AS i FROM range(25001)"  # more than two of stream_each's 10,000-row chunks
+    table = curate_inprocess("query", run, sql, capsys=capsys)
+    assert table.returncode == 0 and "│ 49 " in table.stdout and "│ 50 " not in table.stdout
+    assert "(showing the first 50 of 25001 rows: add LIMIT, or use --format csv or json for all of them)" in table.stderr
+    assert curate_inprocess("query", run, sql, "-f", "csv", capsys=capsys).stdout == \
+        "i\n" + "".join(f"{i}\n" for i in range(25001))
+    js = curate_inprocess("query", run, sql + "; SELECT 1 AS one WHERE false", "-f", "json", capsys=capsys).stdout
+    assert [json.loads(line) for line in js.splitlines()] == [[{"i": i} for i in range(25001)], []]
+
+
+def test_results_before_a_failing_statement_are_shown(world, capsys):
+    run, _, _ = world
+    proc = curate_inprocess("query", run, "SELECT 'first' AS w; SELECT nope FROM samples", "-f", "csv", capsys=capsys)
+    assert proc.returncode == 2 and proc.stdout == "w\nfirst\n" and proc.stderr.startswith("error: query failed: ")
