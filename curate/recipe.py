@@ -273,16 +273,28 @@ def find_recipe(ref: str):
     raise RecipeError(f"no recipe file {ref!r} and no shipped recipe of that name (shipped: {', '.join(sorted(shipped))})")
 
 
-def _one_line(err: ValidationError, where: str) -> str:
+def _one_line(err: ValidationError, where: str, known=()) -> str:
     first = err.errors()[0]
     loc = ".".join(str(x) for x in first["loc"])
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{where}.{loc}: {_message(first)}{more}" if loc else f"{where}: {_message(first)}{more}"
+    msg = _message(first, known)
+    return f"{where}.{loc}: {msg}{more}" if loc else f"{where}: {msg}{more}"
 
 
-def _message(error: dict) -> str:
-    """A pydantic error's text for the user ("unknown field" for a key the model forbids)."""
-    return "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
+def _message(error: dict, known=()) -> str:
+    """A pydantic error's text for the user ("unknown field" for a key the model forbids, with the closest
+    known setting when there is one: `dely` -> did you mean 'delay'?)."""
+    if error["type"] != "extra_forbidden":
+        return error["msg"]
+    import difflib
+
+    close = difflib.get_close_matches(str(error["loc"][-1]), list(known), n=1, cutoff=0.6) if known else []
+    return f"unknown field (did you mean {close[0]!r}?)" if close else "unknown field"
+
+
+def _settings(cls) -> list[str]:
+    """The setting names a stage (or section) accepts: its fields, and a stage's scheduling keys."""
+    return [*getattr(cls, "model_fields", {}), *(SCHEDULING_KEYS if cls is not Scheduling else ())]
 
 
 _INDEXED = re.compile(r"(?P<name>[^\[\]]+)\[(?P<index>\d+)\]")
@@ -352,7 +364,7 @@ def _check_set_fields(done: list[tuple[dict, str, list[str], str]]) -> None:
             mine = [e for e in err.errors() if tuple(e["loc"][:1]) == (field,)]
             if mine:
                 more = f" (and {len(mine) - 1} more)" if len(mine) > 1 else ""
-                raise RecipeError(f"--set {key}: {_message(mine[0])}{more}") from None
+                raise RecipeError(f"--set {key}: {_message(mine[0], _settings(cls))}{more}") from None
         except (plugins.StageLookupError, TypeError):
             pass  # an unknown stage, a key that is not a string: build_recipe's one line
 
@@ -442,7 +454,7 @@ def build_recipe(data: dict, source: str = "<dict>") -> Recipe:
         try:
             sections[key] = cls(**value)
         except ValidationError as err:
-            raise RecipeError(_one_line(err, key)) from None
+            raise RecipeError(_one_line(err, key, list(cls.model_fields))) from None
         except TypeError as err:  # a non-string key: cls(**value) cannot even be called
             raise RecipeError(f"recipe: `{key}` keys must be strings ({err})") from None
     inp, out, ray_cfg = sections["input"], sections["output"], sections["ray"]
@@ -513,7 +525,7 @@ def _build_step(i: int, entry, registry: dict) -> tuple[Step, Scheduling]:
     try:
         step = cls(**cfg)
     except ValidationError as err:
-        raise RecipeError(_one_line(err, f"stages[{i}] {name}")) from None
+        raise RecipeError(_one_line(err, f"stages[{i}] {name}", _settings(cls))) from None
     _refuse_non_finite(step.model_dump(), f"stages[{i}] {name}")
     return step, _scheduling(i, name, sched)
 

@@ -1,5 +1,6 @@
 """Recipe loading rejects every user mistake with one line, before any work starts."""
 import pytest
+import yaml
 
 from curate.recipe import RecipeError, build_recipe, load_recipe, segments
 from curate.stage import Job
@@ -45,6 +46,22 @@ def test_bad_stage_config_is_one_line(stages, message):
         build_recipe(base(stages=stages))
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("data, overrides, message", [
+    ({"stages": [{"download": {"tmeout_s": 3}}]}, [], "stages[0] download.tmeout_s: unknown field (did you mean 'timeout_s'?)"),
+    ({"stages": [{"download": {"concurency": 2}}]}, [], "stages[0] download.concurency: unknown field (did you mean 'concurrency'?)"),
+    ({"output": {"sampels_per_shard": 5}}, [], "output.sampels_per_shard: unknown field (did you mean 'samples_per_shard'?)"),
+    ({}, ["download.retires=2"], "--set download.retires: unknown field (did you mean 'retries'?)"),
+    ({"stages": [{"download": {"zzz": 1}}]}, [], "stages[0] download.zzz: unknown field"),
+])
+def test_a_typo_in_a_setting_names_the_closest_one(tmp_path, data, overrides, message):
+    recipe = {"name": "t", "stages": [{"download": {}}], **data}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(RecipeError) as err:
+        load_recipe(str(path), overrides)
+    assert str(err.value) == message
 
 
 def test_bad_sections():

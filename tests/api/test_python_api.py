@@ -81,7 +81,7 @@ def test_stage_by_import_path_is_validated_like_a_shipped_one(tmp_path, monkeypa
     # the saved recipe names the class by import path, so another process (report, --resume) finds it
     assert rec.to_dict()["stages"] == [{f"{mod}:Short": {"min_chars": 5}}]
     assert build_recipe(recipe(*rec.to_dict()["stages"])).to_dict() == rec.to_dict()
-    with pytest.raises(RecipeError, match=r"^stages\[0\] userpkg_a.stages:Short.min_char: unknown field$"):
+    with pytest.raises(RecipeError, match=r"^stages\[0\] userpkg_a.stages:Short.min_char: unknown field \(did you mean 'min_chars'\?\)$"):
         build_recipe(recipe({f"{mod}:Short": {"min_chars": 1, "min_char": 2}}))
     with pytest.raises(RecipeError, match=r"stages\[0\] userpkg_a.stages:Short.min_chars: .*integer"):
         build_recipe(recipe({f"{mod}:Short": {"min_chars": "many"}}))
