@@ -382,9 +382,25 @@ def _exit_if_all_failed(manifest: dict) -> None:
     rows, failed = c.get("rows", 0), sum((c.get("failed") or {}).values())
     if rows and failed == rows:
         top = max((c.get("failed") or {}).items(), key=lambda kv: kv[1])[0]
-        err_console.print(f"warning: every row failed ({rows} rows; most often {top}): check the input URLs, the "
-                          "network and the recipe; exit code 3", highlight=False, markup=False, soft_wrap=True)
+        err_console.print(f"warning: every row failed ({rows} rows; most often {top}): {_all_failed_hint(top)}; "
+                          "exit code 3", highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_ALL_FAILED)
+
+
+# where to look when every row failed at a stage: "the input URLs" misled when a model server was down
+_FETCHING = ("download", "doc_download", "download_video", "parse_documents")
+
+
+def _all_failed_hint(top: str) -> str:
+    """What to check, by the stage most rows failed at (`stage/reason`)."""
+    stage = top.split("/", 1)[0]
+    if stage in _FETCHING:
+        return "check the input URLs, the network and the recipe"
+    if stage in ("input", "load_image"):
+        return "check the input (its columns, format and images)"
+    if top.split("/", 1)[-1].startswith(("mllm_", "fuse_", "endpoint_")):
+        return f"check the model server {stage} asks (base_url, model, the server's log); each row's `error` says what it answered"
+    return f"check {stage}'s settings; each row's `error` column says what went wrong"
 
 
 @app.command()

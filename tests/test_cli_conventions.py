@@ -6,6 +6,7 @@ import io
 import logging
 
 import pyarrow as pa
+import pytest
 from rich.console import Console
 
 from curate import __version__, progress
@@ -106,7 +107,7 @@ def test_stages_markdown_lists_every_stage(cli_inprocess):
 def test_csv_has_lf_line_endings(capsysbinary):
     from curate.cli import _emit
 
-    _emit(["a", "b"], [["x", 1], ["y,z", 2]], "csv")
+    _emit(["a", "b"], [[["x", 1], ["y,z", 2]]], "csv")  # one chunk of rows
     out = capsysbinary.readouterr().out
     assert out == b'a,b\nx,1\n"y,z",2\n'
 
@@ -121,6 +122,23 @@ def test_every_row_failed_exits_3(capsys):
     with pytest.raises(typer.Exit) as e:
         _exit_if_all_failed({"counts": {"rows": 4, "kept": 0, "dropped": {}, "failed": {"download/a": 3, "download/b": 1}}})
     assert e.value.exit_code == 3 and "every row failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("top, hint", [
+    ("download/download_http_404", "check the input URLs, the network and the recipe"),
+    ("mllm_score/mllm_connection_error", "check the model server mllm_score asks (base_url, model"),
+    ("load_image/input_missing_image", "check the input (its columns, format and images)"),
+    ("my_stage/stage_error", "check my_stage's settings; each row's `error` column says what went wrong"),
+])
+def test_every_row_failed_says_where_to_look_by_stage(capsys, top, hint):
+    # an endpoint that was down said "check the input URLs": nothing was wrong with them
+    import typer
+
+    from curate.cli import _exit_if_all_failed
+
+    with pytest.raises(typer.Exit):
+        _exit_if_all_failed({"counts": {"rows": 2, "kept": 0, "failed": {top: 2}}})
+    assert hint in capsys.readouterr().err
 
 
 def test_stage_counts_and_carry():
