@@ -37,7 +37,9 @@ def register(cls: type["Step"]) -> type["Step"]:
     if not getattr(cls, "name", None):
         raise TypeError(f"{cls.__name__} has no name")
     if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
-        raise TypeError(f"step name {cls.name!r} is already registered by {REGISTRY[cls.name].__name__}")
+        other = REGISTRY[cls.name]
+        raise TypeError(f"step name {cls.name!r} of {cls.__module__}.{cls.__qualname__} is already registered by "
+                        f"{other.__module__}.{other.__qualname__}; give one of them another name")
     REGISTRY[cls.name] = cls
     schema.declare_reasons(cls.reasons)
     return cls
@@ -63,9 +65,30 @@ def load_builtin_steps() -> dict[str, type["Step"]]:
             continue
         for info in pkgutil.iter_modules(package.__path__):
             if not info.name.startswith("_"):
-                importlib.import_module(f"{package_name}.{info.name}")
+                _import_step_module(f"{package_name}.{info.name}")
 
     return REGISTRY
+
+
+class StepModuleError(RuntimeError):
+    """A module in a package of shipped steps (a file added to filters/, say) that cannot be imported: every
+    recipe loads those packages, so its error must name the file, not only what the file itself raised."""
+
+
+def _import_step_module(module: str) -> None:
+    """Import one module of a step package; an error in it becomes a StepModuleError naming the file."""
+    import importlib
+    import importlib.util
+
+    try:
+        importlib.import_module(module)
+    except Exception as err:  # noqa: BLE001 - any error in someone's module: name the file, keep the cause
+        spec = importlib.util.find_spec(module)
+        where = f" ({spec.origin})" if spec is not None and spec.origin else ""
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise StepModuleError(f"step module {module}{where} cannot be imported: {type(err).__name__}: {first}; fix "
+                              "or remove it (a stage of your own can live outside curate, named by import path: "
+                              "docs/python_api.md)") from err
 
 
 class Step(BaseModel):

@@ -313,3 +313,29 @@ def test_ray_runner_stops_on_a_contract_bug_with_its_own_line(tmp_path, ray_addr
         assert str(err.value) == "stage test_writes: column 'upper' has 7 values for 6 rows"
     finally:
         REGISTRY.pop(_Writes.name, None)
+
+
+@pytest.mark.parametrize("pkg, source, cause", [
+    ("steppkg_a", "import nosuchmodule_for_this_test\n", "ModuleNotFoundError: No module named 'nosuchmodule_for_this_test'"),
+    ("steppkg_b", "from typing import ClassVar\nfrom curate.stage import Filter, register\n\n@register\nclass Mine(Filter):\n"
+     "    name: ClassVar[str] = 'image_size'\n",
+     "TypeError: step name 'image_size' of steppkg_b.mine.Mine is already registered by "
+     "curate.filters.image_size.ImageSize; give one of them another name"),
+])
+def test_a_broken_module_in_a_step_package_names_its_file(tmp_path, monkeypatch, pkg, source, cause):
+    # a file added to filters/ is imported by every recipe: its error said only what the file raised
+    # ("No module named ..."), not which file, so the user could not tell where to look
+    import curate.stage
+    from curate.stage import StepModuleError, load_builtin_steps
+
+    load_builtin_steps()  # the shipped steps first, as in any process
+    (tmp_path / pkg).mkdir()
+    (tmp_path / pkg / "__init__.py").write_text("")
+    (tmp_path / pkg / "mine.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(curate.stage, "STEP_PACKAGES", (pkg,))
+    with pytest.raises(StepModuleError) as err:
+        load_builtin_steps()
+    assert str(err.value).startswith(f"step module {pkg}.mine ({tmp_path / pkg / 'mine.py'}) cannot be "
+                                     f"imported: {cause}; fix or remove it")
+    assert REGISTRY["image_size"].__module__ == "curate.filters.image_size"
