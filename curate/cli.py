@@ -398,7 +398,9 @@ def _all_failed_hint(top: str) -> str:
         return "check the input URLs, the network and the recipe"
     if stage in ("input", "load_image"):
         return "check the input (its columns, format and images)"
-    if top.split("/", 1)[-1].startswith(("mllm_", "fuse_", "endpoint_")):
+    from curate.endpoint.errors import REASONS as ENDPOINT_REASONS  # (a dict, no client imported)
+
+    if any(top.endswith("_" + code) for code in ENDPOINT_REASONS):  # mllm_timeout, recaption_http_error, ...
         return f"check the model server {stage} asks (base_url, model, the server's log); each row's `error` says what it answered"
     return f"check {stage}'s settings; each row's `error` column says what went wrong"
 

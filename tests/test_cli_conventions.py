@@ -127,6 +127,7 @@ def test_every_row_failed_exits_3(capsys):
 @pytest.mark.parametrize("top, hint", [
     ("download/download_http_404", "check the input URLs, the network and the recipe"),
     ("mllm_score/mllm_connection_error", "check the model server mllm_score asks (base_url, model"),
+    ("recaption/recaption_timeout", "check the model server recaption asks (base_url, model"),
     ("load_image/input_missing_image", "check the input (its columns, format and images)"),
     ("my_stage/stage_error", "check my_stage's settings; each row's `error` column says what went wrong"),
 ])

@@ -24,6 +24,7 @@ class Caption:
     tokens: int  # tokens generated (excluding start/end markers)
     truncated: bool  # generation reached the token limit before its end-of-text
     flag: str | None = None  # why there is no caption when the backend knows (endpoint_<reason>)
+    error: str | None = None  # the failed request's message, for a row failed by on_error: fail
 
 
 class Captioner:
@@ -314,7 +315,7 @@ class EndpointCaptioner(Captioner):
         out = []
         for r in output:
             if not r.ok:
-                out.append(Caption("", 0, False, flag=f"endpoint_{r.reason}"))
+                out.append(Caption("", 0, False, flag=f"endpoint_{r.reason}", error=r.error))
                 continue
             text = " ".join((r.text or "").split())
             out.append(Caption(text, len(text.split()), False))

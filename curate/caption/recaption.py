@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Literal
 import pyarrow as pa
 from pydantic import AliasChoices, Field, PrivateAttr, model_validator
 
+from curate.endpoint.errors import prefixed
 from curate.endpoint.settings import EndpointClient
 from curate.stage import Annotations, Stage, error_line, register
 
@@ -58,9 +59,9 @@ class Recaption(EndpointClient, Stage):
     reads: ClassVar[tuple[str, ...]] = ("image", "text")
     writes: ClassVar[dict[str, pa.DataType]] = {
         "recaption": pa.string(), "recaption_model": pa.string(), "recaption_flag": pa.string()}
-    reasons: ClassVar[dict[str, str]] = {
+    reasons: ClassVar[dict[str, str]] = prefixed("recaption", {  # recaption_<endpoint reason>: on_error: fail
         "recaption_image_error": "recaption could not decode the image bytes",
-    }
+    })
     uses_model: ClassVar[bool] = True
 
     backend: Literal["coca", "transformers", "endpoint"] = "coca"  # open_clip CoCa, a transformers VLM or a chat server
@@ -91,6 +92,7 @@ class Recaption(EndpointClient, Stage):
     source: Literal["image", "keyframes"] = "image"  # image column, or a clip's keyframes (after clip_split)
     keyframes: Literal["middle", "all"] = "middle"  # the middle keyframe, or caption each and keep the consensus
     check_model: bool = True  # resolve the model at recipe time (False: only when a worker starts)
+    on_error: Literal["keep", "fail"] = "keep"  # endpoint: a request that failed for good: keep the row (flag endpoint_<reason>) or fail it (recaption_<reason>, for --retry-failed)
     _captioner: Any = PrivateAttr(default=None)
 
     @model_validator(mode="after")
@@ -196,6 +198,8 @@ class Recaption(EndpointClient, Stage):
             models[i] = cap.name
             if c.flag:
                 flags[i] = c.flag
+                if self.on_error == "fail" and c.flag.startswith("endpoint_"):  # a server that was down:
+                    ann.fail(i, "recaption_" + c.flag[len("endpoint_"):], c.error)  # ask again on --retry-failed
             elif not c.text:
                 flags[i] = "empty"
             elif c.truncated:

@@ -65,6 +65,19 @@ def test_endpoint_failure_is_a_flag_not_a_drop(server):
     assert set(out.column("status").to_pylist()) == {"ok"}
 
 
+def test_on_error_fail_fails_the_row_so_retry_failed_asks_again(server):
+    # with the default (keep) a server that was down for the whole run left every row kept without a caption,
+    # exit 0, and nothing --retry-failed would ask again
+    server.reset()
+    server.behave = lambda n, text: ("status", 500) if n == 2 else ("ok",)
+    out = Recaption(backend="endpoint", url=server.url, model="m", retries=0, max_concurrency=1,
+                    on_error="fail").process(image_table(["a", "b", "c"])).to_pylist()
+    failed = [r for r in out if r["status"] == "failed"]
+    assert len(failed) == 1 and (failed[0]["stage"], failed[0]["reason"]) == ("recaption", "recaption_http_error")
+    assert failed[0]["error"].startswith("HTTP 500") and failed[0]["recaption_flag"] == "endpoint_http_error"
+    assert [r["status"] for r in out].count("ok") == 2 and all(r["recaption"] for r in out if r["status"] == "ok")
+
+
 def test_endpoint_without_url_is_a_recipe_error():
     with pytest.raises(RecipeError, match="endpoint backend needs `url`"):
         build_recipe({"name": "t", "input": {"path": "x"}, "output": {"path": "o"},
