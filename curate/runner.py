@@ -14,8 +14,8 @@ One Ray block carries one whole part, so each part is committed atomically and e
 from __future__ import annotations
 
 import base64
-import functools
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -164,11 +164,27 @@ def _setup_error(err: BaseException) -> str | None:
     return _wrapped_line(err, ModelLoadError)
 
 
+def _setup(stage: Stage) -> None:
+    """stage.setup(), with an exception from it (a plugin's missing file, a bad setting only setup sees) turned
+    into a ModelLoadError naming the stage, which the run reports in one line. Raised plainly in a Ray worker
+    it reached the user as Ray's task header, or, from a model actor's constructor, as "a worker process
+    died ... (the OOM killer)"."""
+    from curate.models.clip import ModelLoadError
+
+    try:
+        stage.setup()
+    except ModelLoadError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any error of the stage's own setup code: named, cause kept
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ModelLoadError(f"stage {stage.name} could not set up: {type(err).__name__}: {first}") from err
+
+
 def _run_stage_task(batch: pa.Table, *, stage: Stage, run_schema: pa.Schema, sink=None,
                     site: _CrashSite | None = None) -> pa.Table:
     # task stages arrive freshly unpickled in every task, so their (cheap) setup runs per task;
     # model stages run on _StageActor, which sets up once
-    stage.setup()
+    _setup(stage)
     return _process(stage, batch, run_schema, sink, site)
 
 
@@ -199,7 +215,7 @@ class _StageActor:
                  session: str | None = None):
         self.stage, self.run_schema, self.sink, self.site, self.session = stage, run_schema, sink, site, session
         with storage.fetch_session(session), site.setup(stage.name) if site else contextlib.nullcontext():
-            stage.setup()
+            _setup(stage)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         with storage.fetch_session(self.session):
@@ -1423,7 +1439,7 @@ class Runner:
                             sites: list[_CrashSite]):
         """A segment in this process, part by part (the same functions the Ray tasks run): commit rows."""
         for stage in stages:
-            stage.setup()
+            _setup(stage)
         for k in pending:
             t = _load_parts(pa.table({"part": [k]}), **load)
             for stage, site in zip(stages, sites):

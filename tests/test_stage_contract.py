@@ -339,3 +339,43 @@ def test_a_broken_module_in_a_step_package_names_its_file(tmp_path, monkeypatch,
     assert str(err.value).startswith(f"step module {pkg}.mine ({tmp_path / pkg / 'mine.py'}) cannot be "
                                      f"imported: {cause}; fix or remove it")
     assert REGISTRY["image_size"].__module__ == "curate.filters.image_size"
+
+
+class _SetupFails(Stage):
+    """A stage whose setup raises (a plugin's missing weights file); `uses_model` picks task or actor."""
+
+    name: ClassVar[str] = "test_setup_fails"
+    writes: ClassVar[dict[str, pa.DataType]] = {"upper": pa.string()}
+
+    def setup(self):
+        raise FileNotFoundError("weights.bin not found")
+
+    def annotate(self, active):
+        return Annotations(columns={"upper": [None] * active.num_rows})
+
+
+class _SetupFailsActor(_SetupFails):
+    name: ClassVar[str] = "test_setup_fails_actor"
+    uses_model: ClassVar[bool] = True
+
+
+@pytest.mark.parametrize("cls", [_SetupFails, _SetupFailsActor])
+def test_a_stage_whose_setup_raises_stops_the_run_with_its_own_line(tmp_path, ray_address, registered_upper, cls):
+    # it said Ray's task header (a task stage) or "a model worker process died ... the OOM killer" (an actor)
+    from curate.recipe import build_recipe
+    from curate.runner import Runner, StageSetupError
+
+    register(cls)
+    try:
+        src = tmp_path / "in.parquet"
+        pq.write_table(pa.table({"url": [f"http://127.0.0.1/{i}" for i in range(4)],
+                                 "caption": [f"c {i}" for i in range(4)]}), src)
+        recipe = build_recipe({"name": "t", "input": {"path": str(src)}, "output": {"path": str(tmp_path / "out")},
+                               "stages": [{"test_upper": {}}, {cls.name: {}}]})
+        with pytest.raises(StageSetupError) as err:
+            Runner(recipe, ray_address=ray_address).start()
+        assert str(err.value) == (f"stage {cls.name} could not set up: FileNotFoundError: weights.bin not found; "
+                                  "fix the recipe and run it again")
+        assert not (tmp_path / "out").exists()
+    finally:
+        REGISTRY.pop(cls.name, None)
