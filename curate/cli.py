@@ -416,10 +416,15 @@ def query(
     Several statements (`SELECT 1; SELECT 2`) show each result in order, as DuckDB's own CLI does."""
     from curate.catalog import stream_each
 
-    if format not in ("table", "csv", "json"):
-        _fail(f"--format must be table, csv or json, not {format!r}")
+    _check_format(format)
     for cols, chunks in stream_each(out, sql, external=allow_external):
         _emit(cols, chunks, format)
+
+
+def _check_format(format: str) -> None:
+    """query, inspect and clusters print table, csv or json; anything else is refused (it printed a table)."""
+    if format not in ("table", "csv", "json"):
+        _fail(f"--format must be table, csv or json, not {format!r}")
 
 
 # a terminal table of more rows is unreadable and slow to lay out (300k rows: 30 s, 0.5 GB); csv/json print all
@@ -467,13 +472,14 @@ def inspect(
     uid: Optional[str] = typer.Option(None, "--uid", help="Show this sample."),
     where: Optional[str] = typer.Option(None, "--where", help="SQL condition over `samples`."),
     limit: int = typer.Option(10, "--limit", "-n", min=1),
-    format: str = typer.Option("table", "--format", "-f", help="table or json."),
+    format: str = typer.Option("table", "--format", "-f", help="table, csv or json."),
     allow_external: bool = _ALLOW_EXTERNAL,
 ):
     """Show samples (every column, including why they were dropped) by uid or condition."""
     from curate.catalog import query as run_query
     from curate.display import cell
 
+    _check_format(format)
     if uid and where:
         _fail("use --uid or --where, not both")
     if where is not None and not where.strip():
@@ -485,8 +491,8 @@ def inspect(
                            external=allow_external)
     if uid and not rows:
         _fail(f"no sample with uid {uid!r} in {out}")
-    if format == "json":
-        _emit(cols, [rows], "json")
+    if format != "table":
+        _emit(cols, [rows], format)
         return
     for r in rows:
         t = Table(show_header=False, box=None)
@@ -513,6 +519,7 @@ def clusters(
     """List duplicate clusters (largest first) or one cluster's members, from a dedup column."""
     from curate.catalog import query as run_query
 
+    _check_format(format)
     have = _cluster_columns(out)
     if have == [] and column is None:
         _fail(f"{out}: this run has no dedup column (no *_cluster, no dup_of): its recipe ran no dedup stage")

@@ -276,3 +276,14 @@ def test_results_before_a_failing_statement_are_shown(world, capsys):
     run, _, _ = world
     proc = curate_inprocess("query", run, "SELECT 'first' AS w; SELECT nope FROM samples", "-f", "csv", capsys=capsys)
     assert proc.returncode == 2 and proc.stdout == "w\nfirst\n" and proc.stderr.startswith("error: query failed: ")
+
+
+def test_inspect_and_clusters_take_the_formats_docs_name_and_refuse_others(world, capsys):
+    # docs/cli.md says query, clusters and inspect take table|csv|json: inspect printed a table for csv, and
+    # both printed a table for any other word
+    run, _, _ = world
+    csv_out = curate_inprocess("inspect", run, "--where", "uid = 'u1'", "-f", "csv", capsys=capsys)
+    assert csv_out.returncode == 0 and csv_out.stdout.startswith("uid,") and "\nu1," in csv_out.stdout
+    for args in (("inspect", run), ("clusters", run), ("query", run, "SELECT 1")):
+        proc = curate_inprocess(*args, "-f", "xml", capsys=capsys)
+        assert proc.returncode == 2 and proc.stderr == "error: --format must be table, csv or json, not 'xml'\n"
