@@ -278,6 +278,8 @@ def _one_line(err: ValidationError, where: str, known=()) -> str:
     loc = ".".join(str(x) for x in first["loc"])
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     msg = _message(first, known)
+    if (where, loc) == ("ray", "address") and first["type"] == "extra_forbidden":  # as other tools' configs have
+        msg += " (a recipe runs anywhere: give the cluster with --ray-address, RAY_ADDRESS or Pipeline.run(ray_address=))"
     return f"{where}.{loc}: {msg}{more}" if loc else f"{where}: {msg}{more}"
 
 

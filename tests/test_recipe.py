@@ -54,6 +54,8 @@ def test_bad_stage_config_is_one_line(stages, message):
     ({"output": {"sampels_per_shard": 5}}, [], "output.sampels_per_shard: unknown field (did you mean 'samples_per_shard'?)"),
     ({}, ["download.retires=2"], "--set download.retires: unknown field (did you mean 'retries'?)"),
     ({"stages": [{"download": {"zzz": 1}}]}, [], "stages[0] download.zzz: unknown field"),
+    ({"ray": {"address": "head:6379"}}, [], "ray.address: unknown field (a recipe runs anywhere: give the cluster "
+                                            "with --ray-address, RAY_ADDRESS or Pipeline.run(ray_address=))"),
 ])
 def test_a_typo_in_a_setting_names_the_closest_one(tmp_path, data, overrides, message):
     recipe = {"name": "t", "stages": [{"download": {}}], **data}
