@@ -302,6 +302,15 @@ def _settings(cls) -> list[str]:
 _INDEXED = re.compile(r"(?P<name>[^\[\]]+)\[(?P<index>\d+)\]")
 
 
+def _step_name(ref: str) -> str | None:
+    """The `name` of the step an import path (pkg.mod:Class) names, or None when it cannot be loaded (the
+    recipe's own check then says why, in one line)."""
+    try:
+        return plugins.resolve(ref, load_builtin_steps()).name
+    except Exception:  # noqa: BLE001 - reported where the recipe is built
+        return None
+
+
 def _apply_override(data: dict, item: str) -> tuple[dict, str, list[str], str] | None:
     """--set a.b=value: value parsed as YAML; `stage.field` addresses the stage of that name, `stage[i].field`
     the i-th (from 0) when the recipe has several (then the bare name is refused as ambiguous: changing only
@@ -326,7 +335,12 @@ def _apply_override(data: dict, item: str) -> tuple[dict, str, list[str], str] |
     else:
         indexed = _INDEXED.fullmatch(head)
         name = indexed["name"] if indexed else head
-        found = [e for e in data.get("stages") or [] if isinstance(e, dict) and name in e]
+        entries = [e for e in data.get("stages") or [] if isinstance(e, dict)]
+        found = [e for e in entries if name in e]
+        if not found:  # a stage of one's own named by import path (pkg.mod:Class) is set by its `name`
+            paths = [k for e in entries for k in e if isinstance(k, str) and ":" in k and _step_name(k) == name]
+            found = [e for e in entries if any(k in e for k in paths)]
+            name = paths[0] if paths and len(set(paths)) == 1 else name
         if not found:
             raise RecipeError(f"--set {key}: the recipe has no stage {name!r}")
         if indexed is None and len(found) > 1:

@@ -491,10 +491,26 @@ class Job(Step):
         return pa.schema(fields)
 
 
+def _check_decisions(job: Job, decisions: pa.Table) -> None:
+    """A job's decisions hold only the statuses a run knows and the reasons the job declares, as a Stage's
+    annotations must: a job of one's own that wrote status 'drop' had its parts committed with it, then the
+    run died at finalisation (KeyError: 'drop') and left a run no --resume could finish."""
+    status = decisions.column("status")
+    bad = sorted(set(pc.unique(status).to_pylist()) - set(schema.STATUSES), key=str)
+    if bad:
+        raise StageContractError(f"job {job.name}: decision status {bad[0]!r} is not one of "
+                                 f"{', '.join(schema.STATUSES)}")
+    decided = pc.unique(decisions.filter(pc.fill_null(pc.not_equal(status, schema.OK), False)).column("reason"))
+    undeclared = sorted(r for r in decided.to_pylist() if r not in job.reasons) if decided else []
+    if undeclared:
+        raise StageContractError(f"job {job.name}: undeclared reason code {undeclared[0]!r}")
+
+
 def apply_decisions(table: pa.Table, job: Job, decisions: pa.Table) -> pa.Table:
     """Write a job's decisions into a part's rows (matched on uid), then let the job `complete` the part."""
     if decisions.num_rows == 0:
         return job.complete(table)
+    _check_decisions(job, decisions)
     by_uid = {u: i for i, u in enumerate(decisions.column("uid").to_pylist())}
     uids = table.column("uid").to_pylist()
     hit = [u in by_uid for u in uids]

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curate import schema
-from curate.stage import (REGISTRY, STAGE_ERROR, STAGE_ERROR_UNISOLATED, Annotations, Filter, Stage,
+from curate.stage import (REGISTRY, STAGE_ERROR, STAGE_ERROR_UNISOLATED, Annotations, Filter, Job, Stage,
                           StageContractError, isolation_budget, register, run_local)
 
 BAD = "boom"
@@ -379,3 +379,34 @@ def test_a_stage_whose_setup_raises_stops_the_run_with_its_own_line(tmp_path, ra
         assert not (tmp_path / "out").exists()
     finally:
         REGISTRY.pop(cls.name, None)
+
+
+class _PairJob(Job):
+    """Drops every row after the first of each text length; its decisions use `status` and `reason` as given."""
+
+    name: ClassVar[str] = "test_pair_job"
+    reads: ClassVar[tuple[str, ...]] = ("text",)
+    reasons: ClassVar[dict[str, str]] = {"test_same_len": "same length as an earlier row"}
+    status: str = "dropped"
+    reason: str | None = "test_same_len"
+
+    def prepare(self, table):
+        return pa.table({"uid": table.column("uid"), "part": table.column("part"),
+                         "key": [len(t) for t in table.column("text").to_pylist()]})
+
+    def reduce(self, group):
+        rest = group.slice(1)
+        return pa.table({"uid": rest.column("uid"), "part": rest.column("part"),
+                         "status": [self.status] * rest.num_rows, "reason": [self.reason] * rest.num_rows})
+
+
+@pytest.mark.parametrize("kw, msg", [({"status": "drop"}, "decision status 'drop' is not one of ok, dropped, failed"),
+                                     ({"reason": "made_up"}, "undeclared reason code 'made_up'"),
+                                     ({"reason": None}, "undeclared reason code None")])
+def test_a_jobs_decisions_are_checked_like_a_stages(kw, msg):
+    # status 'drop' was written into committed meta parts, then finalisation died with KeyError: 'drop'
+    t = _table(["aa", "bb", "c"])
+    t = t.append_column("part", pa.array([0] * 3, pa.int32())) if "part" not in t.column_names else t
+    assert run_local([_PairJob()], t).column("status").to_pylist() == ["ok", "dropped", "ok"]
+    with pytest.raises(StageContractError, match=f"job test_pair_job: {msg}"):
+        run_local([_PairJob(**kw)], t)

@@ -12,10 +12,11 @@ from typing import ClassVar
 
 import pyarrow as pa
 import pytest
+import yaml
 
 import curate
 from curate import plugins
-from curate.recipe import RecipeError, build_recipe
+from curate.recipe import RecipeError, build_recipe, load_recipe
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_stage"
 
@@ -249,3 +250,20 @@ def test_every_cli_hint_the_runner_and_recipe_loader_raise_has_python_words():
         == "x already holds a run (running); pass resume=True to finish it, or choose another output folder"
     assert python_words("finish it with: curate run --resume -o s3://b/run") == \
         "finish it with: Pipeline.run(output='s3://b/run', resume=True)"
+
+
+def test_set_reaches_a_stage_named_by_import_path_by_its_name(tmp_path, monkeypatch):
+    # `--set short_s.min_chars=9` said "the recipe has no stage 'short_s'", and the import path itself cannot
+    # be a --set key (its dots split it): a plugin stage's settings could not be overridden at all
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = package(tmp_path, "userpkg_s", SHORT.format(name="short_s"))
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe({f"{mod}:Short": {"min_chars": 5}})))
+    (step,) = load_recipe(str(path), ["short_s.min_chars=9", "short_s.num_cpus=2"]).steps
+    assert step.min_chars == 9
+    rec = load_recipe(str(path), ["short_s.min_chars=9", "short_s.num_cpus=2"])
+    assert rec.to_dict()["stages"] == [{f"{mod}:Short": {"min_chars": 9, "num_cpus": 2.0}}]
+    with pytest.raises(RecipeError, match=r"^--set short_s.min_char: unknown field \(did you mean 'min_chars'\?\)$"):
+        load_recipe(str(path), ["short_s.min_char=9"])
+    with pytest.raises(RecipeError, match="the recipe has no stage 'nothere'"):
+        load_recipe(str(path), ["nothere.min_chars=9"])
