@@ -96,6 +96,10 @@ def reshard(src: str | Path, samples_per_shard: int, dst: str | Path) -> Manifes
         raise OutputError("--samples-per-shard must be at least 1")
     src_run, manifest = complete_run(src)
     dst = new_output(src_run, dst)
+    missing = [k for k in sorted(manifest.parts) if not src_run.meta_part(k).exists()]
+    if missing:  # its rows would silently not be in OUT2, whose manifest still counts them
+        raise OutputError(f"{src_run.root} lacks {len(missing)} meta part(s) its manifest lists (e.g. "
+                          f"{src_run.meta_part(missing[0]).name}); run `curate validate` on it; nothing was written")
     parts_out: dict[int, PartInfo] = {}
     with atomic.staged_dir(dst, "reshard", OutputError) as tmp_root:
         tmp = RunDir(tmp_root)
@@ -111,7 +115,10 @@ def reshard(src: str | Path, samples_per_shard: int, dst: str | Path) -> Manifes
             side = pq.read_table(src_run.embeddings_part(k)) if src_run.embeddings_part(k).exists() else None
             copied, current = 0, None
             if row_of:
-                with tarfile.open(src_run.shard(k)) as tar:
+                # hashed as it is read: a shard whose bytes changed since it was written must not be copied
+                # into OUT2, whose new digests would make the damage look sound to `curate validate`
+                with open(src_run.shard(k), "rb") as f, \
+                        tarfile.open(fileobj=(hashed := checksums.HashingReader(f)), mode="r|") as tar:
                     for m in tar:  # streaming: one member in memory at a time
                         key = m.name.rsplit("/", 1)[-1].partition(".")[0]
                         if key not in row_of:
@@ -124,6 +131,11 @@ def reshard(src: str | Path, samples_per_shard: int, dst: str | Path) -> Manifes
                             copied += 1
                             w.add(kept, side, row_of[key])
                         w.tar.addfile(m, tar.extractfile(m))
+                    expected = checksums.recorded(meta_path)
+                    if expected is not None and hashed.hexdigest() != expected:
+                        raise OutputError(f"{src_run.shard(k)}: its bytes changed since it was written (SHA-256 "
+                                          "differs from its meta part's); run `curate validate` on it; nothing "
+                                          "was written")
             if copied != len(row_of):
                 raise OutputError(f"{src_run.shard(k)} holds {copied} of its {len(row_of)} kept samples; "
                                   "run `curate validate` on it")
