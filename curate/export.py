@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 
 from curate import schema
-from curate.io import atomic, storage
+from curate.io import atomic, storage, tars
 from curate.io import members as sample_members
 from curate.reshard import OutputError, complete_run, new_output
 
@@ -72,7 +72,10 @@ def export_parquet(run, dst: Path) -> dict:
             t = storage.read_table(meta_path, filters=[("status", "=", schema.OK)])
             if t.num_rows == 0:
                 continue
-            images, extras = _members(run.shard(k), t)
+            try:
+                images, extras = _members(run.shard(k), t)
+            except tars.TruncatedTar as err:  # its tail's samples would be exported with no image
+                raise OutputError(f"{err}; run `curate validate` on {run.root}; nothing was written") from None
             t = t.append_column(pa.field("image", IMAGE_T), images)
             if extras is not None:  # an input sample's other members (label, mask), as the shards carry them
                 t = t.append_column(pa.field("extra_members", schema.EXTRA_MEMBERS_TYPE), extras)

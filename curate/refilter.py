@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from curate import schema
 from curate.catalog import CatalogError, _only_selects, connect
-from curate.io import atomic, checksums, storage
+from curate.io import atomic, checksums, storage, tars
 from curate.io.manifest import Manifest, ManifestError, now
 from curate.io.rundir import RunDir
 
@@ -144,7 +144,10 @@ def refilter(src: str | Path, where: str, dst: str | Path, report: bool = True) 
             kept = t.filter(schema.active_mask(t))
             digest = None  # the source part's digest is of the source shard: replaced, or removed
             if src_run.shard(k).exists():
-                digest = _copy_members(src_run.shard(k), tmp.shard(k), set(kept.column("key").to_pylist()))[1]
+                try:
+                    digest = _copy_members(src_run.shard(k), tmp.shard(k), set(kept.column("key").to_pylist()))[1]
+                except tars.TruncatedTar as err:  # copied, its tail's kept rows would point at nothing
+                    raise RefilterError(f"{err}; run `curate validate` on {src_run.root}; nothing was written") from None
             if src_run.embeddings_part(k).exists():
                 atomic.write_bytes(tmp.embeddings_part(k), src_run.embeddings_part(k).read_bytes())
             atomic.write_parquet(checksums.with_shard_sha256(t, digest), tmp.meta_part(k))

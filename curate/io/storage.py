@@ -119,15 +119,42 @@ def dataset(paths: list, **kwargs):
 
 @contextlib.contextmanager
 def open_tar(path):
-    """A tarfile open for reading, local or remote (streamed through fsspec; a remote file whose store gives
-    no version is read from this fetch session's copy, session_copy)."""
+    """A tarfile open for reading, local or remote, that refuses a cut one: walked to its end, a tar that
+    ends without its end-of-archive block (a partial copy) raises tars.TruncatedTar at the end of the
+    block, and one whose last member's data runs out raises it at that member (curate.io.tars).
+
+    A remote file whose store gives no version is read from this fetch session's copy (session_copy); an
+    http(s) one that has a version is streamed in one GET (tarfile's r|*): a server without Range support
+    could not be read in tarfile's random-access mode ("Cannot seek streaming HTTP file"), and every caller
+    walks members in order anyway. Other remote files are read through fsspec."""
+    from curate.io import tars
+
     copy = session_copy(path)
-    if not is_remote(path) or copy is not None:
-        with tarfile.open(copy or path) as tar:
+    with _opened_tar(path, copy, tars.header_recorder()) as tar:
+        try:
             yield tar
-        return
-    with as_path(path).open("rb") as f, tarfile.open(fileobj=f) as tar:
-        yield tar
+        except (tarfile.ReadError, EOFError) as err:
+            if not tars.is_cut_data(err) or not tar.members:
+                raise
+            raise tars.TruncatedTar(tars.message(str(path), len(tar.members), tar.members[-1].name,
+                                                 "its data ends inside that member")) from None
+        tars.check(tar, str(path))
+
+
+@contextlib.contextmanager
+def _opened_tar(path, copy, header):
+    """open_tar's tarfile: a local file (or the session's copy) in random-access mode, an http(s) URL
+    streamed, another remote file through fsspec."""
+    if not is_remote(path) or copy is not None:
+        with tarfile.open(copy or path, tarinfo=header) as tar:
+            yield tar
+    elif scheme(path) in HTTP_SCHEMES:
+        fs, inner = filesystem(path)
+        with fs.open(inner, "rb", block_size=0) as f, tarfile.open(fileobj=f, mode="r|*", tarinfo=header) as tar:
+            yield tar
+    else:
+        with as_path(path).open("rb") as f, tarfile.open(fileobj=f, tarinfo=header) as tar:
+            yield tar
 
 
 def rmtree(path) -> None:

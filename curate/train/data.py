@@ -21,7 +21,7 @@ import torch
 import webdataset as wds
 
 from curate.images import decode_rgb
-from curate.io import storage
+from curate.io import storage, tars
 
 IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
 TEXT_KEYS = ("txt", "text", "caption")
@@ -34,7 +34,7 @@ class DataError(ValueError):
     """Shards that cannot be trained or evaluated on (none found, none readable)."""
 
 
-class TruncatedShard(DataError):
+class TruncatedShard(DataError, tars.TruncatedTar):
     """A tar that ends before its archive does: no end-of-archive block after its last member."""
 
 
@@ -146,24 +146,15 @@ _META = re.compile(r"__[^/]*__($|/)")  # webdataset's own members (__key__ ...),
 
 def _tar_members(stream, url: str, handler) -> Iterator[tuple[str, bytes]]:
     """(name, bytes) of each regular member of one tar stream; TruncatedShard when the stream ends before
-    the archive's end-of-archive block (an all-zero header block).
+    the archive's end-of-archive block (curate.io.tars, the one owner of that check).
 
     Why not webdataset's tar_file_iterator: Python's tarfile ends a stream quietly where the file ends at
     a header (a copy cut at a member boundary, or inside a header block), so a cut shard was read as a
-    shorter one and training went on, one shard's tail short, with nothing counted. The header class
-    records every header block tarfile parses: a stream that stopped on anything but a zero block (or
-    whose last member's data ran out) was cut. An error inside one member goes to `handler` as in webdataset."""
-    class Header(tarfile.TarInfo):
-        last = None
-
-        @classmethod
-        def frombuf(cls, buf, encoding, errors):
-            Header.last = buf
-            return super().frombuf(buf, encoding, errors)
-
+    shorter one and training went on, one shard's tail short, with nothing counted. An error inside one
+    member goes to `handler` as in webdataset."""
     count, name = 0, None
     try:
-        with tarfile.open(fileobj=stream, mode="r|*", tarinfo=Header) as tf:
+        with tarfile.open(fileobj=stream, mode="r|*", tarinfo=tars.header_recorder()) as tf:
             for info in tf:
                 count, name = count + 1, info.name
                 if not info.isreg() or _META.match(info.name):
@@ -178,14 +169,13 @@ def _tar_members(stream, url: str, handler) -> Iterator[tuple[str, bytes]]:
                         continue
                     return
                 yield info.name, data
-    except tarfile.ReadError as err:
-        if str(err) != "unexpected end of data" or not count:  # not a tar at all: the caller's handler counts it
+            why = tars.problem(tf)
+    except (tarfile.ReadError, EOFError) as err:
+        if not tars.is_cut_data(err) or not count:  # not a tar at all: the caller's handler counts it
             raise
-        Header.last = b"cut"  # the last member's data ran out
-    if count and Header.last != bytes(tarfile.BLOCKSIZE):
-        raise TruncatedShard(f"truncated shard {url}: it ends after {count} tar member(s) (the last {name!r}) "
-                             "without the tar end-of-archive block, so the rest of it is missing (a partial copy?); "
-                             "copy it again or leave it out")
+        why = "its data ends inside that member"
+    if why is not None:
+        raise TruncatedShard(tars.message(url, count, name, why))
 
 
 def _tar_files(sources, handler) -> Iterator[dict]:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from curate.io import storage
-from curate.train.data import IMAGE_KEYS, TEXT_KEYS, expand_shards
+from curate.io import storage, tars
+from curate.train.data import IMAGE_KEYS, TEXT_KEYS, TruncatedShard, expand_shards
 from curate.train.video_data import VIDEO_KEYS
 
 PER_TAR = 1000
@@ -41,6 +41,8 @@ def usable_keys(shards: list[str]) -> list[tuple[str, str]]:
                     if m.isfile():
                         k, e = _key_ext(m.name)
                         exts.setdefault(k, set()).add(e.lower())
+        except tars.TruncatedTar as err:  # its count (and a subset drawn from it) would silently be short
+            raise TruncatedShard(str(err)) from None
         except (tarfile.TarError, OSError):
             continue  # training counts unreadable shards as shard_error; they hold no usable sample
         out += [(tar, k) for k, e in exts.items() if e & PICTURE_KEYS and e & set(TEXT_KEYS)]

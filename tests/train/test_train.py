@@ -168,8 +168,8 @@ def test_truncated_shard_is_refused(tmp_path):
     end = members[-1].offset_data + -(-members[-1].size // 512) * 512  # the last member's padded end
     whole = tar.read_bytes()
     _cut(tar, members[60].offset)  # at a member boundary: 20 whole samples and no end-of-archive block
-    with pytest.raises(TrainError, match=r"^truncated shard \S*cut/000001.tar: it ends after 60 tar member\(s\) "
-                                         r"\(the last '000051.json'\) without the tar end-of-archive block") as err:
+    with pytest.raises(TrainError, match=r"^truncated tar \S*cut/000001.tar: after 60 member\(s\) "
+                                         r"\(the last '000051.json'\) it ends without the tar end-of-archive block") as err:
         train(cfg(root, tmp_path / "run", samples_seen=64, batch_size=16, workers=2))  # one shard per worker
     assert "\n" not in str(err.value)
     assert not (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "summary.json").exists()
