@@ -63,6 +63,13 @@ def problem(tar: tarfile.TarFile) -> str | None:
     return end_problem(header.last)
 
 
+def truncated(tar: tarfile.TarFile) -> bool:
+    """Whether `tar`'s walk ended because the file ran out at or inside a header (a cut copy), rather than
+    at a full header block that is damaged."""
+    last = getattr(tar.tarinfo, "last", None)
+    return problem(tar) is not None and last is not None and len(last) < tarfile.BLOCKSIZE
+
+
 def message(where: str, count: int, last: str | None, why: str) -> str:
     """The one line a user reads for an incomplete tar: which file, how far it got, and the fix."""
     return (f"truncated tar {where}: after {count} member(s) (the last {last!r}) {why}, so the rest of it is "

@@ -9,6 +9,7 @@ reason, so every sample is still accounted for.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import tarfile
 import zlib
@@ -18,7 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate import schema
-from curate.io import inputfs, utf8
+from curate.io import inputfs, tars, utf8
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 TEXT_EXTS = ("txt", "caption", "text")
@@ -43,7 +46,9 @@ REF_SCHEMA = pa.schema([
 REF_COLUMNS = ("input_file", "input_member", "input_offset", "input_length")
 
 REASONS = {
-    "input_tar_error": "a WebDataset tar could not be read (bad header or cut short); the row stands for what was lost",
+    "input_tar_error": "a WebDataset tar could not be read (not a tar, or a bad header); the row stands for what was lost",
+    "input_truncated_tar": "a WebDataset tar ends before its end-of-archive block (a partial copy or upload): its "
+                           "samples up to the cut are read, the row stands for the unknown rest",
     "input_member_error": "a tar member is cut short or larger than the bounds",
     "input_missing_image": "the sample has no image (no image member, or a listed file is missing)",
     "input_read_error": "the image bytes could not be read back from the input",
@@ -129,10 +134,10 @@ def _gzip_length(f) -> int:
     return f.tell()
 
 
-def _index_members(tar, f, total: int | None, samples: list, spans: list) -> str | None:
-    """Group `tar`'s members into samples (refs to image, caption, json, other members); returns why the
-    tar is damaged after its last good header, None when it is not. `total` None: the length is not known
-    yet (a gzipped tar), each member's span goes to `spans` to be checked once it is."""
+def _index_members(tar, f, total: int | None, samples: list, spans: list) -> tuple[str, str] | None:
+    """Group `tar`'s members into samples (refs to image, caption, json, other members); returns (reason,
+    why) when the tar is cut or damaged after its last good header, None when it is not. `total` None: the
+    length is not known yet (a gzipped tar), each member's span goes to `spans` to be checked once it is."""
     for m in tar:  # random-access mode: tarfile seeks over member data, reading headers only
         if not m.isfile():
             continue
@@ -165,11 +170,14 @@ def _index_members(tar, f, total: int | None, samples: list, spans: list) -> str
                 s["text"], s["text_ref"] = caption_text(data), (as_named, m.offset_data, m.size)
         else:  # (its extension as the member spells it: carried as it came)
             _add_extra(s, m.name, as_named, m.offset_data, m.size)
-    end = tar.offset
-    f.seek(end)
-    if f.read(512).strip(b"\0"):  # tarfile stops quietly at a bad header after the first member
-        return f"bad tar header at byte {end}; members after it are lost"
-    return None
+    # tarfile stops quietly at a bad header, and where the file ends at or inside a header (a copy cut at a
+    # member boundary read as a shorter tar): the header it stopped at says which (curate.io.tars)
+    why = tars.problem(tar)
+    if why is None:
+        return None
+    if tars.truncated(tar):
+        return "input_truncated_tar", why
+    return "input_tar_error", f"bad tar header at byte {tar.offset}; members after it are lost"
 
 
 def index_tar(tar_path: str) -> list[dict]:
@@ -180,27 +188,39 @@ def index_tar(tar_path: str) -> list[dict]:
     pass that indexes them (a counting pass first decompressed every .tar.gz twice)."""
     samples: list[tuple[str, dict]] = []
     spans: list[tuple[dict, str, int, int]] = []  # (sample, member, data offset, size)
-    damage = total = None
+    damage = total = tar = None
     gz = inputfs.is_gzip_tar(tar_path)
     try:
         with inputfs.open_read(tar_path) as f:
             try:
                 total = None if gz else inputfs.data_size(tar_path)
-                with tarfile.open(fileobj=f, mode="r:") as tar:
+                with tarfile.open(fileobj=f, mode="r:", tarinfo=tars.header_recorder()) as tar:
                     damage = _index_members(tar, f, total, samples, spans)
             except _TAR_DAMAGE as err:
-                damage = f"{type(err).__name__}: {err}"[:500]
+                if tars.is_cut_data(err) and tar is not None and tar.members:  # a member's data or the gzip stream ran out
+                    damage = "input_truncated_tar", "its data ends inside that member"
+                else:
+                    damage = "input_tar_error", f"{type(err).__name__}: {err}"
             if gz:
                 total = _gzip_length(f)
     except _TAR_DAMAGE as err:  # the file could not be opened
-        damage = f"{type(err).__name__}: {err}"[:500]
+        damage = "input_tar_error", f"{type(err).__name__}: {err}"
     for s, name, offset, size in spans:
         if total is not None and offset + size > total:
             s["error"] = f"member {name} is cut short ({max(total - offset, 0)} of {size} bytes)"
     rows = _sample_rows(tar_path, samples)
-    if damage is not None:
+    if damage is not None and damage[0] == "input_truncated_tar":
+        why = tars.message(tar_path, len(tar.members), tar.members[-1].name, damage[1])
+        log.warning("%s; its samples up to the cut are read, the rest is one failed row (input_truncated_tar)", why)
+        if rows:  # the cut sample: its members after the cut (a caption, its image) may be the lost ones
+            said = f"{rows[-1]['_error']}; " if rows[-1]["_error"] else "the tar ends in this sample: "
+            rows[-1].update(_reason="input_truncated_tar", _error=f"{said}{why}"[:500],
+                            input_member=None, input_offset=None, input_length=None, input_extra_members=None)
+        rows.append(_row(input_key=f"{PurePosixPath(tar_path).name}#truncated", input_file=tar_path,
+                         _reason="input_truncated_tar", _error=why[:500]))
+    elif damage is not None:
         rows.append(_row(input_key=f"{PurePosixPath(tar_path).name}#damaged", input_file=tar_path,
-                         _reason="input_tar_error", _error=f"{tar_path}: {damage}"[:500]))
+                         _reason="input_tar_error", _error=f"{tar_path}: {damage[1]}"[:500]))
     return rows
 
 

@@ -125,8 +125,8 @@ def test_webdataset_tars_by_brace_pattern_keep_every_sample(tars, tmp_path):
     assert (lost["status"], lost["stage"], lost["reason"]) == ("failed", "input", "input_missing_image")
     assert lost["error"] == "HTTP 404"
     assert by_key["000020001"]["reason"] == "input_missing_image"
-    assert by_key["000020002"]["reason"] == "input_member_error"
-    assert by_key["00002.tar#damaged"]["reason"] == "input_tar_error"
+    assert by_key["000020002"]["reason"] == "input_truncated_tar"  # the sample the tar's cut runs through
+    assert by_key["00002.tar#truncated"]["reason"] == "input_truncated_tar"
     assert all(r["reason"] for r in rows if r["status"] != "ok")
 
 
@@ -365,7 +365,8 @@ def test_gzipped_tar_shards_are_read_not_skipped(tmp_path):
         assert reader.resolve_format(spec) == "webdataset"
         sizes, extras, parts = split(spec, tmp_path / path.name.replace("*", "glob"))
         assert sum(sizes) == n and all(r["status"] == "ok" for r in load(parts, extras) if r["input_key"] != "b3")
-    # a gzip stream cut short: what decompressed is kept, the rest is one input_tar_error row
+    # a gzip stream cut short: what decompressed is kept, the sample the cut runs through fails (its caption
+    # may be what was lost: before, it was kept with none) and the rest is one input_truncated_tar row
     cut = tmp_path / "cut"
     cut.mkdir()
     whole = (root / "00001.tar.gz").read_bytes()
@@ -373,8 +374,9 @@ def test_gzipped_tar_shards_are_read_not_skipped(tmp_path):
     sizes, extras, parts = split(reader.InputSpec(path=str(cut)), tmp_path / "cut-parts")
     rows = load(parts, extras)
     ok = [r for r in rows if r["status"] == "ok"]
-    assert ok and all(r["image"] == images[r["input_key"]] for r in ok)
-    assert rows[-1]["reason"] == "input_tar_error" and rows[-1]["input_key"] == "00001.tar.gz#damaged"
+    assert all(r["image"] == images[r["input_key"]] and r["text"] for r in ok)
+    assert rows[-2]["reason"] == "input_truncated_tar" and rows[-2]["input_key"] in images
+    assert rows[-1]["reason"] == "input_truncated_tar" and rows[-1]["input_key"] == "00001.tar.gz#truncated"
     assert all(r["reason"] for r in rows if r["status"] != "ok") and len(rows) < 5
     # a shard cut after it was indexed (changed under a run): its unreadable rows fail input_read_error
     # (gzip's EOFError is not an OSError), and the stage goes on
@@ -436,7 +438,7 @@ def test_indexing_reads_a_shard_once_and_fails_a_member_cut_short(tmp_path, monk
     monkeypatch.setattr(inputfs, "open_read", lambda p, raw=False: opened.append(p) or real_open(p, raw))
     rows = {r["input_key"]: r for r in wds_input.index_tar(str(path))}
     assert opened == [str(path)]
-    assert rows["c"]["_reason"] == "input_member_error" and "c.jpg is cut short (100 of" in rows["c"]["_error"]
+    assert rows["c"]["_reason"] == "input_truncated_tar" and "c.jpg is cut short (100 of" in rows["c"]["_error"]
     for k in "ab":
         member, offset, length = rows[k]["input_member"], rows[k]["input_offset"], rows[k]["input_length"]
         with real_open(str(path)) as f:
