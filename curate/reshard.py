@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate import schema
-from curate.io import atomic, checksums
+from curate.io import atomic, checksums, tars
 from curate.io.manifest import Batch, Manifest, ManifestError, PartInfo, now
 from curate.io.rundir import RunDir
 
@@ -118,7 +118,8 @@ def reshard(src: str | Path, samples_per_shard: int, dst: str | Path) -> Manifes
                 # hashed as it is read: a shard whose bytes changed since it was written must not be copied
                 # into OUT2, whose new digests would make the damage look sound to `curate validate`
                 with open(src_run.shard(k), "rb") as f, \
-                        tarfile.open(fileobj=(hashed := checksums.HashingReader(f)), mode="r|") as tar:
+                        tarfile.open(fileobj=(hashed := checksums.HashingReader(f)), mode="r|",
+                                     tarinfo=tars.header_recorder()) as tar:
                     for m in tar:  # streaming: one member in memory at a time
                         key = m.name.rsplit("/", 1)[-1].partition(".")[0]
                         if key not in row_of:
@@ -136,6 +137,10 @@ def reshard(src: str | Path, samples_per_shard: int, dst: str | Path) -> Manifes
                         raise OutputError(f"{src_run.shard(k)}: its bytes changed since it was written (SHA-256 "
                                           "differs from its meta part's); run `curate validate` on it; nothing "
                                           "was written")
+                    try:  # a run from before digests: its cut shard is still not copied as a shorter one
+                        tars.check(tar, str(src_run.shard(k)))
+                    except tars.TruncatedTar as err:
+                        raise OutputError(f"{err}; run `curate validate` on it; nothing was written") from None
             if copied != len(row_of):
                 raise OutputError(f"{src_run.shard(k)} holds {copied} of its {len(row_of)} kept samples; "
                                   "run `curate validate` on it")

@@ -17,7 +17,7 @@ import yaml
 
 from curate.images import decode as decode_image
 from curate.io import members as sample_members
-from curate.io import checksums, storage
+from curate.io import checksums, storage, tars
 from curate.io.manifest import ManifestError
 from curate.io.rundir import RunDir
 
@@ -104,14 +104,15 @@ def read_shard(path) -> ShardRead:
     with f:
         reader = checksums.HashingReader(f)
         try:
-            with tarfile.open(fileobj=reader, mode="r|*") as tar:
+            with tarfile.open(fileobj=reader, mode="r|*", tarinfo=tars.header_recorder()) as tar:
                 for m in tar:
                     if not m.isfile():
                         continue
                     key, _, ext = m.name.rsplit("/", 1)[-1].partition(".")
                     members[key][ext] = tar.extractfile(m).read()
                     count += 1
-        except (tarfile.TarError, OSError, EOFError) as err:
+                tars.check(tar, str(path))  # a shard cut at a member boundary read as a shorter one
+        except (tarfile.TarError, OSError, EOFError, tars.TruncatedTar) as err:
             error = str(err)
         try:
             digest = reader.hexdigest()

@@ -116,12 +116,43 @@ def test_http_tar_without_range_support_is_streamed_and_a_cut_one_refused(server
     assert [r["_reason"] for r in rows] == [None, None, "input_truncated_tar", "input_truncated_tar"]
 
 
-def test_subsets_and_refilter_refuse_a_truncated_shard(tmp_path):
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A finished text-only run (no Ray: seconds) with two shards of six samples."""
+    from curate.recipe import build_recipe
+    from curate.runner import Runner
+
+    root = tmp_path_factory.mktemp("truncated_run")
+    src = root / "in.parquet"
+    pq.write_table(pa.table({"caption": [f"a caption with several words number {i}" for i in range(12)]}), src)
+    Runner(build_recipe({"name": "t", "input": {"path": str(src), "url_col": None},
+                         "output": {"path": str(root / "out"), "samples_per_shard": 6},
+                         "stages": [{"caption_text": {}}]})).start()
+    return root / "out"
+
+
+def _cut_copy(run, dst, digest: bool = True):
+    """A copy of `run` whose shard 000001.tar is cut at its last member's header (a partial copy); without
+    `digest`, its meta part records no shard digest (a run from before digests)."""
+    import shutil
+
+    from curate.io import checksums
+
+    shutil.copytree(run, dst)
+    tar = dst / "shards" / "000001.tar"
+    with tarfile.open(tar) as tf:
+        at = tf.getmembers()[-1].offset
+    tar.write_bytes(tar.read_bytes()[:at])
+    if not digest:
+        part = dst / "meta" / "part-000001.parquet"
+        pq.write_table(checksums.with_shard_sha256(pq.read_table(part), None), part)
+    return dst
+
+
+def test_subsets_and_refilter_refuse_a_truncated_shard(run, tmp_path):
     """An experiment's usable_keys counted a cut shard's first samples and drew a subset from them;
     refilter copied what it could read into OUT2 under a fresh digest. Both now refuse, naming the file."""
-    from curate.recipe import build_recipe
     from curate.refilter import RefilterError, refilter
-    from curate.runner import Runner
     from curate.train.data import TruncatedShard
     from curate.train.subsets import usable_keys
 
@@ -130,16 +161,25 @@ def test_subsets_and_refilter_refuse_a_truncated_shard(tmp_path):
     with pytest.raises(TruncatedShard, match="000000.tar"):
         usable_keys([str(shard)])
 
-    src = tmp_path / "in.parquet"
-    pq.write_table(pa.table({"caption": [f"a caption with several words number {i}" for i in range(12)]}), src)
-    out = tmp_path / "out"
-    Runner(build_recipe({"name": "t", "input": {"path": str(src), "url_col": None},
-                         "output": {"path": str(out), "samples_per_shard": 6},
-                         "stages": [{"caption_text": {}}]})).start()
-    tar = out / "shards" / "000001.tar"
-    with tarfile.open(tar) as tf:
-        at = tf.getmembers()[-1].offset
-    tar.write_bytes(tar.read_bytes()[:at])
+    damaged = _cut_copy(run, tmp_path / "damaged")
     with pytest.raises(RefilterError, match=r"truncated tar \S*000001.tar: .* nothing was written"):
-        refilter(out, "true", tmp_path / "out2", report=False)
+        refilter(damaged, "true", tmp_path / "out2", report=False)
     assert not (tmp_path / "out2").exists()
+
+
+def test_validate_and_reshard_name_a_truncated_shard_without_a_digest_too(run, tmp_path):
+    """validate caught a cut shard by its digest (and the kept rows it lacks); a run from before digests
+    had only the missing rows, and reshard copied a shard cut inside its last sample. Both name the cut."""
+    from curate.reshard import OutputError, reshard
+    from curate.validate import validate
+
+    for digest in (True, False):
+        damaged = _cut_copy(run, tmp_path / f"damaged-{digest}", digest=digest)
+        problems = validate(damaged, decode=False)[0]
+        assert any("shards/000001.tar: unreadable tar (truncated tar" in p for p in problems), problems
+        with pytest.raises(OutputError, match="000001.tar"):
+            reshard(damaged, 7, tmp_path / f"r-{digest}")
+        assert not (tmp_path / f"r-{digest}").exists()
+    damaged = _cut_copy(run, tmp_path / "damaged-nodigest", digest=False)
+    with pytest.raises(OutputError, match=r"truncated tar \S*000001.tar: after \d+ member\(s\)"):
+        reshard(damaged, 7, tmp_path / "r")
