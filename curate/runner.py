@@ -34,7 +34,7 @@ import pyarrow.dataset as pads
 import yaml
 
 from curate import crash_isolation, lean_ray, plugins, progress, ray_crash, schema
-from curate.io import atomic, reader, storage
+from curate.io import atomic, reader, storage, tars
 from curate.io.manifest import (COMMITTING, COMPLETE, RETRY, RUNNING, Batch, InputInfo, Manifest, ManifestError,
                                 PartInfo, recipe_hash)
 from curate.io.rundir import RunDir, RunDirBusy, versions
@@ -267,7 +267,8 @@ def _read_part(run: RunDir, k: int, seg: int, columns: list[str], prior: bool) -
 
 
 def _payload_from_shard(tar_path, t: pa.Table, column: str) -> pa.Array:
-    """Column `column` (image bytes) of kept rows `t`, read from their committed WebDataset tar."""
+    """Column `column` (image bytes) of kept rows `t`, read from their committed WebDataset tar; a tar cut
+    short raises tars.TruncatedTar (storage.open_tar) where its tail's rows were read back with no image."""
     if column != "image":
         raise RunError(f"an earlier batch's {column!r} bytes are not kept in meta/; this job cannot be re-run "
                        "against it with --retry-failed")
@@ -1298,7 +1299,13 @@ class Runner:
                 manifest.add_timing(f"segment{s}", time.time() - t0)
                 if not final:
                     t0 = time.time()
-                    info = self._run_job(ray, s, parts, prior, self._job_marker(s, staged))
+                    try:
+                        info = self._run_job(ray, s, parts, prior, self._job_marker(s, staged))
+                    except Exception as err:  # an earlier batch's shard cut short (storage.open_tar), maybe
+                        cut = _wrapped_line(err, tars.TruncatedTar)  # in a Ray worker: one line, not Ray's
+                        if cut is None:
+                            raise
+                        raise RunError(f"{cut}; run `curate validate` on {run.root}") from None
                     manifest.jobs[f"job{s}:{self.recipe.steps[self.jobs[s]].name}"] = info
                     manifest.timings[f"job{s}:{self.recipe.steps[self.jobs[s]].name}"] = round(time.time() - t0, 3)
                 run.save_manifest(manifest)

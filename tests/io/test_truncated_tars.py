@@ -183,3 +183,31 @@ def test_validate_and_reshard_name_a_truncated_shard_without_a_digest_too(run, t
     damaged = _cut_copy(run, tmp_path / "damaged-nodigest", digest=False)
     with pytest.raises(OutputError, match=r"truncated tar \S*000001.tar: after \d+ member\(s\)"):
         reshard(damaged, 7, tmp_path / "r")
+
+
+def test_a_job_reading_an_earlier_batchs_cut_shard_is_refused(tmp_path):
+    """A job over an earlier batch's kept rows (a --retry-failed dedup) reads their image bytes back from
+    the committed shard: from a cut one, the tail's rows came back with no image, silently."""
+    from curate.runner import _payload_from_shard
+
+    path = tmp_path / "000000.tar"
+    path.write_bytes(DATA)
+    rows = pa.table({"key": ["a", "c"], "image_format": ["jpg", "jpg"]})
+    assert _payload_from_shard(path, rows, "image").to_pylist() == [b"\x01" * 700, b"\x03" * 700]
+    path.write_bytes(DATA[:LAST_TXT.offset])
+    with pytest.raises(tars.TruncatedTar, match="000000.tar"):
+        _payload_from_shard(path, rows, "image")
+
+
+def test_export_reads_a_whole_shard_and_refuses_a_cut_one(tmp_path):
+    """`curate export --format parquet` reads kept rows' images from their shard: from a cut one, the
+    tail's rows were exported with a null image."""
+    from curate.export import _members
+
+    path = tmp_path / "000000.tar"
+    path.write_bytes(DATA)
+    rows = pa.table({"key": ["a", "c"], "image_format": ["jpg", "jpg"]})
+    assert [v["path"] for v in _members(path, rows)[0].to_pylist()] == ["a.jpg", "c.jpg"]
+    path.write_bytes(DATA[:LAST_TXT.offset])
+    with pytest.raises(tars.TruncatedTar, match="000000.tar"):
+        _members(path, rows)
