@@ -197,7 +197,7 @@ def index_tar(tar_path: str) -> list[dict]:
                 with tarfile.open(fileobj=f, mode="r:", tarinfo=tars.header_recorder()) as tar:
                     damage = _index_members(tar, f, total, samples, spans)
             except _TAR_DAMAGE as err:
-                if tars.is_cut_data(err) and tar is not None and tar.members:  # a member's data or the gzip stream ran out
+                if tars.is_cut_data(err) and tar is not None and tar.members:  # a member or the gzip stream ran out
                     damage = "input_truncated_tar", "its data ends inside that member"
                 else:
                     damage = "input_tar_error", f"{type(err).__name__}: {err}"
