@@ -738,11 +738,14 @@ class Runner:
     def _check_models(self) -> None:
         """Model weights that cannot be had here (a hub tag neither cached nor reachable) stop the run now,
         in one line: found out in the first worker to load the model, they failed it after the input was
-        split and parsed and images downloaded (curate/models/clip_settings.py)."""
+        split and parsed and images downloaded (curate/models/clip_settings.py). So does a model server that
+        is down, refuses the key or does not serve the model (curate/endpoint/preflight.py): found out by
+        the rows, every one was sent, retried and failed."""
         for step in self.recipe.steps:
-            why = step.weights_problem() if callable(getattr(step, "weights_problem", None)) else None
-            if why:
-                raise RunError(why)
+            for check in ("weights_problem", "endpoint_problem"):
+                why = getattr(step, check)() if callable(getattr(step, check, None)) else None
+                if why:
+                    raise RunError(why)
 
     def _check_input(self) -> reader.InputSpec:
         spec = self.recipe.input_spec()

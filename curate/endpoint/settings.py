@@ -25,6 +25,7 @@ class EndpointClient(BaseModel):
     retries: int = Field(3, ge=0)  # extra tries on timeouts, connection errors, 408/429/5xx
     backoff_s: float = Field(0.5, ge=0)  # base of the jittered exponential wait between tries (s)
     max_backoff_s: float = Field(30.0, ge=0)  # cap on one wait between tries, Retry-After included (s)
+    check_endpoint: bool = True  # before the run: GET base_url/models must answer and list `model` (false: a server that starts on demand)
 
     def client_settings(self) -> dict[str, Any]:
         """ChatClient's keyword arguments for these settings; the key is read from the environment of the
@@ -32,3 +33,15 @@ class EndpointClient(BaseModel):
         return dict(api_key=os.environ.get(self.api_key_env) if self.api_key_env else None,
                     max_concurrency=self.max_concurrency, timeout_s=self.timeout_s, retries=self.retries,
                     backoff_s=self.backoff_s, max_backoff_s=self.max_backoff_s)
+
+    def endpoint_problem(self) -> str | None:
+        """Why the server cannot be used (down, key refused, model not served: one line), None when it can, the
+        stage does not call a server (another `backend`) or `check_endpoint` is off: a run asks this before
+        any work (curate/runner.py), instead of sending and retrying every row (curate.endpoint.preflight)."""
+        if not self.check_endpoint or getattr(self, "backend", "endpoint") != "endpoint":
+            return None
+        from curate.endpoint.preflight import CHECK_TIMEOUT_S, endpoint_problem
+
+        return endpoint_problem(self.name, self.base_url or "", self.model or "",
+                                api_key=self.client_settings()["api_key"], api_key_env=self.api_key_env,
+                                timeout_s=min(self.timeout_s, CHECK_TIMEOUT_S))

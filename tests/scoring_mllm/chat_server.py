@@ -8,6 +8,9 @@ requests in flight at once, the images it received. What it answers is decided p
 Text-only requests (a string `content`, no image) are answered too, with image b"".
 The score it answers comes from `server.scorer(image_bytes, text) -> p in (0, 1)`: by default a
 deterministic hash, or a real model (the tests plug in the tiny VLM).
+GET /v1/models (the endpoint preflight's request) lists `server.models` as vLLM does; with `models` None
+(the default) it answers 404, as a proxy without /models does. With `server.api_key` set, a request without
+`Authorization: Bearer <api_key>` gets 401 on either route.
 """
 from __future__ import annotations
 
@@ -39,6 +42,9 @@ class ChatServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
+        self.models: list[str] | None = None  # GET /v1/models lists these; None: 404
+        self.api_key: str | None = None  # required as a Bearer token when set
+        self.model_listings = 0  # GET /v1/models requests seen
 
     def reset(self) -> None:
         with self.lock:
@@ -46,12 +52,31 @@ class ChatServer:
             self.texts.clear()
             self.images.clear()
             self.params.clear()
+            self.model_listings = 0
         self.behave = lambda n, text: ("ok",)
+        self.models = self.api_key = None
+
+    def _refused(self, request) -> bool:
+        return self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}"
+
+    async def _models(self, request):
+        from aiohttp import web
+
+        with self.lock:
+            self.model_listings += 1
+        if self._refused(request):
+            return web.json_response({"error": {"message": "Invalid API key"}}, status=401)
+        if self.models is None:
+            return web.Response(status=404, text="404: Not Found")
+        return web.json_response({"object": "list", "data": [
+            {"id": m, "object": "model", "created": 0, "owned_by": "vllm", "root": m} for m in self.models]})
 
     # -- the handler --------------------------------------------------------------------------------------
     async def _chat(self, request):
         from aiohttp import web
 
+        if self._refused(request):
+            return web.json_response({"error": {"message": "Invalid API key"}}, status=401)
         body = await request.json()
         content = body["messages"][-1]["content"]  # a list of parts, or a plain string (text-only chat)
         parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
@@ -110,6 +135,7 @@ class ChatServer:
             self._loop = loop
             app = web.Application()
             app.router.add_post("/v1/chat/completions", self._chat)
+            app.router.add_get("/v1/models", self._models)
             runner = web.AppRunner(app)
             loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, "127.0.0.1", 0)
