@@ -12,12 +12,16 @@ unlocked: they set memory limits and a temp folder, and run no user SQL.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import duckdb
 
 from curate.io import storage
 from curate.io.rundir import RunDir
+
+
+log = logging.getLogger(__name__)
 
 
 class CatalogError(Exception):
@@ -58,6 +62,25 @@ def _parquet(con: duckdb.DuckDBPyConnection, name: str, paths: list, remote: boo
     return name
 
 
+def _warn_if_parts_disagree(run: RunDir, parts: list) -> None:
+    """One warning line when a finished run's meta/ lacks a part its manifest lists (or holds one it does not):
+    the views read what meta/ holds, so such a run silently answered with fewer rows. Not refused: query
+    and inspect are how one looks at the damage. A run still writing (its parts commit as they finish) or
+    without a readable manifest is not compared; `curate validate` says more."""
+    from curate.io.manifest import ManifestError
+
+    try:
+        manifest = run.load_manifest() if run.exists() else None
+    except ManifestError:
+        return
+    if manifest is None or not manifest.complete:
+        return
+    problems = run.parts_problems(manifest, {p.name for p in parts})
+    if problems:
+        log.warning("%s: %s; results may lack rows: run `curate validate %s`", run.root, "; ".join(problems),
+                    run.root)
+
+
 def connect(out: str | Path, locked: bool = False) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the run's views; `locked` for user SQL (module doc)."""
     try:
@@ -70,6 +93,7 @@ def connect(out: str | Path, locked: bool = False) -> duckdb.DuckDBPyConnection:
     parts = storage.glob(run.meta, "part-*.parquet")
     if not parts:
         raise CatalogError(f"{run.root} has no metadata parts (meta/part-*.parquet): is it a curate run directory?")
+    _warn_if_parts_disagree(run, parts)
     emb = storage.glob(run.embeddings, "part-*.parquet")
     thumbs = storage.glob(run.thumbs, "part-*.parquet")
     remote = storage.is_remote(run.root)

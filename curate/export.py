@@ -32,7 +32,10 @@ IMAGE_T = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 def export(src: str | Path, fmt: str, dst: str | Path, uid_col: str = "uid") -> dict:
     if fmt not in FORMATS:
         raise OutputError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    run, _ = complete_run(src)
+    run, manifest = complete_run(src)
+    problems = run.parts_problems(manifest)  # a listing, no reads
+    if problems:  # the export would silently lack rows the run counts (or hold rows it does not)
+        raise OutputError(f"{run.root}: {problems[0]}; run `curate validate` on it; nothing was written")
     return export_uids(run, Path(dst), uid_col) if fmt == "uids" else export_parquet(run, Path(dst))
 
 

@@ -121,19 +121,6 @@ def read_shard(path) -> ShardRead:
     return ShardRead(members, count, digest, error)
 
 
-def _check_parts(run: RunDir, manifest, names: set[str]) -> list[str]:
-    """The meta parts against the manifest's parts (an unfinished retry's staged parts left out): a part it
-    lists that meta/ lacks lost its rows; a meta part it does not list holds rows no pass made (a copy from
-    another run). A manifest copied without its retry's parts was caught by nothing else."""
-    listed = {run.meta_part(k).name for k in manifest.parts}
-    out = []
-    if missing := sorted(listed - names):
-        out.append(f"manifest.json lists {len(missing)} part(s) that meta/ does not hold (e.g. {missing[0]})")
-    if extra := sorted(names - listed):
-        out.append(f"meta/ holds {len(extra)} part(s) that manifest.json does not list (e.g. {extra[0]})")
-    return out
-
-
 def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tuple[list[str], dict]:
     """Return (problems, stats); no problems means the run is consistent."""
     storage.preflight(out)  # an unreachable store or missing bucket is one line (StorageError), not a problem list
@@ -151,7 +138,7 @@ def validate(out: str | Path, decode: bool = True, max_problems: int = 50) -> tu
     parts = storage.glob(run.meta, "part-*.parquet")
     if not parts:
         return problems + ["no metadata parts"], {}
-    problems += _check_parts(run, manifest.settled(), {p.name for p in parts})
+    problems += run.parts_problems(manifest, {p.name for p in parts})
     meta = storage.dataset(parts).to_table()
     rows = meta.to_pylist()
     stats = {"rows": len(rows), "kept": 0, "shards": 0, "members": 0}

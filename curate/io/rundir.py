@@ -120,6 +120,22 @@ class RunDir:
     def done_meta_parts(self) -> set[int]:
         return {int(p.stem.split("-")[1]) for p in storage.glob(self.meta, "part-*.parquet")}
 
+    def parts_problems(self, manifest: Manifest, names: set[str] | None = None) -> list[str]:
+        """The meta parts (`names`, default: a listing of meta/) against the manifest's parts, an unfinished
+        retry's staged parts left out: a part it lists that meta/ lacks lost its rows; a meta part it does
+        not list holds rows no pass made (a copy from another run). One owner for `curate validate` and for
+        the readers that must not pass such a run off as whole (query, inspect, export, reshard): a listing,
+        no reads."""
+        if names is None:
+            names = {p.name for p in storage.glob(self.meta, "part-*.parquet")}
+        listed = {self.meta_part(k).name for k in manifest.settled().parts}
+        out = []
+        if missing := sorted(listed - names):
+            out.append(f"manifest.json lists {len(missing)} part(s) that meta/ does not hold (e.g. {missing[0]})")
+        if extra := sorted(names - listed):
+            out.append(f"meta/ holds {len(extra)} part(s) that manifest.json does not list (e.g. {extra[0]})")
+        return out
+
     def write_sizes(self) -> dict[str, int]:
         """Write sizes.json ({"000000.tar": n}, the format open_clip_train reads) from meta/: kept rows per shard."""
         import pyarrow.dataset as pads

@@ -3,8 +3,11 @@ how much it reads, and what it says about a damaged or stray shard. No Ray."""
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -128,3 +131,28 @@ def test_meta_parts_are_checked_against_the_manifests_parts(tmp_path):
     run.manifest_path.write_text(json.dumps(manifest))
     problems = validate(run.root)[0]
     assert problems == ["meta/ holds 1 part(s) that manifest.json does not list (e.g. part-000001.parquet)"]
+
+
+def test_query_and_inspect_warn_and_export_refuses_when_meta_lacks_a_listed_part(tmp_path, cli_inprocess, caplog):
+    """A finished run whose meta/ lost a part the manifest lists: `curate query` and `inspect` silently
+    answered with fewer rows (only validate noticed). Now they answer with one warning line on stderr (they
+    are how one looks at the damage), and `export`, which writes a subset others train on, refuses."""
+    run = _run(tmp_path / "run", parts=2, samples=4, side=32)
+    res = cli_inprocess("query", str(run.root), "SELECT count(*) AS n FROM samples", "--format", "csv")
+    assert (res.returncode, res.stdout, res.stderr) == (0, "n\n8\n", "")  # a whole run: no warning
+    run.meta_part(1).unlink()
+    res = subprocess.run([sys.executable, "-m", "curate.cli", "query", str(run.root),  # the user's stderr
+                          "SELECT count(*) AS n FROM samples", "--format", "csv"], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert res.returncode == 0 and res.stdout == "n\n4\n"
+    warning = (f"{run.root}: manifest.json lists 1 part(s) that meta/ does not hold (e.g. "
+               f"part-000001.parquet); results may lack rows: run `curate validate {run.root}`")
+    assert res.stderr.splitlines() == [f"WARNING: {warning}"]
+    caplog.clear()
+    res = cli_inprocess("inspect", str(run.root), "--format", "json")
+    assert res.returncode == 0 and [r.getMessage() for r in caplog.records] == [warning]
+    res = cli_inprocess("export", str(run.root), "--format", "uids", "-o", str(tmp_path / "uids.npy"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == (f"error: {run.root}: manifest.json lists 1 part(s) that meta/ does not hold (e.g. "
+                                  "part-000001.parquet); run `curate validate` on it; nothing was written")
+    assert not (tmp_path / "uids.npy").exists()
