@@ -21,7 +21,7 @@ import yaml
 
 from curate import schema
 from curate.io.rundir import RunDir
-from curate.recipe import Recipe, build_recipe, load_recipe
+from curate.recipe import Recipe, absolute_local_path, build_recipe, load_recipe
 from curate.stage import Step, run_local
 
 
@@ -154,8 +154,9 @@ class Pipeline:
         from curate.runner import Runner  # Ray is imported only when a pipeline runs
 
         recipe = self.recipe
-        if input is not None:
-            recipe = recipe.model_copy(update={"input": recipe.input.model_copy(update={"path": str(input)})})
+        if input is not None:  # a relative local one made absolute, as a recipe's (curate.recipe.build_recipe)
+            path = absolute_local_path(str(input), maybe_name=False) or str(input)
+            recipe = recipe.model_copy(update={"input": recipe.input.model_copy(update={"path": path})})
         if output is not None:
             recipe = recipe.model_copy(update={"output": recipe.output.model_copy(update={"path": str(output)})})
         with _python_errors():

@@ -10,6 +10,7 @@ infinite or NaN numbers are refused in every setting, including through --set.
 from __future__ import annotations
 
 import math
+import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -474,6 +475,9 @@ def build_recipe(data: dict, source: str = "<dict>") -> Recipe:
         except TypeError as err:  # a non-string key: cls(**value) cannot even be called
             raise RecipeError(f"recipe: `{key}` keys must be strings ({err})") from None
     inp, out, ray_cfg = sections["input"], sections["output"], sections["ray"]
+    if (absolute := absolute_local_path(inp.path, maybe_name=False)) is not None:
+        # as the stages' files: a --resume from another folder reads the same input (recipe.yaml keeps it)
+        inp = inp.model_copy(update={"path": absolute})
     registry = load_builtin_steps()
     entries = data.get("stages")
     if not isinstance(entries, list) or not entries:
@@ -518,7 +522,7 @@ def _build_step(i: int, entry, registry: dict) -> tuple[Step, Scheduling]:
         except plugins.StageLookupError as err:
             raise RecipeError(str(err)) from None
         _refuse_non_finite(step.model_dump(), f"stages[{i}] {step.name}")
-        return step, _scheduling(i, step.name, sched)
+        return _with_absolute_paths(step), _scheduling(i, step.name, sched)
     if isinstance(entry, str):
         entry = {entry: {}}
     if not isinstance(entry, dict) or len(entry) != 1:
@@ -543,7 +547,41 @@ def _build_step(i: int, entry, registry: dict) -> tuple[Step, Scheduling]:
     except ValidationError as err:
         raise RecipeError(_one_line(err, f"stages[{i}] {name}", _settings(cls))) from None
     _refuse_non_finite(step.model_dump(), f"stages[{i}] {name}")
-    return step, _scheduling(i, name, sched)
+    return _with_absolute_paths(step), _scheduling(i, name, sched)
+
+
+# settings that take a name as well as a path (a hub id, an open_clip name or tag): a relative value is a
+# path only when it looks like one or names something here, as transformers and open_clip decide
+NAME_OR_PATH = ("model", "pretrained")
+
+
+def absolute_local_path(value, maybe_name: bool = True) -> str | None:
+    """The absolute form of a setting that names a relative local path, against the current working
+    directory as --output is; None for anything else: an absolute path, a URL (s3://, hf-hub:...).
+    `maybe_name`: the setting may hold a name instead (NAME_OR_PATH): only `./x`, `../x`, `~/x` or a file
+    or folder that exists here is a path; `org/name` naming nothing here stays a hub id."""
+    if not isinstance(value, str) or not value or "://" in value or value.startswith("hf-hub:"):
+        return None
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return str(path) if value.startswith("~") else None
+    try:
+        local = (not maybe_name or value.startswith(("./", "../")) or value in (".", "..")
+                 or path.exists())
+    except OSError:  # a name too long for a path
+        return None
+    return os.path.abspath(path) if local else None
+
+
+def _with_absolute_paths(step: Step) -> Step:
+    """`step` with its relative local path settings (Step.local_path_settings) made absolute, so every Ray
+    worker and a --resume from another folder find the same files, and recipe.yaml records them whole."""
+    update = {}
+    for field in step.local_path_settings():
+        absolute = absolute_local_path(getattr(step, field, None), maybe_name=field in NAME_OR_PATH)
+        if absolute is not None:
+            update[field] = absolute
+    return step.model_copy(update=update) if update else step
 
 
 def _scheduling(i: int, name: str, sched: dict) -> Scheduling:

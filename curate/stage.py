@@ -110,6 +110,18 @@ class Step(BaseModel):
     # unchanged in number and order, followed by the new rows, each with `parent_uid` set to its source
     # row's uid; the runner checks exactly that, so every input row is still accounted for once.
     adds_rows: ClassVar[bool] = False
+    # settings that may name a local file or folder (a model folder, a checkpoint, an entries file): the
+    # recipe makes a relative one absolute when it loads (local_path_settings, curate.recipe)
+    path_settings: ClassVar[tuple[str, ...]] = ()
+
+    def local_path_settings(self) -> tuple[str, ...]:
+        """The settings of this configured step that may name a local file or folder: `path_settings` and
+        `cache_dir`. A stage whose setting means a path only for some configurations (recaption's `model`:
+        a folder for transformers, an open_clip name for coca, a served name for an endpoint) says so here.
+        Why: a relative one was resolved in each Ray worker's working directory (another one on a cluster,
+        or in a job's runtime_env), and a `--resume` from another folder read the saved relative path anew;
+        the recipe makes them absolute against the working directory it loads in, as the runner does --output."""
+        return self.path_settings + (("cache_dir",) if "cache_dir" in type(self).model_fields else ())
 
     def needs(self) -> tuple[str, ...]:
         """Columns this configured step reads (defaults to `reads`; config may change it)."""

@@ -76,6 +76,7 @@ class Language(Stage):
     languages: list[str] = Field(default_factory=lambda: ["en"])  # lid.176 codes to keep; []: tag only
     min_score: float = Field(0.0, ge=0.0, le=1.0)  # drop allowed captions with a lower top probability; 0 = off
     model_path: str | None = None  # fastText lid model: path or s3://, http(s):// URL; None = bundled lid.176.ftz
+    path_settings: ClassVar[tuple[str, ...]] = ("model_path",)
 
     @field_validator("model_path")
     @classmethod

@@ -1,4 +1,6 @@
 """Recipe loading rejects every user mistake with one line, before any work starts."""
+import os
+
 import pytest
 import yaml
 
@@ -17,7 +19,7 @@ def test_shipped_recipe_loads_with_overrides():
     d = r.to_dict()
     assert d["stages"][0]["download"]["timeout_s"] == 7.0
     assert d["output"]["samples_per_shard"] == 5
-    assert d["input"]["path"] == "u.parquet"
+    assert d["input"]["path"] == os.path.abspath("u.parquet")  # as --output; recipe.yaml keeps it for a --resume
 
 
 def test_segments_split_at_jobs():

@@ -91,6 +91,7 @@ class MetaClipBalance(Job):
     """Balance the corpus over a list of concept entries: cap each entry at about `t` samples."""
 
     name: ClassVar[str] = "metaclip_balance"
+    path_settings: ClassVar[tuple[str, ...]] = ("entries",)  # a file (an inline list is left as it is)
     reads: ClassVar[tuple[str, ...]] = ("text",)
     writes: ClassVar[dict[str, pa.DataType]] = {"balance_entries": ENTRY_LIST}
     reasons: ClassVar[dict[str, str]] = {

@@ -137,6 +137,11 @@ class Recaption(EndpointClient, Stage):
         return (f"{self.name}: {why}; fetch them once where the network is reachable, set {self.name}.pretrained "
                 f"to a weights file, or {self.name}.checkpoint to a CoCa checkpoint (curate train --loss coca)")
 
+    def local_path_settings(self) -> tuple[str, ...]:
+        """transformers: `model` may be a folder; coca: `pretrained` a weights file and `checkpoint` a file
+        (`model` is an open_clip name); endpoint: nothing (`model` is the name the server serves)."""
+        return {"transformers": ("model",), "coca": ("pretrained", "checkpoint")}.get(self.backend, ())
+
     def make_captioner(self):
         from curate.caption.backends import CocaCaptioner, EndpointCaptioner, TransformersCaptioner
 

@@ -17,6 +17,7 @@ class ClipWeights(BaseModel):
     """Mixin for a Stage: `class MyStage(ClipWeights, Stage)`; `load_clip()` in its setup."""
 
     checkpoint_hint: ClassVar[str] = ""  # where a missing checkpoint comes from, for the refusal's message
+    path_settings: ClassVar[tuple[str, ...]] = ("pretrained", "checkpoint")  # a weights file (not a hub tag)
 
     model: str | None = "ViT-B-32"  # open_clip name; needs pretrained or checkpoint too (or random_init: true)
     pretrained: str | None = None  # open_clip hub tag (openai, laion2b_s34b_b79k) or weights file/URL

@@ -95,6 +95,10 @@ class MllmScore(EndpointClient, Stage):
 
         return transformers_model_problem(self.name, self.model)
 
+    def local_path_settings(self) -> tuple[str, ...]:
+        """`cache_dir`, and `model` for the transformers backend (a folder); an endpoint's model is a served name."""
+        return ("model", "cache_dir") if self.backend == "transformers" else ("cache_dir",)
+
     def needs(self) -> tuple[str, ...]:
         return ("image", "recaption") if self.text_col != "text" else self.reads
 
