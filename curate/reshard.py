@@ -96,10 +96,9 @@ def reshard(src: str | Path, samples_per_shard: int, dst: str | Path) -> Manifes
         raise OutputError("--samples-per-shard must be at least 1")
     src_run, manifest = complete_run(src)
     dst = new_output(src_run, dst)
-    missing = [k for k in sorted(manifest.parts) if not src_run.meta_part(k).exists()]
-    if missing:  # its rows would silently not be in OUT2, whose manifest still counts them
-        raise OutputError(f"{src_run.root} lacks {len(missing)} meta part(s) its manifest lists (e.g. "
-                          f"{src_run.meta_part(missing[0]).name}); run `curate validate` on it; nothing was written")
+    problems = src_run.parts_problems(manifest)  # a missing part's rows would silently not be in OUT2, whose
+    if problems:  # manifest still counts them (the same check as validate's and export's)
+        raise OutputError(f"{src_run.root}: {problems[0]}; run `curate validate` on it; nothing was written")
     parts_out: dict[int, PartInfo] = {}
     with atomic.staged_dir(dst, "reshard", OutputError) as tmp_root:
         tmp = RunDir(tmp_root)

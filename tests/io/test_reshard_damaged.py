@@ -51,6 +51,6 @@ def test_a_missing_meta_part_is_refused(run, tmp_path):
     damaged = tmp_path / "damaged"
     shutil.copytree(run, damaged)
     (damaged / "meta" / "part-000002.parquet").unlink()
-    with pytest.raises(OutputError, match=r"lacks 1 meta part\(s\) its manifest lists \(e.g. part-000002.parquet\)"):
+    with pytest.raises(OutputError, match=r"manifest.json lists 1 part\(s\) that meta/ does not hold \(e.g. part-000002.parquet\)"):
         reshard(damaged, 7, tmp_path / "r")
     assert not (tmp_path / "r").exists()
