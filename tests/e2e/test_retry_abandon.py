@@ -236,3 +236,18 @@ def test_the_stop_line_offers_abandon_only_while_it_can_drop_the_retry(finished,
     (finished / "manifest.json").write_text(json.dumps(manifest))
     line = stop_line("run", "--retry-failed", str(finished))
     assert f"curate run --resume -o {finished}" in line and "--abandon" not in line
+
+
+def test_readers_of_a_run_with_a_stopped_retry_see_it_whole(finished, tmp_path, cli_inprocess, caplog):
+    """The stopped retry's parts are listed in manifest.json but staged in _work/retry/, not in meta/: the
+    parts check (RunDir.parts_problems, on the settled manifest) leaves them out. reshard's own copy of
+    the check counted them missing and refused the run ('lacks 2 meta part(s)')."""
+    res = cli_inprocess("run", _recipe(tmp_path, "broken", fixed=True, broken=True), "--retry-failed", str(finished))
+    assert res.returncode == 2
+    caplog.clear()
+    res = cli_inprocess("query", str(finished), "SELECT count(*) AS n FROM samples", "-f", "csv")
+    assert (res.returncode, res.stdout) == (0, f"n\n{ROWS}\n") and not caplog.records  # no parts warning
+    res = cli_inprocess("export", str(finished), "--format", "uids", "-o", str(tmp_path / "u.npy"))
+    assert res.returncode == 0 and "uids: 20" in res.stdout, res.stderr
+    res = cli_inprocess("reshard", str(finished), "--samples-per-shard", "7", "-o", str(tmp_path / "r"))
+    assert res.returncode == 0 and "20 kept samples in 3 shards" in res.stdout, res.stderr
