@@ -57,6 +57,7 @@ def unlucky(text: str) -> bool:
 
 def test_endpoint_run_accounts_for_every_row_and_reruns_ask_nothing_twice(urls, chat_server, tmp_path, ray_address):
     chat_server.behave = lambda n, text: ("status", 500) if unlucky(text) else ("ok",)
+    chat_server.models = ["other", "tiny"]  # the preflight finds the model among those it serves
     settings = (f"{{backend: endpoint, model: tiny, base_url: '{chat_server.url}', max_concurrency: 3, "
                 f"retries: 1, backoff_s: 0.01, concurrency: 1}}")
     out = tmp_path / "out"
@@ -74,6 +75,7 @@ def test_endpoint_run_accounts_for_every_row_and_reruns_ask_nothing_twice(urls, 
     assert all(r["status"] != "ok" and r["stage"] in ("download", "caption_text") for r in meta
                if r["mllm_model"] is None)
     assert chat_server.requests == len(scored) + 2 * len(failed)
+    assert chat_server.model_listings == 1  # one preflight request, from the driver
     assert 1 <= chat_server.max_in_flight <= 3  # one worker, max_concurrency 3
     for r in scored:
         if r["mllm_score"] < 0.5:
