@@ -38,7 +38,7 @@ def test_a_refused_key_is_refused_and_says_which_variable(chat_server, monkeypat
 def test_a_model_the_server_does_not_serve_is_refused_naming_a_few_it_does(chat_server):
     chat_server.models = [f"org/model-{i}" for i in range(8)]
     why = endpoint_problem("mllm_score", chat_server.url, "org/modle-1")
-    assert f"does not serve model 'org/modle-1'; it serves 'org/model-0', 'org/model-1'" in why
+    assert "does not serve model 'org/modle-1'; it serves 'org/model-0', 'org/model-1'" in why
     assert "'org/model-4' and 3 more; set mllm_score.model to the served name" in why
     assert "model-5" not in why and "\n" not in why
     chat_server.models = []
