@@ -95,3 +95,32 @@ def test_which_values_are_relative_local_paths(tmp_path, monkeypatch, value, abs
         assert absolute_local_path(value, maybe_name=False) == str(tmp_path / value)  # a path-only setting
     if absolute:
         assert Path(got).is_absolute() and got == str(Path(value).expanduser().resolve())
+
+
+def test_ray_workers_in_another_working_directory_find_a_relative_checkpoint(tmp_path, monkeypatch, ray_address,
+                                                                           tiny_ckpt):
+    """The session's Ray workers run in the folder pytest started in, not this test's: `checkpoint: ./ckpt.pt`
+    stopped the run with 'stage clip_score could not set up: checkpoint not found: ./ckpt.pt' although the
+    driver's preflight had found it."""
+    import io
+
+    from PIL import Image
+
+    from curate.recipe import load_recipe
+    from curate.runner import Runner
+
+    def jpeg(i: int) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (32, 32), (i * 40, 0, 0)).save(buf, "JPEG")
+        return buf.getvalue()
+
+    shutil.copy(tiny_ckpt, tmp_path / "ckpt.pt")
+    pq.write_table(pa.table({"image": [jpeg(i) for i in range(6)], "caption": [f"a red box {i}" for i in range(6)]}),
+                   tmp_path / "in.parquet")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({"name": "t", "input": {"format": "parquet"}, "stages": [
+        {"load_image": {}}, {"clip_score": {"checkpoint": "./ckpt.pt"}}]}))
+    monkeypatch.chdir(tmp_path)
+    manifest = Runner(load_recipe("r.yaml", input_path="in.parquet", output_path="out"), ray_address=ray_address).start()
+    assert manifest.counts.rows == 6 == manifest.counts.kept
+    meta = pq.read_table(tmp_path / "out" / "meta").to_pylist()
+    assert all(r["clip_score"] is not None for r in meta)
