@@ -19,15 +19,42 @@ start, so the leftovers of an interrupted run (Ctrl-C kills workers mid-call too
 
 A model worker that dies while loading its model is restarted by Ray as well; `setup_guard` stops that loop:
 after SETUP_DEATHS dead loads on this host it raises ModelLoadError, which stops the run in one line.
+
+A row that makes a stage call hang (a plugin that loops or blocks on one input, a C library stuck on one
+image) is turned into the same kind of death, so it fails alone too, as `failed/stage_timeout`. Each guarded
+call has a bound (`CallBound`: the stage's `row_timeout_s` per row of the call, at least `call_timeout_s`;
+setup, where a model loads or compiles, is outside every call). A watchdog thread in the worker
+(`_Watchdog`) keeps the deadlines of the calls running in its process; when one passes, it renames the call's
+range marker to a timeout marker and ends the process with os._exit: the thread that hangs cannot be
+stopped safely, but its process can. Ray then retries the part as after a crash, and the next try splits the
+range that timed out as it splits one that died. Why a watchdog in the worker rather than a timer in the
+driver (ray.get with a timeout, then ray.cancel(force=True) or ray.kill of the actor): the driver does not
+hold Ray Data's task references or know which stage of a fused chain is running, and a killed task leaves
+its marker as a plain death, so the row would end `stage_crashed`; the worker knows the call, its rows and
+its bound, and reuses the crash path (retries, bisection, the loop rule, `ray.max_part_crashes`) unchanged.
+A part split this way costs about log2(n) + 1 timeouts per hanging row, each its call's bound: the halves'
+bounds shrink with their rows, down to `call_timeout_s` (the floor).
+
+A run without Ray (curate's in-process path for filters and jobs) cannot end its own process: there the
+watchdog raises StageTimedOut in the hung thread (this stops Python code that loops, so the range is split
+in the same process), and only when the call has still not returned `DRIVER_GRACE_S` later does it leave the
+timeout marker and end the process with a one-line message; the `--resume` then goes through Ray
+(Runner._died_in_process), which isolates the row.
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import ctypes
 import json
+import math
 import os
 import socket
+import sys
+import threading
+import time
 import uuid
+from dataclasses import dataclass
 from contextlib import contextmanager
 from typing import Callable
 
@@ -38,9 +65,17 @@ schema.declare_reasons({
     STAGE_CRASHED: "the stage's worker process died (a native crash in a decoder or model, or the out-of-memory "
                    "killer) while processing this row alone; the rest of its part went on",
 })
+STAGE_TIMEOUT = "stage_timeout"
+schema.declare_reasons({
+    STAGE_TIMEOUT: "a stage call on this row alone ran past its time bound (the stage's row_timeout_s, at least "
+                   "call_timeout_s), so its worker was stopped; the rest of its part went on",
+})
+CALL_TIMEOUT_S = 600.0  # the least a stage call may take, whatever its rows (ray.call_timeout_s; 0: no bound)
+ROW_TIMEOUT_S = 10.0  # and per row of the call (ray.row_timeout_s)
+DRIVER_GRACE_S = 5.0  # in a run without Ray: how long a timed-out call has to unwind before the process ends
 SETUP_DEATHS = 2  # model loads that killed their process on this host before the run stops
 MAX_PART_CRASHES = 48  # deaths of one stage on one part before the run stops (ray.max_part_crashes)
-_MARK, _PASSED = ".range.json", ".passed.json"
+_MARK, _PASSED, _TIMEOUT = ".range.json", ".passed.json", ".timeout.json"
 
 _current: contextvars.ContextVar["CrashWatch | None"] = contextvars.ContextVar("curate_crash_watch", default=None)
 
@@ -48,10 +83,127 @@ _current: contextvars.ContextVar["CrashWatch | None"] = contextvars.ContextVar("
 class RangeCrashed(Exception):
     """This range holds rows whose stage call killed a worker process on an earlier try: not called again."""
 
-    def __init__(self, rows: int):
+    def __init__(self, rows: int, timed_out: bool = False):
         super().__init__("the worker process died while the stage processed this row (a native crash or the "
                          "out-of-memory killer)" if rows == 1 else
-                         f"the worker process died on a range of these {rows} rows on an earlier try")
+                         f"a stage call ran past its time bound on a range of these {rows} rows on an earlier try"
+                         if timed_out else f"the worker process died on a range of these {rows} rows on an earlier try")
+
+
+class RangeTimedOut(RangeCrashed):
+    """A single row whose stage call ran past its bound on an earlier try (its worker was ended): not called
+    again, it fails alone as `stage_timeout`."""
+
+    def __init__(self, where: str, seconds: float):
+        Exception.__init__(self, f"{where} ran past its time bound of {seconds:g} s on this row alone (row_timeout_s, "
+                                 "at least call_timeout_s), so its worker process was stopped")
+
+
+class StageTimedOut(Exception):
+    """Raised inside a stage call that ran past its bound in a run without Ray (see the module's docstring)."""
+
+    detail = "the stage call ran past its time bound (row_timeout_s, at least call_timeout_s) and was stopped"
+
+    def __init__(self, *args):
+        super().__init__(*(args or (self.detail,)))  # raised by class (PyThreadState_SetAsyncExc): no arguments
+
+
+def timed_out(err: BaseException) -> bool:
+    """Whether a row's error means its call ran past the bound (reason stage_timeout, not crashed or error)."""
+    return isinstance(err, (RangeTimedOut, StageTimedOut))
+
+
+@dataclass(frozen=True)
+class CallBound:
+    """How long one stage call may run: `per_row` seconds for each row it is given, at least `floor`.
+
+    Why scaled by rows: a part's first call holds all its rows, and each split halves them; a fixed bound
+    either kills healthy big calls or waits long on one hanging row. Why a floor: small calls still pay
+    fixed costs (a model's first batch warms up or compiles, a GPU transfer). floor 0 turns the bound off."""
+    floor: float = CALL_TIMEOUT_S
+    per_row: float = ROW_TIMEOUT_S
+
+    def seconds(self, rows: int) -> float | None:
+        if not self.floor:
+            return None
+        return max(self.floor, self.per_row * rows)
+
+
+class _Watchdog:
+    """One daemon thread per process that ends the process when a watched call runs past its deadline.
+
+    Starting and ending a call is a dict update under a lock; the thread sleeps until the earliest deadline
+    and is woken only when a new call's deadline comes sooner (measured cost: bench/crash_isolation.py)."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.calls: dict[int, tuple[float, object, str, float, int, bool]] = {}
+        self.wake = math.inf  # when the thread means to look next
+        self.thread: threading.Thread | None = None
+        self.pid = os.getpid()
+
+    def start(self, deadline: float, marker, where: str, seconds: float, in_driver: bool) -> int:
+        token = id(marker)
+        with self.cond:
+            if self.thread is None or self.pid != os.getpid():  # (a forked child has no thread)
+                self.pid, self.thread = os.getpid(), threading.Thread(target=self._run, name="curate-watchdog",
+                                                                      daemon=True)
+                self.thread.start()
+            self.calls[token] = (deadline, marker, where, seconds, threading.get_ident(), in_driver)
+            if deadline < self.wake:
+                self.cond.notify()
+        return token
+
+    def stop(self, token: int) -> None:
+        with self.cond:
+            self.calls.pop(token, None)
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                now = time.monotonic()
+                late = [(t, c) for t, c in self.calls.items() if c[0] <= now]
+                self.wake = min((c[0] for c in self.calls.values() if c[0] > now), default=math.inf)
+                if not late:
+                    self.cond.wait(None if self.wake == math.inf else self.wake - now)
+                    continue
+                for token, call in late:
+                    self.calls.pop(token)
+            for token, call in late:
+                self._expire(*call)
+
+    def _expire(self, deadline, marker, where: str, seconds: float, thread: int, in_driver: bool) -> None:
+        if not in_driver:
+            _mark_timeout(marker)
+            _exit(f"{where}: a call ran past its time bound of {seconds:g} s; ending this worker so the part "
+                  "is tried again without the hanging rows (stage_timeout)")
+        if not marker.exists():  # the call ended meanwhile
+            return
+        detail = f"{where} ran past its time bound of {seconds:g} s (row_timeout_s, at least call_timeout_s) and was stopped"
+        exc = type("StageTimedOut", (StageTimedOut,), {"detail": detail})
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(exc))
+        time.sleep(DRIVER_GRACE_S)
+        if marker.exists():  # the call did not unwind: blocked outside Python code
+            _mark_timeout(marker)
+            _exit(f"error: {where} ran past its time bound of {seconds:g} s and cannot be stopped in this process "
+                  "(a run without Ray); run the same command with --resume: it goes through Ray, which fails the "
+                  "hanging row alone (stage_timeout)")
+
+
+def _mark_timeout(marker) -> None:
+    """Turn a running call's range marker into a timeout marker (the next try reads it)."""
+    with contextlib.suppress(OSError):
+        marker.rename(marker.with_name(marker.name[:-len(_MARK)] + _TIMEOUT))
+
+
+def _exit(line: str) -> None:
+    with contextlib.suppress(Exception):
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    os._exit(1)
+
+
+_WATCHDOG = _Watchdog()
 
 
 class StageCrashLoop(RuntimeError):
@@ -65,21 +217,26 @@ class CrashWatch:
     first try they leave nothing: most parts never die, and their folders stay empty), so the next try can
     tell a stage that dies on a few rows from one that dies on every row."""
 
-    def __init__(self, folder, stage_key: str, where: str = "", limit: int | None = MAX_PART_CRASHES):
+    def __init__(self, folder, stage_key: str, where: str = "", limit: int | None = MAX_PART_CRASHES,
+                 bound: CallBound | None = None, in_driver: bool = False):
         self.folder, self.key, self.where, self.limit = folder, stage_key, where, limit
+        self.bound, self.in_driver = bound, in_driver  # no bound: calls are not timed
         self.crashed: list[frozenset[str]] = []
+        self.timed_out: set[frozenset[str]] = set()  # the ranges among `crashed` that ran past their bound
         self.passed: set[str] = set()
         for name, uids in self._markers():
-            if name.endswith(_MARK):
-                self.crashed.append(frozenset(uids))
-            else:
+            if name.endswith(_PASSED):
                 self.passed.update(uids)
+                continue
+            self.crashed.append(frozenset(uids))
+            if name.endswith(_TIMEOUT):
+                self.timed_out.add(self.crashed[-1])
 
     def _markers(self):
         if not self.folder.exists():
             return
         for f in self.folder.iterdir():
-            if f.name.startswith(self.key + ".") and f.name.endswith((_MARK, _PASSED)):
+            if f.name.startswith(self.key + ".") and f.name.endswith((_MARK, _PASSED, _TIMEOUT)):
                 try:
                     yield f.name, json.loads(f.read_text())
                 except (OSError, ValueError):  # a marker cut short by the crash itself: nothing to learn
@@ -101,16 +258,34 @@ class CrashWatch:
             rows = set(uids[lo:hi])
             return any(s <= rows for s in suspects)
 
+        timed = {next(iter(s)) for s in self.timed_out if len(s) == 1}
+
         def guarded(lo: int, hi: int):
             if suspect(lo, hi):
-                raise RangeCrashed(hi - lo)
-            with self._marker(uids[lo:hi]):
+                if hi - lo == 1 and uids[lo] in timed:
+                    raise RangeTimedOut(self.where or self.key, self.bound.seconds(1) if self.bound else 0)
+                rows = set(uids[lo:hi])
+                raise RangeCrashed(hi - lo, any(s & now <= rows for s in self.timed_out))
+            with self._marker(uids[lo:hi]) as marker, self._timed(marker, hi - lo):
                 token = _current.set(None)  # a stage nested inside this call is covered by this marker
                 try:
                     return call(lo, hi)
                 finally:
                     _current.reset(token)
         return guarded, suspect
+
+    @contextmanager
+    def _timed(self, marker, rows: int):
+        """Within the block, the call on `rows` rows runs under its bound (the module's docstring)."""
+        seconds = self.bound.seconds(rows) if self.bound is not None else None
+        if seconds is None:
+            yield
+            return
+        token = _WATCHDOG.start(time.monotonic() + seconds, marker, self.where or self.key, seconds, self.in_driver)
+        try:
+            yield
+        finally:
+            _WATCHDOG.stop(token)
 
     def _check_loop(self, suspects: list[frozenset[str]], now: set[str]) -> None:
         """Stop when this part has died `limit` times in this stage, or, once the deaths exceed what
@@ -127,6 +302,10 @@ class CrashWatch:
             why = f"on {len(alone)} rows alone while {passed} passed"
         else:
             return
+        if len(self.timed_out) * 2 > len(self.crashed):  # mostly calls that ran past their bound
+            raise StageCrashLoop(f"{self.where or self.key}: the stage ran past its time bound {why}, so the stage, "
+                                 "not a few rows, is too slow or hangs: committed parts are kept; raise the stage's "
+                                 "row_timeout_s / call_timeout_s (or fix the stage), then --resume")
         raise StageCrashLoop(f"{self.where or self.key}: the worker process died {why}, so the stage, not a few "
                              "rows, is failing (a native crash in it, or out of memory): committed parts are "
                              "kept; run with -v to see the worker's log, fix or remove the stage, then --resume")
@@ -138,7 +317,7 @@ class CrashWatch:
         path.write_text(json.dumps(uids))
         ok = False
         try:
-            yield
+            yield path
             ok = True
         finally:  # returned or raised: the process lived through it
             with contextlib.suppress(OSError):

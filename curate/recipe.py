@@ -23,7 +23,7 @@ from curate import plugins, schema
 from curate.io.reader import InputSpec
 from curate.stage import Job, Step, load_builtin_steps
 
-SCHEDULING_KEYS = ("num_cpus", "num_gpus", "concurrency")
+SCHEDULING_KEYS = ("num_cpus", "num_gpus", "concurrency", "call_timeout_s", "row_timeout_s")
 
 # Limits on a recipe file: the shipped ones are a few KB, a few levels deep, a few hundred nodes.
 MAX_RECIPE_BYTES = 1 << 20
@@ -160,6 +160,12 @@ class RayConfig(_Strict):
     # run stops: between tries the rows whose call killed it are narrowed down and fail alone
     # (`stage_crashed`), at about log2(part rows) + 1 deaths per such row (curate/crash_isolation.py)
     max_part_crashes: int = Field(48, ge=1, le=1000)
+    # the time bound of one stage call (a batch given to a stage): row_timeout_s per row of the call, at
+    # least call_timeout_s (0: no bound). A call past it has its worker stopped; the part is tried again and
+    # split like a crash, and a row that hangs alone fails as `stage_timeout` (curate/crash_isolation.py).
+    # A stage's own call_timeout_s / row_timeout_s override these.
+    call_timeout_s: float = Field(600.0, ge=0)
+    row_timeout_s: float = Field(10.0, ge=0)
     # near-dup jobs on Ray: connected components in one worker task while the edge list has at most this
     # many edges (the numpy pointer-jumping pass takes seconds for millions of edges; ~100 bytes per edge),
     # else as distributed large-star/small-star shuffle rounds, whose memory per worker is one bucket
@@ -178,6 +184,8 @@ class Scheduling(_Strict):
     num_cpus: float | None = Field(None, ge=0)
     num_gpus: float | None = Field(None, ge=0)
     concurrency: int | None = Field(None, ge=1)
+    call_timeout_s: float | None = Field(None, ge=0)  # None: the recipe's ray.call_timeout_s
+    row_timeout_s: float | None = Field(None, ge=0)  # None: the recipe's ray.row_timeout_s
 
 
 class Recipe(BaseModel):

@@ -104,10 +104,12 @@ class _CrashSite:
     key: str  # the stage's position and name: a recipe may repeat a stage
     stage: str
     limit: int  # ray.max_part_crashes
+    bound: crash_isolation.CallBound | None = None  # how long one call of the stage may run
+    in_driver: bool = False  # the run's own process (no Ray): a call past its bound cannot end the process
 
     def watch(self, k: int) -> crash_isolation.CrashWatch:
         return crash_isolation.CrashWatch(RunDir(self.root).crash_dir(self.seg, k), self.key,
-                                          f"stage {self.stage} on part {k}", self.limit)
+                                          f"stage {self.stage} on part {k}", self.limit, self.bound, self.in_driver)
 
     def setup(self, what: str):
         return crash_isolation.setup_guard(RunDir(self.root).crash_dir(self.seg), self.key, what)
@@ -435,6 +437,19 @@ _OS_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini", ".directory"})
 
 _RESUME_FIX = ("fix the recipe (settings of stages no row has reached may change) or the environment, then finish "
                "with --resume")
+
+
+TIME_BOUNDS = ("call_timeout_s", "row_timeout_s")
+
+
+def _drop_time_bounds(recipe: dict) -> None:
+    """A resumed run may change the stage calls' time bounds (ray's and each stage's): they say how long a
+    call may run, not what a finished call makes, and raising them is how a run stopped by a stage that is
+    slower than its bound goes on (crash_isolation.StageCrashLoop's advice)."""
+    for section in [recipe.get("ray") or {}, *(cfg for st in recipe.get("stages") or [] for cfg in st.values()
+                                               if isinstance(cfg, dict))]:
+        for key in TIME_BOUNDS:
+            section.pop(key, None)
 
 
 def _first_difference(a, b, path: str = "") -> str:
@@ -798,6 +813,7 @@ class Runner:
         for d in (saved, now):
             d.get("input", {}).pop("path", None)
             d.get("output", {}).pop("path", None)
+            _drop_time_bounds(d)
         if saved == now:
             return []
         diff = _first_difference(saved, now)
@@ -1233,10 +1249,12 @@ class Runner:
         crashes = self.run.crashes
         if not (crashes / IN_PROCESS_MARK).exists():
             return False
-        if not any(p.name.endswith(".range.json") for d in crashes.rglob("part-*") for p in d.iterdir()):
+        if not any(p.name.endswith((".range.json", ".timeout.json")) for d in crashes.rglob("part-*")
+                   for p in d.iterdir()):
             return False
-        log.warning("the last attempt died in a stage call (a native crash in this process); this run goes "
-                    "through Ray, which isolates the row that kills its worker (failed/stage_crashed)")
+        log.warning("the last attempt died in a stage call (a native crash in this process, or a call that ran "
+                    "past its time bound); this run goes through Ray, which isolates the row that kills or "
+                    "hangs its worker (failed/stage_crashed, failed/stage_timeout)")
         return True
 
     def _session(self, manifest: Manifest, force_ray: bool = False):
@@ -1416,8 +1434,8 @@ class Runner:
                       dropped_thumbnails=self.recipe.output.dropped_thumbnails,
                       final_root=str(final_root.root) if final_root else None)
         stages = [self.recipe.steps[i].for_run(run.root) for i in seg]
-        sites = [_CrashSite(str(run.root), s, f"{i}-{st.name}", st.name, self.recipe.ray.max_part_crashes)
-                 for i, st in zip(seg, stages)]
+        sites = [_CrashSite(str(run.root), s, f"{i}-{st.name}", st.name, self.recipe.ray.max_part_crashes,
+                            self._bound(i), in_driver=ray is None) for i, st in zip(seg, stages)]
         if ray is None:
             rows = self._segment_in_process(pending, stages, load, commit, run_schema, sites)
         else:
@@ -1443,6 +1461,13 @@ class Runner:
             self.on_progress(label, done, total)
         self._emit(ray, final=True)
         self._phase = {}
+
+    def _bound(self, i: int) -> crash_isolation.CallBound:
+        """Step i's call bound: its own call_timeout_s / row_timeout_s, else the recipe's ray section's."""
+        sched, ray_cfg = self.recipe.scheduling[i], self.recipe.ray
+        return crash_isolation.CallBound(
+            ray_cfg.call_timeout_s if sched.call_timeout_s is None else sched.call_timeout_s,
+            ray_cfg.row_timeout_s if sched.row_timeout_s is None else sched.row_timeout_s)
 
     @staticmethod
     def _segment_in_process(pending: list[int], stages: list[Stage], load: dict, commit: dict, run_schema: pa.Schema,

@@ -178,11 +178,19 @@ def _watched_uids(table: pa.Table) -> list[str] | None:
     return table.column("uid").to_pylist()
 
 
+def _reason(err: BaseException) -> str:
+    """A row that fails alone: its call ran past its time bound, killed its worker, or raised."""
+    if crash_isolation.timed_out(err):
+        return crash_isolation.STAGE_TIMEOUT
+    return crash_isolation.STAGE_CRASHED if isinstance(err, crash_isolation.RangeCrashed) else STAGE_ERROR
+
+
 def isolate(n: int, call, fail, budget: int, name: str = "", uids: list[str] | None = None):
     """Run `call(lo, hi)` on rows [0, n); when it raises, retry the range in halves down to single rows.
 
     A single row that still raises becomes `fail(lo, hi, err, STAGE_ERROR)`; one whose call killed the worker
-    process on an earlier try becomes `fail(.., STAGE_CRASHED)` (with `uids`, the rows' uids, the calls are
+    process on an earlier try becomes `fail(.., STAGE_CRASHED)`, one whose call ran past its time bound
+    `fail(.., STAGE_TIMEOUT)` (with `uids`, the rows' uids, the calls are
     guarded by the part's crash markers when the runner watches this stage: curate.crash_isolation).
     Once `budget` calls are spent, bisection goes on only while the rows that passed are at least as many
     as those that failed alone
@@ -210,8 +218,7 @@ def isolate(n: int, call, fail, budget: int, name: str = "", uids: list[str] | N
         except Exception as err:  # noqa: BLE001 - any exception a row causes fails that row alone
             if hi - lo == 1:
                 alone.append(lo)
-                crashed = isinstance(err, crash_isolation.RangeCrashed)
-                pieces.append((lo, hi, fail(lo, hi, err, crash_isolation.STAGE_CRASHED if crashed else STAGE_ERROR)))
+                pieces.append((lo, hi, fail(lo, hi, err, _reason(err))))
             else:
                 mid = (lo + hi) // 2
                 halves = [(mid, hi, err), (lo, mid, err)]  # left half first
