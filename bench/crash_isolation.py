@@ -18,7 +18,9 @@ bench exits non-zero), and the slowdown against k = 0 of the same stage kind.
 (b) The markers without deaths: the stage's `run` on a part of N rows, in this process, as the runner calls
 it (a CrashWatch built for the part, so `isolate` writes the range marker and removes it) against the same
 call unwatched, alternating blocks on the filesystem of the runs' output folder: ms per call, the ratio,
-and the markers' share of a k = 0 run's work time.
+and the markers' share of a k = 0 run's work time; and the same watched call with the call's time bound
+(the default row_timeout_s / call_timeout_s: a watchdog deadline set and cleared per call) as the runner
+calls it now.
 
 Why one script: the costs were measured once by hand (one crashing row in a 1000-row part: 11 deaths, 29.7 s
 against 8.9 s); this records them with the machine and its load (bench/RESULTS.md, section crash-isolation).
@@ -162,12 +164,18 @@ def marker_cost(work: Path, n: int, calls: int, blocks: int) -> dict:
         with crash_isolation.watching(crash_isolation.CrashWatch(folder, "0-bench_crash_task", "bench", 48)):
             stage.run(table)
 
-    per = {"direct": [], "markers": []}
-    for _ in range(3):  # warm-up: imports, the folder's first entries
-        direct(), watched()
+    def bounded() -> None:  # as the runner calls it now: markers and the call's time bound (the watchdog)
+        watch = crash_isolation.CrashWatch(folder, "0-bench_crash_task", "bench", 48, crash_isolation.CallBound())
+        with crash_isolation.watching(watch):
+            stage.run(table)
+
+    per = {"direct": [], "markers": [], "bounded": []}
+    fns = {"direct": direct, "markers": watched, "bounded": bounded}
+    for _ in range(3):  # warm-up: imports, the folder's first entries, the watchdog's thread
+        direct(), watched(), bounded()
     for b in range(blocks):
-        for side in (("direct", "markers") if b % 2 == 0 else ("markers", "direct")):
-            fn = direct if side == "direct" else watched
+        for side in (("direct", "markers", "bounded") if b % 2 == 0 else ("bounded", "markers", "direct")):
+            fn = fns[side]
             t0 = time.perf_counter()
             for _ in range(calls):
                 fn()
@@ -180,6 +188,8 @@ def marker_cost(work: Path, n: int, calls: int, blocks: int) -> dict:
             "markers_ms": round(markers_ms, 4), "overhead_ms": round(markers_ms - direct_ms, 4),
             "ratio": round(markers_ms / direct_ms, 3), "folder": str(folder.relative_to(work)),
             "overhead_blocks_ms": sorted(round(m - d, 4) for d, m in zip(per["direct"], per["markers"])),
+            "bounded_ms": round(statistics.median(per["bounded"]), 4),
+            "watchdog_ms": round(statistics.median(per["bounded"]) - markers_ms, 4),
             "load1_after": round(os.getloadavg()[0], 2)}
 
 
@@ -208,7 +218,9 @@ def run_line(x: dict) -> str:
 
 def markers_line(m: dict) -> str:
     return (f"markers on a {m['rows']}-row part: {m['markers_ms']:.3f} ms/call with, {m['direct_ms']:.3f} ms/call "
-            f"without: +{m['overhead_ms']:.3f} ms/call, ratio {m['ratio']:.2f}")
+            f"without: +{m['overhead_ms']:.3f} ms/call, ratio {m['ratio']:.2f}"
+            + (f"; with the call's time bound {m['bounded_ms']:.3f} ms/call (watchdog {m['watchdog_ms']:+.3f} ms)"
+               if "bounded_ms" in m else ""))
 
 
 def body(r: dict, source: str) -> str:
@@ -241,8 +253,11 @@ def body(r: dict, source: str) -> str:
                       f"alternating blocks of {m['calls_per_block']} calls, on the output folder's filesystem): "
                       f"**{m['markers_ms']:.3f}** vs {m['direct_ms']:.3f} ms per call, **+{m['overhead_ms']:.3f} ms** "
                       f"per stage call on a part (ratio {m['ratio']:.2f} on a stage that does no work){share}"
-                      + (f"; the overhead in each block: {m['overhead_blocks_ms'][0]:.3f}-{m['overhead_blocks_ms'][-1]:.3f} ms."
-                         if m.get("overhead_blocks_ms") else ".")]
+                      + (f"; the overhead in each block: {m['overhead_blocks_ms'][0]:.3f}-{m['overhead_blocks_ms'][-1]:.3f} ms"
+                         if m.get("overhead_blocks_ms") else "")
+                      + (f". With the call's time bound as well (row_timeout_s / call_timeout_s: the watchdog's "
+                         f"deadline set and cleared per call): {m['bounded_ms']:.3f} ms per call, "
+                         f"**{m['watchdog_ms']:+.3f} ms** for the bound." if "bounded_ms" in m else ".")]
     return "\n".join(lines)
 
 
