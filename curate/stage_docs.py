@@ -23,7 +23,8 @@ Generated from the stage registry by `python -m curate.stage_docs` (do not edit 
 checks that this page equals the generated text). Each stage's description is its class docstring,
 each setting's its Field description, each reason code's the text the stage declares. A recipe names
 a stage by the name in the heading; besides its settings, every stage accepts the scheduling keys
-`num_cpus`, `num_gpus` and `concurrency`. Rows a stage drops end `dropped`, rows it fails end
+`num_cpus`, `num_gpus`, `concurrency`, `call_timeout_s` and `row_timeout_s` (a call's time bound: see
+[recipes.md](recipes.md)). Rows a stage drops end `dropped`, rows it fails end
 `failed`, each with the stage's name and one of its reason codes (see
 [run_directory.md](run_directory.md)).
 """

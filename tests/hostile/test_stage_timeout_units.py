@@ -1,0 +1,82 @@
+"""curate.crash_isolation's time bound without Ray: a stage call past its bound ends its process after
+turning its range marker into a timeout marker, and the next try (a fresh process, as Ray retries the part)
+splits that range down to the row, which fails alone as `stage_timeout`. In the run's own process (no Ray)
+a call blocked outside Python cannot be interrupted: the process ends with one line and leaves the marker
+that sends the --resume through Ray. (End-to-end runs: test_stage_timeout.py.)"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+from curate.runner import _drop_time_bounds
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from typing import ClassVar
+    import pyarrow as pa
+    from curate import crash_isolation, schema
+    from curate.crash_isolation import CallBound, CrashWatch, watching
+    from curate.stage import Annotations, Stage
+
+    class Hang(Stage):
+        name: ClassVar[str] = "test_hang"
+        def annotate(self, active):
+            if "hang" in active.column("text").to_pylist():
+                time.sleep(10_000)  # blocked outside Python code
+            return Annotations()
+
+    texts = ["a", "b", "c", "d", "e", "hang", "f", "g"]
+    t = pa.table({"uid": [f"u{i}" for i in range(8)], "text": texts})
+    t = schema.conform(t, schema.run_schema({}))
+    t = t.set_column(t.column_names.index("status"), "status", pa.array([schema.OK] * 8, pa.string()))
+    crash_isolation.DRIVER_GRACE_S = 0.2
+    watch = CrashWatch(Path(FOLDER), "0-test_hang", "stage test_hang on part 0", bound=CallBound(0.5, 0.01),
+                       in_driver=IN_DRIVER)
+    with watching(watch):
+        out = Hang().run(t)
+    print(out.column("reason").to_pylist(), out.column("error")[5].as_py())
+""")
+
+
+def _try(folder, in_driver: bool = False) -> subprocess.CompletedProcess:
+    code = CHILD.replace("FOLDER", repr(str(folder))).replace("IN_DRIVER", str(in_driver))
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+
+
+def test_a_call_past_its_bound_ends_its_worker_and_the_next_tries_isolate_the_row(tmp_path):
+    t0, codes = time.time(), []
+    for _ in range(6):
+        proc = _try(tmp_path)
+        codes.append(proc.returncode)
+        if proc.returncode == 0:
+            break
+        assert "a call ran past its time bound of 0.5 s" in proc.stderr, proc.stderr
+    # 8 rows: the calls on [0, 8), [4, 8), [4, 6), [5, 6) ran past their bound; the 5th try skips row 5
+    assert codes == [1, 1, 1, 1, 0], codes
+    reasons, error = proc.stdout.strip().split("] ", 1)
+    assert reasons == "[None, None, None, None, None, 'stage_timeout', None, None"
+    assert error.startswith("RangeTimedOut: stage test_hang on part 0 ran past its time bound of 0.5 s on this row")
+    assert len(list(tmp_path.glob("*.timeout.json"))) == 4 and not list(tmp_path.glob("*.range.json"))
+    assert time.time() - t0 < 40
+
+
+def test_a_blocked_call_in_the_runs_own_process_ends_it_in_one_line_and_leaves_the_marker(tmp_path):
+    proc = _try(tmp_path, in_driver=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: stage test_hang on part 0 ran past its time bound of 0.5 s and cannot be stopped in this process")
+    assert "Traceback" not in proc.stderr
+    assert len(list(tmp_path.glob("*.timeout.json"))) == 1  # Runner._died_in_process sends the --resume to Ray
+
+
+def test_a_resume_may_change_the_time_bounds_only():
+    saved = {"ray": {"num_cpus": 2, "call_timeout_s": 600.0, "row_timeout_s": 10.0},
+             "stages": [{"hang": {"x": 1, "call_timeout_s": 5}}]}
+    now = {"ray": {"num_cpus": 2, "call_timeout_s": 60.0, "row_timeout_s": 1.0}, "stages": [{"hang": {"x": 1}}]}
+    _drop_time_bounds(saved), _drop_time_bounds(now)
+    assert saved == now
