@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from curate import plugins, schema
+from curate import crash_isolation, plugins, schema
 from curate.io.reader import InputSpec
 from curate.stage import Job, Step, load_builtin_steps
 
@@ -164,8 +164,8 @@ class RayConfig(_Strict):
     # least call_timeout_s (0: no bound). A call past it has its worker stopped; the part is tried again and
     # split like a crash, and a row that hangs alone fails as `stage_timeout` (curate/crash_isolation.py).
     # A stage's own call_timeout_s / row_timeout_s override these.
-    call_timeout_s: float = Field(600.0, ge=0)
-    row_timeout_s: float = Field(10.0, ge=0)
+    call_timeout_s: float = Field(crash_isolation.CALL_TIMEOUT_S, ge=0)
+    row_timeout_s: float = Field(crash_isolation.ROW_TIMEOUT_S, ge=0)
     # near-dup jobs on Ray: connected components in one worker task while the edge list has at most this
     # many edges (the numpy pointer-jumping pass takes seconds for millions of edges; ~100 bytes per edge),
     # else as distributed large-star/small-star shuffle rounds, whose memory per worker is one bucket
