@@ -38,6 +38,7 @@ class SpinOn(Filter):
         return [None] * table.num_rows
 '''
 HANG = 5  # the row whose caption is "hang"
+BOUNDS = "{call_timeout_s: 2, row_timeout_s: 0.1}"  # a call on 4 rows (a part) or fewer: 2 s
 
 
 def _run(tmp_path, *, actor: bool = False, stage: str = "HangOn", bounds: str, ray_address: str | None,
@@ -71,7 +72,7 @@ def _check_isolated(tmp_path, stage: str) -> None:
     assert len(rows) == 12  # every input row accounted for, once
     hang = rows[HANG]
     assert (hang["status"], hang["stage"], hang["reason"]) == ("failed", stage, "stage_timeout"), hang
-    assert f"stage {stage} on part 1" in hang["error"] and "time bound of 1.5 s" in hang["error"], hang["error"]
+    assert f"stage {stage} on part 1" in hang["error"] and "time bound of 2 s" in hang["error"], hang["error"]
     assert all(r["status"] == "ok" for i, r in rows.items() if i != HANG), rows  # its part-mates too
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["status"] == "complete"
 
@@ -79,13 +80,13 @@ def _check_isolated(tmp_path, stage: str) -> None:
 @pytest.mark.parametrize("actor", [False, True], ids=["task", "actor"])
 def test_a_row_that_hangs_its_stage_fails_alone_and_the_run_goes_on(ray_address, tmp_path, actor):
     # the task stage sets its own bounds; the actor stage takes the recipe's ray section's
-    bounds = "{}" if actor else "{call_timeout_s: 1.5, row_timeout_s: 0.1}"
-    extra = ("--set", "ray.call_timeout_s=1.5", "--set", "ray.row_timeout_s=0.1") if actor else ()
+    bounds = "{}" if actor else BOUNDS
+    extra = ("--set", "ray.call_timeout_s=2", "--set", "ray.row_timeout_s=0.1") if actor else ()
     proc, took = _run(tmp_path, actor=actor, bounds=bounds, ray_address=ray_address, extra=extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     _check_isolated(tmp_path, "hang_on")
-    # a part of 4 rows: its calls on 4, 2 and 1 rows timed out (3 x 1.5 s, plus a worker start each)
+    # a part of 4 rows: its calls on 4, 2 and 1 rows timed out (3 x 2 s, plus a worker start each)
     assert took < 90, took
     if actor:
         return  # (validate and resume below see the same run directory either way)
@@ -100,7 +101,7 @@ def test_a_row_that_hangs_its_stage_fails_alone_and_the_run_goes_on(ray_address,
 
 def test_a_filter_that_loops_forever_in_a_run_without_ray_fails_its_row_alone(tmp_path):
     """The CLI's own process cannot be ended; a Python loop there is interrupted instead (StageTimedOut)."""
-    proc, took = _run(tmp_path, stage="SpinOn", bounds="{call_timeout_s: 1.5, row_timeout_s: 0.1}", ray_address=None)
+    proc, took = _run(tmp_path, stage="SpinOn", bounds=BOUNDS, ray_address=None)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and took < 60, took
     _check_isolated(tmp_path, "spin_on")
