@@ -28,12 +28,18 @@ setup, where a model loads or compiles, is outside every call). A watchdog threa
 range marker to a timeout marker and ends the process with os._exit: the thread that hangs cannot be
 stopped safely, but its process can. Ray then retries the part as after a crash, and the next try splits the
 range that timed out as it splits one that died. Why a watchdog in the worker rather than a timer in the
-driver (ray.get with a timeout, then ray.cancel(force=True) or ray.kill of the actor): the driver does not
-hold Ray Data's task references or know which stage of a fused chain is running, and a killed task leaves
-its marker as a plain death, so the row would end `stage_crashed`; the worker knows the call, its rows and
-its bound, and reuses the crash path (retries, bisection, the loop rule, `ray.max_part_crashes`) unchanged.
-A part split this way costs about log2(n) + 1 timeouts per hanging row, each its call's bound: the halves'
-bounds shrink with their rows, down to `call_timeout_s` (the floor).
+driver (ray.get with a timeout, then ray.cancel(force=True) or ray.kill of the actor): Ray does not retry
+a cancelled task (its docs: "max_task_retries aren't respected"), so the part would fail instead of being
+split; a running task of a regular actor cannot be cancelled at all (only the whole actor killed); the
+driver does not hold Ray Data's task references or know which stage of a fused chain is running; and a
+killed task leaves its marker as a plain death, so the row would end `stage_crashed`. The worker knows the
+call, its rows and its bound, and reuses the crash path unchanged: a timeout is one of Ray's retries of the
+part (ray_crash.retries_for) and one of its `ray.max_part_crashes` deaths, and the loop rule stops a stage
+that runs past its bound on most rows (its line then says to raise the bound). A part split this way costs
+about log2(n) + 1 timeouts per hanging row, each its call's bound: the halves' bounds shrink with their
+rows, down to `call_timeout_s` (the floor). Like crash markers, timeout markers last one session: a
+--resume of an interrupted run finds a hanging row of an uncommitted part again; committed parts keep
+their `stage_timeout` rows.
 
 A run without Ray (curate's in-process path for filters and jobs) cannot end its own process: there the
 watchdog raises StageTimedOut in the hung thread (this stops Python code that loops, so the range is split
