@@ -80,3 +80,20 @@ def test_a_resume_may_change_the_time_bounds_only():
     now = {"ray": {"num_cpus": 2, "call_timeout_s": 60.0, "row_timeout_s": 1.0}, "stages": [{"hang": {"x": 1}}]}
     _drop_time_bounds(saved), _drop_time_bounds(now)
     assert saved == now
+
+
+def test_a_stage_past_its_bound_on_most_rows_stops_the_part_with_the_bound_in_its_line(tmp_path):
+    """The crash loop rule counts timeouts as deaths; when most of them are timeouts, the line says to raise
+    the bound (a stage slower than row_timeout_s on every row), not to look for a native crash."""
+    import json
+
+    import pytest
+
+    from curate.crash_isolation import CrashWatch, StageCrashLoop
+
+    rows = ["u0", "u1", "u2", "u3"]
+    for i, uids in enumerate([rows, rows[:2], ["u0"], rows[2:], ["u2"], ["u1"]]):
+        (tmp_path / f"0-test_hang.t{i}.timeout.json").write_text(json.dumps(uids))
+    with pytest.raises(StageCrashLoop, match="stage test_hang on part 0: the stage ran past its time bound on 3 rows "
+                                             "alone while 0 passed.*raise the stage's row_timeout_s"):
+        CrashWatch(tmp_path, "0-test_hang", "stage test_hang on part 0").guard(lambda lo, hi: None, rows)
