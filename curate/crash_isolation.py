@@ -136,14 +136,17 @@ class CallBound:
 
 
 class _Watchdog:
-    """One daemon thread per process that ends the process when a watched call runs past its deadline.
+    """One daemon thread per process that stops a watched call when it runs past its deadline.
 
     Starting and ending a call is a dict update under a lock; the thread sleeps until the earliest deadline
-    and is woken only when a new call's deadline comes sooner (measured cost: bench/crash_isolation.py)."""
+    and is woken only when a new call's deadline comes sooner (measured cost: bench/crash_isolation.py).
+    The thread acts on a call only under that lock and while the call is still on the list, so `stop`
+    (the call has ended) and the stop of the call are never crossed: a call that ended is not interrupted
+    afterwards, when its thread runs the next call or the runner's own code, and its process is not ended."""
 
     def __init__(self):
         self.cond = threading.Condition()
-        self.calls: dict[int, tuple[float, object, str, float, int, bool]] = {}
+        self.calls: dict[int, _Call] = {}
         self.wake = math.inf  # when the thread means to look next
         self.thread: threading.Thread | None = None
         self.pid = os.getpid()
@@ -155,45 +158,61 @@ class _Watchdog:
                 self.pid, self.thread = os.getpid(), threading.Thread(target=self._run, name="curate-watchdog",
                                                                       daemon=True)
                 self.thread.start()
-            self.calls[token] = (deadline, marker, where, seconds, threading.get_ident(), in_driver)
+            self.calls[token] = _Call(deadline, marker, where, seconds, threading.get_ident(), in_driver)
             if deadline < self.wake:
                 self.cond.notify()
         return token
 
     def stop(self, token: int) -> None:
         with self.cond:
-            self.calls.pop(token, None)
+            call = self.calls.pop(token, None)
+            if call is not None and call.interrupted:  # not raised yet (the call returned meanwhile): never
+                _set_async_exc(call.thread, None)      # raise it outside the call
 
     def _run(self) -> None:
         while True:
             with self.cond:
                 now = time.monotonic()
-                late = [(t, c) for t, c in self.calls.items() if c[0] <= now]
-                self.wake = min((c[0] for c in self.calls.values() if c[0] > now), default=math.inf)
-                if not late:
-                    self.cond.wait(None if self.wake == math.inf else self.wake - now)
-                    continue
-                for token, call in late:
-                    self.calls.pop(token)
-            for token, call in late:
-                self._expire(*call)
+                for token in [t for t, c in self.calls.items() if c.deadline <= now]:
+                    self._expire(token, self.calls[token])
+                self.wake = min((c.deadline for c in self.calls.values()), default=math.inf)
+                self.cond.wait(None if self.wake == math.inf else max(self.wake - now, 0))
 
-    def _expire(self, deadline, marker, where: str, seconds: float, thread: int, in_driver: bool) -> None:
-        if not in_driver:
-            _mark_timeout(marker)
-            _exit(f"{where}: a call ran past its time bound of {seconds:g} s; ending this worker so the part "
-                  "is tried again without the hanging rows (stage_timeout)")
-        if not marker.exists():  # the call ended meanwhile
+    def _expire(self, token: int, call: "_Call") -> None:
+        """The call is past its deadline and still running (under the lock: `stop` waits)."""
+        if not call.in_driver:
+            _mark_timeout(call.marker)
+            _exit(f"{call.where}: a call ran past its time bound of {call.seconds:g} s; ending this worker so the "
+                  "part is tried again without the hanging rows (stage_timeout)")
+        if not call.interrupted:  # first StageTimedOut in its thread, then DRIVER_GRACE_S to unwind
+            call.interrupted, call.deadline = True, time.monotonic() + DRIVER_GRACE_S
+            detail = (f"{call.where} ran past its time bound of {call.seconds:g} s (row_timeout_s, at least "
+                      "call_timeout_s) and was stopped")
+            _set_async_exc(call.thread, type("StageTimedOut", (StageTimedOut,), {"detail": detail}))
             return
-        detail = f"{where} ran past its time bound of {seconds:g} s (row_timeout_s, at least call_timeout_s) and was stopped"
-        exc = type("StageTimedOut", (StageTimedOut,), {"detail": detail})
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(exc))
-        time.sleep(DRIVER_GRACE_S)
-        if marker.exists():  # the call did not unwind: blocked outside Python code
-            _mark_timeout(marker)
-            _exit(f"error: {where} ran past its time bound of {seconds:g} s and cannot be stopped in this process "
-                  "(a run without Ray); run the same command with --resume: it goes through Ray, which fails the "
-                  "hanging row alone (stage_timeout)")
+        del self.calls[token]
+        if call.marker.exists():  # the call did not unwind: blocked outside Python code (a marker gone: it did,
+            _mark_timeout(call.marker)  # the exception arrived before its stop())
+            _exit(f"error: {call.where} ran past its time bound of {call.seconds:g} s and cannot be stopped in this "
+                  "process (a run without Ray); run the same command with --resume: it goes through Ray, which "
+                  "fails the hanging row alone (stage_timeout)")
+
+
+@dataclass
+class _Call:
+    """A watched call: when it is due, what to mark and say, the thread that runs it."""
+    deadline: float
+    marker: object
+    where: str
+    seconds: float
+    thread: int
+    in_driver: bool
+    interrupted: bool = False  # StageTimedOut was sent to its thread (a run without Ray)
+
+
+def _set_async_exc(thread: int, exc) -> None:
+    """Raise `exc` (a class) in thread `thread` at its next Python instruction; None clears one not raised yet."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(exc) if exc else None)
 
 
 def _mark_timeout(marker) -> None:

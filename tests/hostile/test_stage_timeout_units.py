@@ -97,3 +97,61 @@ def test_a_stage_past_its_bound_on_most_rows_stops_the_part_with_the_bound_in_it
     with pytest.raises(StageCrashLoop, match="stage test_hang on part 0: the stage ran past its time bound on 3 rows "
                                              "alone while 0 passed.*raise the stage's row_timeout_s"):
         CrashWatch(tmp_path, "0-test_hang", "stage test_hang on part 0").guard(lambda lo, hi: None, rows)
+
+
+RACE = textwrap.dedent("""
+    import threading, time
+    from pathlib import Path
+    from curate import crash_isolation
+    from curate.crash_isolation import StageTimedOut
+
+    class Marker:
+        # a call's real marker file, whose exists() the watchdog of before asked after it had taken the late
+        # call off its list: it waits there until the call has ended, the interleaving under test
+        def __init__(self, path):
+            self.path, self.asked, self.ended = path, threading.Event(), threading.Event()
+            self.name = path.name
+        def exists(self):
+            self.asked.set()
+            self.ended.wait(5)
+            return self.path.exists()
+        def rename(self, target):
+            return self.path.rename(target)
+        def with_name(self, name):
+            return self.path.with_name(name)
+
+    crash_isolation.DRIVER_GRACE_S = 0.3
+    path = Path(FOLDER) / "0-x.1.range.json"
+    path.write_text("[]")
+    marker, dog = Marker(path), crash_isolation._Watchdog()
+    t0 = time.monotonic()
+    token = dog.start(t0 + 0.2, marker, "stage x", 0.2, True)
+    inside = leaked = None
+    try:
+        while not marker.asked.is_set() and time.monotonic() < t0 + 3:
+            pass  # the call, in Python code past its bound
+    except StageTimedOut as err:
+        inside = err
+    dog.stop(token)  # the call has ended (its marker goes just after, as CrashWatch's does)
+    marker.ended.set()
+    try:
+        t1 = time.monotonic()
+        while time.monotonic() - t1 < 1:
+            pass  # the run's own code after the call
+    except StageTimedOut as err:
+        leaked = err
+    path.unlink()
+    time.sleep(0.5)  # past the grace: the process lives on
+    print("inside", inside is not None, "leaked", leaked is not None)
+""")
+
+
+def test_a_call_that_ended_is_never_interrupted_afterwards(tmp_path):
+    # In a run without Ray the watchdog raises StageTimedOut in the thread of a call past its bound. It must
+    # do so only while that call runs: delivered after the call ended, it would fail the next call's rows
+    # (a range that did not run past its bound) or break the runner's own code outside any call.
+    code = RACE.replace("FOLDER", repr(str(tmp_path)))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["inside", "True", "leaked", "False"], proc.stdout + proc.stderr
