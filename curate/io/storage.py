@@ -533,8 +533,9 @@ def _fetch(url: str, where: str, limit: int, fs, inner: str, size: int, version:
                     raise StorageError(f"{where} is over the {limit:,}-byte limit on fetched files")
         if session is None:
             os.replace(tmp, dest)  # concurrent workers fetching the same version each publish a whole copy
-        elif not _publish_first(tmp, dest):
-            return dest  # another worker of this session published its copy first: read that one, as it does
+        elif not _publish_first(tmp, dest):  # another worker of this session published its copy first: read
+            digest, size = _file_digest(dest), dest.stat().st_size  # that one, as it does, and record it if
+            # it has not (yet: it records the same; or it died between publishing and recording)
     except StorageError:
         raise
     except Exception as err:  # noqa: BLE001
@@ -548,6 +549,17 @@ def _fetch(url: str, where: str, limit: int, fs, inner: str, size: int, version:
     write_bytes(folder / ".source.json", json.dumps(record).encode())  # whole or absent: never half a record
     _prune_fetch_cache(keep=folder)
     return dest
+
+
+def _file_digest(path: Path):
+    """A sha256 object of a file's bytes (_fetch records the digest of the copy it returns)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h
 
 
 def _publish_first(tmp: str, dest: Path) -> bool:

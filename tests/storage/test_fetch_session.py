@@ -63,6 +63,23 @@ def test_within_a_session_the_first_copy_published_is_the_one_every_reader_gets(
         assert not [p for p in first.parent.iterdir() if p.name.startswith(".fetch-")]  # no leftover
 
 
+
+def test_the_copy_another_worker_published_is_recorded_by_the_worker_that_reads_it(server):
+    """The second worker of the case above reads the first one's copy: it records that copy's digest when
+    the first has not (it died between publishing and recording, or has not got there yet). Before, the
+    session's copy stayed unrecorded: every later read downloaded the file again to find the copy there,
+    and remote_version (a resume's input check, an experiment's fingerprint) said "sha256=", no digest."""
+    handler, base = server
+    handler.files["/list.txt"] = b"L" * 512
+    with storage.fetch_session():
+        first = storage.local_file(f"{base}/list.txt")
+        (first.parent / ".source.json").unlink()  # the first worker died before it recorded its copy
+        storage.local_file(f"{base}/list.txt")
+        digest = hashlib.sha256(first.read_bytes()).hexdigest()
+        assert storage.remote_version(f"{base}/list.txt") == (512, f"sha256={digest}")
+        assert storage.local_file(f"{base}/list.txt") == first and handler.gets["/list.txt"] == 2  # no third GET
+
+
 CALLER_RAY = r"""
 import json, sys
 import pyarrow.dataset as pads
