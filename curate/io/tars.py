@@ -47,6 +47,8 @@ def end_problem(block: bytes | None) -> str | None:
     (or no block read at all)."""
     if block is None or block == ZERO_BLOCK:
         return None
+    if block and not block.strip(b"\0"):  # cut inside the end-of-archive block: every member is whole (a
+        return None                        # header's first byte is its name's, never zero)
     if not block:
         return "it ends without the tar end-of-archive block"
     if len(block) < tarfile.BLOCKSIZE:

@@ -211,3 +211,14 @@ def test_export_reads_a_whole_shard_and_refuses_a_cut_one(tmp_path):
     path.write_bytes(DATA[:LAST_TXT.offset])
     with pytest.raises(tars.TruncatedTar, match="000000.tar"):
         _members(path, rows)
+
+
+def test_a_tar_cut_inside_its_end_of_archive_block_is_whole(tmp_path):
+    """A copy cut after the last member, inside the zero block that ends the archive, lost no member: its
+    samples are all read, and no reader refuses it (a partial zero block is not the start of a header,
+    whose first byte is a member name's). Before, it read as 'ends inside a tar header'."""
+    path = tmp_path / "s.tar"
+    path.write_bytes(DATA[:LAST_TXT.offset_data + 512 + 100])  # c.txt's data block, then 100 zero bytes
+    assert [r["_reason"] for r in wds_input.index_tar(str(path))] == [None] * 3
+    assert _walk(path) == 6
+    assert tars.end_problem(bytes(100)) is None and tars.end_problem(b"c.txt" + bytes(95)) is not None
