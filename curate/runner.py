@@ -1104,20 +1104,29 @@ class Runner:
 
     def _with_input_payload(self, failed: pa.Table, spec: reader.InputSpec, payload: list[str]) -> pa.Table:
         """The failed rows with their payload columns read again from the input. The input is split into
-        parts as the run split it (so `row` numbers agree), one part at a time under _work, and only the
-        failed rows' payload is kept: without it load_image would fail every retried row as
-        input_missing_image, a failure of the retry rather than of the row."""
+        parts as the run split it (so `row` numbers agree), each part read and deleted under _work once it
+        is written (not a second copy of the whole input on disk), and only the failed rows' payload is
+        kept: without it load_image would fail every retried row as input_missing_image, a failure of the
+        retry rather than of the row."""
         tmp = self.run.work / "retry_source"
         storage.rmtree(tmp)
-        wanted = set(failed.column("row").to_pylist())
+        wanted = pa.array(sorted(set(failed.column("row").to_pylist())), pa.int64())
         got: dict[int, dict] = {}
+
+        def take(k: int) -> None:  # part k is whole: keep its failed rows' payload, then delete it
+            path = tmp / f"part-{k:06d}.parquet"
+            part = storage.read_table(path, columns=["row", "uid", *payload])
+            got.update((r["row"], r) for r in part.filter(pc.is_in(part.column("row"), wanted)).to_pylist())
+            storage.as_path(path).unlink()  # (a remote run's _work too)
+
+        def part_path(k: int):  # split_parts asks for part k's path once part k - 1 is written whole
+            if k > 0:
+                take(k - 1)
+            return tmp / f"part-{k:06d}.parquet"
+
         try:
-            sizes, _ = reader.split_parts(spec, self.recipe.output.samples_per_shard,
-                                          lambda k: tmp / f"part-{k:06d}.parquet")
-            for k in range(len(sizes)):
-                part = storage.read_table(tmp / f"part-{k:06d}.parquet", columns=["row", "uid", *payload])
-                for r in part.filter(pc.is_in(part.column("row"), pa.array(sorted(wanted), pa.int64()))).to_pylist():
-                    got[r["row"]] = r
+            sizes, _ = reader.split_parts(spec, self.recipe.output.samples_per_shard, part_path)
+            take(len(sizes) - 1)
         except reader.InputError as err:
             raise RunError(f"--retry-failed: {err}") from None
         finally:
