@@ -1472,11 +1472,13 @@ class Runner:
         self._phase = {}
 
     def _bound(self, i: int) -> crash_isolation.CallBound:
-        """Step i's call bound: its own call_timeout_s / row_timeout_s, else the recipe's ray section's."""
+        """Step i's call bound: its own call_timeout_s / row_timeout_s, else the recipe's ray section's, with
+        the row bound at least the stage's `min_row_timeout_s` (a video re-encode takes minutes a row)."""
         sched, ray_cfg = self.recipe.scheduling[i], self.recipe.ray
+        per_row = (max(ray_cfg.row_timeout_s, type(self.recipe.steps[i]).min_row_timeout_s)
+                   if sched.row_timeout_s is None else sched.row_timeout_s)
         return crash_isolation.CallBound(
-            ray_cfg.call_timeout_s if sched.call_timeout_s is None else sched.call_timeout_s,
-            ray_cfg.row_timeout_s if sched.row_timeout_s is None else sched.row_timeout_s)
+            ray_cfg.call_timeout_s if sched.call_timeout_s is None else sched.call_timeout_s, per_row)
 
     @staticmethod
     def _segment_in_process(pending: list[int], stages: list[Stage], load: dict, commit: dict, run_schema: pa.Schema,

@@ -113,6 +113,10 @@ class Step(BaseModel):
     # settings that may name a local file or folder (a model folder, a checkpoint, an entries file): the
     # recipe makes a relative one absolute when it loads (local_path_settings, curate.recipe)
     path_settings: ClassVar[tuple[str, ...]] = ()
+    # the least time one row may take in this stage's call bound when the recipe sets none for the stage
+    # (runner: max(ray.row_timeout_s, this); the stage's own row_timeout_s wins): a stage whose healthy rows
+    # take minutes (a long video re-encoded, a VLM on a CPU) must not have them stopped as hanging
+    min_row_timeout_s: ClassVar[float] = 0.0
 
     def local_path_settings(self) -> tuple[str, ...]:
         """The settings of this configured step that may name a local file or folder: `path_settings` and

@@ -39,7 +39,9 @@ def kind_of(cls: type[Step]) -> str:
     else:
         kind = "stage (one batch at a time)"
     extras = [label for flag, label in ((cls.uses_model, "loads a model: runs on an actor pool"),
-                                        (cls.adds_rows, "adds rows")) if flag]
+                                        (cls.adds_rows, "adds rows"),
+                                        (cls.min_row_timeout_s, f"time bound at least {cls.min_row_timeout_s:g} s "
+                                                                "per row (min_row_timeout_s)")) if flag]
     return kind + ("; " + "; ".join(extras) if extras else "")
 
 

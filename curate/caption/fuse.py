@@ -54,6 +54,7 @@ class FuseCaptions(EndpointClient, Stage):
     """Adds `fused_caption`, `fused_caption_model`, `fused_caption_flag` to every row in play."""
 
     name: ClassVar[str] = "fuse_captions"
+    min_row_timeout_s: ClassVar[float] = 120.0  # the call bound's least per row: an endpoint answering slowly between retries
     reads: ClassVar[tuple[str, ...]] = ("text", "recaption")
     writes: ClassVar[dict[str, pa.DataType]] = {
         "fused_caption": pa.string(), "fused_caption_model": pa.string(), "fused_caption_flag": pa.string()}

@@ -56,6 +56,7 @@ class Recaption(EndpointClient, Stage):
     """Synthetic captions from open_clip CoCa or a transformers VLM, batched, one model load per worker."""
 
     name: ClassVar[str] = "recaption"
+    min_row_timeout_s: ClassVar[float] = 120.0  # the call bound's least per row: a captioning model on a CPU, or an endpoint answering slowly between retries
     reads: ClassVar[tuple[str, ...]] = ("image", "text")
     writes: ClassVar[dict[str, pa.DataType]] = {
         "recaption": pa.string(), "recaption_model": pa.string(), "recaption_flag": pa.string()}

@@ -37,6 +37,7 @@ class MllmScore(EndpointClient, Stage):
     """Adds `mllm_score` (0..1) and `mllm_model` to every active row."""
 
     name: ClassVar[str] = "mllm_score"
+    min_row_timeout_s: ClassVar[float] = 120.0  # the call bound's least per row: a VLM on a CPU, or an endpoint answering slowly between retries
     reads: ClassVar[tuple[str, ...]] = ("image", "text")
     writes: ClassVar[dict[str, pa.DataType]] = PerConfig(  # type: ignore[assignment]
         {"mllm_score": pa.float32(), "recaption_mllm_score": pa.float32(), "mllm_model": pa.string()},

@@ -29,6 +29,7 @@ class ClipSplit(Stage):
     """Cut videos into clips (fixed windows or scene cuts), each its own row with keyframes, motion and text."""
 
     name: ClassVar[str] = "clip_split"
+    min_row_timeout_s: ClassVar[float] = 3600.0  # the call bound's least per row: a long video re-encoded clip by clip takes minutes
     adds_rows: ClassVar[bool] = True
     updates: ClassVar[tuple[str, ...]] = ("video",)  # a split video's bytes are released
     reads: ClassVar[tuple[str, ...]] = ("video", "fps", "duration", "cues")

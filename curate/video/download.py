@@ -39,6 +39,7 @@ class DownloadVideo(Stage):
     """Fetch and probe videos (PyAV): codec, size, fps, duration, audio; WebVTT cues from a sidecar column."""
 
     name: ClassVar[str] = "download_video"
+    min_row_timeout_s: ClassVar[float] = 600.0  # the call bound's least per row: a large video file at a slow server
     reads: ClassVar[tuple[str, ...]] = ("url",)
     writes: ClassVar[dict[str, pa.DataType]] = {
         "video": pa.binary(),

@@ -18,6 +18,7 @@ class KeyframeClipScore(ClipWeights, Stage):
     """Cosine similarity of each clip's text with its keyframes under an open_clip model: mean and min."""
 
     name: ClassVar[str] = "keyframe_clip_score"
+    min_row_timeout_s: ClassVar[float] = 120.0  # the call bound's least per row: decoding the keyframes of a long video
     uses_model: ClassVar[bool] = True
     reads: ClassVar[tuple[str, ...]] = ("keyframes",)
     writes: ClassVar[dict[str, pa.DataType]] = {"keyframe_clip_score": pa.float32(),

@@ -155,3 +155,22 @@ def test_a_call_that_ended_is_never_interrupted_afterwards(tmp_path):
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["inside", "True", "leaked", "False"], proc.stdout + proc.stderr
+
+
+def test_a_stage_whose_rows_take_minutes_keeps_its_own_least_bound(tmp_path):
+    """clip_split re-encodes whole videos (minutes a row): the recipe's default 10 s a row would stop healthy
+    calls as hanging, so the stage's min_row_timeout_s raises the bound; its own row_timeout_s still wins."""
+    from curate.recipe import build_recipe
+    from curate.runner import Runner
+
+    def bound(extra: dict, ray: dict | None = None):
+        recipe = build_recipe({"name": "t", "input": {"format": "parquet"}, "ray": ray or {},
+                               "output": {"path": str(tmp_path / "out")},
+                               "stages": [{"caption_text": {}}, {"download_video": {}}, {"clip_split": extra}]})
+        runner = Runner(recipe)
+        return runner._bound(0), runner._bound(2)
+
+    text, video = bound({})
+    assert (text.per_row, video.per_row) == (10.0, 3600.0) and video.seconds(4) == 4 * 3600.0
+    assert bound({}, {"row_timeout_s": 2})[1].per_row == 3600.0  # the recipe-wide default does not lower it
+    assert bound({"row_timeout_s": 30})[1].per_row == 30.0  # the stage's own setting wins
