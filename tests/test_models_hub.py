@@ -35,6 +35,19 @@ def fake_hub(blip):
         yield server
 
 
+@pytest.fixture(autouse=True)
+def _fresh_hub_sessions():
+    """huggingface_hub keeps one requests session per thread, made offline or online by HF_HUB_OFFLINE as it
+    was when the session was made: after a test that went online, a later offline test's from_pretrained
+    (transformers asks the hub for custom generation code) went to the network and spent ~18 s in
+    http_backoff's retries. Each test starts and ends with new sessions (see _hub / _use)."""
+    from huggingface_hub.utils import reset_sessions
+
+    reset_sessions()
+    yield
+    reset_sessions()
+
+
 def _hub(monkeypatch, tmp_path, offline: bool, endpoint: str | None = NOBODY) -> Path:
     """This test's Hugging Face cache (empty until filled), HF_HUB_OFFLINE and HF_ENDPOINT (None: as it
     is), for huggingface_hub and for transformers' from_pretrained (which read them when imported)."""
@@ -47,7 +60,15 @@ def _hub(monkeypatch, tmp_path, offline: bool, endpoint: str | None = NOBODY) ->
     if endpoint is not None:
         monkeypatch.setattr(constants, "ENDPOINT", endpoint)
     monkeypatch.setattr(thub, "TRANSFORMERS_CACHE", str(cache))
+    _new_sessions()
     return cache
+
+
+def _new_sessions() -> None:
+    """Sessions that follow the HF_HUB_OFFLINE just set (see _fresh_hub_sessions)."""
+    from huggingface_hub.utils import reset_sessions
+
+    reset_sessions()
 
 
 def download(fake_hub, cache: Path, *files: str) -> Path:
@@ -75,6 +96,7 @@ def _use(monkeypatch, cache: Path) -> None:
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(thub, "TRANSFORMERS_CACHE", str(cache))
+    _new_sessions()
 
 
 def test_local_folder_must_hold_a_loadable_model(blip, tmp_path):
