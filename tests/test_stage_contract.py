@@ -294,20 +294,25 @@ def test_legacy_row_adding_stage_keeps_input_rows_first_under_isolation():
     assert out.column("status").to_pylist()[:5] == [schema.OK, schema.FAILED, schema.OK, schema.OK, schema.OK]
 
 
+def _upper_then(tmp_path, rows: int, stage: dict, **sections):
+    """A recipe over `rows` input rows: test_upper, then `stage` (the step under test), in tmp_path/out."""
+    from curate.recipe import build_recipe
+
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"url": [f"http://127.0.0.1/{i}" for i in range(rows)],
+                             "caption": [f"c {i}" for i in range(rows)]}), src)
+    return build_recipe({"name": "t", "input": {"path": str(src)}, "output": {"path": str(tmp_path / "out")},
+                         **sections, "stages": [{"test_upper": {}}, stage]})
+
+
 def test_ray_runner_stops_on_a_contract_bug_with_its_own_line(tmp_path, ray_address, registered_upper):
     # on Ray the StageContractError arrives wrapped in a RayTaskError whose first line is Ray's task header:
     # the run must stop with the stage's own message, as it does without Ray
-    from curate.recipe import build_recipe
     from curate.runner import Runner
 
     register(_Writes)
     try:
-        src = tmp_path / "in.parquet"
-        pq.write_table(pa.table({"url": [f"http://127.0.0.1/{i}" for i in range(6)],
-                                 "caption": [f"c {i}" for i in range(6)]}), src)
-        recipe = build_recipe({"name": "t", "input": {"path": str(src)}, "output": {"path": str(tmp_path / "out")},
-                               "ray": {"in_process_max_rows": 0},
-                               "stages": [{"test_upper": {}}, {"test_writes": {"n": 1}}]})
+        recipe = _upper_then(tmp_path, 6, {"test_writes": {"n": 1}}, ray={"in_process_max_rows": 0})
         with pytest.raises(StageContractError) as err:
             Runner(recipe).start()
         assert str(err.value) == "stage test_writes: column 'upper' has 7 values for 6 rows"
@@ -362,16 +367,11 @@ class _SetupFailsActor(_SetupFails):
 @pytest.mark.parametrize("cls", [_SetupFails, _SetupFailsActor])
 def test_a_stage_whose_setup_raises_stops_the_run_with_its_own_line(tmp_path, ray_address, registered_upper, cls):
     # it said Ray's task header (a task stage) or "a model worker process died ... the OOM killer" (an actor)
-    from curate.recipe import build_recipe
     from curate.runner import Runner, StageSetupError
 
     register(cls)
     try:
-        src = tmp_path / "in.parquet"
-        pq.write_table(pa.table({"url": [f"http://127.0.0.1/{i}" for i in range(4)],
-                                 "caption": [f"c {i}" for i in range(4)]}), src)
-        recipe = build_recipe({"name": "t", "input": {"path": str(src)}, "output": {"path": str(tmp_path / "out")},
-                               "stages": [{"test_upper": {}}, {cls.name: {}}]})
+        recipe = _upper_then(tmp_path, 4, {cls.name: {}})
         with pytest.raises(StageSetupError) as err:
             Runner(recipe, ray_address=ray_address).start()
         assert str(err.value) == (f"stage {cls.name} could not set up: FileNotFoundError: weights.bin not found; "
