@@ -137,7 +137,7 @@ def open_tar(path):
             if not tars.is_cut_data(err) or not tar.members:
                 raise
             raise tars.TruncatedTar(tars.message(str(path), len(tar.members), tar.members[-1].name,
-                                                 "its data ends inside that member")) from None
+                                                 tars.CUT_DATA)) from None
         tars.check(tar, str(path))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import tarfile
 
 ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
+CUT_DATA = "its data ends inside that member"  # why, when a member's data (or a gzip stream) ran out
 
 
 class TruncatedTar(ValueError):

@@ -198,7 +198,7 @@ def index_tar(tar_path: str) -> list[dict]:
                     damage = _index_members(tar, f, total, samples, spans)
             except _TAR_DAMAGE as err:
                 if tars.is_cut_data(err) and tar is not None and tar.members:  # a member or the gzip stream ran out
-                    damage = "input_truncated_tar", "its data ends inside that member"
+                    damage = "input_truncated_tar", tars.CUT_DATA
                 else:
                     damage = "input_tar_error", f"{type(err).__name__}: {err}"
             if gz:

@@ -173,7 +173,7 @@ def _tar_members(stream, url: str, handler) -> Iterator[tuple[str, bytes]]:
     except (tarfile.ReadError, EOFError) as err:
         if not tars.is_cut_data(err) or not count:  # not a tar at all: the caller's handler counts it
             raise
-        why = "its data ends inside that member"
+        why = tars.CUT_DATA
     if why is not None:
         raise TruncatedShard(tars.message(url, count, name, why))
 
